@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+// Runs the test tiers (CONTRACT §5) from the compiled tree under dist/test/<tier>/.
+//   node scripts/test.mjs all | unit | property | integration | security | fault | e2e | architecture ...
+// Prints node:test's spec report and its closing counts. With COMPANION_REQUIRE_ALL=1, any skipped test
+// (a tier whose dependency is missing) fails the run: CI must not pass on a tier that did not run.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const TIERS = ['unit', 'property', 'architecture', 'integration', 'security', 'fault', 'e2e'];
+const root = resolve(new URL('..', import.meta.url).pathname);
+const args = process.argv.slice(2);
+const wanted = args.length === 0 || args.includes('all') ? TIERS : args;
+for (const tier of wanted) {
+  if (!TIERS.includes(tier)) {
+    console.error(`test: unknown tier '${tier}' (known: ${TIERS.join(', ')}, all)`);
+    process.exit(2);
+  }
+}
+
+function findTests(dir) {
+  if (!existsSync(dir)) return [];
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...findTests(path));
+    else if (name.endsWith('.test.js')) out.push(path);
+  }
+  return out;
+}
+
+const requireAll = process.env.COMPANION_REQUIRE_ALL === '1';
+const scratch = mkdtempSync(join(tmpdir(), 'companion-test-report-'));
+let failed = false;
+const summary = [];
+for (const tier of wanted) {
+  const files = findTests(join(root, 'dist', 'test', tier));
+  if (files.length === 0) {
+    summary.push(`${tier}: no tests`);
+    if (requireAll) {
+      console.error(`test: tier '${tier}' has no tests (COMPANION_REQUIRE_ALL=1)`);
+      failed = true;
+    }
+    continue;
+  }
+  console.log(`\n=== tier: ${tier} (${files.length} files) ===`);
+  const tap = join(scratch, `${tier}.tap`);
+  const result = spawnSync(process.execPath, [
+    '--test',
+    '--test-reporter=spec', '--test-reporter-destination=stdout',
+    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+    ...files,
+  ], { stdio: 'inherit', cwd: root, env: { ...process.env, COMPANION_TEST_TIER: tier } });
+  const report = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
+  const count = (name) => Number((report.match(new RegExp(`^# ${name} (\\d+)$`, "m")) ?? [])[1] ?? 0);
+  const pass = count('pass'), fail = count('fail'), skip = count('skipped'), todo = count('todo');
+  summary.push(`${tier}: pass ${pass}, fail ${fail}, skipped ${skip}, todo ${todo}`);
+  if (result.status !== 0) failed = true;
+  if (requireAll && (skip > 0 || todo > 0)) {
+    console.error(`test: tier '${tier}' skipped ${skip} and left ${todo} todo with COMPANION_REQUIRE_ALL=1`);
+    failed = true;
+  }
+}
+rmSync(scratch, { recursive: true, force: true });
+console.log('\n=== summary ===');
+for (const line of summary) console.log(line);
+console.log(failed ? 'FAILED' : 'OK');
+process.exit(failed ? 1 : 0);

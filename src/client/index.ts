@@ -1,0 +1,2 @@
+/** The LLM client library (filled in by the shell issue). */
+export {};
