@@ -73,12 +73,10 @@ interface Waiter {
   onAbort: (() => void) | undefined;
 }
 
+// Timers stay referenced: a caller awaiting acquire() must get its answer. setReady(false) clears them all.
 const defaultTimers: AdmissionTimers = {
   setTimeout(callback, ms) {
-    const handle = setTimeout(callback, ms);
-    // A queued request must not keep the process alive on its own; its socket does that.
-    handle.unref();
-    return handle;
+    return setTimeout(callback, ms);
   },
   clearTimeout(handle) {
     clearTimeout(handle as ReturnType<typeof setTimeout>);

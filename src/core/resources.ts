@@ -21,7 +21,7 @@ export interface ResourceFigures {
   /** CPU of the runtime's process tree, in percent of one core (may exceed 100 on several cores). */
   cpuPercent: number | null;
   /** Aggregate GPU memory; `null` when the probe failed, left out when there is no GPU figure. */
-  vram?: { usedBytes: number; totalBytes: number } | null;
+  vram?: { usedBytes: number; totalBytes: number } | null | undefined;
 }
 
 export interface ResourceLimits {
