@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   ERR_ADMISSION_QUEUE_FULL: 'too many requests are waiting; try again later',
   ERR_ADMISSION_NOT_READY: 'the runtime is not ready',
   ERR_ADMISSION_TIMEOUT: 'the request waited too long for a free slot',
+  ERR_ADMISSION_ABORTED: 'the request was cancelled while it waited for a slot',
   ERR_INTEGRITY_SIZE_OVER: 'the download is larger than the manifest says',
   ERR_INTEGRITY_SIZE_UNDER: 'the download is smaller than the manifest says',
   ERR_INTEGRITY_DIGEST: 'the download does not match the manifest digest',
