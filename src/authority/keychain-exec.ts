@@ -27,47 +27,47 @@ const MAX_OUTPUT_BYTES = 1024 * 1024;
 export const runCommand: Exec = (file, args, options) =>
   new Promise<ExecResult>((resolve) => {
     let settled = false;
-    let timer: NodeJS.Timeout | undefined;
+    let child: ReturnType<typeof spawn> | undefined;
     const finish = (result: ExecResult): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       resolve(result);
     };
-    let child: ReturnType<typeof spawn>;
+    const timer = setTimeout(() => {
+      child?.kill('SIGKILL');
+      finish({ kind: 'timeout' });
+    }, options.timeoutMs);
     try {
       child = spawn(file, [...args], { shell: false, env: { ...options.env }, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
     } catch {
       finish({ kind: 'spawn-failed' });
       return;
     }
-    timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      finish({ kind: 'timeout' });
-    }, options.timeoutMs);
+    const proc = child;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let size = 0;
     const collect = (into: Buffer[]) => (chunk: Buffer): void => {
       size += chunk.length;
       if (size > MAX_OUTPUT_BYTES) {
-        child.kill('SIGKILL');
+        proc.kill('SIGKILL');
         finish({ kind: 'spawn-failed' });
         return;
       }
       into.push(chunk);
     };
-    child.stdout?.on('data', collect(out));
-    child.stderr?.on('data', collect(err));
-    child.on('error', (error: NodeJS.ErrnoException) => {
+    proc.stdout?.on('data', collect(out));
+    proc.stderr?.on('data', collect(err));
+    proc.on('error', (error: NodeJS.ErrnoException) => {
       finish(error.code === 'ENOENT' ? { kind: 'not-found' } : { kind: 'spawn-failed' });
     });
-    child.on('close', (status) => {
+    proc.on('close', (status) => {
       finish({ kind: 'exited', status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
     });
     // A child that exits before reading its stdin makes the write fail with EPIPE: not our error to raise.
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(options.input ?? '');
+    proc.stdin?.on('error', () => undefined);
+    proc.stdin?.end(options.input ?? '');
   });
 
 /** Copies the named variables that are set in `env` (an allow-list; nothing else reaches the child). */
