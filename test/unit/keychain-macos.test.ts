@@ -29,7 +29,6 @@ function fakeBinding(failWith?: Error): KeyringBinding & { argc: number[]; optio
     AsyncEntry: class implements BindingEntry {
       readonly #key: string;
       constructor(service: string, account: string, opts?: BindingEntryOptions) {
-        // eslint-disable-next-line prefer-rest-params
         argc.push(arguments.length);
         options.push(opts);
         this.#key = `${service}/${account}`;

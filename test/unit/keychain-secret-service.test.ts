@@ -61,7 +61,6 @@ function fakeBinding(): FakeBinding {
     AsyncEntry: class implements BindingEntry {
       readonly #key: string;
       constructor(service: string, account: string, options?: BindingEntryOptions) {
-        // eslint-disable-next-line prefer-rest-params
         constructed.push({ service, account, options, argc: arguments.length });
         this.#key = `${service}\u0000${account}`;
       }
