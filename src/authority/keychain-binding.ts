@@ -6,8 +6,10 @@
  * Three facts of the binding shape this file (measured; docs/keychain.md):
  * - It opens its store once per process, at the first `AsyncEntry`, from the environment of that moment,
  *   and keeps that store (a failure included) for the life of the process. So the health check runs
- *   before the first entry is made: an unreachable store is refused by us, and the binding is never left
+ *   before an entry is made: an unreachable store is refused by us, and the binding is never left
  *   holding a failed store (or allowed to auto-launch a bus).
+ * - The `AsyncEntry` constructor is synchronous and talks to the daemon (it blocks the JS thread, up to
+ *   the library's ~2 s D-Bus reply timeout when the daemon hangs); its methods run off the JS thread.
  * - On a locked Secret Service collection, reading an item that was never stored gives `null` and deleting
  *   it gives `false`. An empty answer is therefore confirmed with the health check; locked or unavailable
  *   is an error, never "empty".
@@ -60,21 +62,12 @@ export interface BindingBackendOptions {
 
 export function createBindingBackend(options: BindingBackendOptions): KeychainBackend {
   const { name, service, entryOptions } = options;
-  let ready: Promise<KeyringBinding> | undefined;
-
-  // The first entry is made only after the store answered the health check (see the file comment).
-  const binding = (): Promise<KeyringBinding> => {
-    ready ??= (async () => {
-      const health = await options.health();
-      if (health.state !== 'available') throw errorForHealth(health);
-      return options.loadBinding();
-    })();
-    const attempt = ready;
-    attempt.catch(() => {
-      if (ready === attempt) ready = undefined; // not constructed: a later call may retry
-    });
-    return attempt;
-  };
+  let loaded: Promise<KeyringBinding> | undefined;
+  // One entry per account, reused: constructing one is a blocking D-Bus round trip on the JS thread
+  // (measured: up to ~2 s against a hung daemon), so it happens once per account, right after a
+  // successful health check. An entry holds a session with the daemon; when the daemon goes away the
+  // entries are dropped and rebuilt on the next call.
+  const entries = new Map<KeychainAccount, BindingEntry>();
 
   const mapError = (error: unknown): CompanionError => {
     switch (classifyBindingError(error)) {
@@ -91,12 +84,42 @@ export function createBindingBackend(options: BindingBackendOptions): KeychainBa
     }
   };
 
-  const entry = async (account: KeychainAccount): Promise<BindingEntry> => {
-    const { AsyncEntry } = await binding();
+  // An entry is made only after the store answered the health check (see the file comment).
+  const entry = async (account: KeychainAccount): Promise<{ item: BindingEntry; fresh: boolean }> => {
+    const cached = entries.get(account);
+    if (cached !== undefined) return { item: cached, fresh: false };
+    const health = await options.health();
+    if (health.state !== 'available') throw errorForHealth(health);
+    loaded ??= options.loadBinding();
+    const attempt = loaded;
+    let binding: KeyringBinding;
     try {
-      return entryOptions === undefined ? new AsyncEntry(service, account) : new AsyncEntry(service, account, entryOptions);
+      binding = await attempt;
+    } catch {
+      if (loaded === attempt) loaded = undefined;
+      throw keychainError('ERR_KEYCHAIN_UNAVAILABLE', name, 'the native keychain binding could not be loaded');
+    }
+    let item: BindingEntry;
+    try {
+      item = entryOptions === undefined ? new binding.AsyncEntry(service, account) : new binding.AsyncEntry(service, account, entryOptions);
     } catch (error) {
       throw mapError(error);
+    }
+    entries.set(account, item);
+    return { item, fresh: true };
+  };
+
+  /** Runs `operation` on the account's entry; a stale entry (daemon restarted) is rebuilt once. */
+  const withEntry = async <T>(account: KeychainAccount, operation: (item: BindingEntry) => Promise<T>): Promise<T> => {
+    for (let attempt = 0; ; attempt += 1) {
+      const { item, fresh } = await entry(account);
+      try {
+        return await operation(item);
+      } catch (error) {
+        const mapped = mapError(error);
+        if (mapped.code === 'ERR_KEYCHAIN_UNAVAILABLE') entries.clear();
+        if (mapped.code !== 'ERR_KEYCHAIN_UNAVAILABLE' || fresh || attempt > 0) throw mapped;
+      }
     }
   };
 
@@ -110,32 +133,15 @@ export function createBindingBackend(options: BindingBackendOptions): KeychainBa
     name,
     maxValueBytes: MAX_VALUE_BYTES,
     async get(account) {
-      const item = await entry(account);
-      let value: string | null;
-      try {
-        value = await item.getPassword();
-      } catch (error) {
-        throw mapError(error);
-      }
+      const value = await withEntry(account, (item) => item.getPassword());
       if (value === null) await confirmEmpty();
       return value;
     },
     async set(account, value) {
-      const item = await entry(account);
-      try {
-        await item.setPassword(value);
-      } catch (error) {
-        throw mapError(error);
-      }
+      await withEntry(account, (item) => item.setPassword(value));
     },
     async delete(account) {
-      const item = await entry(account);
-      let deleted: boolean;
-      try {
-        deleted = await item.deleteCredential();
-      } catch (error) {
-        throw mapError(error);
-      }
+      const deleted = await withEntry(account, (item) => item.deleteCredential());
       if (!deleted) await confirmEmpty();
       return deleted;
     },

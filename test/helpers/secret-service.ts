@@ -14,7 +14,7 @@
 // (docs/keychain.md), so tests never call it in the test process: `openKeychainChild` runs the real
 // `openKeychain` in a child process whose environment is the private bus's.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync, chmodSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync, chmodSync, readdirSync, lstatSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, delimiter } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -32,6 +32,10 @@ export interface SecretServiceHandle {
   unlock(): Promise<void>;
   /** SIGKILLs the keyring daemon (the bus stays up) and waits for its exit. */
   killDaemon(): Promise<void>;
+  /** SIGSTOPs the keyring daemon: it stays on the bus and never answers (a hung store). */
+  pauseDaemon(): void;
+  /** SIGCONTs it again. */
+  resumeDaemon(): void;
   /** Kills the daemon and the bus, waits for both, removes the dir. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -214,6 +218,12 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
         await exited(child);
         await waitFor('org.freedesktop.secrets to leave the bus', async () => !(await nameHasOwner()));
       },
+      pauseDaemon() {
+        daemon?.kill('SIGSTOP');
+      },
+      resumeDaemon() {
+        daemon?.kill('SIGCONT');
+      },
       stop,
     };
   } catch (error) {
@@ -291,4 +301,71 @@ export async function openKeychainChild(env: Record<string, string>, options: Ke
       });
     },
   };
+}
+
+/** The object paths of the items in the login collection (to count what a call stored). */
+export async function loginItems(env: Record<string, string>): Promise<string[]> {
+  const r = await run('dbus-send', [`--bus=${env.DBUS_SESSION_BUS_ADDRESS ?? ''}`, '--print-reply', '--dest=org.freedesktop.secrets', LOGIN, 'org.freedesktop.DBus.Properties.Get', 'string:org.freedesktop.Secret.Collection', 'string:Items'], env);
+  if (r.status !== 0) throw new Error(`secret-service helper: cannot list items: ${r.stderr.trim()}`);
+  return [...r.stdout.matchAll(/object path "([^"]+)"/g)].map((m) => m[1]!);
+}
+
+/** `secret-tool lookup service S username A` against the private bus: the value, or null. */
+export async function secretToolLookup(env: Record<string, string>, service: string, account: string): Promise<string | null> {
+  const r = await run('secret-tool', ['lookup', 'service', service, 'username', account], env);
+  return r.status === 0 ? r.stdout : null;
+}
+
+/**
+ * Files under `roots` (recursively; symlinks not followed; files over 16 MiB skipped) that contain any of
+ * `needles`, as UTF-8, UTF-16LE or base64. `since` (ms) skips files not modified since then, for shared
+ * folders such as the system temp dir.
+ */
+export function filesContaining(roots: readonly string[], needles: readonly string[], since = 0): string[] {
+  const forms = needles.flatMap((n) => [Buffer.from(n, 'utf8'), Buffer.from(n, 'utf16le'), Buffer.from(Buffer.from(n, 'utf8').toString('base64').slice(0, 24), 'utf8')]);
+  const hits: string[] = [];
+  let budget = 20_000;
+  const walk = (dir: string, depth: number): void => {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (--budget < 0) return;
+      const path = join(dir, name);
+      let info;
+      try {
+        info = lstatSync(path);
+      } catch {
+        continue;
+      }
+      if (info.isDirectory()) {
+        if (depth < 8) walk(path, depth + 1);
+      } else if (info.isFile() && info.size <= 16 * 1024 * 1024 && info.mtimeMs >= since) {
+        let data: Buffer;
+        try {
+          data = readFileSync(path);
+        } catch {
+          continue;
+        }
+        if (forms.some((form) => data.includes(form))) hits.push(path);
+      }
+    }
+  };
+  for (const root of roots) walk(root, 0);
+  return hits;
+}
+
+/**
+ * Lines of /proc/keys (the kernel keyrings this user can see: descriptions, not payloads) that mention
+ * `text`. `keyctl` is not needed. Empty when /proc/keys is absent.
+ */
+export function kernelKeysMentioning(text: string): string[] {
+  try {
+    return readFileSync('/proc/keys', 'utf8').split('\n').filter((line) => line.includes(text));
+  } catch {
+    return [];
+  }
 }

@@ -50,6 +50,8 @@ interface FakeBinding extends KeyringBinding {
   readonly constructed: { service: string; account: string; options: BindingEntryOptions | undefined; argc: number }[];
   readonly items: Map<string, string>;
   failWith?: Error;
+  /** Bumped to simulate a daemon restart: entries made before fail like the real ones do. */
+  generation: number;
 }
 
 function fakeBinding(): FakeBinding {
@@ -58,13 +60,17 @@ function fakeBinding(): FakeBinding {
   const binding: FakeBinding = {
     items,
     constructed,
+    generation: 0,
     AsyncEntry: class implements BindingEntry {
       readonly #key: string;
+      readonly #generation: number;
       constructor(service: string, account: string, options?: BindingEntryOptions) {
+        this.#generation = binding.generation;
         constructed.push({ service, account, options, argc: arguments.length });
         this.#key = `${service}\u0000${account}`;
       }
       async getPassword(): Promise<string | null> {
+        if (this.#generation !== binding.generation) throw new Error('Platform failure: DBus error: The session does not exist');
         if (binding.failWith) throw binding.failWith;
         return items.get(this.#key) ?? null;
       }
@@ -103,13 +109,30 @@ test('the Secret Service backend pins every entry to the secret-service store (n
   await keychain.get('access-token');
   await keychain.delete('access-token');
   await keychain.get('refresh-token');
-  assert.equal(binding.constructed.length, 4);
+  assert.equal(binding.constructed.length, 2, 'one entry per account, reused');
   for (const entry of binding.constructed) {
     assert.deepEqual(entry.options, { linux: { store: 'secret-service' } });
     assert.equal(entry.service, 'companion:https://hub.example');
   }
   assert.deepEqual(SECRET_SERVICE_ENTRY_OPTIONS, { linux: { store: 'secret-service' } });
   assert.ok(Object.isFrozen(SECRET_SERVICE_ENTRY_OPTIONS) && Object.isFrozen(SECRET_SERVICE_ENTRY_OPTIONS.linux));
+});
+
+test('the Secret Service backend rebuilds an entry whose daemon session is gone (daemon restarted) once', async () => {
+  const { keychain, binding } = backend({});
+  await keychain.set('access-token', SECRET);
+  binding.generation += 1;
+  assert.equal(await keychain.get('access-token'), SECRET);
+  assert.equal(binding.constructed.length, 2);
+  assert.equal(await keychain.get('access-token'), SECRET);
+  assert.equal(binding.constructed.length, 2);
+});
+
+test('the Secret Service backend does not retry a failure of a freshly made entry', async () => {
+  const { keychain, binding } = backend({});
+  binding.failWith = new Error('Platform failure: DBus error: NoReply');
+  await assert.rejects(keychain.get('access-token'), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
+  assert.equal(binding.constructed.length, 1);
 });
 
 test('the Secret Service backend round-trips a value and deletes it', async () => {
