@@ -264,10 +264,10 @@ export async function openKeychainChild(env: Record<string, string>, options: Ke
   const pending = new Map<number, (result: ChildResult) => void>();
   let nextId = 1;
   createInterface({ input: child.stdout! }).on('line', (line) => {
-    const answer = JSON.parse(line) as { id: number } & ChildResult;
-    const resolve = pending.get(answer.id);
-    pending.delete(answer.id);
-    resolve?.(answer);
+    const { id, ...answer } = JSON.parse(line) as { id: number } & ChildResult;
+    const resolve = pending.get(id);
+    pending.delete(id);
+    resolve?.(answer as ChildResult);
   });
   child.once('exit', () => {
     for (const resolve of pending.values()) resolve({ ok: false, code: 'CHILD_EXITED', message: 'the child exited', text: errText });
