@@ -1,5 +1,6 @@
 /** The command table of `companion` (CONTRACT §6). */
 import type { Io } from './io.js';
+import { doctorCommand } from './cmd-doctor.js';
 
 export interface Command {
   readonly name: string;
@@ -40,7 +41,7 @@ export const COMMANDS: Command[] = [
   pending('up', 'start the runtime and the guarded endpoint; runs until Ctrl-C', '[--json]', 'shell'),
   pending('run', 'run one prompt through the lane selector', 'PROMPT [--tier public|private|local-only]', 'shell'),
   pending('endpoint', 'print the local endpoint URL and its loopback token for a local client', '[--json]', 'shell'),
-  pending('doctor', 'report keychain and sandbox state without touching secrets', '[--json]', 'keychain'),
+  doctorCommand,
 ];
 
 /** Replaces a command's implementation (used as each capability lands). */

@@ -1,0 +1,132 @@
+/**
+ * `companion doctor [--json] [--keychain memory]`: reports the keychain backend and its state, the
+ * runtime sandbox mode, Node and the platform (CONTRACT §6). It only calls the keychain's health check,
+ * which reads the store's lock state and never reads, writes or deletes an item (docs/keychain.md).
+ *
+ * Exit 0 when the keychain is available, 1 otherwise with one line on stderr saying what to do.
+ */
+import { openKeychain, type KeychainHealth, type OpenKeychainOptions, type OsKeychain } from '../authority/keychain.js';
+import { isCompanionError } from '../core/errors.js';
+import type { Command } from './commands.js';
+import { CliUsageError, type Io } from './io.js';
+import { detectSandboxMode } from './sandbox-mode.js';
+
+/** The service name doctor opens the keychain with. The health check never touches items under it. */
+const DOCTOR_SERVICE = 'companion:doctor';
+/** Doctor answers quickly: a store that takes longer than this is reported as not answering. */
+const DOCTOR_TIMEOUT_MS = 5_000;
+
+export interface DoctorReport {
+  readonly keychain: { readonly backend: string; readonly state: KeychainHealth['state']; readonly detail?: string };
+  readonly sandbox: string;
+  readonly node: string;
+  readonly platform: string;
+}
+
+export interface DoctorDeps {
+  readonly openKeychain: (options: OpenKeychainOptions) => OsKeychain;
+  readonly detectSandboxMode: () => Promise<string>;
+  readonly platform: NodeJS.Platform;
+  readonly arch: string;
+  readonly nodeVersion: string;
+}
+
+const USAGE = '[--json] [--keychain memory]';
+const HELP = [
+  `Usage: companion doctor ${USAGE}`,
+  '',
+  'Report the keychain backend and its state (available, locked, unavailable), the runtime sandbox,',
+  'Node and the platform, without reading or changing any stored secret.',
+  'Exit status 0 when the keychain is available, 1 otherwise.',
+  '',
+  'Options:',
+  '  --json               one JSON object on stdout:',
+  '                       {"keychain": {"backend", "state", "detail"?}, "sandbox", "node", "platform"}',
+  '  --keychain memory    check the explicit in-memory keychain instead (demo and tests only; announced)',
+  '  --debug              print stack traces of errors',
+].join('\n');
+
+function parse(args: readonly string[]): { json: boolean; backend: 'os' | 'memory' } {
+  let json = false;
+  let backend: 'os' | 'memory' = 'os';
+  for (let i = 0; i < args.length; i += 1) {
+    const arg = args[i]!;
+    if (arg === '--json') json = true;
+    else if (arg === '--debug') continue;
+    else if (arg === '--keychain' || arg.startsWith('--keychain=')) {
+      const value = arg === '--keychain' ? args[++i] : arg.slice('--keychain='.length);
+      if (value === 'memory') backend = 'memory';
+      else if (value === 'os') backend = 'os';
+      else throw new CliUsageError("--keychain takes 'memory' (or 'os', the default)");
+    } else if (['--hub', '--ca', '--data-dir', '--manifest-key'].includes(arg)) {
+      // Accepted everywhere (CONTRACT §6); doctor does not need them.
+      if (args[i + 1] === undefined) throw new CliUsageError(`${arg} needs a value`);
+      i += 1;
+    } else if (/^--(hub|ca|data-dir|manifest-key)=/.test(arg)) continue;
+    else throw new CliUsageError(`unknown argument '${arg.startsWith('-') ? arg : 'positional'}'`);
+  }
+  return { json, backend };
+}
+
+/** Collects the report. Never throws for a missing or locked keychain: that is what it reports. */
+export async function doctorReport(backend: 'os' | 'memory', deps: DoctorDeps, announce: (line: string) => void): Promise<DoctorReport> {
+  let keychain: DoctorReport['keychain'];
+  try {
+    const opened = deps.openKeychain({ backend, service: DOCTOR_SERVICE, timeoutMs: DOCTOR_TIMEOUT_MS, announce });
+    const health = await opened.health();
+    keychain = health.detail === undefined
+      ? { backend: health.backend, state: health.state }
+      : { backend: health.backend, state: health.state, detail: health.detail };
+  } catch (error) {
+    if (!isCompanionError(error, 'ERR_KEYCHAIN_UNAVAILABLE')) throw error;
+    keychain = { backend: 'none', state: 'unavailable', detail: `no keychain backend for platform ${deps.platform}; companion supports Linux (Secret Service), macOS and Windows` };
+  }
+  return {
+    keychain,
+    sandbox: await deps.detectSandboxMode(),
+    node: deps.nodeVersion,
+    platform: `${deps.platform}-${deps.arch}`,
+  };
+}
+
+const ADVICE: Record<Exclude<KeychainHealth['state'], 'available'>, string> = {
+  locked: 'unlock the keychain, then run `companion doctor` again',
+  unavailable: 'start or install the OS keychain service, then run `companion doctor` again (docs/keychain.md)',
+};
+
+/** Builds the command; tests inject the keychain and the platform. */
+export function createDoctorCommand(overrides: Partial<DoctorDeps> = {}): Command {
+  const deps: DoctorDeps = {
+    openKeychain,
+    detectSandboxMode,
+    platform: process.platform,
+    arch: process.arch,
+    nodeVersion: process.version,
+    ...overrides,
+  };
+  return {
+    name: 'doctor',
+    summary: 'report keychain and sandbox state without touching secrets',
+    help: HELP,
+    async run(args, io: Io) {
+      const { json, backend } = parse(args);
+      const report = await doctorReport(backend, deps, (line) => io.err(line));
+      if (json) {
+        io.out(JSON.stringify(report));
+      } else {
+        const k = report.keychain;
+        io.out(`keychain  ${k.backend}: ${k.state}${k.detail !== undefined && k.state !== 'available' ? ` (${k.detail})` : ''}`);
+        io.out(`sandbox   ${report.sandbox}`);
+        io.out(`node      ${report.node}`);
+        io.out(`platform  ${report.platform}`);
+      }
+      if (report.keychain.state === 'available') return 0;
+      // One line: the state, and what to do (the backend's own advice when it has one).
+      const { backend: name, state, detail } = report.keychain;
+      io.err(`companion doctor: keychain ${state} (${name}): ${detail ?? ADVICE[state]}`);
+      return 1;
+    },
+  };
+}
+
+export const doctorCommand: Command = createDoctorCommand();
