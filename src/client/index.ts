@@ -1,2 +1,2 @@
-/** The LLM client library (filled in by the shell issue). */
-export {};
+/** The LLM client library: `createLlmClient` with lane selection (see README, "Using the client"). */
+export { createLlmClient, type LlmClient, type LlmClientOptions, type CompleteRequest, type CompleteResult, type ChatMessage, type Endpoint } from './llm.js';

@@ -1,0 +1,173 @@
+// The front door over real loopback sockets, in front of an instrumented upstream on a Unix socket.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { startFrontDoor } from '../../src/runtime/front-door.js';
+import { createAdmission } from '../../src/core/admission.js';
+import { startFrontDoorFixture } from '../helpers/front-door.js';
+
+interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+
+function call(url: string, options: { method?: string; path: string; token?: string; body?: string; headers?: Record<string, string> }): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const target = new URL(options.path, url);
+    const req = request(target, {
+      method: options.method ?? 'GET',
+      headers: {
+        ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+        ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...options.headers,
+      },
+      timeout: 10_000,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.end(options.body);
+  });
+}
+
+const CHAT = JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }] });
+
+function assertNoCors(reply: Reply): void {
+  for (const name of Object.keys(reply.headers)) assert.ok(!name.startsWith('access-control-'), `no CORS header (${name})`);
+}
+
+test('startFrontDoor() proxies /v1/models and chat completions with security headers and no CORS', async (t) => {
+  const f = await startFrontDoorFixture({ behaviour: { extraHeaders: { 'access-control-allow-origin': '*' } } });
+  t.after(() => f.close());
+  assert.match(f.door.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  const models = await call(f.door.url, { path: '/v1/models', token: f.token });
+  assert.equal(models.status, 200);
+  assert.equal((JSON.parse(models.body) as { data: { id: string }[] }).data[0]?.id, 'tiny');
+  assert.equal(models.headers['x-content-type-options'], 'nosniff');
+  assert.equal(models.headers['cache-control'], 'no-store');
+  assert.match(String(models.headers['content-security-policy']), /default-src 'none'/);
+  assertNoCors(models);
+  const chat = await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: CHAT });
+  assert.equal(chat.status, 200);
+  assert.equal((JSON.parse(chat.body) as { choices: { message: { content: string } }[] }).choices[0]?.message.content, 'hello');
+  assertNoCors(chat);
+  assert.equal(f.upstream.seen.length, 2);
+  assert.equal(f.upstream.seen[1]?.body, CHAT);
+});
+
+test('startFrontDoor() never forwards the loopback token or client headers to the runtime', async (t) => {
+  const f = await startFrontDoorFixture();
+  t.after(() => f.close());
+  await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: CHAT, headers: { cookie: 'a=b', 'x-forwarded-for': '1.2.3.4', origin: '' } });
+  await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: CHAT, headers: { cookie: 'a=b' } });
+  assert.equal(f.upstream.seen.length, 1);
+  const headers = f.upstream.seen[0]!.headers;
+  assert.equal(headers.authorization, undefined);
+  assert.equal(headers.cookie, undefined);
+  assert.ok(!JSON.stringify(headers).includes(f.token));
+});
+
+test('startFrontDoor() streams SSE through and ends with [DONE]', async (t) => {
+  const f = await startFrontDoorFixture({ behaviour: { events: 20, eventDelayMs: 2 } });
+  t.after(() => f.close());
+  const reply = await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: JSON.stringify({ messages: [], stream: true }) });
+  assert.equal(reply.status, 200);
+  assert.equal(reply.headers['content-type'], 'text/event-stream');
+  const events = reply.body.split('\n\n').filter((e) => e.startsWith('data: '));
+  assert.equal(events.length, 22);
+  assert.equal(events.at(-1), 'data: [DONE]');
+});
+
+test('startFrontDoor() aborts the upstream request when the client goes away mid-stream', async (t) => {
+  const f = await startFrontDoorFixture({ behaviour: { events: 1000, eventDelayMs: 5 } });
+  t.after(() => f.close());
+  await new Promise<void>((resolve, reject) => {
+    const req = request(new URL('/v1/chat/completions', f.door.url), { method: 'POST', headers: { authorization: `Bearer ${f.token}`, 'content-type': 'application/json' } }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', () => undefined);
+    req.end(JSON.stringify({ messages: [], stream: true }));
+    setTimeout(() => reject(new Error('no first event')), 5_000);
+  });
+  for (let i = 0; i < 100 && f.upstream.aborted.count === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(f.upstream.aborted.count, 1);
+});
+
+test('startFrontDoor() answers 503 with Retry-After when the runtime is not ready, and the upstream sees nothing', async (t) => {
+  const f = await startFrontDoorFixture();
+  t.after(() => f.close());
+  f.ready.value = false;
+  const chat = await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: CHAT });
+  assert.equal(chat.status, 503);
+  assert.ok(Number(chat.headers['retry-after']) >= 1);
+  assert.equal((JSON.parse(chat.body) as { error: { code: string } }).error.code, 'ERR_ADMISSION_NOT_READY');
+  const health = await call(f.door.url, { path: '/health', token: f.token });
+  assert.deepEqual([health.status, JSON.parse(health.body)], [503, { status: 'not-ready' }]);
+  assert.equal(f.upstream.seen.length, 0);
+  f.ready.value = true;
+  const again = await call(f.door.url, { path: '/health', token: f.token });
+  assert.deepEqual([again.status, JSON.parse(again.body)], [200, { status: 'ready' }]);
+});
+
+test('startFrontDoor() refuses a body over the limit with 413 before the upstream is touched', async (t) => {
+  const f = await startFrontDoorFixture({ door: { limits: { maxBodyBytes: 1024 } } });
+  t.after(() => f.close());
+  const reply = await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: JSON.stringify({ pad: 'x'.repeat(2000) }) });
+  assert.equal(reply.status, 413);
+  assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() answers 429 with Retry-After beyond the concurrency limit and queue', async (t) => {
+  const f = await startFrontDoorFixture({ behaviour: { events: 50, eventDelayMs: 10 }, maxConcurrent: 1, maxQueue: 0 });
+  t.after(() => f.close());
+  const slow = call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: JSON.stringify({ stream: true }) });
+  for (let i = 0; i < 100 && f.upstream.seen.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  const refused = await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: CHAT });
+  assert.equal(refused.status, 429);
+  assert.ok(Number(refused.headers['retry-after']) >= 1);
+  assert.equal((await slow).status, 200);
+  assert.equal(f.upstream.seen.length, 1);
+});
+
+test('startFrontDoor() maps a dead upstream to 502', async (t) => {
+  const f = await startFrontDoorFixture();
+  t.after(() => f.door.close());
+  await f.upstream.close();
+  const reply = await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: CHAT });
+  assert.equal(reply.status, 502);
+  assert.equal((JSON.parse(reply.body) as { error: { code: string } }).error.code, 'ERR_UPSTREAM_UNAVAILABLE');
+});
+
+test('startFrontDoor() refuses unknown paths with 404 only after the token check', async (t) => {
+  const f = await startFrontDoorFixture();
+  t.after(() => f.close());
+  assert.equal((await call(f.door.url, { path: '/v1/secret', token: f.token })).status, 404);
+  assert.equal((await call(f.door.url, { path: '/v1/secret' })).status, 401);
+  assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() refuses to bind anything but a loopback address', async () => {
+  const admission = createAdmission({ maxConcurrent: 1, maxQueue: 1, queueTimeoutMs: 100 });
+  for (const host of ['0.0.0.0', '::', '192.168.1.10', '10.0.0.1', 'localhost', 'example.com', '::ffff:127.0.0.1', '']) {
+    await assert.rejects(startFrontDoor({ host, verifyToken: () => false, upstream: () => null, admission }), { code: 'ERR_BIND_NOT_LOOPBACK' }, host);
+  }
+});
+
+test('startFrontDoor() binds ::1 when asked and allows [::1]:P', async (t) => {
+  const admission = createAdmission({ maxConcurrent: 1, maxQueue: 1, queueTimeoutMs: 100, ready: true });
+  let door;
+  try {
+    door = await startFrontDoor({ host: '::1', verifyToken: () => false, upstream: () => null, admission });
+  } catch (error) {
+    // A machine without IPv6 loopback: the bind fails closed with a coded error, never another address.
+    assert.equal((error as { code?: string }).code, 'ERR_BIND_FAILED');
+    t.diagnostic('no ::1 on this machine');
+    return;
+  }
+  t.after(() => door.close());
+  assert.match(door.url, /^http:\/\/\[::1\]:\d+$/);
+});
