@@ -25,9 +25,9 @@ export type OAuthFetch = (url: string, init: OAuthFetchInit) => Promise<Response
 export interface OAuthFetchInit {
   method: string;
   headers: Record<string, string>;
-  body?: URLSearchParams | undefined;
+  body?: URLSearchParams;
   redirect: 'manual';
-  signal?: AbortSignal | undefined;
+  signal?: AbortSignal;
 }
 
 /** Validated authorization server metadata (RFC 8414), branded by {@link parseIssuerMetadata}. */
@@ -319,7 +319,12 @@ export async function discoverIssuerMetadata(options: { issuer: string; fetch: O
   const url = discoveryUrl(options.issuer, options.algorithm ?? 'oidc');
   let response: Response;
   try {
-    response = await options.fetch(url.href, { method: 'GET', headers: { accept: 'application/json' }, redirect: 'manual', signal: options.signal });
+    response = await options.fetch(url.href, {
+      method: 'GET',
+      headers: { accept: 'application/json' },
+      redirect: 'manual',
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
   } catch (error) {
     throw transportError(error);
   }
