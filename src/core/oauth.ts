@@ -103,12 +103,21 @@ function randomToken(): string {
   return randomBytes(32).toString('base64url');
 }
 
-/** Keeps printable ASCII except `"` and `\` (RFC 6749 §4.1.2.1 charset), truncated: safe to print. */
+const NOT_ERROR_CHAR = /[^\x20\x21\x23-\x5B\x5D-\x7E]/g;
+
+/**
+ * Makes text from the hub safe to print: printable ASCII except `"` and `\` (the RFC 6749 §4.1.2.1
+ * charset of `error`/`error_description`; anything else becomes `?`, so no terminal escape gets through),
+ * each value of `hide` replaced by `[redacted]`, truncated to `max` characters plus `...`. If a hidden
+ * value could still be read in the result (a short one that overlaps the marker), the result is empty.
+ */
 export function sanitizeOAuthText(value: string, max: number, hide: readonly string[] = []): string {
-  let text = value;
-  for (const secret of hide) if (secret.length > 0) text = text.split(secret).join('[redacted]');
-  text = text.replace(/[^\x20\x21\x23-\x5B\x5D-\x7E]/g, '?');
-  return text.length > max ? `${text.slice(0, max)}...` : text;
+  const hidden = hide.filter((h) => h.length > 0).map((h) => h.replace(NOT_ERROR_CHAR, '?'));
+  let text = String(value).replace(NOT_ERROR_CHAR, '?');
+  for (const h of hidden) text = text.split(h).join('[redacted]');
+  if (text.length > max) text = `${text.slice(0, max)}...`;
+  // A hidden value that is still readable (it overlaps the marker, or the cut) empties the text.
+  return hidden.some((h) => text.includes(h)) ? '' : text;
 }
 
 function checkScopeList(value: unknown, name: string): readonly string[] {
