@@ -507,7 +507,8 @@ export function validateAuthorizationResponse(options: {
   const code = params.get('code');
   const error = params.get('error');
   if (error !== null) {
-    const hide = code === null ? [] : [code];
+    // The hub's text is shown to the user: it must not echo the code or the state back.
+    const hide = [code ?? '', state];
     const detail: Record<string, string> = { error: sanitizeOAuthText(error, 64, hide) };
     const description = params.get('error_description');
     if (description !== null) detail.errorDescription = sanitizeOAuthText(description, 200, hide);
@@ -573,15 +574,18 @@ function wrapFetch(fetch: OAuthFetch): NonNullable<oauth.HttpRequestOptions<'POS
 
 type Grant = 'authorization_code' | 'refresh_token' | 'revocation';
 
-/** Turns anything the library or the transport threw into a coded error without a cause. */
-function mapFailure(error: unknown, grant: Grant): CompanionError {
+/**
+ * Turns anything the library or the transport threw into a coded error without a cause. `hide` lists the
+ * secrets this request sent (code, verifier, token): the hub's error text may not echo them.
+ */
+function mapFailure(error: unknown, grant: Grant, hide: readonly string[]): CompanionError {
   if (error instanceof CompanionError) return error;
   if (error instanceof TransportFailure) return transportError(error.original);
   const failed: ErrorCode = grant === 'revocation' ? 'ERR_OAUTH_TOKEN_ERROR' : 'ERR_OAUTH_TOKEN_RESPONSE';
   if (error instanceof oauth.ResponseBodyError) {
-    const name = sanitizeOAuthText(String(error.error), 64);
+    const name = sanitizeOAuthText(String(error.error), 64, hide);
     const detail: Record<string, string | number> = { status: error.status, error: name };
-    if (typeof error.error_description === 'string') detail.errorDescription = sanitizeOAuthText(error.error_description, 200);
+    if (typeof error.error_description === 'string') detail.errorDescription = sanitizeOAuthText(error.error_description, 200, hide);
     const code: ErrorCode = grant === 'refresh_token' && error.error === 'invalid_grant' ? 'ERR_OAUTH_REFRESH_REFUSED' : 'ERR_OAUTH_TOKEN_ERROR';
     return refuse(code, `${code === 'ERR_OAUTH_REFRESH_REFUSED' ? 'the hub refused the refresh token' : 'the hub refused the token request'} (${name})`, detail);
   }
@@ -714,7 +718,7 @@ export async function exchangeAuthorizationCode(options: TokenRequestCommon & {
     const result = await oauth.processAuthorizationCodeResponse(server, client, response, { requireIdToken: requested.includes('openid') });
     return toTokenSet(result, requested, ceiling, options.now);
   } catch (error) {
-    throw mapFailure(error, 'authorization_code');
+    throw mapFailure(error, 'authorization_code', [record.params.get('code') ?? '', options.verifier.reveal()]);
   }
 }
 
@@ -740,7 +744,7 @@ export async function refreshTokens(options: TokenRequestCommon & { refreshToken
     const result = await oauth.processRefreshTokenResponse(server, client, response);
     return toTokenSet(result, requested, ceiling, options.now);
   } catch (error) {
-    throw mapFailure(error, 'refresh_token');
+    throw mapFailure(error, 'refresh_token', [options.refreshToken.reveal()]);
   }
 }
 
@@ -774,7 +778,7 @@ export async function revokeToken(options: {
     await oauth.processRevocationResponse(response);
     return true;
   } catch (error) {
-    throw mapFailure(error, 'revocation');
+    throw mapFailure(error, 'revocation', [options.token.reveal()]);
   }
 }
 
