@@ -326,7 +326,7 @@ export async function discoverIssuerMetadata(options: { issuer: string; fetch: O
   assertObject(options, 'options');
   assertFunction(options.fetch, 'fetch');
   const url = discoveryUrl(options.issuer, options.algorithm ?? 'oidc');
-  let response: Response;
+  let response: unknown;
   try {
     response = await options.fetch(url.href, {
       method: 'GET',
@@ -337,6 +337,7 @@ export async function discoverIssuerMetadata(options: { issuer: string; fetch: O
   } catch (error) {
     throw transportError(error);
   }
+  if (!isResponse(response)) throw transportError(new TypeError('fetch did not return a Response'));
   if (response.status !== 200) {
     await response.body?.cancel().catch(() => undefined);
     throw refuse('ERR_OAUTH_METADATA', `the hub metadata answered HTTP ${response.status}`, { status: response.status });
@@ -559,6 +560,20 @@ function transportError(error: unknown): CompanionError {
   return refuse('ERR_HUB_UNREACHABLE', undefined, reason === null ? undefined : { reason });
 }
 
+/**
+ * True for a fetch `Response` from any realm: undici's own `fetch` (which the adapter may use for its
+ * dispatcher) returns instances of its `Response` class, not of Node's global one.
+ */
+function isResponse(value: unknown): value is Response {
+  if (value instanceof Response) return true;
+  if (typeof value !== 'object' || value === null) return false;
+  try {
+    return (Object.getPrototypeOf(value) as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag] === 'Response';
+  } catch {
+    return false;
+  }
+}
+
 function wrapFetch(fetch: OAuthFetch): NonNullable<oauth.HttpRequestOptions<'POST', URLSearchParams>[typeof oauth.customFetch]> {
   return async (url, init) => {
     let response: unknown;
@@ -567,7 +582,7 @@ function wrapFetch(fetch: OAuthFetch): NonNullable<oauth.HttpRequestOptions<'POS
     } catch (error) {
       throw new TransportFailure(error);
     }
-    if (!(response instanceof Response)) throw new TransportFailure(new TypeError('fetch did not return a Response'));
+    if (!isResponse(response)) throw new TransportFailure(new TypeError('fetch did not return a Response'));
     return response;
   };
 }
@@ -597,7 +612,7 @@ function mapFailure(error: unknown, grant: Grant, hide: readonly string[]): Comp
   const library = safeName(e?.code);
   if (library !== null) detail.library = library;
   // A non-conform status: the library puts the Response on cause; keep only its status.
-  if (e !== null && e.cause instanceof Response) detail.status = e.cause.status;
+  if (e !== null && isResponse(e.cause)) detail.status = e.cause.status;
   return refuse(failed, undefined, detail);
 }
 

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
 import * as oauth from 'oauth4webapi';
+import { Response as UndiciResponse } from 'undici';
 import {
   buildAuthorizationUrl, buildLoopbackRedirectUri, createPkcePair, createState, discoverIssuerMetadata, discoveryUrl,
   exchangeAuthorizationCode, isIssuerMetadata, isValidatedCallback, parseIssuerMetadata, parseLoopbackRedirectUri,
@@ -366,6 +367,15 @@ test('exchangeAuthorizationCode() reports the OAuth error name and status in det
   await assert.rejects(exchange(signIn(), recordingFetch(() => jsonResponse(400, { error: 'invalid_grant', error_description: 'expired' })).fetch), {
     code: 'ERR_OAUTH_TOKEN_ERROR', detail: { status: 400, error: 'invalid_grant', errorDescription: 'expired' },
   });
+});
+
+test('exchangeAuthorizationCode() and discoverIssuerMetadata() accept the Response class of undici\'s own fetch', async () => {
+  const undiciJson = (status: number, body: unknown) => new UndiciResponse(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } }) as unknown as Response;
+  const md = await discoverIssuerMetadata({ issuer: ISSUER, fetch: async () => undiciJson(200, metadataJson()) });
+  assert.equal(md.issuer, ISSUER);
+  const set = await exchange(signIn(), async () => undiciJson(200, tokenBody()));
+  assert.equal(set.accessToken.reveal(), ACCESS_TOKEN);
+  await assert.rejects(exchange(signIn(), async () => undiciJson(500, {})), { code: 'ERR_OAUTH_TOKEN_RESPONSE', detail: { library: 'OAUTH_RESPONSE_IS_NOT_CONFORM', status: 500 } });
 });
 
 test('exchangeAuthorizationCode() refuses a requested scope beyond the ceiling before sending anything', async () => {
