@@ -48,6 +48,7 @@ export const ERROR_CODES = {
   ERR_OAUTH_ISSUER_MISMATCH: 'the authorization response comes from another issuer',
   ERR_OAUTH_DUPLICATE_PARAM: 'the authorization response repeats a parameter',
   ERR_OAUTH_CODE_MISSING: 'the authorization response has no code',
+  ERR_OAUTH_CALLBACK_MALFORMED: 'the authorization response is malformed or belongs to another flow',
   ERR_OAUTH_AUTHORIZATION_DENIED: 'the hub refused the authorization request',
   ERR_OAUTH_METADATA: 'the hub metadata is invalid or names another issuer',
   ERR_OAUTH_TOKEN_RESPONSE: 'the token response is invalid',
