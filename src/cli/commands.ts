@@ -1,6 +1,9 @@
 /** The command table of `companion` (CONTRACT §6). */
 import type { Io } from './io.js';
 import { doctorCommand } from './cmd-doctor.js';
+import { loginCommand, logoutCommand } from './cmd-auth.js';
+import { pullCommand } from './cmd-pull.js';
+import { endpointCommand } from './cmd-endpoint.js';
 
 export interface Command {
   readonly name: string;
@@ -34,13 +37,13 @@ function pending(name: string, summary: string, usage: string, issue: string): C
 export const COMMANDS: Command[] = [
   pending('demo', 'run the whole flow against an embedded reference hub', '[--keep-running] [--json]', 'shell and demo'),
   pending('hub', 'run the reference hub (authorization server, manifest, model host)', '[--port P] [--data-dir DIR] [--json]', 'reference hub'),
-  pending('login', 'sign in to the hub in the system browser', '[--hub URL] [--ca FILE] [--no-browser] [--json]', 'sign-in'),
-  pending('logout', 'revoke the session and delete every keychain item', '', 'sign-in'),
+  loginCommand,
+  logoutCommand,
   pending('status', 'show sign-in, model, runtime and availability (never a token)', '[--json]', 'shell'),
-  pending('pull', 'download and verify the model named by the signed manifest', '[MODEL] [--json]', 'verified download'),
+  pullCommand,
   pending('up', 'start the runtime and the guarded endpoint; runs until Ctrl-C', '[--json]', 'shell'),
   pending('run', 'run one prompt through the lane selector', 'PROMPT [--tier public|private|local-only]', 'shell'),
-  pending('endpoint', 'print the local endpoint URL and its loopback token for a local client', '[--json]', 'shell'),
+  endpointCommand,
   doctorCommand,
 ];
 

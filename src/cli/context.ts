@@ -1,0 +1,51 @@
+/** What most commands need: the configuration, a verifying fetch, the layout, the authority group. */
+import { readCaFile, createTlsAgent, fetchWith } from '../common/tls.js';
+import { CompanionError } from '../core/errors.js';
+import { createAuthorityGroup, type AuthorityGroup } from '../shell/authority.js';
+import { layout, resolveConfig, type CompanionConfig } from '../shell/config.js';
+import type { Agent } from 'undici';
+import type { Io } from './io.js';
+import type { Parsed } from './args.js';
+
+export interface CommandContext {
+  readonly config: CompanionConfig;
+  readonly paths: ReturnType<typeof layout>;
+  readonly agent: Agent;
+  readonly fetch: typeof globalThis.fetch;
+  readonly json: boolean;
+  /** Prints a human line (stderr when --json, so stdout stays machine-readable). */
+  note(line: string): void;
+  /** Prints one JSON object (with --json) on stdout. */
+  emit(value: Record<string, unknown>): void;
+  close(): Promise<void>;
+}
+
+export async function createContext(parsed: Parsed, io: Io): Promise<CommandContext> {
+  const config = resolveConfig(parsed.values, io.env);
+  const extraCas = config.caFile === null ? [] : await readCaFile(config.caFile);
+  const agent = createTlsAgent({ extraCas });
+  const json = parsed.values.json === true;
+  return {
+    config,
+    paths: layout(config.dataDir),
+    agent,
+    fetch: fetchWith(agent),
+    json,
+    note: (line) => (json ? io.err(line) : io.out(line)),
+    emit: (value) => io.out(JSON.stringify(value)),
+    close: () => agent.close(),
+  };
+}
+
+/** The authority group for the configured hub. @throws ERR_CONFIG without a hub. */
+export function authorityFor(context: CommandContext, io: Io): AuthorityGroup {
+  if (context.config.hub === null) throw new CompanionError('ERR_CONFIG', 'no hub configured: pass --hub URL or set COMPANION_HUB');
+  return createAuthorityGroup({
+    hub: context.config.hub,
+    keychain: context.config.keychain,
+    fetch: context.fetch,
+    manifestKeys: context.config.manifestKeys,
+    manifestVersionFile: context.paths.manifestVersion,
+    announce: (line) => io.err(line),
+  });
+}

@@ -1,0 +1,63 @@
+/**
+ * Endpoint discovery for local clients and the state `up` publishes for `status`: two small 0600 JSON
+ * files in `<data dir>/run` (0700). Neither holds a secret: the loopback token lives in the keychain and
+ * is printed only by `companion endpoint`, on request.
+ */
+import { mkdir, readFile, rename, rm, writeFile, chmod } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+export interface DiscoveryRecord {
+  /** The OpenAI-compatible base URL, `http://127.0.0.1:P/v1`. */
+  readonly url: string;
+  readonly pid: number;
+  readonly startedAt: number;
+}
+
+export interface PublishedState {
+  readonly pid: number;
+  readonly updatedAt: number;
+  readonly runtime: { readonly state: string; readonly pid: number | null } | null;
+  readonly model: { readonly id: string; readonly verified: boolean } | null;
+  readonly companionAvailable: boolean;
+  readonly resources: Record<string, unknown> | null;
+  readonly endpoint: string | null;
+  readonly sandbox: string;
+}
+
+export async function writePrivateJson(path: string, value: unknown): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await chmod(dirname(path), 0o700);
+  const temp = `${path}.${process.pid}.tmp`;
+  await writeFile(temp, JSON.stringify(value), { mode: 0o600 });
+  await rename(temp, path);
+}
+
+export async function readJsonFile<T>(path: string): Promise<T | null> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch {
+    return null;
+  }
+}
+
+/** True when `pid` is a live process (signal 0; EPERM counts as alive). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: string }).code === 'EPERM';
+  }
+}
+
+/** The discovery record of a running companion, or null (missing, unreadable, or its process is gone). */
+export async function readDiscovery(path: string): Promise<DiscoveryRecord | null> {
+  const record = await readJsonFile<DiscoveryRecord>(path);
+  if (record === null || typeof record.url !== 'string' || !processAlive(record.pid)) return null;
+  return record;
+}
+
+export async function removeFile(path: string): Promise<void> {
+  await rm(path, { force: true });
+}
