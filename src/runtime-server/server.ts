@@ -34,6 +34,8 @@ import {
 
 /** Default request body limit: 1 MiB. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+/** How much of an oversized body is read and dropped before the connection is cut. */
+const DISCARD_LIMIT = 16 * 1024 * 1024;
 
 export interface RuntimeServerOptions {
   readonly modelId: string;
@@ -301,9 +303,19 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
       }
     } catch (error) {
       if (error instanceof ApiError) {
-        // Stop reading an oversized body: answer and close the connection.
-        sendError(res, error, error.status === 413 ? { connection: 'close' } : {});
-        if (error.status === 413) req.socket.end();
+        if (error.status === 413) {
+          // Answer at once and close the connection; discard what the client still sends (bounded), so it
+          // can read the answer instead of failing on a reset.
+          let discarded = 0;
+          req.on('data', (chunk: Buffer) => {
+            discarded += chunk.length;
+            if (discarded > DISCARD_LIMIT) req.socket.destroy();
+          });
+          req.resume();
+          sendError(res, error, { connection: 'close' });
+        } else {
+          sendError(res, error);
+        }
       } else {
         res.destroy();
       }

@@ -27,9 +27,10 @@ import { Secret } from '../core/secret.js';
 import { CHILD_ERROR_CODES, MAX_PROTOCOL_LINE, type RuntimeEvent } from '../runtime-server/protocol.js';
 import { checkHealth, type RuntimeAddress } from './health.js';
 import type { BindTarget, RuntimeProfile, SpawnCommand } from './runtime-profile.js';
-import { clearRuntimeState, groupHasMembers, readProcessIdentity, reclaimStaleRuntime, writeRuntimeState, type ReclaimOutcome } from './stale.js';
+import { clearRuntimeState, groupHasMembers, reclaimStaleRuntime, recordRuntimeState, type ReclaimOutcome } from './stale.js';
 
 export type { RuntimeAddress } from './health.js';
+export type { BindTarget, RuntimeProfile, SpawnCommand } from './runtime-profile.js';
 
 /** What a sandbox wrapper learns about one start. */
 export interface WrapContext {
@@ -300,6 +301,15 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     });
     let pid = 0;
 
+    // The state file for the next start's reclaim; best effort (the runtime also exits when we die).
+    const record = (): void => {
+      try {
+        recordRuntimeState(options.dataDir, pid, runDir);
+      } catch {
+        // Not recorded: reclaim falls back to the runtime's own parent-death exit.
+      }
+    };
+
     const abandon = (error: CompanionError): void => {
       if (settled) return;
       settled = true;
@@ -323,14 +333,7 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
 
     child.on('spawn', () => {
       pid = child.pid!;
-      const identity = readProcessIdentity(pid);
-      if (identity !== null) {
-        try {
-          writeRuntimeState(options.dataDir, { version: 1, pid, startTime: identity.startTime, file: command.file, args: [...command.args], runDir });
-        } catch {
-          // Reclaim is best effort: the runtime also exits when its parent dies.
-        }
-      }
+      record();
       if (key !== null && profile.keyDelivery === 'stdin') child.stdin?.write(`${key.reveal()}\n`);
     });
 
@@ -391,6 +394,8 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
       ready = true;
       clearTimeout(readyTimer);
       if (keyFile !== undefined) rmSync(keyFile, { force: true });
+      // Again now that the child is settled: a wrapper that execs is recorded as what it became.
+      record();
       resolveHandle({
         pid,
         address,

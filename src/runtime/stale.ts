@@ -1,14 +1,14 @@
 /**
  * Stale-runtime reclaim (D5.4, P-k). While a runtime runs, a 0600 state file in the data directory
  * records its pid, its start time (field 22 of /proc/<pid>/stat, in clock ticks since boot) and the exact
- * program it runs (binary and argv). On the next start, a live process that matches all three is an
+ * program it runs (/proc/<pid>/exe and /proc/<pid>/cmdline). On the next start, a live process that matches all three is an
  * earlier companion's runtime and is stopped (its process group); a pid that now belongs to anything else
  * (another start time, binary or argv) is never signalled.
  *
  * Identity needs Linux's /proc. Elsewhere the state file is read but nothing is ever killed
  * (`unverifiable`): the runtime's own parent-death check is what ends it there.
  */
-import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -20,9 +20,9 @@ export interface RuntimeState {
   readonly pid: number;
   /** /proc/<pid>/stat field 22 (start time in clock ticks since boot), as a decimal string. */
   readonly startTime: string;
-  /** The executed binary (absolute) and its argv without argv[0]. */
-  readonly file: string;
-  readonly args: readonly string[];
+  /** The running binary (readlink /proc/<pid>/exe) and its full argv (/proc/<pid>/cmdline). */
+  readonly exe: string;
+  readonly cmdline: readonly string[];
   /** The per-spawn run directory (holds the socket); removed on reclaim when it is ours. */
   readonly runDir: string;
 }
@@ -107,9 +107,9 @@ export function readRuntimeState(dataDir: string): RuntimeState | null {
     const value = JSON.parse(raw) as Record<string, unknown>;
     if (value.version !== 1 || typeof value.pid !== 'number' || !Number.isInteger(value.pid) || value.pid <= 1) return null;
     if (typeof value.startTime !== 'string' || !/^\d+$/.test(value.startTime)) return null;
-    if (typeof value.file !== 'string' || !value.file.startsWith('/') || !isStringArray(value.args)) return null;
+    if (typeof value.exe !== 'string' || !value.exe.startsWith('/') || !isStringArray(value.cmdline) || value.cmdline.length === 0) return null;
     if (typeof value.runDir !== 'string') return null;
-    return { version: 1, pid: value.pid, startTime: value.startTime, file: value.file, args: value.args, runDir: value.runDir };
+    return { version: 1, pid: value.pid, startTime: value.startTime, exe: value.exe, cmdline: value.cmdline, runDir: value.runDir };
   } catch {
     return null;
   }
@@ -128,6 +128,17 @@ export function writeRuntimeState(dataDir: string, state: RuntimeState): void {
   }
 }
 
+/**
+ * Records the identity of the live process `pid` as /proc shows it now (so an exec-ing wrapper is
+ * recorded as what it became). Returns false when /proc cannot tell (nothing is written then).
+ */
+export function recordRuntimeState(dataDir: string, pid: number, runDir: string): boolean {
+  const identity = readProcessIdentity(pid);
+  if (identity === null || identity.exe === null || identity.state === 'Z') return false;
+  writeRuntimeState(dataDir, { version: 1, pid, startTime: identity.startTime, exe: identity.exe, cmdline: identity.cmdline, runDir });
+  return true;
+}
+
 /** Removes the state file if it still names `pid` (a newer runtime's file is left alone). */
 export function clearRuntimeState(dataDir: string, pid: number): void {
   const state = readRuntimeState(dataDir);
@@ -136,21 +147,13 @@ export function clearRuntimeState(dataDir: string, pid: number): void {
 }
 
 /**
- * True when the live process `pid` is exactly the recorded runtime: same start time, same argv, and its
- * executable is the recorded binary. Any doubt is "no".
+ * True when a live process is exactly the recorded runtime: same start time, same executable, same argv.
+ * Any doubt is "no".
  */
 export function matchesState(identity: ProcessIdentity, state: RuntimeState): boolean {
   if (identity.startTime !== state.startTime) return false;
-  const expected = [state.file, ...state.args];
-  if (identity.cmdline.length !== expected.length || identity.cmdline.some((arg, i) => arg !== expected[i])) return false;
-  if (identity.exe === null) return false;
-  let binary: string;
-  try {
-    binary = realpathSync(state.file);
-  } catch {
-    return false;
-  }
-  return identity.exe === binary;
+  if (identity.exe === null || identity.exe !== state.exe) return false;
+  return identity.cmdline.length === state.cmdline.length && identity.cmdline.every((arg, i) => arg === state.cmdline[i]);
 }
 
 export type ReclaimOutcome =

@@ -1,5 +1,5 @@
 // Shared helpers of the runtime tests: the generated tiny model on disk, private temp dirs, waits, /proc.
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
@@ -72,4 +72,18 @@ export function fakeProfile(extra: string[] = []): import('../../src/runtime/run
     readOnlyPaths: [],
     args: (target) => [fakeRuntimeScript, ...(target.kind === 'unix' ? ['--socket', target.path] : ['--tcp']), ...extra],
   };
+}
+
+/** Pids of live processes whose command line contains `needle` (Linux /proc). */
+export function processesWith(needle: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(needle) && alive(Number(entry))) found.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
 }
