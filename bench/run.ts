@@ -5,7 +5,7 @@
 import { runBench, type Bench } from './harness.js';
 
 const BENCHES: Record<string, () => Promise<{ default: Bench }>> = {
-
+  runtime: () => import('./runtime.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

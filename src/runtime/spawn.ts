@@ -275,6 +275,9 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
   }
 
   let child: ChildProcess;
+  // The child inherits umask 077: whatever it creates (its socket, for llama-server too) is private.
+  // spawn() is synchronous up to exec, so no other file creation of ours sees this umask.
+  const previousUmask = process.umask(0o077);
   try {
     child = spawn(command.file, [...command.args], {
       shell: false,
@@ -287,6 +290,8 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
   } catch {
     removeRunDir();
     throw new CompanionError('ERR_SPAWN_FAILED');
+  } finally {
+    process.umask(previousUmask);
   }
 
   return new Promise<RuntimeHandle>((resolveHandle, rejectHandle) => {
