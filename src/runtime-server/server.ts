@@ -304,15 +304,15 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     } catch (error) {
       if (error instanceof ApiError) {
         if (error.status === 413) {
-          // Answer at once and close the connection; discard what the client still sends (bounded), so it
-          // can read the answer instead of failing on a reset.
+          // Answer at once and drop what the client still sends (bounded), so that it reads the answer
+          // instead of failing on a reset; a client that keeps sending past the bound is cut off.
           let discarded = 0;
           req.on('data', (chunk: Buffer) => {
             discarded += chunk.length;
             if (discarded > DISCARD_LIMIT) req.socket.destroy();
           });
           req.resume();
-          sendError(res, error, { connection: 'close' });
+          sendError(res, error);
         } else {
           sendError(res, error);
         }
