@@ -277,7 +277,12 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
   let child: ChildProcess;
   // The child inherits umask 077: whatever it creates (its socket, for llama-server too) is private.
   // spawn() is synchronous up to exec, so no other file creation of ours sees this umask.
-  const previousUmask = process.umask(0o077);
+  let previousUmask: number | undefined;
+  try {
+    previousUmask = process.umask(0o077);
+  } catch {
+    // Worker threads may not change the umask; the bundled runtime sets its own socket mode anyway.
+  }
   try {
     child = spawn(command.file, [...command.args], {
       shell: false,
@@ -291,7 +296,7 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     removeRunDir();
     throw new CompanionError('ERR_SPAWN_FAILED');
   } finally {
-    process.umask(previousUmask);
+    if (previousUmask !== undefined) process.umask(previousUmask);
   }
 
   return new Promise<RuntimeHandle>((resolveHandle, rejectHandle) => {
