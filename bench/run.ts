@@ -7,6 +7,7 @@ import { runBench, type Bench } from './harness.js';
 const BENCHES: Record<string, () => Promise<{ default: Bench }>> = {
   guard: () => import('./guard.js'),
   probe: () => import('./probe.js'),
+  runtime: () => import('./runtime.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

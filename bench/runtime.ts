@@ -1,0 +1,74 @@
+/**
+ * `npm run bench -- runtime`: the bundled runtime on the generated tiny model, threads 1.
+ * Per run: spawn → ready line (readyMs), one non-streamed chat completion and one streamed one
+ * (tokens/s over the whole request, and the streamed request's time to first token), then stop.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { Agent, fetch as undiciFetch } from 'undici';
+import type { Bench, Figures } from './harness.js';
+import { generateTinyGguf } from '../src/hub/tiny-gguf.js';
+import { bundledProfile } from '../src/runtime/runtime-profile.js';
+import { spawnRuntime } from '../src/runtime/spawn.js';
+
+const TOKENS = 512;
+let dir = '';
+let model = '';
+
+const bench: Bench = {
+  name: 'runtime',
+  description: `bundled runtime, tiny GGUF, threads 1: spawn→ready ms, chat tokens/s (${TOKENS} tokens) non-streamed and streamed`,
+  runs: 5,
+  warmup: 1,
+  async setup() {
+    dir = mkdtempSync(join(tmpdir(), 'companion-bench-runtime-'));
+    model = join(dir, 'tiny.gguf');
+    writeFileSync(model, generateTinyGguf({ seed: 1 }));
+  },
+  async sample(): Promise<Figures> {
+    const started = performance.now();
+    const handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1, contextSize: 2048 }), { dataDir: join(dir, 'data'), readyTimeoutMs: 60_000 });
+    const readyMs = performance.now() - started;
+    const agent = new Agent(handle.address.kind === 'unix' ? { connect: { socketPath: handle.address.path } } : {});
+    try {
+      const client = new OpenAI({
+        baseURL: 'http://localhost/v1',
+        apiKey: 'unused',
+        maxRetries: 0,
+        fetch: undiciFetch as unknown as typeof fetch,
+        fetchOptions: { dispatcher: agent } as Record<string, unknown>,
+      });
+      const messages = [{ role: 'user' as const, content: 'Tell me a long story.' }];
+      let t0 = performance.now();
+      const plain = await client.chat.completions.create({ model: 'x', messages, max_tokens: TOKENS, temperature: 0 });
+      const plainSeconds = (performance.now() - t0) / 1000;
+      const plainTokens = plain.usage?.completion_tokens ?? 0;
+
+      t0 = performance.now();
+      let firstTokenMs = Number.NaN;
+      let streamTokens = 0;
+      const stream = await client.chat.completions.create({ model: 'x', messages, max_tokens: TOKENS, temperature: 0, stream: true, stream_options: { include_usage: true } });
+      for await (const chunk of stream) {
+        if (Number.isNaN(firstTokenMs) && (chunk.choices[0]?.delta.content ?? '') !== '') firstTokenMs = performance.now() - t0;
+        if (chunk.usage) streamTokens = chunk.usage.completion_tokens;
+      }
+      const streamSeconds = (performance.now() - t0) / 1000;
+      return {
+        readyMs,
+        chatTokPerSec: plainTokens / plainSeconds,
+        streamTokPerSec: streamTokens / streamSeconds,
+        streamFirstTokenMs: firstTokenMs,
+      };
+    } finally {
+      await agent.close();
+      await handle.stop(5000);
+    }
+  },
+  async teardown() {
+    rmSync(dir, { recursive: true, force: true });
+  },
+};
+
+export default bench;
