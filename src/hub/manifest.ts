@@ -119,7 +119,7 @@ export async function handleManifestRequest(req: IncomingMessage, res: ServerRes
   }
   const match = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/.exec(authorization);
   if (authCount !== 1 || match === null) {
-    challenge(res, 401, 'invalid_request');
+    challenge(res, 400, 'invalid_request');
     return;
   }
   const verdict = await checkToken(match[1]!);

@@ -195,8 +195,14 @@ export async function startModelHost(options: {
     const source = file.open(start, stopAt - 1 < start ? start : stopAt - 1);
     let position = start;
     const finish = (): void => {
-      if (after === 'end') res.end();
-      else if (after === 'cut' || after === 'drop') res.socket?.destroy();
+      if (after === 'end') {
+        res.end();
+      } else if (after === 'cut' || after === 'drop') {
+        // Flush what was written, then close the connection mid-body (FIN); destroy later if need be.
+        const socket = res.socket;
+        socket?.end();
+        setTimeout(() => socket?.destroy(), 2000).unref();
+      }
       // 'stall': leave the response open; the client or close() ends it.
     };
     if (stopAt <= start) {
