@@ -1,5 +1,6 @@
 /** The command table of `companion` (CONTRACT §6). */
 import type { Io } from './io.js';
+import { hubCommand } from './cmd-hub.js';
 
 export interface Command {
   readonly name: string;
@@ -32,7 +33,7 @@ function pending(name: string, summary: string, usage: string, issue: string): C
 
 export const COMMANDS: Command[] = [
   pending('demo', 'run the whole flow against an embedded reference hub', '[--keep-running] [--json]', 'shell and demo'),
-  pending('hub', 'run the reference hub (authorization server, manifest, model host)', '[--port P] [--data-dir DIR] [--json]', 'reference hub'),
+  hubCommand,
   pending('login', 'sign in to the hub in the system browser', '[--hub URL] [--ca FILE] [--no-browser] [--json]', 'sign-in'),
   pending('logout', 'revoke the session and delete every keychain item', '', 'sign-in'),
   pending('status', 'show sign-in, model, runtime and availability (never a token)', '[--json]', 'shell'),

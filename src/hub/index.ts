@@ -22,7 +22,7 @@ import { encodeManifestKey, generateManifestKeyPair, loadManifestPrivateKey, typ
 import { AUTH_BASE, COMPANION_CLIENT_ID, COMPANION_REDIRECT_URI, COMPANION_SCOPES, createAuthServer } from './auth-server.js';
 import { createHubTls, isUsableCa, type CertificateAndKey } from './ca.js';
 import { acquireDirLock, ensurePrivateDir, readJsonOptional, readOptional, writePrivateFileAtomic } from './files.js';
-import { MANIFEST_PATH, MANIFEST_SCOPE, ManifestSigner, handleManifestRequest, resolveManifestVersion } from './manifest.js';
+import { MANIFEST_PATH, ManifestSigner, handleManifestRequest, resolveManifestVersion } from './manifest.js';
 import { startModelHost, type HostedFile, type ModelHostMisbehaviour, type ModelHostRequestRecord } from './model-host.js';
 import { OidcStore } from './oidc-store.js';
 import { assertSyntheticSpec, resolveSyntheticDigests, syntheticRange, type SyntheticModelSpec } from './synthetic.js';
@@ -322,7 +322,6 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
     };
 
     let closing: Promise<void> | null = null;
-    log(`hub ready at ${issuer}, model host at ${modelHost.url}`);
     return {
       issuer,
       hubUrl: issuer,
