@@ -41,7 +41,9 @@ export function pageHeaders(length: number): Record<string, string> {
     Pragma: 'no-cache',
     'X-Content-Type-Options': 'nosniff',
     'X-Frame-Options': 'DENY',
-    'Referrer-Policy': 'no-referrer',
+    // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the form post,
+    // and the Origin check is part of the CSRF defence. Nothing leaves the origin either way.
+    'Referrer-Policy': 'same-origin',
     'Cross-Origin-Opener-Policy': 'same-origin',
   };
 }
@@ -57,7 +59,7 @@ function layout(title: string, body: string): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>${escapeHtml(title)}</title>
 <style>${STYLE}</style>
 </head>
@@ -75,12 +77,12 @@ export function loginPage(options: { action: string; csrf: string; clientName: s
   const error = options.error === undefined ? '' : `<p class="error" role="alert">${escapeHtml(options.error)}</p>\n`;
   return layout('Sign in to the hub', `<h1>Sign in to the hub</h1>
 <p class="muted">${escapeHtml(options.clientName)} asks you to sign in.</p>
-${error}<form method="post" action="${escapeHtml(options.action)}" autocomplete="off">
+${error}<form method="post" action="${escapeHtml(options.action)}">
 <input type="hidden" name="csrf" value="${escapeHtml(options.csrf)}">
 <label for="username">User name</label>
-<input type="text" id="username" name="username" value="${escapeHtml(options.username ?? '')}" required autofocus autocapitalize="none" spellcheck="false">
+<input type="text" id="username" name="username" value="${escapeHtml(options.username ?? '')}" required autofocus autocomplete="username" autocapitalize="none" spellcheck="false">
 <label for="password">Password</label>
-<input type="password" id="password" name="password" required>
+<input type="password" id="password" name="password" required autocomplete="current-password">
 <div class="row">
 <button type="submit" name="action" value="login" id="sign-in">Sign in</button>
 <button type="submit" name="action" value="cancel" class="secondary" id="cancel" formnovalidate>Cancel</button>
