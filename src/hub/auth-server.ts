@@ -250,6 +250,8 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
       const ok = sameSecret(name, user) && sameSecret(form.get('password') ?? '', password);
       if (!ok) {
         const failures = (loginFailures.get(uid) ?? 0) + 1;
+        // Bounded: abandoned interactions must not grow the map without end (oldest entries go first).
+        if (loginFailures.size >= 10_000) loginFailures.delete(loginFailures.keys().next().value!);
         loginFailures.set(uid, failures);
         log('sign-in: wrong user name or password');
         if (failures >= MAX_LOGIN_FAILURES) {
