@@ -73,7 +73,7 @@ test('a restarted hub keeps its CA, manifest key, dev login and grants: an old r
   );
 });
 
-test('a restart on the same port keeps the manifest version, and a refresh token survives a restart on that port', async (t) => {
+test('a restart on the same ports keeps the issuer and the manifest version (same content, same version)', async (t) => {
   const dataDir = tempDir(t);
   const first = await startHub({ dataDir });
   const port = Number(new URL(first.issuer).port);
