@@ -17,7 +17,8 @@ import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { JWK } from 'oidc-provider';
-import { CompanionError } from '../core/errors.js';
+import { CompanionError, assertInteger, assertString } from '../core/errors.js';
+import { invalidArgument } from './args.js';
 import { encodeManifestKey, generateManifestKeyPair, loadManifestPrivateKey, type ManifestModel } from '../core/manifest-format.js';
 import { AUTH_BASE, COMPANION_CLIENT_ID, COMPANION_REDIRECT_URI, COMPANION_SCOPES, createAuthServer } from './auth-server.js';
 import { createHubTls, isUsableCa, type CertificateAndKey } from './ca.js';
@@ -106,16 +107,10 @@ export interface RunningHub {
 
 const KNOWN_SCOPES = new Set(COMPANION_SCOPES);
 
-function assertPort(value: unknown, name: string): number {
-  if (value === undefined) return 0;
-  if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 65535) throw new CompanionError('ERR_INVALID_ARG_VALUE', `${name} must be an integer 0…65535`);
-  return value as number;
-}
-
-function assertSeconds(value: unknown, name: string, fallback: number, max: number): number {
+function optionalInteger(value: unknown, name: string, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > max) throw new CompanionError('ERR_INVALID_ARG_VALUE', `${name} must be an integer 1…${max}`);
-  return value as number;
+  assertInteger(value, name, min, max);
+  return value;
 }
 
 interface HubKeys {
@@ -204,21 +199,21 @@ async function listen(server: Server, port: number): Promise<number> {
 
 /**
  * Starts the reference hub and its model host on 127.0.0.1.
- * @throws ERR_INVALID_ARG_VALUE for bad options, ERR_CONFIG for an unusable data directory,
+ * @throws TypeError ERR_INVALID_ARG_VALUE / ERR_INVALID_ARG_TYPE for bad options; ERR_CONFIG for an unusable data directory,
  *   ERR_LOCKED_BY_OTHER when another hub uses the data directory, ERR_BIND_FAILED when a port is taken.
  */
 export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
-  const port = assertPort(options.port, 'port');
-  const modelHostPort = assertPort(options.modelHostPort, 'modelHostPort');
-  const accessTokenTtlSeconds = assertSeconds(options.accessTokenTtlSeconds, 'accessTokenTtlSeconds', 300, 86_400);
-  const manifestTtlSeconds = assertSeconds(options.manifestTtlSeconds, 'manifestTtlSeconds', 3600, 30 * 86_400);
+  const port = optionalInteger(options.port, 'port', 0, 0, 65_535);
+  const modelHostPort = optionalInteger(options.modelHostPort, 'modelHostPort', 0, 0, 65_535);
+  const accessTokenTtlSeconds = optionalInteger(options.accessTokenTtlSeconds, 'accessTokenTtlSeconds', 300, 1, 86_400);
+  const manifestTtlSeconds = optionalInteger(options.manifestTtlSeconds, 'manifestTtlSeconds', 3600, 1, 30 * 86_400);
   const scopes = [...(options.scopes ?? COMPANION_SCOPES)];
-  if (scopes.length === 0 || !scopes.every((s) => KNOWN_SCOPES.has(s))) throw new CompanionError('ERR_INVALID_ARG_VALUE', `scopes must be among: ${COMPANION_SCOPES.join(' ')}`);
-  if (options.user !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(options.user)) throw new CompanionError('ERR_INVALID_ARG_VALUE', 'user must match [A-Za-z0-9._-]{1,64}');
-  if (options.password !== undefined && (typeof options.password !== 'string' || options.password.length < 1)) throw new CompanionError('ERR_INVALID_ARG_VALUE', 'password must be a non-empty string');
+  if (scopes.length === 0 || !scopes.every((s) => KNOWN_SCOPES.has(s))) throw invalidArgument('scopes', `a non-empty list among: ${COMPANION_SCOPES.join(' ')}`);
+  if (options.user !== undefined && (typeof options.user !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(options.user))) throw invalidArgument('user', 'a name matching [A-Za-z0-9._-]{1,64}');
+  if (options.password !== undefined) assertString(options.password, 'password');
   const extraModels = options.extraModels ?? [];
   for (const spec of extraModels) assertSyntheticSpec(spec);
-  if (new Set([DEMO_MODEL_ID, ...extraModels.map((m) => m.id)]).size !== extraModels.length + 1) throw new CompanionError('ERR_INVALID_ARG_VALUE', 'model ids must be unique');
+  if (new Set([DEMO_MODEL_ID, ...extraModels.map((m) => m.id)]).size !== extraModels.length + 1) throw invalidArgument('extraModels', `models with unique ids other than ${DEMO_MODEL_ID}`);
   const log = options.log ?? (() => undefined);
 
   const dataDir = options.dataDir ?? null;

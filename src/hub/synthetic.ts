@@ -10,7 +10,8 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
-import { CompanionError } from '../core/errors.js';
+import { assertInteger } from '../core/errors.js';
+import { invalidArgument } from './args.js';
 import { readJsonOptional, writePrivateFileAtomic } from './files.js';
 
 /** A synthetic model to serve and list in the manifest. */
@@ -41,12 +42,12 @@ function counterBlock(blockIndex: number): Buffer {
   return iv;
 }
 
-/** Validates a spec. @throws ERR_INVALID_ARG_VALUE */
+/** Validates a spec. @throws TypeError ERR_INVALID_ARG_VALUE / ERR_INVALID_ARG_TYPE */
 export function assertSyntheticSpec(spec: SyntheticModelSpec): void {
-  if (typeof spec.id !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(spec.id)) throw new CompanionError('ERR_INVALID_ARG_VALUE', 'a synthetic model id must match [a-z0-9][a-z0-9._-]{0,63}');
-  if (!Number.isSafeInteger(spec.size) || spec.size < 0 || spec.size > MAX_SIZE) throw new CompanionError('ERR_INVALID_ARG_VALUE', 'a synthetic model size must be a non-negative safe integer');
-  if (typeof spec.seed !== 'string' && !Number.isSafeInteger(spec.seed)) throw new CompanionError('ERR_INVALID_ARG_VALUE', 'a synthetic model seed must be an integer or a string');
-  if (spec.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(spec.sha256)) throw new CompanionError('ERR_INVALID_ARG_VALUE', 'a synthetic model sha256 must be 64 lower-case hex digits');
+  if (typeof spec.id !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(spec.id)) throw invalidArgument('a synthetic model id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
+  assertInteger(spec.size, 'a synthetic model size', 0, MAX_SIZE);
+  if (typeof spec.seed !== 'string' && !Number.isSafeInteger(spec.seed)) throw invalidArgument('a synthetic model seed', 'an integer or a string');
+  if (spec.sha256 !== undefined && (typeof spec.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(spec.sha256))) throw invalidArgument('a synthetic model sha256', '64 lower-case hex digits');
 }
 
 /** The bytes `[start, endInclusive]` of the synthetic file (seed, size) as a stream. */

@@ -109,8 +109,19 @@ test('a second hub on the same data directory is refused with ERR_LOCKED_BY_OTHE
   assert.equal(again.caPem, hub.caPem);
 });
 
-test('startHub() refuses bad options with ERR_INVALID_ARG_VALUE', async () => {
+test('startHub() refuses bad options with a TypeError coded ERR_INVALID_ARG_VALUE', async () => {
   for (const options of [{ port: -1 }, { port: 70000 }, { scopes: ['openid', 'admin'] }, { accessTokenTtlSeconds: 0 }, { extraModels: [{ id: 'Bad Id', size: 1, seed: 1 }] }, { extraModels: [{ id: 'tiny-demo', size: 1, seed: 1 }] }]) {
-    await assert.rejects(startHub(options), (error: { code?: string }) => error.code === 'ERR_INVALID_ARG_VALUE', JSON.stringify(options));
+    await assert.rejects(startHub(options), (error: { code?: string }) => error instanceof TypeError && error.code === 'ERR_INVALID_ARG_VALUE', JSON.stringify(options));
   }
+});
+
+test('startHub() on a port in use fails with ERR_BIND_FAILED and leaves nothing running', async (t) => {
+  const first = await startTestHub(t);
+  const port = Number(new URL(first.issuer).port);
+  await assert.rejects(startHub({ port }), (error: { code?: string }) => error.code === 'ERR_BIND_FAILED');
+  const dataDir = tempDir(t);
+  await assert.rejects(startHub({ port, dataDir }), (error: { code?: string }) => error.code === 'ERR_BIND_FAILED');
+  // The failed start released its data directory lock.
+  const again = await startTestHub(t, { dataDir });
+  assert.ok(again.issuer);
 });
