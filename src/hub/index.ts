@@ -237,6 +237,10 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
       writePrivateFileAtomic(caPath, tls.ca.certPem);
     }
 
+    // Closed after both servers (cleanups run in reverse), so in-flight requests still persist.
+    const store = new OidcStore(dataDir === null ? null : join(dataDir, 'oidc'));
+    cleanups.push(() => store.close());
+
     // Model files: the demo GGUF, then the synthetic ones.
     const demo = generateTinyGguf({ seed: DEMO_MODEL_SEED });
     const demoSha = createHash('sha256').update(demo).digest('hex');
@@ -289,8 +293,6 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
     const issuer = `https://127.0.0.1:${hubPort}`;
     const expectedHost = `127.0.0.1:${hubPort}`;
 
-    const store = new OidcStore(dataDir === null ? null : join(dataDir, 'oidc'));
-    cleanups.push(() => store.close());
     const auth = createAuthServer({ issuer, store, jwks: keys.jwks, cookieKeys: keys.cookieKeys, user: keys.user, password: keys.password, clientScopes: scopes, accessTokenTtlSeconds, log });
     const signer = new ManifestSigner({ issuer, privateKey: keys.manifestKey, ttlSeconds: manifestTtlSeconds, models, version: resolveManifestVersion(models, issuer, dataDir, Math.floor(Date.now() / 1000)) });
 
