@@ -4,6 +4,7 @@ import { doctorCommand } from './cmd-doctor.js';
 import { loginCommand, logoutCommand } from './cmd-auth.js';
 import { pullCommand } from './cmd-pull.js';
 import { endpointCommand } from './cmd-endpoint.js';
+import { hubCommand } from './cmd-hub.js';
 
 export interface Command {
   readonly name: string;
@@ -36,7 +37,7 @@ function pending(name: string, summary: string, usage: string, issue: string): C
 
 export const COMMANDS: Command[] = [
   pending('demo', 'run the whole flow against an embedded reference hub', '[--keep-running] [--json]', 'shell and demo'),
-  pending('hub', 'run the reference hub (authorization server, manifest, model host)', '[--port P] [--data-dir DIR] [--json]', 'reference hub'),
+  hubCommand,
   loginCommand,
   logoutCommand,
   pending('status', 'show sign-in, model, runtime and availability (never a token)', '[--json]', 'shell'),

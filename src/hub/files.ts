@@ -1,0 +1,102 @@
+/**
+ * The hub's data directory: private files written atomically, and a lock so two hubs never share one
+ * directory. Everything the hub keeps (keys, CA, grants) is 0600 in a 0700 directory.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { CompanionError } from '../core/errors.js';
+
+/** Creates `dir` (and parents) and makes it 0700. */
+export function ensurePrivateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+}
+
+/**
+ * Writes `data` to `path` atomically: a 0600 temp file in the same folder, fsync, rename. A reader sees
+ * the old file or the new one, never a torn one.
+ */
+export function writePrivateFileAtomic(path: string, data: string | Uint8Array): void {
+  const temp = join(dirname(path), `.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = openSync(temp, 'wx', 0o600);
+  try {
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    let offset = 0;
+    while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+    fsyncSync(fd);
+  } catch (error) {
+    closeSync(fd);
+    rmSync(temp, { force: true });
+    throw error;
+  }
+  closeSync(fd);
+  renameSync(temp, path);
+}
+
+/** The file's bytes, or null when it does not exist. */
+export function readOptional(path: string): Buffer | null {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+/** Parsed JSON of a file, or null when it does not exist. A malformed file is a configuration error. */
+export function readJsonOptional(path: string): unknown {
+  const bytes = readOptional(path);
+  if (bytes === null) return null;
+  try {
+    return JSON.parse(bytes.toString('utf8')) as unknown;
+  } catch {
+    throw new CompanionError('ERR_CONFIG', `a hub data file is not valid JSON (${path.split('/').pop() ?? ''})`);
+  }
+}
+
+/** True when `path` exists and is only accessible by its owner (no group/other bits). */
+export function isOwnerOnly(path: string): boolean {
+  return (statSync(path).mode & 0o077) === 0;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes `dir/hub.lock` for this process. A lock left by a process that no longer exists is taken over.
+ * @throws ERR_LOCKED_BY_OTHER when a live process holds it.
+ * @returns a function that releases the lock.
+ */
+export function acquireDirLock(dir: string): () => void {
+  const path = join(dir, 'hub.lock');
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    try {
+      writeFileSync(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      return () => {
+        try {
+          if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
+        } catch {
+          // already gone
+        }
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number.parseInt(readOptional(path)?.toString('utf8').trim() ?? '', 10);
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && pidAlive(holder)) {
+        throw new CompanionError('ERR_LOCKED_BY_OTHER', 'another hub is running with this data directory');
+      }
+      if (holder === process.pid) {
+        throw new CompanionError('ERR_LOCKED_BY_OTHER', 'this process already runs a hub with this data directory');
+      }
+      rmSync(path, { force: true });
+    }
+  }
+  throw new CompanionError('ERR_LOCKED_BY_OTHER', 'the hub data directory lock could not be taken');
+}
