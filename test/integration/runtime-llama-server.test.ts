@@ -13,7 +13,7 @@ import { runtimeClient } from '../helpers/runtime-client.js';
 
 const fakeLlamaScript = join(distRoot, 'test', 'helpers', 'runtime-fake-llama.js');
 const binary = process.env.COMPANION_LLAMA_SERVER;
-const optional = binary === undefined || binary === '' ? { skip: 'no llama-server binary (optional profile; set COMPANION_LLAMA_SERVER=/abs/path/llama-server)' } : {};
+const optional = binary === undefined || binary === '' ? { skip: 'optional: no llama-server binary (external profile; set COMPANION_LLAMA_SERVER=/abs/path/llama-server)' } : {};
 
 test('llamaServerProfile() runs llama-server on a Unix socket and answers the openai SDK', { ...optional, timeout: 120_000 }, async (t) => {
   const dir = tempDir();
