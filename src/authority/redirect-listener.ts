@@ -1,14 +1,13 @@
 /**
  * The one-shot loopback redirect listener of the native-app sign-in (RFC 8252 §7.3, D5.2, P-d).
  *
- * Binds `127.0.0.1:0` for the length of one flow. Accepts only `GET` of its exact, per-flow random path
+ * Binds `127.0.0.1:0` for the length of one flow. Accepts only `GET` of its exact path
  * with exactly one `Host: 127.0.0.1:<port>` (read from the raw headers) and an origin-form target; hands
  * the callback URL to `validate` (the OAuth core's `validateAuthorizationResponse`). The page shown to the
  * browser holds no secret, sets `Referrer-Policy: no-referrer` and `Cache-Control: no-store`, and
  * redirects nowhere. It closes after the first valid callback, after an error response from the hub (with
  * the right state), or after the timeout, and frees its port in every case.
  */
-import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { CompanionError, isCompanionError } from '../core/errors.js';
 
@@ -19,13 +18,18 @@ export interface RedirectListenerOptions<T> {
   readonly timeoutMs?: number;
   /** Notified of each refused request (reason code only, never the URL). */
   readonly onRefused?: (code: string) => void;
+  /**
+   * The callback path (default `/callback`, what the hub registered: RFC 8252 §7.3 lets the port vary,
+   * not the path, and oidc-provider matches the path exactly). `state` and PKCE make each flow unique.
+   */
+  readonly path?: string;
 }
 
 export interface RedirectListener<T> {
   /** `http://127.0.0.1:<port>`. */
   readonly origin: string;
   readonly port: number;
-  /** The per-flow path, `/callback/<random>`. */
+  /** The callback path (`/callback` by default). */
   readonly path: string;
   /** Settles with the validated callback, or rejects (timeout, hub error, cancel). */
   readonly result: Promise<T>;
@@ -77,7 +81,8 @@ function singleHost(rawHeaders: readonly string[]): string | null {
  * @throws ERR_SIGNIN_LISTENER when the loopback bind fails.
  */
 export async function startRedirectListener<T>(options: RedirectListenerOptions<T>): Promise<RedirectListener<T>> {
-  const path = `/callback/${randomBytes(16).toString('base64url')}`;
+  const path = options.path ?? '/callback';
+  if (!/^\/[A-Za-z0-9._~/-]{0,128}$/.test(path) || path.includes('//') || path.includes('..')) throw new CompanionError('ERR_OAUTH_REDIRECT_URI');
   let settle: { resolve: (value: T) => void; reject: (error: Error) => void } | undefined;
   const result = new Promise<T>((resolve, reject) => {
     settle = { resolve, reject };

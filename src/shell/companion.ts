@@ -1,0 +1,122 @@
+/**
+ * The running companion (`companion up`, and the demo): the runtime group (supervisor, runtime child,
+ * resource probe, front door) wired together. It receives from the authority group only a token
+ * *verifier* for the front door; nothing here can reach the keychain, a token or custody (D5.8).
+ */
+import { createAdmission } from '../core/admission.js';
+import { CompanionError } from '../core/errors.js';
+import { startFrontDoor, type FrontDoor } from '../runtime/front-door.js';
+import type { SpawnWrap } from '../runtime/spawn.js';
+import { layout } from './config.js';
+import { removeFile, writePrivateJson, type DiscoveryRecord, type PublishedState } from './discovery.js';
+import { createSupervisor, type Supervisor, type SupervisorEvent } from './supervisor.js';
+
+export interface RuntimeGroupOptions {
+  readonly dataDir: string;
+  /** The front door's token check (from the shell, built from the loopback token). */
+  readonly verifyToken: (candidate: string) => boolean;
+  readonly threads?: number;
+  readonly wrap?: SpawnWrap;
+  /** The sandbox mode name, for status and doctor (`none` when unsandboxed). */
+  readonly sandboxMode: string;
+  readonly maxConcurrent?: number;
+  readonly maxQueue?: number;
+  readonly healthIntervalMs?: number;
+  readonly onEvent?: (event: SupervisorEvent | { event: 'listening'; endpoint: string }) => void;
+  readonly onStderr?: (line: string) => void;
+}
+
+export interface RunningCompanion {
+  /** The OpenAI-compatible base URL, `http://127.0.0.1:P/v1`. */
+  readonly endpoint: string;
+  readonly supervisor: Supervisor;
+  readonly door: FrontDoor;
+  readonly sandboxMode: string;
+  publishState(): Promise<PublishedState>;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the runtime group: supervisor (model re-check, sandboxed runtime, health), front door,
+ * discovery and state files. Resolves once the front door listens and the runtime start was attempted;
+ * use `supervisor.waitAvailable()` to wait for availability.
+ */
+export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<RunningCompanion> {
+  const paths = layout(options.dataDir);
+  const admission = createAdmission({ maxConcurrent: options.maxConcurrent ?? 4, maxQueue: options.maxQueue ?? 32, queueTimeoutMs: 30_000 });
+  let published: Promise<unknown> = Promise.resolve();
+  let closed = false;
+  let door: FrontDoor | null = null;
+  let endpoint = '';
+
+  const supervisor: Supervisor = createSupervisor({
+    dataDir: options.dataDir,
+    modelsDir: paths.models,
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.wrap ? { wrap: options.wrap } : {}),
+    ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
+    ...(options.onStderr ? { onStderr: options.onStderr } : {}),
+    onEvent: (event) => {
+      if (event.event === 'available') admission.setReady(event.available);
+      options.onEvent?.(event);
+      if (event.event !== 'health' && !closed) published = published.then(() => publishState()).catch(() => undefined);
+    },
+  });
+
+  async function publishState(): Promise<PublishedState> {
+    const snap = supervisor.snapshot();
+    const figures = await supervisor.resources();
+    const state: PublishedState = {
+      pid: process.pid,
+      updatedAt: Date.now(),
+      runtime: snap.state === 'stopped' ? null : { state: snap.state, pid: snap.pid },
+      model: snap.model,
+      companionAvailable: supervisor.companionAvailable(),
+      resources: figures === null ? null : { rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent, processes: figures.processes, vram: figures.vram },
+      endpoint: endpoint === '' ? null : endpoint,
+      sandbox: options.sandboxMode,
+    };
+    if (!closed) await writePrivateJson(paths.state, state);
+    return state;
+  }
+
+  try {
+    door = await startFrontDoor({
+      verifyToken: options.verifyToken,
+      upstream: () => supervisor.address(),
+      admission,
+    });
+  } catch (error) {
+    throw error instanceof CompanionError ? error : new CompanionError('ERR_BIND_FAILED');
+  }
+  endpoint = `${door.url}/v1`;
+  const discovery: DiscoveryRecord = { url: endpoint, pid: process.pid, startedAt: Date.now() };
+  await writePrivateJson(paths.discovery, discovery);
+  options.onEvent?.({ event: 'listening', endpoint });
+  const runningDoor = door;
+  // Refresh the published state (resources, health) for `status`, at most every 2 s.
+  const refresher = setInterval(() => {
+    if (!closed) published = published.then(() => publishState()).catch(() => undefined);
+  }, 2_000);
+  refresher.unref();
+
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    clearInterval(refresher);
+    await runningDoor.close();
+    await supervisor.stop();
+    await published.catch(() => undefined);
+    await removeFile(paths.discovery);
+    await removeFile(paths.state);
+  };
+
+  try {
+    await supervisor.start();
+  } catch (error) {
+    // The front door stays up (answering 503) only if the caller wants to retry; by default fail closed.
+    await close();
+    throw error;
+  }
+  return { endpoint, supervisor, door: runningDoor, sandboxMode: options.sandboxMode, publishState, close };
+}

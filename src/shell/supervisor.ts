@@ -1,0 +1,280 @@
+/**
+ * The runtime supervisor: drives the lifecycle core with what the runtime adapters report (spawn, exit,
+ * health, probe) and computes `companionAvailable` (D5.7): true only when the installed model was
+ * re-verified for this start, the lifecycle is `ready`, and a health round trip succeeded within the
+ * recency bound. False on any doubt. Every change is an event.
+ *
+ * It belongs to the runtime group: it is handed values (paths, settings, a sandbox wrapper) and holds
+ * no authority.
+ */
+import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
+import {
+  DEFAULT_RESTART_POLICY, initialLifecycle, transition, canTransition,
+  type LifecycleEvent, type LifecycleSnapshot, type LifecycleState, type RestartPolicy,
+} from '../core/lifecycle.js';
+import { decideResources, type ResourceLimits } from '../core/resources.js';
+import { createHealthMonitor, type HealthMonitor, type HealthSample } from '../runtime/health.js';
+import { createResourceProbe, type ResourceFigures } from '../runtime/probe.js';
+import { bundledProfile } from '../runtime/runtime-profile.js';
+import { spawnRuntime, type RuntimeAddress, type RuntimeHandle, type SpawnWrap } from '../runtime/spawn.js';
+import { checkInstalledModel } from './install.js';
+
+export type SupervisorEvent =
+  | { readonly event: 'state'; readonly state: LifecycleState; readonly pid: number | null; readonly code: ErrorCode | null }
+  | { readonly event: 'available'; readonly available: boolean }
+  | { readonly event: 'health'; readonly ok: boolean; readonly latencyMs: number }
+  | { readonly event: 'restart-scheduled'; readonly inMs: number };
+
+export interface SupervisorOptions {
+  readonly dataDir: string;
+  readonly modelsDir: string;
+  /** CPU threads for the runtime (default: the runtime's own choice). */
+  readonly threads?: number;
+  readonly contextSize?: number;
+  /** The sandbox wrapper (issue 10), or undefined for an (explicitly allowed) unsandboxed start. */
+  readonly wrap?: SpawnWrap;
+  readonly healthIntervalMs?: number;
+  readonly healthTimeoutMs?: number;
+  /** A health success older than this is doubt (default 3 × interval). */
+  readonly healthRecencyMs?: number;
+  readonly readyTimeoutMs?: number;
+  readonly restartPolicy?: RestartPolicy;
+  /** Restart after a crash following the backoff (default true). */
+  readonly autoRestart?: boolean;
+  readonly resourceLimits?: ResourceLimits;
+  readonly onEvent?: (event: SupervisorEvent) => void;
+  readonly onStderr?: (line: string) => void;
+  readonly now?: () => number;
+}
+
+export interface SupervisorSnapshot {
+  readonly state: LifecycleState;
+  readonly pid: number | null;
+  readonly code: ErrorCode | null;
+  readonly model: { readonly id: string; readonly verified: boolean } | null;
+  readonly lastHealth: HealthSample | null;
+  readonly available: boolean;
+}
+
+export interface Supervisor {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** The runtime's address while it is available, else null (the front door answers 503). */
+  address(): RuntimeAddress | null;
+  companionAvailable(): boolean;
+  snapshot(): SupervisorSnapshot;
+  /** Runtime-scoped figures, or null when there is no runtime or the probe failed (doubt). */
+  resources(): Promise<ResourceFigures | null>;
+  /** Waits until available or until `timeoutMs`; resolves with the availability. */
+  waitAvailable(timeoutMs: number): Promise<boolean>;
+  /** A health round trip now. */
+  checkHealth(): Promise<boolean>;
+}
+
+export function createSupervisor(options: SupervisorOptions): Supervisor {
+  const now = options.now ?? Date.now;
+  const intervalMs = options.healthIntervalMs ?? 2_000;
+  const recencyMs = options.healthRecencyMs ?? intervalMs * 3;
+  let life: LifecycleSnapshot = initialLifecycle(now(), options.restartPolicy ?? DEFAULT_RESTART_POLICY);
+  let handle: RuntimeHandle | null = null;
+  let monitor: HealthMonitor | null = null;
+  let probe: ReturnType<typeof createResourceProbe> | null = null;
+  let model: { id: string; verified: boolean } | null = null;
+  let lastHealth: HealthSample | null = null;
+  let lastAvailable = false;
+  let restartTimer: NodeJS.Timeout | null = null;
+  let stopping = false;
+  const waiters = new Set<() => void>();
+
+  const emit = (event: SupervisorEvent): void => options.onEvent?.(event);
+
+  function available(): boolean {
+    if (life.state !== 'ready' || handle === null || model === null || !model.verified) return false;
+    if (lastHealth === null || !lastHealth.ok) return false;
+    return now() - lastHealth.at <= recencyMs;
+  }
+
+  function publish(): void {
+    const value = available();
+    if (value !== lastAvailable) {
+      lastAvailable = value;
+      emit({ event: 'available', available: value });
+    }
+    for (const wake of waiters) wake();
+  }
+
+  function apply(event: LifecycleEvent, code?: ErrorCode): boolean {
+    const at = now();
+    if (!canTransition(life, event, at)) return false;
+    const before = life.state;
+    life = transition(life, event, at, code);
+    if (life.state !== before) emit({ event: 'state', state: life.state, pid: handle?.pid ?? null, code: life.code });
+    publish();
+    return true;
+  }
+
+  function onHealth(sample: HealthSample): void {
+    lastHealth = sample;
+    emit({ event: 'health', ok: sample.ok, latencyMs: Math.round(sample.latencyMs) });
+    if (sample.ok) {
+      apply('health-ok');
+      if (life.state === 'degraded') apply('recover');
+    } else {
+      apply('health-failed');
+    }
+    publish();
+  }
+
+  function scheduleRestart(): void {
+    if (options.autoRestart === false || stopping || life.state !== 'backoff' || life.restartAt === null) return;
+    const inMs = Math.max(0, life.restartAt - now());
+    emit({ event: 'restart-scheduled', inMs });
+    restartTimer = setTimeout(() => {
+      restartTimer = null;
+      if (stopping || life.state !== 'backoff') return;
+      if (apply('retry')) void launch().catch(() => undefined);
+    }, inMs + 1);
+    restartTimer.unref();
+  }
+
+  function teardownRuntime(): void {
+    monitor?.stop();
+    monitor = null;
+    probe?.close();
+    probe = null;
+    handle = null;
+  }
+
+  /** From `verifying`: re-check the model, spawn, wait for ready, start health checks. */
+  async function launch(): Promise<void> {
+    let modelPath: string;
+    try {
+      const checked = await checkInstalledModel(options.modelsDir);
+      modelPath = checked.path;
+      model = { id: checked.installed.id, verified: true };
+    } catch (error) {
+      model = model === null ? null : { ...model, verified: false };
+      apply('verify-failed', isCompanionError(error) ? error.code : 'ERR_MODEL_CHANGED');
+      throw error;
+    }
+    apply('verified');
+    const profile = bundledProfile({
+      modelPath,
+      modelId: model.id,
+      ...(options.threads !== undefined ? { threads: options.threads } : {}),
+      ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
+    });
+    let started: RuntimeHandle;
+    try {
+      started = await spawnRuntime(profile, {
+        dataDir: options.dataDir,
+        ...(options.readyTimeoutMs !== undefined ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
+        ...(options.wrap ? { wrap: options.wrap } : {}),
+        ...(options.onStderr ? { onStderr: options.onStderr } : {}),
+        onExit: (exit) => {
+          if (handle !== started) return;
+          teardownRuntime();
+          lastHealth = null;
+          if (exit.expected || stopping) {
+            apply('stopped');
+          } else {
+            // Left `ready` at once: the front door answers 503 from now on.
+            apply('crashed', 'ERR_RUNTIME_GONE');
+            scheduleRestart();
+          }
+          publish();
+        },
+      });
+    } catch (error) {
+      apply('crashed', isCompanionError(error) ? error.code : 'ERR_SPAWN_FAILED');
+      scheduleRestart();
+      throw error;
+    }
+    if (stopping) {
+      await started.stop();
+      return;
+    }
+    handle = started;
+    probe = createResourceProbe({ pgid: started.pid });
+    await probe.probe().catch(() => undefined); // the first sample pins the leader's identity
+    apply('spawned-ready');
+    monitor = createHealthMonitor({
+      probe: (timeoutMs) => started.healthCheck(timeoutMs),
+      intervalMs,
+      timeoutMs: options.healthTimeoutMs ?? 2_000,
+      onHealth,
+      now,
+    });
+    monitor.start();
+    await monitor.checkNow();
+  }
+
+  return {
+    async start() {
+      stopping = false;
+      if (life.state === 'failed') apply('reset');
+      if (!apply('start')) throw new CompanionError('ERR_LIFECYCLE_ILLEGAL_TRANSITION', `cannot start from state ${life.state}`);
+      await launch();
+    },
+    async stop() {
+      stopping = true;
+      if (restartTimer !== null) {
+        clearTimeout(restartTimer);
+        restartTimer = null;
+      }
+      const current = handle;
+      apply('stop');
+      if (current !== null) {
+        const { forced } = await current.stop();
+        teardownRuntime();
+        apply(forced ? 'killed' : 'stopped');
+      }
+      publish();
+    },
+    address() {
+      return available() && handle !== null ? handle.address : null;
+    },
+    companionAvailable: available,
+    snapshot() {
+      return { state: life.state, pid: handle?.pid ?? null, code: life.code, model, lastHealth, available: available() };
+    },
+    async resources() {
+      if (probe === null) return null;
+      try {
+        const figures = await probe.probe();
+        if (options.resourceLimits) {
+          const decision = decideResources({ rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent, vram: null }, options.resourceLimits);
+          if (decision.decision !== 'ok') apply('degrade');
+        }
+        return figures;
+      } catch {
+        return null;
+      }
+    },
+    async waitAvailable(timeoutMs) {
+      if (available()) return true;
+      return new Promise<boolean>((resolve) => {
+        const wake = (): void => {
+          if (available() || life.state === 'failed') {
+            cleanup();
+            resolve(available());
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          resolve(available());
+        }, timeoutMs);
+        const cleanup = (): void => {
+          clearTimeout(timer);
+          waiters.delete(wake);
+        };
+        waiters.add(wake);
+      });
+    },
+    async checkHealth() {
+      if (monitor === null) return false;
+      const sample = await monitor.checkNow();
+      return sample.ok;
+    },
+  };
+}
