@@ -32,7 +32,8 @@ export interface SandboxCommandLine {
  *   environment on its own argv (`--setenv`, `env K=V`), where other local processes can read it.
  *
  * Every path is absolute and normal: no `..` or `.` segment, no doubled or trailing separator, no NUL
- * or newline, not `/` itself, not inside `/proc`, `/dev` or `/sys` (the wrapper makes those).
+ * or newline, not `/` itself or a top-level folder (`/home`, `/tmp`, `/run`…), not inside `/proc`, `/dev` or
+ * `/sys` (the wrapper makes those).
  */
 export interface SandboxProfile {
   readonly readOnlyPaths: readonly string[];
@@ -87,6 +88,8 @@ export function assertSandboxPath(path: unknown, name: string): asserts path is 
   if (path.split('/').some((segment) => segment === '..' || segment === '.')) throw invalid(name, 'a path without . or .. segments');
   if (path === '/' || posix.normalize(path) !== path || path.endsWith('/')) throw invalid(name, 'a normal path other than /');
   if (RESERVED_POSIX.some((root) => path === root || path.startsWith(`${root}/`))) throw invalid(name, 'outside /proc, /dev and /sys');
+  // Why: a whole top-level folder (/home, /tmp, /run, /etc…) would undo the view; the runtime never needs one.
+  if (pathDepth(path) < 2) throw invalid(name, 'a path below a top-level folder');
 }
 
 /**

@@ -138,8 +138,8 @@ test('sandboxCommand() refuses an environment key that is not allowed or looks l
   for (const key of ['LANG', 'LC_ALL', 'TZ', 'NODE_ENV', 'COMPANION_RUNTIME_THREADS']) assert.equal(isAllowedSandboxEnvKey(key), true, key);
 });
 
-test('sandboxCommand() refuses relative paths, .. segments, NUL, / itself and paths inside /proc, /dev or /sys', () => {
-  const bad = ['models/x.gguf', './x', '/a/../etc/passwd', '/a/./b', '/a//b', '/a/b/', '/', '/a\0b', '/a\nb', '/proc/1/root', '/dev/sda', '/sys/kernel'];
+test('sandboxCommand() refuses relative paths, .. segments, NUL, / or a top-level folder, and paths inside /proc, /dev or /sys', () => {
+  const bad = ['models/x.gguf', './x', '/a/../etc/passwd', '/a/./b', '/a//b', '/a/b/', '/', '/a\0b', '/a\nb', '/proc/1/root', '/dev/sda', '/sys/kernel', '/home', '/tmp', '/run', '/etc', '/root', '/x'];
   for (const path of bad) {
     assert.throws(() => bwrap({ readOnlyPaths: [path], writablePaths: [], allowNetwork: false }), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' }, JSON.stringify(path));
     assert.throws(() => bwrap({ readOnlyPaths: [], writablePaths: [path], allowNetwork: false }), { code: 'ERR_INVALID_ARG_VALUE' }, JSON.stringify(path));
