@@ -1,7 +1,13 @@
 /**
- * The runtime sandbox in use, as `companion doctor` reports it (CONTRACT §6: `"none"` if none).
- * Placeholder until the sandbox issue lands and replaces this function.
+ * The sandbox line of `companion doctor` (issue 10): which runtime sandbox a start would use.
  */
-export async function detectSandboxMode(): Promise<string> {
-  return 'none';
+import { detectSandbox, type DetectSandboxOptions } from '../runtime/sandbox.js';
+
+/**
+ * The mode name a runtime start would use on this machine: `'bubblewrap'`, `'unshare'` (partial: no
+ * network, files visible; a start needs --allow-unsandboxed), `'sandbox-exec'`, or `'none'`. Proves the
+ * mode with one sandboxed run (cached, bounded by a timeout); never rejects on a missing tool.
+ */
+export async function detectSandboxMode(options: DetectSandboxOptions = {}): Promise<string> {
+  return (await detectSandbox(options)).mode;
 }

@@ -1,0 +1,287 @@
+/**
+ * The runtime sandbox (issue 10, threat P-i): turns the runtime's command into a sandboxed command, so
+ * that a runtime compromised by a malicious model has no network and sees only its model and code.
+ *
+ * - {@link detectSandbox} finds what this machine can do and proves it by running one trivial sandboxed
+ *   command (user namespaces may be disabled): Linux `bubblewrap`, else the partial `unshare` fallback;
+ *   macOS `sandbox-exec`; Windows none yet (an AppContainer design exists). Cached per options.
+ * - {@link sandboxCommand} wraps `{file, args}` for the detected mode; the spawn adapter spawns the
+ *   result exactly as it would the plain command (absolute file, argv array, detached).
+ * - {@link assertSandboxOrExplicitOptOut} is the gate: a start without the full sandbox is refused with
+ *   `ERR_SANDBOX_UNAVAILABLE` unless the user passed `--allow-unsandboxed`.
+ *
+ * The per-platform argv builders are pure (`sandbox-linux-bwrap.ts`, `sandbox-linux-unshare.ts`,
+ * `sandbox-macos.ts`, `sandbox-windows.ts`); the checks on the profile are in `sandbox-profile.ts`.
+ * See docs/sandbox.md for what each mode gives and does not give.
+ */
+import { execFile } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { CompanionError, assertObject, assertString } from '../core/errors.js';
+import { bwrapArgs, readLinuxSystemLayout, type LinuxSystemLayout } from './sandbox-linux-bwrap.js';
+import { unshareArgs } from './sandbox-linux-unshare.js';
+import { sandboxExecArgs } from './sandbox-macos.js';
+import { appContainerLauncherArgs, buildAppContainerPlan } from './sandbox-windows.js';
+import { assertSandboxPath, assertWindowsSandboxPath, checkProfile, SANDBOX_MODES, type SandboxCommandLine, type SandboxMode, type SandboxProfile } from './sandbox-profile.js';
+
+export { runtimeSandboxProfile, isAllowedSandboxEnvKey, SANDBOX_ENV_DEFAULTS, SANDBOX_MODES } from './sandbox-profile.js';
+export type { RuntimeSandboxInputs, SandboxCommandLine, SandboxMode, SandboxProfile } from './sandbox-profile.js';
+export type { LinuxSystemLayout } from './sandbox-linux-bwrap.js';
+
+/** What {@link detectSandbox} found. */
+export interface SandboxSupport {
+  /** The mode to use; `none` when nothing works (see `reason`). */
+  readonly mode: SandboxMode;
+  /** Absolute path of the wrapper (bwrap, unshare, sandbox-exec, the AppContainer launcher); null for `none`. */
+  readonly path: string | null;
+  /** Why a weaker mode (or none) was chosen. Safe to print: no secret, no model path. */
+  readonly reason?: string;
+  /** bubblewrap ≥ 0.8: it understands `--disable-userns`. */
+  readonly disableUserns?: boolean;
+  /** bubblewrap: the host's system layout, read once at detection. Read again when absent. */
+  readonly layout?: LinuxSystemLayout;
+  /** unshare: the helpers it chains (`setpriv`, `env`). */
+  readonly tools?: { readonly setpriv: string; readonly env: string };
+  /** unshare: not root, so a user namespace is needed. */
+  readonly userNamespace?: boolean;
+  /** sandbox-exec: allow Metal (GPU) in the profile. */
+  readonly metal?: boolean;
+}
+
+/** Options of {@link detectSandbox}; every field has a default fitting this machine. */
+export interface DetectSandboxOptions {
+  /** Default `process.platform`. */
+  readonly platform?: NodeJS.Platform;
+  /** Default `/usr/bin/bwrap`. */
+  readonly bwrapPath?: string;
+  /** Default `/usr/bin/unshare`. */
+  readonly unsharePath?: string;
+  /** Default `/usr/bin/setpriv` (the unshare fallback drops capabilities with it). */
+  readonly setprivPath?: string;
+  /** Default `/usr/bin/env`. */
+  readonly envPath?: string;
+  /** Default `/usr/bin/sandbox-exec`. */
+  readonly sandboxExecPath?: string;
+  /** Run one sandboxed `node -e` to prove the mode works (default true). False trusts the binary's presence. */
+  readonly probe?: boolean;
+  /** The Node binary for the proof run. Default `process.execPath`. */
+  readonly nodeBinary?: string;
+  /** Bound of each proof run, ms. Default {@link DETECT_TIMEOUT_MS}. */
+  readonly timeoutMs?: number;
+}
+
+export const DETECT_TIMEOUT_MS = 5000;
+const MAX_REASON = 240;
+
+// The proof: Node starts in the sandbox and sees no network interface but loopback.
+const PROOF_SCRIPT = "const n=Object.keys(require('os').networkInterfaces());process.exit(n.every((k)=>k==='lo'||k==='lo0')?0:3)";
+
+const cache = new Map<string, Promise<SandboxSupport>>();
+
+/** Forgets cached detections (tests; after installing bubblewrap). */
+export function clearSandboxDetectionCache(): void {
+  cache.clear();
+}
+
+function executable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function firstLine(text: string): string {
+  const line = text.split('\n').find((entry) => entry.trim().length > 0) ?? '';
+  return line.trim().slice(0, MAX_REASON);
+}
+
+interface RunResult {
+  readonly ok: boolean;
+  readonly stdout: string;
+  readonly detail: string;
+}
+
+function run(file: string, args: string[], timeoutMs: number): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', env: {}, encoding: 'utf8', maxBuffer: 1 << 16, shell: false, windowsHide: true }, (error, stdout, stderr) => {
+      if (error === null) {
+        resolve({ ok: true, stdout, detail: '' });
+        return;
+      }
+      const record = error as { killed?: boolean; code?: unknown };
+      const detail = record.killed === true ? `timed out after ${timeoutMs} ms` : firstLine(stderr) || `exit status ${String(record.code)}`;
+      resolve({ ok: false, stdout, detail });
+    });
+  });
+}
+
+function proofCommand(nodeBinary: string): SandboxCommandLine {
+  return { file: nodeBinary, args: ['-e', PROOF_SCRIPT] };
+}
+
+function proofProfile(nodeBinary: string): SandboxProfile {
+  return { readOnlyPaths: [nodeBinary], writablePaths: [], allowNetwork: false };
+}
+
+async function detectLinux(options: Required<Omit<DetectSandboxOptions, 'platform' | 'sandboxExecPath'>>): Promise<SandboxSupport> {
+  const reasons: string[] = [];
+  if (!executable(options.bwrapPath)) {
+    reasons.push('bubblewrap is not installed');
+  } else {
+    const version = await run(options.bwrapPath, ['--version'], options.timeoutMs);
+    const match = /(\d+)\.(\d+)/.exec(version.stdout);
+    const disableUserns = match !== null && (Number(match[1]) > 0 || Number(match[2]) >= 8);
+    const candidate: SandboxSupport = { mode: 'bubblewrap', path: options.bwrapPath, disableUserns, layout: readLinuxSystemLayout() };
+    if (!options.probe) return candidate;
+    const wrapped = sandboxCommand(proofCommand(options.nodeBinary), proofProfile(options.nodeBinary), candidate);
+    const proof = await run(wrapped.file, [...wrapped.args], options.timeoutMs);
+    if (proof.ok) return candidate;
+    reasons.push(`bubblewrap cannot make a sandbox here (${proof.detail})`);
+  }
+  const tools = { setpriv: options.setprivPath, env: options.envPath };
+  if (!executable(options.unsharePath) || !executable(tools.setpriv) || !executable(tools.env)) {
+    reasons.push('unshare or setpriv is not installed');
+    return { mode: 'none', path: null, reason: reasons.join('; ') };
+  }
+  const userNamespace = typeof process.getuid === 'function' && process.getuid() !== 0;
+  const candidate: SandboxSupport = { mode: 'unshare', path: options.unsharePath, tools, userNamespace, reason: `${reasons.join('; ')}; unshare isolates the network and processes only, not files` };
+  if (!options.probe) return candidate;
+  const wrapped = sandboxCommand(proofCommand(options.nodeBinary), proofProfile(options.nodeBinary), candidate);
+  const proof = await run(wrapped.file, [...wrapped.args], options.timeoutMs);
+  if (proof.ok) return candidate;
+  reasons.push(`unshare cannot make namespaces here (${proof.detail})`);
+  return { mode: 'none', path: null, reason: reasons.join('; ') };
+}
+
+async function detectDarwin(sandboxExecPath: string, probe: boolean, timeoutMs: number): Promise<SandboxSupport> {
+  if (!executable(sandboxExecPath)) return { mode: 'none', path: null, reason: 'sandbox-exec is not available' };
+  const candidate: SandboxSupport = { mode: 'sandbox-exec', path: sandboxExecPath, metal: true };
+  if (!probe) return candidate;
+  const proof = await run(sandboxExecPath, ['-p', '(version 1)(deny default)(allow process-exec)(allow process-fork)(allow file-read*)(allow sysctl-read)', '/usr/bin/true'], timeoutMs);
+  return proof.ok ? candidate : { mode: 'none', path: null, reason: `sandbox-exec cannot make a sandbox here (${proof.detail})` };
+}
+
+/**
+ * Finds the strongest sandbox this machine can make, proving it with one sandboxed run (bounded by
+ * `timeoutMs`), and caches the answer per options. Never rejects: failures become mode `none` with a
+ * reason.
+ * @throws TypeError ERR_INVALID_ARG_* on a bad option (relative path, non-boolean probe).
+ */
+export function detectSandbox(options: DetectSandboxOptions = {}): Promise<SandboxSupport> {
+  if (typeof options !== 'object' || options === null) throw Object.assign(new TypeError('options must be an object'), { code: 'ERR_INVALID_ARG_TYPE' });
+  const platform = options.platform ?? process.platform;
+  assertString(platform, 'options.platform');
+  const resolved = {
+    bwrapPath: options.bwrapPath ?? '/usr/bin/bwrap',
+    unsharePath: options.unsharePath ?? '/usr/bin/unshare',
+    setprivPath: options.setprivPath ?? '/usr/bin/setpriv',
+    envPath: options.envPath ?? '/usr/bin/env',
+    sandboxExecPath: options.sandboxExecPath ?? '/usr/bin/sandbox-exec',
+    nodeBinary: options.nodeBinary ?? process.execPath,
+    probe: options.probe ?? true,
+    timeoutMs: options.timeoutMs ?? DETECT_TIMEOUT_MS,
+  };
+  if (typeof resolved.probe !== 'boolean') throw Object.assign(new TypeError('options.probe must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
+  if (!Number.isInteger(resolved.timeoutMs) || resolved.timeoutMs < 1 || resolved.timeoutMs > 60_000) {
+    throw Object.assign(new TypeError('options.timeoutMs must be an integer from 1 to 60000'), { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+  if (platform !== 'win32') {
+    for (const field of ['bwrapPath', 'unsharePath', 'setprivPath', 'envPath', 'sandboxExecPath', 'nodeBinary'] as const) assertSandboxPath(resolved[field], `options.${field}`);
+  }
+  const key = JSON.stringify([platform, resolved]);
+  const cached = cache.get(key);
+  if (cached !== undefined) return cached;
+  let result: Promise<SandboxSupport>;
+  if (platform === 'linux') {
+    const { sandboxExecPath: _unused, ...linux } = resolved;
+    result = detectLinux(linux);
+  } else if (platform === 'darwin') {
+    result = detectDarwin(resolved.sandboxExecPath, resolved.probe, resolved.timeoutMs);
+  } else if (platform === 'win32') {
+    result = Promise.resolve({ mode: 'none', path: null, reason: 'the Windows AppContainer launcher is designed but not built yet (docs/sandbox.md)' });
+  } else {
+    result = Promise.resolve({ mode: 'none', path: null, reason: `no sandbox is known for platform ${platform}` });
+  }
+  const frozen = result.then((support) => Object.freeze(support));
+  cache.set(key, frozen);
+  return frozen;
+}
+
+function unavailable(message: string): CompanionError {
+  return new CompanionError('ERR_SANDBOX_UNAVAILABLE', message);
+}
+
+/**
+ * Wraps `command` so that it runs in the sandbox `support` describes, seeing only what `profile` lists.
+ * The result is spawned like the plain command (absolute file, argv array, no shell); spawn it detached
+ * with `cwd: '/'` and an empty or allow-listed environment (the wrapper clears it anyway).
+ * @param command the runtime's absolute binary and its arguments
+ * @param profile what the sandbox may see (see {@link SandboxProfile}); `runtimeSandboxProfile()` builds it
+ * @param support the result of {@link detectSandbox}
+ * @returns the wrapper's absolute file and its argv
+ * @throws TypeError ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE on a bad command or profile (relative
+ *   path, `..`, NUL, a path named twice, an env key that is not allowed or looks like a secret,
+ *   `allowNetwork` not false); CompanionError ERR_SANDBOX_UNAVAILABLE for mode `none` (a caller that the
+ *   user allowed to run unsandboxed spawns the plain command instead).
+ */
+export function sandboxCommand(command: SandboxCommandLine, profile: SandboxProfile, support: SandboxSupport): { file: string; args: string[] } {
+  assertObject(support, 'support');
+  if (!(SANDBOX_MODES as readonly string[]).includes(support.mode)) {
+    throw Object.assign(new TypeError('support.mode must be a sandbox mode'), { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+  if (support.mode === 'none' || support.path === null) throw unavailable('there is no sandbox to wrap the runtime in');
+  switch (support.mode) {
+    case 'bubblewrap': {
+      assertSandboxPath(support.path, 'support.path');
+      const checked = checkProfile(command, profile);
+      const layout = support.layout ?? readLinuxSystemLayout();
+      return { file: support.path, args: bwrapArgs(command, checked, layout, { disableUserns: support.disableUserns === true, newSession: false }) };
+    }
+    case 'unshare': {
+      assertSandboxPath(support.path, 'support.path');
+      const checked = checkProfile(command, profile);
+      assertEnvSafeFile(command.file);
+      const tools = support.tools ?? { setpriv: '/usr/bin/setpriv', env: '/usr/bin/env' };
+      assertSandboxPath(tools.setpriv, 'support.tools.setpriv');
+      assertSandboxPath(tools.env, 'support.tools.env');
+      return { file: support.path, args: unshareArgs(command, checked, tools, support.userNamespace === true) };
+    }
+    case 'sandbox-exec': {
+      assertSandboxPath(support.path, 'support.path');
+      const checked = checkProfile(command, profile);
+      assertEnvSafeFile(command.file);
+      return { file: support.path, args: sandboxExecArgs(command, checked, { metal: support.metal !== false }) };
+    }
+    case 'appcontainer': {
+      assertWindowsSandboxPath(support.path, 'support.path');
+      const checked = checkProfile(command, profile, 'windows');
+      return { file: support.path, args: appContainerLauncherArgs(buildAppContainerPlan(command, checked)) };
+    }
+  }
+}
+
+// `env` takes any leading NAME=VALUE word as an assignment: the command file may not look like one.
+function assertEnvSafeFile(file: string): void {
+  if (file.includes('=')) throw Object.assign(new TypeError('command.file must be a path without "="'), { code: 'ERR_INVALID_ARG_VALUE' });
+}
+
+/** True when `mode` hides the user's files and the network (bubblewrap, sandbox-exec, AppContainer). */
+export function isFullSandbox(mode: SandboxMode): boolean {
+  return mode === 'bubblewrap' || mode === 'sandbox-exec' || mode === 'appcontainer';
+}
+
+/**
+ * The start gate: returns when `support` is a full sandbox, or when the user explicitly allowed an
+ * unsandboxed start (`--allow-unsandboxed`); the partial `unshare` mode counts as unsandboxed here, since
+ * it leaves the user's files and the keychain's D-Bus socket reachable.
+ * @throws CompanionError ERR_SANDBOX_UNAVAILABLE otherwise, with a message that says how to fix it.
+ */
+export function assertSandboxOrExplicitOptOut(support: SandboxSupport, allowUnsandboxed: boolean): void {
+  assertObject(support, 'support');
+  if (typeof allowUnsandboxed !== 'boolean') throw Object.assign(new TypeError('allowUnsandboxed must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
+  if (isFullSandbox(support.mode) || allowUnsandboxed) return;
+  const why = support.mode === 'unshare' ? 'only a partial sandbox (unshare: no network, but the user\'s files stay visible) is available' : 'no sandbox could be made for the runtime';
+  const detail = support.reason === undefined ? '' : ` (${support.reason})`;
+  throw unavailable(`${why}${detail}; install bubblewrap (apt-get install bubblewrap) or pass --allow-unsandboxed`);
+}
