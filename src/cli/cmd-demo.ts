@@ -1,0 +1,82 @@
+/** `companion demo`: the whole flow against an embedded reference hub (`npm start`). */
+import { runDemo } from '../shell/demo.js';
+import { parseCommandArgs } from './args.js';
+import type { Command } from './commands.js';
+import { untilSignal } from './cmd-up.js';
+
+const LABELS: Record<string, string> = {
+  hub: 'started the reference hub (authorization server, signed manifest, model host) on 127.0.0.1',
+  keychain: 'opened the keychain',
+  'signed-in': 'signed in (OAuth native-app flow: loopback redirect, PKCE S256, issuer checked)',
+  manifest: 'fetched the signed manifest and verified it against the pinned key',
+  verified: 'downloaded the model and verified size and SHA-256 while it streamed; promoted atomically',
+  available: 'runtime up (llama.cpp in a child process), front door guarding 127.0.0.1: companion available',
+  completion: 'streamed a completion through the front door with the LLM client',
+  stopped: 'stopped everything and signed out',
+};
+
+export const demoCommand: Command = {
+  name: 'demo',
+  summary: 'run the whole flow against an embedded reference hub',
+  help: [
+    'Usage: companion demo [--keep-running] [--json] [--threads N]',
+    '',
+    'Starts a reference hub in this process, signs in through the real loopback redirect flow (the demo',
+    'plays the browser\'s part against the hub\'s consent form, and says so), pulls and verifies the',
+    'generated demo model, starts the runtime, waits until the companion is available, streams a',
+    'completion through the guarded endpoint, and shuts everything down. The demo model has random',
+    'weights: its text is gibberish, the flow is the point.',
+    '',
+    'Options:',
+    '  --keep-running         stay up after the completion (hub, runtime, endpoint) until Ctrl-C; with',
+    '                         --json prints {"event":"available","endpoint":URL,"token":STRING}',
+    '  --json                 one JSON object per line',
+    '  --threads N            CPU threads for inference',
+    '  --keychain memory      use the in-memory keychain even when the OS keychain is available',
+    '  --prompt TEXT          the prompt to send',
+  ].join('\n'),
+  async run(args, io) {
+    const parsed = parseCommandArgs(args, { 'keep-running': { type: 'boolean' }, prompt: { type: 'string' } });
+    const json = parsed.values.json === true;
+    const threads = typeof parsed.values.threads === 'string' ? Number(parsed.values.threads) : undefined;
+    let streaming = false;
+    await runDemo({
+      keepRunning: parsed.values['keep-running'] === true,
+      ...(threads !== undefined && Number.isInteger(threads) && threads > 0 ? { threads } : {}),
+      ...(typeof parsed.values.prompt === 'string' ? { prompt: parsed.values.prompt } : {}),
+      keychain: parsed.values.keychain === 'memory' ? 'memory' : 'auto',
+      untilStopped: untilSignal(),
+      report: (event) => {
+        if (json) {
+          io.out(JSON.stringify(event));
+          return;
+        }
+        if (streaming) {
+          process.stdout.write('\n');
+          streaming = false;
+        }
+        if (event.event === 'step') {
+          const label = LABELS[String(event.step)] ?? String(event.step);
+          const extra = event.step === 'available' ? ` at ${String(event.endpoint)} (sandbox: ${String(event.sandbox)})` : event.step === 'keychain' ? ` (${String(event.backend)})` : '';
+          io.out(`[${String(event.totalMs).padStart(6)} ms] ${label}${extra}  (+${String(event.ms)} ms)`);
+        } else if (event.event === 'note') {
+          io.err(`companion demo: ${String(event.text).replace(/^companion: /, '')}`);
+        } else if (event.event === 'available') {
+          io.out(`Endpoint ${String(event.endpoint)} is up; token: ${String(event.token)}\nPoint any OpenAI client at it. Ctrl-C stops.`);
+        }
+      },
+      onToken: (text) => {
+        if (json) {
+          io.out(JSON.stringify({ event: 'token', text }));
+          return;
+        }
+        if (!streaming) {
+          process.stdout.write('           > ');
+          streaming = true;
+        }
+        process.stdout.write(text.replace(/\n/g, ' '));
+      },
+    });
+    return 0;
+  },
+};

@@ -1,0 +1,78 @@
+/** `companion run PROMPT [--tier T]`: one prompt through the lane selector and the LLM client. */
+import { createLlmClient, type Endpoint } from '../client/llm.js';
+import { assertOneOf } from '../core/errors.js';
+import { CONTEXT_TIERS, LANE_PREFERENCES, type ContextTier, type LanePreference } from '../core/lane.js';
+import { readDiscovery } from '../shell/discovery.js';
+import { COMMON_HELP, parseCommandArgs } from './args.js';
+import type { Command } from './commands.js';
+import { CliUsageError } from './io.js';
+import { authorityFor, createContext } from './context.js';
+
+export const runCommand: Command = {
+  name: 'run',
+  summary: 'run one prompt through the lane selector',
+  help: [
+    'Usage: companion run PROMPT [--tier public|private|local-only] [--prefer prefer-local|prefer-cloud|local-only]',
+    '',
+    'Sends PROMPT to the local companion or to the cloud, as the lane selector decides from the tier and',
+    'whether the companion is available. local-only never goes to the cloud. The cloud lane is configured',
+    'with COMPANION_CLOUD_URL (an OpenAI-compatible base URL) and COMPANION_CLOUD_KEY; without them only',
+    'the local lane exists. The answer streams to stdout; the prompt and answer are never logged.',
+    '',
+    'Options:',
+    '  --tier T               the data\'s context tier (default private)',
+    '  --prefer P             lane preference (default prefer-local)',
+    '  --max-tokens N         (default 128)',
+    COMMON_HELP,
+  ].join('\n'),
+  async run(args, io) {
+    const parsed = parseCommandArgs(args, { tier: { type: 'string' }, prefer: { type: 'string' }, 'max-tokens': { type: 'string' } }, 1);
+    const prompt = parsed.positionals[0];
+    if (prompt === undefined || prompt.length === 0) throw new CliUsageError('PROMPT is missing');
+    const tier = (parsed.values.tier ?? 'private') as string;
+    const prefer = (parsed.values.prefer ?? 'prefer-local') as string;
+    try {
+      assertOneOf(tier, '--tier', CONTEXT_TIERS);
+      assertOneOf(prefer, '--prefer', LANE_PREFERENCES);
+    } catch (error) {
+      throw new CliUsageError((error as Error).message);
+    }
+    const maxTokens = parsed.values['max-tokens'] === undefined ? 128 : Number(parsed.values['max-tokens']);
+    if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 8192) throw new CliUsageError('--max-tokens takes a whole number from 1 to 8192');
+    const context = await createContext(parsed, io);
+    try {
+      const discovery = await readDiscovery(context.paths.discovery);
+      let local: Endpoint | null = null;
+      if (discovery !== null && context.config.hub !== null) {
+        const token = await authorityFor(context, io).loopbackToken().catch(() => null);
+        if (token !== null) local = { url: discovery.url, token: token.reveal() };
+      }
+      const cloudUrl = io.env.COMPANION_CLOUD_URL;
+      const cloudKey = io.env.COMPANION_CLOUD_KEY;
+      const client = createLlmClient({
+        local: () => local,
+        companionAvailable: async () => {
+          if (local === null) return false;
+          const response = await fetch(new URL('/health', local.url), { headers: { authorization: `Bearer ${local.token}` }, signal: AbortSignal.timeout(2_000) });
+          await response.body?.cancel();
+          return response.status === 200;
+        },
+        ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini' } } : {}),
+        preference: prefer as LanePreference,
+      });
+      const result = await client.complete({
+        tier: tier as ContextTier,
+        stream: true,
+        maxTokens,
+        messages: [{ role: 'user', content: prompt }],
+        onToken: (text) => process.stdout.write(text),
+      });
+      process.stdout.write('\n');
+      if (context.json) context.emit({ event: 'done', lane: result.lane, finishReason: result.finishReason, usage: result.usage });
+      else io.err(`(lane: ${result.lane}${result.usage ? `, ${result.usage.completionTokens} tokens` : ''})`);
+      return 0;
+    } finally {
+      await context.close();
+    }
+  },
+};

@@ -1,0 +1,138 @@
+/**
+ * The demo (`npm start` = `companion demo`): the whole flow on this machine against an embedded
+ * reference hub, each step printed with its timing. Nothing else needs to be installed or running:
+ * without a Secret Service it uses the explicit in-memory keychain, and without a sandbox tool it
+ * starts the runtime unsandboxed, saying so both times.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openKeychain, keychainServiceFor } from '../authority/keychain.js';
+import { createLlmClient } from '../client/llm.js';
+import { createTlsAgent, fetchWith } from '../common/tls.js';
+import { findModel } from '../core/manifest.js';
+import { completeSignInAsDevUser } from '../hub/dev-browser.js';
+import { startHub, type RunningHub } from '../hub/index.js';
+import { createAuthorityGroup, type AuthorityGroup } from './authority.js';
+import { startRuntimeGroup, type RunningCompanion } from './companion.js';
+import { layout } from './config.js';
+import { pullModel } from './install.js';
+import { resolveSandbox } from './sandbox-choice.js';
+
+export interface DemoOptions {
+  readonly keepRunning: boolean;
+  /** Step lines (human) or events (JSON) go here. */
+  readonly report: (event: Record<string, unknown> & { event: string }) => void;
+  /** Streamed completion text. */
+  readonly onToken: (text: string) => void;
+  /** Resolves when the demo should stop (SIGINT/SIGTERM) in keep-running mode. */
+  readonly untilStopped: Promise<unknown>;
+  readonly threads?: number;
+  readonly prompt?: string;
+  /** Force the in-memory keychain (tests); default: the OS keychain when it is available. */
+  readonly keychain?: 'auto' | 'memory';
+}
+
+export async function runDemo(options: DemoOptions): Promise<void> {
+  const t0 = performance.now();
+  let last = t0;
+  const step = (name: string, detail: Record<string, unknown> = {}): void => {
+    const now = performance.now();
+    options.report({ event: 'step', step: name, ms: Math.round(now - last), totalMs: Math.round(now - t0), ...detail });
+    last = now;
+  };
+  const cleanups: Array<() => Promise<unknown>> = [];
+  let hub: RunningHub | null = null;
+  let authority: AuthorityGroup | null = null;
+  let companion: RunningCompanion | null = null;
+  try {
+    hub = await startHub();
+    const runningHub = hub;
+    cleanups.push(() => runningHub.close());
+    step('hub', { hub: hub.issuer, modelHost: hub.modelHostUrl });
+
+    const agent = createTlsAgent({ extraCas: [hub.caPem] });
+    cleanups.push(() => agent.close());
+    const fetch = fetchWith(agent);
+    const dataDir = await mkdtemp(join(tmpdir(), 'companion-demo-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const paths = layout(dataDir);
+
+    let backend: 'os' | 'memory' = 'memory';
+    if (options.keychain !== 'memory') {
+      const health = await openKeychain({ backend: 'os', service: keychainServiceFor(hub.issuer), timeoutMs: 5_000 }).health().catch(() => null);
+      if (health?.state === 'available') backend = 'os';
+    }
+    authority = createAuthorityGroup({
+      hub: hub.issuer, keychain: backend, fetch, manifestKeys: hub.manifestKey, manifestVersionFile: paths.manifestVersion,
+      announce: (line) => options.report({ event: 'note', text: line }),
+    });
+    const signedIn = authority;
+    cleanups.push(() => signedIn.signOut().catch(() => undefined));
+    step('keychain', { backend: authority.keychain.backend });
+
+    options.report({ event: 'note', text: 'the demo plays the browser\'s part: it fills in the reference hub\'s dev login and consent form over HTTPS' });
+    const hubUser = hub.user;
+    const hubPassword = hub.password;
+    await authority.signIn({
+      openBrowser: async (url) => {
+        await completeSignInAsDevUser({ authorizationUrl: url, fetch, user: hubUser, password: hubPassword });
+      },
+      onOpen: () => undefined,
+      timeoutMs: 60_000,
+    });
+    step('signed-in', { user: hub.user });
+
+    const manifest = await authority.fetchManifest();
+    const model = findModel(manifest);
+    step('manifest', { version: manifest.version, model: model.id });
+    await pullModel({ model, manifestVersion: manifest.version, modelsDir: paths.models, dispatcher: agent });
+    step('verified', { model: model.id, bytes: model.size });
+
+    let sandbox;
+    try {
+      sandbox = await resolveSandbox('required', () => undefined);
+    } catch {
+      // The demo must run on a fresh machine: without a sandbox tool it goes on, and says so loudly.
+      sandbox = await resolveSandbox('off', (line) => options.report({ event: 'note', text: line }));
+    }
+    const verifyToken = await authority.rotateLoopbackToken();
+    companion = await startRuntimeGroup({
+      dataDir,
+      verifyToken,
+      threads: options.threads ?? Math.min(2, Math.max(1, availableParallelism() - 1)),
+      ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
+      sandboxMode: sandbox.mode,
+    });
+    const running = companion;
+    const available = await companion.supervisor.waitAvailable(60_000);
+    if (!available) throw new Error('the companion did not become available');
+    const snap = companion.supervisor.snapshot();
+    step('available', { endpoint: companion.endpoint, sandbox: sandbox.mode, runtimePid: snap.pid });
+
+    const token = (await authority.loopbackToken())?.reveal() ?? '';
+    const client = createLlmClient({
+      local: () => ({ url: running.endpoint, token, model: model.id }),
+      companionAvailable: () => running.supervisor.companionAvailable(),
+    });
+    const result = await client.complete({
+      tier: 'private',
+      stream: true,
+      maxTokens: 24,
+      temperature: 0,
+      seed: 1,
+      messages: [{ role: 'user', content: options.prompt ?? 'Say hello from this machine.' }],
+      onToken: options.onToken,
+    });
+    step('completion', { lane: result.lane, tokens: result.usage?.completionTokens ?? null });
+
+    if (options.keepRunning) {
+      options.report({ event: 'available', endpoint: companion.endpoint, token });
+      await options.untilStopped;
+    }
+  } finally {
+    if (companion !== null) await companion.close().catch(() => undefined);
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    step('stopped');
+  }
+}
