@@ -42,6 +42,8 @@ export interface LongRunning {
   waitJson(predicate: (value: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** SIGTERM, then waits for exit (SIGKILL after the bound). */
   stop(timeoutMs?: number): Promise<number | null>;
+  /** Waits for the process to exit by itself (rejects after the bound). */
+  exit(timeoutMs?: number): Promise<number | null>;
 }
 
 /** Starts a long-running command (`hub`, `up`, `login`, `demo --keep-running`). */
@@ -97,6 +99,15 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv): LongR
         };
         listeners.add(check);
         check();
+      });
+    },
+    exit(timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`companion ${args[0]} did not exit in ${timeoutMs} ms`)), timeoutMs);
+        void exited.then((code) => {
+          clearTimeout(timer);
+          resolve(code);
+        });
       });
     },
     async stop(timeoutMs = 15_000) {
