@@ -125,8 +125,8 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   let done = false;
   let isClosed = false;
   let port = 0;
-  let timer: NodeJS.Timeout | undefined;
-  let grace: NodeJS.Timeout | undefined;
+  /** The wait for the browser, and the grace period of a response still being written once done. */
+  const timers: { wait?: NodeJS.Timeout; grace?: NodeJS.Timeout } = {};
   const sockets = new Set<Socket>();
   /** Sockets with a response being written (they close by themselves: `Connection: close`). */
   const busy = new WeakSet<Socket>();
@@ -135,7 +135,7 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   const closedPromise = new Promise<void>((resolve) => {
     server.once('close', () => {
       isClosed = true;
-      clearTimeout(grace);
+      clearTimeout(timers.grace);
       resolve();
     });
   });
@@ -143,13 +143,13 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   const finish = (outcome: { value: T } | { error: Error }): void => {
     if (done) return;
     done = true;
-    clearTimeout(timer);
+    clearTimeout(timers.wait);
     // The port is free from here on: no new connection is accepted.
     server.close();
     // A browser's pre-connected or a half-sent request would keep the server open: drop them now.
     for (const socket of sockets) if (!busy.has(socket)) socket.destroy();
-    grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-    grace.unref();
+    timers.grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+    timers.grace.unref();
     if ('value' in outcome) settle!.resolve(outcome.value);
     else settle!.reject(outcome.error);
   };
@@ -225,7 +225,7 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
     throw new CompanionError('ERR_SIGNIN_LISTENER');
   }
   port = address.port;
-  timer = setTimeout(() => finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT') }), timeoutMs);
+  timers.wait = setTimeout(() => finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT') }), timeoutMs);
 
   return {
     origin: `http://127.0.0.1:${port}`,

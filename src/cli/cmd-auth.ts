@@ -11,7 +11,7 @@ import { CliUsageError } from './io.js';
  * (a quote, `$`, a backtick, a space from a strange endpoint in the hub metadata) is never passed to a
  * launcher that might build a command line from it: the URL is printed instead.
  */
-const OPENABLE_URL = /^https:\/\/[A-Za-z0-9.\-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~%!*+,;=:@/-]*)?(\?[A-Za-z0-9._~%*+,;=:@/&-]*)?$/;
+const OPENABLE_URL = /^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~%!*+,;=:@/-]*)?(\?[A-Za-z0-9._~%*+,;=:@/&-]*)?$/;
 
 /**
  * Opens the system browser with the `open` package (an argv, never a shell string); rejects when the URL
