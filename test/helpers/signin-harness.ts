@@ -21,7 +21,7 @@ export interface RecordingFetch {
 
 export interface RecordingFetchOptions {
   /** Answers a token-endpoint POST instead of the hub (a fault); undefined lets it through. */
-  readonly tokenAnswer?: () => Response | undefined;
+  readonly tokenAnswer?: (form: URLSearchParams | null) => Response | undefined;
 }
 
 const REQUEST_SECRETS = ['code', 'code_verifier', 'refresh_token', 'token'];
@@ -46,7 +46,7 @@ export function recordingFetch(inner: typeof globalThis.fetch, options: Recordin
       }
       if (isToken) {
         record.tokenPosts += 1;
-        const answer = options.tokenAnswer?.();
+        const answer = options.tokenAnswer?.(init?.body instanceof URLSearchParams ? init.body : null);
         if (answer !== undefined) return answer;
       }
       const response = await inner(url, init);
