@@ -22,6 +22,8 @@ export interface CliChild {
   nextJson(match: (value: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** The exit status (null after a signal), within `timeoutMs`. */
   exited(timeoutMs?: number): Promise<number | null>;
+  /** SIGTERM, then SIGKILL after 3 s; resolves once the child is gone (also run by `t.after`). */
+  stop(): Promise<void>;
 }
 
 export interface CliOptions {
@@ -30,7 +32,7 @@ export interface CliOptions {
   readonly record?: boolean;
 }
 
-/** Starts `node bin/companion.js ...args`; `t.after` kills it (SIGKILL) if it has not exited. */
+/** Starts `node bin/companion.js ...args`; `t.after` stops it if it has not exited. */
 export function startCli(t: { after(fn: () => Promise<void> | void): void }, args: readonly string[], options: CliOptions): CliChild {
   const nodeArgs = options.record === true ? ['--import', PRELOAD] : [];
   const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], {
@@ -71,15 +73,19 @@ export function startCli(t: { after(fn: () => Promise<void> | void): void }, arg
     for (const wake of waiters.splice(0)) wake();
     resolve(code);
   }));
-  t.after(async () => {
-    if (!closed) {
-      child.kill('SIGKILL');
-      await exit;
-    }
-  });
+  const stop = async (): Promise<void> => {
+    if (closed) return;
+    // SIGTERM first (a hub removes its temporary CA folder on the way out), SIGKILL after 3 s.
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
+    await exit;
+    clearTimeout(timer);
+  };
+  t.after(stop);
   let seen = 0;
   return {
     child,
+    stop,
     stdout: () => out,
     stderr: () => err,
     recorded: () => [...recorded],
