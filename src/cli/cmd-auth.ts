@@ -13,12 +13,17 @@ import { CliUsageError } from './io.js';
  */
 const OPENABLE_URL = /^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~%!*+,;=:@/-]*)?(\?[A-Za-z0-9._~%*+,;=:@/&-]*)?$/;
 
+/** True when `url` may be handed to the browser launcher (see {@link OPENABLE_URL}). */
+export function isOpenableUrl(url: string): boolean {
+  return typeof url === 'string' && url.length <= 8192 && OPENABLE_URL.test(url);
+}
+
 /**
  * Opens the system browser with the `open` package (an argv, never a shell string); rejects when the URL
  * is not plainly openable or the launcher cannot start (the caller then prints the URL).
  */
 export async function openSystemBrowser(url: string): Promise<void> {
-  if (!OPENABLE_URL.test(url)) throw new Error('the authorization URL is not plain enough to hand to a launcher');
+  if (!isOpenableUrl(url)) throw new Error('the authorization URL is not plain enough to hand to a launcher');
   const { default: open } = await import('open');
   // open() resolves once the launcher has spawned (and rejects when it cannot); later errors are ignored.
   const child = await open(url, { wait: false });
@@ -43,11 +48,11 @@ export const loginCommand: Command = {
     'Signs in to the hub with the OAuth native-app flow: a one-shot listener on 127.0.0.1, the system',
     'browser, PKCE S256 and an issuer check; the tokens go to the OS keychain, never to a file.',
     'With --no-browser (or when no browser opens) the URL is printed: open it in a browser on this machine.',
-    'With --json: {"event":"open","url":URL} once the listener is up, then {"event":"signed-in"}.',
+    'With --json: {"event":"open","url":URL} once the listener is up, then {"event":"signed-in"} or {"event":"error","code"}.',
     '',
     'Options:',
     '  --no-browser           print the URL instead of opening the browser',
-    '  --timeout SECONDS      how long to wait for the browser (default 300)',
+    '  --timeout SECONDS      how long to wait for the browser, 1 to 3600 (default 300)',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {

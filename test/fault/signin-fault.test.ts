@@ -231,3 +231,12 @@ test('signOut() reports the items it could not delete when the keychain is locke
   assert.equal((await custody.state()).damaged, true);
   await assert.rejects(freshAccessToken({ client: authority.client, fetch: ch.fetch, custody }, true), { code: 'ERR_NOT_SIGNED_IN' });
 });
+
+test('companion login refuses a --timeout outside 1 to 3600 seconds with a usage error before contacting the hub', BOUND, async () => {
+  for (const value of ['abc', '0', '-5', '1.5', '3601', '']) {
+    const err: string[] = [];
+    const status = await main(['login', '--no-browser', '--keychain', 'memory', '--hub', 'https://127.0.0.1:9', `--timeout=${value}`], { out: () => undefined, err: (line) => err.push(line), isTty: false, env: {} });
+    assert.equal(status, 2, value);
+    assert.match(err.join('\n'), /--timeout takes a whole number of seconds from 1 to 3600/, value);
+  }
+});

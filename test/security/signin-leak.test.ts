@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { freshAccessToken, signIn, signOut } from '../../src/authority/signin.js';
+import { isOpenableUrl, openSystemBrowser } from '../../src/cli/cmd-auth.js';
 import type { AuthorityGroup } from '../../src/shell/authority.js';
 import { startCompanionHub, type CompanionHub } from '../helpers/companion-hub.js';
 import { filesContaining } from '../helpers/secret-service.js';
@@ -170,4 +171,23 @@ test('P-f companion login --json --debug prints the authorization URL and nothin
     assert.deepEqual(leaksIn(cli.stderr(), all), [], `${name}: stderr`);
   }
   assert.deepEqual(filesContaining([ch.dir, tmpdir()], [...all.values()], started), [], 'files written');
+});
+
+test('P-f the browser launcher is handed only plain authorization URLs; anything else is printed instead', BOUND, async (t) => {
+  const ch = await startCompanionHub(t);
+  const authority = ch.authority();
+  const browser = deferredBrowser();
+  const flow = signIn({ client: authority.client, fetch: ch.fetch, custody: authority.custody, openBrowser: browser.openBrowser, onOpen: () => undefined, timeoutMs: 5_000 });
+  flow.catch(() => undefined);
+  const real = await browser.url;
+  assert.equal(isOpenableUrl(real), true, 'a real authorization URL is openable');
+  await deliver(await callbackFor(ch, real));
+  await flow;
+  for (const bad of [
+    `${real}&x='$(touch /tmp/pwned)'`, `${real}&x=\`id\``, `${real}&x="a"`, `${real} --incognito`, `${real}&x=$HOME`,
+    'http://127.0.0.1/callback', 'file:///etc/passwd', 'https://hub.example/auth#frag', 'https://user@hub.example/auth', `https://hub.example/${'a'.repeat(9000)}`,
+  ]) {
+    assert.equal(isOpenableUrl(bad), false, bad.slice(0, 80));
+    await assert.rejects(openSystemBrowser(bad), /not plain enough/);
+  }
 });
