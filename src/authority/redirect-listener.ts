@@ -1,14 +1,24 @@
 /**
  * The one-shot loopback redirect listener of the native-app sign-in (RFC 8252 §7.3, D5.2, P-d).
  *
- * Binds `127.0.0.1:0` for the length of one flow. Accepts only `GET` of its exact path
- * with exactly one `Host: 127.0.0.1:<port>` (read from the raw headers) and an origin-form target; hands
- * the callback URL to `validate` (the OAuth core's `validateAuthorizationResponse`). The page shown to the
- * browser holds no secret, sets `Referrer-Policy: no-referrer` and `Cache-Control: no-store`, and
- * redirects nowhere. It closes after the first valid callback, after an error response from the hub (with
- * the right state), or after the timeout, and frees its port in every case.
+ * Binds `127.0.0.1:0` for the length of one flow. Accepts only `GET` of its exact path with exactly one
+ * `Host: 127.0.0.1:<port>` (read from the raw headers) and an origin-form target; hands the callback URL
+ * to `validate` (the OAuth core's `validateAuthorizationResponse`). Everything else is refused before
+ * `validate` runs. The page shown to the browser holds no secret (no code, no state, nothing from the
+ * request), sets `Referrer-Policy: no-referrer` and `Cache-Control: no-store`, and redirects nowhere (no
+ * `Location`, no meta refresh, no script: the CSP forbids scripts). It closes after the first valid
+ * callback, after an error response from the hub (with the right state), or after the timeout, and frees
+ * its port in every case: the listening socket closes at once, idle or half-sent connections (a browser's
+ * pre-connect, a slow client) are destroyed, and a response still being written closes after it
+ * (`Connection: close`), bounded by a short grace period.
+ *
+ * The path is fixed (`/callback` by default) and not random per flow: the hub registers the redirect URI
+ * with its path and matches it exactly (RFC 8252 §7.3 only lets the port vary), so a random path would be
+ * refused by the hub. The per-flow secrets are `state` (checked by `validate`) and the PKCE verifier
+ * (docs/signin.md).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { CompanionError, isCompanionError } from '../core/errors.js';
 
 export interface RedirectListenerOptions<T> {
@@ -33,11 +43,19 @@ export interface RedirectListener<T> {
   readonly path: string;
   /** Settles with the validated callback, or rejects (timeout, hub error, cancel). */
   readonly result: Promise<T>;
-  /** True once the listener has stopped listening. */
+  /** True once the listener has stopped listening and every connection is gone. */
   readonly closed: () => boolean;
-  /** Stops waiting (rejects `result` with ERR_OAUTH_CALLBACK_TIMEOUT unless already settled). */
+  /**
+   * Stops waiting (rejects `result` with ERR_OAUTH_CALLBACK_TIMEOUT unless already settled) and resolves
+   * once the port is free and every connection is closed.
+   */
   cancel(): Promise<void>;
 }
+
+/** Default wait for the browser. */
+export const DEFAULT_CALLBACK_TIMEOUT_MS = 5 * 60_000;
+/** How long a response still being written may keep its connection after the listener is done. */
+const CLOSE_GRACE_MS = 2_000;
 
 /** Hub errors that end the flow (the user said no, or the hub refused the request). */
 const TERMINAL = new Set<string>(['ERR_OAUTH_AUTHORIZATION_DENIED']);
@@ -46,20 +64,30 @@ const PAGE_HEADERS = {
   'content-type': 'text/html; charset=utf-8',
   'cache-control': 'no-store',
   'referrer-policy': 'no-referrer',
-  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'",
+  // No script, no frame, no form, no fetch: the page can do nothing but show its text.
+  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
   connection: 'close',
 };
 
-function page(title: string, text: string): string {
+/** The pages, fixed text only: nothing from the request is ever echoed. */
+const PAGES = {
+  received: ['Sign-in received', 'Companion received the answer from the hub and is finishing the sign-in. You can close this tab.'],
+  denied: ['Sign-in not completed', 'The hub did not authorize Companion. You can close this tab and try again.'],
+  notAccepted: ['Sign-in not accepted', 'This sign-in response was not accepted. You can close this tab.'],
+  notHere: ['Not a sign-in', 'This address only accepts the sign-in redirect of Companion.'],
+  over: ['Sign-in already finished', 'This sign-in is over. You can close this tab.'],
+} as const satisfies Record<string, readonly [string, string]>;
+
+function page([title, text]: readonly [string, string]): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title>` +
     '<style>body{font:16px system-ui,sans-serif;margin:4rem auto;max-width:32rem;color:#222}</style></head>' +
     `<body><h1>${title}</h1><p>${text}</p></body></html>`;
 }
 
-function send(res: ServerResponse, status: number, title: string, text: string): void {
-  const body = page(title, text);
+function send(res: ServerResponse, status: number, which: readonly [string, string]): void {
+  const body = page(which);
   res.writeHead(status, { ...PAGE_HEADERS, 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
@@ -78,11 +106,17 @@ function singleHost(rawHeaders: readonly string[]): string | null {
 
 /**
  * Starts the listener. Resolves once it listens (so the redirect URI uses the real bound port).
- * @throws ERR_SIGNIN_LISTENER when the loopback bind fails.
+ * @throws ERR_SIGNIN_LISTENER when the loopback bind fails, ERR_OAUTH_REDIRECT_URI for a bad `path`.
  */
 export async function startRedirectListener<T>(options: RedirectListenerOptions<T>): Promise<RedirectListener<T>> {
   const path = options.path ?? '/callback';
   if (!/^\/[A-Za-z0-9._~/-]{0,128}$/.test(path) || path.includes('//') || path.includes('..')) throw new CompanionError('ERR_OAUTH_REDIRECT_URI');
+  const timeoutMs = options.timeoutMs ?? DEFAULT_CALLBACK_TIMEOUT_MS;
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 24 * 3600_000) {
+    const error = new TypeError('timeoutMs must be a whole number of milliseconds, 1 ms to 24 h') as TypeError & { code: string };
+    error.code = 'ERR_INVALID_ARG_VALUE';
+    throw error;
+  }
   let settle: { resolve: (value: T) => void; reject: (error: Error) => void } | undefined;
   const result = new Promise<T>((resolve, reject) => {
     settle = { resolve, reject };
@@ -91,68 +125,107 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   let done = false;
   let isClosed = false;
   let port = 0;
+  /** The wait for the browser, and the grace period of a response still being written once done. */
+  const timers: { wait?: NodeJS.Timeout; grace?: NodeJS.Timeout } = {};
+  const sockets = new Set<Socket>();
+  /** Sockets with a response being written (they close by themselves: `Connection: close`). */
+  const busy = new WeakSet<Socket>();
 
-  const server = createServer({ requireHostHeader: false, headersTimeout: 10_000, requestTimeout: 15_000, maxHeaderSize: 16 * 1024 });
+  const server = createServer({ requireHostHeader: false, headersTimeout: 10_000, requestTimeout: 15_000, maxHeaderSize: 16 * 1024, keepAliveTimeout: 1_000 });
+  const closedPromise = new Promise<void>((resolve) => {
+    server.once('close', () => {
+      isClosed = true;
+      clearTimeout(timers.grace);
+      resolve();
+    });
+  });
 
   const finish = (outcome: { value: T } | { error: Error }): void => {
     if (done) return;
     done = true;
-    clearTimeout(timer);
-    server.close(() => {
-      isClosed = true;
-    });
-    server.closeIdleConnections();
+    clearTimeout(timers.wait);
+    // The port is free from here on: no new connection is accepted.
+    server.close();
+    // A browser's pre-connected or a half-sent request would keep the server open: drop them now.
+    for (const socket of sockets) if (!busy.has(socket)) socket.destroy();
+    timers.grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+    timers.grace.unref();
     if ('value' in outcome) settle!.resolve(outcome.value);
     else settle!.reject(outcome.error);
   };
 
-  const refuse = (res: ServerResponse, status: number, code: string): void => {
+  const refuse = (res: ServerResponse, status: number, code: string, which: readonly [string, string] = PAGES.notHere): void => {
     options.onRefused?.(code);
-    send(res, status, 'Not a sign-in', 'This address only accepts the sign-in redirect of Companion.');
+    send(res, status, which);
   };
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  server.on('connection', (socket: Socket) => {
     if (done) {
-      refuse(res, 410, 'ERR_SIGNIN_LISTENER');
+      socket.destroy();
       return;
     }
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    busy.add(socket);
+    res.once('close', () => {
+      busy.delete(socket);
+      if (done) socket.destroy();
+    });
+    // One shot: nothing after the first valid callback (or the end of the flow) reaches `validate`.
+    if (done) return refuse(res, 410, 'ERR_SIGNIN_LISTENER', PAGES.over);
     const target = req.url ?? '';
     if (req.method !== 'GET') return refuse(res, 405, 'ERR_GUARD_METHOD');
+    // Absolute-form (`GET http://evil/…`) and `//host/…` would let the request name another host.
     if (!target.startsWith('/') || target.startsWith('//')) return refuse(res, 400, 'ERR_GUARD_TARGET_FORM');
+    // Exactly one Host, exactly the bound address (DNS rebinding, `localhost:P`, duplicates): raw headers.
     if (singleHost(req.rawHeaders) !== `127.0.0.1:${port}`) return refuse(res, 400, 'ERR_GUARD_HOST_NOT_ALLOWED');
     const queryAt = target.indexOf('?');
     const targetPath = queryAt === -1 ? target : target.slice(0, queryAt);
     if (targetPath !== path) return refuse(res, 404, 'ERR_GUARD_PATH');
-    const url = new URL(`http://127.0.0.1:${port}${target}`);
+    let url: URL;
+    try {
+      url = new URL(`http://127.0.0.1:${port}${target}`);
+    } catch {
+      return refuse(res, 400, 'ERR_GUARD_MALFORMED');
+    }
     try {
       const value = options.validate(url);
-      send(res, 200, 'Signed in', 'Companion is signed in. You can close this tab.');
+      send(res, 200, PAGES.received);
       finish({ value });
     } catch (error) {
       const code = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
-      options.onRefused?.(code);
       if (TERMINAL.has(code)) {
-        send(res, 400, 'Sign-in not completed', 'The hub did not authorize Companion. You can close this tab and try again.');
+        refuse(res, 400, code, PAGES.denied);
         finish({ error: error as Error });
       } else {
         // A forged or stale callback (wrong state, wrong issuer, …): refused, and the flow keeps waiting.
-        send(res, 400, 'Sign-in not accepted', 'This sign-in response was not accepted. You can close this tab.');
+        refuse(res, 400, code, PAGES.notAccepted);
       }
     }
   });
   server.on('clientError', (_error, socket) => socket.destroy());
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', () => reject(new CompanionError('ERR_SIGNIN_LISTENER')));
-    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => resolve());
+    const onError = (): void => reject(new CompanionError('ERR_SIGNIN_LISTENER'));
+    server.once('error', onError);
+    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+      server.off('error', onError);
+      resolve();
+    });
   });
+  // Errors after the bind (a socket-level failure) must not crash the process; the timeout still ends the flow.
+  server.on('error', () => undefined);
   const address = server.address();
   if (address === null || typeof address === 'string') {
     server.close();
     throw new CompanionError('ERR_SIGNIN_LISTENER');
   }
   port = address.port;
-  const timer = setTimeout(() => finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT') }), options.timeoutMs ?? 5 * 60_000);
+  timers.wait = setTimeout(() => finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT') }), timeoutMs);
 
   return {
     origin: `http://127.0.0.1:${port}`,
@@ -162,10 +235,7 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
     closed: () => isClosed,
     async cancel() {
       finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT', 'the sign-in was cancelled') });
-      await new Promise<void>((resolve) => {
-        if (isClosed) resolve();
-        else server.once('close', () => resolve());
-      });
+      await closedPromise;
     },
   };
 }

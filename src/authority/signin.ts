@@ -4,6 +4,7 @@
  * honoured; a refused refresh signs out cleanly) and sign-out (revoke at the hub when possible, delete
  * every keychain item whatever the network does).
  */
+import { isTlsError } from '../common/tls.js';
 import type { Custody } from '../core/custody.js';
 import { CompanionError, isCompanionError } from '../core/errors.js';
 import {
@@ -48,9 +49,30 @@ export interface SignInResult {
   readonly scope: readonly string[];
 }
 
+/** How long sign-out waits for the hub to confirm the revocation (the local items are deleted first). */
+export const DEFAULT_REVOKE_TIMEOUT_MS = 5_000;
+
+/**
+ * The injected fetch, with a certificate failure told apart from an unreachable hub: it becomes
+ * ERR_HUB_UNREACHABLE with `detail.reason = 'tls'` and a message that names the fix (the core passes our
+ * coded errors through; anything else it maps to ERR_HUB_UNREACHABLE with the transport's reason).
+ */
+function diagnosingFetch(fetch: OAuthFetch): OAuthFetch {
+  return async (url, init) => {
+    try {
+      return await fetch(url, init);
+    } catch (error) {
+      if (isTlsError(error)) {
+        throw new CompanionError('ERR_HUB_UNREACHABLE', 'the hub\'s TLS certificate could not be verified (a hub with a private CA needs --ca FILE)', { detail: { reason: 'tls' } });
+      }
+      throw error;
+    }
+  };
+}
+
 /** Discovers and validates the hub's metadata (issuer pinned). */
 export async function discoverHub(client: HubClient, fetch: OAuthFetch, signal?: AbortSignal): Promise<IssuerMetadata> {
-  return discoverIssuerMetadata({ issuer: client.issuer, fetch, ...(signal ? { signal } : {}) });
+  return discoverIssuerMetadata({ issuer: client.issuer, fetch: diagnosingFetch(fetch), ...(signal ? { signal } : {}) });
 }
 
 /**
@@ -60,7 +82,9 @@ export async function discoverHub(client: HubClient, fetch: OAuthFetch, signal?:
  */
 export async function signIn(options: SignInOptions): Promise<SignInResult> {
   const now = options.now ?? Date.now;
-  const metadata = await discoverHub(options.client, options.fetch, options.signal);
+  const fetch = diagnosingFetch(options.fetch);
+  // Discovery first: when the hub is down or not trusted, no listener is ever started.
+  const metadata = await discoverHub(options.client, fetch, options.signal);
   const pkce = createPkcePair();
   const state = createState();
   const listener = await startRedirectListener({
@@ -91,7 +115,7 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     options.onOpen(url, opened);
     const callback = await listener.result;
     const tokens = await exchangeAuthorizationCode({
-      issuerMetadata: metadata, clientId: options.client.clientId, fetch: options.fetch, redirectUri, callback, verifier: pkce.verifier,
+      issuerMetadata: metadata, clientId: options.client.clientId, fetch, redirectUri, callback, verifier: pkce.verifier,
       requestedScope: options.client.scope, scopeCeiling: options.client.scopeCeiling, now,
       ...(options.signal ? { signal: options.signal } : {}),
     });
@@ -122,19 +146,21 @@ export async function freshAccessToken(options: AuthorizedOptions, force = false
   if (step.action === 'use' && !force) return step.accessToken;
   const refreshToken = step.action === 'refresh' ? step.refreshToken : await options.custody.refreshToken();
   if (refreshToken === null) throw new CompanionError('ERR_NOT_SIGNED_IN');
-  const metadata = await discoverHub(options.client, options.fetch, options.signal);
+  const fetch = diagnosingFetch(options.fetch);
+  const metadata = await discoverHub(options.client, fetch, options.signal);
   const state = await options.custody.state();
   let tokens;
   try {
     tokens = await refreshTokens({
-      issuerMetadata: metadata, clientId: options.client.clientId, fetch: options.fetch, refreshToken,
+      issuerMetadata: metadata, clientId: options.client.clientId, fetch, refreshToken,
       requestedScope: state.scope.length > 0 ? state.scope : options.client.scope, scopeCeiling: options.client.scopeCeiling, now,
       ...(options.signal ? { signal: options.signal } : {}),
     });
   } catch (error) {
     if (isCompanionError(error, 'ERR_OAUTH_REFRESH_REFUSED')) {
-      // The hub says this session is over (reuse detected, revoked or expired): sign out cleanly.
+      // The hub says this session is over (reuse detected, revoked or expired): sign out cleanly, say so.
       await options.custody.forgetTokens().catch(() => undefined);
+      throw new CompanionError('ERR_OAUTH_REFRESH_REFUSED', 'the hub ended this session (the refresh token was refused); signed out: run `companion login`', error.detail === undefined ? {} : { detail: error.detail });
     }
     throw error;
   }
@@ -148,29 +174,45 @@ export interface SignOutOutcome {
   readonly failedAccounts: readonly string[];
 }
 
+export interface SignOutOptions extends AuthorizedOptions {
+  /** Bound on discovery plus revocation at the hub (default {@link DEFAULT_REVOKE_TIMEOUT_MS}). */
+  readonly revokeTimeoutMs?: number;
+}
+
 /**
- * Signs out: revokes the refresh token at the hub when it can (errors ignored: the local sign-out goes on
- * whatever the network does), then deletes all four keychain items.
+ * Signs out (RFC 7009): reads the refresh token, deletes all four keychain items first (so they are gone
+ * whatever the network does, even if the process is stopped while the hub is slow), then revokes the
+ * refresh token at the hub, bounded by `revokeTimeoutMs`; a failed or slow revocation only makes
+ * `revoked` false.
+ * @returns `failedAccounts` lists the items that could not be deleted (a locked keychain).
  */
-export async function signOut(options: AuthorizedOptions): Promise<SignOutOutcome> {
-  let revoked = false;
+export async function signOut(options: SignOutOptions): Promise<SignOutOutcome> {
+  let refreshToken: Secret | null = null;
   try {
-    const refreshToken = await options.custody.refreshToken();
-    if (refreshToken !== null) {
-      const metadata = await discoverHub(options.client, options.fetch, options.signal);
-      revoked = await revokeToken({ issuerMetadata: metadata, clientId: options.client.clientId, token: refreshToken, fetch: options.fetch, tokenTypeHint: 'refresh_token' });
-    }
+    refreshToken = await options.custody.refreshToken();
   } catch {
-    revoked = false;
+    refreshToken = null; // a locked keychain: nothing to revoke with, the deletion below says what failed
   }
+  let failedAccounts: string[] = [];
+  let unexpected: unknown = null;
   try {
     await options.custody.signOut();
-    return { revoked, failedAccounts: [] };
   } catch (error) {
-    if (isCompanionError(error, 'ERR_CUSTODY_SIGNOUT_INCOMPLETE')) {
-      const failed = String(error.detail?.failed ?? '').split(',').filter((s) => s.length > 0);
-      return { revoked, failedAccounts: failed };
-    }
-    throw error;
+    if (isCompanionError(error, 'ERR_CUSTODY_SIGNOUT_INCOMPLETE')) failedAccounts = String(error.detail?.failed ?? '').split(',').filter((s) => s.length > 0);
+    else unexpected = error;
   }
+  let revoked = false;
+  if (refreshToken !== null) {
+    const timeout = AbortSignal.timeout(options.revokeTimeoutMs ?? DEFAULT_REVOKE_TIMEOUT_MS);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    try {
+      const fetch = diagnosingFetch(options.fetch);
+      const metadata = await discoverHub(options.client, fetch, signal);
+      revoked = await revokeToken({ issuerMetadata: metadata, clientId: options.client.clientId, token: refreshToken, fetch, tokenTypeHint: 'refresh_token', signal });
+    } catch {
+      revoked = false;
+    }
+  }
+  if (unexpected !== null) throw unexpected;
+  return { revoked, failedAccounts };
 }

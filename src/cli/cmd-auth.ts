@@ -1,17 +1,42 @@
 /** `companion login` and `companion logout` (D5.2). */
+import { isCompanionError } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
+import { CliUsageError } from './io.js';
 
-/** Opens the system browser with the `open` package (no shell string); rejects when it cannot. */
+/**
+ * What the authorization URL may contain before it is handed to the opener: the characters that
+ * `buildAuthorizationUrl` produces from a checked https endpoint and URL-encoded parameters. Anything else
+ * (a quote, `$`, a backtick, a space from a strange endpoint in the hub metadata) is never passed to a
+ * launcher that might build a command line from it: the URL is printed instead.
+ */
+const OPENABLE_URL = /^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~%!*+,;=:@/-]*)?(\?[A-Za-z0-9._~%*+,;=:@/&-]*)?$/;
+
+/** True when `url` may be handed to the browser launcher (see {@link OPENABLE_URL}). */
+export function isOpenableUrl(url: string): boolean {
+  return typeof url === 'string' && url.length <= 8192 && OPENABLE_URL.test(url);
+}
+
+/**
+ * Opens the system browser with the `open` package (an argv, never a shell string); rejects when the URL
+ * is not plainly openable or the launcher cannot start (the caller then prints the URL).
+ */
 export async function openSystemBrowser(url: string): Promise<void> {
+  if (!isOpenableUrl(url)) throw new Error('the authorization URL is not plain enough to hand to a launcher');
   const { default: open } = await import('open');
+  // open() resolves once the launcher has spawned (and rejects when it cannot); later errors are ignored.
   const child = await open(url, { wait: false });
-  await new Promise<void>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('spawn', () => resolve());
-    setTimeout(resolve, 500).unref();
-  });
+  child.on('error', () => undefined);
+}
+
+/** `--timeout SECONDS`: a whole number from 1 to 3600 (default 300). @throws CliUsageError */
+export function parseTimeoutSeconds(value: string | boolean | undefined): number {
+  if (value === undefined) return 300;
+  if (typeof value !== 'string' || !/^[0-9]{1,4}$/.test(value) || Number(value) < 1 || Number(value) > 3600) {
+    throw new CliUsageError('--timeout takes a whole number of seconds from 1 to 3600');
+  }
+  return Number(value);
 }
 
 export const loginCommand: Command = {
@@ -23,22 +48,23 @@ export const loginCommand: Command = {
     'Signs in to the hub with the OAuth native-app flow: a one-shot listener on 127.0.0.1, the system',
     'browser, PKCE S256 and an issuer check; the tokens go to the OS keychain, never to a file.',
     'With --no-browser (or when no browser opens) the URL is printed: open it in a browser on this machine.',
-    'With --json: {"event":"open","url":URL} once the listener is up, then {"event":"signed-in"}.',
+    'With --json: {"event":"open","url":URL} once the listener is up, then {"event":"signed-in"} or {"event":"error","code"}.',
     '',
     'Options:',
     '  --no-browser           print the URL instead of opening the browser',
-    '  --timeout SECONDS      how long to wait for the browser (default 300)',
+    '  --timeout SECONDS      how long to wait for the browser, 1 to 3600 (default 300)',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
     const parsed = parseCommandArgs(args, { 'no-browser': { type: 'boolean' }, timeout: { type: 'string' } });
+    const timeoutSeconds = parseTimeoutSeconds(parsed.values.timeout);
     const context = await createContext(parsed, io);
     try {
       const authority = authorityFor(context, io);
-      const timeoutSeconds = parsed.values.timeout === undefined ? 300 : Number(parsed.values.timeout);
       const result = await authority.signIn({
         ...(parsed.values['no-browser'] === true ? {} : { openBrowser: openSystemBrowser }),
-        timeoutMs: Number.isFinite(timeoutSeconds) && timeoutSeconds > 0 ? timeoutSeconds * 1000 : 300_000,
+        timeoutMs: timeoutSeconds * 1000,
+        // The URL carries state and the PKCE challenge (never the verifier): the user needs it to sign in.
         onOpen: (url, opened) => {
           if (context.json) context.emit({ event: 'open', url });
           else io.out(opened ? `Opened the browser. If it did not appear, open this URL on this machine:\n  ${url}` : `Open this URL in a browser on this machine to sign in:\n  ${url}`);
@@ -47,6 +73,10 @@ export const loginCommand: Command = {
       if (context.json) context.emit({ event: 'signed-in', ...(result.subject ? { user: result.subject } : {}), expiresAt: new Date(result.expiresAt).toISOString() });
       else io.out(`Signed in${result.subject ? ` as ${result.subject}` : ''} (scope: ${result.scope.join(' ')}).`);
       return 0;
+    } catch (error) {
+      // With --json the failure is an event too (its code only); the one stderr line follows from main.
+      if (context.json && isCompanionError(error)) context.emit({ event: 'error', code: error.code });
+      throw error;
     } finally {
       await context.close();
     }
