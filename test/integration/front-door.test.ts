@@ -83,15 +83,16 @@ test('startFrontDoor() aborts the upstream request when the client goes away mid
   const f = await startFrontDoorFixture({ behaviour: { events: 1000, eventDelayMs: 5 } });
   t.after(() => f.close());
   await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no first event')), 5_000);
     const req = request(new URL('/v1/chat/completions', f.door.url), { method: 'POST', headers: { authorization: `Bearer ${f.token}`, 'content-type': 'application/json' } }, (res) => {
       res.once('data', () => {
+        clearTimeout(timer);
         req.destroy();
         resolve();
       });
     });
     req.on('error', () => undefined);
     req.end(JSON.stringify({ messages: [], stream: true }));
-    setTimeout(() => reject(new Error('no first event')), 5_000);
   });
   for (let i = 0; i < 100 && f.upstream.aborted.count === 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(f.upstream.aborted.count, 1);
