@@ -27,6 +27,10 @@ export interface UpstreamBehaviour {
   readonly eventDelayMs?: number;
   /** Extra response headers (e.g. a CORS header the front door must drop). */
   readonly extraHeaders?: Record<string, string>;
+  /** Never answer a chat request (no status line, no headers): an upstream that hangs. */
+  readonly hangBeforeHeaders?: boolean;
+  /** In a stream, go silent (connection open, nothing more) after this many events. */
+  readonly stallAfterEvents?: number;
 }
 
 function chatBody(): string {
@@ -55,6 +59,7 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
       return;
     }
     const parsed = body.length > 0 ? (JSON.parse(body) as { stream?: boolean }) : {};
+    if (behaviour.hangBeforeHeaders === true) return;
     if (parsed.stream !== true) {
       res.writeHead(200, { 'content-type': 'application/json', ...extra });
       res.end(chatBody());
@@ -70,6 +75,7 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
       }
     });
     for (let i = 0; i < total && !closed; i++) {
+      if (i === behaviour.stallAfterEvents) return;
       res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'tiny', choices: [{ index: 0, delta: { content: `t${i} ` }, finish_reason: null }] })}\n\n`);
       if (behaviour.eventDelayMs) await new Promise((r) => setTimeout(r, behaviour.eventDelayMs));
     }
