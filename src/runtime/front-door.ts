@@ -113,6 +113,9 @@ const SECURITY_HEADERS: readonly string[] = [
 
 const SECURITY_HEADER_LINES = SECURITY_HEADERS.reduce((text, value, i) => text + (i % 2 === 0 ? `${value}: ` : `${value}\r\n`), '');
 
+/** How much of an oversized body is read and dropped after a 413 before the connection is cut. */
+const DISCARD_LIMIT = 16 << 20;
+
 /** Upstream connections kept per runtime address. */
 const POOL_CONNECTIONS = 64;
 /** Below the runtime's own keep-alive timeout (5 s), so that we never reuse a socket it is closing. */
@@ -382,16 +385,27 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       const code: ErrorCode = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
       if (code === 'ERR_ADMISSION_ABORTED' || res.destroyed) return;
       const status = statusOf(code);
-      const extra = status === 429 || status === 503
-        ? ['Retry-After', String(Math.max(1, admission.retryAfterSeconds()))]
-        // Why close: the rest of an oversized body is not read.
-        : status === 413 ? ['Connection', 'close'] : [];
+      let extra = status === 429 || status === 503 ? ['Retry-After', String(Math.max(1, admission.retryAfterSeconds()))] : [];
+      if (status === 413) {
+        if (Number(req.headers['content-length']) > limits.maxBodyBytes) {
+          // Announced too large: nothing of it was read, and nothing more will be.
+          extra = ['Connection', 'close'];
+        } else {
+          // Found too large while reading: drop the rest after the answer so that the client can read it
+          // (a reset would hide it); a client that keeps sending past a bound is cut off.
+          let discarded = 0;
+          req.on('data', (chunk: Buffer) => {
+            discarded += chunk.length;
+            if (discarded > DISCARD_LIMIT) req.socket.destroy();
+          });
+        }
+      }
       sendError(res, status, code, MESSAGES[code] ?? 'request not served', extra);
       report(route.method, route.path, status, started, code);
     }
   }
 
-  function handle(req: IncomingMessage, res: ServerResponse): void {
+  function handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     responding.set(req.socket, res);
     const started = onRequest === undefined ? 0 : performance.now();
     const decision = verifyLoopbackRequest(
@@ -414,6 +428,8 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       report(route.method, route.path, res.statusCode, started);
       return;
     }
+    // `Expect: 100-continue`: invite the body only now, after the guard (Node would have sent the 100 first).
+    if (expectsContinue && route.method === 'POST' && !(Number(req.headers['content-length']) > limits.maxBodyBytes)) res.writeContinue();
     serve(req, res, route, started).catch(() => {
       if (!res.headersSent) sendError(res, 500, 'ERR_INTERNAL', 'internal error');
       else res.destroy();
@@ -433,7 +449,8 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     noDelay: true,
   });
   server.maxHeadersCount = 100;
-  server.on('request', handle);
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req, res));
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
   // CONNECT and Upgrade never reach a handler: no tunnel, no WebSocket.
   server.on('connect', (_req: IncomingMessage, socket: Socket) => socket.destroy());
   server.on('upgrade', (_req: IncomingMessage, socket: Socket) => socket.destroy());
@@ -444,9 +461,10 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       socket.destroy();
       return;
     }
-    const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large'
-      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    socket.end(`HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}Connection: close\r\nContent-Length: 0\r\n\r\n`);
+    const [status, code] = error.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT'] : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
+    const body = `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}`;
+    socket.end(`HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
     // end() waits for the peer only so long: a sender that keeps the socket half-open is cut.
     setTimeout(() => socket.destroy(), 1_000).unref();
   });

@@ -176,6 +176,7 @@ test('a slowloris request head, trickled byte by byte, is cut off with 408 at he
   const { response } = await slowSender(f.door.port, '', `${head}X-Pad: ${'a'.repeat(500)}`, 20);
   assert.match(response, /^HTTP\/1\.1 408 /);
   assert.match(response, /x-content-type-options: nosniff/i);
+  assert.match(response, /"code":"ERR_REQUEST_TIMEOUT"/);
   assert.equal(f.upstream.seen.length, 0);
 });
 

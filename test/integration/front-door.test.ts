@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { startFrontDoor } from '../../src/runtime/front-door.js';
 import { createAdmission } from '../../src/core/admission.js';
+import { codeIn, rawRequest } from '../helpers/cores-guard-server.js';
 import { startFrontDoorFixture } from '../helpers/front-door.js';
 
 interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
@@ -120,6 +121,50 @@ test('startFrontDoor() refuses a body over the limit with 413 before the upstrea
   const reply = await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: JSON.stringify({ pad: 'x'.repeat(2000) }) });
   assert.equal(reply.status, 413);
   assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() answers a body found too large while reading (chunked) with a readable 413, not a reset', async (t) => {
+  const f = await startFrontDoorFixture({ door: { limits: { maxBodyBytes: 1024 } } });
+  t.after(() => f.close());
+  const reply = await new Promise<Reply>((resolve, reject) => {
+    const req = request(new URL('/v1/chat/completions', f.door.url), { method: 'POST', headers: { authorization: `Bearer ${f.token}`, 'content-type': 'application/json' }, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    // No Content-Length: chunked, 2 MiB in 64 KiB pieces.
+    const piece = Buffer.alloc(64 * 1024, 0x20);
+    for (let i = 0; i < 32; i++) req.write(piece);
+    req.end();
+  });
+  assert.equal(reply.status, 413);
+  assert.equal((JSON.parse(reply.body) as { error: { code: string } }).error.code, 'ERR_BODY_TOO_LARGE');
+  assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() answers a request head over maxHeaderBytes with a JSON 431 and nothing reaches the upstream', async (t) => {
+  const f = await startFrontDoorFixture({ door: { limits: { maxHeaderBytes: 2048 } } });
+  t.after(() => f.close());
+  const response = await rawRequest(f.door.port, ['GET /v1/models HTTP/1.1', `Host: 127.0.0.1:${f.door.port}`, `Authorization: Bearer ${f.token}`, `X-Pad: ${'a'.repeat(4096)}`]);
+  assert.equal(response.status, 431);
+  assert.equal(codeIn(response), 'ERR_GUARD_MALFORMED');
+  assert.ok(response.headerNames.includes('x-content-type-options'));
+  assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() sends 100 Continue only after the guard accepted the request', async (t) => {
+  const f = await startFrontDoorFixture();
+  t.after(() => f.close());
+  const P = f.door.port;
+  const head = ['POST /v1/chat/completions HTTP/1.1', `Host: 127.0.0.1:${P}`, 'Content-Type: application/json', `Content-Length: ${CHAT.length}`, 'Expect: 100-continue'];
+  const refused = await rawRequest(P, head);
+  assert.match(refused.head, /^HTTP\/1\.1 401 /, 'no 100 Continue before the refusal');
+  const accepted = await rawRequest(P, [...head, `Authorization: Bearer ${f.token}`, 'Connection: close'], CHAT);
+  assert.equal(accepted.head, 'HTTP/1.1 100 Continue');
+  assert.match(accepted.body, /^HTTP\/1\.1 200 /);
+  assert.equal(f.upstream.seen.length, 1);
 });
 
 test('startFrontDoor() answers 429 with Retry-After beyond the concurrency limit and queue', async (t) => {
