@@ -11,13 +11,14 @@
  *   undici  a minimal undici `Pool.stream` proxy                        }
  *   door    the front door with every check: guard, token, admission (c)
  *
- * and an SSE case (`POST /v1/chat/completions`, 1,000 events of ~100 bytes), direct and through the front
- * door, as a burst (the upstream writes them as fast as the socket takes them) and paced (one event per
+ * and an SSE case (`POST /v1/chat/completions`, 1,000 events of ~100 bytes), direct, through the undici
+ * baseline (for scale) and through the front door, as a burst (the upstream writes them as fast as the socket takes them) and paced (one event per
  * ~1 ms timer tick, the shape of a token stream): time to first event, total time, and the one-way latency
  * of each event (the upstream stamps each event with its wall clock; the client subtracts it on arrival;
  * the offset between the two processes' clocks cancels in door − direct).
  *
- * Derived: c/a and c/b of requests/s at 1 and 50 connections; added p50 at 1 connection (door − direct,
+ * Derived: c/a and c/b of requests/s at 1 and 50 connections (from the medians, and `paired*`: the median
+ * of the ratios within each run, which a busy machine disturbs less); added p50 at 1 connection (door − direct,
  * door − b); SSE paced: added time to first event and added p50 per event; burst: door throughput as a
  * fraction of direct. Targets (issue 13): c/b ≥ 0.9, added p50 < 0.5 ms, paced first event ≤ +1 ms and
  * per event ≤ +0.1 ms, burst ≥ 0.7× direct. The bench prints; it asserts nothing.
@@ -396,19 +397,25 @@ const bench: Bench = {
         figures[`${name}${connections}P99Ms`] = result.p99Ms!;
         if (result.errors! > 0) figures[`${name}${connections}Errors`] = result.errors!;
       }
+      // Paired within the run (the same machine load for all four): steadier than ratios of medians.
+      const b = Math.max(figures[`pipe${connections}ReqPerSec`]!, figures[`undici${connections}ReqPerSec`]!);
+      figures[`pairedCA${connections}`] = figures[`door${connections}ReqPerSec`]! / figures[`direct${connections}ReqPerSec`]!;
+      figures[`pairedCB${connections}`] = figures[`door${connections}ReqPerSec`]! / b;
     }
     for (const [shape, paceMs, repeat] of [['Burst', 0, BURST_REPEAT], ['Paced', 1, 1]] as const) {
       // A burst is over in a few ms: repeat it, alternating direct and door, and keep the median.
-      const results: Record<'direct' | 'door', Figures[]> = { direct: [], door: [] };
+      const results: Record<'direct' | 'undici' | 'door', Figures[]> = { direct: [], undici: [], door: [] };
+      const order = ['direct', 'undici', 'door'] as const;
       for (let i = 0; i < repeat; i++) {
-        for (const name of (round + i) % 2 === 0 ? (['direct', 'door'] as const) : (['door', 'direct'] as const)) {
+        for (let j = 0; j < order.length; j++) {
+          const name = order[(j + round + i) % order.length]!;
           const result = await ask({ kind: 'sse', target: all[name], token, events: EVENTS, paceMs });
           if (result.events !== EVENTS) throw new Error(`${name} ${shape}: ${result.events} events arrived, not ${EVENTS}`);
           results[name].push(result);
         }
       }
-      for (const name of ['direct', 'door'] as const) {
-        const label = `sse${shape}${name === 'door' ? 'Door' : 'Direct'}`;
+      for (const name of order) {
+        const label = `sse${shape}${name[0]!.toUpperCase()}${name.slice(1)}`;
         figures[`${label}FirstEventMs`] = median(results[name].map((r) => r.firstEventMs!));
         figures[`${label}TotalMs`] = median(results[name].map((r) => r.totalMs!));
         if (shape === 'Paced') figures[`${label}EventP50Ms`] = median(results[name].map((r) => r.eventP50Ms!));
@@ -430,8 +437,15 @@ const bench: Bench = {
     out.addedP50MsVsB = get('door1P50Ms') - bestP50;
     out.ssePacedAddedFirstEventMs = get('ssePacedDoorFirstEventMs') - get('ssePacedDirectFirstEventMs');
     out.ssePacedAddedEventP50Ms = get('ssePacedDoorEventP50Ms') - get('ssePacedDirectEventP50Ms');
+    out.ssePacedUndiciAddedFirstEventMs = get('ssePacedUndiciFirstEventMs') - get('ssePacedDirectFirstEventMs');
+    out.ssePacedUndiciAddedEventP50Ms = get('ssePacedUndiciEventP50Ms') - get('ssePacedDirectEventP50Ms');
     out.sseBurstAddedFirstEventMs = get('sseBurstDoorFirstEventMs') - get('sseBurstDirectFirstEventMs');
+    // Throughput of the whole burst (request to last event), and of its streaming phase alone (first to
+    // last event), as a fraction of direct; the same for the bare undici proxy, for scale.
     out.sseBurstThroughputVsDirect = get('sseBurstDirectTotalMs') / get('sseBurstDoorTotalMs');
+    out.sseBurstStreamingVsDirect = (get('sseBurstDirectTotalMs') - get('sseBurstDirectFirstEventMs')) / (get('sseBurstDoorTotalMs') - get('sseBurstDoorFirstEventMs'));
+    out.sseBurstUndiciThroughputVsDirect = get('sseBurstDirectTotalMs') / get('sseBurstUndiciTotalMs');
+    out.sseBurstUndiciStreamingVsDirect = (get('sseBurstDirectTotalMs') - get('sseBurstDirectFirstEventMs')) / (get('sseBurstUndiciTotalMs') - get('sseBurstUndiciFirstEventMs'));
     return out;
   },
   async teardown() {

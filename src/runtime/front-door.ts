@@ -235,6 +235,27 @@ class Forward implements Dispatcher.DispatchHandler {
     this.controller?.resume();
   };
 
+  private corked = false;
+
+  /** Ends a batch: everything written since {@link batch} goes out in one write. */
+  private readonly flush = (): void => {
+    this.corked = false;
+    this.res.uncork();
+  };
+
+  /**
+   * Starts a batch for this turn of the event loop. The runtime's stream arrives as many small HTTP
+   * chunks (one per token event) that one socket read can hold by the hundred; written one by one they
+   * would cost a write each. Corked until the end of this tick, they leave as one write, and an event
+   * that arrives alone leaves at once (same tick).
+   */
+  private batch(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.res.cork();
+    process.nextTick(this.flush);
+  }
+
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
     if (this.gone) controller.abort(new CompanionError('ERR_ADMISSION_ABORTED'));
@@ -248,13 +269,17 @@ class Forward implements Dispatcher.DispatchHandler {
     if (typeof type === 'string') out.push('Content-Type', type);
     if (typeof length === 'string') out.push('Content-Length', length);
     this.res.writeHead(statusCode, out);
-    // An event stream: send the head now (the first token may take a while); anything else goes out with
-    // its body in one write.
-    if (typeof type === 'string' && type.startsWith('text/event-stream')) this.res.flushHeaders();
+    // An event stream: send the head now (the first token may take a while), in the same write as any
+    // event that came with it; anything else goes out with its body.
+    if (typeof type === 'string' && type.startsWith('text/event-stream')) {
+      this.batch();
+      this.res.flushHeaders();
+    }
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.gone) return;
+    this.batch();
     // Backpressure: a slow reader pauses the runtime's socket instead of growing our memory.
     if (!this.res.write(chunk)) {
       controller.pause();
