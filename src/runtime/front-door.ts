@@ -231,7 +231,10 @@ class Forward implements Dispatcher.DispatchHandler {
     this.controller?.abort(new CompanionError('ERR_ADMISSION_ABORTED'));
   };
 
+  private paused = false;
+
   private readonly onDrain = (): void => {
+    this.paused = false;
     this.controller?.resume();
   };
 
@@ -281,7 +284,8 @@ class Forward implements Dispatcher.DispatchHandler {
     if (this.gone) return;
     this.batch();
     // Backpressure: a slow reader pauses the runtime's socket instead of growing our memory.
-    if (!this.res.write(chunk)) {
+    if (!this.res.write(chunk) && !this.paused) {
+      this.paused = true;
       controller.pause();
       this.res.once('drain', this.onDrain);
     }

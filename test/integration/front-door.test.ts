@@ -80,6 +80,36 @@ test('startFrontDoor() streams SSE through and ends with [DONE]', async (t) => {
   assert.equal(events.at(-1), 'data: [DONE]');
 });
 
+test('startFrontDoor() carries a large stream to a slow reader intact: backpressure reaches the runtime instead of buffering', async (t) => {
+  // 4,000 events of ~4 KiB (16 MiB): more than the socket buffers hold while the client does not read.
+  const f = await startFrontDoorFixture({ behaviour: { events: 4000, padBytes: 4096 } });
+  t.after(() => f.close());
+  let writtenWhilePaused = -1;
+  const events = await new Promise<string[]>((resolve, reject) => {
+    const req = request(new URL('/v1/chat/completions', f.door.url), { method: 'POST', headers: { authorization: `Bearer ${f.token}`, 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.pause();
+      setTimeout(() => {
+        writtenWhilePaused = f.upstream.written.count;
+        res.resume();
+      }, 500);
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve(text.split('\n\n').filter((e) => e.startsWith('data: '))));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify({ messages: [], stream: true }));
+  });
+  assert.equal(events.length, 4002);
+  assert.ok(events.slice(0, 4000).every((e, i) => e.includes(`"t${i} "`)), 'every event, in order');
+  assert.equal(events.at(-1), 'data: [DONE]');
+  // Without backpressure the front door would have read (and buffered) the whole stream meanwhile.
+  t.diagnostic(`events written while the reader paused: ${writtenWhilePaused} of 4000`);
+  assert.ok(writtenWhilePaused > 0 && writtenWhilePaused < 4000, `the runtime was held back while the reader paused (${writtenWhilePaused} of 4000 written)`);
+  assert.ok(f.upstream.backpressured.count > 0, 'the runtime had to wait for the slow reader');
+});
+
 test('startFrontDoor() aborts the upstream request when the client goes away mid-stream', async (t) => {
   const f = await startFrontDoorFixture({ behaviour: { events: 1000, eventDelayMs: 5 } });
   t.after(() => f.close());
