@@ -4,7 +4,8 @@
  * Three processes, as in real use: a trivial upstream on a Unix socket (its own process, standing in for
  * the runtime), the proxies in this process, and a load generator in its own process (raw keep-alive
  * HTTP/1.1 sockets, closed loop, one request in flight per connection). One run measures, at 1 and at 50
- * connections, `GET /v1/models` (a ~100-byte JSON answer):
+ * connections, `GET /v1/models` (a ~100-byte JSON answer) in short slices (100 ms warm-up + 250 ms) that
+ * rotate through the four cases four times, so that a busy machine disturbs all of them alike:
  *
  *   direct  the upstream's Unix socket itself (a)
  *   pipe    a minimal `node:http` pipe proxy (keep-alive agent)        } the faster of the two is (b)
@@ -45,8 +46,11 @@ import { median, percentile, type Bench, type Figures } from './harness.js';
 const SELF = fileURLToPath(import.meta.url);
 const EVENTS = 1000;
 const BURST_REPEAT = 7;
-const WARMUP_MS = 300;
-const DURATION_MS = 1000;
+/** Per slice: warm-up (connections open, JIT settles), then the measured window. */
+const WARMUP_MS = 100;
+const SLICE_MS = 250;
+/** Slices per case and run, interleaved across the four cases so that all see the same background load. */
+const SLICES = 4;
 const MODELS_BODY = JSON.stringify({ object: 'list', data: [{ id: 'tiny', object: 'model', created: 0, owned_by: 'companion' }] });
 
 // ---------------------------------------------------------------------------------------------------
@@ -128,6 +132,13 @@ interface SseCommand {
 
 type LoadCommand = RpsCommand | SseCommand;
 
+interface RpsResult {
+  readonly requests: number;
+  readonly seconds: number;
+  readonly errors: number;
+  readonly latencies: number[];
+}
+
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 
 /** Length of one complete response at the start of `buf`, or -1 when it is not all there yet. */
@@ -162,7 +173,7 @@ function openSocket(target: Target): Socket {
   return socket;
 }
 
-async function runRps(command: RpsCommand): Promise<Figures> {
+async function runRps(command: RpsCommand): Promise<RpsResult> {
   const request = Buffer.from(`GET /v1/models HTTP/1.1\r\nHost: ${command.target.host}\r\nAuthorization: Bearer ${command.token}\r\nAccept: application/json\r\n\r\n`, 'latin1');
   const latencies: number[] = [];
   let errors = 0;
@@ -215,10 +226,10 @@ async function runRps(command: RpsCommand): Promise<Figures> {
   clearTimeout(timer);
   void t0;
   return {
-    reqPerSec: latencies.length / seconds,
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
+    requests: latencies.length,
+    seconds,
     errors,
+    latencies,
   };
 }
 
@@ -345,11 +356,13 @@ function child(args: string[]): ChildProcess {
   return spawn(process.execPath, [SELF, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
 }
 
-async function ask(command: LoadCommand): Promise<Figures> {
+async function ask(command: SseCommand): Promise<Figures>;
+async function ask(command: RpsCommand): Promise<RpsResult>;
+async function ask(command: LoadCommand): Promise<Figures | RpsResult> {
   loadChild!.stdin!.write(`${JSON.stringify(command)}\n`);
   const next = await loadLines!.next();
   if (next.done === true) throw new Error('the load generator exited');
-  return JSON.parse(next.value) as Figures;
+  return JSON.parse(next.value) as Figures | RpsResult;
 }
 
 function targets(): Record<'direct' | 'pipe' | 'undici' | 'door', Target> {
@@ -390,12 +403,25 @@ const bench: Bench = {
     const names = (['direct', 'pipe', 'undici', 'door'] as const).map((_, i, list) => list[(i + round) % list.length]!);
     round++;
     for (const connections of [1, 50]) {
+      const pooled: Record<string, { requests: number; seconds: number; errors: number; latencies: number[] }> = {};
+      for (const name of names) pooled[name] = { requests: 0, seconds: 0, errors: 0, latencies: [] };
+      for (let slice = 0; slice < SLICES; slice++) {
+        for (let i = 0; i < names.length; i++) {
+          const name = names[(i + slice) % names.length]!;
+          const result = await ask({ kind: 'rps', target: all[name], token, connections, warmupMs: WARMUP_MS, durationMs: SLICE_MS });
+          const into = pooled[name]!;
+          into.requests += result.requests;
+          into.seconds += result.seconds;
+          into.errors += result.errors;
+          into.latencies.push(...result.latencies);
+        }
+      }
       for (const name of names) {
-        const result = await ask({ kind: 'rps', target: all[name], token, connections, warmupMs: WARMUP_MS, durationMs: DURATION_MS });
-        figures[`${name}${connections}ReqPerSec`] = result.reqPerSec!;
-        figures[`${name}${connections}P50Ms`] = result.p50Ms!;
-        figures[`${name}${connections}P99Ms`] = result.p99Ms!;
-        if (result.errors! > 0) figures[`${name}${connections}Errors`] = result.errors!;
+        const { requests, seconds, errors, latencies } = pooled[name]!;
+        figures[`${name}${connections}ReqPerSec`] = requests / seconds;
+        figures[`${name}${connections}P50Ms`] = percentile(latencies, 50);
+        figures[`${name}${connections}P99Ms`] = percentile(latencies, 99);
+        if (errors > 0) figures[`${name}${connections}Errors`] = errors;
       }
       // Paired within the run (the same machine load for all four): steadier than ratios of medians.
       const b = Math.max(figures[`pipe${connections}ReqPerSec`]!, figures[`undici${connections}ReqPerSec`]!);
