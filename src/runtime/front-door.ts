@@ -116,6 +116,9 @@ const SECURITY_HEADER_LINES = SECURITY_HEADERS.reduce((text, value, i) => text +
 /** How much of an oversized body is read and dropped after a 413 before the connection is cut. */
 const DISCARD_LIMIT = 16 << 20;
 
+/** A stream batch is written out once it holds this much, without waiting for the end of the tick. */
+const BATCH_BYTES = 16 * 1024;
+
 /** Upstream connections kept per runtime address. */
 const POOL_CONNECTIONS = 64;
 /** Below the runtime's own keep-alive timeout (5 s), so that we never reuse a socket it is closing. */
@@ -239,18 +242,22 @@ class Forward implements Dispatcher.DispatchHandler {
   };
 
   private corked = false;
+  private batchBytes = 0;
 
   /** Ends a batch: everything written since {@link batch} goes out in one write. */
   private readonly flush = (): void => {
+    if (!this.corked) return;
     this.corked = false;
+    this.batchBytes = 0;
     this.res.uncork();
   };
 
   /**
    * Starts a batch for this turn of the event loop. The runtime's stream arrives as many small HTTP
    * chunks (one per token event) that one socket read can hold by the hundred; written one by one they
-   * would cost a write each. Corked until the end of this tick, they leave as one write, and an event
-   * that arrives alone leaves at once (same tick).
+   * would cost a write each. Corked until the end of this tick (or {@link BATCH_BYTES}, so that a burst's
+   * first events are not held back by its last), they leave as one write, and an event that arrives
+   * alone leaves at once (same tick).
    */
   private batch(): void {
     if (this.corked) return;
@@ -283,12 +290,14 @@ class Forward implements Dispatcher.DispatchHandler {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.gone) return;
     this.batch();
+    this.batchBytes += chunk.length;
     // Backpressure: a slow reader pauses the runtime's socket instead of growing our memory.
     if (!this.res.write(chunk) && !this.paused) {
       this.paused = true;
       controller.pause();
       this.res.once('drain', this.onDrain);
     }
+    if (this.batchBytes >= BATCH_BYTES) this.flush();
   }
 
   onResponseEnd(): void {
