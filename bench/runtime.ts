@@ -67,7 +67,7 @@ async function measure(sandbox: SpawnWrap | undefined): Promise<Figures> {
 const bench: Bench = {
   name: 'runtime',
   description: `bundled runtime, tiny GGUF, threads 1, plain and in the sandbox: spawn→ready ms, chat tokens/s (${TOKENS} tokens) non-streamed and streamed`,
-  runs: 5,
+  runs: 9,
   warmup: 1,
   async setup() {
     dir = mkdtempSync(join(tmpdir(), 'companion-bench-runtime-'));
