@@ -2,18 +2,29 @@
  * The front door (D5.1): the only way in to local inference. A `node:http` server bound to a loopback
  * address on an ephemeral port, `exclusive`, that runs `verifyLoopbackRequest` on every request before
  * any body is read or any upstream is touched, then proxies to the runtime over its Unix socket (or
- * loopback port) with keep-alive, streaming SSE through without buffering.
+ * loopback port) through a keep-alive undici Pool, streaming SSE through without buffering.
  *
  * It is given capabilities, not authority: a token *verifier* (never the token store), a function that
  * says where the runtime is, and an admission controller. It never emits a CORS header and refuses
- * `OPTIONS`.
+ * `OPTIONS`. What reaches the runtime is rebuilt, not forwarded: the route's method and path, `Host`,
+ * `Content-Type` and `Content-Length` of a POST, and its body (bounded). No client header (Authorization,
+ * Cookie, Origin, X-Forwarded-*) ever reaches it. What reaches the client from the runtime is its status,
+ * `Content-Type`, `Content-Length` and body, under the front door's own security headers.
+ *
+ * Bounds (all configurable, see {@link FrontDoorLimits}): request head size and time (slowloris), whole
+ * request time (slow bodies), body size, idle keep-alive, upstream time to response headers (a
+ * non-streamed generation) and upstream silence during a response. Client gone → the upstream request is
+ * aborted (the runtime cancels the generation). Runtime gone → 502 (or 503 once the shell knows it is not
+ * ready), and a stream in progress is cut so that the client sees an error instead of a hang.
+ *
+ * See docs/front-door.md.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
-import type { Admission } from '../core/admission.js';
+import type { Admission, Release } from '../core/admission.js';
 import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
-import { allowedHostsFor, verifyLoopbackRequest, type GuardRoute } from '../core/guard.js';
+import { allowedHostsFor, verifyLoopbackRequest, type GuardPolicy, type GuardRoute } from '../core/guard.js';
 import type { Secret } from '../core/secret.js';
 
 /** Where the runtime listens. */
@@ -22,22 +33,24 @@ export type UpstreamAddress =
   | { readonly kind: 'tcp'; readonly host: '127.0.0.1'; readonly port: number; readonly key: Secret };
 
 export interface FrontDoorLimits {
-  /** Largest request body (default 1 MiB). */
+  /** Largest request body (default 1 MiB): 413 beyond it, before the runtime is touched. */
   readonly maxBodyBytes: number;
-  /** Largest request head (default 16 KiB). */
+  /** Largest request head (default 16 KiB): 431 beyond it. */
   readonly maxHeaderBytes: number;
-  /** Time to receive the whole request head (default 10 s). */
+  /** Time to receive the whole request head (default 10 s): slowloris senders are cut off (408). */
   readonly headersTimeoutMs: number;
-  /** Time to receive the whole request, body included (default 30 s). */
+  /** Time to receive the whole request, body included (default 30 s; ≥ headersTimeoutMs): 408. */
   readonly requestTimeoutMs: number;
-  /** Idle keep-alive connection timeout (default 5 s). */
+  /** Idle keep-alive connection timeout between requests (default 5 s). */
   readonly keepAliveTimeoutMs: number;
-  /** Longest silence from the runtime during a response (default 120 s). */
+  /** Time until the runtime's response headers, i.e. a whole non-streamed generation (default 300 s): 504. */
+  readonly upstreamHeadersTimeoutMs: number;
+  /** Longest silence from the runtime during a response body (default 120 s): the response is cut. */
   readonly upstreamBodyTimeoutMs: number;
 }
 
 export interface FrontDoorOptions {
-  /** A loopback literal: `127.0.0.1` (default) or `::1`. Anything else is refused. */
+  /** A loopback literal: `127.0.0.1` (default), another `127.x.y.z`, or `::1`. Anything else is refused. */
   readonly host?: string;
   /** Constant-time check of a presented bearer token (from the shell; not the keychain). */
   readonly verifyToken: (candidate: string) => boolean;
@@ -45,16 +58,30 @@ export interface FrontDoorOptions {
   readonly upstream: () => UpstreamAddress | null;
   readonly admission: Admission;
   readonly limits?: Partial<FrontDoorLimits>;
-  /** Origins explicitly allowed to call (default none: any Origin header is refused). */
+  /**
+   * Browser origins explicitly allowed to call (default none: any `Origin` header is refused).
+   * WARNING: a page on a listed origin can drive the runtime from a browser; it still needs the token.
+   */
   readonly allowedOrigins?: readonly string[];
   /** One event per request: method, path, status, duration. Never a header value or body. */
-  readonly onRequest?: (event: { method: string; path: string; status: number; code?: ErrorCode; ms: number }) => void;
+  readonly onRequest?: (event: FrontDoorRequestEvent) => void;
+}
+
+export interface FrontDoorRequestEvent {
+  readonly method: string;
+  /** The served route's path, or `-` for a refused request. */
+  readonly path: string;
+  readonly status: number;
+  readonly code?: ErrorCode;
+  readonly ms: number;
 }
 
 export interface FrontDoor {
+  /** `http://127.0.0.1:P` (or `http://[::1]:P`), without a path. */
   readonly url: string;
   readonly port: number;
   readonly host: string;
+  /** Stops listening, cuts every connection (aborting their upstream requests) and closes the pool. */
   close(): Promise<void>;
 }
 
@@ -65,27 +92,39 @@ export const FRONT_DOOR_ROUTES: readonly GuardRoute[] = [
   { method: 'POST', path: '/v1/completions' },
 ];
 
-const DEFAULT_LIMITS: FrontDoorLimits = {
+export const DEFAULT_FRONT_DOOR_LIMITS: FrontDoorLimits = Object.freeze({
   maxBodyBytes: 1 << 20,
   maxHeaderBytes: 16 * 1024,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 5_000,
+  upstreamHeadersTimeoutMs: 300_000,
   upstreamBodyTimeoutMs: 120_000,
-};
+});
 
-const SECURITY_HEADERS: Record<string, string> = {
-  'x-content-type-options': 'nosniff',
-  'cache-control': 'no-store',
-  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
-  'referrer-policy': 'no-referrer',
-  'cross-origin-resource-policy': 'same-origin',
-};
+/** Sent on every response, refusals included (flat name/value list: no per-response object walk). */
+const SECURITY_HEADERS: readonly string[] = [
+  'X-Content-Type-Options', 'nosniff',
+  'Cache-Control', 'no-store',
+  'Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'",
+  'Referrer-Policy', 'no-referrer',
+  'Cross-Origin-Resource-Policy', 'same-origin',
+];
 
-/** Response headers from the runtime that pass through; everything else (CORS above all) is dropped. */
-const PASS_THROUGH = new Set(['content-type', 'x-request-id']);
+const SECURITY_HEADER_LINES = SECURITY_HEADERS.reduce((text, value, i) => text + (i % 2 === 0 ? `${value}: ` : `${value}\r\n`), '');
 
-/** True for a literal loopback address we may bind. */
+/** How much of an oversized body is read and dropped after a 413 before the connection is cut. */
+const DISCARD_LIMIT = 16 << 20;
+
+/** A stream batch is written out once it holds this much, without waiting for the end of the tick. */
+const BATCH_BYTES = 16 * 1024;
+
+/** Upstream connections kept per runtime address. */
+const POOL_CONNECTIONS = 64;
+/** Below the runtime's own keep-alive timeout (5 s), so that we never reuse a socket it is closing. */
+const POOL_KEEP_ALIVE_MS = 4_000;
+
+/** True for a literal loopback address we may bind: `127.x.y.z` (not the network or broadcast form) or `::1`. */
 export function isLoopbackBindAddress(host: string): boolean {
   if (host === '::1') return true;
   if (isIP(host) !== 4) return false;
@@ -98,169 +137,341 @@ function statusOf(code: ErrorCode): number {
     case 'ERR_ADMISSION_NOT_READY': return 503;
     case 'ERR_ADMISSION_TIMEOUT': return 503;
     case 'ERR_BODY_TOO_LARGE': return 413;
-    case 'ERR_REQUEST_TIMEOUT': return 408;
+    case 'ERR_REQUEST_TIMEOUT': return 504;
     case 'ERR_UPSTREAM_UNAVAILABLE': return 502;
     default: return 500;
   }
 }
 
-function sendError(res: ServerResponse, status: number, code: ErrorCode, message: string, extra: Record<string, string> = {}): void {
+const MESSAGES: Partial<Record<ErrorCode, string>> = {
+  ERR_ADMISSION_QUEUE_FULL: 'too many requests are waiting; try again later',
+  ERR_ADMISSION_NOT_READY: 'the local runtime is not ready',
+  ERR_ADMISSION_TIMEOUT: 'the request waited too long for the local runtime',
+  ERR_BODY_TOO_LARGE: 'request body too large',
+  ERR_REQUEST_TIMEOUT: 'the local runtime did not answer in time',
+  ERR_UPSTREAM_UNAVAILABLE: 'the local runtime did not answer',
+};
+
+/** A small OpenAI-shaped JSON error. Never a CORS header; never a header value or token in the body. */
+function sendError(res: ServerResponse, status: number, code: ErrorCode, message: string, extra: readonly string[] = []): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
   const body = JSON.stringify({ error: { message, type: status >= 500 ? 'server_error' : 'invalid_request_error', code } });
-  res.writeHead(status, {
+  res.writeHead(status, [
     ...SECURITY_HEADERS,
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
+    'Content-Type', 'application/json; charset=utf-8',
+    'Content-Length', String(Buffer.byteLength(body)),
     ...extra,
-  });
+  ]);
   res.end(body);
 }
 
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/** Reads a request body up to `limit` bytes. Rejects with ERR_BODY_TOO_LARGE, or the stream's error. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) throw new CompanionError('ERR_BODY_TOO_LARGE');
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > limit) throw new CompanionError('ERR_BODY_TOO_LARGE');
-    chunks.push(chunk);
+  if (declared !== undefined && Number(declared) > limit) return Promise.reject(new CompanionError('ERR_BODY_TOO_LARGE'));
+  return new Promise((resolveBody, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const onData = (chunk: Buffer): void => {
+      total += chunk.length;
+      if (total > limit) {
+        cleanup();
+        reject(new CompanionError('ERR_BODY_TOO_LARGE'));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolveBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total));
+    };
+    const onError = (error: Error): void => {
+      cleanup();
+      reject(error);
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(new CompanionError('ERR_ADMISSION_ABORTED'));
+    };
+    const cleanup = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}
+
+/** Maps an undici error before response headers to (status, code). */
+function upstreamFailure(error: Error): ErrorCode {
+  const code = (error as { code?: unknown }).code;
+  return code === 'UND_ERR_HEADERS_TIMEOUT' ? 'ERR_REQUEST_TIMEOUT' : 'ERR_UPSTREAM_UNAVAILABLE';
+}
+
+/** The runtime's answer, copied to the client: status, Content-Type, Content-Length and body only. */
+class Forward implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | null = null;
+  private gone = false;
+  private readonly res: ServerResponse;
+  private readonly done: () => void;
+
+  constructor(res: ServerResponse, done: () => void) {
+    this.res = res;
+    this.done = done;
   }
-  return Buffer.concat(chunks, total);
+
+  /** The client went away before the response ended: abort upstream, so that the generation stops. */
+  readonly onClientClose = (): void => {
+    if (this.res.writableFinished) return;
+    this.gone = true;
+    this.controller?.abort(new CompanionError('ERR_ADMISSION_ABORTED'));
+  };
+
+  private paused = false;
+
+  private readonly onDrain = (): void => {
+    this.paused = false;
+    this.controller?.resume();
+  };
+
+  private corked = false;
+  private batchBytes = 0;
+
+  /** Ends a batch: everything written since {@link batch} goes out in one write. */
+  private readonly flush = (): void => {
+    if (!this.corked) return;
+    this.corked = false;
+    this.batchBytes = 0;
+    this.res.uncork();
+  };
+
+  /**
+   * Starts a batch for this turn of the event loop. The runtime's stream arrives as many small HTTP
+   * chunks (one per token event) that one socket read can hold by the hundred; written one by one they
+   * would cost a write each. Corked until the end of this tick (or {@link BATCH_BYTES}, so that a burst's
+   * first events are not held back by its last), they leave as one write, and an event that arrives
+   * alone leaves at once (same tick).
+   */
+  private batch(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.res.cork();
+    process.nextTick(this.flush);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.gone) controller.abort(new CompanionError('ERR_ADMISSION_ABORTED'));
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (this.gone) return;
+    const type = headers['content-type'];
+    const length = headers['content-length'];
+    const out: string[] = SECURITY_HEADERS.slice();
+    if (typeof type === 'string') out.push('Content-Type', type);
+    if (typeof length === 'string') out.push('Content-Length', length);
+    this.res.writeHead(statusCode, out);
+    // An event stream: send the head now (the first token may take a while), in the same write as any
+    // event that came with it; anything else goes out with its body.
+    if (typeof type === 'string' && type.startsWith('text/event-stream')) {
+      this.batch();
+      this.res.flushHeaders();
+    }
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.gone) return;
+    this.batch();
+    this.batchBytes += chunk.length;
+    // Backpressure: a slow reader pauses the runtime's socket instead of growing our memory.
+    if (!this.res.write(chunk) && !this.paused) {
+      this.paused = true;
+      controller.pause();
+      this.res.once('drain', this.onDrain);
+    }
+    if (this.batchBytes >= BATCH_BYTES) this.flush();
+  }
+
+  onResponseEnd(): void {
+    this.res.off('close', this.onClientClose);
+    if (!this.gone) this.res.end();
+    this.done();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.res.off('close', this.onClientClose);
+    if (!this.gone) {
+      if (this.res.headersSent) {
+        // Mid-stream: cut the response so that the client sees an error, never a clean end or a hang.
+        this.res.destroy();
+      } else {
+        const code = upstreamFailure(error);
+        sendError(this.res, statusOf(code), code, MESSAGES[code]!);
+      }
+    }
+    this.done();
+  }
+}
+
+interface Upstream {
+  readonly key: string;
+  readonly pool: Pool;
+  /** Request headers for a GET; a POST adds Content-Type and Content-Length. */
+  readonly headers: Record<string, string>;
 }
 
 /**
  * Starts the front door. Resolves once it listens.
  * @throws ERR_BIND_NOT_LOOPBACK for a non-loopback host, ERR_BIND_FAILED when the bind fails (never
- * retried on another address).
+ * retried on another address); TypeError `ERR_INVALID_ARG_VALUE` for inconsistent limits.
  */
 export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDoor> {
   const host = options.host ?? '127.0.0.1';
   if (!isLoopbackBindAddress(host)) throw new CompanionError('ERR_BIND_NOT_LOOPBACK');
-  const limits: FrontDoorLimits = { ...DEFAULT_LIMITS, ...options.limits };
-  let allowedHosts: ReadonlySet<string> = new Set();
-  const pools = new Map<string, Pool>();
+  const limits: FrontDoorLimits = { ...DEFAULT_FRONT_DOOR_LIMITS, ...options.limits };
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value < 1) throw invalidArg(`limits.${name} must be a positive integer`);
+  }
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw invalidArg('limits.headersTimeoutMs must not exceed limits.requestTimeoutMs');
+  const { admission, onRequest } = options;
+  let policy: GuardPolicy | null = null;
+  let upstream: Upstream | null = null;
+  let lastAddress: UpstreamAddress | null = null;
+  const retiring = new Set<Pool>();
+  /** The latest response on each connection, so that a late client error never writes into it. */
+  const responding = new WeakMap<Socket, ServerResponse>();
 
-  function poolFor(address: UpstreamAddress): { pool: Pool; origin: string; headers: Record<string, string> } {
+  function upstreamFor(address: UpstreamAddress): Upstream {
+    if (address === lastAddress && upstream !== null) return upstream;
     const key = address.kind === 'unix' ? `unix:${address.path}` : `tcp:${address.port}`;
-    let pool = pools.get(key);
-    if (pool === undefined) {
-      // A new runtime address: drop pools for old ones (a restarted runtime gets a new socket/port).
-      for (const [k, p] of pools) {
-        pools.delete(k);
-        void p.close().catch(() => undefined);
+    let pool = upstream?.key === key ? upstream.pool : null;
+    if (pool === null) {
+      // A new runtime address (a restarted runtime gets a new socket or port): retire the old pool.
+      if (upstream !== null) {
+        const old = upstream.pool;
+        retiring.add(old);
+        void old.close().catch(() => undefined).finally(() => retiring.delete(old));
       }
+      const settings = { connections: POOL_CONNECTIONS, pipelining: 1, keepAliveTimeout: POOL_KEEP_ALIVE_MS, headersTimeout: limits.upstreamHeadersTimeoutMs, bodyTimeout: limits.upstreamBodyTimeoutMs };
       pool = address.kind === 'unix'
-        ? new Pool('http://localhost', { socketPath: address.path, connections: 64, pipelining: 1, keepAliveTimeout: 4_000, bodyTimeout: limits.upstreamBodyTimeoutMs, headersTimeout: limits.upstreamBodyTimeoutMs })
-        : new Pool(`http://127.0.0.1:${address.port}`, { connections: 64, pipelining: 1, keepAliveTimeout: 4_000, bodyTimeout: limits.upstreamBodyTimeoutMs, headersTimeout: limits.upstreamBodyTimeoutMs });
-      pools.set(key, pool);
+        ? new Pool('http://localhost', { ...settings, socketPath: address.path })
+        : new Pool(`http://127.0.0.1:${address.port}`, settings);
     }
+    // The per-spawn key of a TCP runtime goes to the runtime only (never to a log or the client).
     const headers: Record<string, string> = address.kind === 'unix'
       ? { host: 'localhost' }
       : { host: `127.0.0.1:${address.port}`, authorization: `Bearer ${address.key.reveal()}` };
-    return { pool, origin: address.kind === 'unix' ? 'http://localhost' : `http://127.0.0.1:${address.port}`, headers };
+    upstream = { key, pool, headers };
+    lastAddress = address;
+    return upstream;
   }
 
-  async function proxy(req: IncomingMessage, res: ServerResponse, route: GuardRoute, body: Buffer | null): Promise<void> {
+  function report(method: string, path: string, status: number, started: number, code?: ErrorCode): void {
+    onRequest?.({ method, path, status, ...(code === undefined ? {} : { code }), ms: performance.now() - started });
+  }
+
+  /** A slot from admission; an AbortController only when the request may have to wait. */
+  function acquire(res: ServerResponse): Promise<Release> {
+    const stats = admission.stats();
+    if (stats.ready && stats.active < stats.maxConcurrent && stats.queued === 0) return admission.acquire();
+    const abort = new AbortController();
+    const onClose = (): void => abort.abort();
+    res.once('close', onClose);
+    return admission.acquire(abort.signal).finally(() => res.off('close', onClose));
+  }
+
+  function forward(res: ServerResponse, route: GuardRoute, contentType: string | undefined, body: Buffer | null, release: Release, started: number): void {
     const address = options.upstream();
     if (address === null) {
-      sendError(res, 503, 'ERR_ADMISSION_NOT_READY', 'the local runtime is not ready', { 'retry-after': '2' });
+      release();
+      sendError(res, 503, 'ERR_ADMISSION_NOT_READY', MESSAGES.ERR_ADMISSION_NOT_READY!, ['Retry-After', String(admission.retryAfterSeconds())]);
+      report(route.method, route.path, 503, started, 'ERR_ADMISSION_NOT_READY');
       return;
     }
-    const { pool, headers } = poolFor(address);
-    const controller = new AbortController();
-    // The client went away before the response finished: abort upstream, so the generation stops.
-    const onClose = (): void => {
-      if (!res.writableFinished) controller.abort();
-    };
-    res.on('close', onClose);
+    const target = upstreamFor(address);
+    const handler = new Forward(res, () => {
+      release();
+      if (onRequest !== undefined) report(route.method, route.path, res.statusCode, started);
+    });
+    res.on('close', handler.onClientClose);
+    const headers = body === null
+      ? target.headers
+      : { ...target.headers, 'content-type': contentType ?? 'application/octet-stream', 'content-length': String(body.length) };
+    target.pool.dispatch({ path: route.path, method: route.method as Dispatcher.HttpMethod, headers, body }, handler);
+  }
+
+  async function serve(req: IncomingMessage, res: ServerResponse, route: GuardRoute, started: number): Promise<void> {
+    let release: Release | undefined;
     try {
-      await pool.stream(
-        {
-          path: route.path,
-          method: route.method as Dispatcher.HttpMethod,
-          headers: {
-            ...headers,
-            accept: req.headers.accept ?? 'application/json',
-            ...(body !== null ? { 'content-type': 'application/json', 'content-length': String(body.length) } : {}),
-          },
-          ...(body !== null ? { body } : {}),
-          signal: controller.signal,
-        },
-        ({ statusCode, headers: upstreamHeaders }) => {
-          const out: Record<string, string> = { ...SECURITY_HEADERS };
-          for (const [name, value] of Object.entries(upstreamHeaders)) {
-            if (PASS_THROUGH.has(name.toLowerCase()) && typeof value === 'string') out[name.toLowerCase()] = value;
-          }
-          res.writeHead(statusCode, out);
-          res.flushHeaders();
-          return res;
-        },
-      );
-    } catch {
-      if (controller.signal.aborted) return;
-      if (!res.headersSent) sendError(res, 502, 'ERR_UPSTREAM_UNAVAILABLE', 'the local runtime did not answer');
-      else res.destroy();
-    } finally {
-      res.off('close', onClose);
+      const body = route.method === 'POST' ? await readBody(req, limits.maxBodyBytes) : null;
+      release = await acquire(res);
+      if (res.destroyed) {
+        release();
+        return;
+      }
+      forward(res, route, req.headers['content-type'], body, release, started);
+    } catch (error) {
+      release?.();
+      const code: ErrorCode = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
+      if (code === 'ERR_ADMISSION_ABORTED' || res.destroyed) return;
+      const status = statusOf(code);
+      let extra = status === 429 || status === 503 ? ['Retry-After', String(Math.max(1, admission.retryAfterSeconds()))] : [];
+      if (status === 413) {
+        if (Number(req.headers['content-length']) > limits.maxBodyBytes) {
+          // Announced too large: nothing of it was read, and nothing more will be.
+          extra = ['Connection', 'close'];
+        } else {
+          // Found too large while reading: drop the rest after the answer so that the client can read it
+          // (a reset would hide it); a client that keeps sending past a bound is cut off.
+          let discarded = 0;
+          req.on('data', (chunk: Buffer) => {
+            discarded += chunk.length;
+            if (discarded > DISCARD_LIMIT) req.socket.destroy();
+          });
+        }
+      }
+      sendError(res, status, code, MESSAGES[code] ?? 'request not served', extra);
+      report(route.method, route.path, status, started, code);
     }
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const started = performance.now();
+  function handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
+    responding.set(req.socket, res);
+    const started = onRequest === undefined ? 0 : performance.now();
     const decision = verifyLoopbackRequest(
-      {
-        peerAddress: req.socket.remoteAddress ?? '',
-        method: req.method ?? '',
-        target: req.url ?? '',
-        rawHeaders: req.rawHeaders,
-        httpVersion: req.httpVersion,
-      },
-      { allowedHosts, verifyToken: options.verifyToken, routes: FRONT_DOOR_ROUTES, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}) },
+      { peerAddress: req.socket.remoteAddress ?? '', method: req.method ?? '', target: req.url ?? '', rawHeaders: req.rawHeaders, httpVersion: req.httpVersion },
+      policy!,
     );
-    const path = decision.ok ? decision.route.path : '-';
     if (!decision.ok) {
       // Refused before any body is read or any upstream is touched; the connection is not reused.
-      sendError(res, decision.status, decision.code, 'request refused', {
-        connection: 'close',
-        ...(decision.status === 401 ? { 'www-authenticate': 'Bearer' } : {}),
-      });
-      options.onRequest?.({ method: req.method ?? '', path, status: decision.status, code: decision.code, ms: performance.now() - started });
+      sendError(res, decision.status, decision.code, 'request refused', decision.status === 401 ? ['WWW-Authenticate', 'Bearer', 'Connection', 'close'] : ['Connection', 'close']);
+      report(req.method ?? '', '-', decision.status, started, decision.code);
       return;
     }
     const route = decision.route;
     if (route.path === '/health') {
+      // Ready or not, nothing more: the runtime's details stay behind the door.
       const ready = options.upstream() !== null;
-      const body = JSON.stringify({ status: ready ? 'ready' : 'not-ready' });
-      res.writeHead(ready ? 200 : 503, { ...SECURITY_HEADERS, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), ...(ready ? {} : { 'retry-after': '2' }) });
+      const body = ready ? '{"status":"ready"}' : '{"status":"not-ready"}';
+      res.writeHead(ready ? 200 : 503, [...SECURITY_HEADERS, 'Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(body.length), ...(ready ? [] : ['Retry-After', String(admission.retryAfterSeconds())])]);
       res.end(body);
-      options.onRequest?.({ method: route.method, path, status: res.statusCode, ms: performance.now() - started });
+      report(route.method, route.path, res.statusCode, started);
       return;
     }
-    let release: (() => void) | undefined;
-    try {
-      const body = route.method === 'POST' ? await readBody(req, limits.maxBodyBytes) : null;
-      const abort = new AbortController();
-      const onClose = (): void => abort.abort();
-      res.once('close', onClose);
-      try {
-        release = await options.admission.acquire(abort.signal);
-      } finally {
-        res.off('close', onClose);
-      }
-      await proxy(req, res, route, body);
-    } catch (error) {
-      const code: ErrorCode = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
-      const status = statusOf(code);
-      const retry = status === 429 || status === 503 ? { 'retry-after': String(Math.max(1, options.admission.retryAfterSeconds())) } : {};
-      if (!res.destroyed) sendError(res, status, code, status === 413 ? 'request body too large' : 'request not served', { ...retry, ...(status === 413 ? { connection: 'close' } : {}) });
-    } finally {
-      release?.();
-      options.onRequest?.({ method: route.method, path, status: res.statusCode, ms: performance.now() - started });
-    }
+    // `Expect: 100-continue`: invite the body only now, after the guard (Node would have sent the 100 first).
+    if (expectsContinue && route.method === 'POST' && !(Number(req.headers['content-length']) > limits.maxBodyBytes)) res.writeContinue();
+    serve(req, res, route, started).catch(() => {
+      if (!res.headersSent) sendError(res, 500, 'ERR_INTERNAL', 'internal error');
+      else res.destroy();
+    });
   }
 
   const server: Server = createServer({
@@ -268,21 +479,32 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     requestTimeout: limits.requestTimeoutMs,
     headersTimeout: limits.headersTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // Node checks the two timeouts above only this often (default 30 s): check often enough that a
+    // slow sender is cut off close to its bound.
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4))),
     requireHostHeader: false, // the guard refuses a missing Host with its own code
     joinDuplicateHeaders: false,
+    noDelay: true,
   });
-  server.on('request', (req, res) => {
-    handle(req, res).catch(() => {
-      if (!res.headersSent) sendError(res, 500, 'ERR_INTERNAL', 'internal error');
-      else res.destroy();
-    });
-  });
+  server.maxHeadersCount = 100;
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req, res));
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
   // CONNECT and Upgrade never reach a handler: no tunnel, no WebSocket.
-  server.on('connect', (_req, socket) => socket.destroy());
-  server.on('upgrade', (_req, socket) => socket.destroy());
-  server.on('clientError', (_error, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    else socket.destroy();
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => socket.destroy());
+  server.on('upgrade', (_req: IncomingMessage, socket: Socket) => socket.destroy());
+  server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
+    // A request head too large, too slow or malformed, or a body too slow. Answer once if nothing was
+    // sent on this connection yet (Node's defaults, plus our headers), then close.
+    if (error.code === 'ECONNRESET' || !socket.writable || responding.get(socket)?.headersSent === true) {
+      socket.destroy();
+      return;
+    }
+    const [status, code] = error.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT'] : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
+    const body = `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}`;
+    socket.end(`HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    // end() waits for the peer only so long: a sender that keeps the socket half-open is cut.
+    setTimeout(() => socket.destroy(), 1_000).unref();
   });
 
   await new Promise<void>((resolvePromise, reject) => {
@@ -299,7 +521,12 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     throw new CompanionError('ERR_BIND_FAILED');
   }
   const port = address.port;
-  allowedHosts = allowedHostsFor(port, { ipv6: host === '::1' });
+  policy = {
+    allowedHosts: allowedHostsFor(port, { ipv6: host === '::1' }),
+    verifyToken: options.verifyToken,
+    routes: FRONT_DOOR_ROUTES,
+    ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}),
+  };
   const url = host === '::1' ? `http://[::1]:${port}` : `http://${host}:${port}`;
 
   return {
@@ -311,8 +538,15 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
         server.close(() => resolveClose());
         server.closeAllConnections();
       });
-      await Promise.all([...pools.values()].map((p) => p.close().catch(() => undefined)));
-      pools.clear();
+      const pools = [...retiring, ...(upstream === null ? [] : [upstream.pool])];
+      upstream = null;
+      await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
     },
   };
+}
+
+function invalidArg(message: string): TypeError {
+  const error = new TypeError(message) as TypeError & { code: string };
+  error.code = 'ERR_INVALID_ARG_VALUE';
+  return error;
 }

@@ -18,6 +18,10 @@ export interface Upstream {
   readonly seen: SeenRequest[];
   /** Requests whose response the client abandoned before it ended. */
   readonly aborted: { count: number };
+  /** Stream writes that found the connection full and waited for 'drain' (backpressure reached us). */
+  readonly backpressured: { count: number };
+  /** Stream events written so far (all requests). */
+  readonly written: { count: number };
   close(): Promise<void>;
 }
 
@@ -27,6 +31,12 @@ export interface UpstreamBehaviour {
   readonly eventDelayMs?: number;
   /** Extra response headers (e.g. a CORS header the front door must drop). */
   readonly extraHeaders?: Record<string, string>;
+  /** Never answer a chat request (no status line, no headers): an upstream that hangs. */
+  readonly hangBeforeHeaders?: boolean;
+  /** In a stream, go silent (connection open, nothing more) after this many events. */
+  readonly stallAfterEvents?: number;
+  /** Extra bytes of padding in every stream event (to fill socket buffers). */
+  readonly padBytes?: number;
 }
 
 function chatBody(): string {
@@ -43,6 +53,9 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
   const socketPath = join(dir, 'runtime.sock');
   const seen: SeenRequest[] = [];
   const aborted = { count: 0 };
+  const backpressured = { count: 0 };
+  const written = { count: 0 };
+  const pad = 'p'.repeat(behaviour.padBytes ?? 0);
   const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     for await (const chunk of req as AsyncIterable<Buffer>) chunks.push(chunk);
@@ -55,6 +68,7 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
       return;
     }
     const parsed = body.length > 0 ? (JSON.parse(body) as { stream?: boolean }) : {};
+    if (behaviour.hangBeforeHeaders === true) return;
     if (parsed.stream !== true) {
       res.writeHead(200, { 'content-type': 'application/json', ...extra });
       res.end(chatBody());
@@ -70,7 +84,13 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
       }
     });
     for (let i = 0; i < total && !closed; i++) {
-      res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'tiny', choices: [{ index: 0, delta: { content: `t${i} ` }, finish_reason: null }] })}\n\n`);
+      if (i === behaviour.stallAfterEvents) return;
+      const more = res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'tiny', choices: [{ index: 0, delta: { content: `t${i} ` }, finish_reason: null }], ...(pad === '' ? {} : { pad }) })}\n\n`);
+      written.count++;
+      if (!more) {
+        backpressured.count++;
+        await new Promise((r) => res.once('drain', r));
+      }
       if (behaviour.eventDelayMs) await new Promise((r) => setTimeout(r, behaviour.eventDelayMs));
     }
     if (closed) return;
@@ -86,6 +106,8 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
     socketPath,
     seen,
     aborted,
+    backpressured,
+    written,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

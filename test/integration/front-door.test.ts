@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { startFrontDoor } from '../../src/runtime/front-door.js';
 import { createAdmission } from '../../src/core/admission.js';
+import { codeIn, rawRequest } from '../helpers/cores-guard-server.js';
 import { startFrontDoorFixture } from '../helpers/front-door.js';
 
 interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
@@ -79,19 +80,50 @@ test('startFrontDoor() streams SSE through and ends with [DONE]', async (t) => {
   assert.equal(events.at(-1), 'data: [DONE]');
 });
 
+test('startFrontDoor() carries a large stream to a slow reader intact: backpressure reaches the runtime instead of buffering', async (t) => {
+  // 4,000 events of ~4 KiB (16 MiB): more than the socket buffers hold while the client does not read.
+  const f = await startFrontDoorFixture({ behaviour: { events: 4000, padBytes: 4096 } });
+  t.after(() => f.close());
+  let writtenWhilePaused = -1;
+  const events = await new Promise<string[]>((resolve, reject) => {
+    const req = request(new URL('/v1/chat/completions', f.door.url), { method: 'POST', headers: { authorization: `Bearer ${f.token}`, 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.pause();
+      setTimeout(() => {
+        writtenWhilePaused = f.upstream.written.count;
+        res.resume();
+      }, 500);
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve(text.split('\n\n').filter((e) => e.startsWith('data: '))));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify({ messages: [], stream: true }));
+  });
+  assert.equal(events.length, 4002);
+  assert.ok(events.slice(0, 4000).every((e, i) => e.includes(`"t${i} "`)), 'every event, in order');
+  assert.equal(events.at(-1), 'data: [DONE]');
+  // Without backpressure the front door would have read (and buffered) the whole stream meanwhile.
+  t.diagnostic(`events written while the reader paused: ${writtenWhilePaused} of 4000`);
+  assert.ok(writtenWhilePaused > 0 && writtenWhilePaused < 4000, `the runtime was held back while the reader paused (${writtenWhilePaused} of 4000 written)`);
+  assert.ok(f.upstream.backpressured.count > 0, 'the runtime had to wait for the slow reader');
+});
+
 test('startFrontDoor() aborts the upstream request when the client goes away mid-stream', async (t) => {
   const f = await startFrontDoorFixture({ behaviour: { events: 1000, eventDelayMs: 5 } });
   t.after(() => f.close());
   await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no first event')), 5_000);
     const req = request(new URL('/v1/chat/completions', f.door.url), { method: 'POST', headers: { authorization: `Bearer ${f.token}`, 'content-type': 'application/json' } }, (res) => {
       res.once('data', () => {
+        clearTimeout(timer);
         req.destroy();
         resolve();
       });
     });
     req.on('error', () => undefined);
     req.end(JSON.stringify({ messages: [], stream: true }));
-    setTimeout(() => reject(new Error('no first event')), 5_000);
   });
   for (let i = 0; i < 100 && f.upstream.aborted.count === 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(f.upstream.aborted.count, 1);
@@ -119,6 +151,50 @@ test('startFrontDoor() refuses a body over the limit with 413 before the upstrea
   const reply = await call(f.door.url, { method: 'POST', path: '/v1/chat/completions', token: f.token, body: JSON.stringify({ pad: 'x'.repeat(2000) }) });
   assert.equal(reply.status, 413);
   assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() answers a body found too large while reading (chunked) with a readable 413, not a reset', async (t) => {
+  const f = await startFrontDoorFixture({ door: { limits: { maxBodyBytes: 1024 } } });
+  t.after(() => f.close());
+  const reply = await new Promise<Reply>((resolve, reject) => {
+    const req = request(new URL('/v1/chat/completions', f.door.url), { method: 'POST', headers: { authorization: `Bearer ${f.token}`, 'content-type': 'application/json' }, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    // No Content-Length: chunked, 2 MiB in 64 KiB pieces.
+    const piece = Buffer.alloc(64 * 1024, 0x20);
+    for (let i = 0; i < 32; i++) req.write(piece);
+    req.end();
+  });
+  assert.equal(reply.status, 413);
+  assert.equal((JSON.parse(reply.body) as { error: { code: string } }).error.code, 'ERR_BODY_TOO_LARGE');
+  assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() answers a request head over maxHeaderBytes with a JSON 431 and nothing reaches the upstream', async (t) => {
+  const f = await startFrontDoorFixture({ door: { limits: { maxHeaderBytes: 2048 } } });
+  t.after(() => f.close());
+  const response = await rawRequest(f.door.port, ['GET /v1/models HTTP/1.1', `Host: 127.0.0.1:${f.door.port}`, `Authorization: Bearer ${f.token}`, `X-Pad: ${'a'.repeat(4096)}`]);
+  assert.equal(response.status, 431);
+  assert.equal(codeIn(response), 'ERR_GUARD_MALFORMED');
+  assert.ok(response.headerNames.includes('x-content-type-options'));
+  assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() sends 100 Continue only after the guard accepted the request', async (t) => {
+  const f = await startFrontDoorFixture();
+  t.after(() => f.close());
+  const P = f.door.port;
+  const head = ['POST /v1/chat/completions HTTP/1.1', `Host: 127.0.0.1:${P}`, 'Content-Type: application/json', `Content-Length: ${CHAT.length}`, 'Expect: 100-continue'];
+  const refused = await rawRequest(P, head);
+  assert.match(refused.head, /^HTTP\/1\.1 401 /, 'no 100 Continue before the refusal');
+  const accepted = await rawRequest(P, [...head, `Authorization: Bearer ${f.token}`, 'Connection: close'], CHAT);
+  assert.equal(accepted.head, 'HTTP/1.1 100 Continue');
+  assert.match(accepted.body, /^HTTP\/1\.1 200 /);
+  assert.equal(f.upstream.seen.length, 1);
 });
 
 test('startFrontDoor() answers 429 with Retry-After beyond the concurrency limit and queue', async (t) => {
