@@ -11,7 +11,7 @@ const LABELS: Record<string, string> = {
   manifest: 'fetched the signed manifest and verified it against the pinned key',
   verified: 'downloaded the model and verified size and SHA-256 while it streamed; promoted atomically',
   available: 'runtime up (llama.cpp in a child process), front door guarding 127.0.0.1: companion available',
-  completion: 'streamed a completion through the front door with the LLM client',
+  completion: 'streamed a completion through the front door with the LLM client (the demo model has random weights: gibberish is expected)',
   stopped: 'stopped everything and signed out',
 };
 
