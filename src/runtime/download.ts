@@ -31,7 +31,10 @@ export interface DownloadOptions {
   readonly signal?: AbortSignal;
   /** Resume from this byte offset with `Range: bytes=offset-`. */
   readonly offset?: number;
-  /** Sent as `If-Range` with a resume, so a changed file comes back whole (200). */
+  /**
+   * Sent as `If-Range` with a resume, so a changed file comes back whole (200). Only a strong ETag is
+   * sent (RFC 9110 §13.1.5 forbids a weak one there); a weak one is dropped.
+   */
   readonly ifRange?: string;
   /** Redirects followed at most (default 5). */
   readonly maxRedirects?: number;
@@ -53,6 +56,11 @@ function parseContentRange(value: string | undefined): { start: number; total: n
 function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const value = headers[name];
   return Array.isArray(value) ? value[0] : value;
+}
+
+/** A strong entity tag: `"…"` without `W/`, visible ASCII only (RFC 9110 §8.8.3). */
+export function isStrongEtag(value: string): boolean {
+  return /^"[\x21\x23-\x7e\x80-\xff]*"$/.test(value) && value.length <= 256;
 }
 
 function assertHttps(url: URL): void {
@@ -94,7 +102,7 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, 'accept-encoding': 'identity', accept: '*/*' };
     if (offset > 0) {
       headers.range = `bytes=${offset}-`;
-      if (options.ifRange !== undefined) headers['if-range'] = options.ifRange;
+      if (options.ifRange !== undefined && isStrongEtag(options.ifRange)) headers['if-range'] = options.ifRange;
     }
     let response: Dispatcher.ResponseData;
     try {
@@ -114,7 +122,12 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
       const location = header(response.headers, 'location');
       if (location === undefined) throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `redirect ${statusCode} without a Location`, { detail: { status: statusCode } });
       if (hop >= maxRedirects) throw new CompanionError('ERR_DOWNLOAD_TOO_MANY_REDIRECTS');
-      target = new URL(location, target);
+      try {
+        target = new URL(location, target);
+      } catch {
+        // The library's TypeError quotes the input; say only what happened.
+        throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `redirect ${statusCode} to something that is not a URL`, { detail: { status: statusCode } });
+      }
       continue;
     }
     const ranged = offset > 0 && statusCode === 206;
@@ -136,15 +149,25 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
       start = { status: 200, rangeHonoured: false, offset: 0, totalSize: total, etag: header(response.headers, 'etag') ?? null };
     }
     let bytes = 0;
+    // What the caller's callbacks throw passes through unchanged; only the transport's errors are mapped.
+    let fromCallback: { readonly error: unknown } | null = null;
+    const call = async (fn: () => void | Promise<void>): Promise<void> => {
+      try {
+        await fn();
+      } catch (error) {
+        fromCallback = { error };
+        throw error;
+      }
+    };
     try {
-      await options.onStart?.(start);
+      if (options.onStart !== undefined) await call(() => options.onStart!(start));
       for await (const chunk of body as AsyncIterable<Buffer>) {
         bytes += chunk.length;
-        const pending = options.onChunk(chunk);
-        if (pending !== undefined) await pending;
+        await call(() => options.onChunk(chunk));
       }
     } catch (error) {
       body.destroy();
+      if (fromCallback !== null) throw (fromCallback as { readonly error: unknown }).error;
       throw mapError(error, signal);
     }
     return { ...start, bytes };

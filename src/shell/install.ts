@@ -3,28 +3,36 @@
  * bytes stream into a temp file while the integrity accumulator hashes the same bytes; only a verdict of
  * `finalize()` lets the file be fsynced and renamed to its final name, and the directory fsynced. A final
  * name never holds unverified bytes. An interrupted pull resumes: the bytes on disk are hashed first, then
- * the rest is asked for with `Range` (and `If-Range`), and a host that ignores it restarts cleanly.
+ * the rest is asked for with `Range` (and `If-Range`); a host that ignores it, or a file whose ETag
+ * changed, restarts cleanly from byte 0.
  *
- * The installed record keeps the model's identity (size, inode, mtime) and a hash *of* the digest, so a
- * later start can re-check the file without the digest itself being written anywhere.
+ * Every byte is written at an explicit file offset, the one the accumulator counted it at, so the hash
+ * that is checked is the hash of what is on disk.
+ *
+ * The installed record keeps the model's identity (size, inode, mtime, ctime) and a hash *of* the digest,
+ * so a later start can re-check the file without the digest itself being written anywhere. No error or
+ * event carries the digest or a path (P-f).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, lstat, mkdir, open, readFile, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
-import { CompanionError } from '../core/errors.js';
-import { createIntegrityAccumulator } from '../core/integrity.js';
+import { CompanionError, isCompanionError } from '../core/errors.js';
+import { createIntegrityAccumulator, type IntegrityAccumulator } from '../core/integrity.js';
 import type { ManifestModel } from '../core/manifest-format.js';
-import { download, type DownloadStart } from '../runtime/download.js';
+import { download, isStrongEtag, type DownloadStart } from '../runtime/download.js';
 
 export interface PullProgress {
   readonly event: 'progress';
   readonly model: string;
+  /** Bytes of the file received so far (including resumed ones). */
   readonly bytes: number;
   readonly total: number;
+  /** Rate of this attempt (bytes received by it over its time). */
   readonly bytesPerSecond: number;
   readonly etaSeconds: number | null;
+  /** Where this attempt started (0, or the resume offset). */
   readonly resumedFrom: number;
 }
 
@@ -32,53 +40,87 @@ export type PullEvent =
   | PullProgress
   | { readonly event: 'resume'; readonly model: string; readonly offset: number }
   | { readonly event: 'restart'; readonly model: string; readonly reason: 'range-ignored' | 'changed' }
-  | { readonly event: 'verified'; readonly model: string };
+  | { readonly event: 'verified'; readonly model: string; readonly bytes: number; readonly reused: boolean };
 
 /** What the companion remembers about an installed, verified model (models/installed.json, 0600). */
 export interface InstalledModel {
   readonly id: string;
   readonly name: string;
+  /** File name inside the models directory. */
   readonly file: string;
   readonly size: number;
   /** SHA-256 of the lower-case hex digest: lets a start re-check the file without storing the digest. */
   readonly digestCheck: string;
-  readonly inode: number;
-  readonly mtimeMs: number;
+  /** Identity of the verified file (decimal, exact): a change means "hash it again before loading". */
+  readonly inode: string;
+  readonly dev: string;
+  readonly mtimeNs: string;
+  readonly ctimeNs: string;
+  /** Unix milliseconds. */
   readonly verifiedAt: number;
   readonly manifestVersion: number;
 }
 
+/** Writes `chunk` at `position` of the temp file; a test may replace it to inject a failure (disk full). */
+export type WriteChunk = (handle: FileHandle, chunk: Buffer, position: number) => Promise<void>;
+
 export interface PullOptions {
+  /** The model entry of a manifest that `verifyManifest()` accepted. */
   readonly model: ManifestModel;
   readonly manifestVersion: number;
+  /** The models directory (created 0700). */
   readonly modelsDir: string;
+  /** An undici dispatcher that verifies TLS (see `createTlsAgent`); it never carries credentials. */
   readonly dispatcher: Dispatcher;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: PullEvent) => void;
   /** Minimum time between progress events (default 250 ms). */
   readonly progressIntervalMs?: number;
-  /** Write path hook for fault tests (disk full): defaults to the file handle's write. */
-  readonly writeChunk?: (handle: FileHandle, chunk: Buffer) => Promise<void>;
+  /** Fault-test hook: replaces the positional write of each batch (e.g. to throw ENOSPC). */
+  readonly writeChunk?: WriteChunk;
   readonly now?: () => number;
 }
 
 interface PartialMeta {
+  readonly format: 'companion-partial-v1';
   readonly url: string;
   readonly size: number;
   readonly digestCheck: string;
   readonly etag: string | null;
 }
 
-const WRITE_BATCH = 1 << 20;
+/** Bytes per write (and per read when re-hashing): large writes save CPU (docs/download.md). */
+const BATCH = 1 << 20;
+const INSTALLED = 'installed.json';
+const PARTIAL_DIR = '.partial';
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 function digestCheckOf(sha256Hex: string): string {
   return createHash('sha256').update(sha256Hex.toLowerCase()).digest('hex');
 }
 
-/** File name of a model inside the models directory (ids are checked by the manifest core). */
+/** File name of a model inside the models directory. @throws ERR_MANIFEST_MALFORMED for an unsafe id. */
 export function modelFileName(id: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(id) || id.includes('..')) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model id is not a safe file name');
+  if (typeof id !== 'string' || !MODEL_ID.test(id) || id.includes('..')) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model id is not a safe file name');
   return `${id}.gguf`;
+}
+
+/** A file system failure as a coded error, without the library's message (it quotes paths). */
+function diskError(error: unknown): CompanionError {
+  if (error instanceof CompanionError) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new CompanionError('ERR_DISK_SPACE');
+  return new CompanionError('ERR_DISK_WRITE', undefined, typeof code === 'string' ? { detail: { cause: code } } : {});
+}
+
+/** Runs a file system step; its failure becomes ERR_DISK_SPACE / ERR_DISK_WRITE. */
+async function disk<T>(step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    throw diskError(error);
+  }
 }
 
 async function fsyncDir(dir: string): Promise<void> {
@@ -90,194 +132,415 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-async function hashExisting(path: string, bytes: number, update: (chunk: Buffer) => void): Promise<void> {
-  if (bytes === 0) return;
-  const stream = createReadStream(path, { start: 0, end: bytes - 1, highWaterMark: WRITE_BATCH });
-  for await (const chunk of stream as AsyncIterable<Buffer>) update(chunk);
+/** A private folder: created 0700, and tightened to 0700 when it already existed. */
+async function privateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
 }
 
-async function readJson<T>(path: string): Promise<T | null> {
+async function readJson(path: string): Promise<unknown> {
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as T;
+    return JSON.parse(await readFile(path, 'utf8')) as unknown;
   } catch {
     return null;
   }
 }
 
-/** Reads the installed record, or null. */
-export async function readInstalled(modelsDir: string): Promise<InstalledModel | null> {
-  return readJson<InstalledModel>(join(modelsDir, 'installed.json'));
-}
-
+/** Writes JSON to a 0600 file atomically (temp, fsync, rename). */
 async function writePrivateJson(path: string, value: unknown): Promise<void> {
   const temp = `${path}.tmp`;
-  await writeFile(temp, JSON.stringify(value), { mode: 0o600 });
+  const handle = await open(temp, 'w', 0o600);
+  try {
+    await handle.writeFile(JSON.stringify(value));
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
   await rename(temp, path);
 }
 
+const isDecimal = (value: unknown): value is string => typeof value === 'string' && /^\d{1,40}$/.test(value);
+
+function asInstalled(value: unknown): InstalledModel | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const v = value as Record<string, unknown>;
+  const ok = typeof v.id === 'string' && MODEL_ID.test(v.id) && typeof v.name === 'string' && typeof v.file === 'string'
+    && Number.isSafeInteger(v.size) && (v.size as number) > 0 && typeof v.digestCheck === 'string' && SHA256_HEX.test(v.digestCheck)
+    && isDecimal(v.inode) && isDecimal(v.dev) && isDecimal(v.mtimeNs) && isDecimal(v.ctimeNs)
+    && typeof v.verifiedAt === 'number' && Number.isSafeInteger(v.manifestVersion);
+  return ok ? (v as unknown as InstalledModel) : null;
+}
+
+/** Reads the installed record, or null when there is none or it does not have the expected shape. */
+export async function readInstalled(modelsDir: string): Promise<InstalledModel | null> {
+  return asInstalled(await readJson(join(modelsDir, INSTALLED)));
+}
+
+interface Identity {
+  readonly size: number;
+  readonly inode: string;
+  readonly dev: string;
+  readonly mtimeNs: string;
+  readonly ctimeNs: string;
+}
+
+/** The identity of a regular file, 'missing', or 'other' (a symlink, a folder…: not what was verified). */
+async function identityOf(path: string): Promise<Identity | 'missing' | 'other'> {
+  const info = await lstat(path, { bigint: true }).catch(() => null);
+  if (info === null) return 'missing';
+  if (!info.isFile()) return 'other';
+  return { size: Number(info.size), inode: String(info.ino), dev: String(info.dev), mtimeNs: String(info.mtimeNs), ctimeNs: String(info.ctimeNs) };
+}
+
+function sameIdentity(a: Identity, b: Identity): boolean {
+  return a.size === b.size && a.inode === b.inode && a.dev === b.dev && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+/** Feeds the first `bytes` bytes of an open file to `update`, in large reads. */
+async function hashFile(handle: FileHandle, bytes: number, update: (chunk: Buffer) => void): Promise<void> {
+  const buffer = Buffer.allocUnsafe(Math.min(BATCH * 4, Math.max(1, bytes)));
+  for (let position = 0; position < bytes;) {
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, bytes - position), position);
+    if (bytesRead === 0) throw new CompanionError('ERR_DISK_WRITE', 'the file is shorter than expected');
+    update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
+}
+
+const positionalWrite: WriteChunk = async (handle, chunk, position) => {
+  for (let done = 0; done < chunk.length;) {
+    const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, position + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
+    done += bytesWritten;
+  }
+};
+
 /**
- * Downloads, verifies and promotes one model. Resolves with the installed record; rejects with a coded
- * error (ERR_INTEGRITY_*, ERR_DOWNLOAD_*, ERR_DISK_SPACE, ERR_DISK_WRITE) and never leaves a final file
- * holding unverified bytes. A partial file is kept for resume after network errors and removed after an
- * integrity failure.
+ * The temp file and its accumulator: every chunk is hashed and copied into a 1 MiB batch; a full batch
+ * is written at its file offset while the next one fills (one write in flight), so receiving and
+ * writing overlap with bounded memory (two batches).
  */
-export async function pullModel(options: PullOptions): Promise<InstalledModel> {
-  const { model, modelsDir } = options;
-  const now = options.now ?? Date.now;
-  const finalName = modelFileName(model.id);
-  const finalPath = join(modelsDir, finalName);
-  const partialDir = join(modelsDir, '.partial');
-  const partialPath = join(partialDir, `${finalName}.part`);
-  const metaPath = `${partialPath}.json`;
-  await mkdir(modelsDir, { recursive: true, mode: 0o700 });
-  await mkdir(partialDir, { recursive: true, mode: 0o700 });
+class VerifyingWriter {
+  #handle: FileHandle;
+  #write: WriteChunk;
+  #accumulator: IntegrityAccumulator;
+  readonly #expected: { expectedSize: number; expectedSha256: string };
+  #batches: [Buffer, Buffer] = [Buffer.allocUnsafe(BATCH), Buffer.allocUnsafe(BATCH)];
+  #current = 0;
+  #fill = 0;
+  /** File offset of the first byte of the current batch. */
+  #batchStart = 0;
+  #inFlight: Promise<void> | null = null;
+  #failure: CompanionError | null = null;
 
-  const digestCheck = digestCheckOf(model.sha256);
-  let offset = 0;
-  let etag: string | null = null;
-  const meta = await readJson<PartialMeta>(metaPath);
-  const partial = await stat(partialPath).catch(() => null);
-  if (meta && partial && meta.url === model.url && meta.size === model.size && meta.digestCheck === digestCheck && partial.size <= model.size) {
-    offset = partial.size;
-    etag = meta.etag;
-  } else {
-    await rm(partialPath, { force: true });
-    await rm(metaPath, { force: true });
+  constructor(handle: FileHandle, write: WriteChunk, expected: { expectedSize: number; expectedSha256: string }) {
+    this.#handle = handle;
+    this.#write = write;
+    this.#expected = expected;
+    this.#accumulator = createIntegrityAccumulator(expected);
   }
 
-  // Free space for what is still to come (the partial bytes are already on disk).
-  const fsInfo = await statfs(modelsDir);
-  if (fsInfo.bavail * fsInfo.bsize < model.size - offset) throw new CompanionError('ERR_DISK_SPACE');
-
-  let accumulator = createIntegrityAccumulator({ expectedSize: model.size, expectedSha256: model.sha256 });
-  if (offset > 0) {
-    await hashExisting(partialPath, offset, (chunk) => accumulator.update(chunk));
-    options.onEvent?.({ event: 'resume', model: model.id, offset });
+  /** Bytes counted (and written or queued) so far: the file offset of the next byte. */
+  get position(): number {
+    return this.#batchStart + this.#fill;
   }
 
-  const handle = await open(partialPath, offset > 0 ? 'r+' : 'w', 0o600);
-  const writeChunk = options.writeChunk ?? (async (h: FileHandle, chunk: Buffer) => {
-    await h.write(chunk);
-  });
-  let position = offset;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const flush = async (): Promise<void> => {
-    if (pendingBytes === 0) return;
-    const batch = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-    pending = [];
-    pendingBytes = 0;
-    try {
-      await writeChunk(handle, batch);
-    } catch (error) {
-      const code = (error as { code?: unknown } | null)?.code;
-      if (code === 'ENOSPC' || code === 'EDQUOT') throw new CompanionError('ERR_DISK_SPACE');
-      throw new CompanionError('ERR_DISK_WRITE');
+  /** Hashes the first `bytes` bytes already in the file (a resume). */
+  async adopt(bytes: number): Promise<void> {
+    await disk(() => hashFile(this.#handle, bytes, (chunk) => this.#accumulator.update(chunk)));
+    this.#batchStart = bytes;
+  }
+
+  /** Starts over at byte 0 with an empty file. */
+  async reset(): Promise<void> {
+    await this.drain();
+    await disk(() => this.#handle.truncate(0));
+    this.#accumulator = createIntegrityAccumulator(this.#expected);
+    this.#batchStart = 0;
+    this.#fill = 0;
+  }
+
+  /** Hashes then queues `chunk` (throws ERR_INTEGRITY_SIZE_OVER before anything past the size is kept). */
+  async push(chunk: Buffer): Promise<void> {
+    this.#accumulator.update(chunk);
+    let offset = 0;
+    while (offset < chunk.length) {
+      const batch = this.#batches[this.#current]!;
+      const n = chunk.copy(batch, this.#fill, offset);
+      this.#fill += n;
+      offset += n;
+      if (this.#fill === BATCH) await this.#rotate();
     }
-  };
+  }
 
-  const started = now();
-  let lastProgress = 0;
-  const interval = options.progressIntervalMs ?? 250;
-  const progress = (force: boolean): void => {
-    const t = now();
-    if (!force && t - lastProgress < interval) return;
-    lastProgress = t;
-    const elapsed = Math.max(1, t - started) / 1000;
-    const rate = (position - offset) / elapsed;
-    options.onEvent?.({
-      event: 'progress', model: model.id, bytes: position, total: model.size, bytesPerSecond: Math.round(rate),
-      etaSeconds: rate > 0 ? Math.round((model.size - position) / rate) : null, resumedFrom: offset,
+  async #rotate(): Promise<void> {
+    // Wait for the write before last to finish (it used the other batch), then send this one.
+    await this.#settle();
+    const batch = this.#batches[this.#current]!.subarray(0, this.#fill);
+    const position = this.#batchStart;
+    this.#inFlight = this.#write(this.#handle, batch, position).catch((error: unknown) => {
+      this.#failure = diskError(error);
     });
-  };
+    this.#batchStart += this.#fill;
+    this.#fill = 0;
+    this.#current = 1 - this.#current;
+  }
 
-  let integrityFailed = false;
+  async #settle(): Promise<void> {
+    if (this.#inFlight !== null) {
+      await this.#inFlight;
+      this.#inFlight = null;
+    }
+    if (this.#failure !== null) throw this.#failure;
+  }
+
+  /** Writes whatever is queued (after a failure of the network too, so a resume keeps those bytes). */
+  async drain(): Promise<void> {
+    if (this.#fill > 0) await this.#rotate();
+    await this.#settle();
+  }
+
+  /** Drains, then checks size and digest (ERR_INTEGRITY_*), then fsyncs the file. */
+  async verify(): Promise<void> {
+    await this.drain();
+    this.#accumulator.finalize();
+    await disk(() => this.#handle.sync());
+  }
+
+  async close(): Promise<void> {
+    // Wait for a write still running so the handle is not closed under it.
+    await this.#inFlight?.catch(() => undefined);
+    await this.#handle.close().catch(() => undefined);
+  }
+}
+
+/** Thrown inside `onStart` to drop a ranged response whose ETag is not the one the partial came from. */
+class RestartFromZero extends Error {}
+
+function assertModel(model: ManifestModel): void {
+  if (typeof model !== 'object' || model === null) throw Object.assign(new TypeError('model must be a manifest model'), { code: 'ERR_INVALID_ARG_TYPE' });
+  modelFileName(model.id);
+  if (!Number.isSafeInteger(model.size) || model.size <= 0) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model size must be a positive integer');
+  if (typeof model.sha256 !== 'string' || !SHA256_HEX.test(model.sha256)) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model sha256 must be 64 lower-case hex characters');
+  let url: URL;
   try {
-    await download(model.url, {
-      dispatcher: options.dispatcher,
-      offset,
-      ...(etag !== null && offset > 0 ? { ifRange: etag } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      onStart: async (start: DownloadStart) => {
-        if (offset > 0 && !start.rangeHonoured) {
-          // The host sent the whole file (Range ignored, or If-Range saw a changed ETag): start over.
-          options.onEvent?.({ event: 'restart', model: model.id, reason: etag !== null && start.etag !== etag ? 'changed' : 'range-ignored' });
-          await handle.truncate(0);
-          position = 0;
-          offset = 0;
-          accumulator = createIntegrityAccumulator({ expectedSize: model.size, expectedSha256: model.sha256 });
-        }
-        if (start.totalSize !== null && start.totalSize !== model.size) {
-          // The host says the file has another size than the signed manifest: refuse before writing.
-          integrityFailed = true;
-          throw new CompanionError(start.totalSize > model.size ? 'ERR_INTEGRITY_SIZE_OVER' : 'ERR_INTEGRITY_SIZE_UNDER');
-        }
-        await writePrivateJson(metaPath, { url: model.url, size: model.size, digestCheck, etag: start.etag } satisfies PartialMeta);
-      },
-      onChunk: async (chunk: Buffer) => {
-        try {
-          accumulator.update(chunk);
-        } catch (error) {
-          integrityFailed = true;
-          throw error;
-        }
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        position += chunk.length;
-        if (pendingBytes >= WRITE_BATCH) await flush();
-        progress(false);
-      },
-    });
-    await flush();
-    progress(true);
-    try {
-      accumulator.finalize();
-    } catch (error) {
-      integrityFailed = true;
-      throw error;
-    }
-    await handle.sync();
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    if (integrityFailed) {
-      await rm(partialPath, { force: true });
-      await rm(metaPath, { force: true });
-    }
-    throw error;
+    url = new URL(model.url);
+  } catch {
+    throw new CompanionError('ERR_MANIFEST_MODEL_URL');
   }
-  await handle.close();
-  // Verified: only now does the file get its final name.
-  await rename(partialPath, finalPath);
-  await fsyncDir(modelsDir);
-  await rm(metaPath, { force: true });
-  const info = await stat(finalPath);
-  const installed: InstalledModel = {
-    id: model.id, name: model.name, file: finalName, size: model.size, digestCheck,
-    inode: info.ino, mtimeMs: info.mtimeMs, verifiedAt: now(), manifestVersion: options.manifestVersion,
-  };
-  await writePrivateJson(join(modelsDir, 'installed.json'), installed);
-  await fsyncDir(modelsDir);
-  options.onEvent?.({ event: 'verified', model: model.id });
-  return installed;
+  // The manifest core refuses it already; refusing again here keeps the promise local (P-h).
+  if (url.protocol !== 'https:' || url.username !== '' || url.password !== '') throw new CompanionError('ERR_MANIFEST_MODEL_URL');
 }
 
 /**
- * Re-checks an installed model before the runtime loads it: size and identity (inode, mtime) must match
- * the record; if the identity changed, the file is re-hashed and must still match the digest.
- * @returns the absolute model path. @throws ERR_MODEL_NOT_INSTALLED, ERR_MODEL_CHANGED
+ * Re-checks an installed model against its record: same size and identity (inode, device, mtime, ctime)
+ * passes at once; otherwise the file is hashed again and must still match, and the record is refreshed.
+ */
+async function checkAgainst(modelsDir: string, installed: InstalledModel): Promise<{ path: string; installed: InstalledModel }> {
+  const path = join(modelsDir, modelFileName(installed.id));
+  const identity = await identityOf(path);
+  if (identity === 'missing') throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
+  if (identity === 'other') throw new CompanionError('ERR_MODEL_CHANGED');
+  if (identity.size !== installed.size) throw new CompanionError('ERR_MODEL_CHANGED');
+  if (sameIdentity(identity, installed)) return { path, installed };
+  const hash = createHash('sha256');
+  // O_NOFOLLOW: the file checked is the file read.
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => null);
+  if (handle === null) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
+  let after: Identity | 'missing' | 'other';
+  try {
+    await hashFile(handle, installed.size, (chunk) => hash.update(chunk)).catch(() => {
+      throw new CompanionError('ERR_MODEL_CHANGED');
+    });
+    after = await identityOf(path);
+  } finally {
+    await handle.close();
+  }
+  // A file that changed while it was hashed is not the one that was hashed.
+  if (typeof after === 'string' || !sameIdentity(after, identity)) throw new CompanionError('ERR_MODEL_CHANGED');
+  if (digestCheckOf(hash.digest('hex')) !== installed.digestCheck) throw new CompanionError('ERR_MODEL_CHANGED');
+  const refreshed: InstalledModel = { ...installed, inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs };
+  await disk(() => writePrivateJson(join(modelsDir, INSTALLED), refreshed));
+  return { path, installed: refreshed };
+}
+
+/**
+ * Re-checks the installed model before the runtime loads it: size and identity must match the record;
+ * if the identity changed (a touch, a copy, a swap), the file is hashed again and must still match the
+ * digest it was verified against (then the record is refreshed).
+ * @returns the absolute model path and the (possibly refreshed) record.
+ * @throws ERR_MODEL_NOT_INSTALLED (no record, or no file), ERR_MODEL_CHANGED (size or digest differ)
  */
 export async function checkInstalledModel(modelsDir: string): Promise<{ path: string; installed: InstalledModel }> {
   const installed = await readInstalled(modelsDir);
   if (installed === null) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
-  const path = join(modelsDir, modelFileName(installed.id));
-  const info = await stat(path).catch(() => null);
-  if (info === null || !info.isFile()) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
-  if (info.size !== installed.size) throw new CompanionError('ERR_MODEL_CHANGED');
-  if (info.ino === installed.inode && info.mtimeMs === installed.mtimeMs) return { path, installed };
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: WRITE_BATCH }) as AsyncIterable<Buffer>) hash.update(chunk);
-  if (digestCheckOf(hash.digest('hex')) !== installed.digestCheck) throw new CompanionError('ERR_MODEL_CHANGED');
-  const refreshed: InstalledModel = { ...installed, inode: info.ino, mtimeMs: info.mtimeMs };
-  await writePrivateJson(join(modelsDir, 'installed.json'), refreshed);
-  return { path, installed: refreshed };
+  return checkAgainst(modelsDir, installed);
+}
+
+/**
+ * Downloads, verifies and promotes one model (D5.5). Resolves with the installed record; when that very
+ * model (same id, size and digest) is installed and still checks, resolves at once (`reused`).
+ *
+ * The temp file lives in `<modelsDir>/.partial/`; it is removed after an integrity failure or a full
+ * disk, and kept (for a resume) after a network failure, a stall, a cancel or a kill.
+ * @throws ERR_MANIFEST_MALFORMED / ERR_MANIFEST_MODEL_URL (a bad model entry), ERR_DISK_SPACE,
+ * ERR_DISK_WRITE, ERR_INTEGRITY_SIZE_OVER, ERR_INTEGRITY_SIZE_UNDER, ERR_INTEGRITY_DIGEST, and the
+ * adapter's ERR_DOWNLOAD_* codes. No message names the digest or a path.
+ */
+export async function pullModel(options: PullOptions): Promise<InstalledModel> {
+  const { model, modelsDir } = options;
+  assertModel(model);
+  const now = options.now ?? Date.now;
+  const emit = options.onEvent ?? (() => undefined);
+  const finalName = modelFileName(model.id);
+  const finalPath = join(modelsDir, finalName);
+  const partialDir = join(modelsDir, PARTIAL_DIR);
+  const partialPath = join(partialDir, `${finalName}.part`);
+  const metaPath = `${partialPath}.json`;
+  const digestCheck = digestCheckOf(model.sha256);
+  await disk(async () => {
+    await privateDir(modelsDir);
+    await privateDir(partialDir);
+  });
+
+  // Already installed and unchanged: nothing to fetch.
+  const existing = await readInstalled(modelsDir);
+  if (existing !== null && existing.id === model.id && existing.size === model.size && existing.digestCheck === digestCheck) {
+    const checked = await checkAgainst(modelsDir, existing).catch((error: unknown) => {
+      if (isCompanionError(error, 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED')) return null;
+      throw error;
+    });
+    if (checked !== null) {
+      emit({ event: 'verified', model: model.id, bytes: model.size, reused: true });
+      return checked.installed;
+    }
+  }
+
+  // A partial from an earlier pull of the same manifest entry is resumed; anything else is discarded.
+  let offset = 0;
+  let etag: string | null = null;
+  const meta = await readJson(metaPath) as Partial<PartialMeta> | null;
+  const partial = await identityOf(partialPath);
+  if (meta?.format === 'companion-partial-v1' && typeof partial !== 'string' && meta.url === model.url && meta.size === model.size && meta.digestCheck === digestCheck && partial.size <= model.size) {
+    offset = partial.size;
+    etag = typeof meta.etag === 'string' && isStrongEtag(meta.etag) ? meta.etag : null;
+  } else {
+    await disk(async () => {
+      await rm(partialPath, { force: true });
+      await rm(metaPath, { force: true });
+    });
+  }
+
+  // Free space for what is still to come (the partial bytes are already on disk).
+  const fsInfo = await disk(() => statfs(modelsDir));
+  if (fsInfo.bavail * fsInfo.bsize < model.size - offset) throw new CompanionError('ERR_DISK_SPACE');
+
+  const handle = await disk(() => open(partialPath, offset > 0 ? 'r+' : 'w', 0o600));
+  const writer = new VerifyingWriter(handle, options.writeChunk ?? positionalWrite, { expectedSize: model.size, expectedSha256: model.sha256 });
+  let discardPartial = false;
+  try {
+    if (offset > 0) {
+      await writer.adopt(offset);
+      emit({ event: 'resume', model: model.id, offset });
+    }
+    // A partial that is already whole (killed before the promote) needs no request.
+    if (writer.position < model.size) await receive(options, writer, etag, metaPath, digestCheck, emit, now);
+    try {
+      await writer.verify();
+    } catch (error) {
+      if (isCompanionError(error) && error.code.startsWith('ERR_INTEGRITY_')) discardPartial = true;
+      throw error;
+    }
+  } catch (error) {
+    if (isCompanionError(error) && (error.code.startsWith('ERR_INTEGRITY_') || error.code === 'ERR_DISK_SPACE')) discardPartial = true;
+    else await writer.drain().catch(() => undefined);
+    await writer.close();
+    if (discardPartial) {
+      // Unverifiable bytes are not kept; a full disk gets its space back.
+      await rm(partialPath, { force: true }).catch(() => undefined);
+      await rm(metaPath, { force: true }).catch(() => undefined);
+    }
+    throw error;
+  }
+  await writer.close();
+
+  // Verified and fsynced: only now does the file get its final name.
+  return disk(async () => {
+    await rename(partialPath, finalPath);
+    await fsyncDir(modelsDir);
+    await rm(metaPath, { force: true });
+    const identity = await identityOf(finalPath);
+    if (typeof identity === 'string' || identity.size !== model.size) throw new CompanionError('ERR_DISK_WRITE', 'the promoted file is not there');
+    const installed: InstalledModel = {
+      id: model.id, name: model.name, file: finalName, size: model.size, digestCheck,
+      inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs,
+      verifiedAt: now(), manifestVersion: options.manifestVersion,
+    };
+    await writePrivateJson(join(modelsDir, INSTALLED), installed);
+    await fsyncDir(modelsDir);
+    emit({ event: 'verified', model: model.id, bytes: model.size, reused: false });
+    return installed;
+  });
+}
+
+/** The network part: one request, or two when a ranged answer comes from a file that changed. */
+async function receive(
+  options: PullOptions, writer: VerifyingWriter, knownEtag: string | null, metaPath: string, digestCheck: string,
+  emit: (event: PullEvent) => void, now: () => number,
+): Promise<void> {
+  const { model } = options;
+  const interval = options.progressIntervalMs ?? 250;
+  let etag = knownEtag;
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    const from = writer.position;
+    const started = now();
+    let lastProgress = started;
+    const progress = (force: boolean): void => {
+      const t = now();
+      if (!force && t - lastProgress < interval) return;
+      lastProgress = t;
+      const rate = (writer.position - from) / (Math.max(1, t - started) / 1000);
+      emit({
+        event: 'progress', model: model.id, bytes: writer.position, total: model.size, bytesPerSecond: Math.round(rate),
+        etaSeconds: rate > 0 ? Math.round((model.size - writer.position) / rate) : null, resumedFrom: from,
+      });
+    };
+    try {
+      await download(model.url, {
+        dispatcher: options.dispatcher,
+        offset: from,
+        ...(etag !== null && from > 0 ? { ifRange: etag } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        onStart: async (start: DownloadStart) => {
+          if (from > 0 && start.rangeHonoured && etag !== null && start.etag !== etag) throw new RestartFromZero();
+          if (from > 0 && !start.rangeHonoured) {
+            // The whole file came back (Range ignored, or If-Range saw another ETag): start over.
+            emit({ event: 'restart', model: model.id, reason: etag !== null && start.etag !== etag ? 'changed' : 'range-ignored' });
+            await writer.reset();
+          }
+          if (start.totalSize !== null && start.totalSize !== model.size) {
+            // The host says the file has another size than the signed manifest: refuse before writing.
+            throw new CompanionError(start.totalSize > model.size ? 'ERR_INTEGRITY_SIZE_OVER' : 'ERR_INTEGRITY_SIZE_UNDER');
+          }
+          if (writer.position === 0) {
+            // Written before the first byte, so a partial on disk always names the ETag its bytes came with.
+            etag = start.etag !== null && isStrongEtag(start.etag) ? start.etag : null;
+            await disk(() => writePrivateJson(metaPath, { format: 'companion-partial-v1', url: model.url, size: model.size, digestCheck, etag } satisfies PartialMeta));
+          }
+          progress(true);
+        },
+        onChunk: async (chunk: Buffer) => {
+          await writer.push(chunk);
+          progress(false);
+        },
+      });
+      progress(true);
+      return;
+    } catch (error) {
+      if (!(error instanceof RestartFromZero) || attempt > 0) throw error;
+      emit({ event: 'restart', model: model.id, reason: 'changed' });
+      await writer.reset();
+      etag = null;
+    }
+  }
 }
