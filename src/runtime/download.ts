@@ -151,19 +151,24 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
     let bytes = 0;
     // What the caller's callbacks throw passes through unchanged; only the transport's errors are mapped.
     let fromCallback: { readonly error: unknown } | null = null;
-    const call = async (fn: () => void | Promise<void>): Promise<void> => {
+    const { onChunk } = options;
+    try {
       try {
-        await fn();
+        await options.onStart?.(start);
       } catch (error) {
         fromCallback = { error };
         throw error;
       }
-    };
-    try {
-      if (options.onStart !== undefined) await call(() => options.onStart!(start));
       for await (const chunk of body as AsyncIterable<Buffer>) {
         bytes += chunk.length;
-        await call(() => options.onChunk(chunk));
+        try {
+          // Awaited only when the consumer asks to wait (a promise): no extra tick per chunk otherwise.
+          const pending = onChunk(chunk);
+          if (pending !== undefined) await pending;
+        } catch (error) {
+          fromCallback = { error };
+          throw error;
+        }
       }
     } catch (error) {
       body.destroy();

@@ -18,10 +18,12 @@ import { constants } from 'node:fs';
 import { chmod, lstat, mkdir, open, readFile, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
-import { CompanionError, isCompanionError } from '../core/errors.js';
+import { Worker } from 'node:worker_threads';
+import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
 import { createIntegrityAccumulator, type IntegrityAccumulator } from '../core/integrity.js';
 import type { ManifestModel } from '../core/manifest-format.js';
 import { download, isStrongEtag, type DownloadStart } from '../runtime/download.js';
+import type { SinkInit, SinkReply, SinkRequest } from './install-worker.js';
 
 export interface PullProgress {
   readonly event: 'progress';
@@ -76,7 +78,12 @@ export interface PullOptions {
   readonly onEvent?: (event: PullEvent) => void;
   /** Minimum time between progress events (default 250 ms). */
   readonly progressIntervalMs?: number;
-  /** Fault-test hook: replaces the positional write of each batch (e.g. to throw ENOSPC). */
+  /**
+   * Where hashing and writing run: on a worker thread (default: receiving, hashing and writing overlap)
+   * or on the main thread (for comparison; also what the `writeChunk` hook implies).
+   */
+  readonly hashOn?: 'worker' | 'main';
+  /** Fault-test hook: replaces the positional write of each batch (e.g. to throw ENOSPC). Main thread. */
   readonly writeChunk?: WriteChunk;
   readonly now?: () => number;
 }
@@ -90,7 +97,7 @@ interface PartialMeta {
 }
 
 /** Bytes per write (and per read when re-hashing): large writes save CPU (docs/download.md). */
-const BATCH = 1 << 20;
+const BATCH = Number(process.env.XBATCH ?? 1 << 20);
 const INSTALLED = 'installed.json';
 const PARTIAL_DIR = '.partial';
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -215,20 +222,37 @@ const positionalWrite: WriteChunk = async (handle, chunk, position) => {
   }
 };
 
+/** The temp file plus its integrity accumulator: what `pullModel` feeds the received bytes to. */
+interface Sink {
+  /** File offset of the next byte (bytes counted, written or queued). */
+  readonly position: number;
+  /** Hashes the first `bytes` bytes already in the file (a resume). */
+  adopt(bytes: number): Promise<void>;
+  /** Starts over at byte 0 with an empty file. */
+  reset(): Promise<void>;
+  /** Hashes and queues a chunk; returns a promise only when the caller must wait (backpressure). */
+  push(chunk: Buffer): void | Promise<void>;
+  /** Writes whatever is queued (after a network failure too, so a resume keeps those bytes). */
+  drain(): Promise<void>;
+  /** Drains, checks size and digest (ERR_INTEGRITY_*), fsyncs the file. */
+  verify(): Promise<void>;
+  /** Waits for any write still running, then releases everything (the file handle included). */
+  close(): Promise<void>;
+}
+
 /**
- * The temp file and its accumulator: every chunk is hashed and copied into a 1 MiB batch; a full batch
- * is written at its file offset while the next one fills (one write in flight), so receiving and
- * writing overlap with bounded memory (two batches).
+ * The sink on the main thread: every chunk is hashed and copied into a 1 MiB batch; a full batch is
+ * written at its file offset while the next one fills (one write in flight, two batches of memory).
+ * Used with the `writeChunk` fault hook, and with `hashOn: 'main'`.
  */
-class VerifyingWriter {
-  #handle: FileHandle;
-  #write: WriteChunk;
-  #accumulator: IntegrityAccumulator;
+class MainThreadSink implements Sink {
+  readonly #handle: FileHandle;
+  readonly #write: WriteChunk;
   readonly #expected: { expectedSize: number; expectedSha256: string };
-  #batches: [Buffer, Buffer] = [Buffer.allocUnsafe(BATCH), Buffer.allocUnsafe(BATCH)];
+  #accumulator: IntegrityAccumulator;
+  readonly #batches: [Buffer, Buffer] = [Buffer.allocUnsafe(BATCH), Buffer.allocUnsafe(BATCH)];
   #current = 0;
   #fill = 0;
-  /** File offset of the first byte of the current batch. */
   #batchStart = 0;
   #inFlight: Promise<void> | null = null;
   #failure: CompanionError | null = null;
@@ -240,18 +264,15 @@ class VerifyingWriter {
     this.#accumulator = createIntegrityAccumulator(expected);
   }
 
-  /** Bytes counted (and written or queued) so far: the file offset of the next byte. */
   get position(): number {
     return this.#batchStart + this.#fill;
   }
 
-  /** Hashes the first `bytes` bytes already in the file (a resume). */
   async adopt(bytes: number): Promise<void> {
     await disk(() => hashFile(this.#handle, bytes, (chunk) => this.#accumulator.update(chunk)));
     this.#batchStart = bytes;
   }
 
-  /** Starts over at byte 0 with an empty file. */
   async reset(): Promise<void> {
     await this.drain();
     await disk(() => this.#handle.truncate(0));
@@ -260,13 +281,22 @@ class VerifyingWriter {
     this.#fill = 0;
   }
 
-  /** Hashes then queues `chunk` (throws ERR_INTEGRITY_SIZE_OVER before anything past the size is kept). */
-  async push(chunk: Buffer): Promise<void> {
+  push(chunk: Buffer): void | Promise<void> {
+    // Refuses bytes past the expected size before any of them is kept.
     this.#accumulator.update(chunk);
     let offset = 0;
     while (offset < chunk.length) {
-      const batch = this.#batches[this.#current]!;
-      const n = chunk.copy(batch, this.#fill, offset);
+      const n = chunk.copy(this.#batches[this.#current]!, this.#fill, offset);
+      this.#fill += n;
+      offset += n;
+      if (this.#fill === BATCH) return this.#rotate().then(() => (offset < chunk.length ? this.#pushRest(chunk, offset) : undefined));
+    }
+    return undefined;
+  }
+
+  async #pushRest(chunk: Buffer, from: number): Promise<void> {
+    for (let offset = from; offset < chunk.length;) {
+      const n = chunk.copy(this.#batches[this.#current]!, this.#fill, offset);
       this.#fill += n;
       offset += n;
       if (this.#fill === BATCH) await this.#rotate();
@@ -277,8 +307,7 @@ class VerifyingWriter {
     // Wait for the write before last to finish (it used the other batch), then send this one.
     await this.#settle();
     const batch = this.#batches[this.#current]!.subarray(0, this.#fill);
-    const position = this.#batchStart;
-    this.#inFlight = this.#write(this.#handle, batch, position).catch((error: unknown) => {
+    this.#inFlight = this.#write(this.#handle, batch, this.#batchStart).catch((error: unknown) => {
       this.#failure = diskError(error);
     });
     this.#batchStart += this.#fill;
@@ -294,13 +323,11 @@ class VerifyingWriter {
     if (this.#failure !== null) throw this.#failure;
   }
 
-  /** Writes whatever is queued (after a failure of the network too, so a resume keeps those bytes). */
   async drain(): Promise<void> {
     if (this.#fill > 0) await this.#rotate();
     await this.#settle();
   }
 
-  /** Drains, then checks size and digest (ERR_INTEGRITY_*), then fsyncs the file. */
   async verify(): Promise<void> {
     await this.drain();
     this.#accumulator.finalize();
@@ -308,10 +335,167 @@ class VerifyingWriter {
   }
 
   async close(): Promise<void> {
-    // Wait for a write still running so the handle is not closed under it.
     await this.#inFlight?.catch(() => undefined);
     await this.#handle.close().catch(() => undefined);
   }
+}
+
+/** Batch buffers a worker sink may have at once (in its hands or in flight): bounds the memory. */
+const WORKER_BATCHES = 4;
+const WORKER_URL = new URL('./install-worker.js', import.meta.url);
+
+/**
+ * The sink on a worker thread (src/shell/install-worker.ts): the main thread only receives and copies
+ * each chunk into a 1 MiB batch; the worker hashes each batch with the accumulator and then writes it at
+ * its offset. Batches are transferred, not copied, and come back for reuse: at most four exist.
+ */
+class WorkerSink implements Sink {
+  readonly #handle: FileHandle;
+  readonly #size: number;
+  readonly #worker: Worker;
+  readonly #free: ArrayBuffer[] = [];
+  #allocated = 0;
+  #current: Buffer | null = null;
+  #fill = 0;
+  #batchStart = 0;
+  #failure: CompanionError | null = null;
+  #bufferWaiter: (() => void) | null = null;
+  readonly #controls: { resolve: () => void; reject: (error: CompanionError) => void }[] = [];
+  #gone = false;
+
+  constructor(handle: FileHandle, expected: { expectedSize: number; expectedSha256: string }) {
+    this.#handle = handle;
+    this.#size = expected.expectedSize;
+    const init: SinkInit = { fd: handle.fd, ...expected };
+    this.#worker = new Worker(WORKER_URL, { workerData: { kind: 'companion-install-sink', init }, stdout: false, stderr: false });
+    this.#worker.on('message', (reply: SinkReply) => this.#onReply(reply));
+    this.#worker.on('error', () => this.#lost(new CompanionError('ERR_INTERNAL', 'the hashing thread failed')));
+    this.#worker.on('exit', () => this.#lost(new CompanionError('ERR_INTERNAL', 'the hashing thread stopped')));
+  }
+
+  get position(): number {
+    return this.#batchStart + this.#fill;
+  }
+
+  #onReply(reply: SinkReply): void {
+    if (reply.type === 'free') {
+      this.#free.push(reply.buffer);
+      this.#wake();
+    } else if (reply.type === 'done') {
+      this.#controls.shift()?.resolve();
+    } else {
+      const error = workerFailure(reply.code, reply.cause);
+      this.#failure ??= error;
+      if (reply.type === 'refused') this.#controls.shift()?.reject(error);
+      this.#wake();
+    }
+  }
+
+  #lost(error: CompanionError): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    this.#failure ??= error;
+    for (const control of this.#controls.splice(0)) control.reject(this.#failure);
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiter = this.#bufferWaiter;
+    this.#bufferWaiter = null;
+    waiter?.();
+  }
+
+  #control(type: 'adopt' | 'reset' | 'drain' | 'verify', bytes = 0): Promise<void> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    return new Promise<void>((resolve, reject) => {
+      this.#controls.push({ resolve, reject });
+      this.#worker.postMessage(type === 'adopt' ? { type, bytes } : { type } satisfies SinkRequest);
+    });
+  }
+
+  async adopt(bytes: number): Promise<void> {
+    await this.#control('adopt', bytes);
+    this.#batchStart = bytes;
+  }
+
+  async reset(): Promise<void> {
+    await this.drain();
+    await this.#control('reset');
+    this.#batchStart = 0;
+  }
+
+  /** A free batch buffer, allocating up to the bound, else waiting for one to come back. */
+  async #nextBuffer(): Promise<void> {
+    for (;;) {
+      if (this.#failure !== null) throw this.#failure;
+      const buffer = this.#free.pop() ?? (this.#allocated < WORKER_BATCHES ? (this.#allocated++, new ArrayBuffer(BATCH)) : undefined);
+      if (buffer !== undefined) {
+        this.#current = Buffer.from(buffer);
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        this.#bufferWaiter = resolve;
+      });
+    }
+  }
+
+  #send(): void {
+    const current = this.#current!;
+    const request: SinkRequest = { type: 'data', buffer: current.buffer as ArrayBuffer, length: this.#fill, position: this.#batchStart };
+    this.#worker.postMessage(request, [current.buffer as ArrayBuffer]);
+    this.#batchStart += this.#fill;
+    this.#fill = 0;
+    this.#current = null;
+  }
+
+  push(chunk: Buffer): void | Promise<void> {
+    if (this.#failure !== null) throw this.#failure;
+    // The worker's accumulator refuses it too; refusing here stops the transfer at once.
+    if (chunk.length > this.#size - this.position) throw new CompanionError('ERR_INTEGRITY_SIZE_OVER', undefined, { detail: { expectedSize: this.#size, received: this.position + chunk.length } });
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.#current === null) return this.#pushSlow(chunk, offset);
+      const n = chunk.copy(this.#current, this.#fill, offset);
+      this.#fill += n;
+      offset += n;
+      if (this.#fill === BATCH) this.#send();
+    }
+    return undefined;
+  }
+
+  async #pushSlow(chunk: Buffer, from: number): Promise<void> {
+    for (let offset = from; offset < chunk.length;) {
+      if (this.#current === null) await this.#nextBuffer();
+      const n = chunk.copy(this.#current!, this.#fill, offset);
+      this.#fill += n;
+      offset += n;
+      if (this.#fill === BATCH) this.#send();
+    }
+  }
+
+  async drain(): Promise<void> {
+    if (this.#fill > 0 && this.#failure === null) this.#send();
+    await this.#control('drain');
+  }
+
+  async verify(): Promise<void> {
+    await this.drain();
+    await this.#control('verify');
+  }
+
+  async close(): Promise<void> {
+    // Every request before a drain is handled before its answer: no write runs once it comes back.
+    if (!this.#gone) await this.#control('drain').catch(() => undefined);
+    this.#gone = true;
+    await this.#worker.terminate().catch(() => undefined);
+    await this.#handle.close().catch(() => undefined);
+  }
+}
+
+function workerFailure(code: string, cause: string | undefined): CompanionError {
+  if (code === 'fs') return diskError({ code: cause });
+  if (code.startsWith('ERR_INTEGRITY_')) return new CompanionError(code as ErrorCode);
+  return new CompanionError('ERR_DISK_WRITE');
 }
 
 /** Thrown inside `onStart` to drop a ranged response whose ETag is not the one the partial came from. */
@@ -436,7 +620,10 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
   if (fsInfo.bavail * fsInfo.bsize < model.size - offset) throw new CompanionError('ERR_DISK_SPACE');
 
   const handle = await disk(() => open(partialPath, offset > 0 ? 'r+' : 'w', 0o600));
-  const writer = new VerifyingWriter(handle, options.writeChunk ?? positionalWrite, { expectedSize: model.size, expectedSha256: model.sha256 });
+  const expected = { expectedSize: model.size, expectedSha256: model.sha256 };
+  const writer: Sink = options.writeChunk !== undefined || options.hashOn === 'main'
+    ? new MainThreadSink(handle, options.writeChunk ?? positionalWrite, expected)
+    : new WorkerSink(handle, expected);
   let discardPartial = false;
   try {
     if (offset > 0) {
@@ -485,7 +672,7 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
 
 /** The network part: one request, or two when a ranged answer comes from a file that changed. */
 async function receive(
-  options: PullOptions, writer: VerifyingWriter, knownEtag: string | null, metaPath: string, digestCheck: string,
+  options: PullOptions, writer: Sink, knownEtag: string | null, metaPath: string, digestCheck: string,
   emit: (event: PullEvent) => void, now: () => number,
 ): Promise<void> {
   const { model } = options;
@@ -529,9 +716,9 @@ async function receive(
           }
           progress(true);
         },
-        onChunk: async (chunk: Buffer) => {
-          await writer.push(chunk);
+        onChunk: (chunk: Buffer) => {
           progress(false);
+          return writer.push(chunk);
         },
       });
       progress(true);
