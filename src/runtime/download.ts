@@ -63,6 +63,17 @@ export function isStrongEtag(value: string): boolean {
   return /^"[\x21\x23-\x7e\x80-\xff]*"$/.test(value) && value.length <= 256;
 }
 
+/**
+ * Lets go of a response body: read to its end (a short redirect or error page, so the connection can be
+ * reused) or destroyed. An error listener goes on first: undici's body emits one when destroyed before
+ * its end, and an unheard stream error would crash the process.
+ */
+function drop(body: Dispatcher.ResponseData['body'], how: 'drain' | 'destroy'): void {
+  body.on('error', () => undefined);
+  if (how === 'drain') body.resume();
+  else body.destroy();
+}
+
 function assertHttps(url: URL): void {
   if (url.protocol !== 'https:') throw new CompanionError('ERR_DOWNLOAD_NOT_HTTPS');
   if (url.username !== '' || url.password !== '') throw new CompanionError('ERR_DOWNLOAD_NOT_HTTPS', 'the download URL must not carry credentials');
@@ -118,7 +129,7 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
     }
     const { statusCode, body } = response;
     if (statusCode >= 300 && statusCode < 400 && statusCode !== 304) {
-      body.resume();
+      drop(body, 'drain');
       const location = header(response.headers, 'location');
       if (location === undefined) throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `redirect ${statusCode} without a Location`, { detail: { status: statusCode } });
       if (hop >= maxRedirects) throw new CompanionError('ERR_DOWNLOAD_TOO_MANY_REDIRECTS');
@@ -132,14 +143,14 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
     }
     const ranged = offset > 0 && statusCode === 206;
     if (statusCode !== 200 && !ranged) {
-      body.resume();
+      drop(body, 'drain');
       throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `the model host answered ${statusCode}`, { detail: { status: statusCode } });
     }
     let start: DownloadStart;
     if (ranged) {
       const range = parseContentRange(header(response.headers, 'content-range'));
       if (range === null || range.start !== offset) {
-        body.destroy();
+        drop(body, 'destroy');
         throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', 'the model host answered a range that was not asked for', { detail: { status: statusCode } });
       }
       start = { status: 206, rangeHonoured: true, offset, totalSize: range.total, etag: header(response.headers, 'etag') ?? null };
@@ -171,7 +182,7 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
         }
       }
     } catch (error) {
-      body.destroy();
+      drop(body, 'destroy');
       if (fromCallback !== null) throw (fromCallback as { readonly error: unknown }).error;
       throw mapError(error, signal);
     }

@@ -46,9 +46,12 @@ function run(init: SinkInit, port: NonNullable<typeof parentPort>): void {
   let accumulator: IntegrityAccumulator = createIntegrityAccumulator(expected);
   // After the first failure nothing is hashed or written; control requests are refused with it.
   let failure: Failure | null = null;
-  // Writes run on the thread pool while the next batch is hashed here; control requests wait for them.
-  let writing = 0;
-  let whenIdle: (() => void)[] = [];
+  // One write at a time, in file order, on the thread pool, while the next batches are hashed here: the
+  // temp file is always a prefix of the download (a resume after a kill finds no hole).
+  const writes: { readonly bytes: Uint8Array; readonly position: number; readonly buffer: ArrayBuffer }[] = [];
+  let writing = false;
+  // Requests that wait for the writes before them (a control request, and whatever came after it).
+  const held: SinkRequest[] = [];
 
   const failureOf = (error: unknown): Failure => {
     if (isCompanionError(error)) return { code: error.code };
@@ -61,10 +64,7 @@ function run(init: SinkInit, port: NonNullable<typeof parentPort>): void {
     failure = failureOf(error);
     port.postMessage({ type: 'failed', ...failure } satisfies SinkReply);
   };
-  const idle = (then: () => void): void => {
-    if (writing === 0) then();
-    else whenIdle.push(then);
-  };
+  const giveBack = (buffer: ArrayBuffer): void => port.postMessage({ type: 'free', buffer } satisfies SinkReply, [buffer]);
 
   /** Writes all of `bytes` at `position` (a short write continues), then calls `done`. */
   const writeAll = (bytes: Uint8Array, position: number, done: (error: unknown) => void): void => {
@@ -74,6 +74,54 @@ function run(init: SinkInit, port: NonNullable<typeof parentPort>): void {
       else if (written < bytes.length) writeAll(bytes.subarray(written), position + written, done);
       else done(null);
     });
+  };
+
+  const nextWrite = (): void => {
+    if (writing) return;
+    const next = writes.shift();
+    if (next === undefined) {
+      release();
+      return;
+    }
+    if (failure !== null) {
+      giveBack(next.buffer);
+      nextWrite();
+      return;
+    }
+    writing = true;
+    writeAll(next.bytes, next.position, (error) => {
+      writing = false;
+      if (error !== null) failed(error);
+      giveBack(next.buffer);
+      nextWrite();
+    });
+  };
+
+  const data = (request: Extract<SinkRequest, { type: 'data' }>): void => {
+    if (failure !== null) {
+      giveBack(request.buffer);
+      return;
+    }
+    const bytes = new Uint8Array(request.buffer, 0, request.length);
+    try {
+      // Hashed first: a batch past the expected size is refused before any of it is written.
+      accumulator.update(bytes);
+    } catch (error) {
+      failed(error);
+      giveBack(request.buffer);
+      return;
+    }
+    writes.push({ bytes, position: request.position, buffer: request.buffer });
+    nextWrite();
+  };
+
+  /** Runs held requests while no write is pending. */
+  const release = (): void => {
+    while (held.length > 0 && !writing && writes.length === 0) {
+      const request = held.shift()!;
+      if (request.type === 'data') data(request);
+      else control(request);
+    }
   };
 
   const control = (request: Exclude<SinkRequest, { type: 'data' }>): void => {
@@ -104,59 +152,12 @@ function run(init: SinkInit, port: NonNullable<typeof parentPort>): void {
     }
   };
 
-  // Control requests queue behind running writes, and later requests behind them, so order holds.
-  const queue: SinkRequest[] = [];
-  let waiting = false;
-  const pump = (): void => {
-    while (queue.length > 0) {
-      const request = queue[0]!;
-      if (request.type !== 'data') {
-        if (writing > 0) {
-          if (!waiting) {
-            waiting = true;
-            idle(() => {
-              waiting = false;
-              pump();
-            });
-          }
-          return;
-        }
-        queue.shift();
-        control(request);
-        continue;
-      }
-      queue.shift();
-      const giveBack = (): void => port.postMessage({ type: 'free', buffer: request.buffer } satisfies SinkReply, [request.buffer]);
-      if (failure !== null) {
-        giveBack();
-        continue;
-      }
-      const bytes = new Uint8Array(request.buffer, 0, request.length);
-      try {
-        // Hashed first: a batch past the expected size is refused before any of it is written.
-        accumulator.update(bytes);
-      } catch (error) {
-        failed(error);
-        giveBack();
-        continue;
-      }
-      writing += 1;
-      writeAll(bytes, request.position, (error) => {
-        writing -= 1;
-        if (error !== null) failed(error);
-        giveBack();
-        if (writing === 0) {
-          const callbacks = whenIdle;
-          whenIdle = [];
-          for (const callback of callbacks) callback();
-        }
-      });
-    }
-  };
-
   port.on('message', (request: SinkRequest) => {
-    queue.push(request);
-    if (!waiting) pump();
+    if (request.type === 'data' && held.length === 0) data(request);
+    else {
+      held.push(request);
+      release();
+    }
   });
 }
 

@@ -565,8 +565,9 @@ export async function checkInstalledModel(modelsDir: string): Promise<{ path: st
  * Downloads, verifies and promotes one model (D5.5). Resolves with the installed record; when that very
  * model (same id, size and digest) is installed and still checks, resolves at once (`reused`).
  *
- * The temp file lives in `<modelsDir>/.partial/`; it is removed after an integrity failure or a full
- * disk, and kept (for a resume) after a network failure, a stall, a cancel or a kill.
+ * The temp file lives in `<modelsDir>/.partial/`; it is kept for a resume after a transport failure
+ * (ERR_DOWNLOAD_*: network, stall, cancel; and after a kill), removed after anything else (integrity,
+ * disk full, write error).
  * @throws ERR_MANIFEST_MALFORMED / ERR_MANIFEST_MODEL_URL (a bad model entry), ERR_DISK_SPACE,
  * ERR_DISK_WRITE, ERR_INTEGRITY_SIZE_OVER, ERR_INTEGRITY_SIZE_UNDER, ERR_INTEGRITY_DIGEST, and the
  * adapter's ERR_DOWNLOAD_* codes. No message names the digest or a path.
@@ -624,7 +625,6 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
   const writer: Sink = options.writeChunk !== undefined || options.hashOn === 'main'
     ? new MainThreadSink(handle, options.writeChunk ?? positionalWrite, expected)
     : new WorkerSink(handle, expected);
-  let discardPartial = false;
   try {
     if (offset > 0) {
       await writer.adopt(offset);
@@ -632,18 +632,15 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
     }
     // A partial that is already whole (killed before the promote) needs no request.
     if (writer.position < model.size) await receive(options, writer, etag, metaPath, digestCheck, emit, now);
-    try {
-      await writer.verify();
-    } catch (error) {
-      if (isCompanionError(error) && error.code.startsWith('ERR_INTEGRITY_')) discardPartial = true;
-      throw error;
-    }
+    await writer.verify();
   } catch (error) {
-    if (isCompanionError(error) && (error.code.startsWith('ERR_INTEGRITY_') || error.code === 'ERR_DISK_SPACE')) discardPartial = true;
-    else await writer.drain().catch(() => undefined);
+    // Only a transport failure keeps the partial for a resume, and only once it holds bytes: after an
+    // integrity or disk failure its bytes are not worth keeping (a full disk also gets its space back).
+    const resumable = isCompanionError(error) && error.code.startsWith('ERR_DOWNLOAD_');
+    if (resumable) await writer.drain().catch(() => undefined);
+    const keep = resumable && writer.position > 0;
     await writer.close();
-    if (discardPartial) {
-      // Unverifiable bytes are not kept; a full disk gets its space back.
+    if (!keep) {
       await rm(partialPath, { force: true }).catch(() => undefined);
       await rm(metaPath, { force: true }).catch(() => undefined);
     }

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
+import { closeSync, existsSync, openSync, readdirSync, statSync, writeSync } from 'node:fs';
 import type { ManifestModel } from '../../src/core/manifest-format.js';
 import type { SyntheticModelSpec } from '../../src/hub/synthetic.js';
 import { distRoot } from './paths.js';
@@ -18,6 +19,10 @@ export interface PullRequest {
   readonly caPem: string;
   readonly progressMs?: number;
   readonly hashOn?: 'worker' | 'main';
+  /** Fill the file system of this path with a file of zeros at the first event (disk full mid-way). */
+  readonly fillDiskAt?: string;
+  /** Print {"tree":[…]} (the models directory's files and sizes) before the last line. */
+  readonly reportTree?: boolean;
 }
 
 export interface ServeRequest {
@@ -45,12 +50,19 @@ async function runPull(request: PullRequest): Promise<void> {
   const agent = createTlsAgent({ extraCas: [request.caPem] });
   const startRssKb = Math.round(process.memoryUsage().rss / 1024);
   const started = process.hrtime.bigint();
+  let filled = false;
   try {
     await pullModel({
       model: request.model, manifestVersion: 1, modelsDir: request.modelsDir, dispatcher: agent,
       progressIntervalMs: request.progressMs ?? 1000,
       ...(request.hashOn === undefined ? {} : { hashOn: request.hashOn }),
-      onEvent: (event) => process.stdout.write(`${JSON.stringify(event)}\n`),
+      onEvent: (event) => {
+        if (request.fillDiskAt !== undefined && !filled) {
+          filled = true;
+          fillDisk(request.fillDiskAt);
+        }
+        process.stdout.write(`${JSON.stringify(event)}\n`);
+      },
     });
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     process.stdout.write(`${JSON.stringify({ done: true, ms, startRssKb, maxRssKb: process.resourceUsage().maxRSS })}\n`);
@@ -58,8 +70,28 @@ async function runPull(request: PullRequest): Promise<void> {
     process.stdout.write(`${JSON.stringify({ error: (error as { code?: unknown }).code ?? 'unknown' })}\n`);
     process.exitCode = 1;
   } finally {
+    if (request.reportTree === true) process.stdout.write(`${JSON.stringify({ tree: tree(request.modelsDir) })}\n`);
     await agent.close();
   }
+}
+
+/** Writes zeros to `path` until the file system says it is full. */
+function fillDisk(path: string): void {
+  const fd = openSync(path, 'w');
+  const zeros = Buffer.alloc(64 * 1024);
+  try {
+    for (;;) writeSync(fd, zeros);
+  } catch {
+    // ENOSPC: full
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Relative path and size of every file under `dir`. */
+function tree(dir: string): { path: string; size: number }[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort().map((path) => ({ path, size: statSync(join(dir, path)).size }));
 }
 
 async function runServe(request: ServeRequest): Promise<void> {
@@ -75,9 +107,13 @@ async function runServe(request: ServeRequest): Promise<void> {
   await hub.close();
 }
 
-/** Spawns the child in `mode` and writes `request` to its stdin (closed after, except for serve). */
-export function spawnDownloadChild(mode: 'pull' | 'serve', request: PullRequest | ServeRequest): ChildProcessWithoutNullStreams {
-  const child = spawn(process.execPath, [CHILD_SCRIPT, mode], { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...(process.env.XBATCH ? { XBATCH: process.env.XBATCH } : {}) } });
+/**
+ * Spawns the child in `mode` and writes `request` to its stdin (closed after, except for serve). With
+ * `wrap` (e.g. `['unshare', '-m', 'sh', '-c', 'mount … && exec "$0" "$@"']`) the command runs through it.
+ */
+export function spawnDownloadChild(mode: 'pull' | 'serve', request: PullRequest | ServeRequest, wrap: readonly string[] = []): ChildProcessWithoutNullStreams {
+  const argv = [...wrap, process.execPath, CHILD_SCRIPT, mode];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...(process.env.XBATCH ? { XBATCH: process.env.XBATCH } : {}) } });
   child.stdin.write(`${JSON.stringify(request)}\n`);
   if (mode === 'pull') child.stdin.end();
   return child;
