@@ -23,7 +23,7 @@ import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors
 import { createIntegrityAccumulator, type IntegrityAccumulator } from '../core/integrity.js';
 import type { ManifestModel } from '../core/manifest-format.js';
 import { download, isStrongEtag, type DownloadStart } from '../runtime/download.js';
-import type { SinkInit, SinkReply, SinkRequest } from './install-worker.js';
+import { writePieces, type SinkInit, type SinkReply, type SinkRequest } from './install-worker.js';
 
 export interface PullProgress {
   readonly event: 'progress';
@@ -96,8 +96,8 @@ interface PartialMeta {
   readonly etag: string | null;
 }
 
-/** Bytes per write (and per read when re-hashing): large writes save CPU (docs/download.md). */
-const BATCH = Number(process.env.XBATCH ?? 1 << 20);
+/** Bytes per batch handed to the hashing and writing side (written in smaller pieces, see install-worker). */
+const BATCH = 1 << 20;
 const INSTALLED = 'installed.json';
 const PARTIAL_DIR = '.partial';
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -214,12 +214,9 @@ async function hashFile(handle: FileHandle, bytes: number, update: (chunk: Buffe
   }
 }
 
+/** The default write: synchronous, in small pieces (cheap on Linux page-cache folios, see install-worker). */
 const positionalWrite: WriteChunk = async (handle, chunk, position) => {
-  for (let done = 0; done < chunk.length;) {
-    const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, position + done);
-    if (bytesWritten === 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
-    done += bytesWritten;
-  }
+  writePieces(handle.fd, chunk, position);
 };
 
 /** The temp file plus its integrity accumulator: what `pullModel` feeds the received bytes to. */
@@ -241,20 +238,18 @@ interface Sink {
 }
 
 /**
- * The sink on the main thread: every chunk is hashed and copied into a 1 MiB batch; a full batch is
- * written at its file offset while the next one fills (one write in flight, two batches of memory).
- * Used with the `writeChunk` fault hook, and with `hashOn: 'main'`.
+ * The sink on the main thread: chunks are copied into a 1 MiB batch; a full batch is hashed and then
+ * written at its file offset before more is taken (the caller waits). Used with the `writeChunk` fault
+ * hook, and with `hashOn: 'main'`.
  */
 class MainThreadSink implements Sink {
   readonly #handle: FileHandle;
   readonly #write: WriteChunk;
   readonly #expected: { expectedSize: number; expectedSha256: string };
   #accumulator: IntegrityAccumulator;
-  readonly #batches: [Buffer, Buffer] = [Buffer.allocUnsafe(BATCH), Buffer.allocUnsafe(BATCH)];
-  #current = 0;
+  readonly #batch = Buffer.allocUnsafe(BATCH);
   #fill = 0;
   #batchStart = 0;
-  #inFlight: Promise<void> | null = null;
   #failure: CompanionError | null = null;
 
   constructor(handle: FileHandle, write: WriteChunk, expected: { expectedSize: number; expectedSha256: string }) {
@@ -278,54 +273,39 @@ class MainThreadSink implements Sink {
     await disk(() => this.#handle.truncate(0));
     this.#accumulator = createIntegrityAccumulator(this.#expected);
     this.#batchStart = 0;
-    this.#fill = 0;
   }
 
   push(chunk: Buffer): void | Promise<void> {
-    // Refuses bytes past the expected size before any of them is kept.
-    this.#accumulator.update(chunk);
-    let offset = 0;
-    while (offset < chunk.length) {
-      const n = chunk.copy(this.#batches[this.#current]!, this.#fill, offset);
-      this.#fill += n;
-      offset += n;
-      if (this.#fill === BATCH) return this.#rotate().then(() => (offset < chunk.length ? this.#pushRest(chunk, offset) : undefined));
-    }
-    return undefined;
-  }
-
-  async #pushRest(chunk: Buffer, from: number): Promise<void> {
-    for (let offset = from; offset < chunk.length;) {
-      const n = chunk.copy(this.#batches[this.#current]!, this.#fill, offset);
-      this.#fill += n;
-      offset += n;
-      if (this.#fill === BATCH) await this.#rotate();
-    }
-  }
-
-  async #rotate(): Promise<void> {
-    // Wait for the write before last to finish (it used the other batch), then send this one.
-    await this.#settle();
-    const batch = this.#batches[this.#current]!.subarray(0, this.#fill);
-    this.#inFlight = this.#write(this.#handle, batch, this.#batchStart).catch((error: unknown) => {
-      this.#failure = diskError(error);
+    if (this.#failure !== null) throw this.#failure;
+    // Bytes past the expected size are refused before any of them is kept.
+    if (chunk.length > this.#expected.expectedSize - this.position) throw overSize(this.#expected.expectedSize, this.position + chunk.length);
+    const n = chunk.copy(this.#batch, this.#fill);
+    this.#fill += n;
+    if (this.#fill < BATCH) return undefined;
+    return this.#flush().then(() => {
+      if (n < chunk.length) return this.push(chunk.subarray(n));
+      return undefined;
     });
+  }
+
+  /** Hashes the batch, then writes it at its offset. */
+  async #flush(): Promise<void> {
+    if (this.#fill === 0) return;
+    const batch = this.#batch.subarray(0, this.#fill);
+    try {
+      this.#accumulator.update(batch);
+      await this.#write(this.#handle, batch, this.#batchStart);
+    } catch (error) {
+      this.#failure = diskError(error);
+      throw this.#failure;
+    }
     this.#batchStart += this.#fill;
     this.#fill = 0;
-    this.#current = 1 - this.#current;
-  }
-
-  async #settle(): Promise<void> {
-    if (this.#inFlight !== null) {
-      await this.#inFlight;
-      this.#inFlight = null;
-    }
-    if (this.#failure !== null) throw this.#failure;
   }
 
   async drain(): Promise<void> {
-    if (this.#fill > 0) await this.#rotate();
-    await this.#settle();
+    if (this.#failure !== null) throw this.#failure;
+    await this.#flush();
   }
 
   async verify(): Promise<void> {
@@ -335,9 +315,12 @@ class MainThreadSink implements Sink {
   }
 
   async close(): Promise<void> {
-    await this.#inFlight?.catch(() => undefined);
     await this.#handle.close().catch(() => undefined);
   }
+}
+
+function overSize(expectedSize: number, received: number): CompanionError {
+  return new CompanionError('ERR_INTEGRITY_SIZE_OVER', undefined, { detail: { expectedSize, received } });
 }
 
 /** Batch buffers a worker sink may have at once (in its hands or in flight): bounds the memory. */
@@ -451,7 +434,7 @@ class WorkerSink implements Sink {
   push(chunk: Buffer): void | Promise<void> {
     if (this.#failure !== null) throw this.#failure;
     // The worker's accumulator refuses it too; refusing here stops the transfer at once.
-    if (chunk.length > this.#size - this.position) throw new CompanionError('ERR_INTEGRITY_SIZE_OVER', undefined, { detail: { expectedSize: this.#size, received: this.position + chunk.length } });
+    if (chunk.length > this.#size - this.position) throw overSize(this.#size, this.position + chunk.length);
     let offset = 0;
     while (offset < chunk.length) {
       if (this.#current === null) return this.#pushSlow(chunk, offset);

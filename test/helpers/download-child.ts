@@ -50,6 +50,7 @@ async function runPull(request: PullRequest): Promise<void> {
   const agent = createTlsAgent({ extraCas: [request.caPem] });
   const startRssKb = Math.round(process.memoryUsage().rss / 1024);
   const started = process.hrtime.bigint();
+  const cpuStart = process.cpuUsage();
   let filled = false;
   try {
     await pullModel({
@@ -65,7 +66,7 @@ async function runPull(request: PullRequest): Promise<void> {
       },
     });
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
-    process.stdout.write(`${JSON.stringify({ done: true, ms, startRssKb, maxRssKb: process.resourceUsage().maxRSS })}\n`);
+    process.stdout.write(`${JSON.stringify({ done: true, ms, startRssKb, maxRssKb: process.resourceUsage().maxRSS, cpuMs: cpuMs(process.cpuUsage(cpuStart)) })}\n`);
   } catch (error) {
     process.stdout.write(`${JSON.stringify({ error: (error as { code?: unknown }).code ?? 'unknown' })}\n`);
     process.exitCode = 1;
@@ -73,6 +74,11 @@ async function runPull(request: PullRequest): Promise<void> {
     if (request.reportTree === true) process.stdout.write(`${JSON.stringify({ tree: tree(request.modelsDir) })}\n`);
     await agent.close();
   }
+}
+
+/** User plus system CPU time of the whole process (every thread), in ms. */
+function cpuMs(usage: NodeJS.CpuUsage): number {
+  return (usage.user + usage.system) / 1000;
 }
 
 /** Writes zeros to `path` until the file system says it is full. */
@@ -113,7 +119,7 @@ async function runServe(request: ServeRequest): Promise<void> {
  */
 export function spawnDownloadChild(mode: 'pull' | 'serve', request: PullRequest | ServeRequest, wrap: readonly string[] = []): ChildProcessWithoutNullStreams {
   const argv = [...wrap, process.execPath, CHILD_SCRIPT, mode];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...(process.env.XBATCH ? { XBATCH: process.env.XBATCH } : {}) } });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
   child.stdin.write(`${JSON.stringify(request)}\n`);
   if (mode === 'pull') child.stdin.end();
   return child;
