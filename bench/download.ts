@@ -11,6 +11,10 @@
  * Once per bench, a larger pull (DOWNLOAD_BENCH_LARGE_GIB, default 4; 0 skips it) shows whether the
  * peak RSS stays flat in the model's size.
  *
+ * Also per run: CPU seconds per GiB of the pull process (every thread) and of curl + openssl, a figure
+ * that depends far less on what else runs on the machine than MiB/s does. Steps start after a 2.5 s
+ * pause (see `settle`) and alternate their order from run to run.
+ *
  * DOWNLOAD_BENCH_GIB (default 1) sets the size of the measured file.
  */
 import { execFile } from 'node:child_process';
@@ -42,7 +46,7 @@ function modelOf(id: string): ManifestModel {
 }
 
 /** One pull in a fresh child: wall time inside the child and its peak RSS. */
-async function pullOnce(model: ManifestModel, hashOn: 'worker' | 'main' = 'worker'): Promise<{ mibPerSec: number; peakRssMB: number }> {
+async function pullOnce(model: ManifestModel, hashOn: 'worker' | 'main' = 'worker'): Promise<{ mibPerSec: number; peakRssMB: number; cpuSPerGiB: number }> {
   const modelsDir = join(scratch!, 'models');
   await rm(modelsDir, { recursive: true, force: true });
   const child = spawnDownloadChild('pull', { model, modelsDir, caPem: served!.caPem, progressMs: 60_000, hashOn });
@@ -57,22 +61,38 @@ async function pullOnce(model: ManifestModel, hashOn: 'worker' | 'main' = 'worke
   await exited(child, 600_000);
   await rm(modelsDir, { recursive: true, force: true });
   if (result === undefined || result.done !== true) throw new Error(`the pull failed: ${JSON.stringify(result)} ${stderr.slice(0, 400)}`);
-  return { mibPerSec: model.size / MIB / ((result.ms as number) / 1000), peakRssMB: ((result.maxRssKb as number) * 1024) / 1e6 };
+  return { mibPerSec: model.size / MIB / ((result.ms as number) / 1000), peakRssMB: ((result.maxRssKb as number) * 1024) / 1e6, cpuSPerGiB: (result.cpuMs as number) / 1000 / (model.size / GIB) };
 }
 
-/** The two-pass baseline: curl to a file, then openssl's SHA-256 of it (each timed). */
-async function baselineOnce(model: ManifestModel): Promise<{ curlMs: number; opensslMs: number }> {
+/** CPU seconds (user + system) that `/usr/bin/time -f '%U %S'` printed last on stderr. */
+function cpuOf(stderr: string): number {
+  const last = stderr.trim().split('\n').at(-1) ?? '';
+  const [user, system] = last.split(' ').map(Number);
+  return (user ?? Number.NaN) + (system ?? Number.NaN);
+}
+
+/** The two-pass baseline: curl to a file, then openssl's SHA-256 of it (each timed, CPU included). */
+async function baselineOnce(model: ManifestModel): Promise<{ curlMs: number; opensslMs: number; cpuS: number }> {
   const file = join(scratch!, 'baseline.bin');
   await rm(file, { force: true });
   const t0 = process.hrtime.bigint();
-  await run('curl', ['--silent', '--show-error', '--fail', '--cacert', caFile, '-o', file, model.url], { maxBuffer: 1 << 20 });
+  const curl = await run('/usr/bin/time', ['-f', '%U %S', 'curl', '--silent', '--show-error', '--fail', '--cacert', caFile, '-o', file, model.url], { maxBuffer: 1 << 20 });
   const t1 = process.hrtime.bigint();
-  const { stdout } = await run('openssl', ['dgst', '-sha256', file], { maxBuffer: 1 << 20 });
+  const openssl = await run('/usr/bin/time', ['-f', '%U %S', 'openssl', 'dgst', '-sha256', file], { maxBuffer: 1 << 20 });
   const t2 = process.hrtime.bigint();
   await rm(file, { force: true });
-  if (!stdout.trim().endsWith(model.sha256)) throw new Error('the baseline digest does not match the manifest');
-  return { curlMs: Number(t1 - t0) / 1e6, opensslMs: Number(t2 - t1) / 1e6 };
+  if (!openssl.stdout.trim().endsWith(model.sha256)) throw new Error('the baseline digest does not match the manifest');
+  return { curlMs: Number(t1 - t0) / 1e6, opensslMs: Number(t2 - t1) / 1e6, cpuS: cpuOf(curl.stderr) + cpuOf(openssl.stderr) };
 }
+
+/**
+ * This VM hands memory freed for ~2 s back to its host, and writing into such memory costs several
+ * times more (docs/download.md): every measured step starts after the same pause, so none of them gets
+ * the memory the step before it just freed.
+ */
+const SETTLE_MS = 2500;
+const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+let sampleIndex = 0;
 
 const bench: Bench = {
   name: 'download',
@@ -95,22 +115,40 @@ const bench: Bench = {
     });
     caFile = join(scratch, 'ca.pem');
     await writeFile(caFile, served.caPem);
-    if (largeSize > 0) large = await pullOnce(modelOf('bench-large'));
+    if (largeSize > 0) {
+      await settle();
+      large = await pullOnce(modelOf('bench-large'));
+    }
   },
   async sample() {
     const model = modelOf('bench');
-    const pull = await pullOnce(model);
-    const base = await baselineOnce(model);
-    const main = await pullOnce(model, 'main');
     const mib = model.size / MIB;
+    const gib = model.size / GIB;
+    let pull: Awaited<ReturnType<typeof pullOnce>> | undefined;
+    let main: Awaited<ReturnType<typeof pullOnce>> | undefined;
+    let base: Awaited<ReturnType<typeof baselineOnce>> | undefined;
+    const steps: (() => Promise<void>)[] = [
+      async () => void (pull = await pullOnce(model)),
+      async () => void (base = await baselineOnce(model)),
+      async () => void (main = await pullOnce(model, 'main')),
+    ];
+    // Alternate the order run to run, so no step always follows the same other one.
+    if (sampleIndex++ % 2 === 1) steps.reverse();
+    for (const step of steps) {
+      await settle();
+      await step();
+    }
     return {
-      pullMiBps: pull.mibPerSec,
-      pullMainThreadMiBps: main.mibPerSec,
-      baselineMiBps: mib / ((base.curlMs + base.opensslMs) / 1000),
-      curlMiBps: mib / (base.curlMs / 1000),
-      opensslMiBps: mib / (base.opensslMs / 1000),
-      pullPeakRssMB: pull.peakRssMB,
-      pullMainThreadPeakRssMB: main.peakRssMB,
+      pullMiBps: pull!.mibPerSec,
+      baselineMiBps: mib / ((base!.curlMs + base!.opensslMs) / 1000),
+      curlMiBps: mib / (base!.curlMs / 1000),
+      opensslMiBps: mib / (base!.opensslMs / 1000),
+      pullMainThreadMiBps: main!.mibPerSec,
+      pullPeakRssMB: pull!.peakRssMB,
+      pullMainThreadPeakRssMB: main!.peakRssMB,
+      pullCpuSPerGiB: pull!.cpuSPerGiB,
+      baselineCpuSPerGiB: base!.cpuS / gib,
+      pullMainThreadCpuSPerGiB: main!.cpuSPerGiB,
     };
   },
   async teardown() {
@@ -124,6 +162,7 @@ const bench: Bench = {
     return {
       pullOverBaseline: (medians.pullMiBps ?? Number.NaN) / (medians.baselineMiBps ?? Number.NaN),
       mainThreadOverBaseline: (medians.pullMainThreadMiBps ?? Number.NaN) / (medians.baselineMiBps ?? Number.NaN),
+      cpuOverBaseline: (medians.pullCpuSPerGiB ?? Number.NaN) / (medians.baselineCpuSPerGiB ?? Number.NaN),
       ...(large === null ? {} : { largePullMiBps: large.mibPerSec, largePullPeakRssMB: large.peakRssMB, largeGiB: largeSize / GIB }),
     };
   },
