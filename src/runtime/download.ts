@@ -5,7 +5,7 @@
  * accumulator, the temp file and the promote.
  */
 import { type Dispatcher, errors as undiciErrors } from 'undici';
-import { CompanionError } from '../core/errors.js';
+import { CompanionError, assertInteger } from '../core/errors.js';
 import { isTlsError } from '../common/tls.js';
 
 /** What the model host said before the first byte. */
@@ -64,14 +64,13 @@ export function isStrongEtag(value: string): boolean {
 }
 
 /**
- * Lets go of a response body: read to its end (a short redirect or error page, so the connection can be
- * reused) or destroyed. An error listener goes on first: undici's body emits one when destroyed before
- * its end, and an unheard stream error would crash the process.
+ * Lets go of a response body that will not be read. Destroyed, not drained: a hostile host could send a
+ * redirect or error body without end. An error listener goes on first: undici's body emits one when
+ * destroyed before its end, and an unheard stream error would crash the process.
  */
-function drop(body: Dispatcher.ResponseData['body'], how: 'drain' | 'destroy'): void {
+function drop(body: Dispatcher.ResponseData['body']): void {
   body.on('error', () => undefined);
-  if (how === 'drain') body.resume();
-  else body.destroy();
+  body.destroy();
 }
 
 function assertHttps(url: URL): void {
@@ -93,7 +92,8 @@ function mapError(error: unknown, signal: AbortSignal | undefined): CompanionErr
 /**
  * Streams `url` into `onChunk`. Resolves when the body ended; rejects with a coded error:
  * ERR_DOWNLOAD_NOT_HTTPS, ERR_DOWNLOAD_TOO_MANY_REDIRECTS, ERR_DOWNLOAD_HTTP_STATUS, ERR_DOWNLOAD_STALLED,
- * ERR_DOWNLOAD_TLS, ERR_DOWNLOAD_NETWORK, ERR_DOWNLOAD_ABORTED (or whatever onChunk threw).
+ * ERR_DOWNLOAD_TLS, ERR_DOWNLOAD_NETWORK, ERR_DOWNLOAD_ABORTED (or whatever onStart/onChunk threw);
+ * TypeError ERR_INVALID_ARG_* for a bad offset or maxRedirects.
  */
 export async function download(url: string | URL, options: DownloadOptions): Promise<DownloadResult> {
   let target: URL;
@@ -103,8 +103,9 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
     throw new CompanionError('ERR_DOWNLOAD_NOT_HTTPS', 'the download URL is not a URL');
   }
   const offset = options.offset ?? 0;
-  if (!Number.isSafeInteger(offset) || offset < 0) throw new CompanionError('ERR_INVALID_ARG_VALUE', 'offset must be a non-negative integer');
+  assertInteger(offset, 'offset', 0);
   const maxRedirects = options.maxRedirects ?? 5;
+  assertInteger(maxRedirects, 'maxRedirects', 0, 20);
   const signal = options.signal;
 
   for (let hop = 0; ; hop++) {
@@ -129,7 +130,7 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
     }
     const { statusCode, body } = response;
     if (statusCode >= 300 && statusCode < 400 && statusCode !== 304) {
-      drop(body, 'drain');
+      drop(body);
       const location = header(response.headers, 'location');
       if (location === undefined) throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `redirect ${statusCode} without a Location`, { detail: { status: statusCode } });
       if (hop >= maxRedirects) throw new CompanionError('ERR_DOWNLOAD_TOO_MANY_REDIRECTS');
@@ -143,14 +144,14 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
     }
     const ranged = offset > 0 && statusCode === 206;
     if (statusCode !== 200 && !ranged) {
-      drop(body, 'drain');
+      drop(body);
       throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `the model host answered ${statusCode}`, { detail: { status: statusCode } });
     }
     let start: DownloadStart;
     if (ranged) {
       const range = parseContentRange(header(response.headers, 'content-range'));
       if (range === null || range.start !== offset) {
-        drop(body, 'destroy');
+        drop(body);
         throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', 'the model host answered a range that was not asked for', { detail: { status: statusCode } });
       }
       start = { status: 206, rangeHonoured: true, offset, totalSize: range.total, etag: header(response.headers, 'etag') ?? null };
@@ -182,7 +183,7 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
         }
       }
     } catch (error) {
-      drop(body, 'destroy');
+      drop(body);
       if (fromCallback !== null) throw (fromCallback as { readonly error: unknown }).error;
       throw mapError(error, signal);
     }
