@@ -10,7 +10,7 @@
  * transferred both ways (no copy) and returned for reuse.
  *
  * Writes are synchronous and {@link WRITE_PIECE} bytes each: on Linux with large page-cache folios a
- * 1 MiB write into fresh memory costs about five times the CPU of the same bytes in 32 KiB writes
+ * 1 MiB write into fresh memory costs about five times the CPU of the same bytes in 16 KiB writes
  * (measured in docs/download.md). Every {@link FLUSH_EVERY} bytes a `fdatasync` runs on the thread pool
  * so the disk works during the download and the final `fsync` has little left to do.
  */
@@ -48,7 +48,7 @@ interface Failure {
 }
 
 /** Bytes per write system call. */
-export const WRITE_PIECE = 32 * 1024;
+export const WRITE_PIECE = 16 * 1024;
 /** Bytes written between two background flushes. */
 export const FLUSH_EVERY = 64 * 1024 * 1024;
 

@@ -51,6 +51,7 @@ async function runPull(request: PullRequest): Promise<void> {
   const startRssKb = Math.round(process.memoryUsage().rss / 1024);
   const started = process.hrtime.bigint();
   const cpuStart = process.cpuUsage();
+  const faultsStart = process.resourceUsage().minorPageFault;
   let filled = false;
   try {
     await pullModel({
@@ -66,7 +67,7 @@ async function runPull(request: PullRequest): Promise<void> {
       },
     });
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
-    process.stdout.write(`${JSON.stringify({ done: true, ms, startRssKb, maxRssKb: process.resourceUsage().maxRSS, cpuMs: cpuMs(process.cpuUsage(cpuStart)) })}\n`);
+    process.stdout.write(`${JSON.stringify({ done: true, ms, startRssKb, maxRssKb: process.resourceUsage().maxRSS, cpuMs: cpuMs(process.cpuUsage(cpuStart)), minorFaults: process.resourceUsage().minorPageFault - faultsStart })}\n`);
   } catch (error) {
     process.stdout.write(`${JSON.stringify({ error: (error as { code?: unknown }).code ?? 'unknown' })}\n`);
     process.exitCode = 1;
