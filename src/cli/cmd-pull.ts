@@ -19,7 +19,8 @@ export const pullCommand: Command = {
     'manifest key, downloads the model from the model host (no token is sent there), hashes it while it',
     'streams, and gives it its final name only when size and SHA-256 match. An interrupted pull resumes.',
     'MODEL is a model id from the manifest (default: the first one).',
-    'With --json: progress events, then {"event":"verified","model":ID}.',
+    'With --json: one event per line on stdout ({"event":"progress"|"resume"|"restart"|"verified",…});',
+    'the last one is {"event":"verified","model":ID,"bytes":N,"reused":BOOL}. Errors: one line on stderr.',
     '',
     'Options:',
     COMMON_HELP,
@@ -33,27 +34,39 @@ export const pullCommand: Command = {
       const model = findModel(manifest, parsed.positionals[0]);
       if (!context.json) io.out(`Pulling ${model.name} (${model.id}, ${mib(model.size)} MiB) from the model host…`);
       let lastLine = 0;
+      let reused = false;
       const onEvent = (event: PullEvent): void => {
+        if (event.event === 'verified') reused = event.reused;
         if (context.json) {
           context.emit({ ...event });
           return;
         }
         if (event.event === 'progress') {
-          const pct = event.total > 0 ? Math.floor((event.bytes / event.total) * 100) : 0;
-          const line = `  ${pct}%  ${mib(event.bytes)}/${mib(event.total)} MiB  ${mib(event.bytesPerSecond)} MiB/s${event.etaSeconds !== null ? `  ETA ${event.etaSeconds}s` : ''}`;
-          if (io.isTty) process.stdout.write(`\r${line.padEnd(60)}`);
-          else if (Date.now() - lastLine > 5_000 || event.bytes === event.total) {
+          const share = event.total > 0 ? event.bytes / event.total : 0;
+          const eta = event.etaSeconds !== null ? `  ETA ${event.etaSeconds}s` : '';
+          const figures = `${Math.floor(share * 100)}%  ${mib(event.bytes)}/${mib(event.total)} MiB  ${mib(event.bytesPerSecond)} MiB/s${eta}`;
+          if (io.isTty) {
+            const filled = Math.round(share * 24);
+            process.stdout.write(`\r  [${'#'.repeat(filled)}${'.'.repeat(24 - filled)}] ${figures}`.padEnd(90));
+          } else if (Date.now() - lastLine > 5_000 || event.bytes === event.total) {
             lastLine = Date.now();
-            io.out(line);
+            io.out(`  ${figures}`);
           }
         } else if (event.event === 'resume') io.out(`  resuming at ${mib(event.offset)} MiB`);
         else if (event.event === 'restart') io.out(`  the host ${event.reason === 'changed' ? 'changed the file' : 'ignored the range'}: starting over`);
       };
-      await pullModel({ model, manifestVersion: manifest.version, modelsDir: context.paths.models, dispatcher: context.agent, onEvent });
-      if (!context.json) {
-        if (io.isTty) process.stdout.write('\n');
-        io.out(`Verified and installed ${model.id}.`);
+      // Ctrl-C stops cleanly: what was received is written, so the next pull resumes from there.
+      const controller = new AbortController();
+      const onSigint = (): void => controller.abort();
+      process.once('SIGINT', onSigint);
+      let installed;
+      try {
+        installed = await pullModel({ model, manifestVersion: manifest.version, modelsDir: context.paths.models, dispatcher: context.agent, onEvent, signal: controller.signal });
+      } finally {
+        process.removeListener('SIGINT', onSigint);
+        if (!context.json && io.isTty) process.stdout.write('\n');
       }
+      if (!context.json) io.out(`${installed.id}: verified and installed${reused ? ' (already there, unchanged)' : ''}.`);
       return 0;
     } finally {
       await context.close();

@@ -3,28 +3,38 @@
  * bytes stream into a temp file while the integrity accumulator hashes the same bytes; only a verdict of
  * `finalize()` lets the file be fsynced and renamed to its final name, and the directory fsynced. A final
  * name never holds unverified bytes. An interrupted pull resumes: the bytes on disk are hashed first, then
- * the rest is asked for with `Range` (and `If-Range`), and a host that ignores it restarts cleanly.
+ * the rest is asked for with `Range` (and `If-Range`); a host that ignores it, or a file whose ETag
+ * changed, restarts cleanly from byte 0.
  *
- * The installed record keeps the model's identity (size, inode, mtime) and a hash *of* the digest, so a
- * later start can re-check the file without the digest itself being written anywhere.
+ * Every byte is written at an explicit file offset, the one the accumulator counted it at, so the hash
+ * that is checked is the hash of what is on disk.
+ *
+ * The installed record keeps the model's identity (size, inode, mtime, ctime) and a hash *of* the digest,
+ * so a later start can re-check the file without the digest itself being written anywhere. No error or
+ * event carries the digest or a path (P-f).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, lstat, mkdir, open, readFile, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
-import { CompanionError } from '../core/errors.js';
-import { createIntegrityAccumulator } from '../core/integrity.js';
+import { Worker } from 'node:worker_threads';
+import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
+import { createIntegrityAccumulator, type IntegrityAccumulator } from '../core/integrity.js';
 import type { ManifestModel } from '../core/manifest-format.js';
-import { download, type DownloadStart } from '../runtime/download.js';
+import { download, isStrongEtag, type DownloadStart } from '../runtime/download.js';
+import { writePieces, type SinkInit, type SinkReply, type SinkRequest } from './install-worker.js';
 
 export interface PullProgress {
   readonly event: 'progress';
   readonly model: string;
+  /** Bytes of the file received so far (including resumed ones). */
   readonly bytes: number;
   readonly total: number;
+  /** Rate of this attempt (bytes received by it over its time). */
   readonly bytesPerSecond: number;
   readonly etaSeconds: number | null;
+  /** Where this attempt started (0, or the resume offset). */
   readonly resumedFrom: number;
 }
 
@@ -32,53 +42,92 @@ export type PullEvent =
   | PullProgress
   | { readonly event: 'resume'; readonly model: string; readonly offset: number }
   | { readonly event: 'restart'; readonly model: string; readonly reason: 'range-ignored' | 'changed' }
-  | { readonly event: 'verified'; readonly model: string };
+  | { readonly event: 'verified'; readonly model: string; readonly bytes: number; readonly reused: boolean };
 
 /** What the companion remembers about an installed, verified model (models/installed.json, 0600). */
 export interface InstalledModel {
   readonly id: string;
   readonly name: string;
+  /** File name inside the models directory. */
   readonly file: string;
   readonly size: number;
   /** SHA-256 of the lower-case hex digest: lets a start re-check the file without storing the digest. */
   readonly digestCheck: string;
-  readonly inode: number;
-  readonly mtimeMs: number;
+  /** Identity of the verified file (decimal, exact): a change means "hash it again before loading". */
+  readonly inode: string;
+  readonly dev: string;
+  readonly mtimeNs: string;
+  readonly ctimeNs: string;
+  /** Unix milliseconds. */
   readonly verifiedAt: number;
   readonly manifestVersion: number;
 }
 
+/** Writes `chunk` at `position` of the temp file; a test may replace it to inject a failure (disk full). */
+export type WriteChunk = (handle: FileHandle, chunk: Buffer, position: number) => Promise<void>;
+
 export interface PullOptions {
+  /** The model entry of a manifest that `verifyManifest()` accepted. */
   readonly model: ManifestModel;
   readonly manifestVersion: number;
+  /** The models directory (created 0700). */
   readonly modelsDir: string;
+  /** An undici dispatcher that verifies TLS (see `createTlsAgent`); it never carries credentials. */
   readonly dispatcher: Dispatcher;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: PullEvent) => void;
   /** Minimum time between progress events (default 250 ms). */
   readonly progressIntervalMs?: number;
-  /** Write path hook for fault tests (disk full): defaults to the file handle's write. */
-  readonly writeChunk?: (handle: FileHandle, chunk: Buffer) => Promise<void>;
+  /**
+   * Where hashing and writing run: on a worker thread (default: receiving, hashing and writing overlap)
+   * or on the main thread (for comparison; also what the `writeChunk` hook implies).
+   */
+  readonly hashOn?: 'worker' | 'main';
+  /** Fault-test hook: replaces the positional write of each batch (e.g. to throw ENOSPC). Main thread. */
+  readonly writeChunk?: WriteChunk;
   readonly now?: () => number;
 }
 
 interface PartialMeta {
+  readonly format: 'companion-partial-v1';
   readonly url: string;
   readonly size: number;
   readonly digestCheck: string;
   readonly etag: string | null;
 }
 
-const WRITE_BATCH = 1 << 20;
+/** Bytes per batch handed to the hashing and writing side (written in smaller pieces, see install-worker). */
+const BATCH = 1 << 20;
+const INSTALLED = 'installed.json';
+const PARTIAL_DIR = '.partial';
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 function digestCheckOf(sha256Hex: string): string {
   return createHash('sha256').update(sha256Hex.toLowerCase()).digest('hex');
 }
 
-/** File name of a model inside the models directory (ids are checked by the manifest core). */
+/** File name of a model inside the models directory. @throws ERR_MANIFEST_MALFORMED for an unsafe id. */
 export function modelFileName(id: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(id) || id.includes('..')) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model id is not a safe file name');
+  if (typeof id !== 'string' || !MODEL_ID.test(id) || id.includes('..')) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model id is not a safe file name');
   return `${id}.gguf`;
+}
+
+/** A file system failure as a coded error, without the library's message (it quotes paths). */
+function diskError(error: unknown): CompanionError {
+  if (error instanceof CompanionError) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new CompanionError('ERR_DISK_SPACE');
+  return new CompanionError('ERR_DISK_WRITE', undefined, typeof code === 'string' ? { detail: { cause: code } } : {});
+}
+
+/** Runs a file system step; its failure becomes ERR_DISK_SPACE / ERR_DISK_WRITE. */
+async function disk<T>(step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    throw diskError(error);
+  }
 }
 
 async function fsyncDir(dir: string): Promise<void> {
@@ -90,194 +139,575 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-async function hashExisting(path: string, bytes: number, update: (chunk: Buffer) => void): Promise<void> {
-  if (bytes === 0) return;
-  const stream = createReadStream(path, { start: 0, end: bytes - 1, highWaterMark: WRITE_BATCH });
-  for await (const chunk of stream as AsyncIterable<Buffer>) update(chunk);
+/** A private folder: created 0700, and tightened to 0700 when it already existed. */
+async function privateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
 }
 
-async function readJson<T>(path: string): Promise<T | null> {
+async function readJson(path: string): Promise<unknown> {
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as T;
+    return JSON.parse(await readFile(path, 'utf8')) as unknown;
   } catch {
     return null;
   }
 }
 
-/** Reads the installed record, or null. */
-export async function readInstalled(modelsDir: string): Promise<InstalledModel | null> {
-  return readJson<InstalledModel>(join(modelsDir, 'installed.json'));
-}
-
+/** Writes JSON to a 0600 file atomically (temp, fsync, rename). */
 async function writePrivateJson(path: string, value: unknown): Promise<void> {
   const temp = `${path}.tmp`;
-  await writeFile(temp, JSON.stringify(value), { mode: 0o600 });
+  const handle = await open(temp, 'w', 0o600);
+  try {
+    await handle.writeFile(JSON.stringify(value));
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
   await rename(temp, path);
 }
 
-/**
- * Downloads, verifies and promotes one model. Resolves with the installed record; rejects with a coded
- * error (ERR_INTEGRITY_*, ERR_DOWNLOAD_*, ERR_DISK_SPACE, ERR_DISK_WRITE) and never leaves a final file
- * holding unverified bytes. A partial file is kept for resume after network errors and removed after an
- * integrity failure.
- */
-export async function pullModel(options: PullOptions): Promise<InstalledModel> {
-  const { model, modelsDir } = options;
-  const now = options.now ?? Date.now;
-  const finalName = modelFileName(model.id);
-  const finalPath = join(modelsDir, finalName);
-  const partialDir = join(modelsDir, '.partial');
-  const partialPath = join(partialDir, `${finalName}.part`);
-  const metaPath = `${partialPath}.json`;
-  await mkdir(modelsDir, { recursive: true, mode: 0o700 });
-  await mkdir(partialDir, { recursive: true, mode: 0o700 });
+const isDecimal = (value: unknown): value is string => typeof value === 'string' && /^\d{1,40}$/.test(value);
 
-  const digestCheck = digestCheckOf(model.sha256);
-  let offset = 0;
-  let etag: string | null = null;
-  const meta = await readJson<PartialMeta>(metaPath);
-  const partial = await stat(partialPath).catch(() => null);
-  if (meta && partial && meta.url === model.url && meta.size === model.size && meta.digestCheck === digestCheck && partial.size <= model.size) {
-    offset = partial.size;
-    etag = meta.etag;
-  } else {
-    await rm(partialPath, { force: true });
-    await rm(metaPath, { force: true });
+function asInstalled(value: unknown): InstalledModel | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const v = value as Record<string, unknown>;
+  const ok = typeof v.id === 'string' && MODEL_ID.test(v.id) && typeof v.name === 'string' && typeof v.file === 'string'
+    && Number.isSafeInteger(v.size) && (v.size as number) > 0 && typeof v.digestCheck === 'string' && SHA256_HEX.test(v.digestCheck)
+    && isDecimal(v.inode) && isDecimal(v.dev) && isDecimal(v.mtimeNs) && isDecimal(v.ctimeNs)
+    && typeof v.verifiedAt === 'number' && Number.isSafeInteger(v.manifestVersion);
+  return ok ? (v as unknown as InstalledModel) : null;
+}
+
+/** Reads the installed record, or null when there is none or it does not have the expected shape. */
+export async function readInstalled(modelsDir: string): Promise<InstalledModel | null> {
+  return asInstalled(await readJson(join(modelsDir, INSTALLED)));
+}
+
+interface Identity {
+  readonly size: number;
+  readonly inode: string;
+  readonly dev: string;
+  readonly mtimeNs: string;
+  readonly ctimeNs: string;
+}
+
+/** The identity of a regular file, 'missing', or 'other' (a symlink, a folder…: not what was verified). */
+async function identityOf(path: string): Promise<Identity | 'missing' | 'other'> {
+  const info = await lstat(path, { bigint: true }).catch(() => null);
+  if (info === null) return 'missing';
+  if (!info.isFile()) return 'other';
+  return { size: Number(info.size), inode: String(info.ino), dev: String(info.dev), mtimeNs: String(info.mtimeNs), ctimeNs: String(info.ctimeNs) };
+}
+
+function sameIdentity(a: Identity, b: Identity): boolean {
+  return a.size === b.size && a.inode === b.inode && a.dev === b.dev && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+/** Feeds the first `bytes` bytes of an open file to `update`, in large reads. */
+async function hashFile(handle: FileHandle, bytes: number, update: (chunk: Buffer) => void): Promise<void> {
+  const buffer = Buffer.allocUnsafe(Math.min(BATCH * 4, Math.max(1, bytes)));
+  for (let position = 0; position < bytes;) {
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, bytes - position), position);
+    if (bytesRead === 0) throw new CompanionError('ERR_DISK_WRITE', 'the file is shorter than expected');
+    update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
   }
+}
 
-  // Free space for what is still to come (the partial bytes are already on disk).
-  const fsInfo = await statfs(modelsDir);
-  if (fsInfo.bavail * fsInfo.bsize < model.size - offset) throw new CompanionError('ERR_DISK_SPACE');
+/** The default write: synchronous, in small pieces (cheap on Linux page-cache folios, see install-worker). */
+const positionalWrite: WriteChunk = async (handle, chunk, position) => {
+  writePieces(handle.fd, chunk, position);
+};
 
-  let accumulator = createIntegrityAccumulator({ expectedSize: model.size, expectedSha256: model.sha256 });
-  if (offset > 0) {
-    await hashExisting(partialPath, offset, (chunk) => accumulator.update(chunk));
-    options.onEvent?.({ event: 'resume', model: model.id, offset });
-  }
-
-  const handle = await open(partialPath, offset > 0 ? 'r+' : 'w', 0o600);
-  const writeChunk = options.writeChunk ?? (async (h: FileHandle, chunk: Buffer) => {
-    await h.write(chunk);
-  });
-  let position = offset;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const flush = async (): Promise<void> => {
-    if (pendingBytes === 0) return;
-    const batch = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-    pending = [];
-    pendingBytes = 0;
-    try {
-      await writeChunk(handle, batch);
-    } catch (error) {
-      const code = (error as { code?: unknown } | null)?.code;
-      if (code === 'ENOSPC' || code === 'EDQUOT') throw new CompanionError('ERR_DISK_SPACE');
-      throw new CompanionError('ERR_DISK_WRITE');
-    }
-  };
-
-  const started = now();
-  let lastProgress = 0;
-  const interval = options.progressIntervalMs ?? 250;
-  const progress = (force: boolean): void => {
-    const t = now();
-    if (!force && t - lastProgress < interval) return;
-    lastProgress = t;
-    const elapsed = Math.max(1, t - started) / 1000;
-    const rate = (position - offset) / elapsed;
-    options.onEvent?.({
-      event: 'progress', model: model.id, bytes: position, total: model.size, bytesPerSecond: Math.round(rate),
-      etaSeconds: rate > 0 ? Math.round((model.size - position) / rate) : null, resumedFrom: offset,
-    });
-  };
-
-  let integrityFailed = false;
-  try {
-    await download(model.url, {
-      dispatcher: options.dispatcher,
-      offset,
-      ...(etag !== null && offset > 0 ? { ifRange: etag } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      onStart: async (start: DownloadStart) => {
-        if (offset > 0 && !start.rangeHonoured) {
-          // The host sent the whole file (Range ignored, or If-Range saw a changed ETag): start over.
-          options.onEvent?.({ event: 'restart', model: model.id, reason: etag !== null && start.etag !== etag ? 'changed' : 'range-ignored' });
-          await handle.truncate(0);
-          position = 0;
-          offset = 0;
-          accumulator = createIntegrityAccumulator({ expectedSize: model.size, expectedSha256: model.sha256 });
-        }
-        if (start.totalSize !== null && start.totalSize !== model.size) {
-          // The host says the file has another size than the signed manifest: refuse before writing.
-          integrityFailed = true;
-          throw new CompanionError(start.totalSize > model.size ? 'ERR_INTEGRITY_SIZE_OVER' : 'ERR_INTEGRITY_SIZE_UNDER');
-        }
-        await writePrivateJson(metaPath, { url: model.url, size: model.size, digestCheck, etag: start.etag } satisfies PartialMeta);
-      },
-      onChunk: async (chunk: Buffer) => {
-        try {
-          accumulator.update(chunk);
-        } catch (error) {
-          integrityFailed = true;
-          throw error;
-        }
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        position += chunk.length;
-        if (pendingBytes >= WRITE_BATCH) await flush();
-        progress(false);
-      },
-    });
-    await flush();
-    progress(true);
-    try {
-      accumulator.finalize();
-    } catch (error) {
-      integrityFailed = true;
-      throw error;
-    }
-    await handle.sync();
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    if (integrityFailed) {
-      await rm(partialPath, { force: true });
-      await rm(metaPath, { force: true });
-    }
-    throw error;
-  }
-  await handle.close();
-  // Verified: only now does the file get its final name.
-  await rename(partialPath, finalPath);
-  await fsyncDir(modelsDir);
-  await rm(metaPath, { force: true });
-  const info = await stat(finalPath);
-  const installed: InstalledModel = {
-    id: model.id, name: model.name, file: finalName, size: model.size, digestCheck,
-    inode: info.ino, mtimeMs: info.mtimeMs, verifiedAt: now(), manifestVersion: options.manifestVersion,
-  };
-  await writePrivateJson(join(modelsDir, 'installed.json'), installed);
-  await fsyncDir(modelsDir);
-  options.onEvent?.({ event: 'verified', model: model.id });
-  return installed;
+/** The temp file plus its integrity accumulator: what `pullModel` feeds the received bytes to. */
+interface Sink {
+  /** File offset of the next byte (bytes counted, written or queued). */
+  readonly position: number;
+  /** Hashes the first `bytes` bytes already in the file (a resume). */
+  adopt(bytes: number): Promise<void>;
+  /** Starts over at byte 0 with an empty file. */
+  reset(): Promise<void>;
+  /** Hashes and queues a chunk; returns a promise only when the caller must wait (backpressure). */
+  push(chunk: Buffer): void | Promise<void>;
+  /** Writes whatever is queued (after a network failure too, so a resume keeps those bytes). */
+  drain(): Promise<void>;
+  /** Drains, checks size and digest (ERR_INTEGRITY_*), fsyncs the file. */
+  verify(): Promise<void>;
+  /** Waits for any write still running, then releases everything (the file handle included). */
+  close(): Promise<void>;
 }
 
 /**
- * Re-checks an installed model before the runtime loads it: size and identity (inode, mtime) must match
- * the record; if the identity changed, the file is re-hashed and must still match the digest.
- * @returns the absolute model path. @throws ERR_MODEL_NOT_INSTALLED, ERR_MODEL_CHANGED
+ * The sink on the main thread: chunks are copied into a 1 MiB batch; a full batch is hashed and then
+ * written at its file offset before more is taken (the caller waits). Used with the `writeChunk` fault
+ * hook, and with `hashOn: 'main'`.
+ */
+class MainThreadSink implements Sink {
+  readonly #handle: FileHandle;
+  readonly #write: WriteChunk;
+  readonly #expected: { expectedSize: number; expectedSha256: string };
+  #accumulator: IntegrityAccumulator;
+  readonly #batch = Buffer.allocUnsafe(BATCH);
+  #fill = 0;
+  #batchStart = 0;
+  #failure: CompanionError | null = null;
+
+  constructor(handle: FileHandle, write: WriteChunk, expected: { expectedSize: number; expectedSha256: string }) {
+    this.#handle = handle;
+    this.#write = write;
+    this.#expected = expected;
+    this.#accumulator = createIntegrityAccumulator(expected);
+  }
+
+  get position(): number {
+    return this.#batchStart + this.#fill;
+  }
+
+  async adopt(bytes: number): Promise<void> {
+    await disk(() => hashFile(this.#handle, bytes, (chunk) => this.#accumulator.update(chunk)));
+    this.#batchStart = bytes;
+  }
+
+  async reset(): Promise<void> {
+    await this.drain();
+    await disk(() => this.#handle.truncate(0));
+    this.#accumulator = createIntegrityAccumulator(this.#expected);
+    this.#batchStart = 0;
+  }
+
+  push(chunk: Buffer): void | Promise<void> {
+    if (this.#failure !== null) throw this.#failure;
+    // Bytes past the expected size are refused before any of them is kept.
+    if (chunk.length > this.#expected.expectedSize - this.position) throw overSize(this.#expected.expectedSize, this.position + chunk.length);
+    const n = chunk.copy(this.#batch, this.#fill);
+    this.#fill += n;
+    if (this.#fill < BATCH) return undefined;
+    return this.#flush().then(() => {
+      if (n < chunk.length) return this.push(chunk.subarray(n));
+      return undefined;
+    });
+  }
+
+  /** Hashes the batch, then writes it at its offset. */
+  async #flush(): Promise<void> {
+    if (this.#fill === 0) return;
+    const batch = this.#batch.subarray(0, this.#fill);
+    try {
+      this.#accumulator.update(batch);
+      await this.#write(this.#handle, batch, this.#batchStart);
+    } catch (error) {
+      this.#failure = diskError(error);
+      throw this.#failure;
+    }
+    this.#batchStart += this.#fill;
+    this.#fill = 0;
+  }
+
+  async drain(): Promise<void> {
+    if (this.#failure !== null) throw this.#failure;
+    await this.#flush();
+  }
+
+  async verify(): Promise<void> {
+    await this.drain();
+    this.#accumulator.finalize();
+    await disk(() => this.#handle.sync());
+  }
+
+  async close(): Promise<void> {
+    await this.#handle.close().catch(() => undefined);
+  }
+}
+
+function overSize(expectedSize: number, received: number): CompanionError {
+  return new CompanionError('ERR_INTEGRITY_SIZE_OVER', undefined, { detail: { expectedSize, received } });
+}
+
+/** Batch buffers a worker sink may have at once (in its hands or in flight): bounds the memory. */
+const WORKER_BATCHES = 4;
+const WORKER_URL = new URL('./install-worker.js', import.meta.url);
+
+/**
+ * The sink on a worker thread (src/shell/install-worker.ts): the main thread only receives and copies
+ * each chunk into a 1 MiB batch; the worker hashes each batch with the accumulator and then writes it at
+ * its offset. Batches are transferred, not copied, and come back for reuse: at most four exist.
+ */
+class WorkerSink implements Sink {
+  readonly #handle: FileHandle;
+  readonly #size: number;
+  readonly #worker: Worker;
+  readonly #free: ArrayBuffer[] = [];
+  #allocated = 0;
+  #current: Buffer | null = null;
+  #fill = 0;
+  #batchStart = 0;
+  #failure: CompanionError | null = null;
+  #bufferWaiter: (() => void) | null = null;
+  readonly #controls: { resolve: () => void; reject: (error: CompanionError) => void }[] = [];
+  #gone = false;
+
+  constructor(handle: FileHandle, expected: { expectedSize: number; expectedSha256: string }) {
+    this.#handle = handle;
+    this.#size = expected.expectedSize;
+    const init: SinkInit = { fd: handle.fd, ...expected };
+    this.#worker = new Worker(WORKER_URL, { workerData: { kind: 'companion-install-sink', init }, stdout: false, stderr: false });
+    this.#worker.on('message', (reply: SinkReply) => this.#onReply(reply));
+    this.#worker.on('error', () => this.#lost(new CompanionError('ERR_INTERNAL', 'the hashing thread failed')));
+    this.#worker.on('exit', () => this.#lost(new CompanionError('ERR_INTERNAL', 'the hashing thread stopped')));
+  }
+
+  get position(): number {
+    return this.#batchStart + this.#fill;
+  }
+
+  #onReply(reply: SinkReply): void {
+    if (reply.type === 'free') {
+      this.#free.push(reply.buffer);
+      this.#wake();
+    } else if (reply.type === 'done') {
+      this.#controls.shift()?.resolve();
+    } else {
+      const error = workerFailure(reply.code, reply.cause);
+      this.#failure ??= error;
+      if (reply.type === 'refused') this.#controls.shift()?.reject(error);
+      this.#wake();
+    }
+  }
+
+  #lost(error: CompanionError): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    this.#failure ??= error;
+    for (const control of this.#controls.splice(0)) control.reject(this.#failure);
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiter = this.#bufferWaiter;
+    this.#bufferWaiter = null;
+    waiter?.();
+  }
+
+  #control(type: 'adopt' | 'reset' | 'drain' | 'verify', bytes = 0): Promise<void> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    return new Promise<void>((resolve, reject) => {
+      this.#controls.push({ resolve, reject });
+      this.#worker.postMessage(type === 'adopt' ? { type, bytes } : { type } satisfies SinkRequest);
+    });
+  }
+
+  async adopt(bytes: number): Promise<void> {
+    await this.#control('adopt', bytes);
+    this.#batchStart = bytes;
+  }
+
+  async reset(): Promise<void> {
+    await this.drain();
+    await this.#control('reset');
+    this.#batchStart = 0;
+  }
+
+  /** A free batch buffer, allocating up to the bound, else waiting for one to come back. */
+  async #nextBuffer(): Promise<void> {
+    for (;;) {
+      if (this.#failure !== null) throw this.#failure;
+      const buffer = this.#free.pop() ?? (this.#allocated < WORKER_BATCHES ? (this.#allocated++, new ArrayBuffer(BATCH)) : undefined);
+      if (buffer !== undefined) {
+        this.#current = Buffer.from(buffer);
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        this.#bufferWaiter = resolve;
+      });
+    }
+  }
+
+  #send(): void {
+    const current = this.#current!;
+    const request: SinkRequest = { type: 'data', buffer: current.buffer as ArrayBuffer, length: this.#fill, position: this.#batchStart };
+    this.#worker.postMessage(request, [current.buffer as ArrayBuffer]);
+    this.#batchStart += this.#fill;
+    this.#fill = 0;
+    this.#current = null;
+  }
+
+  push(chunk: Buffer): void | Promise<void> {
+    if (this.#failure !== null) throw this.#failure;
+    // The worker's accumulator refuses it too; refusing here stops the transfer at once.
+    if (chunk.length > this.#size - this.position) throw overSize(this.#size, this.position + chunk.length);
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.#current === null) return this.#pushSlow(chunk, offset);
+      const n = chunk.copy(this.#current, this.#fill, offset);
+      this.#fill += n;
+      offset += n;
+      if (this.#fill === BATCH) this.#send();
+    }
+    return undefined;
+  }
+
+  async #pushSlow(chunk: Buffer, from: number): Promise<void> {
+    for (let offset = from; offset < chunk.length;) {
+      if (this.#current === null) await this.#nextBuffer();
+      const n = chunk.copy(this.#current!, this.#fill, offset);
+      this.#fill += n;
+      offset += n;
+      if (this.#fill === BATCH) this.#send();
+    }
+  }
+
+  async drain(): Promise<void> {
+    if (this.#fill > 0 && this.#failure === null) this.#send();
+    await this.#control('drain');
+  }
+
+  async verify(): Promise<void> {
+    await this.drain();
+    await this.#control('verify');
+  }
+
+  async close(): Promise<void> {
+    // Every request before a drain is handled before its answer: no write runs once it comes back.
+    if (!this.#gone) await this.#control('drain').catch(() => undefined);
+    this.#gone = true;
+    await this.#worker.terminate().catch(() => undefined);
+    await this.#handle.close().catch(() => undefined);
+  }
+}
+
+function workerFailure(code: string, cause: string | undefined): CompanionError {
+  if (code === 'fs') return diskError({ code: cause });
+  if (code.startsWith('ERR_INTEGRITY_')) return new CompanionError(code as ErrorCode);
+  return new CompanionError('ERR_DISK_WRITE');
+}
+
+/** Thrown inside `onStart` to drop a ranged response whose ETag is not the one the partial came from. */
+class RestartFromZero extends Error {}
+
+function assertModel(model: ManifestModel): void {
+  if (typeof model !== 'object' || model === null) throw Object.assign(new TypeError('model must be a manifest model'), { code: 'ERR_INVALID_ARG_TYPE' });
+  modelFileName(model.id);
+  if (!Number.isSafeInteger(model.size) || model.size <= 0) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model size must be a positive integer');
+  if (typeof model.sha256 !== 'string' || !SHA256_HEX.test(model.sha256)) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model sha256 must be 64 lower-case hex characters');
+  let url: URL;
+  try {
+    url = new URL(model.url);
+  } catch {
+    throw new CompanionError('ERR_MANIFEST_MODEL_URL');
+  }
+  // The manifest core refuses it already; refusing again here keeps the promise local (P-h).
+  if (url.protocol !== 'https:' || url.username !== '' || url.password !== '') throw new CompanionError('ERR_MANIFEST_MODEL_URL');
+}
+
+/**
+ * Re-checks an installed model against its record: same size and identity (inode, device, mtime, ctime)
+ * passes at once; otherwise the file is hashed again and must still match, and the record is refreshed.
+ */
+async function checkAgainst(modelsDir: string, installed: InstalledModel): Promise<{ path: string; installed: InstalledModel }> {
+  const path = join(modelsDir, modelFileName(installed.id));
+  const identity = await identityOf(path);
+  if (identity === 'missing') throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
+  if (identity === 'other') throw new CompanionError('ERR_MODEL_CHANGED');
+  if (identity.size !== installed.size) throw new CompanionError('ERR_MODEL_CHANGED');
+  if (sameIdentity(identity, installed)) return { path, installed };
+  const hash = createHash('sha256');
+  // O_NOFOLLOW: the file checked is the file read.
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => null);
+  if (handle === null) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
+  let after: Identity | 'missing' | 'other';
+  try {
+    await hashFile(handle, installed.size, (chunk) => hash.update(chunk)).catch(() => {
+      throw new CompanionError('ERR_MODEL_CHANGED');
+    });
+    after = await identityOf(path);
+  } finally {
+    await handle.close();
+  }
+  // A file that changed while it was hashed is not the one that was hashed.
+  if (typeof after === 'string' || !sameIdentity(after, identity)) throw new CompanionError('ERR_MODEL_CHANGED');
+  if (digestCheckOf(hash.digest('hex')) !== installed.digestCheck) throw new CompanionError('ERR_MODEL_CHANGED');
+  const refreshed: InstalledModel = { ...installed, inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs };
+  await disk(() => writePrivateJson(join(modelsDir, INSTALLED), refreshed));
+  return { path, installed: refreshed };
+}
+
+/**
+ * Re-checks the installed model before the runtime loads it: size and identity must match the record;
+ * if the identity changed (a touch, a copy, a swap), the file is hashed again and must still match the
+ * digest it was verified against (then the record is refreshed).
+ * @returns the absolute model path and the (possibly refreshed) record.
+ * @throws ERR_MODEL_NOT_INSTALLED (no record, or no file), ERR_MODEL_CHANGED (size or digest differ)
  */
 export async function checkInstalledModel(modelsDir: string): Promise<{ path: string; installed: InstalledModel }> {
   const installed = await readInstalled(modelsDir);
   if (installed === null) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
-  const path = join(modelsDir, modelFileName(installed.id));
-  const info = await stat(path).catch(() => null);
-  if (info === null || !info.isFile()) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
-  if (info.size !== installed.size) throw new CompanionError('ERR_MODEL_CHANGED');
-  if (info.ino === installed.inode && info.mtimeMs === installed.mtimeMs) return { path, installed };
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: WRITE_BATCH }) as AsyncIterable<Buffer>) hash.update(chunk);
-  if (digestCheckOf(hash.digest('hex')) !== installed.digestCheck) throw new CompanionError('ERR_MODEL_CHANGED');
-  const refreshed: InstalledModel = { ...installed, inode: info.ino, mtimeMs: info.mtimeMs };
-  await writePrivateJson(join(modelsDir, 'installed.json'), refreshed);
-  return { path, installed: refreshed };
+  return checkAgainst(modelsDir, installed);
+}
+
+/**
+ * Downloads, verifies and promotes one model (D5.5). Resolves with the installed record; when that very
+ * model (same id, size and digest) is installed and still checks, resolves at once (`reused`).
+ *
+ * The temp file lives in `<modelsDir>/.partial/`; it is kept for a resume after a transport failure
+ * (ERR_DOWNLOAD_*: network, stall, cancel; and after a kill), removed after anything else (integrity,
+ * disk full, write error).
+ * @throws ERR_MANIFEST_MALFORMED / ERR_MANIFEST_MODEL_URL (a bad model entry), ERR_DISK_SPACE,
+ * ERR_DISK_WRITE, ERR_INTEGRITY_SIZE_OVER, ERR_INTEGRITY_SIZE_UNDER, ERR_INTEGRITY_DIGEST, and the
+ * adapter's ERR_DOWNLOAD_* codes. No message names the digest or a path.
+ */
+export async function pullModel(options: PullOptions): Promise<InstalledModel> {
+  const { model, modelsDir } = options;
+  assertModel(model);
+  const now = options.now ?? Date.now;
+  const emit = options.onEvent ?? (() => undefined);
+  const finalName = modelFileName(model.id);
+  const finalPath = join(modelsDir, finalName);
+  const partialDir = join(modelsDir, PARTIAL_DIR);
+  const partialPath = join(partialDir, `${finalName}.part`);
+  const metaPath = `${partialPath}.json`;
+  const digestCheck = digestCheckOf(model.sha256);
+  await disk(async () => {
+    await privateDir(modelsDir);
+    await privateDir(partialDir);
+  });
+
+  // Already installed and unchanged: nothing to fetch.
+  const existing = await readInstalled(modelsDir);
+  if (existing !== null && existing.id === model.id && existing.size === model.size && existing.digestCheck === digestCheck) {
+    const checked = await checkAgainst(modelsDir, existing).catch((error: unknown) => {
+      if (isCompanionError(error, 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED')) return null;
+      throw error;
+    });
+    if (checked !== null) {
+      emit({ event: 'verified', model: model.id, bytes: model.size, reused: true });
+      return checked.installed;
+    }
+  }
+
+  // A partial from an earlier pull of the same manifest entry is resumed; anything else is discarded.
+  let offset = 0;
+  let etag: string | null = null;
+  const meta = await readJson(metaPath) as Partial<PartialMeta> | null;
+  const partial = await identityOf(partialPath);
+  if (meta?.format === 'companion-partial-v1' && typeof partial !== 'string' && meta.url === model.url && meta.size === model.size && meta.digestCheck === digestCheck && partial.size <= model.size) {
+    offset = partial.size;
+    etag = typeof meta.etag === 'string' && isStrongEtag(meta.etag) ? meta.etag : null;
+  } else {
+    await disk(async () => {
+      await rm(partialPath, { force: true });
+      await rm(metaPath, { force: true });
+    });
+  }
+
+  // Free space for what is still to come (the partial bytes are already on disk).
+  const fsInfo = await disk(() => statfs(modelsDir));
+  if (fsInfo.bavail * fsInfo.bsize < model.size - offset) throw new CompanionError('ERR_DISK_SPACE');
+
+  const handle = await disk(() => open(partialPath, offset > 0 ? 'r+' : 'w', 0o600));
+  const expected = { expectedSize: model.size, expectedSha256: model.sha256 };
+  const writer: Sink = options.writeChunk !== undefined || options.hashOn === 'main'
+    ? new MainThreadSink(handle, options.writeChunk ?? positionalWrite, expected)
+    : new WorkerSink(handle, expected);
+  try {
+    if (offset > 0) {
+      await writer.adopt(offset);
+      emit({ event: 'resume', model: model.id, offset });
+    }
+    // A partial that is already whole (killed before the promote) needs no request.
+    if (writer.position < model.size) await receive(options, writer, etag, metaPath, digestCheck, emit, now);
+    await writer.verify();
+  } catch (error) {
+    // Only a transport failure keeps the partial for a resume, and only once it holds bytes: after an
+    // integrity or disk failure its bytes are not worth keeping (a full disk also gets its space back).
+    const resumable = isCompanionError(error) && error.code.startsWith('ERR_DOWNLOAD_');
+    if (resumable) await writer.drain().catch(() => undefined);
+    const keep = resumable && writer.position > 0;
+    await writer.close();
+    if (!keep) {
+      await rm(partialPath, { force: true }).catch(() => undefined);
+      await rm(metaPath, { force: true }).catch(() => undefined);
+    }
+    throw error;
+  }
+  await writer.close();
+
+  // Verified and fsynced: only now does the file get its final name.
+  return disk(async () => {
+    await rename(partialPath, finalPath);
+    await fsyncDir(modelsDir);
+    await rm(metaPath, { force: true });
+    const identity = await identityOf(finalPath);
+    if (typeof identity === 'string' || identity.size !== model.size) throw new CompanionError('ERR_DISK_WRITE', 'the promoted file is not there');
+    const installed: InstalledModel = {
+      id: model.id, name: model.name, file: finalName, size: model.size, digestCheck,
+      inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs,
+      verifiedAt: now(), manifestVersion: options.manifestVersion,
+    };
+    await writePrivateJson(join(modelsDir, INSTALLED), installed);
+    await fsyncDir(modelsDir);
+    emit({ event: 'verified', model: model.id, bytes: model.size, reused: false });
+    return installed;
+  });
+}
+
+/** The network part: one request, or two when a ranged answer comes from a file that changed. */
+async function receive(
+  options: PullOptions, writer: Sink, knownEtag: string | null, metaPath: string, digestCheck: string,
+  emit: (event: PullEvent) => void, now: () => number,
+): Promise<void> {
+  const { model } = options;
+  const interval = options.progressIntervalMs ?? 250;
+  let etag = knownEtag;
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    const from = writer.position;
+    const started = now();
+    let lastProgress = started;
+    const progress = (force: boolean): void => {
+      const t = now();
+      if (!force && t - lastProgress < interval) return;
+      lastProgress = t;
+      const rate = (writer.position - from) / (Math.max(1, t - started) / 1000);
+      emit({
+        event: 'progress', model: model.id, bytes: writer.position, total: model.size, bytesPerSecond: Math.round(rate),
+        etaSeconds: rate > 0 ? Math.round((model.size - writer.position) / rate) : null, resumedFrom: from,
+      });
+    };
+    try {
+      await download(model.url, {
+        dispatcher: options.dispatcher,
+        offset: from,
+        ...(etag !== null && from > 0 ? { ifRange: etag } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        onStart: async (start: DownloadStart) => {
+          if (from > 0 && start.rangeHonoured && etag !== null && start.etag !== etag) throw new RestartFromZero();
+          if (from > 0 && !start.rangeHonoured) {
+            // The whole file came back (Range ignored, or If-Range saw another ETag): start over.
+            emit({ event: 'restart', model: model.id, reason: etag !== null && start.etag !== etag ? 'changed' : 'range-ignored' });
+            await writer.reset();
+          }
+          if (start.totalSize !== null && start.totalSize !== model.size) {
+            // The host says the file has another size than the signed manifest: refuse before writing.
+            throw new CompanionError(start.totalSize > model.size ? 'ERR_INTEGRITY_SIZE_OVER' : 'ERR_INTEGRITY_SIZE_UNDER');
+          }
+          if (writer.position === 0) {
+            // Written before the first byte, so a partial on disk always names the ETag its bytes came with.
+            etag = start.etag !== null && isStrongEtag(start.etag) ? start.etag : null;
+            await disk(() => writePrivateJson(metaPath, { format: 'companion-partial-v1', url: model.url, size: model.size, digestCheck, etag } satisfies PartialMeta));
+          }
+          progress(true);
+        },
+        onChunk: (chunk: Buffer) => {
+          progress(false);
+          return writer.push(chunk);
+        },
+      });
+      progress(true);
+      return;
+    } catch (error) {
+      if (!(error instanceof RestartFromZero) || attempt > 0) throw error;
+      emit({ event: 'restart', model: model.id, reason: 'changed' });
+      await writer.reset();
+      etag = null;
+    }
+  }
 }
