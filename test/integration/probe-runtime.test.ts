@@ -53,12 +53,12 @@ function installTinyModel(dataDir: string): void {
   mkdirSync(models, { recursive: true, mode: 0o700 });
   const path = writeTinyModel(models, { name: 'tiny.gguf' });
   const bytes = readFileSync(path);
-  const info = statSync(path);
+  const info = statSync(path, { bigint: true });
   const hex = createHash('sha256').update(bytes).digest('hex');
   const installed: InstalledModel = {
     id: 'tiny', name: 'Tiny', file: 'tiny.gguf', size: bytes.length,
     digestCheck: createHash('sha256').update(hex).digest('hex'),
-    inode: info.ino, mtimeMs: info.mtimeMs, verifiedAt: Date.now(), manifestVersion: 1,
+    inode: String(info.ino), dev: String(info.dev), mtimeNs: String(info.mtimeNs), ctimeNs: String(info.ctimeNs), verifiedAt: Date.now(), manifestVersion: 1,
   };
   writeFileSync(join(models, 'installed.json'), JSON.stringify(installed), { mode: 0o600 });
 }
