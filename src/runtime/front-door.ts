@@ -9,7 +9,7 @@
  * `OPTIONS`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
 import type { Admission } from '../core/admission.js';
 import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
@@ -164,21 +164,23 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     return { pool, origin: address.kind === 'unix' ? 'http://localhost' : `http://127.0.0.1:${address.port}`, headers };
   }
 
-  async function proxy(req: IncomingMessage, res: ServerResponse, route: GuardRoute, body: Buffer | null): Promise<void> {
+  async function proxy(req: IncomingMessage, res: ServerResponse, route: GuardRoute, body: Buffer | null, signal: AbortSignal): Promise<void> {
     const address = options.upstream();
     if (address === null) {
       sendError(res, 503, 'ERR_ADMISSION_NOT_READY', 'the local runtime is not ready', { 'retry-after': '2' });
       return;
     }
+    // The client is already gone: nothing would ever drain what the runtime sends.
+    if (signal.aborted) return;
     const { pool, headers } = poolFor(address);
-    const controller = new AbortController();
-    // The client went away before the response finished: abort upstream, so the generation stops.
-    const onClose = (): void => {
-      if (!res.writableFinished) controller.abort();
-    };
-    res.on('close', onClose);
+    // Settles when the client is gone. A response queued behind one that closed the connection never
+    // finishes and never emits 'close', so undici would wait on it for good: stop waiting then.
+    const gone = new Promise<void>((resolveGone) => {
+      if (signal.aborted) resolveGone();
+      else signal.addEventListener('abort', () => resolveGone(), { once: true });
+    });
     try {
-      await pool.stream(
+      const streaming = pool.stream(
         {
           path: route.path,
           method: route.method as Dispatcher.HttpMethod,
@@ -188,7 +190,7 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
             ...(body !== null ? { 'content-type': 'application/json', 'content-length': String(body.length) } : {}),
           },
           ...(body !== null ? { body } : {}),
-          signal: controller.signal,
+          signal,
         },
         ({ statusCode, headers: upstreamHeaders }) => {
           const out: Record<string, string> = { ...SECURITY_HEADERS };
@@ -200,12 +202,11 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
           return res;
         },
       );
+      await Promise.race([streaming, gone]);
     } catch {
-      if (controller.signal.aborted) return;
+      if (signal.aborted) return;
       if (!res.headersSent) sendError(res, 502, 'ERR_UPSTREAM_UNAVAILABLE', 'the local runtime did not answer');
       else res.destroy();
-    } finally {
-      res.off('close', onClose);
     }
   }
 
@@ -241,23 +242,30 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       return;
     }
     let release: (() => void) | undefined;
+    // One abort for the whole request, listening from the start, to the response and to the connection:
+    // a client that leaves while its body is read, while it waits for a slot or before the proxy starts
+    // stops the request there. Node never emits 'close' on a pipelined response still queued behind one
+    // that closed the connection; without the socket's 'close' such a request would hold its admission
+    // slot and an upstream connection for good, writing into a response nobody reads.
+    const abort = new AbortController();
+    const socket = req.socket;
+    const onGone = (): void => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.once('close', onGone);
+    socket.once('close', onGone);
     try {
       const body = route.method === 'POST' ? await readBody(req, limits.maxBodyBytes) : null;
-      const abort = new AbortController();
-      const onClose = (): void => abort.abort();
-      res.once('close', onClose);
-      try {
-        release = await options.admission.acquire(abort.signal);
-      } finally {
-        res.off('close', onClose);
-      }
-      await proxy(req, res, route, body);
+      if (abort.signal.aborted) return;
+      release = await options.admission.acquire(abort.signal);
+      await proxy(req, res, route, body, abort.signal);
     } catch (error) {
       const code: ErrorCode = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
       const status = statusOf(code);
       const retry = status === 429 || status === 503 ? { 'retry-after': String(Math.max(1, options.admission.retryAfterSeconds())) } : {};
       if (!res.destroyed) sendError(res, status, code, status === 413 ? 'request body too large' : 'request not served', { ...retry, ...(status === 413 ? { connection: 'close' } : {}) });
     } finally {
+      socket.off('close', onGone);
       release?.();
       options.onRequest?.({ method: route.method, path, status: res.statusCode, ms: performance.now() - started });
     }
@@ -268,10 +276,45 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     requestTimeout: limits.requestTimeoutMs,
     headersTimeout: limits.headersTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // Node checks the two timeouts above only this often (default 30 s): a slow sender would otherwise
+    // hold its connection for up to 30 s past the limit.
+    connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 4))),
     requireHostHeader: false, // the guard refuses a missing Host with its own code
     joinDuplicateHeaders: false,
   });
+  // Node drops every header past the 2000th without a word: a second Host, an Origin or a second
+  // Authorization placed after 2000 filler fields would never reach the guard. No count limit; the head
+  // stays bounded by maxHeaderSize.
+  server.maxHeadersCount = 0;
+  // Requests still being answered, per connection (pipelining), and the last request dispatched on it.
+  // A parse error must not be answered in place of a pending response: the client would read our 400 as
+  // the answer to an earlier, valid request.
+  const inFlight = new WeakMap<Socket, Set<IncomingMessage>>();
+  const lastRequest = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
+  const closeWhenIdle = new WeakSet<Socket>();
+  const track = (req: IncomingMessage, res: ServerResponse): void => {
+    const socket = req.socket;
+    let pending = inFlight.get(socket);
+    if (pending === undefined) {
+      pending = new Set();
+      inFlight.set(socket, pending);
+    }
+    pending.add(req);
+    lastRequest.set(socket, { req, res });
+    res.once('close', () => {
+      pending.delete(req);
+      if (pending.size === 0 && closeWhenIdle.has(socket)) socket.destroy();
+    });
+  };
+  // An expectation other than 100-continue (RFC 9110 §10.1.1): 417 and close. Nothing is served, so the
+  // guard is not consulted; answered here (not by Node) so that the connection's bookkeeping knows.
+  server.on('checkExpectation', (req, res) => {
+    track(req, res);
+    sendError(res, 417, 'ERR_GUARD_MALFORMED', 'request refused', { connection: 'close' });
+    options.onRequest?.({ method: req.method ?? '', path: '-', status: 417, code: 'ERR_GUARD_MALFORMED', ms: 0 });
+  });
   server.on('request', (req, res) => {
+    track(req, res);
     handle(req, res).catch(() => {
       if (!res.headersSent) sendError(res, 500, 'ERR_INTERNAL', 'internal error');
       else res.destroy();
@@ -280,9 +323,28 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
   // CONNECT and Upgrade never reach a handler: no tunnel, no WebSocket.
   server.on('connect', (_req, socket) => socket.destroy());
   server.on('upgrade', (_req, socket) => socket.destroy());
-  server.on('clientError', (_error, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    else socket.destroy();
+  server.on('clientError', (error, raw) => {
+    const socket = raw as Socket;
+    // Bytes after a request that asked to close (HTTP/1.0, `Connection: close`) are ignored, not answered.
+    const afterClose = (error as { code?: unknown }).code === 'HPE_CLOSED_CONNECTION';
+    const pending = inFlight.get(socket) ?? new Set<IncomingMessage>();
+    const last = lastRequest.get(socket);
+    const brokenDispatched = last !== undefined && !last.req.complete;
+    if (brokenDispatched && !last.res.writableEnded) {
+      // A request whose head was fine and whose body is broken (or too slow) is still being handled: it
+      // waits for bytes that will never come. Close now (what is queued behind it is lost).
+      socket.destroy();
+    } else if (pending.size > 0) {
+      // Requests read in full are being answered: finish them, then close; nothing more is read.
+      closeWhenIdle.add(socket);
+    } else if (brokenDispatched || afterClose) {
+      // The broken request was already answered (refused from its head), or nothing is owed: just close.
+      socket.end();
+    } else if (socket.writable) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    } else {
+      socket.destroy();
+    }
   });
 
   await new Promise<void>((resolvePromise, reject) => {
