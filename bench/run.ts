@@ -5,6 +5,7 @@
 import { runBench, type Bench } from './harness.js';
 
 const BENCHES: Record<string, () => Promise<{ default: Bench }>> = {
+  assurance: () => import('./assurance.js'),
   guard: () => import('./guard.js'),
   probe: () => import('./probe.js'),
   runtime: () => import('./runtime.js'),
