@@ -2,6 +2,8 @@
  * `npm run bench -- assurance [--minutes N] [--fuzz-requests N] [--only fuzz,load,soak] [--json]`:
  * whole-system assurance figures (issue 11, docs/assurance.md).
  *
+ * Order: load first (the companion process is measured fresh), then fuzz, then soak.
+ *
  * - fuzz: N (default 100,000) generated raw HTTP requests each at the front door and at the redirect
  *   listener; counts of served/refused, and of wrong verdicts against the reference predicates.
  * - load: 500 concurrent connections × 20 requests through the front door to the real runtime (tiny GGUF,
@@ -64,14 +66,6 @@ const bench: Bench = {
     const log = (line: string): void => {
       process.stderr.write(`[assurance] ${line}\n`);
     };
-    if (only.has('fuzz')) {
-      const requests = positive('fuzz-requests', 100_000);
-      const seed = positive('seed', 20_261_129);
-      log(`fuzz: ${requests} raw requests at the front door (seed ${seed})`);
-      Object.assign(figures, fuzzFigures('fuzzFrontDoor', await fuzzFrontDoor({ requests, seed })));
-      log(`fuzz: ${requests} raw requests at the redirect listener (seed ${seed})`);
-      Object.assign(figures, fuzzFigures('fuzzListener', await fuzzRedirectListener({ requests, seed })));
-    }
     if (only.has('load')) {
       const perConnection = positive('load-requests', 20);
       log(`load: 500 connections × ${perConnection} requests`);
@@ -93,6 +87,14 @@ const bench: Bench = {
         await companion.close();
       }
     }
+    if (only.has('fuzz')) {
+      const requests = positive('fuzz-requests', 100_000);
+      const seed = positive('seed', 20_261_129);
+      log(`fuzz: ${requests} raw requests at the front door (seed ${seed})`);
+      Object.assign(figures, fuzzFigures('fuzzFrontDoor', await fuzzFrontDoor({ requests, seed })));
+      log(`fuzz: ${requests} raw requests at the redirect listener (seed ${seed})`);
+      Object.assign(figures, fuzzFigures('fuzzListener', await fuzzRedirectListener({ requests, seed })));
+    }
     if (only.has('soak')) {
       const minutes = positive('minutes', 10);
       log(`soak: ${minutes} min, runtime SIGKILLed every 3-15 s`);
@@ -110,6 +112,7 @@ const bench: Bench = {
           soakKills: soak.kills, soakRestarts: soak.restarts,
           soakMaxAvailabilityLagMs: soak.maxAvailabilityLagMs, soakMaxHealthLagMs: soak.maxHealthLagMs,
           soakHealthIntervalMs: soak.healthIntervalMs, soakSamples: soak.samples,
+          ...Object.fromEntries(Object.entries(soak.httpErrors).map(([status, n]) => [`soakHttp${status}`, n])),
         });
       } finally {
         await companion.close();

@@ -5,7 +5,7 @@
 // same-origin/none Sec-Fetch-Site or none, exactly one `Bearer <token>`, an origin-form target naming a
 // served path exactly, a served method, HTTP/1.0 or 1.1, a well-formed message within the limits.
 import { Buffer } from 'node:buffer';
-import { escapeBytes, headerValues, serialise, type FuzzBatch, type FuzzCase, type Prng, type RequestModel, type Verdict } from './fuzz-http.js';
+import { headerValues, serialise, type FuzzBatch, type FuzzCase, type Prng, type RequestModel, type Verdict } from './fuzz-http.js';
 
 export interface FrontDoorFuzzContext {
   readonly port: number;
@@ -527,9 +527,4 @@ export function frontDoorBatches(rng: Prng, ctx: FrontDoorFuzzContext, stop: () 
       };
     },
   };
-}
-
-/** For failure messages: a case as printable text. */
-export function describeCase(fuzzCase: FuzzCase): string {
-  return `#${fuzzCase.id} ${fuzzCase.kind} (${fuzzCase.verdict}): ${escapeBytes(fuzzCase.bytes)}`;
 }

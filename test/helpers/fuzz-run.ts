@@ -5,7 +5,7 @@ import { CompanionError } from '../../src/core/errors.js';
 import { startRedirectListener } from '../../src/authority/redirect-listener.js';
 import { startFrontDoorFixture } from './front-door.js';
 import { frontDoorBatches } from './fuzz-front-door.js';
-import { handleCounts, newTally, Prng, runFuzz, settleHandles, tallyOutcome, type FuzzCase, type FuzzTally } from './fuzz-http.js';
+import { escapeBytes, handleCounts, newTally, Prng, runFuzz, settleHandles, tallyOutcome, type FuzzCase, type FuzzTally } from './fuzz-http.js';
 import { finalState, listenerBatches } from './fuzz-listener.js';
 
 export interface FuzzFigures {
@@ -62,7 +62,7 @@ function figures(target: FuzzFigures['target'], seed: number, tally: FuzzTally, 
 }
 
 function describe(c: FuzzCase | undefined, why: string): string {
-  return c === undefined ? why : `${why}: #${c.id} ${c.kind} (${c.verdict}) ${c.bytes.toString('latin1').slice(0, 200).replace(/[^\x20-\x7e]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`)}`;
+  return c === undefined ? why : `${why}: #${c.id} ${c.kind} (${c.verdict}) ${escapeBytes(c.bytes, 200)}`;
 }
 
 /**
