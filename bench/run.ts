@@ -7,6 +7,7 @@ import { runBench, type Bench } from './harness.js';
 const BENCHES: Record<string, () => Promise<{ default: Bench }>> = {
   'front-door': () => import('./front-door.js'),
   download: () => import('./download.js'),
+  assurance: () => import('./assurance.js'),
   guard: () => import('./guard.js'),
   probe: () => import('./probe.js'),
   runtime: () => import('./runtime.js'),

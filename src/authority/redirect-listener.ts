@@ -131,7 +131,11 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   /** Sockets with a response being written (they close by themselves: `Connection: close`). */
   const busy = new WeakSet<Socket>();
 
-  const server = createServer({ requireHostHeader: false, headersTimeout: 10_000, requestTimeout: 15_000, maxHeaderSize: 16 * 1024, keepAliveTimeout: 1_000 });
+  // connectionsCheckingInterval: Node checks the two timeouts only this often (default 30 s).
+  const server = createServer({ requireHostHeader: false, headersTimeout: 10_000, requestTimeout: 15_000, maxHeaderSize: 16 * 1024, keepAliveTimeout: 1_000, connectionsCheckingInterval: 1_000 });
+  // Node drops header fields past the 2000th without a word: a second Host placed after 2000 filler fields
+  // would go unseen by singleHost(). No count limit; the head stays bounded by maxHeaderSize.
+  server.maxHeadersCount = 0;
   const closedPromise = new Promise<void>((resolve) => {
     server.once('close', () => {
       isClosed = true;

@@ -347,7 +347,26 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
   let lastAddress: UpstreamAddress | null = null;
   const retiring = new Set<Pool>();
   /** The latest response on each connection, so that a late client error never writes into it. */
-  const responding = new WeakMap<Socket, ServerResponse>();
+  // Requests still being answered, per connection (pipelining), and the last request dispatched on it.
+  // A parse error must not be answered in place of a pending response: the client would read our error
+  // as the answer to an earlier, valid request.
+  const inFlight = new WeakMap<Socket, Set<IncomingMessage>>();
+  const lastRequest = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
+  const closeWhenIdle = new WeakSet<Socket>();
+  const track = (req: IncomingMessage, res: ServerResponse): void => {
+    const socket = req.socket;
+    let pending = inFlight.get(socket);
+    if (pending === undefined) {
+      pending = new Set();
+      inFlight.set(socket, pending);
+    }
+    pending.add(req);
+    lastRequest.set(socket, { req, res });
+    res.once('close', () => {
+      pending.delete(req);
+      if (pending.size === 0 && closeWhenIdle.has(socket)) socket.destroy();
+    });
+  };
 
   function upstreamFor(address: UpstreamAddress): Upstream {
     if (address === lastAddress && upstream !== null) return upstream;
@@ -379,16 +398,22 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
   }
 
   /** A slot from admission; an AbortController only when the request may have to wait. */
-  function acquire(res: ServerResponse): Promise<Release> {
+  function acquire(res: ServerResponse, socket: Socket): Promise<Release> {
     const stats = admission.stats();
     if (stats.ready && stats.active < stats.maxConcurrent && stats.queued === 0) return admission.acquire();
     const abort = new AbortController();
     const onClose = (): void => abort.abort();
+    // The socket too: a pipelined response queued behind one that closed the connection never emits
+    // 'close' itself, and would otherwise wait (and then hold a slot) for good.
     res.once('close', onClose);
-    return admission.acquire(abort.signal).finally(() => res.off('close', onClose));
+    socket.once('close', onClose);
+    return admission.acquire(abort.signal).finally(() => {
+      res.off('close', onClose);
+      socket.off('close', onClose);
+    });
   }
 
-  function forward(res: ServerResponse, route: GuardRoute, contentType: string | undefined, body: Buffer | null, release: Release, started: number): void {
+  function forward(res: ServerResponse, socket: Socket, route: GuardRoute, contentType: string | undefined, accept: string | undefined, body: Buffer | null, release: Release, started: number): void {
     const address = options.upstream();
     if (address === null) {
       release();
@@ -398,13 +423,18 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     }
     const target = upstreamFor(address);
     const handler = new Forward(res, () => {
+      socket.off('close', handler.onClientClose);
       release();
       if (onRequest !== undefined) report(route.method, route.path, res.statusCode, started);
     });
     res.on('close', handler.onClientClose);
+    // A connection that closes under a queued pipelined response ends it too (its 'close' never comes).
+    socket.once('close', handler.onClientClose);
+    // Accept (and Content-Type for a body) are the client's own negotiation; nothing else passes.
+    const base = accept === undefined ? target.headers : { ...target.headers, accept };
     const headers = body === null
-      ? target.headers
-      : { ...target.headers, 'content-type': contentType ?? 'application/octet-stream', 'content-length': String(body.length) };
+      ? base
+      : { ...base, 'content-type': contentType ?? 'application/octet-stream', 'content-length': String(body.length) };
     target.pool.dispatch({ path: route.path, method: route.method as Dispatcher.HttpMethod, headers, body }, handler);
   }
 
@@ -412,12 +442,12 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     let release: Release | undefined;
     try {
       const body = route.method === 'POST' ? await readBody(req, limits.maxBodyBytes) : null;
-      release = await acquire(res);
-      if (res.destroyed) {
+      release = await acquire(res, req.socket);
+      if (res.destroyed || req.socket.destroyed) {
         release();
         return;
       }
-      forward(res, route, req.headers['content-type'], body, release, started);
+      forward(res, req.socket, route, req.headers['content-type'], req.headers.accept, body, release, started);
     } catch (error) {
       release?.();
       const code: ErrorCode = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
@@ -444,7 +474,7 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
   }
 
   function handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
-    responding.set(req.socket, res);
+    track(req, res);
     const started = onRequest === undefined ? 0 : performance.now();
     const decision = verifyLoopbackRequest(
       { peerAddress: req.socket.remoteAddress ?? '', method: req.method ?? '', target: req.url ?? '', rawHeaders: req.rawHeaders, httpVersion: req.httpVersion },
@@ -486,19 +516,51 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     joinDuplicateHeaders: false,
     noDelay: true,
   });
-  server.maxHeadersCount = 100;
+  // Node drops every header past maxHeadersCount without a word: a second Host, an Origin or a second
+  // Authorization placed after the filler would never reach the guard. No count limit (0); the head
+  // stays bounded by maxHeaderSize.
+  server.maxHeadersCount = 0;
   server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req, res));
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
   // CONNECT and Upgrade never reach a handler: no tunnel, no WebSocket.
   server.on('connect', (_req: IncomingMessage, socket: Socket) => socket.destroy());
   server.on('upgrade', (_req: IncomingMessage, socket: Socket) => socket.destroy());
+  // An expectation other than 100-continue (RFC 9110 §10.1.1): 417 and close; nothing is served.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    track(req, res);
+    sendError(res, 417, 'ERR_GUARD_MALFORMED', 'request refused', ['Connection', 'close']);
+  });
   server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
-    // A request head too large, too slow or malformed, or a body too slow. Answer once if nothing was
-    // sent on this connection yet (Node's defaults, plus our headers), then close.
-    if (error.code === 'ECONNRESET' || !socket.writable || responding.get(socket)?.headersSent === true) {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
+    const pending = inFlight.get(socket) ?? new Set<IncomingMessage>();
+    const last = lastRequest.get(socket);
+    const brokenDispatched = last !== undefined && !last.req.complete;
+    if (brokenDispatched && !last.res.writableEnded) {
+      // A request whose head was fine and whose body is broken (or too slow) is still being handled: it
+      // waits for bytes that will never come. Answer it (408/400) when it is the only one owed, then close.
+      if (!last.res.headersSent && pending.size <= 1) {
+        const timeout = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+        sendError(last.res, timeout ? 408 : 400, timeout ? 'ERR_REQUEST_TIMEOUT' : 'ERR_GUARD_MALFORMED', 'request not served', ['Connection', 'close']);
+        setTimeout(() => socket.destroy(), 1_000).unref();
+      } else {
+        socket.destroy();
+      }
+      return;
+    }
+    if (pending.size > 0) {
+      // Requests read in full are being answered: finish them, then close; nothing more is read.
+      closeWhenIdle.add(socket);
+      return;
+    }
+    if (brokenDispatched || error.code === 'HPE_CLOSED_CONNECTION') {
+      // Already answered (refused from its head), or bytes after a request that asked to close.
+      socket.end();
+      return;
+    }
+    // A request head too large, too slow or malformed: answer once (our headers), then close.
     const [status, code] = error.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT'] : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
     const body = `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}`;

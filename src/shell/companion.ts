@@ -5,6 +5,7 @@
  */
 import { createAdmission } from '../core/admission.js';
 import { CompanionError } from '../core/errors.js';
+import type { RestartPolicy } from '../core/lifecycle.js';
 import { startFrontDoor, type FrontDoor } from '../runtime/front-door.js';
 import type { SpawnWrap } from '../runtime/spawn.js';
 import { layout } from './config.js';
@@ -22,6 +23,8 @@ export interface RuntimeGroupOptions {
   readonly maxConcurrent?: number;
   readonly maxQueue?: number;
   readonly healthIntervalMs?: number;
+  /** Restart backoff and crash-loop cap (default: the lifecycle core's DEFAULT_RESTART_POLICY). */
+  readonly restartPolicy?: RestartPolicy;
   readonly onEvent?: (event: SupervisorEvent | { event: 'listening'; endpoint: string }) => void;
   readonly onStderr?: (line: string) => void;
 }
@@ -55,6 +58,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.wrap ? { wrap: options.wrap } : {}),
     ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
+    ...(options.restartPolicy !== undefined ? { restartPolicy: options.restartPolicy } : {}),
     ...(options.onStderr ? { onStderr: options.onStderr } : {}),
     onEvent: (event) => {
       if (event.event === 'available') admission.setReady(event.available);
