@@ -364,7 +364,11 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     lastRequest.set(socket, { req, res });
     res.once('close', () => {
       pending.delete(req);
-      if (pending.size === 0 && closeWhenIdle.has(socket)) socket.destroy();
+      if (pending.size === 0 && closeWhenIdle.has(socket)) {
+        // Half-close first (a reset could cut the last answer on its way), then close for good.
+        socket.end();
+        setTimeout(() => socket.destroy(), 1_000).unref();
+      }
     });
   };
 
