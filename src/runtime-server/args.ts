@@ -2,7 +2,9 @@
  * The bundled runtime's command line. Only non-secret settings travel on argv (it is world-readable in
  * /proc/<pid>/cmdline); the loopback-TCP key comes over stdin (see main.ts).
  *
- *   --model PATH            GGUF file to load (required)
+ *   --model PATH            GGUF file to load (this or --model-fd is required)
+ *   --model-fd N            load the model from inherited descriptor N (the companion's way: the model's
+ *                           path never appears on argv, and the sandbox need not show the file)
  *   --socket PATH | --tcp   bind a Unix socket at PATH (mode 0600, its directory must be 0700) or 127.0.0.1:0
  *   --context N             context size in tokens (default 2048)
  *   --threads N             CPU threads (default: physical cores)
@@ -65,6 +67,7 @@ export function parseRuntimeArgs(argv: readonly string[]): RuntimeServerConfig {
     };
     switch (flag) {
       case '--model': modelPath = value(); break;
+      case '--model-fd': modelPath = `/proc/self/fd/${integer(flag, value(), 3, 1023)}`; break;
       case '--socket': socket = value(); break;
       case '--tcp': tcp = true; break;
       case '--context': contextSize = integer(flag, value(), 64, 1 << 20); break;
@@ -85,7 +88,8 @@ export function parseRuntimeArgs(argv: readonly string[]): RuntimeServerConfig {
       default: throw usage(`unknown argument ${flag.startsWith('--') ? flag : '(a value without a flag)'}`);
     }
   }
-  if (modelPath === undefined) throw usage('--model is required');
+  if (seen.has('--model') && seen.has('--model-fd')) throw usage('--model and --model-fd exclude each other');
+  if (modelPath === undefined) throw usage('--model or --model-fd is required');
   if (!modelPath.startsWith('/') && !/^[A-Za-z]:[\\/]/.test(modelPath)) throw usage('--model must be an absolute path');
   if ((socket === undefined) === !tcp) throw usage('give exactly one of --socket PATH or --tcp');
   if (socket !== undefined && !socket.startsWith('/')) throw usage('--socket must be an absolute path');

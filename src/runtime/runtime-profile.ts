@@ -44,9 +44,18 @@ export interface RuntimeProfile {
   readonly keyDelivery: 'stdin' | 'file';
   /** Paths the child needs to read (binary, code, model): what a sandbox exposes read-only. */
   readonly readOnlyPaths: readonly string[];
+  /**
+   * How the model reaches the child: `fd` = the spawn adapter opens it and hands it over as descriptor
+   * {@link MODEL_FD} (its path never appears on argv, and a sandbox need not show the file); `argv` = the
+   * path on the command line (external binaries).
+   */
+  readonly modelDelivery: 'fd' | 'argv';
   /** The argv (without argv[0]) for a bind target. */
   args(target: BindTarget): string[];
 }
+
+/** The descriptor number the model is handed over on (`modelDelivery: 'fd'`). */
+export const MODEL_FD = 3;
 
 /** Absolute path of the compiled bundled runtime entry, resolved from this module's own location. */
 export function bundledEntryPath(): string {
@@ -103,7 +112,8 @@ export function bundledProfile(options: BundledProfileOptions): RuntimeProfile {
     if (!/^[A-Za-z0-9._:/-]{1,128}$/.test(options.modelId)) throw invalidValue('modelId must match [A-Za-z0-9._:/-]{1,128}');
   }
   const entry = bundledEntryPath();
-  const settings: string[] = ['--model', options.modelPath];
+  // The model arrives as an inherited descriptor: its path is never on argv (P-f).
+  const settings: string[] = ['--model-fd', String(MODEL_FD)];
   if (options.contextSize !== undefined) settings.push('--context', String(options.contextSize));
   if (options.threads !== undefined) settings.push('--threads', String(options.threads));
   settings.push('--gpu', options.gpu ?? 'off');
@@ -117,7 +127,8 @@ export function bundledProfile(options: BundledProfileOptions): RuntimeProfile {
     env: {},
     handshake: 'ready-line',
     keyDelivery: 'stdin',
-    readOnlyPaths: [process.execPath, packageRoot(), options.modelPath],
+    readOnlyPaths: [process.execPath, packageRoot()],
+    modelDelivery: 'fd',
     args(target) {
       const bind = target.kind === 'unix' ? ['--socket', target.path] : ['--tcp'];
       return [entry, ...settings, ...bind];
@@ -180,6 +191,7 @@ export function llamaServerProfile(options: LlamaServerProfileOptions): RuntimeP
     handshake: 'llama-server-log',
     keyDelivery: 'file',
     readOnlyPaths: [options.binary, options.modelPath],
+    modelDelivery: 'argv',
     args(target) {
       if (target.kind === 'unix') {
         if (!target.path.endsWith('.sock')) throw new CompanionError('ERR_SPAWN_FAILED', 'llama-server needs a socket path ending in .sock');

@@ -180,7 +180,8 @@ export interface RuntimeSandboxInputs {
   /** `<repo>/node_modules` (node-llama-cpp and its prebuilt binaries). */
   readonly nodeModulesDir: string;
   /** The one verified model file. */
-  readonly modelPath: string;
+  /** The one model file, when it is shown by path (absent when it is handed over as a descriptor). */
+  readonly modelPath?: string;
   /** The 0700 folder the parent made for the runtime's Unix socket. */
   readonly socketDir: string;
   /** Extra allowed environment (see {@link SandboxProfile.env}). */
@@ -193,11 +194,12 @@ export interface RuntimeSandboxInputs {
  */
 export function runtimeSandboxProfile(inputs: RuntimeSandboxInputs): SandboxProfile {
   assertObject(inputs, 'inputs');
-  for (const field of ['nodeBinary', 'codeDir', 'packageJson', 'nodeModulesDir', 'modelPath', 'socketDir'] as const) {
+  for (const field of ['nodeBinary', 'codeDir', 'packageJson', 'nodeModulesDir', 'socketDir'] as const) {
     assertSandboxPath(inputs[field], `inputs.${field}`);
   }
+  if (inputs.modelPath !== undefined) assertSandboxPath(inputs.modelPath, 'inputs.modelPath');
   return {
-    readOnlyPaths: [inputs.nodeBinary, inputs.codeDir, inputs.packageJson, inputs.nodeModulesDir, inputs.modelPath],
+    readOnlyPaths: [inputs.nodeBinary, inputs.codeDir, inputs.packageJson, inputs.nodeModulesDir, ...(inputs.modelPath === undefined ? [] : [inputs.modelPath])],
     writablePaths: [inputs.socketDir],
     allowNetwork: false,
     ...(inputs.env === undefined ? {} : { env: inputs.env }),

@@ -19,7 +19,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, lstatSync, openSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { CompanionError, assertString, assertInteger, type ErrorCode } from '../core/errors.js';
@@ -38,6 +38,8 @@ export interface WrapContext {
   readonly runDir: string;
   /** The model file: read-only. */
   readonly modelPath: string;
+  /** True when the model is handed over as a descriptor: the sandbox need not (and should not) show it. */
+  readonly modelByDescriptor: boolean;
   /** Everything else the runtime reads (binary, code): read-only. */
   readonly readOnlyPaths: readonly string[];
   readonly bind: BindTarget;
@@ -266,7 +268,7 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     }
     command = { file: profile.file, args: profile.args(target) };
     if (options.wrap !== undefined) {
-      command = options.wrap(command, { runDir, modelPath: profile.modelPath, readOnlyPaths: profile.readOnlyPaths, bind: target });
+      command = options.wrap(command, { runDir, modelPath: profile.modelPath, modelByDescriptor: profile.modelDelivery === 'fd', readOnlyPaths: profile.readOnlyPaths, bind: target });
       checkBinary(command.file);
     }
   } catch (error) {
@@ -274,6 +276,16 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     throw error;
   }
 
+  // The model as descriptor 3, opened read-only here: its path never reaches the child's argv.
+  let modelFd: number | undefined;
+  if (profile.modelDelivery === 'fd') {
+    try {
+      modelFd = openSync(profile.modelPath, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch {
+      removeRunDir();
+      throw new CompanionError('ERR_RUNTIME_MODEL_LOAD', 'the model file could not be opened');
+    }
+  }
   let child: ChildProcess;
   // The child inherits umask 077: whatever it creates (its socket, for llama-server too) is private.
   // spawn() is synchronous up to exec, so no other file creation of ours sees this umask.
@@ -289,7 +301,7 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
       detached: true,
       env,
       cwd: runDir,
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: modelFd === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', modelFd],
       windowsHide: true,
     });
   } catch {
@@ -297,6 +309,8 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     throw new CompanionError('ERR_SPAWN_FAILED');
   } finally {
     if (previousUmask !== undefined) process.umask(previousUmask);
+    // The child has its own copy; ours is not needed any more.
+    if (modelFd !== undefined) closeSync(modelFd);
   }
 
   return new Promise<RuntimeHandle>((resolveHandle, rejectHandle) => {

@@ -34,7 +34,8 @@ export async function resolveSandbox(choice: SandboxChoice, warn: (line: string)
       codeDir: join(root, 'dist', 'src'),
       packageJson: join(root, 'package.json'),
       nodeModulesDir: join(root, 'node_modules'),
-      modelPath: context.modelPath,
+      // A model handed over as a descriptor is not shown in the sandbox at all.
+      ...(context.modelByDescriptor ? {} : { modelPath: context.modelPath }),
       socketDir: context.runDir,
     });
     return sandboxCommand({ file: command.file, args: [...command.args] }, profile, support);

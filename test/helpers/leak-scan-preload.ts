@@ -7,7 +7,7 @@
 // bearer tokens) plus the runtime's stderr lines and its model path, one JSON object per line.
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { subscribe } from 'node:diagnostics_channel';
-import { writeSync } from 'node:fs';
+import { readlinkSync, writeSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 
 const CHANNEL_FD = 3;
@@ -134,7 +134,16 @@ childProcess.spawn = function spawnAndWatch(this: unknown, ...args: unknown[]): 
   if (argv.some((a) => a.includes('runtime-server'))) {
     const model = argv[argv.indexOf('--model') + 1];
     if (argv.includes('--model') && model !== undefined) send({ type: 'model-path', value: model });
-    child.once('spawn', () => send({ type: 'runtime-pid', pid: child.pid }));
+    child.once('spawn', () => {
+      send({ type: 'runtime-pid', pid: child.pid });
+      // The model is handed over as descriptor 3 (never on argv): learn its path from the child's fd table.
+      try {
+        const target = readlinkSync(`/proc/${child.pid}/fd/3`);
+        if (target.endsWith('.gguf')) send({ type: 'model-path', value: target });
+      } catch {
+        // The child may already be gone; the harness checks that the model path was learnt.
+      }
+    });
     child.stderr?.on('data', (chunk: Buffer | string) => send({ type: 'runtime-stderr', text: chunk.toString() }));
   }
   return child;

@@ -298,8 +298,7 @@ export interface ScanPolicy {
   readonly book: SecretBook;
   /** The user's private texts (prompts, completions): never in logs, files, argv, env or error bodies. */
   readonly privateTexts: readonly string[];
-  /** The model path: allowed only on the runtime's own argv (the file it is told to load, D5.4) and in the
-   *  stale-reclaim record of that argv (runtime.state.json). */
+  /** The model path (scanned everywhere: the runtime receives the model as a descriptor, never by path). */
   readonly modelPath: string | null;
   /** The demo's `--prompt` value: allowed only on the demo's own argv (the user typed it there). */
   readonly prompt: string | null;
@@ -336,22 +335,15 @@ export function leakFindings(run: DemoRun, policy: ScanPolicy): Finding[] {
   findings.push(...scanText('stderr', run.stderr, all));
   findings.push(...scanText('runtime stderr', run.runtimeStderr, all));
   for (const proc of run.processes) {
-    let argv = [...proc.argv];
+    const argv = [...proc.argv];
     if (proc.role === 'demo' && policy.prompt !== null) {
       const at = argv.indexOf('--prompt');
       if (at !== -1 && argv[at + 1] === policy.prompt) argv.splice(at, 2);
     }
-    if (proc.role !== 'demo' && policy.modelPath !== null) argv = argv.filter((a) => a !== policy.modelPath);
     findings.push(...scanText(`/proc/${proc.pid}/cmdline (${proc.role}: ${proc.argv[1] ?? proc.argv[0] ?? '?'})`, argv.join(' '), all));
     findings.push(...scanText(`/proc/${proc.pid}/environ (${proc.role})`, proc.environ.join('\n'), all));
   }
-  // The stale-reclaim record (0600, in the data dir) keeps the runtime's argv to recognise it later: the
-  // model path may be there, as on that argv; nothing else.
-  const withoutModelPath = all.filter((e) => e.kind !== 'model path');
-  for (const file of run.files) {
-    const identityRecord = /(^|\/)\.?runtime\.state\.json[^/]*$/.test(file.path);
-    findings.push(...scanText(`file ${file.path}`, file.content, identityRecord ? withoutModelPath : all));
-  }
+  for (const file of run.files) findings.push(...scanText(`file ${file.path}`, file.content, all));
   for (const { where, text } of policy.extra ?? []) findings.push(...scanText(where, text, all));
   return findings;
 }

@@ -70,6 +70,7 @@ export function fakeProfile(extra: string[] = []): import('../../src/runtime/run
     handshake: 'ready-line',
     keyDelivery: 'stdin',
     readOnlyPaths: [],
+    modelDelivery: 'argv',
     args: (target) => [fakeRuntimeScript, ...(target.kind === 'unix' ? ['--socket', target.path] : ['--tcp']), ...extra],
   };
 }

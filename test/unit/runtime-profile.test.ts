@@ -16,14 +16,18 @@ test('bundledProfile() runs process.execPath on the compiled entry with settings
   assert.ok(isAbsolute(bundledEntryPath()));
   assert.ok(bundledEntryPath().endsWith('/dist/src/runtime-server/main.js'));
   assert.deepEqual(profile.args({ kind: 'unix', path: '/run/rt-1/rt.sock' }), [
-    bundledEntryPath(), '--model', model, '--context', '1024', '--threads', '1', '--gpu', 'auto', '--parallel', '2', '--model-id', 'tiny', '--socket', '/run/rt-1/rt.sock',
+    bundledEntryPath(), '--model-fd', '3', '--context', '1024', '--threads', '1', '--gpu', 'auto', '--parallel', '2', '--model-id', 'tiny', '--socket', '/run/rt-1/rt.sock',
   ]);
   assert.deepEqual(profile.args({ kind: 'tcp' }).slice(-1), ['--tcp']);
-  assert.ok(profile.readOnlyPaths.includes(model));
+  // P-f: the model's path is never on argv; the spawn adapter hands it over as descriptor 3.
+  assert.equal(profile.modelDelivery, 'fd');
+  assert.ok(!profile.args({ kind: 'unix', path: '/run/rt-1/rt.sock' }).some((a) => a.includes(model)));
+  assert.ok(!profile.readOnlyPaths.includes(model));
   // Every argv the profile builds parses in the runtime.
   const parsed = parseRuntimeArgs(profile.args({ kind: 'unix', path: '/run/rt-1/rt.sock' }).slice(1));
   assert.deepEqual(parsed.bind, { kind: 'unix', path: '/run/rt-1/rt.sock' });
   assert.equal(parsed.threads, 1);
+  assert.equal(parsed.modelPath, '/proc/self/fd/3');
 });
 
 test('bundledProfile() refuses a relative model path and out-of-range settings with ERR_INVALID_ARG_*', () => {
@@ -97,6 +101,8 @@ const badArgs: [string, string[]][] = [
   ['a bad integer', ['--model', model, '--tcp', '--threads', '1e3']],
   ['a bad gpu mode', ['--model', model, '--tcp', '--gpu', 'cuda']],
   ['a stray value', ['--model', model, '--tcp', 'extra']],
+  ['both model forms', ['--model', model, '--model-fd', '3', '--tcp']],
+  ['a model descriptor below 3', ['--model-fd', '2', '--tcp']],
 ];
 
 for (const [name, argv] of badArgs) {
