@@ -7,7 +7,7 @@
 // bearer tokens) plus the runtime's stderr lines and its model path, one JSON object per line.
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { subscribe } from 'node:diagnostics_channel';
-import { readlinkSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 
 const CHANNEL_FD = 3;
@@ -136,17 +136,18 @@ childProcess.spawn = function spawnAndWatch(this: unknown, ...args: unknown[]): 
     if (argv.includes('--model') && model !== undefined) send({ type: 'model-path', value: model });
     child.once('spawn', () => {
       send({ type: 'runtime-pid', pid: child.pid });
-      // The model is handed over as descriptor 3 (never on argv): learn its path from the child's fd table.
-      try {
-        const target = readlinkSync(`/proc/${child.pid}/fd/3`);
-        if (target.endsWith('.gguf')) send({ type: 'model-path', value: target });
-      } catch {
-        // The child may already be gone; the harness checks that the model path was learnt.
-      }
     });
     child.stderr?.on('data', (chunk: Buffer | string) => send({ type: 'runtime-stderr', text: chunk.toString() }));
   }
   return child;
 } as typeof childProcess.spawn;
+// The model is handed over as descriptor 3 (never on argv): learn its path where the spawn adapter opens it.
+const fs = require('node:fs') as typeof import('node:fs');
+const originalOpenSync = fs.openSync;
+fs.openSync = function openAndWatch(this: unknown, ...args: unknown[]): number {
+  const [path] = args;
+  if (typeof path === 'string' && path.endsWith('.gguf')) send({ type: 'model-path', value: path });
+  return (originalOpenSync as (...a: unknown[]) => number).apply(this, args);
+} as typeof fs.openSync;
 syncBuiltinESMExports();
 send({ type: 'ready' });
