@@ -2,7 +2,7 @@
 import { createLlmClient, type Endpoint } from '../client/llm.js';
 import { assertOneOf } from '../core/errors.js';
 import { CONTEXT_TIERS, LANE_PREFERENCES, type ContextTier, type LanePreference } from '../core/lane.js';
-import { readDiscovery } from '../shell/discovery.js';
+import { endpointHealthy, readDiscovery } from '../shell/discovery.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { CliUsageError } from './io.js';
@@ -51,12 +51,7 @@ export const runCommand: Command = {
       const cloudKey = io.env.COMPANION_CLOUD_KEY;
       const client = createLlmClient({
         local: () => local,
-        companionAvailable: async () => {
-          if (local === null) return false;
-          const response = await fetch(new URL('/health', local.url), { headers: { authorization: `Bearer ${local.token}` }, signal: AbortSignal.timeout(2_000) });
-          await response.body?.cancel();
-          return response.status === 200;
-        },
+        companionAvailable: () => (local === null ? false : endpointHealthy(local.url, local.token)),
         ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini' } } : {}),
         preference: prefer as LanePreference,
       });

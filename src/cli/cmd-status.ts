@@ -1,33 +1,9 @@
 /** `companion status`: sign-in, model, runtime, availability and resources. Never a token. */
-import { request } from 'node:http';
 import { checkInstalledModel, readInstalled } from '../shell/install.js';
-import { readDiscovery, readJsonFile, type PublishedState } from '../shell/discovery.js';
+import { endpointHealthy, readDiscovery, readJsonFile, type PublishedState } from '../shell/discovery.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
-
-/** One `/health` round trip through the front door with the loopback token; false on any doubt. */
-function frontDoorHealthy(endpoint: string, token: string, timeoutMs = 2_000): Promise<boolean> {
-  return new Promise((resolve) => {
-    let url: URL;
-    try {
-      url = new URL('/health', endpoint);
-    } catch {
-      resolve(false);
-      return;
-    }
-    const req = request(url, { method: 'GET', headers: { authorization: `Bearer ${token}` }, timeout: timeoutMs }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => {
-      req.destroy();
-      resolve(false);
-    });
-    req.end();
-  });
-}
 
 export const statusCommand: Command = {
   name: 'status',
@@ -71,7 +47,7 @@ export const statusCommand: Command = {
       if (installed !== null) verified = await checkInstalledModel(context.paths.models).then(() => true, () => false);
       const discovery = await readDiscovery(context.paths.discovery);
       const published = discovery === null ? null : await readJsonFile<PublishedState>(context.paths.state);
-      const healthy = discovery !== null && token !== null ? await frontDoorHealthy(discovery.url, token) : false;
+      const healthy = discovery !== null && token !== null ? await endpointHealthy(discovery.url, token) : false;
       const report = {
         signedIn,
         user,

@@ -187,6 +187,15 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
     }
   }
 
+  /** Sampling options shared by chat and completion; never past the end of the context. */
+  const generationOptions = (sampling: Parameters<Engine['chat']>[1], promptTokens: number) => ({
+    maxTokens: Math.min(sampling.maxTokens ?? Number.MAX_SAFE_INTEGER, loadedContext.contextSize - promptTokens),
+    temperature: sampling.temperature,
+    ...(sampling.topP === undefined ? {} : { topP: sampling.topP }),
+    ...(sampling.seed === undefined ? {} : { seed: sampling.seed }),
+    ...(sampling.stop.length === 0 ? {} : { customStopTriggers: sampling.stop }),
+  });
+
   return {
     contextSize: loadedContext.contextSize,
     get busy() {
@@ -202,11 +211,7 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
         const result = await slot.chat.generateResponse(history, {
           signal: hooks.signal,
           // Never past the end of the context: a context shift would silently drop earlier messages.
-          maxTokens: Math.min(sampling.maxTokens ?? Number.MAX_SAFE_INTEGER, loadedContext.contextSize - promptTokens),
-          temperature: sampling.temperature,
-          ...(sampling.topP === undefined ? {} : { topP: sampling.topP }),
-          ...(sampling.seed === undefined ? {} : { seed: sampling.seed }),
-          ...(sampling.stop.length === 0 ? {} : { customStopTriggers: sampling.stop }),
+          ...generationOptions(sampling, promptTokens),
           onToken: (tokens: Token[]) => { completionTokens += tokens.length; },
           ...(hooks.onText === undefined ? {} : { onTextChunk: hooks.onText }),
         });
@@ -221,11 +226,7 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
         let completionTokens = 0;
         const result = await slot.completion.generateCompletionWithMeta(prompt, {
           signal: hooks.signal,
-          maxTokens: Math.min(sampling.maxTokens ?? Number.MAX_SAFE_INTEGER, loadedContext.contextSize - promptTokens),
-          temperature: sampling.temperature,
-          ...(sampling.topP === undefined ? {} : { topP: sampling.topP }),
-          ...(sampling.seed === undefined ? {} : { seed: sampling.seed }),
-          ...(sampling.stop.length === 0 ? {} : { customStopTriggers: sampling.stop }),
+          ...generationOptions(sampling, promptTokens),
           // Stop when the context is full instead of silently dropping the start of the prompt.
           disableContextShift: true,
           onToken: (tokens: Token[]) => { completionTokens += tokens.length; },

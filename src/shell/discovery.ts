@@ -61,3 +61,17 @@ export async function readDiscovery(path: string): Promise<DiscoveryRecord | nul
 export async function removeFile(path: string): Promise<void> {
   await rm(path, { force: true });
 }
+
+/**
+ * One `/health` round trip through the front door with the loopback token: true only on 200 within the
+ * bound; false on any doubt (refused, timeout, not ready). Used by `status` and `run`.
+ */
+export async function endpointHealthy(endpoint: string, token: string, timeoutMs = 2_000): Promise<boolean> {
+  try {
+    const response = await fetch(new URL('/health', endpoint), { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
+    await response.body?.cancel();
+    return response.status === 200;
+  } catch {
+    return false;
+  }
+}

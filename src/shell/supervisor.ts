@@ -67,8 +67,6 @@ export interface Supervisor {
   resources(): Promise<ResourceFigures | null>;
   /** Waits until available or until `timeoutMs`; resolves with the availability. */
   waitAvailable(timeoutMs: number): Promise<boolean>;
-  /** A health round trip now. */
-  checkHealth(): Promise<boolean>;
 }
 
 export function createSupervisor(options: SupervisorOptions): Supervisor {
@@ -270,11 +268,6 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
         };
         waiters.add(wake);
       });
-    },
-    async checkHealth() {
-      if (monitor === null) return false;
-      const sample = await monitor.checkNow();
-      return sample.ok;
     },
   };
 }
