@@ -120,6 +120,7 @@ export const ERROR_CODES = {
   ERR_TLS_CA: 'the extra CA file could not be read or is not PEM',
   ERR_CONFIG: 'the configuration is invalid',
   ERR_HUB_UNREACHABLE: 'the hub could not be reached',
+  ERR_STATE_UNSAFE: 'a private state folder or file is a symlink, not a folder, or owned by another user',
   ERR_LOCKED_BY_OTHER: 'another companion is running with this data directory',
   ERR_USAGE: 'the command line is not valid; see --help',
   ERR_INTERNAL: 'an unexpected internal error',

@@ -1,0 +1,125 @@
+/**
+ * Private files and folders, written so that another local user or a planted symlink cannot redirect
+ * them (threat P-f; issue 16 item 7). One helper per job, used by both groups and the hub:
+ *
+ * - {@link ensurePrivateDir} / {@link ensurePrivateDirSync}: a 0700 folder of ours, never a symlink.
+ * - {@link writePrivateFileAtomic} / {@link writePrivateFileAtomicSync}: a 0600 temp file with a random
+ *   name opened `O_CREAT | O_EXCL | O_NOFOLLOW` (a link or a file planted at the temp name is refused,
+ *   never followed), written, fsynced, then renamed over the target. A reader sees the old file or the
+ *   new one, never a torn one.
+ * - {@link readJsonFile}: the parsed JSON of a regular file, opened `O_NOFOLLOW`, or null.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, constants, fsyncSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { chmod, lstat, mkdir, open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { CompanionError, type ErrorCode } from '../core/errors.js';
+
+/** Open flags of a new private temp file: create it, never reuse or follow what is there. */
+const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0);
+/** Open flags of a read that refuses a symlink in the last component. */
+const READ_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
+
+function tempNameFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomBytes(8).toString('hex')}.tmp`);
+}
+
+function checkDirStats(stats: { isDirectory(): boolean; isSymbolicLink(): boolean; uid: number }, code: ErrorCode): void {
+  const uid = process.getuid?.();
+  // Why: a symlinked folder (or one another user owns) would let someone else choose where our files go.
+  if (stats.isSymbolicLink() || !stats.isDirectory() || (uid !== undefined && stats.uid !== uid)) {
+    throw new CompanionError(code, 'a private folder is a symlink, not a folder, or owned by another user');
+  }
+}
+
+/**
+ * Creates `dir` (and its parents) 0700, or checks the existing one: a real folder (not a symlink), owned
+ * by this user, tightened to 0700. Throws `code` (default `ERR_STATE_UNSAFE`) otherwise.
+ */
+export async function ensurePrivateDir(dir: string, code: ErrorCode = 'ERR_STATE_UNSAFE'): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  checkDirStats(await lstat(dir), code);
+  await chmod(dir, 0o700);
+}
+
+/** The synchronous {@link ensurePrivateDir}. */
+export function ensurePrivateDirSync(dir: string, code: ErrorCode = 'ERR_STATE_UNSAFE'): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  checkDirStats(lstatSync(dir), code);
+  chmodSync(dir, 0o700);
+}
+
+/**
+ * Writes `data` to `path` atomically and privately: a 0600 temp file with a random name in the same
+ * folder, opened `O_CREAT | O_EXCL | O_NOFOLLOW`, fsynced, renamed over `path`. The temp file is removed
+ * on failure. Throws the underlying I/O error (the caller maps it to its own code).
+ */
+export async function writePrivateFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const temp = tempNameFor(path);
+  const handle = await open(temp, CREATE_FLAGS, 0o600);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    await rm(temp, { force: true });
+    throw error;
+  }
+  await handle.close();
+  try {
+    await rename(temp, path);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+}
+
+/** The synchronous {@link writePrivateFileAtomic}. */
+export function writePrivateFileAtomicSync(path: string, data: string | Uint8Array): void {
+  const temp = tempNameFor(path);
+  const fd = openSync(temp, CREATE_FLAGS, 0o600);
+  try {
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    let offset = 0;
+    while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+    fsyncSync(fd);
+    closeSync(fd);
+  } catch (error) {
+    try {
+      closeSync(fd);
+    } catch {
+      // Already closed.
+    }
+    rmSync(temp, { force: true });
+    throw error;
+  }
+  try {
+    renameSync(temp, path);
+  } catch (error) {
+    rmSync(temp, { force: true });
+    throw error;
+  }
+}
+
+/** {@link writePrivateFileAtomic} of `JSON.stringify(value)`. */
+export async function writePrivateJson(path: string, value: unknown): Promise<void> {
+  await writePrivateFileAtomic(path, JSON.stringify(value));
+}
+
+/** The parsed JSON of the regular file at `path` (a symlink is refused), or null on any failure. */
+export async function readJsonFile(path: string): Promise<unknown> {
+  let handle;
+  try {
+    handle = await open(path, READ_FLAGS);
+  } catch {
+    return null;
+  }
+  try {
+    if (!(await handle.stat()).isFile()) return null;
+    return JSON.parse(await handle.readFile('utf8')) as unknown;
+  } catch {
+    return null;
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
