@@ -106,3 +106,17 @@ export function decideResources(figures: ResourceFigures, limits: ResourceLimits
   const decision: ResourceDecisionKind = refuse.length > 0 ? 'refuse-start' : degrade.length > 0 ? 'degraded' : 'ok';
   return { decision, reasons };
 }
+
+/**
+ * Memory a runtime needs at least, before it starts: the model's bytes (llama.cpp maps or loads them
+ * whole) plus {@link RUNTIME_FLOOR_BYTES} for the runtime itself and a small context. A floor, not a
+ * forecast: it refuses a model that cannot fit at all; the running check ({@link decideResources} on the
+ * probe's RSS) catches the rest. Grows with a larger context in issue 17's context sizing.
+ */
+export const RUNTIME_FLOOR_BYTES = 32 * 1024 * 1024;
+
+/** The start-time figures for {@link decideResources}: the runtime's floor need, no CPU yet. */
+export function startFigures(modelBytes: number): ResourceFigures {
+  assertNumber(modelBytes, 'modelBytes', 0);
+  return { rssBytes: modelBytes + RUNTIME_FLOOR_BYTES, cpuPercent: 0 };
+}

@@ -1,23 +1,29 @@
 /**
- * The bundled runtime's command line. Only non-secret settings travel on argv (it is world-readable in
- * /proc/<pid>/cmdline); the loopback-TCP key comes over stdin (see main.ts).
+ * The bundled runtime's start line (protocol.ts): the one JSON line the parent writes to its stdin. The
+ * runtime takes no argv at all (argv is world-readable in /proc/<pid>/cmdline: no model path, socket
+ * path or model id may be rebuilt from it).
  *
- *   --model PATH            GGUF file to load (this or --model-fd is required)
- *   --model-fd N            load the model from inherited descriptor N (the companion's way: the model's
- *                           path never appears on argv, and the sandbox need not show the file)
- *   --socket PATH | --tcp   bind a Unix socket at PATH (mode 0600, its directory must be 0700) or 127.0.0.1:0
- *   --context N             context size in tokens (default 2048)
- *   --threads N             CPU threads (default: physical cores)
- *   --gpu off|auto          GPU use (default off)
- *   --parallel N            sequences generating at once (default 1; more requests wait in a queue)
- *   --model-id NAME         the id reported by /v1/models and in responses (default "local")
- *   --shutdown-grace-ms N   how long SIGTERM lets in-flight generations finish before cancelling them
+ *   v                   1
+ *   model               {"fd": N} (an inherited descriptor, N ≥ 3) or {"path": P} (absolute: where a sandbox
+ *                       shows the model read-only)
+ *   listen              {"fd": N, "kind": "unix"|"tcp"}: the listening socket the parent bound
+ *   key                 loopback TCP only: the per-spawn key (base64url, 32–256 characters)
+ *   contextSize         context size in tokens (default 2048)
+ *   threads             CPU threads (default: physical cores)
+ *   gpu                 "off" | "auto" (default off)
+ *   parallel            sequences generating at once (default 1; more requests wait in a queue)
+ *   modelId             the id reported by /v1/models and in responses (default "local")
+ *   shutdownGraceMs     how long SIGTERM lets in-flight generations finish before cancelling them
  */
 import { CompanionError } from '../core/errors.js';
+import { KEY_PATTERN } from './protocol.js';
 
 export interface RuntimeServerConfig {
+  /** What node-llama-cpp opens: `/proc/self/fd/N` for a descriptor, or the sandbox's read-only path. */
   readonly modelPath: string;
-  readonly bind: { readonly kind: 'unix'; readonly path: string } | { readonly kind: 'tcp' };
+  readonly listen: { readonly fd: number; readonly kind: 'unix' | 'tcp' };
+  /** Loopback TCP: the per-spawn key every request must carry; null for a Unix socket. */
+  readonly key: string | null;
   readonly contextSize: number;
   /** `undefined` means "physical cores" (resolved in main.ts, which may read /proc). */
   readonly threads: number | undefined;
@@ -28,79 +34,77 @@ export interface RuntimeServerConfig {
 }
 
 const MODEL_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
+const KNOWN = new Set(['v', 'model', 'listen', 'key', 'contextSize', 'threads', 'gpu', 'parallel', 'modelId', 'shutdownGraceMs']);
 
 function usage(message: string): CompanionError {
   return new CompanionError('ERR_USAGE', message);
 }
 
-function integer(name: string, raw: string | undefined, min: number, max: number): number {
-  if (raw === undefined || !/^\d{1,9}$/.test(raw)) throw usage(`${name} needs an integer`);
-  const value = Number(raw);
-  if (value < min || value > max) throw usage(`${name} must be from ${min} to ${max}`);
+function integer(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) throw usage(`${name} must be an integer from ${min} to ${max}`);
   return value;
 }
 
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** The path a descriptor is reopened by: `/proc/self/fd/N` on Linux, `/dev/fd/N` elsewhere. */
+export function descriptorPath(fd: number, platform: NodeJS.Platform = process.platform): string {
+  return platform === 'linux' ? `/proc/self/fd/${fd}` : `/dev/fd/${fd}`;
+}
+
 /**
- * Parses the runtime's argv (without `node` and the script). Throws `ERR_USAGE` on anything unknown,
- * repeated or missing; the message names the flag, never a value.
+ * Parses the start line. Throws `ERR_USAGE` on anything unknown, missing or malformed; the message names
+ * the field, never a value.
  */
-export function parseRuntimeArgs(argv: readonly string[]): RuntimeServerConfig {
-  let modelPath: string | undefined;
-  let socket: string | undefined;
-  let tcp = false;
-  let contextSize = 2048;
-  let threads: number | undefined;
-  let gpu: 'off' | 'auto' = 'off';
-  let parallel = 1;
-  let modelId = 'local';
-  let shutdownGraceMs = 1000;
-  const seen = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i]!;
-    if (seen.has(flag)) throw usage(`${flag} given twice`);
-    seen.add(flag);
-    const value = (): string => {
-      const next = argv[i + 1];
-      if (next === undefined || next.startsWith('--')) throw usage(`${flag} needs a value`);
-      i++;
-      return next;
-    };
-    switch (flag) {
-      case '--model': modelPath = value(); break;
-      case '--model-fd': modelPath = `/proc/self/fd/${integer(flag, value(), 3, 1023)}`; break;
-      case '--socket': socket = value(); break;
-      case '--tcp': tcp = true; break;
-      case '--context': contextSize = integer(flag, value(), 64, 1 << 20); break;
-      case '--threads': threads = integer(flag, value(), 1, 1024); break;
-      case '--gpu': {
-        const mode = value();
-        if (mode !== 'off' && mode !== 'auto') throw usage('--gpu must be off or auto');
-        gpu = mode;
-        break;
-      }
-      case '--parallel': parallel = integer(flag, value(), 1, 64); break;
-      case '--model-id': {
-        modelId = value();
-        if (!MODEL_ID.test(modelId)) throw usage('--model-id has characters outside [A-Za-z0-9._:/-]');
-        break;
-      }
-      case '--shutdown-grace-ms': shutdownGraceMs = integer(flag, value(), 0, 600_000); break;
-      default: throw usage(`unknown argument ${flag.startsWith('--') ? flag : '(a value without a flag)'}`);
-    }
+export function parseStartLine(line: string): RuntimeServerConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    throw usage('the start line is not JSON');
   }
-  if (seen.has('--model') && seen.has('--model-fd')) throw usage('--model and --model-fd exclude each other');
-  if (modelPath === undefined) throw usage('--model or --model-fd is required');
-  if (!modelPath.startsWith('/') && !/^[A-Za-z]:[\\/]/.test(modelPath)) throw usage('--model must be an absolute path');
-  if ((socket === undefined) === !tcp) throw usage('give exactly one of --socket PATH or --tcp');
-  if (socket !== undefined && !socket.startsWith('/')) throw usage('--socket must be an absolute path');
+  if (!isRecord(raw)) throw usage('the start line is not an object');
+  for (const name of Object.keys(raw)) if (!KNOWN.has(name)) throw usage(`unknown setting ${name.slice(0, 40)}`);
+  if (raw.v !== 1) throw usage('v must be 1');
+
+  let modelPath: string;
+  const model = raw.model;
+  if (isRecord(model) && Object.keys(model).length === 1 && 'fd' in model) {
+    modelPath = descriptorPath(integer('model.fd', model.fd, 3, 1023));
+  } else if (isRecord(model) && Object.keys(model).length === 1 && typeof model.path === 'string') {
+    if (!model.path.startsWith('/') || model.path.includes('\0')) throw usage('model.path must be an absolute path');
+    modelPath = model.path;
+  } else {
+    throw usage('model must be {fd} or {path}');
+  }
+
+  const listen = raw.listen;
+  if (!isRecord(listen) || (listen.kind !== 'unix' && listen.kind !== 'tcp')) throw usage('listen must be {fd, kind: unix|tcp}');
+  const listenFd = integer('listen.fd', listen.fd, 3, 1023);
+
+  let key: string | null = null;
+  if (listen.kind === 'tcp') {
+    if (typeof raw.key !== 'string' || !KEY_PATTERN.test(raw.key)) throw usage('key is required for tcp and must be base64url');
+    key = raw.key;
+  } else if (raw.key !== undefined) {
+    throw usage('key is only for tcp');
+  }
+
+  const gpu = raw.gpu ?? 'off';
+  if (gpu !== 'off' && gpu !== 'auto') throw usage('gpu must be off or auto');
+  const modelId = raw.modelId ?? 'local';
+  if (typeof modelId !== 'string' || !MODEL_ID.test(modelId)) throw usage('modelId has characters outside [A-Za-z0-9._:/-]');
   return {
     modelPath,
-    bind: socket !== undefined ? { kind: 'unix', path: socket } : { kind: 'tcp' },
-    contextSize,
-    threads,
+    listen: { fd: listenFd, kind: listen.kind },
+    key,
+    contextSize: raw.contextSize === undefined ? 2048 : integer('contextSize', raw.contextSize, 64, 1 << 20),
+    threads: raw.threads === undefined ? undefined : integer('threads', raw.threads, 1, 1024),
     gpu,
-    parallel,
+    parallel: raw.parallel === undefined ? 1 : integer('parallel', raw.parallel, 1, 64),
     modelId,
-    shutdownGraceMs,
+    shutdownGraceMs: raw.shutdownGraceMs === undefined ? 1000 : integer('shutdownGraceMs', raw.shutdownGraceMs, 0, 600_000),
   };
 }

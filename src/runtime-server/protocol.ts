@@ -1,21 +1,34 @@
 /**
- * The spawn-pipe protocol between the companion (parent) and a runtime child. One JSON object per line on
- * the child's stdout; the parent trusts nothing else the child says or does (P-k).
+ * The spawn-pipe protocol between the companion (parent) and a runtime child. One JSON object per line;
+ * the parent trusts nothing else the child says or does (P-k).
  *
- *   child → parent   {"event":"ready","address":{"kind":"unix","path":P}|{"kind":"tcp","host":"127.0.0.1","port":N},"pid":N}
- *                    {"event":"error","code":"ERR_…"}           (then the child exits non-zero)
- *   parent → child   in loopback-TCP mode only: the per-spawn key, one line, before anything else (stdin).
- *                    stdin stays open; its end means the parent is gone and the child exits.
+ *   parent → child   (stdin, first line) the start line: {"v":1,"model":{"fd":3}|{"path":P},
+ *                    "listen":{"fd":4,"kind":"unix"|"tcp"},"key"?:K, ...settings}
+ *                    The parent bound the listening socket itself, in a folder the runtime cannot see or
+ *                    write, and hands it over as descriptor 4: the runtime never chooses or reports an
+ *                    address. `key` (loopback TCP only) is the per-spawn key every request must carry.
+ *                    stdin stays open afterwards; its end means the parent is gone and the child exits.
+ *   child → parent   (stdout) {"event":"ready","pid":N} once the model is loaded and it serves,
+ *                    or {"event":"error","code":"ERR_…"} (then the child exits non-zero).
  *
  * No messages travel with errors: a code is enough, and a message could carry a model path.
  */
-export type ReportedAddress =
-  | { readonly kind: 'unix'; readonly path: string }
-  | { readonly kind: 'tcp'; readonly host: string; readonly port: number };
+
+/** The start line's model: an inherited descriptor, or the path where a sandbox shows it read-only. */
+export type StartModel = { readonly fd: number } | { readonly path: string };
+
+/** The first line the parent writes to the child's stdin. */
+export interface StartLine {
+  readonly v: 1;
+  readonly model: StartModel;
+  readonly listen: { readonly fd: number; readonly kind: 'unix' | 'tcp' };
+  /** Loopback TCP only: the per-spawn key. */
+  readonly key?: string;
+  readonly [setting: string]: unknown;
+}
 
 export interface ReadyEvent {
   readonly event: 'ready';
-  readonly address: ReportedAddress;
   readonly pid: number;
 }
 

@@ -3,12 +3,16 @@
  * monitor that runs it on an interval and on demand and reports each result with a timestamp. The monitor
  * decides nothing: its samples feed the lifecycle core (D5.7: `companionAvailable` needs a recent success).
  */
+import { lstatSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Secret } from '../core/secret.js';
 
-/** Where a runtime listens: a Unix socket, or 127.0.0.1 with its per-spawn key. */
+/**
+ * Where a runtime listens: a Unix socket the parent bound (with the identity of the socket file it
+ * made, when known), or 127.0.0.1 with its per-spawn key.
+ */
 export type RuntimeAddress =
-  | { readonly kind: 'unix'; readonly path: string }
+  | { readonly kind: 'unix'; readonly path: string; readonly ino?: number; readonly dev?: number }
   | { readonly kind: 'tcp'; readonly host: '127.0.0.1'; readonly port: number; readonly key: Secret };
 
 export interface HealthResult {
@@ -21,11 +25,26 @@ export interface HealthResult {
 
 const MAX_BODY = 4096;
 
+/** True when `path` is still the socket file with this inode (not a symlink, not replaced). */
+export function sameSocket(path: string, ino: number, dev: number | undefined): boolean {
+  try {
+    const stats = lstatSync(path);
+    return stats.isSocket() && stats.ino === ino && (dev === undefined || stats.dev === dev);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * `GET /health` on the runtime; ok only for a 200 whose body is `{"status":"ok"}`. Never throws.
  * A fresh connection each time (no keep-alive): the probe proves the runtime accepts connections now.
  */
 export function checkHealth(address: RuntimeAddress, timeoutMs: number): Promise<HealthResult> {
+  // Why: a socket file that is no longer the one the parent bound (replaced, or a link to another
+  // socket) is not the runtime: fail closed without connecting (issue 16 item 4).
+  if (address.kind === 'unix' && address.ino !== undefined && !sameSocket(address.path, address.ino, address.dev)) {
+    return Promise.resolve({ ok: false, reason: 'connect' });
+  }
   return new Promise((resolvePromise) => {
     let settled = false;
     const settle = (result: HealthResult): void => {

@@ -6,6 +6,8 @@
  *   attack surface). The new network namespace has only `lo`: no connection can leave.
  * - `--die-with-parent`: the sandbox never outlives its parent. `--cap-drop ALL`; bubblewrap always sets
  *   PR_SET_NO_NEW_PRIVS.
+ * - The model: `--ro-bind-fd 3 <path>` (a read-only view of the descriptor the parent opened; bubblewrap
+ *   closes the descriptor itself). The listening socket arrives as descriptor 4; its folder is not shown.
  * - Files: read-only `/usr` and the merged-/usr symlinks (or read-only binds where the host has real
  *   folders), `/etc/ld.so.cache` and `/etc/localtime` only from `/etc`, the CPU topology under
  *   `/sys/devices/system/cpu` (thread counts), a fresh `/proc` of the new pid namespace, a minimal `/dev`,
@@ -97,6 +99,9 @@ export function bwrapArgs(command: SandboxCommandLine, profile: CheckedProfile, 
     ...profile.writablePaths.map((path) => ({ path, writable: true })),
   ]);
   for (const mount of mounts) args.push(mount.writable ? '--bind' : '--ro-bind', mount.path, mount.path);
+  // Why: a read-only mount of the descriptor, not the descriptor itself: bubblewrap closes it, and the
+  // mount refuses a reopen for writing and a chmod (EROFS), which an inherited fd would allow.
+  if (profile.readOnlyFd !== undefined) args.push('--ro-bind-fd', String(profile.readOnlyFd.fd), profile.readOnlyFd.path);
   // Why: without this the sandbox could create files in its (in-memory) root; /tmp and the binds stay as set.
   args.push('--remount-ro', '/', '--chdir', '/', '--', command.file, ...command.args);
   return args;

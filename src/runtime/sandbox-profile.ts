@@ -40,6 +40,12 @@ export interface SandboxProfile {
   readonly writablePaths: readonly string[];
   readonly allowNetwork: false;
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * An inherited descriptor to show read-only at `path` (the model). bubblewrap binds it with
+   * `--ro-bind-fd` and closes it, so the runtime sees a read-only mount it cannot reopen for writing or
+   * chmod; other modes leave the descriptor as it is.
+   */
+  readonly readOnlyFd?: { readonly fd: number; readonly path: string };
 }
 
 /** The environment every sandboxed child gets (POSIX platforms). HOME points at nothing on purpose. */
@@ -110,6 +116,7 @@ export interface CheckedProfile {
   readonly writablePaths: readonly string[];
   /** The whole environment of the child: the defaults plus the allowed extra keys, sorted by key. */
   readonly env: ReadonlyArray<readonly [string, string]>;
+  readonly readOnlyFd?: { readonly fd: number; readonly path: string };
 }
 
 /**
@@ -152,10 +159,20 @@ export function checkProfile(command: SandboxCommandLine, profile: SandboxProfil
       env.set(key, value);
     }
   }
+  let readOnlyFd: { fd: number; path: string } | undefined;
+  if (profile.readOnlyFd !== undefined) {
+    assertObject(profile.readOnlyFd, 'profile.readOnlyFd');
+    const { fd, path } = profile.readOnlyFd;
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 3 || fd > 1023) throw invalid('profile.readOnlyFd.fd', 'an inherited descriptor from 3 to 1023');
+    assertPath(path, 'profile.readOnlyFd.path');
+    if (seen.has(flavour === 'windows' ? path.toLowerCase() : path)) throw invalid('profile.readOnlyFd.path', 'named once');
+    readOnlyFd = { fd, path };
+  }
   return {
     readOnlyPaths: [...profile.readOnlyPaths],
     writablePaths: [...profile.writablePaths],
     env: [...env.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    ...(readOnlyFd === undefined ? {} : { readOnlyFd }),
   };
 }
 
@@ -179,29 +196,30 @@ export interface RuntimeSandboxInputs {
   readonly packageJson: string;
   /** `<repo>/node_modules` (node-llama-cpp and its prebuilt binaries). */
   readonly nodeModulesDir: string;
-  /** The one verified model file. */
-  /** The one model file, when it is shown by path (absent when it is handed over as a descriptor). */
-  readonly modelPath?: string;
-  /** The 0700 folder the parent made for the runtime's Unix socket. */
-  readonly socketDir: string;
+  /** The model's inherited descriptor and where the sandbox shows it read-only. */
+  readonly model: { readonly fd: number; readonly path: string };
   /** Extra allowed environment (see {@link SandboxProfile.env}). */
   readonly env?: Readonly<Record<string, string>>;
 }
 
 /**
- * The profile of the bundled runtime: read-only node binary, code, package.json, node_modules and the
- * one model file; the socket folder writable; no network. Throws like {@link checkProfile}.
+ * The profile of the bundled runtime: read-only node binary, code, package.json and node_modules; the
+ * model as a read-only view of its descriptor; nothing writable but the sandbox's own `/tmp`; no
+ * network. The runtime's listening socket arrives as a descriptor: its folder is not shown at all.
+ * Throws like {@link checkProfile}.
  */
 export function runtimeSandboxProfile(inputs: RuntimeSandboxInputs): SandboxProfile {
   assertObject(inputs, 'inputs');
-  for (const field of ['nodeBinary', 'codeDir', 'packageJson', 'nodeModulesDir', 'socketDir'] as const) {
+  for (const field of ['nodeBinary', 'codeDir', 'packageJson', 'nodeModulesDir'] as const) {
     assertSandboxPath(inputs[field], `inputs.${field}`);
   }
-  if (inputs.modelPath !== undefined) assertSandboxPath(inputs.modelPath, 'inputs.modelPath');
+  assertObject(inputs.model, 'inputs.model');
+  assertSandboxPath(inputs.model.path, 'inputs.model.path');
   return {
-    readOnlyPaths: [inputs.nodeBinary, inputs.codeDir, inputs.packageJson, inputs.nodeModulesDir, ...(inputs.modelPath === undefined ? [] : [inputs.modelPath])],
-    writablePaths: [inputs.socketDir],
+    readOnlyPaths: [inputs.nodeBinary, inputs.codeDir, inputs.packageJson, inputs.nodeModulesDir],
+    writablePaths: [],
     allowNetwork: false,
+    readOnlyFd: { fd: inputs.model.fd, path: inputs.model.path },
     ...(inputs.env === undefined ? {} : { env: inputs.env }),
   };
 }

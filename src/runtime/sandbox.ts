@@ -219,13 +219,14 @@ function unavailable(message: string): CompanionError {
  * @param command the runtime's absolute binary and its arguments
  * @param profile what the sandbox may see (see {@link SandboxProfile}); `runtimeSandboxProfile()` builds it
  * @param support the result of {@link detectSandbox}
- * @returns the wrapper's absolute file and its argv
+ * @returns the wrapper's absolute file and its argv, and `modelPath` when the sandbox shows the
+ *   profile's `readOnlyFd` at a path (bubblewrap) instead of passing the descriptor through
  * @throws TypeError ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE on a bad command or profile (relative
  *   path, `..`, NUL, a path named twice, an env key that is not allowed or looks like a secret,
  *   `allowNetwork` not false); CompanionError ERR_SANDBOX_UNAVAILABLE for mode `none` (a caller that the
  *   user allowed to run unsandboxed spawns the plain command instead).
  */
-export function sandboxCommand(command: SandboxCommandLine, profile: SandboxProfile, support: SandboxSupport): { file: string; args: string[] } {
+export function sandboxCommand(command: SandboxCommandLine, profile: SandboxProfile, support: SandboxSupport): { file: string; args: string[]; modelPath?: string } {
   assertObject(support, 'support');
   if (!(SANDBOX_MODES as readonly string[]).includes(support.mode)) {
     throw Object.assign(new TypeError('support.mode must be a sandbox mode'), { code: 'ERR_INVALID_ARG_VALUE' });
@@ -236,7 +237,8 @@ export function sandboxCommand(command: SandboxCommandLine, profile: SandboxProf
       assertSandboxPath(support.path, 'support.path');
       const checked = checkProfile(command, profile);
       const layout = support.layout ?? readLinuxSystemLayout();
-      return { file: support.path, args: bwrapArgs(command, checked, layout, { disableUserns: support.disableUserns === true, newSession: false }) };
+      const args = bwrapArgs(command, checked, layout, { disableUserns: support.disableUserns === true, newSession: false });
+      return { file: support.path, args, ...(checked.readOnlyFd === undefined ? {} : { modelPath: checked.readOnlyFd.path }) };
     }
     case 'unshare': {
       assertSandboxPath(support.path, 'support.path');

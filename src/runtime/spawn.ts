@@ -3,50 +3,56 @@
  * {@link RuntimeHandle}. It decides nothing about lifecycle policy (restarts, backoff): it reports exits
  * and health, and the lifecycle core decides.
  *
- * - Absolute binary, `shell: false`, an argv array, an allow-listed environment (PATH, HOME, LANG, LC_*,
- *   TMPDIR and the profile's thread/GPU keys; never NODE_OPTIONS or anything else of the parent).
+ * - Absolute binary, `shell: false`, an argv array that holds no setting, path or key, an allow-listed
+ *   environment (PATH, HOME, LANG, LC_*, TMPDIR and the profile's thread/GPU keys; never NODE_OPTIONS).
+ * - The child receives exactly five descriptors: stdin (the start line, then held open: its end tells the
+ *   child the companion is gone), stdout (events), stderr, the model (3, read-only) and the listening
+ *   socket (4). Whatever else the companion inherited from its own launcher is closed first
+ *   (src/common/descriptors.ts).
+ * - The listening socket is bound here, by the parent: a Unix socket `rt.sock` in a fresh 0700 folder that
+ *   the sandbox does not show (default), or 127.0.0.1:0 with a per-spawn key. The runtime never picks,
+ *   creates or reports an address, so it cannot point the companion at another socket (issue 16 item 4).
+ * - The model is opened once, O_RDONLY | O_NOFOLLOW — by the caller that verified it (the supervisor
+ *   hashes that very descriptor) or here — and handed over as descriptor 3. A sandbox may show it at a
+ *   read-only path instead (bubblewrap `--ro-bind-fd 3`), which cannot be reopened for writing.
  * - Its own process group (`detached`); stop is SIGTERM to the group, SIGKILL after a bound, `forced`
  *   recorded; on exit whatever is left of the group is swept.
- * - Bind: a Unix socket `rt.sock` in a fresh 0700 run directory (default), or 127.0.0.1:0 with a per-spawn
- *   key written to the child's stdin (bundled) or a 0600 key file (llama-server). stdin stays open: its end
- *   tells the child that the companion is gone.
- * - The address is what the child reports on its stdout pipe, checked against what was asked (the socket
- *   path in the run directory we made, or 127.0.0.1); nothing is guessed or probed.
- * - A state file records the child's identity so that the next start can reclaim it (stale.ts); a stale
- *   runtime is reclaimed before each start.
- * - A sandbox (issue 10) plugs in as `wrap`: it receives the command and the paths to expose and returns
- *   the command to execute (e.g. `bwrap … -- node main.js …`). Callers do not change.
+ * - A state file records the child's identity so that the next start can reclaim it (stale.ts).
+ * - A sandbox plugs in as `wrap`: it receives the command and returns the command to execute.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants, lstatSync, openSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, linkSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
+import { closeInheritedDescriptors } from '../common/descriptors.js';
+import { ensurePrivateDirSync } from '../common/private-file.js';
 import { CompanionError, assertString, assertInteger, type ErrorCode } from '../core/errors.js';
 import { Secret } from '../core/secret.js';
-import { CHILD_ERROR_CODES, MAX_PROTOCOL_LINE, type RuntimeEvent } from '../runtime-server/protocol.js';
+import { CHILD_ERROR_CODES, MAX_PROTOCOL_LINE, type RuntimeEvent, type StartLine, type StartModel } from '../runtime-server/protocol.js';
 import { checkHealth, type RuntimeAddress } from './health.js';
-import type { BindTarget, RuntimeProfile, SpawnCommand } from './runtime-profile.js';
+import { LISTEN_FD, MODEL_FD, type RuntimeProfile, type SpawnCommand } from './runtime-profile.js';
 import { clearRuntimeState, groupHasMembers, reclaimStaleRuntime, recordRuntimeState, type ReclaimOutcome } from './stale.js';
 
 export type { RuntimeAddress } from './health.js';
-export type { BindTarget, RuntimeProfile, SpawnCommand } from './runtime-profile.js';
+export type { RuntimeProfile, SpawnCommand } from './runtime-profile.js';
 
 /** What a sandbox wrapper learns about one start. */
 export interface WrapContext {
-  /** The per-spawn 0700 directory (socket, key file): must stay writable inside the sandbox. */
-  readonly runDir: string;
-  /** The model file: read-only. */
-  readonly modelPath: string;
-  /** True when the model is handed over as a descriptor: the sandbox need not (and should not) show it. */
-  readonly modelByDescriptor: boolean;
-  /** Everything else the runtime reads (binary, code): read-only. */
+  /** Everything the runtime reads besides the model (binary, code): read-only. */
   readonly readOnlyPaths: readonly string[];
-  readonly bind: BindTarget;
+  /** The descriptor the model arrives on ({@link MODEL_FD}). */
+  readonly modelFd: number;
+}
+
+/** A wrapped command; `modelPath` is set when the sandbox shows the model at a path (and took fd 3). */
+export interface WrappedCommand extends SpawnCommand {
+  readonly modelPath?: string;
 }
 
 /** A sandbox hook: turns the runtime's command into the command that runs it confined. */
-export type SpawnWrap = (command: SpawnCommand, context: WrapContext) => SpawnCommand;
+export type SpawnWrap = (command: SpawnCommand, context: WrapContext) => WrappedCommand;
 
 export interface RuntimeExit {
   readonly code: number | null;
@@ -60,11 +66,16 @@ export interface SpawnOptions {
   readonly dataDir: string;
   /**
    * Folder for the per-spawn run directories (absolute; default `<dataDir>/run`). A Unix socket path must
-   * fit in 108 bytes: when it would not, the system temp folder is used instead.
+   * fit in 108 bytes: when it would not, a per-user folder is used instead ({@link fallbackRunBase}).
    */
   readonly runDir?: string;
   /** `unix` (default) or `tcp` (loopback with a per-spawn key, for systems without Unix sockets). */
   readonly bind?: 'unix' | 'tcp';
+  /**
+   * The model as an open, read-only descriptor the caller owns (and verified); it is handed over as
+   * descriptor 3 and not closed here. Default: open `profile.modelPath` here.
+   */
+  readonly modelFd?: number;
   /** How long the child may take to report ready (default 120 000 ms). */
   readonly readyTimeoutMs?: number;
   /** Default bound for `stop()` before SIGKILL (default 5000 ms). */
@@ -73,7 +84,7 @@ export interface SpawnOptions {
   readonly onExit?: (exit: RuntimeExit) => void;
   /** Each line the child writes to stderr (default: dropped). The runtime never logs prompts there. */
   readonly onStderr?: (line: string) => void;
-  /** Sandbox hook (issue 10). */
+  /** Sandbox hook. */
   readonly wrap?: SpawnWrap;
   /** Reclaim a stale runtime before starting (default true); the outcome goes to `onReclaim`. */
   readonly reclaim?: boolean;
@@ -83,7 +94,7 @@ export interface SpawnOptions {
 export interface RuntimeHandle {
   /** The child's pid (also its process group id). */
   readonly pid: number;
-  /** The address the child reported over its stdout pipe, validated. */
+  /** The address the parent bound and handed over. */
   readonly address: RuntimeAddress;
   /** The per-spawn run directory (removed when the child exits). */
   readonly runDir: string;
@@ -102,6 +113,10 @@ const PROFILE_ENV = /^(OMP_NUM_THREADS|CUDA_VISIBLE_DEVICES|HIP_VISIBLE_DEVICES|
 /** Names that look like they carry a secret are refused even when a pattern above would allow them. */
 const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH)/i;
 
+function invalidArg(message: string): TypeError {
+  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG_VALUE' });
+}
+
 /**
  * Builds the child's environment from the parent's: the allow-list only, plus the profile's keys.
  * Throws `ERR_INVALID_ARG_VALUE` when the profile asks for a key outside its allow-list.
@@ -112,11 +127,7 @@ export function childEnvironment(parent: NodeJS.ProcessEnv, profileEnv: Readonly
     if (value !== undefined && INHERITED_ENV.test(name) && !SECRET_NAME.test(name)) env[name] = value;
   }
   for (const [name, value] of Object.entries(profileEnv)) {
-    if (!PROFILE_ENV.test(name) || SECRET_NAME.test(name)) {
-      const error = new TypeError(`profile environment key ${name} is not allowed`) as TypeError & { code: string };
-      error.code = 'ERR_INVALID_ARG_VALUE';
-      throw error;
-    }
+    if (!PROFILE_ENV.test(name) || SECRET_NAME.test(name)) throw invalidArg(`profile environment key ${name} is not allowed`);
     env[name] = value;
   }
   return env;
@@ -124,19 +135,42 @@ export function childEnvironment(parent: NodeJS.ProcessEnv, profileEnv: Readonly
 
 const MAX_SOCKET_PATH = 100; // sun_path is 108 bytes on Linux, 104 on macOS; keep a margin.
 const SOCKET_NAME = 'rt.sock';
-const KEY_FILE = 'api-key';
+/** O_ACCMODE as /proc/self/fdinfo prints the flags (octal). */
+const ACCESS_MODE_MASK = 0o3;
 
-function ensurePrivateDir(path: string): void {
-  mkdirSync(path, { recursive: true, mode: 0o700 });
-  const stats = lstatSync(path);
-  const uid = process.getuid?.();
-  if (!stats.isDirectory() || (uid !== undefined && stats.uid !== uid)) {
-    throw new CompanionError('ERR_SPAWN_FAILED', 'the runtime directory is not a directory owned by this user');
+/**
+ * The per-user folder for run directories when the data dir's path is too long for a socket:
+ * `$XDG_RUNTIME_DIR/companion` when that is a private folder of ours, else `<tmp>/companion-<uid>`
+ * (0700, ours). When that name is taken by someone else, a fresh `<tmp>/companion-<uid>-XXXXXX`: another
+ * user can neither share nor block it (issue 16 item 5).
+ */
+export function fallbackRunBase(env: NodeJS.ProcessEnv = process.env): string {
+  const uid = process.getuid?.() ?? 0;
+  const xdg = env.XDG_RUNTIME_DIR;
+  if (xdg !== undefined && isAbsolute(xdg)) {
+    try {
+      const stats = lstatSync(xdg);
+      if (stats.isDirectory() && stats.uid === uid && (stats.mode & 0o077) === 0) {
+        const base = join(xdg, 'companion');
+        ensurePrivateDirSync(base, 'ERR_SPAWN_FAILED');
+        return base;
+      }
+    } catch {
+      // Not usable: fall through to the temp folder.
+    }
+  }
+  const named = join(tmpdir(), `companion-${uid}`);
+  try {
+    ensurePrivateDirSync(named, 'ERR_SPAWN_FAILED');
+    return named;
+  } catch {
+    // Another user holds the name (or planted a link): a fresh, unguessable folder of our own.
+    return mkdtempSync(join(tmpdir(), `companion-${uid}-`));
   }
 }
 
 function makeRunDir(base: string): string {
-  ensurePrivateDir(base);
+  ensurePrivateDirSync(base, 'ERR_SPAWN_FAILED');
   // mkdtemp creates the directory with mode 0700.
   return mkdtempSync(join(base, 'rt-'));
 }
@@ -152,6 +186,8 @@ function checkBinary(file: string): void {
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {
+  // Why: kill(-0) would signal the companion's own process group.
+  if (!Number.isInteger(pid) || pid <= 1) return;
   try {
     process.kill(-pid, signal);
   } catch {
@@ -189,130 +225,225 @@ function parseEvent(line: string): RuntimeEvent | null {
   }
 }
 
-/** Validates a reported address against what this start asked for (P-k). */
-function validateReported(reported: unknown, target: BindTarget, key: Secret | null): RuntimeAddress {
-  if (typeof reported !== 'object' || reported === null) throw new CompanionError('ERR_SPAWN_HANDSHAKE');
-  const address = reported as Record<string, unknown>;
-  if (target.kind === 'unix') {
-    if (address.kind !== 'unix' || address.path !== target.path) throw new CompanionError('ERR_SPAWN_HANDSHAKE');
-    let mode: number;
-    try {
-      const stats = lstatSync(target.path);
-      if (!stats.isSocket()) throw new Error('not a socket');
-      mode = stats.mode;
-    } catch {
-      throw new CompanionError('ERR_SPAWN_HANDSHAKE');
-    }
-    if ((mode & 0o077) !== 0) throw new CompanionError('ERR_SPAWN_HANDSHAKE', 'the runtime socket is open to other users');
-    return { kind: 'unix', path: target.path };
-  }
-  const port = address.port;
-  if (address.kind !== 'tcp' || address.host !== '127.0.0.1' || typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535 || key === null) {
-    throw new CompanionError('ERR_SPAWN_HANDSHAKE');
-  }
-  return { kind: 'tcp', host: '127.0.0.1', port, key };
+/** A listening socket the parent bound: its descriptor, the address to reach it, and its release. */
+interface Listener {
+  readonly fd: number;
+  readonly address: RuntimeAddress;
+  readonly key: Secret | null;
+  /** Closes the parent's copy (the child keeps its own). */
+  release(): Promise<void>;
 }
 
-const LISTENING = /server is listening on (?:http:\/\/127\.0\.0\.1:(\d+)|unix:\/\/(\S+))/;
+function descriptorOf(server: Server): number {
+  // Node exposes no public accessor for a listening socket's descriptor; `_handle.fd` is it on POSIX.
+  const fd = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) throw new CompanionError('ERR_BIND_FAILED', 'the runtime socket has no descriptor');
+  return fd;
+}
+
+function listenOn(server: Server, options: { path: string } | { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ ...options, exclusive: true }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
 
 /**
- * Starts a runtime and resolves once it reported a valid address (and, for llama-server, `/health` is
- * 200). Rejects with a {@link CompanionError}: `ERR_SPAWN_BINARY`, `ERR_SPAWN_FAILED`, `ERR_SPAWN_EXITED`
- * (detail: exit code / signal), `ERR_SPAWN_READY_TIMEOUT`, `ERR_SPAWN_HANDSHAKE`, `ERR_RUNTIME_MODEL_LOAD`
- * or `ERR_BIND_FAILED`. On rejection nothing of the child is left running.
+ * Binds the runtime's listening socket in the parent (issue 16 item 4). A Unix socket is bound under a
+ * temporary name and hard-linked to `rt.sock`: closing the parent's copy unlinks only the temporary name
+ * (libuv unlinks a pipe server's bound path on close), and `rt.sock` stays, owned by the parent, in a
+ * 0700 folder the sandbox never shows.
  */
-export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOptions): Promise<RuntimeHandle> {
+async function bindListener(bind: 'unix' | 'tcp', runDir: string): Promise<Listener> {
+  // No connection handler: nothing connects before the child holds its copy and this one is closed.
+  const server = createServer();
+  const release = (): Promise<void> => new Promise((resolve) => server.close(() => resolve()));
+  try {
+    if (bind === 'unix') {
+      const path = join(runDir, SOCKET_NAME);
+      const temp = join(runDir, `bind-${randomBytes(6).toString('hex')}.sock`);
+      if (path.length > MAX_SOCKET_PATH || temp.length > MAX_SOCKET_PATH) throw new CompanionError('ERR_SPAWN_FAILED', 'the runtime socket path is too long');
+      await listenOn(server, { path: temp });
+      chmodSync(temp, 0o600);
+      linkSync(temp, path);
+      const stats = lstatSync(path);
+      return { fd: descriptorOf(server), address: { kind: 'unix', path, ino: stats.ino, dev: stats.dev }, key: null, release };
+    }
+    await listenOn(server, { host: '127.0.0.1', port: 0 });
+    const key = new Secret(randomBytes(32).toString('base64url'));
+    const { port } = server.address() as AddressInfo;
+    return { fd: descriptorOf(server), address: { kind: 'tcp', host: '127.0.0.1', port, key }, key, release };
+  } catch (error) {
+    await release().catch(() => undefined);
+    throw error instanceof CompanionError ? error : new CompanionError('ERR_BIND_FAILED');
+  }
+}
+
+/** True when descriptor `fd` of this process is open read-only (Linux; elsewhere trusted). */
+function isReadOnlyDescriptor(fd: number): boolean {
+  if (process.platform !== 'linux') return true;
+  try {
+    const match = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+    return match !== null && (parseInt(match[1]!, 8) & ACCESS_MODE_MASK) === constants.O_RDONLY;
+  } catch {
+    return false;
+  }
+}
+
+/** The model descriptor for the child: the caller's (checked read-only), or one opened here. */
+function openModel(profile: RuntimeProfile, modelFd: number | undefined): { fd: number; owned: boolean } {
+  if (modelFd !== undefined) {
+    assertInteger(modelFd, 'options.modelFd', 0, 1 << 20);
+    // Why: the runtime must never be able to write the model through the descriptor it is given.
+    if (!isReadOnlyDescriptor(modelFd)) throw invalidArg('options.modelFd must be open read-only');
+    return { fd: modelFd, owned: false };
+  }
+  if (profile.modelPath === undefined) throw invalidArg('profile.modelPath or options.modelFd is required');
+  try {
+    return { fd: openSync(profile.modelPath, constants.O_RDONLY | constants.O_NOFOLLOW), owned: true };
+  } catch {
+    throw new CompanionError('ERR_RUNTIME_MODEL_LOAD', 'the model file could not be opened');
+  }
+}
+
+/** The per-spawn run folder: in `<dataDir>/run`, or the per-user fallback when a socket path would be too long. */
+function prepareRunDir(options: SpawnOptions, bind: 'unix' | 'tcp'): { runBase: string; runDir: string } {
+  let runBase = options.runDir ?? join(options.dataDir, 'run');
+  if (bind === 'unix' && join(runBase, 'rt-XXXXXX', 'bind-XXXXXXXXXXXX.sock').length > MAX_SOCKET_PATH) runBase = fallbackRunBase();
+  try {
+    return { runBase, runDir: makeRunDir(runBase) };
+  } catch (error) {
+    if (error instanceof CompanionError) throw error;
+    throw new CompanionError('ERR_SPAWN_FAILED', 'the runtime directory could not be made');
+  }
+}
+
+function checkOptions(options: SpawnOptions): { readyTimeoutMs: number; stopGraceMs: number; bind: 'unix' | 'tcp' } {
   assertString(options.dataDir, 'options.dataDir');
-  if (!isAbsolute(options.dataDir)) throw Object.assign(new TypeError('options.dataDir must be absolute'), { code: 'ERR_INVALID_ARG_VALUE' });
-  if (options.runDir !== undefined && !isAbsolute(options.runDir)) throw Object.assign(new TypeError('options.runDir must be absolute'), { code: 'ERR_INVALID_ARG_VALUE' });
+  if (!isAbsolute(options.dataDir)) throw invalidArg('options.dataDir must be absolute');
+  if (options.runDir !== undefined && !isAbsolute(options.runDir)) throw invalidArg('options.runDir must be absolute');
   const readyTimeoutMs = options.readyTimeoutMs ?? 120_000;
   const stopGraceMs = options.stopGraceMs ?? 5000;
   assertInteger(readyTimeoutMs, 'options.readyTimeoutMs', 1, 3_600_000);
   assertInteger(stopGraceMs, 'options.stopGraceMs', 0, 600_000);
   const bind = options.bind ?? 'unix';
+  if (bind !== 'unix' && bind !== 'tcp') throw invalidArg('options.bind must be unix or tcp');
+  return { readyTimeoutMs, stopGraceMs, bind };
+}
+
+/**
+ * Starts a runtime and resolves once it reported ready. Rejects with a {@link CompanionError}:
+ * `ERR_SPAWN_BINARY`, `ERR_SPAWN_FAILED`, `ERR_SPAWN_EXITED` (detail: exit code / signal),
+ * `ERR_SPAWN_READY_TIMEOUT`, `ERR_SPAWN_HANDSHAKE`, `ERR_RUNTIME_MODEL_LOAD` or `ERR_BIND_FAILED`; a
+ * TypeError `ERR_INVALID_ARG_*` for bad options (a model descriptor that is not read-only among them).
+ * On rejection nothing of the child is left running.
+ */
+export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOptions): Promise<RuntimeHandle> {
+  const { readyTimeoutMs, stopGraceMs, bind } = checkOptions(options);
   checkBinary(profile.file);
   const env = childEnvironment(process.env, profile.env);
-
-  ensurePrivateDir(options.dataDir);
-  let runBase = options.runDir ?? join(options.dataDir, 'run');
+  ensurePrivateDirSync(options.dataDir, 'ERR_SPAWN_FAILED');
   if (options.reclaim !== false) {
-    const outcome = await reclaimStaleRuntime(options.dataDir, { runBase });
+    const outcome = await reclaimStaleRuntime(options.dataDir, { runBase: options.runDir ?? join(options.dataDir, 'run') });
     options.onReclaim?.(outcome);
   }
-  // Keep the socket path short enough for sun_path.
-  if (bind === 'unix' && join(runBase, 'rt-XXXXXX', SOCKET_NAME).length > MAX_SOCKET_PATH) runBase = join(tmpdir(), 'companion-run');
-  let runDir: string;
-  try {
-    runDir = makeRunDir(runBase);
-  } catch (error) {
-    if (error instanceof CompanionError) throw error;
-    throw new CompanionError('ERR_SPAWN_FAILED', 'the runtime directory could not be made');
-  }
+  const { runDir } = prepareRunDir(options, bind);
   const removeRunDir = (): void => rmSync(runDir, { recursive: true, force: true });
 
-  let key: Secret | null = null;
-  let keyFile: string | undefined;
-  let target: BindTarget;
-  let command: SpawnCommand;
+  let listener: Listener;
   try {
-    if (bind === 'unix') {
-      target = { kind: 'unix', path: join(runDir, SOCKET_NAME) };
-      if (target.path.length > MAX_SOCKET_PATH) throw new CompanionError('ERR_SPAWN_FAILED', 'the runtime socket path is too long');
-    } else {
-      key = new Secret(randomBytes(32).toString('base64url'));
-      if (profile.keyDelivery === 'file') {
-        keyFile = join(runDir, KEY_FILE);
-        writeFileSync(keyFile, `${key.reveal()}\n`, { mode: 0o600, flag: 'wx' });
-      }
-      target = keyFile === undefined ? { kind: 'tcp' } : { kind: 'tcp', keyFile };
-    }
-    command = { file: profile.file, args: profile.args(target) };
-    if (options.wrap !== undefined) {
-      command = options.wrap(command, { runDir, modelPath: profile.modelPath, modelByDescriptor: profile.modelDelivery === 'fd', readOnlyPaths: profile.readOnlyPaths, bind: target });
-      checkBinary(command.file);
-    }
+    listener = await bindListener(bind, runDir);
   } catch (error) {
     removeRunDir();
     throw error;
   }
-
-  // The model as descriptor 3, opened read-only here: its path never reaches the child's argv.
-  let modelFd: number | undefined;
-  if (profile.modelDelivery === 'fd') {
-    try {
-      modelFd = openSync(profile.modelPath, constants.O_RDONLY | constants.O_NOFOLLOW);
-    } catch {
-      removeRunDir();
-      throw new CompanionError('ERR_RUNTIME_MODEL_LOAD', 'the model file could not be opened');
+  let model: { fd: number; owned: boolean } | undefined;
+  let command: WrappedCommand;
+  try {
+    model = openModel(profile, options.modelFd);
+    command = { file: profile.file, args: [...profile.args] };
+    if (options.wrap !== undefined) {
+      command = options.wrap(command, { readOnlyPaths: profile.readOnlyPaths, modelFd: MODEL_FD });
+      checkBinary(command.file);
     }
+  } catch (error) {
+    if (model?.owned === true) closeSync(model.fd);
+    await listener.release();
+    removeRunDir();
+    throw error;
   }
+  const startModel: StartModel = command.modelPath === undefined ? { fd: MODEL_FD } : { path: command.modelPath };
+  const start: StartLine = {
+    ...profile.settings,
+    v: 1,
+    model: startModel,
+    listen: { fd: LISTEN_FD, kind: listener.address.kind },
+    ...(listener.key === null ? {} : { key: listener.key.reveal() }),
+  };
+
   let child: ChildProcess;
-  // The child inherits umask 077: whatever it creates (its socket, for llama-server too) is private.
-  // spawn() is synchronous up to exec, so no other file creation of ours sees this umask.
+  try {
+    child = launch(command, env, runDir, model.fd, listener.fd);
+  } catch (error) {
+    await listener.release();
+    removeRunDir();
+    throw error;
+  } finally {
+    // The child has its own copies; ours are not needed any more.
+    if (model.owned) closeSync(model.fd);
+  }
+  child.stdin?.on('error', () => undefined);
+  child.stdin?.write(`${JSON.stringify(start)}\n`);
+  const handle = handshake(child, { options, readyTimeoutMs, stopGraceMs, runDir, address: listener.address, removeRunDir });
+  await listener.release();
+  return handle;
+}
+
+/**
+ * Spawns the (wrapped) command with exactly stdin, stdout, stderr, the model (3) and the listener (4).
+ * Synchronous up to exec: nothing else of ours runs between the descriptor sweep and the fork.
+ */
+function launch(command: SpawnCommand, env: Record<string, string>, runDir: string, modelFd: number, listenFd: number): ChildProcess {
+  // Why: a descriptor the companion inherited without close-on-exec would reach the runtime (P-i).
+  closeInheritedDescriptors(new Set([modelFd, listenFd]));
+  // The child inherits umask 077: whatever it creates is private.
   let previousUmask: number | undefined;
   try {
     previousUmask = process.umask(0o077);
   } catch {
-    // Worker threads may not change the umask; the bundled runtime sets its own socket mode anyway.
+    // Worker threads may not change the umask.
   }
   try {
-    child = spawn(command.file, [...command.args], {
+    return spawn(command.file, [...command.args], {
       shell: false,
       detached: true,
       env,
       cwd: runDir,
-      stdio: modelFd === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', modelFd],
+      stdio: ['pipe', 'pipe', 'pipe', modelFd, listenFd],
       windowsHide: true,
     });
   } catch {
-    removeRunDir();
     throw new CompanionError('ERR_SPAWN_FAILED');
   } finally {
     if (previousUmask !== undefined) process.umask(previousUmask);
-    // The child has its own copy; ours is not needed any more.
-    if (modelFd !== undefined) closeSync(modelFd);
   }
+}
 
+interface HandshakeContext {
+  readonly options: SpawnOptions;
+  readonly readyTimeoutMs: number;
+  readonly stopGraceMs: number;
+  readonly runDir: string;
+  readonly address: RuntimeAddress;
+  readonly removeRunDir: () => void;
+}
+
+/** Waits for the child's `ready` (or `error`, exit, timeout) and builds the handle. */
+function handshake(child: ChildProcess, context: HandshakeContext): Promise<RuntimeHandle> {
+  const { options, address, runDir, removeRunDir } = context;
   return new Promise<RuntimeHandle>((resolveHandle, rejectHandle) => {
     let ready = false;
     let settled = false;
@@ -323,7 +454,8 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
       resolveExited = resolve;
     });
-    let pid = 0;
+    // Known synchronously after spawn() (the 'spawn' event may already have fired).
+    const pid = child.pid ?? 0;
 
     // The state file for the next start's reclaim; best effort (the runtime also exits when we die).
     const record = (): void => {
@@ -353,13 +485,8 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
         rejectHandle(new CompanionError('ERR_SPAWN_FAILED'));
       }
     });
-    child.stdin?.on('error', () => undefined);
 
-    child.on('spawn', () => {
-      pid = child.pid!;
-      record();
-      if (key !== null && profile.keyDelivery === 'stdin') child.stdin?.write(`${key.reveal()}\n`);
-    });
+    if (pid > 0) record();
 
     child.on('exit', (code, signal) => {
       exitInfo = { code, signal };
@@ -388,36 +515,33 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     });
 
     // Handlers above only run from events, after this line.
-    const readyTimer = setTimeout(() => abandon(new CompanionError('ERR_SPAWN_READY_TIMEOUT')), readyTimeoutMs);
+    const readyTimer = setTimeout(() => abandon(new CompanionError('ERR_SPAWN_READY_TIMEOUT')), context.readyTimeoutMs);
 
-    const stop = (() => {
-      let stopPromise: Promise<{ forced: boolean }> | null = null;
-      return (graceMs: number = stopGraceMs): Promise<{ forced: boolean }> => {
-        stopPromise ??= (async () => {
-          stopping = true;
-          if (exitInfo !== null) return { forced: false };
-          killGroup(pid, 'SIGTERM');
-          let timer: NodeJS.Timeout | undefined;
-          const timedOut = await Promise.race([
-            exited.then(() => false),
-            new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), graceMs); }),
-          ]);
-          clearTimeout(timer);
-          if (!timedOut) return { forced: false };
-          killGroup(pid, 'SIGKILL');
-          await exited;
-          return { forced: true };
-        })();
-        return stopPromise;
-      };
-    })();
+    let stopPromise: Promise<{ forced: boolean }> | null = null;
+    const stop = (graceMs: number = context.stopGraceMs): Promise<{ forced: boolean }> => {
+      stopPromise ??= (async () => {
+        stopping = true;
+        if (exitInfo !== null) return { forced: false };
+        killGroup(pid, 'SIGTERM');
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = await Promise.race([
+          exited.then(() => false),
+          new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), graceMs); }),
+        ]);
+        clearTimeout(timer);
+        if (!timedOut) return { forced: false };
+        killGroup(pid, 'SIGKILL');
+        await exited;
+        return { forced: true };
+      })();
+      return stopPromise;
+    };
 
-    const becomeReady = (address: RuntimeAddress): void => {
+    const becomeReady = (): void => {
       if (settled) return;
       settled = true;
       ready = true;
       clearTimeout(readyTimer);
-      if (keyFile !== undefined) rmSync(keyFile, { force: true });
       // Again now that the child is settled: a wrapper that execs is recorded as what it became.
       record();
       resolveHandle({
@@ -434,64 +558,21 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
       });
     };
 
-    const onEventLine = (line: string): void => {
-      if (settled) return;
-      const event = parseEvent(line);
-      if (event === null) return;
-      if (event.event === 'error') {
+    if (child.stdout !== null) {
+      onLines(child.stdout, (line) => {
+        if (settled) return;
+        const event = parseEvent(line);
+        if (event === null) return;
+        if (event.event === 'ready') {
+          becomeReady();
+          return;
+        }
         const code = (CHILD_ERROR_CODES as readonly string[]).includes(event.code) ? event.code : 'ERR_SPAWN_FAILED';
         // ERR_USAGE / ERR_INTERNAL from the child are our bug, not the user's command line.
         reportedError = code === 'ERR_USAGE' || code === 'ERR_INTERNAL' ? 'ERR_SPAWN_FAILED' : (code as ErrorCode);
-        return; // The child exits next; 'exit' rejects with this code.
-      }
-      try {
-        becomeReady(validateReported(event.address, target, key));
-      } catch (error) {
-        abandon(error instanceof CompanionError ? error : new CompanionError('ERR_SPAWN_HANDSHAKE'));
-      }
-    };
-
-    let llamaListening = false;
-    const onLlamaLog = (line: string): void => {
-      if (settled || llamaListening) return;
-      const match = LISTENING.exec(line);
-      if (match === null) return;
-      llamaListening = true;
-      const reported = match[1] !== undefined
-        ? { kind: 'tcp', host: '127.0.0.1', port: Number(match[1]) }
-        : { kind: 'unix', path: match[2] };
-      let address: RuntimeAddress;
-      try {
-        address = validateReported(reported, target, key);
-      } catch (error) {
-        abandon(error instanceof CompanionError ? error : new CompanionError('ERR_SPAWN_HANDSHAKE'));
-        return;
-      }
-      // llama-server listens before the model is loaded: ready once /health says so.
-      const poll = async (): Promise<void> => {
-        while (!settled) {
-          const result = await checkHealth(address, 2000);
-          if (result.ok) {
-            becomeReady(address);
-            return;
-          }
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-      };
-      void poll();
-    };
-
-    if (child.stdout !== null) {
-      onLines(child.stdout, (line) => {
-        if (profile.handshake === 'ready-line') onEventLine(line);
-        else onLlamaLog(line);
+        // The child exits next; 'exit' rejects with this code.
       });
     }
-    if (child.stderr !== null) {
-      onLines(child.stderr, (line) => {
-        if (profile.handshake === 'llama-server-log') onLlamaLog(line);
-        options.onStderr?.(line);
-      });
-    }
+    if (child.stderr !== null) onLines(child.stderr, (line) => options.onStderr?.(line));
   });
 }

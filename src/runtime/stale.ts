@@ -8,9 +8,9 @@
  * Identity needs Linux's /proc. Elsewhere the state file is read but nothing is ever killed
  * (`unverifiable`): the runtime's own parent-death check is what ends it there.
  */
-import { lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { writePrivateFileAtomicSync } from '../common/private-file.js';
 
 /** Name of the state file inside the data directory. */
 export const STATE_FILE = 'runtime.state.json';
@@ -115,17 +115,9 @@ export function readRuntimeState(dataDir: string): RuntimeState | null {
   }
 }
 
-/** Writes the state file atomically with mode 0600 (temp file, then rename). */
+/** Writes the state file atomically with mode 0600 (random O_EXCL|O_NOFOLLOW temp file, fsync, rename). */
 export function writeRuntimeState(dataDir: string, state: RuntimeState): void {
-  const target = join(dataDir, STATE_FILE);
-  const temp = join(dataDir, `.${STATE_FILE}.${randomBytes(6).toString('hex')}`);
-  writeFileSync(temp, `${JSON.stringify(state)}\n`, { mode: 0o600, flag: 'wx' });
-  try {
-    renameSync(temp, target);
-  } catch (error) {
-    rmSync(temp, { force: true });
-    throw error;
-  }
+  writePrivateFileAtomicSync(join(dataDir, STATE_FILE), `${JSON.stringify(state)}\n`);
 }
 
 /**

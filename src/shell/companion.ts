@@ -3,9 +3,11 @@
  * resource probe, front door) wired together. It receives from the authority group only a token
  * *verifier* for the front door; nothing here can reach the keychain, a token or custody (D5.8).
  */
+import { totalmem } from 'node:os';
 import { createAdmission } from '../core/admission.js';
 import { CompanionError } from '../core/errors.js';
 import type { RestartPolicy } from '../core/lifecycle.js';
+import type { ResourceLimits } from '../core/resources.js';
 import { startFrontDoor, type FrontDoor } from '../runtime/front-door.js';
 import type { SpawnWrap } from '../runtime/spawn.js';
 import { layout } from './config.js';
@@ -23,6 +25,11 @@ export interface RuntimeGroupOptions {
   readonly maxConcurrent?: number;
   readonly maxQueue?: number;
   readonly healthIntervalMs?: number;
+  /**
+   * Resource limits (D5.6; default: the runtime's RSS at most 90% of this machine's memory). The model
+   * must also fit in the memory available at each start, else ERR_RESOURCE_LIMIT.
+   */
+  readonly resourceLimits?: ResourceLimits;
   /** Restart backoff and crash-loop cap (default: the lifecycle core's DEFAULT_RESTART_POLICY). */
   readonly restartPolicy?: RestartPolicy;
   readonly onEvent?: (event: SupervisorEvent | { event: 'listening'; endpoint: string }) => void;
@@ -59,6 +66,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     ...(options.wrap ? { wrap: options.wrap } : {}),
     ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
     ...(options.restartPolicy !== undefined ? { restartPolicy: options.restartPolicy } : {}),
+    resourceLimits: options.resourceLimits ?? { maxRssBytes: Math.floor(totalmem() * 0.9) },
     ...(options.onStderr ? { onStderr: options.onStderr } : {}),
     onEvent: (event) => {
       if (event.event === 'available') admission.setReady(event.available);

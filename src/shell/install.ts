@@ -23,6 +23,7 @@ import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors
 import { createIntegrityAccumulator, type IntegrityAccumulator } from '../core/integrity.js';
 import type { ManifestModel } from '../core/manifest-format.js';
 import { download, isStrongEtag, type DownloadStart } from '../runtime/download.js';
+import { ensurePrivateDir, readJsonFile as readJson, writePrivateJson } from '../common/private-file.js';
 import { writePieces, type SinkInit, type SinkReply, type SinkRequest } from './install-worker.js';
 
 export interface PullProgress {
@@ -139,32 +140,8 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** A private folder: created 0700, and tightened to 0700 when it already existed. */
-async function privateDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await chmod(dir, 0o700);
-}
-
-async function readJson(path: string): Promise<unknown> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as unknown;
-  } catch {
-    return null;
-  }
-}
-
-/** Writes JSON to a 0600 file atomically (temp, fsync, rename). */
-async function writePrivateJson(path: string, value: unknown): Promise<void> {
-  const temp = `${path}.tmp`;
-  const handle = await open(temp, 'w', 0o600);
-  try {
-    await handle.writeFile(JSON.stringify(value));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, path);
-}
+/** A private folder (created 0700, never a symlink, ours); a bad one is ERR_STATE_UNSAFE. */
+const privateDir = (dir: string): Promise<void> => ensurePrivateDir(dir);
 
 const isDecimal = (value: unknown): value is string => typeof value === 'string' && /^\d{1,40}$/.test(value);
 
@@ -499,49 +476,69 @@ function assertModel(model: ManifestModel): void {
   if (url.protocol !== 'https:' || url.username !== '' || url.password !== '') throw new CompanionError('ERR_MANIFEST_MODEL_URL');
 }
 
-/**
- * Re-checks an installed model against its record: same size and identity (inode, device, mtime, ctime)
- * passes at once; otherwise the file is hashed again and must still match, and the record is refreshed.
- */
-async function checkAgainst(modelsDir: string, installed: InstalledModel): Promise<{ path: string; installed: InstalledModel }> {
-  const path = join(modelsDir, modelFileName(installed.id));
-  const identity = await identityOf(path);
-  if (identity === 'missing') throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
-  if (identity === 'other') throw new CompanionError('ERR_MODEL_CHANGED');
-  if (identity.size !== installed.size) throw new CompanionError('ERR_MODEL_CHANGED');
-  if (sameIdentity(identity, installed)) return { path, installed };
-  const hash = createHash('sha256');
-  // O_NOFOLLOW: the file checked is the file read.
-  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => null);
-  if (handle === null) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
-  let after: Identity | 'missing' | 'other';
-  try {
-    await hashFile(handle, installed.size, (chunk) => hash.update(chunk)).catch(() => {
-      throw new CompanionError('ERR_MODEL_CHANGED');
-    });
-    after = await identityOf(path);
-  } finally {
-    await handle.close();
-  }
-  // A file that changed while it was hashed is not the one that was hashed.
-  if (typeof after === 'string' || !sameIdentity(after, identity)) throw new CompanionError('ERR_MODEL_CHANGED');
-  if (digestCheckOf(hash.digest('hex')) !== installed.digestCheck) throw new CompanionError('ERR_MODEL_CHANGED');
-  const refreshed: InstalledModel = { ...installed, inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs };
-  await disk(() => writePrivateJson(join(modelsDir, INSTALLED), refreshed));
-  return { path, installed: refreshed };
+/** The identity of an open file (what was opened, not what the path names now). */
+async function identityOfHandle(handle: FileHandle): Promise<Identity | 'other'> {
+  const info = await handle.stat({ bigint: true });
+  if (!info.isFile()) return 'other';
+  return { size: Number(info.size), inode: String(info.ino), dev: String(info.dev), mtimeNs: String(info.mtimeNs), ctimeNs: String(info.ctimeNs) };
+}
+
+/** An installed model, opened once and checked through that very descriptor (issue 16 item 8). */
+export interface OpenedModel {
+  /** Read-only, O_NOFOLLOW; the caller closes it. Its bytes are the ones that were checked. */
+  readonly handle: FileHandle;
+  readonly path: string;
+  readonly installed: InstalledModel;
 }
 
 /**
- * Re-checks the installed model before the runtime loads it: size and identity must match the record;
- * if the identity changed (a touch, a copy, a swap), the file is hashed again and must still match the
- * digest it was verified against (then the record is refreshed).
- * @returns the absolute model path and the (possibly refreshed) record.
- * @throws ERR_MODEL_NOT_INSTALLED (no record, or no file), ERR_MODEL_CHANGED (size or digest differ)
+ * Opens the installed model once (O_RDONLY | O_NOFOLLOW) and checks that descriptor against its record:
+ * same size and identity (inode, device, mtime, ctime, from fstat) passes at once; otherwise the
+ * descriptor is hashed and must still match the verified digest (then the record is refreshed). The
+ * caller hands this same descriptor to the runtime: there is no window between check and use.
+ * @throws ERR_MODEL_NOT_INSTALLED (no record, or no file), ERR_MODEL_CHANGED (a link, size or digest differ)
  */
-export async function checkInstalledModel(modelsDir: string): Promise<{ path: string; installed: InstalledModel }> {
+export async function openInstalledModel(modelsDir: string): Promise<OpenedModel> {
   const installed = await readInstalled(modelsDir);
   if (installed === null) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
-  return checkAgainst(modelsDir, installed);
+  const path = join(modelsDir, modelFileName(installed.id));
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (error) {
+    // ELOOP: a symlink where the verified file was.
+    throw new CompanionError((error as { code?: unknown }).code === 'ENOENT' ? 'ERR_MODEL_NOT_INSTALLED' : 'ERR_MODEL_CHANGED');
+  }
+  try {
+    const identity = await identityOfHandle(handle);
+    if (identity === 'other' || identity.size !== installed.size) throw new CompanionError('ERR_MODEL_CHANGED');
+    if (sameIdentity(identity, installed)) return { handle, path, installed };
+    const hash = createHash('sha256');
+    await hashFile(handle, installed.size, (chunk) => hash.update(chunk)).catch(() => {
+      throw new CompanionError('ERR_MODEL_CHANGED');
+    });
+    // A file that changed while it was hashed is not the one that was hashed.
+    const after = await identityOfHandle(handle);
+    if (after === 'other' || !sameIdentity(after, identity)) throw new CompanionError('ERR_MODEL_CHANGED');
+    if (digestCheckOf(hash.digest('hex')) !== installed.digestCheck) throw new CompanionError('ERR_MODEL_CHANGED');
+    const refreshed: InstalledModel = { ...installed, inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs };
+    await disk(() => writePrivateJson(join(modelsDir, INSTALLED), refreshed));
+    return { handle, path, installed: refreshed };
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * Re-checks the installed model ({@link openInstalledModel}) and closes it again.
+ * @returns the absolute model path and the (possibly refreshed) record.
+ * @throws ERR_MODEL_NOT_INSTALLED, ERR_MODEL_CHANGED
+ */
+export async function checkInstalledModel(modelsDir: string): Promise<{ path: string; installed: InstalledModel }> {
+  const opened = await openInstalledModel(modelsDir);
+  await opened.handle.close();
+  return { path: opened.path, installed: opened.installed };
 }
 
 /**
@@ -574,7 +571,7 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
   // Already installed and unchanged: nothing to fetch.
   const existing = await readInstalled(modelsDir);
   if (existing !== null && existing.id === model.id && existing.size === model.size && existing.digestCheck === digestCheck) {
-    const checked = await checkAgainst(modelsDir, existing).catch((error: unknown) => {
+    const checked = await checkInstalledModel(modelsDir).catch((error: unknown) => {
       if (isCompanionError(error, 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED')) return null;
       throw error;
     });
@@ -603,7 +600,8 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
   const fsInfo = await disk(() => statfs(modelsDir));
   if (fsInfo.bavail * fsInfo.bsize < model.size - offset) throw new CompanionError('ERR_DISK_SPACE');
 
-  const handle = await disk(() => open(partialPath, offset > 0 ? 'r+' : 'w', 0o600));
+  // O_NOFOLLOW: the partial written is the partial in our folder, never a link planted there.
+  const handle = await disk(() => open(partialPath, offset > 0 ? constants.O_RDWR | constants.O_NOFOLLOW : constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600));
   const expected = { expectedSize: model.size, expectedSha256: model.sha256 };
   const writer: Sink = options.writeChunk !== undefined || options.hashOn === 'main'
     ? new MainThreadSink(handle, options.writeChunk ?? positionalWrite, expected)

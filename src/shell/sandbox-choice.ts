@@ -6,6 +6,7 @@
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { assertSandboxOrExplicitOptOut, detectSandbox, isFullSandbox, runtimeSandboxProfile, sandboxCommand } from '../runtime/sandbox.js';
+import { SANDBOX_MODEL_PATH } from '../runtime/runtime-profile.js';
 import type { SpawnWrap } from '../runtime/spawn.js';
 import type { SandboxChoice } from './config.js';
 
@@ -34,9 +35,8 @@ export async function resolveSandbox(choice: SandboxChoice, warn: (line: string)
       codeDir: join(root, 'dist', 'src'),
       packageJson: join(root, 'package.json'),
       nodeModulesDir: join(root, 'node_modules'),
-      // A model handed over as a descriptor is not shown in the sandbox at all.
-      ...(context.modelByDescriptor ? {} : { modelPath: context.modelPath }),
-      socketDir: context.runDir,
+      // The model: a read-only view of its descriptor (bubblewrap), never a writable descriptor.
+      model: { fd: context.modelFd, path: SANDBOX_MODEL_PATH },
     });
     return sandboxCommand({ file: command.file, args: [...command.args] }, profile, support);
   };

@@ -12,18 +12,20 @@ import {
   DEFAULT_RESTART_POLICY, initialLifecycle, transition, canTransition,
   type LifecycleEvent, type LifecycleSnapshot, type LifecycleState, type RestartPolicy,
 } from '../core/lifecycle.js';
-import { decideResources, type ResourceLimits } from '../core/resources.js';
+import { decideResources, startFigures, type ResourceDecisionKind, type ResourceLimits, type ResourceReason } from '../core/resources.js';
+import { freemem } from 'node:os';
 import { createHealthMonitor, type HealthMonitor, type HealthSample } from '../runtime/health.js';
 import { createResourceProbe, type ResourceFigures } from '../runtime/probe.js';
 import { bundledProfile } from '../runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeAddress, type RuntimeHandle, type SpawnWrap } from '../runtime/spawn.js';
-import { checkInstalledModel } from './install.js';
+import { openInstalledModel, type OpenedModel } from './install.js';
 
 export type SupervisorEvent =
   | { readonly event: 'state'; readonly state: LifecycleState; readonly pid: number | null; readonly code: ErrorCode | null }
   | { readonly event: 'available'; readonly available: boolean }
   | { readonly event: 'health'; readonly ok: boolean; readonly latencyMs: number }
-  | { readonly event: 'restart-scheduled'; readonly inMs: number };
+  | { readonly event: 'restart-scheduled'; readonly inMs: number }
+  | { readonly event: 'resources'; readonly decision: ResourceDecisionKind; readonly reasons: readonly ResourceReason[] };
 
 export interface SupervisorOptions {
   readonly dataDir: string;
@@ -41,7 +43,14 @@ export interface SupervisorOptions {
   readonly restartPolicy?: RestartPolicy;
   /** Restart after a crash following the backoff (default true). */
   readonly autoRestart?: boolean;
+  /**
+   * Resource limits (D5.6). Before a start the model's floor need ({@link startFigures}) must fit under
+   * `maxRssBytes` and the memory available now (`availableMemory`), else the start is refused with
+   * ERR_RESOURCE_LIMIT; while running, the runtime's RSS past its limit makes the lifecycle `degraded`.
+   */
   readonly resourceLimits?: ResourceLimits;
+  /** Memory available for a new runtime, bytes (default `os.freemem()`, MemAvailable on Linux). */
+  readonly availableMemory?: () => number;
   readonly onEvent?: (event: SupervisorEvent) => void;
   readonly onStderr?: (line: string) => void;
   readonly now?: () => number;
@@ -81,6 +90,8 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
   let lastHealth: HealthSample | null = null;
   let lastAvailable = false;
   let restartTimer: NodeJS.Timeout | null = null;
+  /** True while the probe's figures cross a limit: health alone does not bring `ready` back. */
+  let resourceDegraded = false;
   let stopping = false;
   const waiters = new Set<() => void>();
 
@@ -116,7 +127,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     emit({ event: 'health', ok: sample.ok, latencyMs: Math.round(sample.latencyMs) });
     if (sample.ok) {
       apply('health-ok');
-      if (life.state === 'degraded') apply('recover');
+      if (life.state === 'degraded' && !resourceDegraded) apply('recover');
     } else {
       apply('health-failed');
     }
@@ -143,22 +154,44 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     handle = null;
   }
 
-  /** From `verifying`: re-check the model, spawn, wait for ready, start health checks. */
-  async function launch(): Promise<void> {
-    let modelPath: string;
+  /** Refuses a start whose model cannot fit (ERR_RESOURCE_LIMIT); the limit is the lower of both. */
+  function checkStartFits(modelBytes: number): void {
+    const available = (options.availableMemory ?? freemem)();
+    const configured = options.resourceLimits?.maxRssBytes;
+    const maxRssBytes = configured === undefined ? available : Math.min(configured, available);
+    const decision = decideResources(startFigures(modelBytes), { ...options.resourceLimits, maxRssBytes });
+    if (decision.decision === 'refuse-start') {
+      throw new CompanionError('ERR_RESOURCE_LIMIT', `the model needs at least ${Math.ceil(startFigures(modelBytes).rssBytes! / 2 ** 20)} MiB; ${Math.floor(maxRssBytes / 2 ** 20)} MiB are available`);
+    }
+  }
+
+  /** Opens and re-checks the installed model once; the descriptor checked is the one the runtime gets. */
+  async function verifyModel(): Promise<OpenedModel> {
+    let opened: OpenedModel;
     try {
-      const checked = await checkInstalledModel(options.modelsDir);
-      modelPath = checked.path;
-      model = { id: checked.installed.id, verified: true };
+      opened = await openInstalledModel(options.modelsDir);
     } catch (error) {
       model = model === null ? null : { ...model, verified: false };
       apply('verify-failed', isCompanionError(error) ? error.code : 'ERR_MODEL_CHANGED');
       throw error;
     }
+    try {
+      checkStartFits(opened.installed.size);
+    } catch (error) {
+      await opened.handle.close();
+      apply('verify-failed', 'ERR_RESOURCE_LIMIT');
+      throw error;
+    }
+    model = { id: opened.installed.id, verified: true };
+    return opened;
+  }
+
+  /** From `verifying`: re-check the model, spawn, wait for ready, start health checks. */
+  async function launch(): Promise<void> {
+    const opened = await verifyModel();
     apply('verified');
     const profile = bundledProfile({
-      modelPath,
-      modelId: model.id,
+      modelId: opened.installed.id,
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
       ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
     });
@@ -166,6 +199,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     try {
       started = await spawnRuntime(profile, {
         dataDir: options.dataDir,
+        modelFd: opened.handle.fd,
         ...(options.readyTimeoutMs !== undefined ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
         ...(options.wrap ? { wrap: options.wrap } : {}),
         ...(options.onStderr ? { onStderr: options.onStderr } : {}),
@@ -187,12 +221,16 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       apply('crashed', isCompanionError(error) ? error.code : 'ERR_SPAWN_FAILED');
       scheduleRestart();
       throw error;
+    } finally {
+      // The runtime holds its own copy (or the sandbox's read-only view of it).
+      await opened.handle.close().catch(() => undefined);
     }
     if (stopping) {
       await started.stop();
       return;
     }
     handle = started;
+    resourceDegraded = false;
     probe = createResourceProbe({ pgid: started.pid });
     await probe.probe().catch(() => undefined); // the first sample pins the leader's identity
     apply('spawned-ready');
@@ -205,6 +243,25 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     });
     monitor.start();
     await monitor.checkNow();
+  }
+
+  /** Applies the running resource decision: past a limit is `degraded`; back inside lets health recover. */
+  function applyResourceDecision(figures: ResourceFigures): void {
+    if (options.resourceLimits === undefined) return;
+    // Unknown VRAM (no GPU, no tool) is "no GPU figure", not doubt: only a real figure is passed.
+    const gpus = figures.vram?.gpus ?? [];
+    const vram = gpus.length === 0 ? undefined : { usedBytes: gpus.reduce((sum, gpu) => sum + gpu.usedBytes, 0), totalBytes: gpus.reduce((sum, gpu) => sum + gpu.totalBytes, 0) };
+    const decision = decideResources({ rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent ?? 0, ...(vram === undefined ? {} : { vram }) }, options.resourceLimits);
+    const over = decision.decision !== 'ok';
+    if (over && !resourceDegraded) {
+      resourceDegraded = true;
+      emit({ event: 'resources', decision: decision.decision, reasons: decision.reasons });
+      apply('degrade');
+    } else if (!over && resourceDegraded) {
+      resourceDegraded = false;
+      emit({ event: 'resources', decision: decision.decision, reasons: decision.reasons });
+      if (life.state === 'degraded' && lastHealth?.ok === true) apply('recover');
+    }
   }
 
   return {
@@ -240,10 +297,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       if (probe === null) return null;
       try {
         const figures = await probe.probe();
-        if (options.resourceLimits) {
-          const decision = decideResources({ rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent, vram: null }, options.resourceLimits);
-          if (decision.decision !== 'ok') apply('degrade');
-        }
+        applyResourceDecision(figures);
         return figures;
       } catch {
         return null;
