@@ -67,11 +67,9 @@ export function fakeProfile(extra: string[] = []): import('../../src/runtime/run
     file: process.execPath,
     modelPath: '/dev/null',
     env: {},
-    handshake: 'ready-line',
-    keyDelivery: 'stdin',
     readOnlyPaths: [],
-    modelDelivery: 'argv',
-    args: (target) => [fakeRuntimeScript, ...(target.kind === 'unix' ? ['--socket', target.path] : ['--tcp']), ...extra],
+    args: [fakeRuntimeScript, ...extra],
+    settings: {},
   };
 }
 

@@ -1,20 +1,16 @@
 // A fake runtime child that speaks the spawn-pipe protocol (src/runtime-server/protocol.ts) without a
-// model, so that protocol, process-group and impostor tests cost nothing. Options (argv):
-//   --socket PATH | --tcp        bind like the real runtime (a tiny /health server)
-//   --report-path P              report this socket path instead of the real one
-//   --report-host H              report this host instead of 127.0.0.1
-//   --socket-mode OCTAL          chmod the socket to this mode before reporting
+// model, so that protocol, process-group and impostor tests cost nothing. It reads the start line from
+// stdin (and echoes what it understood on stderr as `start-line <json>`), serves a tiny /health server on
+// the listening descriptor the parent handed over, and reports ready. Options (argv):
 //   --grandchild                 start `sleep 300` in the same process group; print "grandchild PID" on stderr
 //   --ignore-term                ignore SIGTERM (stop must escalate to SIGKILL)
 //   --exit N                     exit with code N before reporting anything
 //   --abort                      abort the process (SIGABRT, like a llama.cpp assertion)
 //   --silent                     never report
 //   --error CODE                 report {"event":"error","code":CODE} and exit 1
-// It does not watch stdin: it survives its parent (stale-reclaim tests rely on that).
+// It does not watch stdin's end: it survives its parent (stale-reclaim tests rely on that).
 import { spawn } from 'node:child_process';
-import { chmodSync } from 'node:fs';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 const argv = process.argv.slice(2);
 function option(name: string): string | undefined {
@@ -46,21 +42,23 @@ if (errorCode !== undefined) {
       res.end();
     }
   });
-  const socket = option('--socket');
-  const report = (address: object): void => {
+  const report = (): void => {
     if (has('--silent')) return;
-    process.stdout.write(`${JSON.stringify({ event: 'ready', address, pid: process.pid })}\n`);
+    process.stdout.write(`${JSON.stringify({ event: 'ready', pid: process.pid })}\n`);
   };
-  if (socket !== undefined) {
-    server.listen(socket, () => {
-      const mode = option('--socket-mode');
-      chmodSync(socket, mode === undefined ? 0o600 : parseInt(mode, 8));
-      report({ kind: 'unix', path: option('--report-path') ?? socket });
-    });
-  } else {
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      report({ kind: 'tcp', host: option('--report-host') ?? '127.0.0.1', port });
-    });
-  }
+  let buffered = '';
+  let started = false;
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (chunk: string) => {
+    if (started) return;
+    buffered += chunk;
+    const newline = buffered.indexOf('\n');
+    if (newline < 0) return;
+    started = true;
+    const line = JSON.parse(buffered.slice(0, newline)) as { listen: { fd: number }; model: unknown; key?: string };
+    // Never print the key: the leak scans read stderr.
+    process.stderr.write(`start-line ${JSON.stringify({ ...line, key: line.key === undefined ? undefined : 'present' })}\n`);
+    server.listen({ fd: line.listen.fd }, report);
+  });
+  process.stdin.on('end', () => undefined);
 }

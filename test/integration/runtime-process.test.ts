@@ -161,8 +161,8 @@ test('a sandbox wrap hook receives the command and the paths to expose, and its 
   t.after(() => handle.stop(1000));
   assert.equal(seen.length, 1);
   assert.equal(seen[0]!.command.file, process.execPath);
-  assert.equal(seen[0]!.context.runDir, handle.runDir);
-  assert.deepEqual(seen[0]!.context.bind, { kind: 'unix', path: join(handle.runDir, 'rt.sock') });
+  assert.equal(seen[0]!.context.modelFd, 3);
+  assert.deepEqual(handle.address.kind === 'unix' ? handle.address.path : null, join(handle.runDir, 'rt.sock'));
   // nice exec'd the runtime: the recorded identity is what runs now (so reclaim still recognises it).
   const state = readRuntimeState(dir.path)!;
   assert.equal(state.exe, readProcessIdentity(handle.pid)!.exe);

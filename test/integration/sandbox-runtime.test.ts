@@ -60,7 +60,10 @@ describe('sandboxCommand() with bubblewrap', gate('bubblewrap', bwrapPresent, 'a
 
   function profile(): ReturnType<typeof runtimeSandboxProfile> {
     // The runtime's profile, with the fixtures folder standing in for the runtime's code folder.
-    return runtimeSandboxProfile({ nodeBinary: process.execPath, codeDir: fixtures, packageJson, nodeModulesDir: join(repoRoot, 'node_modules'), modelPath, socketDir, env: { COMPANION_RUNTIME_THREADS: '1' } });
+    // These tests exercise bubblewrap itself (a model by path, a socket bound inside): the fixtures get the
+    // model folder read-only and the socket folder writable on top of the runtime's own profile.
+    const base = runtimeSandboxProfile({ nodeBinary: process.execPath, codeDir: fixtures, packageJson, nodeModulesDir: join(repoRoot, 'node_modules'), model: { fd: 3, path: '/run/companion/model.gguf' }, env: { COMPANION_RUNTIME_THREADS: '1' } });
+    return { ...base, readOnlyPaths: [...base.readOnlyPaths, modelPath], writablePaths: [socketDir], readOnlyFd: undefined } as unknown as ReturnType<typeof runtimeSandboxProfile>;
   }
 
   test('node-llama-cpp loads the model and generates the same tokens inside the sandbox as outside', async () => {

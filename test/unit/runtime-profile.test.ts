@@ -1,32 +1,27 @@
-// Runtime profiles (argv builders), the child's environment allow-list and the runtime's own argv parser.
+// Runtime profiles, the child's environment allow-list and the runtime's start-line parser.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isAbsolute } from 'node:path';
-import { bundledEntryPath, bundledProfile, llamaServerProfile } from '../../src/runtime/runtime-profile.js';
+import { bundledEntryPath, bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { childEnvironment } from '../../src/runtime/spawn.js';
-import { parseRuntimeArgs } from '../../src/runtime-server/args.js';
+import { parseStartLine } from '../../src/runtime-server/args.js';
 
 const model = '/models/tiny.gguf';
 
-test('bundledProfile() runs process.execPath on the compiled entry with settings and the bind target', () => {
+test('bundledProfile() runs process.execPath on the compiled entry with no argument; settings travel on stdin', () => {
   const profile = bundledProfile({ modelPath: model, threads: 1, contextSize: 1024, parallel: 2, modelId: 'tiny', gpu: 'auto' });
   assert.equal(profile.file, process.execPath);
-  assert.equal(profile.handshake, 'ready-line');
-  assert.equal(profile.keyDelivery, 'stdin');
   assert.ok(isAbsolute(bundledEntryPath()));
   assert.ok(bundledEntryPath().endsWith('/dist/src/runtime-server/main.js'));
-  assert.deepEqual(profile.args({ kind: 'unix', path: '/run/rt-1/rt.sock' }), [
-    bundledEntryPath(), '--model-fd', '3', '--context', '1024', '--threads', '1', '--gpu', 'auto', '--parallel', '2', '--model-id', 'tiny', '--socket', '/run/rt-1/rt.sock',
-  ]);
-  assert.deepEqual(profile.args({ kind: 'tcp' }).slice(-1), ['--tcp']);
-  // P-f: the model's path is never on argv; the spawn adapter hands it over as descriptor 3.
-  assert.equal(profile.modelDelivery, 'fd');
-  assert.ok(!profile.args({ kind: 'unix', path: '/run/rt-1/rt.sock' }).some((a) => a.includes(model)));
+  // P-f (issue 16 item 6): argv holds no setting, no model id, no model or socket path.
+  assert.deepEqual(profile.args, [bundledEntryPath()]);
+  assert.deepEqual(profile.settings, { contextSize: 1024, threads: 1, gpu: 'auto', parallel: 2, modelId: 'tiny' });
   assert.ok(!profile.readOnlyPaths.includes(model));
-  // Every argv the profile builds parses in the runtime.
-  const parsed = parseRuntimeArgs(profile.args({ kind: 'unix', path: '/run/rt-1/rt.sock' }).slice(1));
-  assert.deepEqual(parsed.bind, { kind: 'unix', path: '/run/rt-1/rt.sock' });
+  // The start line the spawn adapter builds from the profile parses in the runtime.
+  const parsed = parseStartLine(JSON.stringify({ ...profile.settings, v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' } }));
+  assert.deepEqual(parsed.listen, { fd: 4, kind: 'unix' });
   assert.equal(parsed.threads, 1);
+  assert.equal(parsed.modelId, 'tiny');
   assert.equal(parsed.modelPath, '/proc/self/fd/3');
 });
 
@@ -34,34 +29,6 @@ test('bundledProfile() refuses a relative model path and out-of-range settings w
   for (const options of [{ modelPath: 'tiny.gguf' }, { modelPath: model, threads: 0 }, { modelPath: model, contextSize: 10 }, { modelPath: model, modelId: 'a b' }, { modelPath: model, gpu: 'cuda' as 'auto' }]) {
     assert.throws(() => bundledProfile(options), (error: { code?: string }) => error instanceof TypeError && /^ERR_INVALID_ARG_/.test(error.code ?? ''));
   }
-});
-
-test('llamaServerProfile() binds the socket with --host *.sock and never puts a key on argv', () => {
-  const profile = llamaServerProfile({ binary: '/opt/llama/llama-server', modelPath: model, contextSize: 2048, threads: 1 });
-  assert.equal(profile.file, '/opt/llama/llama-server');
-  assert.equal(profile.keyDelivery, 'file');
-  assert.equal(profile.handshake, 'llama-server-log');
-  const unix = profile.args({ kind: 'unix', path: '/run/rt-1/rt.sock' });
-  assert.deepEqual(unix, ['-m', model, '-c', '2048', '-t', '1', '-ngl', '0', '--host', '/run/rt-1/rt.sock']);
-  assert.ok(!unix.includes('--api-key') && !unix.includes('--port'));
-  assert.throws(() => profile.args({ kind: 'unix', path: '/run/rt-1/rt' }), { code: 'ERR_SPAWN_FAILED' });
-});
-
-test('llamaServerProfile() binds 127.0.0.1 port 0 with --api-key-file when a key file is given', () => {
-  const profile = llamaServerProfile({ binary: '/opt/llama/llama-server', modelPath: model });
-  const tcp = profile.args({ kind: 'tcp', keyFile: '/run/rt-1/api-key' });
-  assert.deepEqual(tcp, ['-m', model, '-ngl', '0', '--host', '127.0.0.1', '--port', '0', '--api-key-file', '/run/rt-1/api-key']);
-  assert.ok(!tcp.includes('--api-key'));
-  assert.deepEqual(profile.env, {});
-});
-
-test('llamaServerProfile() refuses extraArgs that carry a key or choose the address', () => {
-  for (const flag of ['--api-key', '--api-key=abc', '--api-key-file', '--host', '--port', '-m', '--hf-token']) {
-    assert.throws(() => llamaServerProfile({ binary: '/opt/llama/llama-server', modelPath: model, extraArgs: [flag, 'x'] }), { code: 'ERR_INVALID_ARG_VALUE' });
-  }
-  const ok = llamaServerProfile({ binary: '/opt/llama/llama-server', modelPath: model, extraArgs: ['--no-webui'] });
-  assert.deepEqual(ok.args({ kind: 'unix', path: '/r/rt.sock' }).slice(-1), ['--no-webui']);
-  assert.throws(() => llamaServerProfile({ binary: 'llama-server', modelPath: model }), { code: 'ERR_INVALID_ARG_VALUE' });
 });
 
 test('childEnvironment() keeps only PATH, HOME, locale, TMPDIR and TZ from the parent', () => {
@@ -80,33 +47,39 @@ test('childEnvironment() adds thread/GPU keys of the profile and refuses anythin
   }
 });
 
-test('parseRuntimeArgs() reads every setting and defaults the rest', () => {
-  assert.deepEqual(parseRuntimeArgs(['--model', model, '--tcp']), {
-    modelPath: model, bind: { kind: 'tcp' }, contextSize: 2048, threads: undefined, gpu: 'off', parallel: 1, modelId: 'local', shutdownGraceMs: 1000,
+const key = 'k'.repeat(43);
+
+test('parseStartLine() reads every setting and defaults the rest', () => {
+  assert.deepEqual(parseStartLine(JSON.stringify({ v: 1, model: { path: '/run/companion/model.gguf' }, listen: { fd: 4, kind: 'tcp' }, key })), {
+    modelPath: '/run/companion/model.gguf', listen: { fd: 4, kind: 'tcp' }, key, contextSize: 2048, threads: undefined, gpu: 'off', parallel: 1, modelId: 'local', shutdownGraceMs: 1000,
   });
-  const full = parseRuntimeArgs(['--model', model, '--socket', '/r/rt.sock', '--context', '512', '--threads', '2', '--gpu', 'auto', '--parallel', '3', '--model-id', 'x', '--shutdown-grace-ms', '0']);
+  const full = parseStartLine(JSON.stringify({ v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' }, contextSize: 512, threads: 2, gpu: 'auto', parallel: 3, modelId: 'x', shutdownGraceMs: 0 }));
   assert.equal(full.contextSize, 512);
   assert.equal(full.shutdownGraceMs, 0);
+  assert.equal(full.key, null);
 });
 
-const badArgs: [string, string[]][] = [
-  ['no model', ['--tcp']],
-  ['a relative model', ['--model', 'm.gguf', '--tcp']],
-  ['both binds', ['--model', model, '--tcp', '--socket', '/r/s']],
-  ['no bind', ['--model', model]],
-  ['a relative socket', ['--model', model, '--socket', 'r/s']],
-  ['an unknown flag', ['--model', model, '--tcp', '--api-key', 'x']],
-  ['a repeated flag', ['--model', model, '--model', model, '--tcp']],
-  ['a missing value', ['--model', model, '--tcp', '--threads']],
-  ['a bad integer', ['--model', model, '--tcp', '--threads', '1e3']],
-  ['a bad gpu mode', ['--model', model, '--tcp', '--gpu', 'cuda']],
-  ['a stray value', ['--model', model, '--tcp', 'extra']],
-  ['both model forms', ['--model', model, '--model-fd', '3', '--tcp']],
-  ['a model descriptor below 3', ['--model-fd', '2', '--tcp']],
+const base = { v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' } };
+const badLines: [string, string][] = [
+  ['text that is not JSON', 'model=/x'],
+  ['an array', '[]'],
+  ['another version', JSON.stringify({ ...base, v: 2 })],
+  ['no model', JSON.stringify({ v: 1, listen: base.listen })],
+  ['a relative model path', JSON.stringify({ ...base, model: { path: 'm.gguf' } })],
+  ['both model forms', JSON.stringify({ ...base, model: { fd: 3, path: '/m' } })],
+  ['a model descriptor below 3', JSON.stringify({ ...base, model: { fd: 2 } })],
+  ['no listener', JSON.stringify({ v: 1, model: base.model })],
+  ['an unknown listener kind', JSON.stringify({ ...base, listen: { fd: 4, kind: 'udp' } })],
+  ['tcp without a key', JSON.stringify({ ...base, listen: { fd: 4, kind: 'tcp' } })],
+  ['a key on a Unix socket', JSON.stringify({ ...base, key })],
+  ['an unknown setting', JSON.stringify({ ...base, apiKey: 'x' })],
+  ['a bad integer', JSON.stringify({ ...base, threads: 1.5 })],
+  ['a bad gpu mode', JSON.stringify({ ...base, gpu: 'cuda' })],
+  ['a bad model id', JSON.stringify({ ...base, modelId: 'a b' })],
 ];
 
-for (const [name, argv] of badArgs) {
-  test(`parseRuntimeArgs() refuses ${name} with ERR_USAGE`, () => {
-    assert.throws(() => parseRuntimeArgs(argv), { code: 'ERR_USAGE' });
+for (const [name, line] of badLines) {
+  test(`parseStartLine() refuses ${name} with ERR_USAGE`, () => {
+    assert.throws(() => parseStartLine(line), { code: 'ERR_USAGE' });
   });
 }

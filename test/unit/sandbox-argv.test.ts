@@ -26,10 +26,9 @@ const INPUTS = {
   codeDir: '/opt/companion/dist/src',
   packageJson: '/opt/companion/package.json',
   nodeModulesDir: '/opt/companion/node_modules',
-  modelPath: `${DATA}/models/9f2c.gguf`,
-  socketDir: `${DATA}/run/rt-1`,
+  model: { fd: 3, path: '/run/companion/model.gguf' },
 };
-const COMMAND = { file: INPUTS.nodeBinary, args: [`${INPUTS.codeDir}/runtime-server/main.js`, '--socket', `${INPUTS.socketDir}/runtime.sock`] };
+const COMMAND = { file: INPUTS.nodeBinary, args: [`${INPUTS.codeDir}/runtime-server/main.js`] };
 
 function bwrap(profile: SandboxProfile = runtimeSandboxProfile(INPUTS)): string[] {
   const wrapped = sandboxCommand(COMMAND, profile, BWRAP);
@@ -66,13 +65,16 @@ test('sandboxCommand() for bubblewrap leaves --disable-userns out for a bubblewr
   assert.ok(args.includes('--unshare-all'));
 });
 
-test('sandboxCommand() for bubblewrap binds the model file read-only and the socket folder writable, nothing else of the data dir', () => {
-  const binds = mounts(bwrap());
-  assert.deepEqual(binds.filter(([, source]) => source.startsWith(HOME)), [
-    ['--ro-bind', INPUTS.modelPath, INPUTS.modelPath],
-    ['--bind', INPUTS.socketDir, INPUTS.socketDir],
-  ]);
+test('sandboxCommand() for bubblewrap shows the model as a read-only view of descriptor 3 and binds nothing of the data dir', () => {
+  const args = bwrap();
+  const binds = mounts(args);
+  assert.deepEqual(binds.filter(([, source]) => source.startsWith(HOME)), []);
   for (const [, source, dest] of binds) assert.equal(source, dest, 'every path keeps its name');
+  const at = args.indexOf('--ro-bind-fd');
+  assert.deepEqual(args.slice(at, at + 3), ['--ro-bind-fd', '3', '/run/companion/model.gguf']);
+  assert.ok(at < args.indexOf('--remount-ro'), 'the model view is made before the root turns read-only');
+  assert.equal(sandboxCommand(COMMAND, runtimeSandboxProfile(INPUTS), BWRAP).modelPath, '/run/companion/model.gguf');
+  assert.ok(!args.includes('--bind'), 'nothing is writable: the listening socket arrives as a descriptor');
 });
 
 test('sandboxCommand() for bubblewrap never binds /home, /root, HOME, the data dir, /run or /etc as a whole', () => {
@@ -93,7 +95,7 @@ test('sandboxCommand() for bubblewrap binds the runtime code, package.json, node
   for (const path of [INPUTS.nodeBinary, INPUTS.codeDir, INPUTS.packageJson, INPUTS.nodeModulesDir]) {
     assert.ok(binds.some(([flag, source]) => flag === '--ro-bind' && source === path), path);
   }
-  assert.ok(binds.every(([flag, source]) => flag !== '--bind' || source === INPUTS.socketDir), 'only the socket folder is writable');
+  assert.ok(binds.every(([flag]) => flag !== '--bind'), 'nothing is writable');
 });
 
 test('sandboxCommand() for bubblewrap mounts parents before children and makes the root read-only last', () => {
@@ -146,7 +148,8 @@ test('sandboxCommand() refuses relative paths, .. segments, NUL, / or a top-leve
     assert.throws(() => sandboxCommand({ file: path, args: [] }, { readOnlyPaths: [], writablePaths: [], allowNetwork: false }, BWRAP), { code: 'ERR_INVALID_ARG_VALUE' });
   }
   assert.throws(() => bwrap({ readOnlyPaths: [42 as unknown as string], writablePaths: [], allowNetwork: false }), { code: 'ERR_INVALID_ARG_TYPE' });
-  assert.throws(() => runtimeSandboxProfile({ ...INPUTS, modelPath: 'tiny.gguf' }), { code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => runtimeSandboxProfile({ ...INPUTS, model: { fd: 3, path: 'tiny.gguf' } }), { code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => bwrap({ readOnlyPaths: [], writablePaths: [], allowNetwork: false, readOnlyFd: { fd: 2, path: '/run/companion/model.gguf' } }), { code: 'ERR_INVALID_ARG_VALUE' });
 });
 
 test('sandboxCommand() refuses a profile that allows the network or names a path twice', () => {
@@ -214,10 +217,9 @@ test('buildSeatbeltProfile() denies by default, denies the network and reads onl
   const byName = new Map(params);
   assert.equal(byName.get('EXEC'), INPUTS.nodeBinary);
   const readOnly = [...byName.entries()].filter(([name]) => name.startsWith('RO_')).map(([, value]) => value);
-  assert.deepEqual(readOnly, [INPUTS.nodeBinary, INPUTS.codeDir, INPUTS.packageJson, INPUTS.nodeModulesDir, INPUTS.modelPath]);
-  assert.deepEqual([...byName.entries()].filter(([name]) => name.startsWith('RW_')).map(([, value]) => value), [INPUTS.socketDir]);
-  assert.match(text, /\(allow file-read\* file-write\* \(subpath \(param "RW_0_0"\)\)\)/);
-  assert.match(text, /\(allow network-bind network-inbound \(local unix-socket \(subpath \(param "RW_0_0"\)\)\)\)/);
+  assert.deepEqual(readOnly, [INPUTS.nodeBinary, INPUTS.codeDir, INPUTS.packageJson, INPUTS.nodeModulesDir]);
+  assert.deepEqual([...byName.entries()].filter(([name]) => name.startsWith('RW_')).map(([, value]) => value), []);
+  assert.ok(!text.includes('file-write*'), 'nothing is writable: the model and the socket arrive as descriptors');
   assert.ok(!text.includes('iokit-open'));
   assert.match(buildSeatbeltProfile(COMMAND, checked, { metal: true }).text, /AGXDeviceUserClient/);
 });
