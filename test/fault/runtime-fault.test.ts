@@ -3,8 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { closeSync, existsSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { isCompanionError } from '../../src/core/errors.js';
@@ -128,11 +127,15 @@ test('spawnRuntime() refuses a binary that is missing or not absolute (ERR_SPAWN
   }
 });
 
-/** Runs the runtime entry directly and resolves with its first stdout line and exit code. */
-function runEntry(args: string[], stdin?: string): Promise<{ line: string; code: number | null }> {
-  const child = spawn(process.execPath, [runtimeEntry, ...args], { stdio: ['pipe', 'pipe', 'ignore'], env: { PATH: process.env.PATH ?? '' } });
-  if (stdin !== undefined) child.stdin.write(stdin);
-  const lines = createInterface({ input: child.stdout });
+/**
+ * Runs the runtime entry directly and resolves with its first stdout line and exit code. `extra` become
+ * descriptors 3, 4, … of the child.
+ */
+function runEntry(args: string[], stdin?: string, extra: Array<number | 'ignore'> = []): Promise<{ line: string; code: number | null }> {
+  const child = spawn(process.execPath, [runtimeEntry, ...args], { stdio: ['pipe', 'pipe', 'ignore', ...extra], env: { PATH: process.env.PATH ?? '' } });
+  if (stdin !== undefined) child.stdin!.write(stdin);
+  else child.stdin!.end();
+  const lines = createInterface({ input: child.stdout! });
   let first = '';
   lines.once('line', (line) => { first = line; });
   return new Promise((resolve, reject) => {
@@ -142,60 +145,39 @@ function runEntry(args: string[], stdin?: string): Promise<{ line: string; code:
     }, 30_000);
     child.once('exit', (code) => {
       clearTimeout(timer);
-      child.stdin.destroy();
+      child.stdin!.destroy();
       setImmediate(() => resolve({ line: first, code }));
     });
   });
 }
 
-test('the runtime refuses a socket path already in use and leaves the other listener alone', { timeout: 60_000 }, async (t) => {
+test('the runtime refuses any argument with ERR_USAGE: its settings come on stdin, never on argv', { timeout: 60_000 }, async (t) => {
   const dir = tempDir();
   t.after(dir.cleanup);
   const model = writeTinyModel(dir.path);
-  const runDir = join(dir.path, 'run');
-  mkdirSync(runDir, { mode: 0o700 });
-  const path = join(runDir, 'rt.sock');
-  let connections = 0;
-  const other = createServer((socket) => {
-    connections++;
-    socket.end();
-  });
-  await new Promise<void>((resolve) => other.listen(path, resolve));
-  t.after(() => new Promise<void>((resolve) => other.close(() => resolve())));
-
-  const result = await runEntry(['--model', model, '--socket', path, '--threads', '1']);
-  assert.deepEqual(JSON.parse(result.line), { event: 'error', code: 'ERR_BIND_FAILED' });
-  assert.equal(result.code, 1);
-  assert.ok(existsSync(path), 'the other listener\'s socket is not unlinked');
-  await new Promise<void>((resolve, reject) => {
-    const socket = createConnection(path, () => {
-      socket.end();
-      resolve();
-    });
-    socket.on('error', reject);
-  });
-  await waitFor(() => connections === 1, 5000, 'the other listener to take the connection');
+  const result = await runEntry(['--model', model, '--threads', '1']);
+  assert.deepEqual(JSON.parse(result.line), { event: 'error', code: 'ERR_USAGE' });
+  assert.equal(result.code, 2);
 });
 
-test('the runtime refuses a socket directory that other users can enter', { timeout: 60_000 }, async (t) => {
-  const dir = tempDir();
-  t.after(dir.cleanup);
-  const model = writeTinyModel(dir.path);
-  const open = join(dir.path, 'open');
-  mkdirSync(open, { mode: 0o755 });
-  const result = await runEntry(['--model', model, '--socket', join(open, 'rt.sock'), '--threads', '1']);
-  assert.deepEqual(JSON.parse(result.line), { event: 'error', code: 'ERR_BIND_FAILED' });
-  assert.equal(existsSync(join(open, 'rt.sock')), false);
+test('the runtime without a start line (stdin closed: the parent is gone) exits without serving, and a bad one fails with ERR_USAGE', { timeout: 60_000 }, async () => {
+  const none = await runEntry([]);
+  assert.equal(none.line, '', 'it never reports ready');
+  assert.equal(none.code, 0);
+  // TCP without its per-spawn key: refused before anything listens.
+  const keyless = await runEntry([], `${JSON.stringify({ v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'tcp' } })}\n`);
+  assert.deepEqual(JSON.parse(keyless.line), { event: 'error', code: 'ERR_USAGE' });
+  assert.equal(keyless.code, 2);
 });
 
-test('the runtime in TCP mode refuses to start without a well-formed key on stdin', { timeout: 60_000 }, async (t) => {
+test('the runtime refuses a listening descriptor that is not a listening socket with ERR_BIND_FAILED', { timeout: 60_000 }, async (t) => {
   const dir = tempDir();
   t.after(dir.cleanup);
   const model = writeTinyModel(dir.path);
-  const result = await runEntry(['--model', model, '--tcp', '--threads', '1'], 'short\n');
-  assert.deepEqual(JSON.parse(result.line), { event: 'error', code: 'ERR_SPAWN_HANDSHAKE' });
+  const modelFd = openSync(model, 'r');
+  t.after(() => closeSync(modelFd));
+  // Descriptor 4 is the model file, not a socket.
+  const result = await runEntry([], `${JSON.stringify({ v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' }, threads: 1 })}\n`, [modelFd, modelFd]);
+  assert.deepEqual(JSON.parse(result.line), { event: 'error', code: 'ERR_BIND_FAILED' });
   assert.equal(result.code, 1);
-  const usage = await runEntry(['--model', model, '--tcp', '--api-key', 'x']);
-  assert.deepEqual(JSON.parse(usage.line), { event: 'error', code: 'ERR_USAGE' });
-  assert.equal(usage.code, 2);
 });

@@ -8,6 +8,7 @@
 //   --abort                      abort the process (SIGABRT, like a llama.cpp assertion)
 //   --silent                     never report
 //   --error CODE                 report {"event":"error","code":CODE} and exit 1
+//   --report-address PATH        name PATH as its address in the ready line (the parent must ignore it)
 // It does not watch stdin's end: it survives its parent (stale-reclaim tests rely on that).
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -44,7 +45,9 @@ if (errorCode !== undefined) {
   });
   const report = (): void => {
     if (has('--silent')) return;
-    process.stdout.write(`${JSON.stringify({ event: 'ready', pid: process.pid })}\n`);
+    const elsewhere = option('--report-address');
+    const address = elsewhere === undefined ? {} : { address: { kind: 'unix', path: elsewhere } };
+    process.stdout.write(`${JSON.stringify({ event: 'ready', pid: process.pid, ...address })}\n`);
   };
   let buffered = '';
   let started = false;
