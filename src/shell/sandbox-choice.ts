@@ -5,7 +5,7 @@
  */
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertSandboxOrExplicitOptOut, detectSandbox, isFullSandbox, runtimeSandboxProfile, sandboxCommand } from '../runtime/sandbox.js';
+import { assertSandboxOrExplicitOptOut, detectSandbox, isFullSandbox, runtimeSandboxProfile, sandboxCommand, type SandboxSupport } from '../runtime/sandbox.js';
 import { SANDBOX_MODEL_PATH } from '../runtime/runtime-profile.js';
 import type { SpawnWrap } from '../runtime/spawn.js';
 import type { SandboxChoice } from './config.js';
@@ -21,15 +21,13 @@ function packageRoot(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
 
-export async function resolveSandbox(choice: SandboxChoice, warn: (line: string) => void): Promise<SandboxResolution> {
-  const support = await detectSandbox();
-  assertSandboxOrExplicitOptOut(support, choice === 'off');
-  if (!isFullSandbox(support.mode)) {
-    warn('companion: WARNING: the runtime starts WITHOUT a sandbox (--allow-unsandboxed): a malicious model could reach your files and the network');
-    return { mode: 'none' };
-  }
-  const root = packageRoot();
-  const wrap: SpawnWrap = (command, context) => {
+/**
+ * The production wrap for a full sandbox: the runtime's profile (node binary, `<root>/dist/src`,
+ * `<root>/package.json`, `<root>/node_modules`, read-only; the model as a read-only view of descriptor 3;
+ * nothing writable; no network). `root` is the package root; tests pass a stand-in tree.
+ */
+export function runtimeWrap(support: SandboxSupport, root: string = packageRoot()): SpawnWrap {
+  return (command, context) => {
     const profile = runtimeSandboxProfile({
       nodeBinary: process.execPath,
       codeDir: join(root, 'dist', 'src'),
@@ -40,5 +38,14 @@ export async function resolveSandbox(choice: SandboxChoice, warn: (line: string)
     });
     return sandboxCommand({ file: command.file, args: [...command.args] }, profile, support);
   };
-  return { mode: support.mode, wrap };
+}
+
+export async function resolveSandbox(choice: SandboxChoice, warn: (line: string) => void): Promise<SandboxResolution> {
+  const support = await detectSandbox();
+  assertSandboxOrExplicitOptOut(support, choice === 'off');
+  if (!isFullSandbox(support.mode)) {
+    warn('companion: WARNING: the runtime starts WITHOUT a sandbox (--allow-unsandboxed): a malicious model could reach your files and the network');
+    return { mode: 'none' };
+  }
+  return { mode: support.mode, wrap: runtimeWrap(support) };
 }

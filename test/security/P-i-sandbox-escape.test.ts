@@ -1,18 +1,22 @@
 // P-i, compromised runtime: a probe script stands in for a runtime taken over by a malicious model. It
-// runs through the same path as the runtime (detectSandbox → sandboxCommand → a detached spawn) with a
-// profile shaped like the runtime's (its code, package.json, the ONE model file, the socket folder), and
+// runs through the production path — detectSandbox → the wrap `companion up` uses (runtimeWrap: the
+// runtime's own profile) → spawnRuntime (model as descriptor 3, shown read-only by --ro-bind-fd; the
+// listening socket as descriptor 4) — from a stand-in package tree whose dist/src holds the probe, and
 // tries each escape. Every listener it aims at lives outside the sandbox and counts connections: for each
 // attack the test asserts the probe saw a failure AND the target never saw the probe.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createNetServer, type Server } from 'node:net';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { gate } from '../helpers/gate.js';
-import { bwrapPresent, fixture, lastJson, packageJson, runDetached } from '../helpers/sandbox-run.js';
-import { detectSandbox, sandboxCommand, type SandboxSupport } from '../../src/runtime/sandbox.js';
+import { bwrapPresent, fixture, packageJson } from '../helpers/sandbox-run.js';
+import { detectSandbox, type SandboxSupport } from '../../src/runtime/sandbox.js';
+import type { RuntimeProfile } from '../../src/runtime/runtime-profile.js';
+import { spawnRuntime, type RuntimeHandle } from '../../src/runtime/spawn.js';
+import { runtimeWrap } from '../../src/shell/sandbox-choice.js';
 import type { EscapeSpec, Outcome } from '../fixtures/sandbox/escape-probe.js';
 
 interface ProbeResult {
@@ -32,10 +36,15 @@ interface ProbeResult {
   unixSockets: Outcome[];
   modelRead: Outcome;
   modelWrite: Outcome;
+  modelAppend: Outcome;
+  modelChmod: Outcome;
+  modelFdWrite: Outcome[];
   writeFiles: Outcome[];
+  descriptors: Array<{ fd: number; target: string; flags: string }>;
 }
 
 // A parent environment full of what must never reach the runtime.
+const modelMode = 0o600;
 const PARENT_ENV = {
   COMPANION_REFRESH_TOKEN: 'rt-must-not-leak',
   GITHUB_TOKEN: 'ghp_must_not_leak',
@@ -67,6 +76,7 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
   let support: SandboxSupport;
   let result: ProbeResult;
   let stderr = '';
+  let handle: RuntimeHandle | undefined;
   const servers: Server[] = [];
   let tcpCount: () => number = () => -1;
   let busCount: () => number = () => -1;
@@ -93,7 +103,7 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     writeFileSync(paths.homeSecret, 'planted in HOME');
     writeFileSync(paths.sshKey, 'planted private key');
     writeFileSync(paths.dataSecret, '{"token":"planted in the data dir"}');
-    writeFileSync(paths.model, Buffer.concat([Buffer.from('GGUF'), randomBytes(64)]));
+    writeFileSync(paths.model, Buffer.concat([Buffer.from('GGUF'), randomBytes(64)]), { mode: 0o600 });
 
     const tcp = createNetServer();
     const bus = createNetServer();
@@ -116,26 +126,47 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
       readFiles: [paths.homeSecret, paths.sshKey, paths.dataSecret, '/etc/passwd', '/etc/hostname', join(homedir(), '.bashrc'), join(homedir(), '.profile')],
       listDirs: [paths.home, paths.data, homedir(), '/home', '/run', '/etc'],
       unixSockets: [paths.bus, paths.abstract],
-      modelPath: paths.model,
-      writeFiles: ['/planted', '/usr/planted', '/tmp/private-scratch', join(paths.socketDir, 'written-inside'), join(paths.data, 'models', 'sibling.gguf')],
+      writeFiles: ['/planted', '/usr/planted', '/tmp/private-scratch', join(paths.socketDir, 'written-inside'), join(paths.data, 'models', 'sibling.gguf'), '/run/companion/sibling.gguf'],
     };
-    const probe = fixture('escape-probe.js');
-    const command = sandboxCommand(
-      { file: process.execPath, args: [probe, JSON.stringify(spec)] },
-      { readOnlyPaths: [process.execPath, probe, packageJson, paths.model], writablePaths: [paths.socketDir], allowNetwork: false, env: { COMPANION_RUNTIME_THREADS: '1' } },
-      support,
-    );
-    const finished = await runDetached(command, 30_000, PARENT_ENV);
-    stderr = finished.stderr;
-    result = lastJson<ProbeResult>(finished);
+    // A stand-in package tree: the probe is the "runtime code" the production profile shows.
+    const pkg = join(root, 'pkg');
+    mkdirSync(join(pkg, 'dist', 'src'), { recursive: true });
+    mkdirSync(join(pkg, 'node_modules'));
+    copyFileSync(fixture('escape-probe.js'), join(pkg, 'dist', 'src', 'escape-probe.js'));
+    copyFileSync(packageJson, join(pkg, 'package.json'));
+    const profile: RuntimeProfile = {
+      kind: 'custom',
+      file: process.execPath,
+      args: [join(pkg, 'dist', 'src', 'escape-probe.js'), JSON.stringify(spec), '--as-runtime'],
+      env: {},
+      readOnlyPaths: [],
+      modelPath: paths.model,
+      settings: {},
+    };
+    const saved = { ...process.env };
+    Object.assign(process.env, PARENT_ENV);
+    const lines: string[] = [];
+    try {
+      handle = await spawnRuntime(profile, { dataDir: paths.data, readyTimeoutMs: 30_000, wrap: runtimeWrap(support, pkg), onStderr: (line) => lines.push(line) });
+    } finally {
+      for (const key of Object.keys(PARENT_ENV)) delete process.env[key];
+      Object.assign(process.env, saved);
+    }
+    const entries = lines.filter((line) => line.startsWith('probe ') && line !== 'probe done').map((line) => {
+      const [, key, ...json] = line.split(' ');
+      return [key!, JSON.parse(json.join(' ')) as unknown] as const;
+    });
+    stderr = lines.filter((line) => !line.startsWith('probe ')).join('\n');
+    result = Object.fromEntries(entries) as unknown as ProbeResult;
   });
 
   after(async () => {
+    await handle?.stop(2000);
     await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
     if (root !== '') rmSync(root, { recursive: true, force: true });
   });
 
-  test('P-i the probe ran inside the sandbox and exited cleanly', () => {
+  test('P-i the probe ran inside the sandbox, started like the runtime, and said nothing else', () => {
     assert.equal(stderr, '');
     assert.ok(result.pid <= 3, `pid ${result.pid} is from a new pid namespace`);
   });
@@ -155,22 +186,21 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     const [notes, sshKey, , , , bashrc, profile] = result.readFiles;
     for (const outcome of [notes, sshKey, bashrc, profile]) assert.deepEqual(outcome, { ok: false, code: 'ENOENT' });
     const [homeList, , realHome, homeRoot] = result.listDirs;
-    assert.equal(homeList?.ok, true, 'the folder above the model exists only as a mount point');
-    assert.deepEqual(homeList?.value, ['.local'], 'HOME shows nothing but the path down to the model');
+    assert.deepEqual(homeList, { ok: false, code: 'ENOENT' }, 'nothing of HOME is shown: the model is not bound by its path');
     assert.deepEqual(realHome, { ok: false, code: 'ENOENT' });
     assert.deepEqual(homeRoot, { ok: false, code: 'ENOENT' });
     assert.equal(result.home, '/nonexistent');
   });
 
-  test('P-i reading a file planted in the data dir fails: only the model file and the socket folder are there', () => {
+  test('P-i reading a file planted in the data dir fails: the data dir (models, run folder, socket) is not shown at all', () => {
     assert.deepEqual(result.readFiles[2], { ok: false, code: 'ENOENT' });
-    assert.deepEqual(result.listDirs[1]?.value, ['models', 'run']);
+    assert.deepEqual(result.listDirs[1], { ok: false, code: 'ENOENT' });
   });
 
-  test('P-i /etc and /run hold nothing but the loader cache and the time zone', () => {
+  test('P-i /etc and /run hold nothing but the loader cache, the time zone and the model\'s read-only view', () => {
     assert.deepEqual(result.readFiles[3], { ok: false, code: 'ENOENT' }, '/etc/passwd');
     assert.deepEqual(result.readFiles[4], { ok: false, code: 'ENOENT' }, '/etc/hostname');
-    assert.deepEqual(result.listDirs[4], { ok: false, code: 'ENOENT' }, '/run');
+    assert.deepEqual(result.listDirs[4], { ok: true, value: ['companion'] }, '/run');
     const etc = result.listDirs[5]?.value ?? [];
     assert.ok(etc.every((name) => name === 'ld.so.cache' || name === 'localtime'), `/etc holds ${etc.join(', ')}`);
   });
@@ -192,27 +222,38 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     assert.equal(abstractCount(), 0);
   });
 
-  test('P-i the model file is readable and not writable', () => {
+  test('P-i the model is readable, and cannot be reopened for writing, appended to or chmod-ed from inside', () => {
     assert.deepEqual(result.modelRead, { ok: true, value: 'GGUF' });
     assert.deepEqual(result.modelWrite, { ok: false, code: 'EROFS' });
+    assert.deepEqual(result.modelAppend, { ok: false, code: 'EROFS' });
+    assert.deepEqual(result.modelChmod, { ok: false, code: 'EROFS' });
+    // bubblewrap took descriptor 3 for the read-only mount: no descriptor of the runtime points at the model.
+    assert.deepEqual(result.modelFdWrite, []);
     assert.equal(readFileSync(paths.model).subarray(0, 4).toString('latin1'), 'GGUF');
+    assert.equal(statSync(paths.model).mode & 0o777, modelMode, 'the host file keeps its mode');
+  });
+
+  test('P-i the runtime holds no descriptor of the host but stdio and its listening socket', () => {
+    const foreign = result.descriptors.filter((entry) => entry.fd > 2 && (entry.target.startsWith('/') && entry.target !== '/dev/null' && !entry.target.startsWith('/proc/')));
+    assert.deepEqual(foreign, [], 'no file or folder of the host is open');
+    const sockets = result.descriptors.filter((entry) => entry.target.startsWith('socket:'));
+    assert.ok(sockets.some((entry) => entry.fd === 4), 'the listening socket arrived as descriptor 4');
   });
 
   test('P-i the environment holds only the allow-listed keys', () => {
     // PWD is set by bubblewrap after --chdir /.
-    assert.deepEqual(result.envKeys, ['COMPANION_RUNTIME_THREADS', 'HOME', 'LANG', 'PATH', 'PWD', 'TMPDIR']);
+    assert.deepEqual(result.envKeys, ['HOME', 'LANG', 'PATH', 'PWD', 'TMPDIR']);
   });
 
-  test('P-i only the socket folder and a private /tmp are writable', () => {
-    const [rootFile, usrFile, tmpFile, socketFile, besideModel] = result.writeFiles;
+  test('P-i only a private /tmp is writable: not the run folder, not beside the model', () => {
+    const [rootFile, usrFile, tmpFile, socketFile, besideModel, besideView] = result.writeFiles;
     assert.deepEqual(rootFile, { ok: false, code: 'EROFS' });
     assert.deepEqual(usrFile, { ok: false, code: 'EROFS' });
     assert.equal(tmpFile?.ok, true);
-    assert.equal(socketFile?.ok, true);
-    assert.equal(readFileSync(join(paths.socketDir, 'written-inside'), 'utf8'), 'x', 'the socket folder is the host\'s');
-    // The folders above a bound file are mount points bubblewrap makes in the sandbox's own (in-memory)
-    // /tmp or read-only root: whatever is written there never reaches the host's folder.
-    assert.ok(besideModel !== undefined);
+    assert.equal(socketFile?.ok, false, 'the run folder (where the socket lives) is not in the sandbox');
+    assert.equal(besideModel?.ok, false);
+    assert.deepEqual(besideView, { ok: false, code: 'EROFS' });
+    assert.equal(existsSync(join(paths.socketDir, 'written-inside')), false);
     assert.equal(existsSync(join(paths.data, 'models', 'sibling.gguf')), false, 'nothing appears beside the host\'s model');
   });
 
