@@ -375,7 +375,7 @@ describe('P-k endpoint squatting by another local user', options, () => {
     assert.match(run.stderr, /lane: companion/);
   });
 
-  test('P-k the front door answers GET /companion/attest without a token only after its other checks, with no-store and no CORS', async () => {
+  test('P-k P-f the front door answers GET /companion/attest without a token only after its other checks: a MAC and never the token, no-store, no CORS', async () => {
     const real = await realUp();
     const token = await storedToken();
     const host = `127.0.0.1:${real.port}`;
