@@ -1,8 +1,12 @@
-/** `companion run PROMPT [--tier T]`: one prompt through the lane selector and the LLM client. */
+/**
+ * `companion run PROMPT [--tier T]`: one prompt through the lane selector and the LLM client. The local
+ * lane exists only for an endpoint that passed the identity check and the attestation (P-k): the token
+ * and the prompt never go to a port that another local user took over.
+ */
 import { createLlmClient, type Endpoint } from '../client/llm.js';
 import { assertOneOf } from '../core/errors.js';
 import { CONTEXT_TIERS, LANE_PREFERENCES, type ContextTier, type LanePreference } from '../core/lane.js';
-import { endpointHealthy, readDiscovery } from '../shell/discovery.js';
+import { endpointHealthy, readDiscovery, verifyEndpoint, type VerifiedEndpoint } from '../shell/discovery.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { CliUsageError } from './io.js';
@@ -42,16 +46,18 @@ export const runCommand: Command = {
     const context = await createContext(parsed, io);
     try {
       const discovery = await readDiscovery(context.paths.discovery);
-      let local: Endpoint | null = null;
+      let local: (Endpoint & { readonly verified: VerifiedEndpoint }) | null = null;
       if (discovery !== null && context.config.hub !== null) {
         const token = await authorityFor(context, io).loopbackToken().catch(() => null);
-        if (token !== null) local = { url: discovery.url, token: token.reveal() };
+        const check = token === null ? null : await verifyEndpoint(discovery, token);
+        if (token !== null && check?.ok === true) local = { url: check.endpoint.url, token: token.reveal(), verified: check.endpoint };
+        else if (check?.ok === false && check.code === 'ERR_ENDPOINT_UNVERIFIED') io.err('companion run: the recorded endpoint failed the attestation; not using it [ERR_ENDPOINT_UNVERIFIED]');
       }
       const cloudUrl = io.env.COMPANION_CLOUD_URL;
       const cloudKey = io.env.COMPANION_CLOUD_KEY;
       const client = createLlmClient({
         local: () => local,
-        companionAvailable: () => (local === null ? false : endpointHealthy(local.url, local.token)),
+        companionAvailable: () => (local === null ? false : endpointHealthy(local.verified, local.token)),
         ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini' } } : {}),
         preference: prefer as LanePreference,
       });

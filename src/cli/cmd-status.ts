@@ -1,6 +1,10 @@
-/** `companion status`: sign-in, model, runtime, availability and resources. Never a token. */
+/**
+ * `companion status`: sign-in, model, runtime, availability and resources. Never a token. The health
+ * check, the one request that carries the token, goes only to an endpoint that passed the identity check
+ * and the attestation (P-k).
+ */
 import { checkInstalledModel, readInstalled } from '../shell/install.js';
-import { endpointHealthy, readDiscovery, readJsonFile, type PublishedState } from '../shell/discovery.js';
+import { endpointHealthy, readDiscovery, readPublishedState, verifyEndpoint } from '../shell/discovery.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
@@ -15,7 +19,8 @@ export const statusCommand: Command = {
     'verified, the runtime\'s state, pid and resources (RSS, CPU, VRAM), and whether the companion is',
     'available now (checked with a health round trip through the endpoint).',
     'With --json: {"signedIn", "model": {"id","verified"}|null, "runtime": {"state","pid"}|null,',
-    '"companionAvailable", "resources": {...}|null, "endpoint": URL|null, ...}.',
+    '"companionAvailable", "resources": {...}|null, "endpoint": URL|null, ...}. When the recorded endpoint fails',
+    'the attestation, "endpoint" is null and "endpointError" is "ERR_ENDPOINT_UNVERIFIED".',
     '',
     'Options:',
     COMMON_HELP,
@@ -45,9 +50,12 @@ export const statusCommand: Command = {
       const installed = await readInstalled(context.paths.models);
       let verified = false;
       if (installed !== null) verified = await checkInstalledModel(context.paths.models).then(() => true, () => false);
+      // Identity first (a stale record is "not running"), then the attestation before the token is used.
       const discovery = await readDiscovery(context.paths.discovery);
-      const published = discovery === null ? null : await readJsonFile<PublishedState>(context.paths.state);
-      const healthy = discovery !== null && token !== null ? await endpointHealthy(discovery.url, token) : false;
+      const published = discovery === null ? null : await readPublishedState(context.paths.state, discovery.pid);
+      const check = discovery !== null && token !== null ? await verifyEndpoint(discovery, token) : null;
+      const healthy = check?.ok === true && token !== null ? await endpointHealthy(check.endpoint, token) : false;
+      const endpointError = check !== null && !check.ok && check.code === 'ERR_ENDPOINT_UNVERIFIED' ? check.code : null;
       const report = {
         signedIn,
         user,
@@ -57,8 +65,10 @@ export const statusCommand: Command = {
         runtime: published?.runtime ?? null,
         companionAvailable: verified && published?.companionAvailable === true && healthy,
         resources: published?.resources ?? null,
-        endpoint: discovery?.url ?? null,
+        // Without a token only the identity check vouches for the URL; with one, the attestation must too.
+        endpoint: discovery === null || endpointError !== null ? null : discovery.url,
         sandbox: published?.sandbox ?? null,
+        ...(endpointError !== null ? { endpointError } : {}),
       };
       if (context.json) {
         context.emit(report);
@@ -69,7 +79,7 @@ export const statusCommand: Command = {
         const r = report.resources as { rssBytes?: number; cpuPercent?: number | null; vram?: unknown } | null;
         if (r !== null) io.out(`Resources:  RSS ${((r.rssBytes ?? 0) / (1 << 20)).toFixed(0)} MiB, CPU ${r.cpuPercent ?? '-'}%, VRAM ${r.vram === null || r.vram === undefined ? 'n/a' : JSON.stringify(r.vram)}`);
         io.out(`Available:  ${report.companionAvailable ? 'yes' : 'no'}`);
-        io.out(`Endpoint:   ${report.endpoint ?? '-'}`);
+        io.out(`Endpoint:   ${report.endpoint ?? (endpointError !== null ? `- (the recorded endpoint failed the attestation: ${endpointError}; restart companion up)` : '-')}`);
       }
       return 0;
     } finally {

@@ -1,5 +1,6 @@
 /** `companion up`: start the runtime and the guarded endpoint; runs until SIGINT/SIGTERM. */
 import { startRuntimeGroup } from '../shell/companion.js';
+import { claimDiscovery } from '../shell/discovery.js';
 import { resolveSandbox } from '../shell/sandbox-choice.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
@@ -41,11 +42,14 @@ export const upCommand: Command = {
     try {
       const sandbox = await resolveSandbox(context.config.sandbox, (line) => io.err(line));
       const authority = authorityFor(context, io);
-      const verifyToken = await authority.rotateLoopbackToken();
+      // Before the token is rotated: another live `up` on this data dir keeps its token (ERR_LOCKED_BY_OTHER).
+      await claimDiscovery(context.paths.discovery);
+      const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
       let endpoint = '';
       const companion = await startRuntimeGroup({
         dataDir: context.config.dataDir,
         verifyToken,
+        attest,
         ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
         ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
         sandboxMode: sandbox.mode,

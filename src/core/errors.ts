@@ -115,6 +115,8 @@ export const ERROR_CODES = {
   ERR_UPSTREAM_UNAVAILABLE: 'the local runtime is not reachable',
   ERR_BODY_TOO_LARGE: 'the request body is too large',
   ERR_REQUEST_TIMEOUT: 'the request took too long',
+  ERR_ATTEST_NONCE: 'the attestation request has no single well-formed Companion-Nonce header',
+  ERR_ENDPOINT_UNVERIFIED: 'the endpoint in the discovery file did not prove it is this companion; nothing was sent to it',
 
   // TLS and configuration.
   ERR_TLS_CA: 'the extra CA file could not be read or is not PEM',

@@ -6,10 +6,14 @@
  * (docs/architecture.md, "Cores"; PLATFORM "Node 20 HTTP behaviour").
  *
  * Order of the checks (the first failing check decides the refusal):
- *   peer → request shape → target form → Host → Origin / Referer / Sec-Fetch-Site → OPTIONS → token →
- *   path → method.
+ *   peer → request shape → target form → Host → Origin / Referer / Sec-Fetch-Site → OPTIONS →
+ *   attestation route (no Authorization header at all) → token → path → method.
  * The token is checked before the route so that an unauthenticated caller learns nothing about which
- * paths exist. A refusal carries a status and a code, never the token or any header value.
+ * paths exist. The one exception is the policy's `attestRoute` (src/core/attest.ts): a client must be
+ * able to ask the door to prove itself before it sends the token, so that exact method and path is served
+ * without a token, but only after every other check passed and only to a request that carries no
+ * `Authorization` header (one that does is checked like any other request). A refusal carries a status
+ * and a code, never the token or any header value.
  */
 import { Buffer } from 'node:buffer';
 import { timingSafeEqual } from 'node:crypto';
@@ -44,6 +48,14 @@ export interface GuardPolicy {
   verifyToken: (candidate: string) => boolean;
   /** The served routes. A path that is not listed gets 404, a listed path with another method 405. */
   routes: readonly GuardRoute[];
+  /**
+   * The one route served WITHOUT a bearer token: the front door's attestation (`ATTEST_ROUTE` of
+   * src/core/attest.ts). Only its exact method and path, only after the peer, shape, target, Host and
+   * browser checks and the OPTIONS refusal, and only to a request with no `Authorization` header at all;
+   * with one, the token is checked as for every route (and the route is then served too). Absent: every
+   * route needs the token. It must serve nothing but a proof that needs no secret from the caller.
+   */
+  attestRoute?: GuardRoute;
   /**
    * Escape hatch: browser origins (exact serialisation, e.g. `http://localhost:5173`) whose requests are
    * let through the Origin/Referer checks. Empty by default. WARNING: every origin listed here can
@@ -153,6 +165,13 @@ export function isLoopbackAddress(address: unknown): boolean {
   return IPV4_LOOPBACK.test(v4);
 }
 
+function isRoute(route: unknown): route is GuardRoute {
+  const r = route as Partial<GuardRoute> | null;
+  return typeof r === 'object' && r !== null && typeof r.method === 'string' && METHOD_CHARS.test(r.method)
+    && typeof r.path === 'string' && !r.path.includes('%') && !r.path.includes('?') && !r.path.startsWith('//')
+    && TARGET_CHARS.test(r.path) && !r.path.includes('\\') && !r.path.includes('#') && isNormalPath(r.path);
+}
+
 function assertPolicy(policy: unknown): asserts policy is GuardPolicy {
   if (typeof policy !== 'object' || policy === null) throw invalidPolicy('policy', 'an object');
   const p = policy as Partial<Record<keyof GuardPolicy, unknown>>;
@@ -163,12 +182,10 @@ function assertPolicy(policy: unknown): asserts policy is GuardPolicy {
   if (typeof p.verifyToken !== 'function') throw invalidPolicy('policy.verifyToken', 'a function');
   if (!Array.isArray(p.routes)) throw invalidPolicy('policy.routes', 'an array of { method, path }');
   for (const route of p.routes as unknown[]) {
-    const r = route as Partial<GuardRoute> | null;
-    if (typeof r !== 'object' || r === null || typeof r.method !== 'string' || !METHOD_CHARS.test(r.method)
-      || typeof r.path !== 'string' || r.path.includes('%') || r.path.includes('?') || r.path.startsWith('//')
-      || !TARGET_CHARS.test(r.path) || r.path.includes('\\') || r.path.includes('#') || !isNormalPath(r.path)) {
-      throw invalidPolicy('policy.routes[]', 'a { method, path } with an upper-case method and a normalised path');
-    }
+    if (!isRoute(route)) throw invalidPolicy('policy.routes[]', 'a { method, path } with an upper-case method and a normalised path');
+  }
+  if (p.attestRoute !== undefined && (!isRoute(p.attestRoute) || p.attestRoute.method === 'OPTIONS')) {
+    throw invalidPolicy('policy.attestRoute', 'a { method, path } with an upper-case method other than OPTIONS and a normalised path');
   }
   if (p.allowedOrigins !== undefined) {
     if (!Array.isArray(p.allowedOrigins)) throw invalidPolicy('policy.allowedOrigins', 'an array of origins');
@@ -200,7 +217,8 @@ function refererIsOn(referer: string, origin: string): boolean {
  *   `ERR_GUARD_HOST_MISSING` / `ERR_GUARD_HOST_DUPLICATE` 400, `ERR_GUARD_HOST_NOT_ALLOWED` 403 (P-a),
  *   `ERR_GUARD_ORIGIN` / `ERR_GUARD_REFERER` / `ERR_GUARD_FETCH_SITE` 403 (P-b), `ERR_GUARD_METHOD` 405
  *   (OPTIONS, or a served path with another method), `ERR_GUARD_TOKEN_MISSING` /
- *   `ERR_GUARD_TOKEN_INVALID` 401 (P-c), `ERR_GUARD_PATH` 404.
+ *   `ERR_GUARD_TOKEN_INVALID` 401 (P-c), `ERR_GUARD_PATH` 404. `policy.attestRoute` is accepted without a
+ *   token when the request has no `Authorization` header and passed every check before the token (P-k).
  * Never throws on any request value; throws a TypeError (`ERR_INVALID_ARG_VALUE`) only for a bad policy.
  * @see RFC 9112 §3.2 (request target), RFC 9110 §7.2 (Host), RFC 6454 (Origin), RFC 6750 §2.1 (Bearer),
  *   Fetch Metadata (Sec-Fetch-Site), docs/decisions.md "Loopback guard".
@@ -292,7 +310,12 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   // 6. No CORS preflight is ever answered (D5.1): OPTIONS gets 405 and no CORS headers.
   if (method === 'OPTIONS') return REFUSALS.ERR_GUARD_METHOD;
 
-  // 7. Token (P-c): exactly one `Authorization: Bearer <b64token>`, compared by the constant-time verifier.
+  // 7. Attestation (P-k): a client proves the door is ours before it sends the token, so this one route
+  //    cannot need the token. Why no Authorization at all: a request that sends a token gets it checked.
+  const attest = policy.attestRoute;
+  if (attest !== undefined && authorizationCount === 0 && method === attest.method && path === attest.path) return { ok: true, route: attest };
+
+  // 8. Token (P-c): exactly one `Authorization: Bearer <b64token>`, compared by the constant-time verifier.
   if (authorizationCount === 0 || authorization === undefined) return REFUSALS.ERR_GUARD_TOKEN_MISSING;
   // Why: two Authorization headers are ambiguous (which one would a proxy forward?); check neither.
   if (authorizationCount > 1) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
@@ -308,12 +331,16 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   }
   if (!verified) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
 
-  // 8. Route: exact path, then exact method.
+  // 9. Route: exact path, then exact method.
   let pathServed = false;
   for (const route of policy.routes) {
     if (route.path !== path) continue;
     pathServed = true;
     if (route.method === method) return { ok: true, route };
+  }
+  if (attest !== undefined && attest.path === path) {
+    pathServed = true;
+    if (attest.method === method) return { ok: true, route: attest };
   }
   return pathServed ? REFUSALS.ERR_GUARD_METHOD : REFUSALS.ERR_GUARD_PATH;
 }

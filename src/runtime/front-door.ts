@@ -4,12 +4,15 @@
  * any body is read or any upstream is touched, then proxies to the runtime over its Unix socket (or
  * loopback port) through a keep-alive undici Pool, streaming SSE through without buffering.
  *
- * It is given capabilities, not authority: a token *verifier* (never the token store), a function that
- * says where the runtime is, and an admission controller. It never emits a CORS header and refuses
- * `OPTIONS`. What reaches the runtime is rebuilt, not forwarded: the route's method and path, `Host`,
- * `Content-Type` and `Content-Length` of a POST, and its body (bounded). No client header (Authorization,
- * Cookie, Origin, X-Forwarded-*) ever reaches it. What reaches the client from the runtime is its status,
- * `Content-Type`, `Content-Length` and body, under the front door's own security headers.
+ * It is given capabilities, not authority: a token *verifier* and an *attestor* (never the token or the
+ * token store), a function that says where the runtime is, and an admission controller. The attestor
+ * answers `GET /companion/attest`, the one route served without the token, with which a local client
+ * makes sure that the door it is about to send the token to is ours (src/core/attest.ts, P-k).
+ * It never emits a CORS header and refuses `OPTIONS`. What reaches the runtime is rebuilt, not forwarded:
+ * the route's method and path, `Host`, `Content-Type` and `Content-Length` of a POST, and its body
+ * (bounded). No client header (Authorization, Cookie, Origin, X-Forwarded-*) ever reaches it. What reaches
+ * the client from the runtime is its status, `Content-Type`, `Content-Length` and body, under the front
+ * door's own security headers.
  *
  * Bounds (all configurable, see {@link FrontDoorLimits}): request head size and time (slowloris), whole
  * request time (slow bodies), body size, idle keep-alive, upstream time to response headers (a
@@ -23,6 +26,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP, type Socket } from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
 import type { Admission, Release } from '../core/admission.js';
+import { ATTEST_ROUTE, readAttestNonce, type Attestor } from '../core/attest.js';
 import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
 import { allowedHostsFor, verifyLoopbackRequest, type GuardPolicy, type GuardRoute } from '../core/guard.js';
 import type { Secret } from '../core/secret.js';
@@ -54,6 +58,12 @@ export interface FrontDoorOptions {
   readonly host?: string;
   /** Constant-time check of a presented bearer token (from the shell; not the keychain). */
   readonly verifyToken: (candidate: string) => boolean;
+  /**
+   * The attestation capability (`createAttestor(token)` of src/core/attest.ts, from the shell; not the
+   * token). With it the door serves `GET /companion/attest` without a token; without it that route is not
+   * served, and no companion client will trust this door (they verify before they send the token).
+   */
+  readonly attest?: Attestor;
   /** The runtime's address when it is ready, else null (answers 503). */
   readonly upstream: () => UpstreamAddress | null;
   readonly admission: Admission;
@@ -63,7 +73,7 @@ export interface FrontDoorOptions {
    * WARNING: a page on a listed origin can drive the runtime from a browser; it still needs the token.
    */
   readonly allowedOrigins?: readonly string[];
-  /** One event per request: method, path, status, duration. Never a header value or body. */
+  /** One event per request: method, path, status, duration. Never a header value, nonce, MAC or body. */
   readonly onRequest?: (event: FrontDoorRequestEvent) => void;
 }
 
@@ -477,6 +487,34 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     }
   }
 
+  /**
+   * `GET /companion/attest`: the MAC of (the request's Host, its nonce) under the loopback token, so that a
+   * client can check the door before it sends the token. The guard has already checked the peer, the
+   * target, that Host is exactly one of ours, the browser headers and that no Authorization came. Nothing
+   * else is read, the runtime is not touched; no CORS header, no-store (in SECURITY_HEADERS).
+   */
+  function answerAttestation(req: IncomingMessage, res: ServerResponse, attest: Attestor, started: number): void {
+    const nonce = readAttestNonce(req.rawHeaders);
+    const host = req.headers.host;
+    if (nonce === null || typeof host !== 'string') {
+      sendError(res, 400, 'ERR_ATTEST_NONCE', 'request refused', ['Connection', 'close']);
+      report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 400, started, 'ERR_ATTEST_NONCE');
+      return;
+    }
+    let mac: string;
+    try {
+      mac = attest(host.toLowerCase(), nonce);
+    } catch {
+      sendError(res, 500, 'ERR_INTERNAL', 'internal error', ['Connection', 'close']);
+      report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 500, started, 'ERR_INTERNAL');
+      return;
+    }
+    const body = JSON.stringify({ mac });
+    res.writeHead(200, [...SECURITY_HEADERS, 'Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body))]);
+    res.end(body);
+    report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 200, started);
+  }
+
   function handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     track(req, res);
     const started = onRequest === undefined ? 0 : performance.now();
@@ -491,6 +529,10 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       return;
     }
     const route = decision.route;
+    if (route === ATTEST_ROUTE && options.attest !== undefined) {
+      answerAttestation(req, res, options.attest, started);
+      return;
+    }
     if (route.path === '/health') {
       // Ready or not, nothing more: the runtime's details stay behind the door.
       const ready = options.upstream() !== null;
@@ -591,6 +633,7 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     allowedHosts: allowedHostsFor(port, { ipv6: host === '::1' }),
     verifyToken: options.verifyToken,
     routes: FRONT_DOOR_ROUTES,
+    ...(options.attest !== undefined ? { attestRoute: ATTEST_ROUTE } : {}),
     ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}),
   };
   const url = host === '::1' ? `http://[::1]:${port}` : `http://${host}:${port}`;

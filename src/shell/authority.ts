@@ -1,13 +1,14 @@
 /**
  * The authority group (D5.8): keychain, custody, sign-in, manifest fetch with the access token. Built by
  * the shell apart from the runtime group; the runtime group only ever receives values from it (a model
- * entry to download, a token *verifier* for the front door), never this object.
+ * entry to download, a token *verifier* and an *attestor* for the front door), never this object.
  */
 import { openKeychain, keychainServiceFor, type OsKeychain } from '../authority/keychain.js';
 import { fetchManifestBytes } from '../authority/manifest-fetch.js';
 import { DEFAULT_CLIENT_ID, DEFAULT_SCOPE, freshAccessToken, signIn, signOut, type HubClient, type SignInResult, type SignOutOutcome } from '../authority/signin.js';
 import { createCustody, type Custody, type CustodyState } from '../core/custody.js';
 import { CompanionError, isCompanionError } from '../core/errors.js';
+import { createAttestor, type Attestor } from '../core/attest.js';
 import { createTokenVerifier } from '../core/guard.js';
 import { parseTrustedKeys } from '../core/manifest-format.js';
 import { verifyManifest, type VerifiedManifest } from '../core/manifest.js';
@@ -34,6 +35,12 @@ export interface AuthorityOptions {
   readonly keychainInstance?: OsKeychain;
 }
 
+/** What the front door gets from the loopback token: checks and proofs, never the token itself. */
+export interface LoopbackCapabilities {
+  readonly verifyToken: (candidate: string) => boolean;
+  readonly attest: Attestor;
+}
+
 export interface AuthorityGroup {
   readonly client: HubClient;
   readonly keychain: OsKeychain;
@@ -45,6 +52,11 @@ export interface AuthorityGroup {
   fetchManifest(): Promise<VerifiedManifest>;
   /** Stores a new random loopback token for this `up` and returns the verifier for the front door. */
   rotateLoopbackToken(): Promise<(candidate: string) => boolean>;
+  /**
+   * Stores a new random loopback token for this `up` and returns the front door's two capabilities built
+   * from it: the token verifier and the attestor (src/core/attest.ts). Neither reveals the token.
+   */
+  rotateLoopbackCapabilities(): Promise<LoopbackCapabilities>;
   /** The stored loopback token (for `companion endpoint`, which prints it on purpose). */
   loopbackToken(): Promise<Secret | null>;
 }
@@ -77,6 +89,12 @@ export function createAuthorityGroup(options: AuthorityOptions): AuthorityGroup 
   const fetch = options.fetch as unknown as OAuthFetch;
   const authorized = { client, fetch, custody, now };
 
+  async function rotateLoopbackCapabilities(): Promise<LoopbackCapabilities> {
+    const token = new Secret(randomBytes(32).toString('base64url'));
+    await custody.setLoopbackToken(token);
+    return { verifyToken: createTokenVerifier(token), attest: createAttestor(token) };
+  }
+
   return {
     client,
     keychain,
@@ -105,10 +123,9 @@ export function createAuthorityGroup(options: AuthorityOptions): AuthorityGroup 
       return manifest;
     },
     async rotateLoopbackToken() {
-      const token = new Secret(randomBytes(32).toString('base64url'));
-      await custody.setLoopbackToken(token);
-      return createTokenVerifier(token);
+      return (await rotateLoopbackCapabilities()).verifyToken;
     },
+    rotateLoopbackCapabilities,
     loopbackToken: () => custody.loopbackToken(),
   };
 }

@@ -1,23 +1,30 @@
 /**
  * The running companion (`companion up`, and the demo): the runtime group (supervisor, runtime child,
  * resource probe, front door) wired together. It receives from the authority group only a token
- * *verifier* for the front door; nothing here can reach the keychain, a token or custody (D5.8).
+ * *verifier* and an *attestor* for the front door; nothing here can reach the keychain, a token or
+ * custody (D5.8).
  */
 import { totalmem } from 'node:os';
 import { createAdmission } from '../core/admission.js';
+import type { Attestor } from '../core/attest.js';
 import { CompanionError } from '../core/errors.js';
 import type { RestartPolicy } from '../core/lifecycle.js';
 import type { ResourceLimits } from '../core/resources.js';
 import { startFrontDoor, type FrontDoor } from '../runtime/front-door.js';
 import type { SpawnWrap } from '../runtime/spawn.js';
 import { layout } from './config.js';
-import { removeFile, writePrivateJson, type DiscoveryRecord, type PublishedState } from './discovery.js';
+import { claimDiscovery, removeDiscovery, removeFile, writeDiscovery, writePublishedState, type PublishedState } from './discovery.js';
 import { createSupervisor, type Supervisor, type SupervisorEvent } from './supervisor.js';
 
 export interface RuntimeGroupOptions {
   readonly dataDir: string;
   /** The front door's token check (from the shell, built from the loopback token). */
   readonly verifyToken: (candidate: string) => boolean;
+  /**
+   * The front door's attestation capability (`createAttestor(token)`, from the shell). Without it the door
+   * cannot prove itself, and `companion endpoint`/`status`/`run` will not use it (docs/front-door.md).
+   */
+  readonly attest?: Attestor;
   readonly threads?: number;
   readonly wrap?: SpawnWrap;
   /** The sandbox mode name, for status and doctor (`none` when unsandboxed). */
@@ -53,6 +60,8 @@ export interface RunningCompanion {
  */
 export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<RunningCompanion> {
   const paths = layout(options.dataDir);
+  // A record left by an unclean exit is removed; another live companion on this data dir stops us (P-k).
+  await claimDiscovery(paths.discovery);
   const admission = createAdmission({ maxConcurrent: options.maxConcurrent ?? 4, maxQueue: options.maxQueue ?? 32, queueTimeoutMs: 30_000 });
   let published: Promise<unknown> = Promise.resolve();
   let closed = false;
@@ -88,13 +97,14 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
       endpoint: endpoint === '' ? null : endpoint,
       sandbox: options.sandboxMode,
     };
-    if (!closed) await writePrivateJson(paths.state, state);
+    if (!closed) await writePublishedState(paths.state, state);
     return state;
   }
 
   try {
     door = await startFrontDoor({
       verifyToken: options.verifyToken,
+      ...(options.attest !== undefined ? { attest: options.attest } : {}),
       upstream: () => supervisor.address(),
       admission,
     });
@@ -102,8 +112,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     throw error instanceof CompanionError ? error : new CompanionError('ERR_BIND_FAILED');
   }
   endpoint = `${door.url}/v1`;
-  const discovery: DiscoveryRecord = { url: endpoint, pid: process.pid, startedAt: Date.now() };
-  await writePrivateJson(paths.discovery, discovery);
+  await writeDiscovery(paths.discovery, endpoint);
   options.onEvent?.({ event: 'listening', endpoint });
   const runningDoor = door;
   // Refresh the published state (resources, health) for `status`, at most every 2 s.
@@ -119,7 +128,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     await runningDoor.close();
     await supervisor.stop();
     await published.catch(() => undefined);
-    await removeFile(paths.discovery);
+    await removeDiscovery(paths.discovery);
     await removeFile(paths.state);
   };
 

@@ -96,10 +96,11 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       // The demo must run on a fresh machine: without a sandbox tool it goes on, and says so loudly.
       sandbox = await resolveSandbox('off', (line) => options.report({ event: 'note', text: line }));
     }
-    const verifyToken = await authority.rotateLoopbackToken();
+    const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
     companion = await startRuntimeGroup({
       dataDir,
       verifyToken,
+      attest,
       threads: options.threads ?? Math.min(2, Math.max(1, availableParallelism() - 1)),
       ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
       sandboxMode: sandbox.mode,

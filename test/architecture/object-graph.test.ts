@@ -128,8 +128,8 @@ test('the running runtime group reaches no authority object and no token', { tim
   const manifest = await authority.fetchManifest();
   const paths = layout(ch.dir);
   await pullModel({ model: findModel(manifest), manifestVersion: manifest.version, modelsDir: paths.models, dispatcher: ch.agent });
-  const verifyToken = await authority.rotateLoopbackToken();
-  const companion = await startRuntimeGroup({ dataDir: ch.dir, verifyToken, threads: 1, sandboxMode: 'none' });
+  const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
+  const companion = await startRuntimeGroup({ dataDir: ch.dir, verifyToken, attest, threads: 1, sandboxMode: 'none' });
   t.after(() => companion.close());
   assert.ok(await companion.supervisor.waitAvailable(30_000));
 

@@ -5,12 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isIPv4 } from 'node:net';
 import fc from 'fast-check';
+import { ATTEST_ROUTE } from '../../src/core/attest.js';
 import { verifyLoopbackRequest, GUARD_REFUSALS, MAX_TARGET_LENGTH, type GuardRequest } from '../../src/core/guard.js';
 import { PORT, ROUTES, TOKEN, makePolicy } from '../helpers/cores-guard.js';
 
 const ALLOWED_HOSTS = [`127.0.0.1:${PORT}`, `localhost:${PORT}`, `[::1]:${PORT}`];
 
-function oracleAccepts(r: GuardRequest): boolean {
+/** `attest`: the policy also names the attestation route, served without a token to a request with no Authorization. */
+function oracleAccepts(r: GuardRequest, attest = false): boolean {
   const peer = r.peerAddress;
   const v4 = peer.toLowerCase().startsWith('::ffff:') ? peer.slice(7) : peer;
   const loopback = peer === '::1' || (isIPv4(v4) && v4.split('.')[0] === '127' && v4.split('.').every((o) => String(Number(o)) === o));
@@ -33,7 +35,8 @@ function oracleAccepts(r: GuardRequest): boolean {
   const path = q === -1 ? r.target : r.target.slice(0, q);
   const query = q === -1 ? '' : r.target.slice(q + 1);
   if (!/^[\x21-\x7e]*$/.test(query) || query.includes('#') || query.includes('\\')) return false;
-  if (!ROUTES.some((route) => route.path === path && route.method === r.method)) return false;
+  const served = [...ROUTES, ...(attest ? [ATTEST_ROUTE] : [])];
+  if (!served.some((route) => route.path === path && route.method === r.method)) return false;
   if (named('origin').length !== 0) return false;
   const referers = named('referer');
   if (referers.length > 1) return false;
@@ -45,6 +48,7 @@ function oracleAccepts(r: GuardRequest): boolean {
   const sites = named('sec-fetch-site');
   if (sites.length > 1 || (sites.length === 1 && sites[0] !== 'same-origin' && sites[0] !== 'none')) return false;
   const auths = named('authorization');
+  if (attest && auths.length === 0 && path === ATTEST_ROUTE.path && r.method === ATTEST_ROUTE.method) return true;
   if (auths.length !== 1) return false;
   const match = /^bearer +(.*)$/i.exec(auths[0]!);
   return match?.[1] === TOKEN;
@@ -173,4 +177,46 @@ test('verifyLoopbackRequest() never throws and always answers with one of its co
     if (decision.ok) assert.equal(oracleAccepts(request as GuardRequest), true);
     else assert.equal(decision.status, GUARD_REFUSALS[decision.code as keyof typeof GUARD_REFUSALS]);
   }), { numRuns: 20_000 });
+});
+
+// The same generator with a share of requests turned into attestation calls (with and without their
+// Authorization header) against a policy that names the attestation route (P-k).
+const attestArb: fc.Arbitrary<GuardRequest> = fc.tuple(
+  requestArb,
+  fc.oneof({ weight: 1, arbitrary: fc.constant('keep' as const) }, { weight: 1, arbitrary: fc.constant('attest' as const) }),
+  fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+  fc.oneof({ weight: 8, arbitrary: fc.constant('GET') }, { weight: 1, arbitrary: fc.constantFrom('POST', 'OPTIONS', 'HEAD', 'get') }),
+  fc.oneof({ weight: 8, arbitrary: fc.constantFrom('', '?x=1') }, { weight: 1, arbitrary: fc.constantFrom('/', '/.', '%2e', '%61', '#') }),
+).map(([request, kind, dropAuth, method, suffix]) => {
+  if (kind === 'keep') return request;
+  const headers: string[] = [];
+  for (let i = 0; i + 1 < request.rawHeaders.length; i += 2) {
+    if (dropAuth && request.rawHeaders[i]!.toLowerCase() === 'authorization') continue;
+    headers.push(request.rawHeaders[i]!, request.rawHeaders[i + 1]!);
+  }
+  return { ...request, method, target: `${ATTEST_ROUTE.path}${suffix}`, rawHeaders: headers };
+});
+
+test('verifyLoopbackRequest() serves the attestation route without a token only after every other check, and nothing else without one (30,000 runs)', () => {
+  const policy = makePolicy({ attestRoute: ATTEST_ROUTE });
+  let attested = 0;
+  let refusedAttest = 0;
+  fc.assert(fc.property(attestArb, (request) => {
+    const calls = policy.calls.count;
+    const decision = verifyLoopbackRequest(request, policy);
+    assert.equal(decision.ok, oracleAccepts(request, true), JSON.stringify(decision));
+    const hasAuth = request.rawHeaders.some((value, i) => i % 2 === 0 && value.toLowerCase() === 'authorization');
+    if (decision.ok && decision.route === ATTEST_ROUTE && !hasAuth) {
+      attested++;
+      assert.equal(policy.calls.count, calls, 'no token check for an attestation without Authorization');
+    }
+    if (decision.ok && decision.route !== ATTEST_ROUTE) assert.ok(hasAuth, 'every other route needs a token');
+    if (!decision.ok) {
+      if (request.target.startsWith(ATTEST_ROUTE.path)) refusedAttest++;
+      assert.equal(decision.status, GUARD_REFUSALS[decision.code as keyof typeof GUARD_REFUSALS]);
+    }
+  }), { numRuns: 30_000 });
+  assert.ok(attested > 500, `only ${attested} attestations served without a token`);
+  assert.ok(refusedAttest > 1_000, `only ${refusedAttest} attestation calls refused`);
+  console.log(`# attestations served without a token ${attested}; attestation calls refused ${refusedAttest}`);
 });

@@ -4,6 +4,7 @@ import {
   verifyLoopbackRequest, allowedHostsFor, createTokenVerifier, isLoopbackAddress, GUARD_REFUSALS, MAX_TARGET_LENGTH,
   type GuardRequest, type GuardPolicy,
 } from '../../src/core/guard.js';
+import { ATTEST_ROUTE } from '../../src/core/attest.js';
 import { ERROR_CODES } from '../../src/core/errors.js';
 import { Secret } from '../../src/core/secret.js';
 import { PORT, TOKEN, goodRequest, makePolicy, withHeader } from '../helpers/cores-guard.js';
@@ -16,6 +17,13 @@ const hostIs = (value: string): GuardRequest => goodRequest({ rawHeaders: withHe
 const plus = (name: string, ...values: string[]): GuardRequest =>
   goodRequest({ rawHeaders: [...goodRequest().rawHeaders, ...values.flatMap((v) => [name, v])] });
 const auth = (...values: string[]): GuardRequest => goodRequest({ rawHeaders: withHeader('Authorization', ...values) });
+
+// The attestation route (P-k): served without a token, after every other check, to a request without Authorization.
+const ATTEST = { attestRoute: ATTEST_ROUTE };
+const NO_AUTH = withHeader('Authorization');
+const attestCall = (overrides: Partial<GuardRequest> = {}, extra: string[] = []): GuardRequest =>
+  goodRequest({ method: 'GET', target: ATTEST_ROUTE.path, rawHeaders: [...NO_AUTH, ...extra], ...overrides });
+const attestHost = (host: string): GuardRequest => attestCall({ rawHeaders: ['Host', host] });
 
 const CASES: Case[] = [
   // Accepted shapes.
@@ -125,6 +133,44 @@ const CASES: Case[] = [
   { name: 'a path with a safe encoding', request: goodRequest({ method: 'GET', target: '/v1/models%20' }), expect: 'ERR_GUARD_PATH' },
   { name: 'the root', request: goodRequest({ method: 'GET', target: '/' }), expect: 'ERR_GUARD_PATH' },
 
+  // The attestation route (P-k): no token needed, but every other check still applies.
+  { name: 'attest: GET /companion/attest without Authorization is served', request: attestCall(), expect: 'ok', policy: ATTEST },
+  { name: 'attest: with a query', request: attestCall({ target: `${ATTEST_ROUTE.path}?x=1` }), expect: 'ok', policy: ATTEST },
+  { name: 'attest: Host localhost:P', request: attestHost(`localhost:${P}`), expect: 'ok', policy: ATTEST },
+  { name: 'attest: Sec-Fetch-Site none', request: attestCall({}, ['Sec-Fetch-Site', 'none']), expect: 'ok', policy: ATTEST },
+  { name: 'attest: with the right token is served too', request: attestCall({ rawHeaders: withHeader('Authorization', `Bearer ${TOKEN}`) }), expect: 'ok', policy: ATTEST },
+  { name: 'attest: with a wrong token is checked like any route', request: attestCall({ rawHeaders: withHeader('Authorization', `Bearer ${TOKEN.replace('0', '1')}`) }), expect: 'ERR_GUARD_TOKEN_INVALID', policy: ATTEST },
+  { name: 'attest: with Basic credentials is checked like any route', request: attestCall({ rawHeaders: withHeader('Authorization', 'Basic eDp5') }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: with an empty Authorization is checked like any route', request: attestCall({ rawHeaders: withHeader('Authorization', '') }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: with two Authorization headers', request: attestCall({ rawHeaders: withHeader('Authorization', `Bearer ${TOKEN}`, `Bearer ${TOKEN}`) }), expect: 'ERR_GUARD_TOKEN_INVALID', policy: ATTEST },
+  { name: 'attest: foreign Host evil.example:P', request: attestHost(`evil.example:${P}`), expect: 'ERR_GUARD_HOST_NOT_ALLOWED', policy: ATTEST },
+  { name: 'attest: Host of another port (a relay)', request: attestHost(`127.0.0.1:${P + 1}`), expect: 'ERR_GUARD_HOST_NOT_ALLOWED', policy: ATTEST },
+  { name: 'attest: no Host (HTTP/1.0)', request: attestCall({ httpVersion: '1.0', rawHeaders: [] }), expect: 'ERR_GUARD_HOST_MISSING', policy: ATTEST },
+  { name: 'attest: two Host headers', request: attestCall({ rawHeaders: ['Host', `127.0.0.1:${P}`, 'Host', `127.0.0.1:${P}`] }), expect: 'ERR_GUARD_HOST_DUPLICATE', policy: ATTEST },
+  { name: 'attest: Origin http://evil.example', request: attestCall({}, ['Origin', 'http://evil.example']), expect: 'ERR_GUARD_ORIGIN', policy: ATTEST },
+  { name: 'attest: Origin null', request: attestCall({}, ['Origin', 'null']), expect: 'ERR_GUARD_ORIGIN', policy: ATTEST },
+  { name: 'attest: a foreign Referer', request: attestCall({}, ['Referer', 'http://evil.example/']), expect: 'ERR_GUARD_REFERER', policy: ATTEST },
+  { name: 'attest: Sec-Fetch-Site cross-site', request: attestCall({}, ['Sec-Fetch-Site', 'cross-site']), expect: 'ERR_GUARD_FETCH_SITE', policy: ATTEST },
+  { name: 'attest: Sec-Fetch-Site same-site', request: attestCall({}, ['Sec-Fetch-Site', 'same-site']), expect: 'ERR_GUARD_FETCH_SITE', policy: ATTEST },
+  { name: 'attest: a non-loopback peer', request: attestCall({ peerAddress: '10.0.0.1' }), expect: 'ERR_GUARD_PEER_NOT_LOOPBACK', policy: ATTEST },
+  { name: 'attest: absolute-form target', request: attestCall({ target: `http://127.0.0.1:${P}${ATTEST_ROUTE.path}` }), expect: 'ERR_GUARD_TARGET_FORM', policy: ATTEST },
+  { name: 'attest: //host target', request: attestCall({ target: `//evil.example${ATTEST_ROUTE.path}` }), expect: 'ERR_GUARD_TARGET_FORM', policy: ATTEST },
+  { name: 'attest: a dot segment', request: attestCall({ target: '/companion/./attest' }), expect: 'ERR_GUARD_MALFORMED', policy: ATTEST },
+  { name: 'attest: an encoded letter', request: attestCall({ target: '/companion/%61ttest' }), expect: 'ERR_GUARD_MALFORMED', policy: ATTEST },
+  { name: 'attest: OPTIONS is still refused', request: attestCall({ method: 'OPTIONS' }), expect: 'ERR_GUARD_METHOD', policy: ATTEST },
+  { name: 'attest: a CORS preflight is still refused', request: attestCall({ method: 'OPTIONS' }, ['Origin', 'http://evil.example', 'Access-Control-Request-Method', 'GET']), expect: 'ERR_GUARD_ORIGIN', policy: ATTEST },
+  { name: 'attest: POST without a token needs the token', request: attestCall({ method: 'POST' }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: HEAD without a token needs the token', request: attestCall({ method: 'HEAD' }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: POST with the token is another method', request: attestCall({ method: 'POST', rawHeaders: withHeader('Authorization', `Bearer ${TOKEN}`) }), expect: 'ERR_GUARD_METHOD', policy: ATTEST },
+  { name: 'attest: a trailing slash needs the token', request: attestCall({ target: `${ATTEST_ROUTE.path}/` }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: another case needs the token', request: attestCall({ target: '/companion/Attest' }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: GET /health without a token still needs it', request: attestCall({ target: '/health' }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: GET /v1/models without a token still needs it', request: attestCall({ target: '/v1/models' }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: POST /v1/chat/completions without a token still needs it', request: attestCall({ method: 'POST', target: '/v1/chat/completions' }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: an unserved path without a token reveals nothing', request: attestCall({ target: '/companion/other' }), expect: 'ERR_GUARD_TOKEN_MISSING', policy: ATTEST },
+  { name: 'attest: not configured, the route needs the token', request: attestCall(), expect: 'ERR_GUARD_TOKEN_MISSING' },
+  { name: 'attest: not configured, with the token it is not served', request: attestCall({ rawHeaders: withHeader('Authorization', `Bearer ${TOKEN}`) }), expect: 'ERR_GUARD_PATH' },
+
   // Order: the first failing check decides.
   { name: 'order: peer before everything', request: goodRequest({ peerAddress: '10.0.0.1', target: '*', rawHeaders: ['Host', 'evil.example'] }), expect: 'ERR_GUARD_PEER_NOT_LOOPBACK' },
   { name: 'order: target before Host', request: goodRequest({ target: 'http://evil.example/', rawHeaders: ['Host', 'evil.example'] }), expect: 'ERR_GUARD_TARGET_FORM' },
@@ -162,6 +208,16 @@ test('verifyLoopbackRequest() never calls the token verifier before Host, Origin
   }
 });
 
+test('verifyLoopbackRequest() returns the policy\'s attestRoute for an attestation without Authorization and never calls the verifier', () => {
+  const policy = makePolicy(ATTEST);
+  const decision = verifyLoopbackRequest(attestCall(), policy);
+  assert.ok(decision.ok && decision.route === ATTEST_ROUTE);
+  assert.equal(policy.calls.count, 0);
+  // With an Authorization header the verifier decides, as on every route.
+  assert.equal(verifyLoopbackRequest(attestCall({ rawHeaders: withHeader('Authorization', `Bearer ${TOKEN}`) }), policy).ok, true);
+  assert.equal(policy.calls.count, 1);
+});
+
 test('verifyLoopbackRequest() refuses a token when the verifier throws', () => {
   const policy = makePolicy({ verifyToken: () => { throw new Error(`boom ${TOKEN}`); } });
   assert.deepEqual(verifyLoopbackRequest(goodRequest(), policy), { ok: false, status: 401, code: 'ERR_GUARD_TOKEN_INVALID' });
@@ -190,6 +246,8 @@ test('verifyLoopbackRequest() throws ERR_INVALID_ARG_VALUE for a bad policy', ()
     { ...good, routes: [{ method: 'GET', path: '/a/../b' }] }, { ...good, routes: [{ method: 'GET', path: '/a%2e' }] },
     { ...good, routes: [{ method: 'GET', path: '/a?b' }] }, { ...good, routes: [{ method: 'GET', path: '//a' }] },
     { ...good, allowedOrigins: ['null'] }, { ...good, allowedOrigins: ['http://a/'] }, { ...good, allowedOrigins: 'http://a' },
+    { ...good, attestRoute: null }, { ...good, attestRoute: { method: 'OPTIONS', path: '/a' } }, { ...good, attestRoute: { method: 'GET', path: '/a/../b' } },
+    { ...good, attestRoute: { method: 'get', path: '/a' } }, { ...good, attestRoute: '/companion/attest' },
   ];
   for (const policy of bad) {
     assert.throws(() => verifyLoopbackRequest(goodRequest(), policy as GuardPolicy), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
