@@ -3,8 +3,9 @@
  * files in `<data dir>/run` (0700). Neither holds a secret: the loopback token lives in the keychain and
  * is printed only by `companion endpoint`, on request.
  */
-import { mkdir, readFile, rename, rm, writeFile, chmod } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { ensurePrivateDir, writePrivateFileAtomic } from '../common/private-file.js';
 
 export interface DiscoveryRecord {
   /** The OpenAI-compatible base URL, `http://127.0.0.1:P/v1`. */
@@ -24,12 +25,14 @@ export interface PublishedState {
   readonly sandbox: string;
 }
 
+/**
+ * Writes `value` as JSON to a 0600 file in a private 0700 folder (src/common/private-file.ts): a random
+ * O_EXCL|O_NOFOLLOW temp name, never a predictable one a planted symlink could redirect (P-f).
+ * @throws ERR_STATE_UNSAFE when the folder is a symlink or another user's; the I/O error otherwise.
+ */
 export async function writePrivateJson(path: string, value: unknown): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  await chmod(dirname(path), 0o700);
-  const temp = `${path}.${process.pid}.tmp`;
-  await writeFile(temp, JSON.stringify(value), { mode: 0o600 });
-  await rename(temp, path);
+  await ensurePrivateDir(dirname(path));
+  await writePrivateFileAtomic(path, JSON.stringify(value));
 }
 
 export async function readJsonFile<T>(path: string): Promise<T | null> {
