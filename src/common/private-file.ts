@@ -37,14 +37,30 @@ function checkDirStats(stats: { isDirectory(): boolean; isSymbolicLink(): boolea
  * by this user, tightened to 0700. Throws `code` (default `ERR_STATE_UNSAFE`) otherwise.
  */
 export async function ensurePrivateDir(dir: string, code: ErrorCode = 'ERR_STATE_UNSAFE'): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    // A file or a dangling symlink holds the name (EEXIST / ENOENT): that is an unsafe folder, not an I/O failure.
+    checkDirStats(await lstat(dir).catch(() => Promise.reject(error)), code);
+  }
   checkDirStats(await lstat(dir), code);
   await chmod(dir, 0o700);
 }
 
 /** The synchronous {@link ensurePrivateDir}. */
 export function ensurePrivateDirSync(dir: string, code: ErrorCode = 'ERR_STATE_UNSAFE'): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    // As in ensurePrivateDir: a file or a dangling symlink at the name is unsafe, not an I/O failure.
+    let stats;
+    try {
+      stats = lstatSync(dir);
+    } catch {
+      throw error;
+    }
+    checkDirStats(stats, code);
+  }
   checkDirStats(lstatSync(dir), code);
   chmodSync(dir, 0o700);
 }

@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, lstat, mkdir, open, readFile, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
+import { lstat, open, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
 import { Worker } from 'node:worker_threads';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decideResources, type ResourceFigures, type ResourceLimits, type ResourceDecision } from '../../src/core/resources.js';
+import { RUNTIME_FLOOR_BYTES, decideResources, startFigures, type ResourceFigures, type ResourceLimits, type ResourceDecision } from '../../src/core/resources.js';
 
 const GiB = 1024 ** 3;
 const LIMITS: ResourceLimits = { maxRssBytes: 4 * GiB, maxCpuPercent: 200, minFreeVramBytes: 2 * GiB };
@@ -54,3 +54,35 @@ test('decideResources() refuses bad limits with a TypeError', () => {
     assert.throws(() => decideResources({ rssBytes: 1, cpuPercent: 1 }, limits as ResourceLimits), { name: 'TypeError' });
   }
 });
+
+const MiB = 1024 ** 2;
+
+test('startFigures() is the model\'s bytes plus the 32 MiB runtime floor, with no CPU yet', () => {
+  assert.equal(RUNTIME_FLOOR_BYTES, 32 * MiB);
+  assert.deepEqual(startFigures(0), { rssBytes: 32 * MiB, cpuPercent: 0 });
+  assert.deepEqual(startFigures(500_000), { rssBytes: 500_000 + 32 * MiB, cpuPercent: 0 });
+  assert.deepEqual(startFigures(4 * GiB), { rssBytes: 4 * GiB + 32 * MiB, cpuPercent: 0 });
+});
+
+test('startFigures() refuses a negative, infinite, NaN or non-number size with a TypeError', () => {
+  for (const bad of [-1, Number.NaN, Infinity, '500', null, undefined]) {
+    assert.throws(() => startFigures(bad as number), (error: Error & { code?: string }) => error instanceof TypeError && /^ERR_INVALID_ARG_/.test(error.code ?? ''));
+  }
+});
+
+const START_CASES: [string, number, ResourceLimits, ResourceDecision['decision']][] = [
+  ['a tiny model under a 64 MiB limit', 500_000, { maxRssBytes: 64 * MiB }, 'ok'],
+  ['a tiny model under a 16 MiB limit (below the floor alone)', 500_000, { maxRssBytes: 16 * MiB }, 'refuse-start'],
+  ['a model exactly filling the limit with the floor', 100 * MiB, { maxRssBytes: 132 * MiB, degradeAt: 1 }, 'ok'],
+  ['a model one byte over the limit with the floor', 100 * MiB + 1, { maxRssBytes: 132 * MiB, degradeAt: 1 }, 'refuse-start'],
+  ['a 4 GiB model under 8 GiB', 4 * GiB, { maxRssBytes: 8 * GiB }, 'ok'],
+  ['a 4 GiB model under 4 GiB', 4 * GiB, { maxRssBytes: 4 * GiB }, 'refuse-start'],
+  ['a model near the limit (past degradeAt, still under it)', 100 * MiB, { maxRssBytes: 140 * MiB }, 'degraded'],
+  ['any model without an RSS limit', 64 * GiB, {}, 'ok'],
+];
+
+for (const [name, modelBytes, limits, expected] of START_CASES) {
+  test(`decideResources(startFigures()) says ${expected} for ${name}`, () => {
+    assert.equal(decideResources(startFigures(modelBytes), limits).decision, expected);
+  });
+}
