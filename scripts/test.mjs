@@ -2,11 +2,13 @@
 // Runs the test tiers (CONTRACT §5) from the compiled tree under dist/test/<tier>/.
 //   node scripts/test.mjs all | unit | property | integration | security | fault | e2e | architecture ...
 // Prints node:test's spec report and its closing counts. With COMPANION_REQUIRE_ALL=1, any skipped test
-// (a tier whose dependency is missing) fails the run: CI must not pass on a tier that did not run.
+// or suite (a tier whose dependency is missing) and any todo fails the run: CI must not pass on a tier
+// that did not run. Skips are counted from the TAP test points themselves (scripts/tap-count.mjs).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { countTap, requireAllProblems } from './tap-count.mjs';
 
 const TIERS = ['unit', 'property', 'architecture', 'integration', 'security', 'fault', 'e2e'];
 const root = resolve(new URL('..', import.meta.url).pathname);
@@ -53,16 +55,19 @@ for (const tier of wanted) {
     ...files,
   ], { stdio: 'inherit', cwd: root, env: { ...process.env, COMPANION_TEST_TIER: tier } });
   const report = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
-  const count = (name) => Number((report.match(new RegExp(`^# ${name} (\\d+)$`, "m")) ?? [])[1] ?? 0);
-  const pass = count('pass'), fail = count('fail'), skip = count('skipped'), todo = count('todo');
-  summary.push(`${tier}: pass ${pass}, fail ${fail}, skipped ${skip}, todo ${todo}`);
+  const count = countTap(report);
+  summary.push(`${tier}: pass ${count.passed.length}, fail ${count.failed.length}, skipped ${count.skipped.length}, todo ${count.todo.length} (test points, suites included)`);
   if (result.status !== 0) failed = true;
-  // A skip whose reason starts with "optional:" is for an external, optional component (an external
-  // llama-server binary): it is reported but does not fail the run. Every other skip does.
-  const optional = (report.match(/# SKIP optional:/g) ?? []).length;
-  if (optional > 0) console.log(`test: tier '${tier}': ${optional} optional test(s) skipped (external component not present)`);
-  if (requireAll && (skip - optional > 0 || todo > 0)) {
-    console.error(`test: tier '${tier}' skipped ${skip - optional} and left ${todo} todo with COMPANION_REQUIRE_ALL=1`);
+  // A skip whose own reason starts with "optional:" is for an external, optional component (an external
+  // llama-server binary): it is reported but does not fail the run. Every other skip, of a test or of a
+  // whole suite, does; so does a todo.
+  if (count.optionalSkipped.length > 0) {
+    console.log(`test: tier '${tier}': ${count.optionalSkipped.length} optional test(s) skipped (external component not present)`);
+  }
+  const problems = requireAllProblems(count);
+  if (requireAll && problems.length > 0) {
+    console.error(`test: tier '${tier}' skipped ${count.realSkipped.length} and left ${count.todo.length} todo with COMPANION_REQUIRE_ALL=1:`);
+    for (const line of problems) console.error(`  ${line}`);
     failed = true;
   }
 }

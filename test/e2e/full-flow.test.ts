@@ -103,14 +103,25 @@ test('the whole flow through the CLI with the real keychain and a real browser',
   assert.ok(run.stdout.trim().length > 0);
   assert.match(run.stderr, /lane: companion/);
 
-  // kill the runtime: unavailable, then restarted by the supervisor, then available again
+  // kill the runtime: unavailable, then restarted by the supervisor, then available again. The outage
+  // lasts about the restart backoff (500 ms), shorter than a `status` run: it is observed from the event
+  // lines `up --json` prints on every change, in order, from the moment of the kill.
   const pid = (s1.runtime as { pid: number }).pid;
+  const mark = up.lines.length;
   process.kill(-pid, 'SIGKILL');
-  const s2 = await poll(status, (s) => s.companionAvailable === false, 10_000);
-  assert.equal(s2.companionAvailable, false);
-  const s3 = await poll(status, (s) => s.companionAvailable === true, 60_000);
+  const down = await up.waitJsonLine((v) => v.event === 'unavailable', 10_000, mark);
+  const crashed = await up.waitJsonLine((v) => v.event === 'state' && v.state === 'backoff', 10_000, mark);
+  assert.equal(crashed.value.code, 'ERR_RUNTIME_GONE');
+  const back = await up.waitJsonLine((v) => v.event === 'available', 60_000, down.index + 1);
+  assert.equal(back.value.endpoint, available.endpoint, 'the same endpoint serves again');
+  const restarted = await up.waitJsonLine((v) => v.event === 'state' && v.state === 'ready', 1_000, down.index + 1);
+  assert.ok(restarted.index < back.index, 'ready before available');
+  const newPid = restarted.value.pid as number;
+  assert.notEqual(newPid, pid, 'a new runtime process');
+  // status agrees once the change is published (no race with the outage any more).
+  const s3 = await poll(status, (s) => s.companionAvailable === true && (s.runtime as { pid: number } | null)?.pid === newPid, 10_000);
   assert.equal(s3.companionAvailable, true);
-  assert.notEqual((s3.runtime as { pid: number }).pid, pid, 'a new runtime process');
+  assert.equal((s3.runtime as { pid: number }).pid, newPid);
 
   // stop up: discovery file removed
   assert.equal(await up.stop(), 0);

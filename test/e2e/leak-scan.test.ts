@@ -16,7 +16,9 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import { DEMO_MODEL_SEED } from '../../src/hub/index.js';
 import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
-import { leakFindings, runDemoChild, SecretBook, type DemoRun, type Finding } from '../helpers/leak-scan.js';
+import { spawn } from 'node:child_process';
+import { descendantsOf } from '../helpers/assurance-runtime.js';
+import { leakFindings, runDemoChild, SecretBook, settledSnapshot, type DemoRun, type Finding } from '../helpers/leak-scan.js';
 
 const DEMO_DIGEST = createHash('sha256').update(generateTinyGguf({ seed: DEMO_MODEL_SEED })).digest('hex');
 const isModelFile = (path: string): boolean => /\.gguf(\.part)?$/.test(path);
@@ -134,4 +136,44 @@ test('P-f leak scan: the keep-running demo serving a real openai SDK client and 
   assert.ok(channel !== undefined);
   for (const proc of run.processes.filter((p) => p.role !== 'demo')) assert.ok(!proc.fds.some((fd) => fd.endsWith(`:${channel}`)), `pid ${proc.pid} does not hold the harness channel`);
   assert.deepEqual(run.leftOver, [], 'no runtime process is left');
+});
+
+test('settledSnapshot() samples a forked child only once it has exec\'d (before that it shows its parent\'s exe, argv and fds)', { timeout: 30_000 }, async (t) => {
+  // perl forks; the child waits 0.6 s as a copy of its parent, then execs sleep.
+  const script = 'my $p = fork; if ($p == 0) { select(undef, undef, undef, 0.6); exec "sleep", "30"; } waitpid($p, 0);';
+  const start = (): { pid: number; child: () => Promise<number> } => {
+    const perl = spawn('perl', ['-e', script], { stdio: 'ignore', detached: true });
+    t.after(() => {
+      try {
+        process.kill(-perl.pid!, 'SIGKILL');
+      } catch {
+        // Gone.
+      }
+    });
+    return {
+      pid: perl.pid!,
+      async child() {
+        const deadline = Date.now() + 5_000;
+        for (;;) {
+          const [child] = descendantsOf(perl.pid!);
+          if (child !== undefined) return child;
+          if (Date.now() > deadline) throw new Error('perl did not fork');
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      },
+    };
+  };
+
+  // Control: read at once, the child is still its parent (what a naive sample records).
+  const naive = start();
+  const early = await settledSnapshot(await naive.child(), 'descendant', 0);
+  assert.ok(early !== null);
+  assert.equal(early.role, "descendant (fork, not exec'd)");
+  assert.equal(early.argv[0], 'perl');
+
+  const settled = start();
+  const snap = await settledSnapshot(await settled.child(), 'descendant', 5_000);
+  assert.ok(snap !== null);
+  assert.equal(snap.role, 'descendant');
+  assert.deepEqual(snap.argv, ['sleep', '30']);
 });

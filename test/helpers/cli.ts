@@ -38,8 +38,13 @@ export interface LongRunning {
   /** Every stdout line so far. */
   readonly lines: string[];
   stderr(): string;
-  /** Waits for a JSON line matching `predicate` (already seen or future). */
-  waitJson(predicate: (value: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /**
+   * Waits for a JSON line matching `predicate` (already seen or future), looking only at lines from index
+   * `fromLine` on (default 0). Resolves with the value and its line index.
+   */
+  waitJson(predicate: (value: Record<string, unknown>) => boolean, timeoutMs?: number, fromLine?: number): Promise<Record<string, unknown>>;
+  /** Like `waitJson`, and also tells at which line index the match was. */
+  waitJsonLine(predicate: (value: Record<string, unknown>) => boolean, timeoutMs?: number, fromLine?: number): Promise<{ value: Record<string, unknown>; index: number }>;
   /** SIGTERM, then waits for exit (SIGKILL after the bound). */
   stop(timeoutMs?: number): Promise<number | null>;
   /** Waits for the process to exit by itself (rejects after the bound). */
@@ -69,38 +74,40 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv): LongR
       return null;
     }
   };
+  const waitJsonLine: LongRunning['waitJsonLine'] = (predicate, timeoutMs = 60_000, fromLine = 0) => {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        for (let index = fromLine; index < lines.length; index += 1) {
+          const value = parse(lines[index]!);
+          if (value !== null && predicate(value)) {
+            cleanup();
+            resolve({ value, index });
+            return;
+          }
+        }
+        if (child.exitCode !== null || child.signalCode !== null) {
+          cleanup();
+          reject(new Error(`companion ${args[0]} exited (${child.exitCode ?? child.signalCode}) before the expected line\nstdout: ${lines.join('\n')}\nstderr: ${stderr}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`companion ${args[0]}: no expected line in ${timeoutMs} ms\nstdout: ${lines.join('\n')}\nstderr: ${stderr}`));
+      }, timeoutMs);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        listeners.delete(check);
+      };
+      listeners.add(check);
+      check();
+    });
+  };
   return {
     child,
     lines,
     stderr: () => stderr,
-    waitJson(predicate, timeoutMs = 60_000) {
-      return new Promise((resolve, reject) => {
-        const check = (): void => {
-          for (const line of lines) {
-            const value = parse(line);
-            if (value !== null && predicate(value)) {
-              cleanup();
-              resolve(value);
-              return;
-            }
-          }
-          if (child.exitCode !== null || child.signalCode !== null) {
-            cleanup();
-            reject(new Error(`companion ${args[0]} exited (${child.exitCode ?? child.signalCode}) before the expected line\nstdout: ${lines.join('\n')}\nstderr: ${stderr}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          cleanup();
-          reject(new Error(`companion ${args[0]}: no expected line in ${timeoutMs} ms\nstdout: ${lines.join('\n')}\nstderr: ${stderr}`));
-        }, timeoutMs);
-        const cleanup = (): void => {
-          clearTimeout(timer);
-          listeners.delete(check);
-        };
-        listeners.add(check);
-        check();
-      });
-    },
+    waitJson: (predicate, timeoutMs = 60_000, fromLine = 0) => waitJsonLine(predicate, timeoutMs, fromLine).then(({ value }) => value),
+    waitJsonLine,
     exit(timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`companion ${args[0]} did not exit in ${timeoutMs} ms`)), timeoutMs);

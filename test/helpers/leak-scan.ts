@@ -128,6 +128,44 @@ export function snapshotProcess(pid: number, role: string): ProcessSnapshot | nu
   }
 }
 
+/** What tells a process image apart: its executable and its argv (NUL-joined); null when it is gone. */
+function imageOf(pid: number): { exe: string; argv: string; ppid: number } | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return { exe: readlinkSync(`/proc/${pid}/exe`), argv: readFileSync(`/proc/${pid}/cmdline`, 'latin1'), ppid };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A snapshot of a descendant once it runs its own program. Between fork and exec a child still shows its
+ * parent's exe, argv, environment and fd table (the demo's secret channel on fd 3 included): it is not yet
+ * the runtime, and sampling it then reports the parent's state under the child's pid. So: re-read until its
+ * exe or argv differ from its parent's (at most `boundMs`), and keep a snapshot only if the image did not
+ * change while it was read. A child that is still a copy after the bound is returned with the role
+ * `<role> (fork, not exec'd)`; null when the process is gone.
+ */
+export async function settledSnapshot(pid: number, role: string, boundMs = 500): Promise<ProcessSnapshot | null> {
+  const deadline = Date.now() + boundMs;
+  for (;;) {
+    const image = imageOf(pid);
+    if (image === null) return null;
+    const parent = imageOf(image.ppid);
+    const copyOfParent = parent !== null && parent.exe === image.exe && parent.argv === image.argv;
+    if (!copyOfParent || Date.now() >= deadline) {
+      const snap = snapshotProcess(pid, copyOfParent ? `${role} (fork, not exec'd)` : role);
+      const after = imageOf(pid);
+      if (snap === null || after === null) return null;
+      // It exec'd while it was read: the snapshot mixes two images. Read again.
+      if (after.exe === image.exe && after.argv === image.argv) return snap;
+      continue;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
 export interface ChannelMessage {
   readonly type: 'secret' | 'runtime-stderr' | 'runtime-pid' | 'model-path' | 'ready';
   readonly kind?: string;
@@ -243,9 +281,10 @@ export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
   });
 
   const skip = options.skipFile ?? (() => false);
-  const sample = (): void => {
+  const sample = async (): Promise<void> => {
     for (const pid of [demoPid, ...descendantsOf(demoPid)]) {
-      const snap = snapshotProcess(pid, pid === demoPid ? 'demo' : 'descendant');
+      // A descendant is sampled once it has exec'd (see settledSnapshot): before that it is the demo.
+      const snap = pid === demoPid ? snapshotProcess(pid, 'demo') : await settledSnapshot(pid, 'descendant');
       if (snap !== null) processes.set(`${pid}:${snap.argv.join(' ')}:${snap.environ.length}:${snap.fds.length}`, snap);
     }
     for (const file of snapshotFiles(options.root, skip)) files.set(`${file.path}:${hash(file.content)}`, file);
@@ -259,7 +298,7 @@ export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
   });
   const sampler = (async () => {
     while (running) {
-      sample();
+      await sample();
       await new Promise((r) => setTimeout(r, 20));
     }
   })();
@@ -268,9 +307,9 @@ export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
     if (options.keepRunning) {
       const ready = await Promise.race([availableSeen, exited.then(() => null)]);
       if (ready !== null) {
-        sample();
+        await sample();
         await options.whileAvailable?.(ready);
-        sample();
+        await sample();
         child.kill('SIGTERM');
       }
     }

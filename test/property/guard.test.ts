@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { isIPv4 } from 'node:net';
 import fc from 'fast-check';
 import { ATTEST_ROUTE } from '../../src/core/attest.js';
-import { verifyLoopbackRequest, GUARD_REFUSALS, MAX_TARGET_LENGTH, type GuardRequest } from '../../src/core/guard.js';
+import { verifyLoopbackRequest, createTokenVerifier, GUARD_REFUSALS, MAX_TARGET_LENGTH, MIN_TOKEN_LENGTH, type GuardRequest } from '../../src/core/guard.js';
 import { PORT, ROUTES, TOKEN, makePolicy } from '../helpers/cores-guard.js';
 
 const ALLOWED_HOSTS = [`127.0.0.1:${PORT}`, `localhost:${PORT}`, `[::1]:${PORT}`];
@@ -219,4 +219,38 @@ test('verifyLoopbackRequest() serves the attestation route without a token only 
   assert.ok(attested > 500, `only ${attested} attestations served without a token`);
   assert.ok(refusedAttest > 1_000, `only ${refusedAttest} attestation calls refused`);
   console.log(`# attestations served without a token ${attested}; attestation calls refused ${refusedAttest}`);
+});
+
+const B64TOKEN_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/'.split('');
+
+test('createTokenVerifier() refuses every same-length token that differs from the expected one in exactly one position (20,000 runs)', () => {
+  const positions = new Set<string>();
+  const nearMiss = fc.array(fc.constantFrom(...B64TOKEN_CHARS), { minLength: MIN_TOKEN_LENGTH, maxLength: 96 })
+    .map((chars) => chars.join(''))
+    .chain((expected) => fc.tuple(
+      fc.constant(expected),
+      // First and last positions get their own weight: a verifier that skips an end is the usual bug.
+      fc.oneof(fc.constant(0), fc.constant(expected.length - 1), fc.nat({ max: expected.length - 1 })),
+      fc.constantFrom(...B64TOKEN_CHARS),
+    ))
+    .filter(([expected, at, replacement]) => expected[at] !== replacement);
+  fc.assert(fc.property(nearMiss, ([expected, at, replacement]) => {
+    const candidate = `${expected.slice(0, at)}${replacement}${expected.slice(at + 1)}`;
+    assert.equal(candidate.length, expected.length);
+    const verify = createTokenVerifier(expected);
+    assert.equal(verify(expected), true);
+    assert.equal(verify(candidate), false, `accepted a token that differs at ${at} of ${expected.length}`);
+    positions.add(at === 0 ? 'first' : at === expected.length - 1 ? 'last' : 'middle');
+  }), { numRuns: 20_000 });
+  assert.deepEqual([...positions].sort(), ['first', 'last', 'middle']);
+});
+
+test('verifyLoopbackRequest() refuses the fixture token with any one character changed (every position, same length)', () => {
+  const policy = makePolicy();
+  for (let at = 0; at < TOKEN.length; at += 1) {
+    const replacement = TOKEN[at] === 'A' ? 'B' : 'A';
+    const candidate = `${TOKEN.slice(0, at)}${replacement}${TOKEN.slice(at + 1)}`;
+    const decision = verifyLoopbackRequest({ peerAddress: '127.0.0.1', method: 'GET', target: '/v1/models', rawHeaders: ['Host', `127.0.0.1:${PORT}`, 'Authorization', `Bearer ${candidate}`], httpVersion: '1.1' }, policy);
+    assert.equal(decision.ok ? 'ok' : decision.code, 'ERR_GUARD_TOKEN_INVALID', `position ${at}`);
+  }
 });

@@ -4,17 +4,19 @@
 // a file changed in place after install is refused before load. Real hub, real TLS, real files.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
-import { existsSync, readFileSync, watch } from 'node:fs';
-import { mkdir, open, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync, watch } from 'node:fs';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { MANIFEST_PATH } from '../../src/authority/manifest-fetch.js';
 import { findModel, verifyManifest } from '../../src/core/manifest.js';
 import { generateManifestKeyPair, encodeManifestKey, parseTrustedKeys } from '../../src/core/manifest-format.js';
 import { download } from '../../src/runtime/download.js';
 import { checkInstalledModel, pullModel } from '../../src/shell/install.js';
 import { startCompanionHub } from '../helpers/companion-hub.js';
 import { MIB, SMALL, hostGets, listTree, milestones, startDownloadHub } from '../helpers/download-hub.js';
-import { signValue, payload } from '../helpers/manifest-fixtures.js';
+import { envelopeBytes, signValue, payload } from '../helpers/manifest-fixtures.js';
 
 /** Header names the download adapter may send to the model host (undici adds host and connection). */
 const ALLOWED_HEADERS = new Set(['host', 'connection', 'user-agent', 'accept-encoding', 'accept', 'range', 'if-range']);
@@ -68,6 +70,43 @@ test('P-h fetchManifest() refuses a rolled-back manifest and keeps the higher ve
   await writeFile(versionFile, higher);
   await assert.rejects(authority.fetchManifest(), { code: 'ERR_MANIFEST_ROLLBACK' });
   assert.equal(await readFile(versionFile, 'utf8'), higher);
+});
+
+test('P-h fetchManifest() refuses an older manifest after it accepted a newer one (the version it accepted is kept by the authority itself)', async (t) => {
+  const ch = await startCompanionHub(t);
+  // An on-path replay: the hub still checks the access token, but the bytes that come back are a
+  // manifest signed by the pinned key at a version the test chooses (as an attacker replaying an
+  // older, validly signed and still fresh manifest would).
+  const key = generateManifestKeyPair();
+  let servedVersion = 0;
+  const replay: typeof globalThis.fetch = async (input, init) => {
+    const response = await ch.fetch(input, init);
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    if (url.pathname !== MANIFEST_PATH || response.status !== 200) return response;
+    await response.arrayBuffer();
+    const nowSeconds = Math.floor(Date.now() / 1000);
+    const body = envelopeBytes(signValue(payload({ issuer: ch.hub.issuer, version: servedVersion, issuedAt: nowSeconds - 10, expiresAt: nowSeconds + 3600 }), key.privateKey));
+    return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } });
+  };
+  const versionFile = join(ch.dir, 'manifest-version.json');
+  const options = { fetch: replay, manifestKeys: encodeManifestKey(key.publicKey), manifestVersionFile: versionFile };
+  const first = ch.authority(options);
+  await first.signIn({ openBrowser: ch.browser(), onOpen: () => undefined });
+  assert.equal(existsSync(versionFile), false, 'nothing was accepted yet');
+
+  servedVersion = 41;
+  assert.equal((await first.fetchManifest()).version, 41);
+  servedVersion = 42;
+  assert.equal((await first.fetchManifest()).version, 42);
+  // A later run (a new authority over the same data, same keychain): the accepted 42 still holds.
+  const later = ch.authority({ ...options, keychainInstance: first.keychain });
+  servedVersion = 41;
+  await assert.rejects(later.fetchManifest(), { code: 'ERR_MANIFEST_ROLLBACK' });
+  await assert.rejects(first.fetchManifest(), { code: 'ERR_MANIFEST_ROLLBACK' });
+  // The same version again is not a rollback.
+  servedVersion = 42;
+  assert.equal((await later.fetchManifest()).version, 42);
+  assert.equal(existsSync(versionFile), true, 'the accepted version is kept on disk by the authority');
 });
 
 test('P-h a model URL pointing at http is refused by the manifest core, by pullModel and by the download adapter', async (t) => {
@@ -135,15 +174,50 @@ test('P-h a partial left by another manifest entry (other digest) is not resumed
   assert.deepEqual(await listTree(dh.modelsDir), ['.partial']);
 });
 
-test('P-h a model file changed in place with its mtime put back is refused before load (ctime, then the digest)', async (t) => {
+test('P-h a model file changed in place with its mtime put back to the nanosecond is refused before load (only ctime differs)', async (t) => {
   const dh = await startDownloadHub(t);
   const model = dh.model(SMALL.id);
   assert.equal((await dh.pull(model)).error, null);
   const path = join(dh.modelsDir, `${model.id}.gguf`);
-  const before = await stat(path);
+  const before = statSync(path, { bigint: true });
+  // Same length, other bytes: the size check cannot see it.
+  const offset = randomInt(0, model.size - 8);
   const handle = await open(path, 'r+');
-  await handle.write(Buffer.from('backdoor'), 0, 8, randomInt(0, model.size - 8));
+  const original = Buffer.alloc(8);
+  await handle.read(original, 0, 8, offset);
+  await handle.write(Buffer.from(original.map((b) => b ^ 0xff)), 0, 8, offset);
   await handle.close();
-  await utimes(path, before.atime, before.mtime);
+  // Put mtime back exactly (fs.utimes takes a double of seconds: it cannot carry nanoseconds).
+  const seconds = before.mtimeNs / 1_000_000_000n;
+  const nanos = (before.mtimeNs % 1_000_000_000n).toString().padStart(9, '0');
+  execFileSync('touch', ['-m', '-d', `@${seconds}.${nanos}`, path]);
+  const after = statSync(path, { bigint: true });
+  assert.equal(after.mtimeNs, before.mtimeNs, 'mtime is back to the nanosecond');
+  assert.equal(after.size, before.size);
+  assert.equal(after.ino, before.ino);
+  assert.notEqual(after.ctimeNs, before.ctimeNs, 'only ctime tells');
   await assert.rejects(checkInstalledModel(dh.modelsDir), { code: 'ERR_MODEL_CHANGED' });
 });
+
+for (const hashOn of ['worker', 'main'] as const) {
+  test(`P-h pullModel() (hashing on the ${hashOn} thread) refuses substituted bytes of the right size with ERR_INTEGRITY_DIGEST and never promotes them`, async (t) => {
+    const dh = await startDownloadHub(t);
+    const model = dh.model(SMALL.id);
+    const finalPath = join(dh.modelsDir, `${model.id}.gguf`);
+    let finalSeen = false;
+    dh.hub.setMisbehaviour({ flipByteAt: randomInt(0, model.size) });
+    const run = await dh.pull(model, {
+      hashOn,
+      onEvent: () => {
+        if (existsSync(finalPath)) finalSeen = true;
+      },
+    });
+    assert.equal(run.error?.code, 'ERR_INTEGRITY_DIGEST');
+    assert.equal(run.installed, null);
+    assert.deepEqual(milestones(run), []);
+    assert.equal(finalSeen, false);
+    assert.equal(existsSync(finalPath), false, 'the final name does not exist');
+    assert.equal(existsSync(join(dh.modelsDir, 'installed.json')), false, 'no installed record');
+    await assert.rejects(checkInstalledModel(dh.modelsDir), { code: 'ERR_MODEL_NOT_INSTALLED' });
+  });
+}

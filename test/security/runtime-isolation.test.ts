@@ -3,7 +3,7 @@
 // One real runtime in TCP mode (the mode with a key to leak), started with secrets planted in our env.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { constants, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { join } from 'node:path';
 import { spawnRuntime, type RuntimeHandle } from '../../src/runtime/spawn.js';
@@ -21,6 +21,8 @@ const planted: Record<string, string> = {
   LC_SECRET_TOKEN: 'planted-locale-token-9a9a9a',
 };
 const saved: Record<string, string | undefined> = {};
+/** The access-mode bits of open(2) flags (Linux: O_RDONLY 0, O_WRONLY 1, O_RDWR 2); not in node's constants. */
+const O_ACCMODE = 0o3;
 const dir = tempDir();
 const dataDir = join(dir.path, 'data');
 let model: string;
@@ -84,6 +86,27 @@ test('P-i the runtime child has no file open but its model (and /dev/null): no d
     if (/^(pipe|socket|anon_inode):/.test(target)) continue;
     assert.ok(allowedFiles.has(target), `fd ${fd} is open on an unexpected file`);
     assert.ok(!target.startsWith(dataDir));
+  }
+});
+
+test('P-i the runtime holds its model read-only: descriptor 3 (and any other descriptor on the model) has access mode O_RDONLY', () => {
+  // Unsandboxed spawn (no wrap): the descriptor handed over stays in the runtime itself.
+  const modelReal = realpathSync(model);
+  assert.equal(readlinkSync(`/proc/${handle.pid}/fd/3`), modelReal, 'descriptor 3 is the model');
+  const accessMode = (fd: string): number => {
+    const flags = /^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${handle.pid}/fdinfo/${fd}`, 'utf8'));
+    assert.ok(flags !== null, `fdinfo of ${fd} has flags`);
+    return Number.parseInt(flags[1]!, 8) & O_ACCMODE;
+  };
+  assert.equal(accessMode('3'), constants.O_RDONLY, 'descriptor 3 is open read-only');
+  for (const fd of readdirSync(`/proc/${handle.pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${handle.pid}/fd/${fd}`);
+    } catch {
+      continue; // Closed meanwhile.
+    }
+    if (target === modelReal) assert.equal(accessMode(fd), constants.O_RDONLY, `descriptor ${fd} on the model is read-only`);
   }
 });
 

@@ -276,6 +276,27 @@ test('createTokenVerifier() accepts the exact token only and never throws', () =
   assert.equal(createTokenVerifier(new Secret(TOKEN))(TOKEN), true);
 });
 
+test('createTokenVerifier() refuses a same-length token whose last or first character differs', () => {
+  const verify = createTokenVerifier(TOKEN);
+  const swap = (c: string): string => (c === 'A' ? 'B' : 'A');
+  const lastChanged = `${TOKEN.slice(0, -1)}${swap(TOKEN.at(-1)!)}`;
+  const firstChanged = `${swap(TOKEN[0]!)}${TOKEN.slice(1)}`;
+  const middleChanged = `${TOKEN.slice(0, 10)}${swap(TOKEN[10]!)}${TOKEN.slice(11)}`;
+  for (const candidate of [lastChanged, firstChanged, middleChanged]) {
+    assert.equal(candidate.length, TOKEN.length);
+    assert.equal(Buffer.byteLength(candidate), Buffer.byteLength(TOKEN));
+    assert.notEqual(candidate, TOKEN);
+    assert.equal(verify(candidate), false);
+  }
+  // Through the guard as well: the near miss is refused as an invalid token.
+  const policy = makePolicy();
+  for (const candidate of [lastChanged, firstChanged]) {
+    const decision = verifyLoopbackRequest(auth(`Bearer ${candidate}`), policy);
+    assert.equal(decision.ok, false);
+    assert.equal(decision.ok ? null : decision.code, 'ERR_GUARD_TOKEN_INVALID');
+  }
+});
+
 test('createTokenVerifier() refuses a short or ill-formed expected token without showing it', () => {
   for (const expected of ['short', 'has space in the middle', 'tök_0123456789abcdef', '']) {
     assert.throws(() => createTokenVerifier(expected), (error: Error & { code?: string }) => {
