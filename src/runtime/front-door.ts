@@ -23,17 +23,18 @@
  * See docs/front-door.md.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { isIP, type Socket } from 'node:net';
-import { Pool, type Dispatcher } from 'undici';
+import { connect as connectSocket, isIP, type Socket } from 'node:net';
+import { Pool, type buildConnector, type Dispatcher } from 'undici';
 import type { Admission, Release } from '../core/admission.js';
 import { ATTEST_ROUTE, readAttestNonce, type Attestor } from '../core/attest.js';
 import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
 import { allowedHostsFor, verifyLoopbackRequest, type GuardPolicy, type GuardRoute } from '../core/guard.js';
 import type { Secret } from '../core/secret.js';
+import { sameSocket, type SocketIdentity } from './health.js';
 
 /** Where the runtime listens. */
 export type UpstreamAddress =
-  | { readonly kind: 'unix'; readonly path: string }
+  | { readonly kind: 'unix'; readonly path: string; readonly identity?: SocketIdentity }
   | { readonly kind: 'tcp'; readonly host: '127.0.0.1'; readonly port: number; readonly key: Secret };
 
 export interface FrontDoorLimits {
@@ -395,7 +396,7 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       }
       const settings = { connections: POOL_CONNECTIONS, pipelining: 1, keepAliveTimeout: POOL_KEEP_ALIVE_MS, headersTimeout: limits.upstreamHeadersTimeoutMs, bodyTimeout: limits.upstreamBodyTimeoutMs };
       pool = address.kind === 'unix'
-        ? new Pool('http://localhost', { ...settings, socketPath: address.path })
+        ? new Pool('http://localhost', { ...settings, connect: unixConnector(address.path, address.identity) })
         : new Pool(`http://127.0.0.1:${address.port}`, settings);
     }
     // The per-spawn key of a TCP runtime goes to the runtime only (never to a log or the client).
@@ -658,4 +659,28 @@ function invalidArg(message: string): TypeError {
   const error = new TypeError(message) as TypeError & { code: string };
   error.code = 'ERR_INVALID_ARG_VALUE';
   return error;
+}
+
+/**
+ * Connects the pool to the runtime's Unix socket, but only while the file at `path` is still the socket
+ * the parent bound (issue 16 item 4): a socket file replaced or swapped for a link fails the request
+ * closed (502), and nothing is sent to whatever listens there.
+ */
+function unixConnector(path: string, identity: SocketIdentity | undefined): buildConnector.connector {
+  return (_options, callback) => {
+    if (identity !== undefined && !sameSocket(path, identity)) {
+      callback(new CompanionError('ERR_UPSTREAM_UNAVAILABLE', 'the runtime socket is not the one the companion bound'), null);
+      return;
+    }
+    const socket = connectSocket({ path });
+    const onError = (error: Error): void => {
+      socket.destroy();
+      callback(error, null);
+    };
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      callback(null, socket);
+    });
+  };
 }

@@ -12,7 +12,7 @@ import type { Secret } from '../core/secret.js';
  * made, when known), or 127.0.0.1 with its per-spawn key.
  */
 export type RuntimeAddress =
-  | { readonly kind: 'unix'; readonly path: string; readonly ino?: number; readonly dev?: number }
+  | { readonly kind: 'unix'; readonly path: string; readonly identity?: SocketIdentity }
   | { readonly kind: 'tcp'; readonly host: '127.0.0.1'; readonly port: number; readonly key: Secret };
 
 export interface HealthResult {
@@ -25,11 +25,28 @@ export interface HealthResult {
 
 const MAX_BODY = 4096;
 
-/** True when `path` is still the socket file with this inode (not a symlink, not replaced). */
-export function sameSocket(path: string, ino: number, dev: number | undefined): boolean {
+/**
+ * The socket file the parent bound, as lstat saw it once it was final: inode and device, and the
+ * inode's change time in nanoseconds, so that a socket re-created at the same path (which may get the
+ * freed inode number back) does not pass for it.
+ */
+export interface SocketIdentity {
+  readonly ino: bigint;
+  readonly dev: bigint;
+  readonly ctimeNs: bigint;
+}
+
+/** The identity of the socket file at `path` (lstat: a symlink is not followed). */
+export function socketIdentity(path: string): SocketIdentity {
+  const stats = lstatSync(path, { bigint: true });
+  return { ino: stats.ino, dev: stats.dev, ctimeNs: stats.ctimeNs };
+}
+
+/** True when `path` is still the socket file with this identity (not a symlink, not replaced). */
+export function sameSocket(path: string, identity: SocketIdentity): boolean {
   try {
-    const stats = lstatSync(path);
-    return stats.isSocket() && stats.ino === ino && (dev === undefined || stats.dev === dev);
+    const stats = lstatSync(path, { bigint: true });
+    return stats.isSocket() && stats.ino === identity.ino && stats.dev === identity.dev && stats.ctimeNs === identity.ctimeNs;
   } catch {
     return false;
   }
@@ -42,7 +59,7 @@ export function sameSocket(path: string, ino: number, dev: number | undefined): 
 export function checkHealth(address: RuntimeAddress, timeoutMs: number): Promise<HealthResult> {
   // Why: a socket file that is no longer the one the parent bound (replaced, or a link to another
   // socket) is not the runtime: fail closed without connecting (issue 16 item 4).
-  if (address.kind === 'unix' && address.ino !== undefined && !sameSocket(address.path, address.ino, address.dev)) {
+  if (address.kind === 'unix' && address.identity !== undefined && !sameSocket(address.path, address.identity)) {
     return Promise.resolve({ ok: false, reason: 'connect' });
   }
   return new Promise((resolvePromise) => {

@@ -22,7 +22,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, closeSync, constants, linkSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, linkSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
@@ -31,7 +31,7 @@ import { ensurePrivateDirSync } from '../common/private-file.js';
 import { CompanionError, assertString, assertInteger, type ErrorCode } from '../core/errors.js';
 import { Secret } from '../core/secret.js';
 import { CHILD_ERROR_CODES, MAX_PROTOCOL_LINE, type RuntimeEvent, type StartLine, type StartModel } from '../runtime-server/protocol.js';
-import { checkHealth, type RuntimeAddress } from './health.js';
+import { checkHealth, socketIdentity, type RuntimeAddress } from './health.js';
 import { LISTEN_FD, MODEL_FD, type RuntimeProfile, type SpawnCommand } from './runtime-profile.js';
 import { clearRuntimeState, groupHasMembers, reclaimStaleRuntime, recordRuntimeState, type ReclaimOutcome } from './stale.js';
 
@@ -269,8 +269,10 @@ async function bindListener(bind: 'unix' | 'tcp', runDir: string): Promise<Liste
       await listenOn(server, { path: temp });
       chmodSync(temp, 0o600);
       linkSync(temp, path);
-      const stats = lstatSync(path);
-      return { fd: descriptorOf(server), address: { kind: 'unix', path, ino: stats.ino, dev: stats.dev }, key: null, release };
+      // Unlinked now (libuv's own unlink on close then finds nothing), so that the inode's change time
+      // is final before it is recorded.
+      unlinkSync(temp);
+      return { fd: descriptorOf(server), address: { kind: 'unix', path, identity: socketIdentity(path) }, key: null, release };
     }
     await listenOn(server, { host: '127.0.0.1', port: 0 });
     const key = new Secret(randomBytes(32).toString('base64url'));

@@ -12,7 +12,7 @@ import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeExit } from '../../src/runtime/spawn.js';
 import { readRuntimeState, type ReclaimOutcome } from '../../src/runtime/stale.js';
 import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
-import { fakeProfile, processesWith, runtimeEntry, tempDir, waitFor, writeTinyModel } from '../helpers/runtime-env.js';
+import { fakeProfile, processesWith, runtimeEntry, tempDir, writeTinyModel } from '../helpers/runtime-env.js';
 import { runtimeClient } from '../helpers/runtime-client.js';
 
 const ask = [{ role: 'user' as const, content: 'Hello there' }];

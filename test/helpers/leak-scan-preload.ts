@@ -123,7 +123,7 @@ subscribe('undici:request:trailers', (message) => {
   }
 });
 
-// The runtime child: its stderr and the model it is told to load (its argv). spawn() is wrapped through the
+// The runtime child: its pid and stderr. spawn() is wrapped through the
 // CommonJS export and pushed to the ESM bindings, so the spawn adapter's `import { spawn }` sees it.
 const require = createRequire(import.meta.url);
 const childProcess = require('node:child_process') as typeof import('node:child_process');
@@ -132,8 +132,6 @@ childProcess.spawn = function spawnAndWatch(this: unknown, ...args: unknown[]): 
   const child = (originalSpawn as (...a: unknown[]) => ChildProcess).apply(this, args);
   const argv = Array.isArray(args[1]) ? (args[1] as unknown[]).map(String) : [];
   if (argv.some((a) => a.includes('runtime-server'))) {
-    const model = argv[argv.indexOf('--model') + 1];
-    if (argv.includes('--model') && model !== undefined) send({ type: 'model-path', value: model });
     child.once('spawn', () => {
       send({ type: 'runtime-pid', pid: child.pid });
     });
@@ -149,5 +147,13 @@ fs.openSync = function openAndWatch(this: unknown, ...args: unknown[]): number {
   if (typeof path === 'string' && path.endsWith('.gguf')) send({ type: 'model-path', value: path });
   return (originalOpenSync as (...a: unknown[]) => number).apply(this, args);
 } as typeof fs.openSync;
+// The supervisor opens the installed model once (fs/promises open) and hands that descriptor on.
+const fsPromises = require('node:fs/promises') as typeof import('node:fs/promises');
+const originalOpen = fsPromises.open;
+fsPromises.open = function openAndWatch(this: unknown, ...args: unknown[]): Promise<import('node:fs/promises').FileHandle> {
+  const [path] = args;
+  if (typeof path === 'string' && path.endsWith('.gguf')) send({ type: 'model-path', value: path });
+  return (originalOpen as (...a: unknown[]) => Promise<import('node:fs/promises').FileHandle>).apply(this, args);
+} as typeof fsPromises.open;
 syncBuiltinESMExports();
 send({ type: 'ready' });

@@ -149,7 +149,7 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     try {
       handle = await spawnRuntime(profile, { dataDir: paths.data, readyTimeoutMs: 30_000, wrap: runtimeWrap(support, pkg), onStderr: (line) => lines.push(line) });
     } finally {
-      for (const key of Object.keys(PARENT_ENV)) delete process.env[key];
+      for (const key of Object.keys(PARENT_ENV)) Reflect.deleteProperty(process.env, key);
       Object.assign(process.env, saved);
     }
     const entries = lines.filter((line) => line.startsWith('probe ') && line !== 'probe done').map((line) => {

@@ -7,12 +7,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, symlinkSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { spawnRuntime } from '../../src/runtime/spawn.js';
 import { readProcessIdentity, writeRuntimeState, type ReclaimOutcome } from '../../src/runtime/stale.js';
 import { checkHealth } from '../../src/runtime/health.js';
+import { startFrontDoor } from '../../src/runtime/front-door.js';
+import { createAdmission } from '../../src/core/admission.js';
 import { alive, fakeProfile, killQuietly, tempDir } from '../helpers/runtime-env.js';
 
 // An impostor: answers /health like a runtime would, counts what reaches it on stderr.
@@ -67,12 +69,18 @@ test('P-k an impostor listening at the previous runtime\'s socket path, named in
 /** A foreign listener that counts its connections. */
 async function foreignListener(path: string): Promise<{ count: () => number; close: () => Promise<void> }> {
   let connections = 0;
+  const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     connections++;
-    socket.end('HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{"status":"ok"}');
+    sockets.add(socket);
+    socket.end('HTTP/1.1 200 OK\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{"status":"ok"}');
   });
   await new Promise<void>((resolve) => server.listen(path, resolve));
-  return { count: () => connections, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  const close = (): Promise<void> => new Promise<void>((resolve) => {
+    for (const socket of sockets) socket.destroy();
+    server.close(() => resolve());
+  });
+  return { count: () => connections, close };
 }
 
 test('P-k a child\'s ready line naming another socket is ignored: the parent reaches only the socket it bound', async (t) => {
@@ -101,6 +109,37 @@ test('P-k a runtime socket file swapped for a link to a foreign socket fails hea
   symlinkSync(join(dir.path, 'foreign.sock'), path);
   assert.equal(await handle.healthCheck(2000), false);
   assert.equal((await checkHealth(handle.address, 2000)).ok, false);
+  assert.equal(foreign.count(), 0, 'the foreign socket never saw a connection');
+});
+
+test('P-k the front door sends no request to a runtime socket file swapped for a link: the client gets a 5xx, the foreign socket sees nothing', async (t) => {
+  const dir = tempDir();
+  t.after(dir.cleanup);
+  const foreign = await foreignListener(join(dir.path, 'foreign.sock'));
+  t.after(foreign.close);
+  const handle = await spawnRuntime(fakeProfile(), { dataDir: dir.path, readyTimeoutMs: 10_000 });
+  t.after(() => handle.stop(1000));
+  const token = 'a'.repeat(43);
+  const admission = createAdmission({ maxConcurrent: 4, maxQueue: 4, queueTimeoutMs: 2_000, ready: true });
+  const door = await startFrontDoor({ verifyToken: (candidate) => candidate === token, upstream: () => handle.address, admission });
+  let doorOpen = true;
+  t.after(() => (doorOpen ? door.close() : undefined));
+  const call = (): Promise<Response> => fetch(`${door.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } });
+  const before = await call();
+  // The stand-in runtime answers 404 to all but /health: the door reached the runtime it was given.
+  assert.equal(before.status, 404, 'the door reaches the runtime it was given');
+  await before.arrayBuffer();
+  const path = handle.address.kind === 'unix' ? handle.address.path : '';
+  renameSync(path, `${path}.moved`);
+  symlinkSync(join(dir.path, 'foreign.sock'), path);
+  // A new connection is needed: the pool's kept-alive one goes to the real runtime's inode.
+  await door.close();
+  doorOpen = false;
+  const again = await startFrontDoor({ verifyToken: (candidate) => candidate === token, upstream: () => handle.address, admission });
+  t.after(() => again.close());
+  const after = await fetch(`${again.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } });
+  await after.arrayBuffer();
+  assert.ok(after.status >= 500, `status ${after.status}`);
   assert.equal(foreign.count(), 0, 'the foreign socket never saw a connection');
 });
 
