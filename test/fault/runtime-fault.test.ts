@@ -12,7 +12,7 @@ import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeExit } from '../../src/runtime/spawn.js';
 import { readRuntimeState, type ReclaimOutcome } from '../../src/runtime/stale.js';
 import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
-import { fakeProfile, processesWith, runtimeEntry, tempDir, writeTinyModel } from '../helpers/runtime-env.js';
+import { fakeProfile, processesWith, runtimeDescendants, runtimeEntry, tempDir, writeTinyModel } from '../helpers/runtime-env.js';
 import { runtimeClient } from '../helpers/runtime-client.js';
 
 const ask = [{ role: 'user' as const, content: 'Hello there' }];
@@ -73,7 +73,7 @@ for (const [name, bytes] of [
         return true;
       },
     );
-    assert.deepEqual(processesWith(model), [], 'no runtime left');
+    assert.deepEqual(runtimeDescendants(), [], 'no runtime left');
     assert.equal(readRuntimeState(join(dir.path, 'data')), null);
   });
 }
@@ -91,7 +91,7 @@ test('a model that makes llama.cpp abort shows up as a crash (ERR_SPAWN_EXITED),
       return true;
     },
   );
-  assert.deepEqual(processesWith(model), []);
+  assert.deepEqual(runtimeDescendants(), []);
 });
 
 test('a child that aborts before ready is reported as ERR_SPAWN_EXITED with its signal', async (t) => {

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRestartPolicy } from '../../src/core/lifecycle.js';
-import { entriesUnder, processesWith, startTestCompanion } from '../helpers/assurance-runtime.js';
+import { entriesUnder, runtimeDescendants, startTestCompanion } from '../helpers/assurance-runtime.js';
 import { runSoak } from '../helpers/assurance-soak.js';
 import { handleCounts, settleHandles } from '../helpers/fuzz-http.js';
 
@@ -36,7 +36,7 @@ test(`soak ${SECONDS} s: runtime SIGKILLed at random, every call ends with a res
   assert.ok(figures.maxHealthLagMs <= HEALTH_INTERVAL_MS + 2 * cycle, `the front door /health lagged reality by ${figures.maxHealthLagMs} ms`);
 
   await companion.running.close();
-  assert.deepEqual(processesWith(companion.dataDir), [], 'no runtime process left');
+  assert.deepEqual(runtimeDescendants(), [], 'no runtime process left');
   assert.deepEqual(entriesUnder(`${companion.dataDir}/run`), [], 'the run directory is empty: no socket, lock or state file');
   assert.deepEqual(await settleHandles(baseline), {}, 'no socket left open in the companion');
 });

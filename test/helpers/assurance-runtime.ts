@@ -10,6 +10,7 @@ import { createTokenVerifier } from '../../src/core/guard.js';
 import type { RestartPolicy } from '../../src/core/lifecycle.js';
 import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
 import { startRuntimeGroup, type RunningCompanion } from '../../src/shell/companion.js';
+export { descendantsOf, listeningSocketOf, processesWith, runtimeDescendants } from './runtime-env.js';
 import type { SupervisorEvent } from '../../src/shell/supervisor.js';
 
 export const TINY_MODEL_ID = 'tiny';
@@ -94,60 +95,8 @@ export async function startTestCompanion(options: TestCompanionOptions = {}): Pr
   };
 }
 
-/** Live (non-zombie) pids whose command line contains `needle`. */
-export function processesWith(needle: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (!cmdline.includes(needle)) continue;
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z') found.push(Number(entry));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return found;
-}
 
-/** The argv of a live process, or null. */
-export function argvOf(pid: number): string[] | null {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a.length > 0);
-  } catch {
-    return null;
-  }
-}
 
-/** Every live descendant of `pid` (children, grandchildren…), from /proc/<pid>/task/<tid>/children. */
-export function descendantsOf(pid: number): number[] {
-  const out: number[] = [];
-  const walk = (parent: number): void => {
-    let tasks: string[] = [];
-    try {
-      tasks = readdirSync(`/proc/${parent}/task`);
-    } catch {
-      return;
-    }
-    for (const tid of tasks) {
-      let children = '';
-      try {
-        children = readFileSync(`/proc/${parent}/task/${tid}/children`, 'utf8');
-      } catch {
-        continue;
-      }
-      for (const child of children.split(' ').filter((c) => c.length > 0).map(Number)) {
-        if (!out.includes(child)) {
-          out.push(child);
-          walk(child);
-        }
-      }
-    }
-  };
-  walk(pid);
-  return out;
-}
 
 /** One GET /health over a runtime's Unix socket; true on 200 within `timeoutMs`. Never throws. */
 export function probeRuntimeSocket(socketPath: string, timeoutMs = 500): Promise<boolean> {
@@ -165,13 +114,6 @@ export function probeRuntimeSocket(socketPath: string, timeoutMs = 500): Promise
   });
 }
 
-/** The `--socket` argument of a runtime process, or null. */
-export function runtimeSocketOf(pid: number): string | null {
-  const argv = argvOf(pid);
-  if (argv === null) return null;
-  const at = argv.indexOf('--socket');
-  return at === -1 ? null : (argv[at + 1] ?? null);
-}
 
 /** The resident set size of a process in bytes (from /proc/<pid>/statm), or null. */
 export function rssOf(pid: number): number | null {

@@ -4,7 +4,7 @@
 // (`companionAvailable()`, the front door's /health) with what is true (a runtime process whose socket
 // answers /health). Used by the fault tier (short) and the assurance bench (10 minutes by default).
 import OpenAI from 'openai';
-import { frontDoorStatus, probeRuntimeSocket, processesWith, runtimeSocketOf, sleep, type TestCompanion } from './assurance-runtime.js';
+import { frontDoorStatus, listeningSocketOf, probeRuntimeSocket, runtimeDescendants, sleep, type TestCompanion } from './assurance-runtime.js';
 
 export interface SoakOptions {
   readonly durationMs: number;
@@ -45,6 +45,8 @@ export interface SoakFigures {
   readonly maxHealthLagMs: number;
   /** Disagreement stretches seen. */
   readonly lagEpisodes: number;
+  /** The longest availability disagreement: what the supervisor reported and its lifecycle state when it began. */
+  readonly worstLag: { readonly ms: number; readonly reported: boolean; readonly state: string } | null;
   readonly samples: number;
   readonly healthIntervalMs: number;
 }
@@ -143,7 +145,7 @@ export async function runSoak(companion: TestCompanion, options: SoakOptions): P
     }
   };
 
-  // Reality vs report. Reality: a runtime process of this companion whose socket answers /health.
+  // Reality vs report. Reality: a runtime process of this companion whose listening socket answers /health.
   const sampleEvery = options.sampleEveryMs ?? 50;
   let samples = 0;
   let episodes = 0;
@@ -151,12 +153,14 @@ export async function runSoak(companion: TestCompanion, options: SoakOptions): P
   let maxHealthLag = 0;
   let since: number | null = null;
   let healthSince: number | null = null;
+  let began: { reported: boolean; state: string } | null = null;
+  let worstLag: SoakFigures['worstLag'] = null;
   const sampler = async (): Promise<void> => {
     while (running) {
-      const pids = processesWith(companion.dataDir);
+      const pids = runtimeDescendants();
       let reality = false;
       for (const pid of pids) {
-        const socket = runtimeSocketOf(pid);
+        const socket = listeningSocketOf(pid);
         if (socket !== null && (await probeRuntimeSocket(socket, 300))) reality = true;
       }
       const reported = supervisor.companionAvailable();
@@ -166,9 +170,11 @@ export async function runSoak(companion: TestCompanion, options: SoakOptions): P
       if (reported !== reality) {
         if (since === null) {
           since = now;
+          began = { reported, state: supervisor.snapshot().state };
           episodes++;
         }
       } else if (since !== null) {
+        if (now - since > maxLag && began !== null) worstLag = { ms: Math.round(now - since), ...began };
         maxLag = Math.max(maxLag, now - since);
         since = null;
       }
@@ -199,7 +205,7 @@ export async function runSoak(companion: TestCompanion, options: SoakOptions): P
     calls: counts.calls, ok: counts.ok, httpErrors, streamCut: counts.streamCut, connectionErrors: counts.connection,
     silentTruncations: counts.silent, hung: counts.hung, otherErrors: counts.other, otherErrorSamples: otherSamples,
     kills: counts.kills, restarts,
-    maxAvailabilityLagMs: Math.round(maxLag), maxHealthLagMs: Math.round(maxHealthLag), lagEpisodes: episodes, samples,
+    maxAvailabilityLagMs: Math.round(maxLag), maxHealthLagMs: Math.round(maxHealthLag), lagEpisodes: episodes, worstLag, samples,
     healthIntervalMs: options.healthIntervalMs,
   };
 }

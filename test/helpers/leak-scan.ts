@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { readProcessIdentity } from '../../src/runtime/stale.js';
 import { descendantsOf, processesWith } from './assurance-runtime.js';
+import { alive } from './runtime-env.js';
 import { distRoot, repoRoot } from './paths.js';
 
 export interface SecretEntry {
@@ -281,7 +283,14 @@ export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
   });
 
   const skip = options.skipFile ?? (() => false);
+  // Every descendant ever seen, by pid and start time: what is still alive afterwards was left behind
+  // (an orphan is re-parented away from the demo, and the runtime's argv names no path to search for).
+  const seen = new Map<number, string>();
   const sample = async (): Promise<void> => {
+    for (const pid of descendantsOf(demoPid)) {
+      const identity = readProcessIdentity(pid);
+      if (identity !== null && !seen.has(pid)) seen.set(pid, identity.startTime);
+    }
     for (const pid of [demoPid, ...descendantsOf(demoPid)]) {
       // A descendant is sampled once it has exec'd (see settledSnapshot): before that it is the demo.
       const snap = pid === demoPid ? snapshotProcess(pid, 'demo') : await settledSnapshot(pid, 'descendant');
@@ -316,7 +325,10 @@ export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
     const { code, signal } = await exited;
     await sampler;
     // The tree after exit: what is still alive, and what is left on disk.
-    const leftOver = processesWith(options.root);
+    const leftOver = [...new Set([
+      ...[...seen].filter(([pid, startTime]) => alive(pid) && readProcessIdentity(pid)?.startTime === startTime).map(([pid]) => pid),
+      ...processesWith(options.root),
+    ])];
     for (const file of snapshotFiles(options.root, skip)) files.set(`${file.path}:${hash(file.content)}`, file);
     return {
       exitCode: code, signal, stdout, stderr, channel,

@@ -1,7 +1,7 @@
 // Shared helpers of the runtime tests: the generated tiny model on disk, private temp dirs, waits, /proc.
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
 import { distRoot } from './paths.js';
 
@@ -71,6 +71,79 @@ export function fakeProfile(extra: string[] = []): import('../../src/runtime/run
     args: [fakeRuntimeScript, ...extra],
     settings: {},
   };
+}
+
+/** Every descendant of `pid` (children, their children…), from /proc/<pid>/task/<tid>/children. */
+export function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  const walk = (parent: number): void => {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${parent}/task`);
+    } catch {
+      return;
+    }
+    for (const tid of tasks) {
+      let children = '';
+      try {
+        children = readFileSync(`/proc/${parent}/task/${tid}/children`, 'utf8');
+      } catch {
+        continue;
+      }
+      for (const child of children.split(' ').filter((c) => c.length > 0).map(Number)) {
+        if (!out.includes(child)) {
+          out.push(child);
+          walk(child);
+        }
+      }
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+/**
+ * Live runtime processes below `root` (default: this test process): the bundled runtime, the stand-in
+ * runtime and bubblewrap. Found by ancestry, not by a path on argv: the runtime's argv holds nothing but
+ * its entry file, so a search for the data dir or the model path would find nothing, whatever runs.
+ */
+export function runtimeDescendants(root = process.pid): number[] {
+  return descendantsOf(root).filter((pid) => {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      const runtime = argv.some((arg) => arg.endsWith('runtime-server/main.js') || arg.endsWith('runtime-fake.js')) || argv[0]?.endsWith('bwrap') === true;
+      return runtime && alive(pid);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * The path of the Unix socket a process listens on through one of its descriptors (its fd's socket
+ * inode looked up in /proc/net/unix), or null. The kernel lists the name the socket was bound to: the
+ * companion binds under a temporary name, links it to `rt.sock` in the same folder and unlinks the
+ * temporary name, so the reachable path is `rt.sock` next to it.
+ */
+export function listeningSocketOf(pid: number): string | null {
+  let inodes: Set<string>;
+  try {
+    inodes = new Set(readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '';
+      } catch {
+        return '';
+      }
+    }).filter((inode) => inode !== ''));
+  } catch {
+    return null;
+  }
+  // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; flag 00010000 is __SO_ACCEPTCON (listening).
+  for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length >= 8 && fields[3] === '00010000' && inodes.has(fields[6]!) && fields[7]!.startsWith('/')) return join(dirname(fields[7]!), 'rt.sock');
+  }
+  return null;
 }
 
 /** Pids of live processes whose command line contains `needle` (Linux /proc). */

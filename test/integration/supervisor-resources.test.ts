@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { STATE_FILE } from '../../src/runtime/stale.js';
 import { createSupervisor, type Supervisor, type SupervisorEvent, type SupervisorOptions } from '../../src/shell/supervisor.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
-import { processesWith, runtimeEntry, tempDir, waitFor } from '../helpers/runtime-env.js';
+import { runtimeDescendants, tempDir, waitFor } from '../helpers/runtime-env.js';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -42,7 +42,7 @@ function supervise(t: { after(fn: () => unknown): void }, options: Partial<Super
 
 /** The start was refused before any runtime existed: no process, no state file, no run folder, never `starting`. */
 function assertNothingSpawned(run: Run): void {
-  assert.deepEqual(processesWith(runtimeEntry), [], 'no runtime process exists');
+  assert.deepEqual(runtimeDescendants(), [], 'no runtime process exists');
   assert.equal(existsSync(join(run.dataDir, STATE_FILE)), false, 'no runtime was recorded');
   const runBase = join(run.dataDir, 'run');
   assert.deepEqual(existsSync(runBase) ? readdirSync(runBase) : [], []);

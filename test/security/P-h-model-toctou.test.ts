@@ -17,7 +17,7 @@ import { STATE_FILE } from '../../src/runtime/stale.js';
 import { openInstalledModel } from '../../src/shell/install.js';
 import { createSupervisor } from '../../src/shell/supervisor.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
-import { processesWith, runtimeEntry, tempDir } from '../helpers/runtime-env.js';
+import { runtimeDescendants, tempDir } from '../helpers/runtime-env.js';
 
 const linux = process.platform === 'linux' ? {} : { skip: 'reads /proc/<pid>/fd and fdinfo' };
 const GiB = 1024 ** 3;
@@ -132,7 +132,7 @@ test('P-h spawnRuntime() refuses a model descriptor opened read-write or write-o
     assert.equal(started, null, 'no runtime was started');
     assert.ok(outcome instanceof TypeError, 'a TypeError');
     assert.equal((outcome as { code?: string }).code, 'ERR_INVALID_ARG_VALUE');
-    assert.deepEqual(processesWith(runtimeEntry), [], 'no runtime process exists');
+    assert.deepEqual(runtimeDescendants(), [], 'no runtime process exists');
     assert.equal(existsSync(join(m.dataDir, STATE_FILE)), false, 'no runtime was recorded');
     const runBase = join(m.dataDir, 'run');
     assert.deepEqual(existsSync(runBase) ? readdirSync(runBase) : [], [], 'no run folder is left');
