@@ -4,8 +4,9 @@
 // from the closing `# skipped` / `# todo` totals, which leave skipped suites out.
 
 /**
- * The optional-skip prefix: reserved for external components that no package provides (an external
- * llama-server binary). A skip is optional only when its own reason starts with it.
+ * The optional-skip prefix: reserved for external components that no package provides (none today: the
+ * external llama-server it was made for was removed in issue 16). A skip is optional only when its own
+ * reason starts with it.
  */
 export const OPTIONAL_PREFIX = 'optional:';
 

@@ -58,9 +58,9 @@ for (const tier of wanted) {
   const count = countTap(report);
   summary.push(`${tier}: pass ${count.passed.length}, fail ${count.failed.length}, skipped ${count.skipped.length}, todo ${count.todo.length} (test points, suites included)`);
   if (result.status !== 0) failed = true;
-  // A skip whose own reason starts with "optional:" is for an external, optional component (an external
-  // llama-server binary): it is reported but does not fail the run. Every other skip, of a test or of a
-  // whole suite, does; so does a todo.
+  // A skip whose own reason starts with "optional:" is for an external, optional component (none today):
+  // it is reported but does not fail the run. Every other skip, of a test or of a whole suite, does; so
+  // does a todo.
   if (count.optionalSkipped.length > 0) {
     console.log(`test: tier '${tier}': ${count.optionalSkipped.length} optional test(s) skipped (external component not present)`);
   }

@@ -2,7 +2,8 @@
  * Private files and folders, written so that another local user or a planted symlink cannot redirect
  * them (threat P-f; issue 16 item 7). One helper per job, used by both groups and the hub:
  *
- * - {@link ensurePrivateDir} / {@link ensurePrivateDirSync}: a 0700 folder of ours, never a symlink.
+ * - {@link ensurePrivateDir} / {@link ensurePrivateDirSync}: a 0700 folder of ours, never a symlink;
+ *   {@link checkPrivateDir} checks one without creating it.
  * - {@link writePrivateFileAtomic} / {@link writePrivateFileAtomicSync}: a 0600 temp file with a random
  *   name opened `O_CREAT | O_EXCL | O_NOFOLLOW` (a link or a file planted at the temp name is refused,
  *   never followed), written, fsynced, then renamed over the target. A reader sees the old file or the
@@ -45,6 +46,23 @@ export async function ensurePrivateDir(dir: string, code: ErrorCode = 'ERR_STATE
   }
   checkDirStats(await lstat(dir), code);
   await chmod(dir, 0o700);
+}
+
+/**
+ * Checks, without creating anything, that `dir` is a private folder of ours (not a symlink, owned by
+ * this user). Resolves false when it does not exist; throws `code` (default `ERR_STATE_UNSAFE`) when
+ * something else holds the name.
+ */
+export async function checkPrivateDir(dir: string, code: ErrorCode = 'ERR_STATE_UNSAFE'): Promise<boolean> {
+  let stats;
+  try {
+    stats = await lstat(dir);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ENOENT') return false;
+    throw error;
+  }
+  checkDirStats(stats, code);
+  return true;
 }
 
 /** The synchronous {@link ensurePrivateDir}. */

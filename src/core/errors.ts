@@ -102,7 +102,7 @@ export const ERROR_CODES = {
   ERR_SPAWN_FAILED: 'the runtime process could not start',
   ERR_SPAWN_EXITED: 'the runtime process exited before it was ready',
   ERR_SPAWN_READY_TIMEOUT: 'the runtime did not report ready in time',
-  ERR_SPAWN_HANDSHAKE: 'the runtime reported an invalid address',
+  ERR_SPAWN_HANDSHAKE: 'the runtime did not get a valid start line',
   ERR_RUNTIME_MODEL_LOAD: 'the runtime could not load the model',
   ERR_RUNTIME_UNHEALTHY: 'the runtime health check failed',
   ERR_RUNTIME_GONE: 'the runtime process is gone',

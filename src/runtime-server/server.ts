@@ -139,7 +139,8 @@ function errorFromGeneration(error: unknown): ApiError {
 }
 
 /**
- * Creates the runtime's HTTP server (not yet listening). main.ts binds it and reports the address.
+ * Creates the runtime's HTTP server (not yet listening). main.ts serves it on the listening descriptor
+ * the companion bound and handed over (fd 4).
  */
 export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServer {
   const limit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;

@@ -14,8 +14,10 @@
  * `sandbox-macos.ts`, `sandbox-windows.ts`); the checks on the profile are in `sandbox-profile.ts`.
  * See docs/sandbox.md for what each mode gives and does not give.
  */
-import { execFile } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { accessSync, closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CompanionError, assertObject, assertString } from '../core/errors.js';
 import { bwrapArgs, readLinuxSystemLayout, type LinuxSystemLayout } from './sandbox-linux-bwrap.js';
 import { unshareArgs } from './sandbox-linux-unshare.js';
@@ -71,9 +73,17 @@ export interface DetectSandboxOptions {
 
 export const DETECT_TIMEOUT_MS = 5000;
 const MAX_REASON = 240;
+const MAX_OUTPUT = 1 << 16;
 
 // The proof: Node starts in the sandbox and sees no network interface but loopback.
 const PROOF_SCRIPT = "const n=Object.keys(require('os').networkInterfaces());process.exit(n.every((k)=>k==='lo'||k==='lo0')?0:3)";
+// Where bubblewrap's proof shows its read-only descriptor (as the runtime's model is shown).
+const PROOF_FD_PATH = '/run/companion/proof';
+// bubblewrap's proof also shows a file through --ro-bind-fd (how the runtime gets its model; upstream
+// bubblewrap 0.10, backported to Debian 12's 0.8) and checks that it cannot be reopened for writing. A
+// bubblewrap without --ro-bind-fd fails here, at detection, instead of at every start.
+const PROOF_FD_SCRIPT = "const n=Object.keys(require('os').networkInterfaces());if(!n.every((k)=>k==='lo'||k==='lo0'))process.exit(3);" +
+  `const f=require('fs');f.closeSync(f.openSync('${PROOF_FD_PATH}','r'));try{f.openSync('${PROOF_FD_PATH}','r+');process.exit(4)}catch(e){process.exit(e.code==='EROFS'?0:5)}`;
 
 const cache = new Map<string, Promise<SandboxSupport>>();
 
@@ -102,18 +112,63 @@ interface RunResult {
   readonly detail: string;
 }
 
-function run(file: string, args: string[], timeoutMs: number): Promise<RunResult> {
+/**
+ * Runs `file` with an empty environment and no shell, bounded by `timeoutMs` (then SIGKILL). With
+ * `fd3`, that descriptor is the child's fd 3 (the proof of --ro-bind-fd).
+ */
+function run(file: string, args: string[], timeoutMs: number, fd3?: number): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', env: {}, encoding: 'utf8', maxBuffer: 1 << 16, shell: false, windowsHide: true }, (error, stdout, stderr) => {
-      if (error === null) {
-        resolve({ ok: true, stdout, detail: '' });
-        return;
-      }
-      const record = error as { killed?: boolean; code?: unknown };
-      const detail = record.killed === true ? `timed out after ${timeoutMs} ms` : firstLine(stderr) || `exit status ${String(record.code)}`;
-      resolve({ ok: false, stdout, detail });
+    const child = spawn(file, args, { env: {}, shell: false, windowsHide: true, stdio: ['ignore', 'pipe', 'pipe', ...(fd3 === undefined ? [] : [fd3])] });
+    let stdout = '';
+    let stderr = '';
+    let killed = false;
+    const collect = (append: (text: string) => void) => (chunk: Buffer): void => append(chunk.toString('utf8'));
+    child.stdout?.on('data', collect((text) => { if (stdout.length < MAX_OUTPUT) stdout += text; }));
+    child.stderr?.on('data', collect((text) => { if (stderr.length < MAX_OUTPUT) stderr += text; }));
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve({ ok: false, stdout, detail: `cannot run (${error.code ?? 'error'})` });
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve({ ok: true, stdout, detail: '' });
+      else resolve({ ok: false, stdout, detail: killed ? `timed out after ${timeoutMs} ms` : firstLine(stderr) || `exit status ${String(code ?? signal)}` });
     });
   });
+}
+
+/**
+ * The bubblewrap proof: the plain proof plus an empty private file shown through --ro-bind-fd (not the
+ * node binary: a running executable refuses a write with ETXTBSY before the mount could say EROFS).
+ */
+async function proveBubblewrap(candidate: SandboxSupport, nodeBinary: string, timeoutMs: number): Promise<RunResult> {
+  let folder: string;
+  let fd: number;
+  try {
+    folder = mkdtempSync(join(tmpdir(), 'companion-proof-'));
+  } catch (error) {
+    return { ok: false, stdout: '', detail: `cannot make a proof file (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
+  try {
+    const file = join(folder, 'proof');
+    closeSync(openSync(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600));
+    fd = openSync(file, constants.O_RDONLY);
+    try {
+      const profile: SandboxProfile = { ...proofProfile(nodeBinary), readOnlyFd: { fd: 3, path: PROOF_FD_PATH } };
+      const wrapped = sandboxCommand({ file: nodeBinary, args: ['-e', PROOF_FD_SCRIPT] }, profile, candidate);
+      return await run(wrapped.file, [...wrapped.args], timeoutMs, fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (error) {
+    return { ok: false, stdout: '', detail: `cannot make a proof file (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+  }
 }
 
 function proofCommand(nodeBinary: string): SandboxCommandLine {
@@ -134,8 +189,7 @@ async function detectLinux(options: Required<Omit<DetectSandboxOptions, 'platfor
     const disableUserns = match !== null && (Number(match[1]) > 0 || Number(match[2]) >= 8);
     const candidate: SandboxSupport = { mode: 'bubblewrap', path: options.bwrapPath, disableUserns, layout: readLinuxSystemLayout() };
     if (!options.probe) return candidate;
-    const wrapped = sandboxCommand(proofCommand(options.nodeBinary), proofProfile(options.nodeBinary), candidate);
-    const proof = await run(wrapped.file, [...wrapped.args], options.timeoutMs);
+    const proof = await proveBubblewrap(candidate, options.nodeBinary, options.timeoutMs);
     if (proof.ok) return candidate;
     reasons.push(`bubblewrap cannot make a sandbox here (${proof.detail})`);
   }

@@ -14,9 +14,9 @@ import { parseTrustedKeys } from '../core/manifest-format.js';
 import { verifyManifest, type VerifiedManifest } from '../core/manifest.js';
 import { Secret } from '../core/secret.js';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { writePrivateFileAtomic } from '../common/private-file.js';
+import { ensurePrivateDir, writePrivateFileAtomic } from '../common/private-file.js';
 import type { OAuthFetch } from '../core/oauth.js';
 
 export interface AuthorityOptions {
@@ -72,7 +72,7 @@ async function readLastVersion(file: string): Promise<number | undefined> {
 }
 
 async function writeLastVersion(file: string, version: number): Promise<void> {
-  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  await ensurePrivateDir(dirname(file));
   // A random O_EXCL|O_NOFOLLOW temp name: a symlink planted at a predictable one is never followed (P-f).
   await writePrivateFileAtomic(file, JSON.stringify({ version }));
 }

@@ -23,7 +23,7 @@ import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors
 import { createIntegrityAccumulator, type IntegrityAccumulator } from '../core/integrity.js';
 import type { ManifestModel } from '../core/manifest-format.js';
 import { download, isStrongEtag, type DownloadStart } from '../runtime/download.js';
-import { ensurePrivateDir, readJsonFile as readJson, writePrivateJson } from '../common/private-file.js';
+import { checkPrivateDir, ensurePrivateDir, readJsonFile as readJson, writePrivateJson } from '../common/private-file.js';
 import { writePieces, type SinkInit, type SinkReply, type SinkRequest } from './install-worker.js';
 
 export interface PullProgress {
@@ -496,9 +496,12 @@ export interface OpenedModel {
  * same size and identity (inode, device, mtime, ctime, from fstat) passes at once; otherwise the
  * descriptor is hashed and must still match the verified digest (then the record is refreshed). The
  * caller hands this same descriptor to the runtime: there is no window between check and use.
- * @throws ERR_MODEL_NOT_INSTALLED (no record, or no file), ERR_MODEL_CHANGED (a link, size or digest differ)
+ * @throws ERR_MODEL_NOT_INSTALLED (no record, or no file), ERR_MODEL_CHANGED (a link, size or digest differ),
+ *   ERR_STATE_UNSAFE (`modelsDir` is a symlink or another user's)
  */
 export async function openInstalledModel(modelsDir: string): Promise<OpenedModel> {
+  // O_NOFOLLOW guards the file name only: a `models/` that became a link would redirect record and file.
+  if (!(await checkPrivateDir(modelsDir))) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
   const installed = await readInstalled(modelsDir);
   if (installed === null) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
   const path = join(modelsDir, modelFileName(installed.id));

@@ -249,6 +249,8 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
   function applyResourceDecision(figures: ResourceFigures): void {
     if (options.resourceLimits === undefined) return;
     // Unknown VRAM (no GPU, no tool) is "no GPU figure", not doubt: only a real figure is passed.
+    // A null CPU figure means "first sample, no interval yet" (src/runtime/probe.ts), not a failed read
+    // (a failed read throws ERR_PROBE_FAILED): it counts as 0 until the next sample measures it.
     const gpus = figures.vram?.gpus ?? [];
     const vram = gpus.length === 0 ? undefined : { usedBytes: gpus.reduce((sum, gpu) => sum + gpu.usedBytes, 0), totalBytes: gpus.reduce((sum, gpu) => sum + gpu.totalBytes, 0) };
     const decision = decideResources({ rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent ?? 0, ...(vram === undefined ? {} : { vram }) }, options.resourceLimits);

@@ -38,7 +38,7 @@ after(async () => {
 
 const ask = [{ role: 'user' as const, content: 'Hello there' }];
 
-test('spawnRuntime() resolves with the socket the child reported: mode 0600, in a fresh 0700 run directory', () => {
+test('spawnRuntime() resolves with the socket the companion bound for the child: mode 0600, in a fresh 0700 run directory', () => {
   assert.equal(handle.address.kind, 'unix');
   const path = handle.address.kind === 'unix' ? handle.address.path : '';
   assert.equal(dirname(path), handle.runDir);
@@ -162,7 +162,7 @@ test('a client that disconnects mid-stream cancels its generation and frees the 
   assert.equal(next.usage?.completion_tokens, 1);
 });
 
-test('stop() during a stream: the client sees an error event, the runtime exits 0 and removes its socket', async () => {
+test('stop() during a stream: the client sees an error event, the runtime exits 0 and its socket and run folder are removed', async () => {
   const path = handle.address.kind === 'unix' ? handle.address.path : '';
   const stream = await client.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 30_000, temperature: 0, stream: true });
   let stopping: Promise<{ forced: boolean }> | undefined;

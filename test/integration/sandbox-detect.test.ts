@@ -51,6 +51,25 @@ describe('detectSandbox()', () => {
     assert.match(support.reason ?? '', /bubblewrap cannot make a sandbox here \(exit status 1\)/);
   });
 
+  test('detectSandbox() does not pick a bubblewrap without --ro-bind-fd (older than 0.10 and not backported): the runtime could not get its model read-only', gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap'), async () => {
+    const old = join(root, 'old-bwrap');
+    writeFileSync(old, '#!/bin/sh\nfor a in "$@"; do [ "$a" = --ro-bind-fd ] && { echo "bwrap: Unknown option --ro-bind-fd" >&2; exit 1; }; done\nexec /usr/bin/bwrap "$@"\n');
+    chmodSync(old, 0o755);
+    const support = await detectSandbox({ bwrapPath: old });
+    assert.notEqual(support.mode, 'bubblewrap');
+    assert.match(support.reason ?? '', /bubblewrap cannot make a sandbox here \(bwrap: Unknown option --ro-bind-fd\)/);
+  });
+
+  test('detectSandbox() does not pick a bubblewrap that shows the descriptor writable: the proof reopens it for writing', gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap'), async () => {
+    const loose = join(root, 'loose-bwrap');
+    // Rewrites --ro-bind-fd into the writable --bind-fd and otherwise runs the real bubblewrap.
+    writeFileSync(loose, '#!/bin/sh\nfor a in "$@"; do shift; if [ "$a" = --ro-bind-fd ]; then set -- "$@" --bind-fd; else set -- "$@" "$a"; fi; done\nexec /usr/bin/bwrap "$@"\n');
+    chmodSync(loose, 0o755);
+    const support = await detectSandbox({ bwrapPath: loose });
+    assert.notEqual(support.mode, 'bubblewrap');
+    assert.match(support.reason ?? '', /bubblewrap cannot make a sandbox here \(exit status [45]\)/);
+  });
+
   test('detectSandbox() bounds a proof run that hangs', gate('unshare', unsharePresent, 'apt-get install util-linux'), async () => {
     const hanging = join(root, 'hanging-bwrap');
     writeFileSync(hanging, '#!/bin/sh\nexec sleep 30\n');

@@ -150,6 +150,14 @@ test('P-h openInstalledModel() refuses a symlink put where the model was, even o
   await assert.rejects(openInstalledModel(m.modelsDir), { code: 'ERR_MODEL_CHANGED' });
 });
 
+test('P-h openInstalledModel() refuses a models folder that was replaced by a link to an identical copy (record and model), with ERR_STATE_UNSAFE', async (t) => {
+  const m = installed(t);
+  const elsewhere = join(m.dataDir, 'elsewhere');
+  renameSync(m.modelsDir, elsewhere);
+  symlinkSync(elsewhere, m.modelsDir);
+  await assert.rejects(openInstalledModel(m.modelsDir), { code: 'ERR_STATE_UNSAFE' });
+});
+
 test('P-h createSupervisor() starts the runtime on the verified file when the model is swapped between its check and the spawn', { ...linux, timeout: 90_000 }, async (t) => {
   const m = installed(t);
   let swappedIno: number | null = null;

@@ -1,18 +1,19 @@
 // P-i at the spawn (D5.4): the runtime is started with an argv array and no shell, so nothing in a path
-// the companion passes on (its data and run folders end up on the runtime's argv as the socket path) is
-// ever interpreted. Each case puts one kind of shell syntax in the folder names, with a command that
-// would create a marker file if a shell ran it; the runtime must start on exactly that literal path and no
-// marker may appear. Through the public adapter only (spawnRuntime + bundledProfile), no sandbox wrapper.
+// the companion handles (its data and run folders: the runtime's working folder and its socket's folder)
+// is ever interpreted. Each case puts one kind of shell syntax in the folder names, with a command that
+// would create a marker file if a shell ran it; the runtime must start in exactly that literal folder, its
+// argv must be nothing but node and its entry file (the folder reaches it on no argv: issue 16 item 6),
+// and no marker may appear. Through the public adapter only (spawnRuntime + bundledProfile), no sandbox.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeHandle } from '../../src/runtime/spawn.js';
-import { writeTinyModel } from '../helpers/runtime-env.js';
+import { runtimeEntry, writeTinyModel } from '../helpers/runtime-env.js';
 
 // Short base: the socket path (<runDir>/rt-XXXXXX/rt.sock) must stay under 100 bytes, or the adapter
-// moves it to the system temp folder and the payload would never reach the argv.
+// moves it to the system temp folder and the payload would never reach the spawn.
 const base = mkdtempSync('/tmp/pi-');
 const marker = (n: number): string => join(base, `m${n}`);
 
@@ -46,12 +47,14 @@ for (const [i, { name, folder }] of CASES.entries()) {
     assert.equal(startError, null);
     assert.ok(handle !== null);
 
-    // The payload reached the runtime's argv intact, as one argument: the socket it reported is there.
+    // The payload reached the spawn intact: the runtime listens, and runs, inside the literal folder.
     assert.equal(handle.address.kind, 'unix');
     const socketPath = handle.address.kind === 'unix' ? handle.address.path : '';
     assert.ok(socketPath.startsWith(`${dir}/rt-`), 'the runtime listens inside the literal folder');
-    const argv = readFileSync(`/proc/${handle.pid}/cmdline`, 'utf8').split('\0');
-    assert.ok(argv.includes(socketPath), 'the socket path is one argv entry');
+    assert.ok(readlinkSync(`/proc/${handle.pid}/cwd`).startsWith(`${dir}/rt-`), 'the runtime works inside the literal folder');
+    // …and its argv is node and its entry file only: no folder, no socket path, no model path.
+    const argv = readFileSync(`/proc/${handle.pid}/cmdline`, 'utf8').split('\0').filter((arg) => arg.length > 0);
+    assert.deepEqual(argv, [process.execPath, runtimeEntry]);
     // No shell between us and the runtime: the runtime is our direct child and runs node itself.
     assert.equal(Number(readFileSync(`/proc/${handle.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]), process.pid);
     assert.equal(await handle.healthCheck(2000), true);

@@ -116,10 +116,13 @@ test('P-h P-k companionAvailable() is false after the model fails its re-verific
 });
 
 test('P-k companionAvailable() is false while the lifecycle is not ready (degraded over its resource limit) even with fresh, good health', { timeout: 90_000 }, async (t) => {
-  const { supervisor, events } = await startSupervisor(t, { resourceLimits: { maxRssBytes: 1024 * 1024 } });
+  // 64 MiB: above the start floor of the tiny model (its bytes + 32 MiB), so the start is allowed, and
+  // below what a loaded runtime holds (node and llama.cpp), so the first probe finds it over the limit.
+  const limit = 64 * 1024 * 1024;
+  const { supervisor, events } = await startSupervisor(t, { resourceLimits: { maxRssBytes: limit } });
   const mark = events.length;
   const figures = await supervisor.resources();
-  assert.ok(figures !== null && figures.rssBytes > 1024 * 1024, 'the probe saw the runtime over its limit');
+  assert.ok(figures !== null && figures.rssBytes > limit, 'the probe saw the runtime over its limit');
   const snap = supervisor.snapshot();
   assert.equal(snap.state, 'degraded');
   // Everything else still says yes: verified model, a good and fresh health sample, a live runtime.
