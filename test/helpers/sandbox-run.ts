@@ -1,7 +1,7 @@
 // Helpers for the sandbox tests: run a wrapped command as the spawn adapter will (detached: its own
 // process group, argv array, no shell), bounded by a timeout, and look at the process tree it leaves.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { distRoot, repoRoot } from './paths.js';
 
@@ -100,34 +100,7 @@ export function startDetached(command: { file: string; args: readonly string[] }
 }
 
 /** The pids below `pid` (children, grandchildren…), read from /proc. */
-export function descendants(pid: number): number[] {
-  const out: number[] = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    const current = queue.shift()!;
-    let tasks: string[] = [];
-    try {
-      tasks = readdirSync(`/proc/${current}/task`);
-    } catch {
-      continue;
-    }
-    for (const tid of tasks) {
-      let text = '';
-      try {
-        text = readFileSync(`/proc/${current}/task/${tid}/children`, 'latin1');
-      } catch {
-        continue;
-      }
-      for (const token of text.trim().split(/\s+/)) {
-        if (token.length === 0) continue;
-        const child = Number(token);
-        out.push(child);
-        queue.push(child);
-      }
-    }
-  }
-  return out;
-}
+export { descendantsOf as descendants } from './runtime-env.js';
 
 /** The process group of a live pid, or null when it is gone (or a zombie). */
 export function groupOf(pid: number): number | null {

@@ -3,14 +3,14 @@
 // socket file it bound (same inode), and an impostor at an old socket path, behind a stale state file, or
 // behind a socket file swapped for a link is never used (nor signalled). The fake runtime stands in for
 // the child.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, symlinkSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { spawnRuntime } from '../../src/runtime/spawn.js';
+import { spawnRuntime, type RuntimeHandle } from '../../src/runtime/spawn.js';
 import { readProcessIdentity, writeRuntimeState, type ReclaimOutcome } from '../../src/runtime/stale.js';
 import { checkHealth } from '../../src/runtime/health.js';
 import { startFrontDoor } from '../../src/runtime/front-door.js';
@@ -95,30 +95,34 @@ test('P-k a child\'s ready line naming another socket is ignored: the parent rea
   assert.equal(foreign.count(), 0, 'nothing went to the address the child named');
 });
 
-test('P-k a runtime socket file swapped for a link to a foreign socket fails health closed; the foreign socket sees nothing', async (t) => {
+/** A foreign listener and a stand-in runtime in a fresh folder; `swap()` puts a link to the foreign socket at the runtime's socket path. */
+async function runtimeNextToForeign(t: TestContext): Promise<{ handle: RuntimeHandle; foreign: Awaited<ReturnType<typeof foreignListener>>; swap: () => void }> {
   const dir = tempDir();
   t.after(dir.cleanup);
   const foreign = await foreignListener(join(dir.path, 'foreign.sock'));
   t.after(foreign.close);
   const handle = await spawnRuntime(fakeProfile(), { dataDir: dir.path, readyTimeoutMs: 10_000 });
   t.after(() => handle.stop(1000));
+  const swap = (): void => {
+    const path = handle.address.kind === 'unix' ? handle.address.path : '';
+    // What a compromised runtime with write access to the folder did in the first wave.
+    renameSync(path, `${path}.moved`);
+    symlinkSync(join(dir.path, 'foreign.sock'), path);
+  };
+  return { handle, foreign, swap };
+}
+
+test('P-k a runtime socket file swapped for a link to a foreign socket fails health closed; the foreign socket sees nothing', async (t) => {
+  const { handle, foreign, swap } = await runtimeNextToForeign(t);
   assert.equal(await handle.healthCheck(2000), true);
-  const path = handle.address.kind === 'unix' ? handle.address.path : '';
-  // What a compromised runtime with write access to the folder did in the first wave.
-  renameSync(path, `${path}.moved`);
-  symlinkSync(join(dir.path, 'foreign.sock'), path);
+  swap();
   assert.equal(await handle.healthCheck(2000), false);
   assert.equal((await checkHealth(handle.address, 2000)).ok, false);
   assert.equal(foreign.count(), 0, 'the foreign socket never saw a connection');
 });
 
 test('P-k the front door sends no request to a runtime socket file swapped for a link: the client gets a 5xx, the foreign socket sees nothing', async (t) => {
-  const dir = tempDir();
-  t.after(dir.cleanup);
-  const foreign = await foreignListener(join(dir.path, 'foreign.sock'));
-  t.after(foreign.close);
-  const handle = await spawnRuntime(fakeProfile(), { dataDir: dir.path, readyTimeoutMs: 10_000 });
-  t.after(() => handle.stop(1000));
+  const { handle, foreign, swap } = await runtimeNextToForeign(t);
   const token = 'a'.repeat(43);
   const admission = createAdmission({ maxConcurrent: 4, maxQueue: 4, queueTimeoutMs: 2_000, ready: true });
   const door = await startFrontDoor({ verifyToken: (candidate) => candidate === token, upstream: () => handle.address, admission });
@@ -129,9 +133,7 @@ test('P-k the front door sends no request to a runtime socket file swapped for a
   // The stand-in runtime answers 404 to all but /health: the door reached the runtime it was given.
   assert.equal(before.status, 404, 'the door reaches the runtime it was given');
   await before.arrayBuffer();
-  const path = handle.address.kind === 'unix' ? handle.address.path : '';
-  renameSync(path, `${path}.moved`);
-  symlinkSync(join(dir.path, 'foreign.sock'), path);
+  swap();
   // A new connection is needed: the pool's kept-alive one goes to the real runtime's inode.
   await door.close();
   doorOpen = false;
