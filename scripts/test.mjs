@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { countTap, requireAllProblems } from './tap-count.mjs';
 
 const TIERS = ['unit', 'property', 'architecture', 'integration', 'security', 'fault', 'e2e'];
@@ -27,9 +27,15 @@ function findTests(dir) {
   for (const name of readdirSync(dir).sort()) {
     const path = join(dir, name);
     if (statSync(path).isDirectory()) out.push(...findTests(path));
-    else if (name.endsWith('.test.js')) out.push(path);
+    // Only a compiled test whose source still exists: tsc leaves the output of a deleted test behind.
+    else if (name.endsWith('.test.js') && existsSync(sourceOf(path))) out.push(path);
   }
   return out;
+}
+
+/** dist/test/x/y.test.js → test/x/y.test.ts */
+function sourceOf(compiled) {
+  return join(root, relative(join(root, 'dist'), compiled)).replace(/\.js$/, '.ts');
 }
 
 const requireAll = process.env.COMPANION_REQUIRE_ALL === '1';
