@@ -41,6 +41,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { createAdmission } from '../src/core/admission.js';
 import { createTokenVerifier } from '../src/core/guard.js';
 import { startFrontDoor, type FrontDoor } from '../src/runtime/front-door.js';
+import { socketIdentity } from '../src/runtime/health.js';
 import { median, percentile, type Bench, type Figures } from './harness.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -389,9 +390,11 @@ const bench: Bench = {
     loadLines = createInterface({ input: loadChild.stdout! })[Symbol.asyncIterator]();
     pipe = await startPipeProxy(upstreamSocket);
     undici = await startUndiciProxy(upstreamSocket);
+    // As in production: the socket's identity, checked before each new pool connection.
+    const upstreamAddress = { kind: 'unix' as const, path: upstreamSocket, identity: socketIdentity(upstreamSocket) };
     door = await startFrontDoor({
       verifyToken: createTokenVerifier(token),
-      upstream: () => ({ kind: 'unix', path: upstreamSocket }),
+      upstream: () => upstreamAddress,
       // Room for 50 connections: the bench measures the checks, not the queueing policy.
       admission: createAdmission({ maxConcurrent: 64, maxQueue: 64, queueTimeoutMs: 30_000, ready: true }),
     });
