@@ -68,6 +68,9 @@ function classify(error: unknown, streamed: boolean, started: boolean): CallOutc
   if (error instanceof OpenAI.APIError && typeof error.status === 'number') return 'http-error';
   if (error instanceof OpenAI.APIConnectionError) return 'connection-error';
   if (streamed && started) return 'stream-cut';
+  // undici's "terminated": the answer's head arrived, then the connection closed (the runtime died) before
+  // the body or the first event. The client saw an error: a cut stream, or a cut connection.
+  if (error instanceof TypeError && error.message === 'terminated') return streamed ? 'stream-cut' : 'connection-error';
   return 'other-error';
 }
 
