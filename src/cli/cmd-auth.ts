@@ -1,5 +1,5 @@
 /** `companion login` and `companion logout` (D5.2). */
-import { isCompanionError } from '../core/errors.js';
+import { CompanionError } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
@@ -48,7 +48,8 @@ export const loginCommand: Command = {
     'Signs in to the hub with the OAuth native-app flow: a one-shot listener on 127.0.0.1, the system',
     'browser, PKCE S256 and an issuer check; the tokens go to the OS keychain, never to a file.',
     'With --no-browser (or when no browser opens) the URL is printed: open it in a browser on this machine.',
-    'With --json: {"event":"open","url":URL} once the listener is up, then {"event":"signed-in"} or {"event":"error","code"}.',
+    'With --json: {"event":"open","url":URL} once the listener is up, then {"event":"signed-in"} or, on',
+    'failure, {"error":{"code","message"}}.',
     '',
     'Options:',
     '  --no-browser           print the URL instead of opening the browser',
@@ -73,10 +74,6 @@ export const loginCommand: Command = {
       if (context.json) context.emit({ event: 'signed-in', ...(result.subject ? { user: result.subject } : {}), expiresAt: new Date(result.expiresAt).toISOString() });
       else io.out(`Signed in${result.subject ? ` as ${result.subject}` : ''} (scope: ${result.scope.join(' ')}).`);
       return 0;
-    } catch (error) {
-      // With --json the failure is an event too (its code only); the one stderr line follows from main.
-      if (context.json && isCompanionError(error)) context.emit({ event: 'error', code: error.code });
-      throw error;
     } finally {
       await context.close();
     }
@@ -104,8 +101,8 @@ export const logoutCommand: Command = {
       if (context.json) context.emit({ event: 'signed-out', revoked: outcome.revoked, failed: outcome.failedAccounts });
       else io.out(`Signed out${outcome.revoked ? ' (session revoked at the hub)' : ' (the hub could not be told; local items deleted)'}.`);
       if (outcome.failedAccounts.length > 0) {
-        io.err(`companion logout: could not delete ${outcome.failedAccounts.join(', ')} from the keychain; unlock it and run logout again [ERR_CUSTODY_SIGNOUT_INCOMPLETE]`);
-        return 1;
+        // The one stderr line (and with --json the error object) comes from main.
+        throw new CompanionError('ERR_CUSTODY_SIGNOUT_INCOMPLETE', `could not delete ${outcome.failedAccounts.join(', ')} from the keychain; unlock it and run logout again`);
       }
       return 0;
     } finally {

@@ -3,6 +3,7 @@ import { runDemo } from '../shell/demo.js';
 import { parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { untilSignal } from './cmd-up.js';
+import { CliUsageError } from './io.js';
 
 const LABELS: Record<string, string> = {
   hub: 'started the reference hub (authorization server, signed manifest, model host) on 127.0.0.1',
@@ -38,13 +39,17 @@ export const demoCommand: Command = {
   async run(args, io) {
     const parsed = parseCommandArgs(args, { 'keep-running': { type: 'boolean' }, prompt: { type: 'string' } });
     const json = parsed.values.json === true;
-    const threads = typeof parsed.values.threads === 'string' ? Number(parsed.values.threads) : undefined;
+    const threadsText = parsed.values.threads;
+    const threads = typeof threadsText === 'string' ? Number(threadsText) : undefined;
+    if (threads !== undefined && (!/^[0-9]{1,3}$/.test(String(threadsText)) || threads < 1 || threads > 256)) throw new CliUsageError('--threads takes a whole number from 1 to 256');
+    const keychain = parsed.values.keychain;
+    if (keychain !== undefined && keychain !== 'memory' && keychain !== 'os') throw new CliUsageError('--keychain takes "memory" (or nothing for the OS keychain)');
     let streaming = false;
     await runDemo({
       keepRunning: parsed.values['keep-running'] === true,
-      ...(threads !== undefined && Number.isInteger(threads) && threads > 0 ? { threads } : {}),
+      ...(threads !== undefined ? { threads } : {}),
       ...(typeof parsed.values.prompt === 'string' ? { prompt: parsed.values.prompt } : {}),
-      keychain: parsed.values.keychain === 'memory' ? 'memory' : 'auto',
+      keychain: keychain === 'memory' ? 'memory' : 'auto',
       untilStopped: untilSignal(),
       report: (event) => {
         if (json) {
@@ -52,7 +57,7 @@ export const demoCommand: Command = {
           return;
         }
         if (streaming) {
-          process.stdout.write('\n');
+          io.write('\n');
           streaming = false;
         }
         if (event.event === 'step') {
@@ -71,10 +76,10 @@ export const demoCommand: Command = {
           return;
         }
         if (!streaming) {
-          process.stdout.write('           > ');
+          io.write('           > ');
           streaming = true;
         }
-        process.stdout.write(text.replace(/\n/g, ' '));
+        io.write(text.replace(/\n/g, ' '));
       },
     });
     return 0;

@@ -8,6 +8,7 @@
 import { openKeychain, type KeychainHealth, type OpenKeychainOptions, type OsKeychain } from '../authority/keychain.js';
 import { isCompanionError } from '../core/errors.js';
 import type { Command } from './commands.js';
+import { printableOption } from './args.js';
 import { CliUsageError, type Io } from './io.js';
 import { detectSandboxMode } from './sandbox-mode.js';
 
@@ -63,7 +64,7 @@ function parse(args: readonly string[]): { json: boolean; backend: 'os' | 'memor
       if (args[i + 1] === undefined) throw new CliUsageError(`${arg} needs a value`);
       i += 1;
     } else if (/^--(hub|ca|data-dir|manifest-key)=/.test(arg)) continue;
-    else throw new CliUsageError(`unknown argument '${arg.startsWith('-') ? arg : 'positional'}'`);
+    else throw new CliUsageError(arg.startsWith('-') ? `unknown option ${printableOption(arg)}` : 'takes no arguments');
   }
   return { json, backend };
 }
@@ -123,7 +124,10 @@ export function createDoctorCommand(overrides: Partial<DoctorDeps> = {}): Comman
       if (report.keychain.state === 'available') return 0;
       // One line: the state, and what to do (the backend's own advice when it has one).
       const { backend: name, state, detail } = report.keychain;
-      io.err(`companion doctor: keychain ${state} (${name}): ${detail ?? ADVICE[state]}`);
+      const message = `keychain ${state} (${name}): ${detail ?? ADVICE[state]}`;
+      io.err(`companion doctor: ${message}`);
+      // With --json a failure ends with the one error object, as every command's (src/cli/main.ts).
+      if (json) io.out(JSON.stringify({ error: { code: state === 'locked' ? 'ERR_KEYCHAIN_LOCKED' : 'ERR_KEYCHAIN_UNAVAILABLE', message } }));
       return 1;
     },
   };

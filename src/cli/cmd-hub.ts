@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from './commands.js';
+import { printableOption } from './args.js';
 import { CliUsageError, type Io } from './io.js';
 
 const HELP = `Usage: companion hub [--port P] [--model-host-port Q] [--data-dir DIR] [--json]
@@ -64,7 +65,7 @@ export function parseHubArgs(args: readonly string[]): HubArgs {
       case '--debug':
         break;
       default:
-        throw new CliUsageError(`unknown argument '${arg.slice(0, 40)}'`);
+        throw new CliUsageError(arg.startsWith('-') ? `unknown option ${printableOption(arg)}` : 'takes no arguments');
     }
   }
   return out;

@@ -20,7 +20,8 @@ export const pullCommand: Command = {
     'streams, and gives it its final name only when size and SHA-256 match. An interrupted pull resumes.',
     'MODEL is a model id from the manifest (default: the first one).',
     'With --json: one event per line on stdout ({"event":"progress"|"resume"|"restart"|"verified",…});',
-    'the last one is {"event":"verified","model":ID,"bytes":N,"reused":BOOL}. Errors: one line on stderr.',
+    'the last one is {"event":"verified","model":ID,"bytes":N,"reused":BOOL}. A failure: one line on stderr and',
+    '{"error":{"code","message"}} on stdout. Ctrl-C stops (the next pull resumes); exit status 130.',
     '',
     'Options:',
     COMMON_HELP,
@@ -47,7 +48,7 @@ export const pullCommand: Command = {
           const figures = `${Math.floor(share * 100)}%  ${mib(event.bytes)}/${mib(event.total)} MiB  ${mib(event.bytesPerSecond)} MiB/s${eta}`;
           if (io.isTty) {
             const filled = Math.round(share * 24);
-            process.stdout.write(`\r  [${'#'.repeat(filled)}${'.'.repeat(24 - filled)}] ${figures}`.padEnd(90));
+            io.write(`\r  [${'#'.repeat(filled)}${'.'.repeat(24 - filled)}] ${figures}`.padEnd(90));
           } else if (Date.now() - lastLine > 5_000 || event.bytes === event.total) {
             lastLine = Date.now();
             io.out(`  ${figures}`);
@@ -64,7 +65,7 @@ export const pullCommand: Command = {
         installed = await pullModel({ model, manifestVersion: manifest.version, modelsDir: context.paths.models, dispatcher: context.agent, onEvent, signal: controller.signal });
       } finally {
         process.removeListener('SIGINT', onSigint);
-        if (!context.json && io.isTty) process.stdout.write('\n');
+        if (!context.json && io.isTty) io.write('\n');
       }
       if (!context.json) io.out(`${installed.id}: verified and installed${reused ? ' (already there, unchanged)' : ''}.`);
       return 0;

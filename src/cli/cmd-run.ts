@@ -11,6 +11,7 @@ import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { CliUsageError } from './io.js';
 import { authorityFor, createContext } from './context.js';
+import { readInstalled } from '../shell/install.js';
 
 export const runCommand: Command = {
   name: 'run',
@@ -22,6 +23,8 @@ export const runCommand: Command = {
     'whether the companion is available. local-only never goes to the cloud. The cloud lane is configured',
     'with COMPANION_CLOUD_URL (an OpenAI-compatible base URL) and COMPANION_CLOUD_KEY; without them only',
     'the local lane exists. The answer streams to stdout; the prompt and answer are never logged.',
+    'With --json nothing streams: one line {"answer": TEXT, "lane": "companion"|"cloud", "model": ID|null,',
+    '"finishReason": STRING|null, "usage": {"promptTokens","completionTokens"}|null}.',
     '',
     'Options:',
     '  --tier T               the data\'s context tier (default private)',
@@ -41,8 +44,9 @@ export const runCommand: Command = {
     } catch (error) {
       throw new CliUsageError((error as Error).message);
     }
-    const maxTokens = parsed.values['max-tokens'] === undefined ? 128 : Number(parsed.values['max-tokens']);
-    if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 8192) throw new CliUsageError('--max-tokens takes a whole number from 1 to 8192');
+    const maxTokensText = parsed.values['max-tokens'];
+    const maxTokens = maxTokensText === undefined ? 128 : Number(maxTokensText);
+    if ((typeof maxTokensText === 'string' && !/^[0-9]{1,4}$/.test(maxTokensText)) || maxTokens < 1 || maxTokens > 8192) throw new CliUsageError('--max-tokens takes a whole number from 1 to 8192');
     const context = await createContext(parsed, io);
     try {
       const discovery = await readDiscovery(context.paths.discovery);
@@ -55,10 +59,11 @@ export const runCommand: Command = {
       }
       const cloudUrl = io.env.COMPANION_CLOUD_URL;
       const cloudKey = io.env.COMPANION_CLOUD_KEY;
+      const cloudModel = io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini';
       const client = createLlmClient({
         local: () => local,
         companionAvailable: () => (local === null ? false : endpointHealthy(local.verified, local.token)),
-        ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini' } } : {}),
+        ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: cloudModel } } : {}),
         preference: prefer as LanePreference,
       });
       const result = await client.complete({
@@ -66,11 +71,16 @@ export const runCommand: Command = {
         stream: true,
         maxTokens,
         messages: [{ role: 'user', content: prompt }],
-        onToken: (text) => process.stdout.write(text),
+        // With --json the answer is a field of the one object, never raw text on stdout.
+        ...(context.json ? {} : { onToken: (text: string) => io.write(text) }),
       });
-      process.stdout.write('\n');
-      if (context.json) context.emit({ event: 'done', lane: result.lane, finishReason: result.finishReason, usage: result.usage });
-      else io.err(`(lane: ${result.lane}${result.usage ? `, ${result.usage.completionTokens} tokens` : ''})`);
+      if (context.json) {
+        const model = result.lane === 'cloud' ? cloudModel : (await readInstalled(context.paths.models).catch(() => null))?.id ?? null;
+        context.emit({ answer: result.text, lane: result.lane, model, finishReason: result.finishReason, usage: result.usage });
+      } else {
+        io.write('\n');
+        io.err(`(lane: ${result.lane}${result.usage ? `, ${result.usage.completionTokens} tokens` : ''})`);
+      }
       return 0;
     } finally {
       await context.close();

@@ -5,9 +5,38 @@
  */
 import { checkInstalledModel, readInstalled } from '../shell/install.js';
 import { endpointHealthy, readDiscovery, readPublishedState, verifyEndpoint } from '../shell/discovery.js';
+import { CompanionError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
+
+/** What `status` found, reduced to what decides a fault. */
+export interface StatusFacts {
+  /** 'available', or the keychain's error code (only with a hub configured). */
+  readonly keychain: string;
+  /** A model is installed but no longer matches what was verified. */
+  readonly modelChanged: boolean;
+  /** A live `up` was asked to attest and did not answer, or failed: its code; else null. */
+  readonly runtimeCheck: string | null;
+  /** The published runtime state is `failed` (it gave up restarting). */
+  readonly runtimeFailed: boolean;
+}
+
+/**
+ * The first fault among `facts`, or null (docs/decisions.md, "status exit status"). Not signed in, no
+ * model and not running are states the user acts on, not faults.
+ */
+export function statusFault(facts: StatusFacts): { code: ErrorCode; message: string } | null {
+  if (facts.keychain !== 'available') {
+    const code = facts.keychain in ERROR_CODES ? (facts.keychain as ErrorCode) : 'ERR_KEYCHAIN_FAILURE';
+    return { code, message: `the keychain is not usable (${code === 'ERR_KEYCHAIN_LOCKED' ? 'locked: unlock it' : 'run companion doctor'})` };
+  }
+  if (facts.modelChanged) return { code: 'ERR_MODEL_CHANGED', message: 'the installed model changed since it was verified; run companion pull' };
+  if (facts.runtimeCheck === 'ERR_ENDPOINT_UNVERIFIED') return { code: 'ERR_ENDPOINT_UNVERIFIED', message: 'the recorded endpoint failed the attestation; restart companion up' };
+  if (facts.runtimeCheck !== null) return { code: 'ERR_UPSTREAM_UNAVAILABLE', message: 'companion up is running but its endpoint does not answer' };
+  if (facts.runtimeFailed) return { code: 'ERR_UPSTREAM_UNAVAILABLE', message: 'the runtime failed and stopped restarting; restart companion up' };
+  return null;
+}
 
 export const statusCommand: Command = {
   name: 'status',
@@ -21,6 +50,11 @@ export const statusCommand: Command = {
     'With --json: {"signedIn", "model": {"id","verified"}|null, "runtime": {"state","pid"}|null,',
     '"companionAvailable", "resources": {...}|null, "endpoint": URL|null, ...}. When the recorded endpoint fails',
     'the attestation, "endpoint" is null and "endpointError" is "ERR_ENDPOINT_UNVERIFIED".',
+    '',
+    'Exit status 1 when what it shows is a fault: the keychain is locked or unavailable (with a hub',
+    'configured), the installed model no longer matches what was verified, or a running companion does',
+    'not answer (or fails the attestation, or its runtime failed). Not signed in, no model and not running',
+    'are states, not faults: exit 0. With --json the report is followed by {"error":{"code","message"}}.',
     '',
     'Options:',
     COMMON_HELP,
@@ -81,6 +115,13 @@ export const statusCommand: Command = {
         io.out(`Available:  ${report.companionAvailable ? 'yes' : 'no'}`);
         io.out(`Endpoint:   ${report.endpoint ?? (endpointError !== null ? `- (the recorded endpoint failed the attestation: ${endpointError}; restart companion up)` : '-')}`);
       }
+      const fault = statusFault({
+        keychain: context.config.hub === null ? 'available' : keychain,
+        modelChanged: installed !== null && !verified,
+        runtimeCheck: check === null || check.ok ? null : check.code,
+        runtimeFailed: report.runtime?.state === 'failed',
+      });
+      if (fault !== null) throw new CompanionError(fault.code, fault.message);
       return 0;
     } finally {
       await context.close();

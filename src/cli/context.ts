@@ -1,10 +1,10 @@
 /** What most commands need: the configuration, a verifying fetch, the layout, the authority group. */
 import { readCaFile, createTlsAgent, fetchWith } from '../common/tls.js';
-import { CompanionError } from '../core/errors.js';
+import { isCompanionError } from '../core/errors.js';
 import { createAuthorityGroup, type AuthorityGroup } from '../shell/authority.js';
 import { layout, resolveConfig, type CompanionConfig } from '../shell/config.js';
 import type { Agent } from 'undici';
-import type { Io } from './io.js';
+import { CliUsageError, type Io } from './io.js';
 import type { Parsed } from './args.js';
 
 export interface CommandContext {
@@ -13,15 +13,26 @@ export interface CommandContext {
   readonly agent: Agent;
   readonly fetch: typeof globalThis.fetch;
   readonly json: boolean;
-  /** Prints a human line (stderr when --json, so stdout stays machine-readable). */
+  /** Prints a human line (stderr when --json, so stdout carries JSON lines only). */
   note(line: string): void;
   /** Prints one JSON object (with --json) on stdout. */
   emit(value: Record<string, unknown>): void;
   close(): Promise<void>;
 }
 
+/**
+ * Resolves the configuration and opens the TLS agent.
+ * @throws CliUsageError for a bad option or environment value (`--threads 0`, an http hub): a usage error
+ * (exit 2) like any other bad value on the command line. ERR_TLS_CA for an unreadable CA file.
+ */
 export async function createContext(parsed: Parsed, io: Io): Promise<CommandContext> {
-  const config = resolveConfig(parsed.values, io.env);
+  let config: CompanionConfig;
+  try {
+    config = resolveConfig(parsed.values, io.env);
+  } catch (error) {
+    if (isCompanionError(error, 'ERR_CONFIG')) throw new CliUsageError(error.message);
+    throw error;
+  }
   const extraCas = config.caFile === null ? [] : await readCaFile(config.caFile);
   const agent = createTlsAgent({ extraCas });
   const json = parsed.values.json === true;
@@ -37,9 +48,9 @@ export async function createContext(parsed: Parsed, io: Io): Promise<CommandCont
   };
 }
 
-/** The authority group for the configured hub. @throws ERR_CONFIG without a hub. */
+/** The authority group for the configured hub. @throws CliUsageError without a hub (a missing argument). */
 export function authorityFor(context: CommandContext, io: Io): AuthorityGroup {
-  if (context.config.hub === null) throw new CompanionError('ERR_CONFIG', 'no hub configured: pass --hub URL or set COMPANION_HUB');
+  if (context.config.hub === null) throw new CliUsageError('no hub configured: pass --hub URL or set COMPANION_HUB');
   return createAuthorityGroup({
     hub: context.config.hub,
     keychain: context.config.keychain,

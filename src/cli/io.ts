@@ -1,21 +1,57 @@
-/** Output ports of the CLI, swapped in tests. */
+/** Output ports of the CLI, swapped in tests. Every command writes through these, never to process.stdout. */
+import type { ErrorCode } from '../core/errors.js';
+
 export interface Io {
+  /** One line on stdout. */
   out(line: string): void;
+  /** One line on stderr. */
   err(line: string): void;
+  /** Text on stdout without a newline (a progress bar, streamed tokens). Never used with --json. */
+  write(text: string): void;
   readonly isTty: boolean;
   readonly env: NodeJS.ProcessEnv;
+  /** True once the reader of stdout went away (EPIPE): the exit status is then 0, as `git log | head`. */
+  readonly outputClosed?: () => boolean;
 }
 
+/**
+ * The process's own streams. A reader that closes early (`companion status | head -1`) makes the next
+ * write fail with EPIPE: that ends the process quietly, never with a stack trace. A long-running command
+ * (it listens for SIGTERM: `up`, `hub`, `demo`) is stopped as by SIGTERM so its children are stopped too;
+ * any other command exits at once with status 0.
+ */
 export function processIo(): Io {
+  let closed = false;
+  const onStreamError = (error: NodeJS.ErrnoException): void => {
+    if (closed) return;
+    // Why any error, not only EPIPE: nothing can be printed about a broken stdout or stderr anyway.
+    closed = true;
+    if (error.code !== 'EPIPE') process.exitCode = 1;
+    else process.exitCode = 0;
+    if (process.listenerCount('SIGTERM') > 0) process.kill(process.pid, 'SIGTERM');
+    else process.exit();
+  };
+  process.stdout.on('error', onStreamError);
+  process.stderr.on('error', onStreamError);
+  const write = (stream: NodeJS.WriteStream, text: string): void => {
+    if (closed || stream.destroyed) return;
+    stream.write(text);
+  };
   return {
-    out: (line) => process.stdout.write(`${line}\n`),
-    err: (line) => process.stderr.write(`${line}\n`),
+    out: (line) => write(process.stdout, `${line}\n`),
+    err: (line) => write(process.stderr, `${line}\n`),
+    write: (text) => write(process.stdout, text),
     isTty: process.stdout.isTTY === true,
     env: process.env,
+    outputClosed: () => closed,
   };
 }
 
-/** A command-line usage problem: printed with a pointer to --help, exit status 2. */
+/**
+ * A command-line usage problem (unknown option, bad value, missing argument): one line on stderr with a
+ * pointer to --help, exit status 2, and with --json `{"error":{"code":"ERR_USAGE",…}}` on stdout.
+ */
 export class CliUsageError extends Error {
   override readonly name = 'CliUsageError';
+  readonly code: ErrorCode = 'ERR_USAGE';
 }

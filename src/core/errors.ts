@@ -125,6 +125,7 @@ export const ERROR_CODES = {
   ERR_STATE_UNSAFE: 'a private state folder or file is a symlink, not a folder, or owned by another user',
   ERR_LOCKED_BY_OTHER: 'another companion is running with this data directory',
   ERR_USAGE: 'the command line is not valid; see --help',
+  ERR_INTERRUPTED: 'interrupted (Ctrl-C)',
   ERR_INTERNAL: 'an unexpected internal error',
 } as const;
 

@@ -113,7 +113,7 @@ test('signIn() and companion login fail with a coded TLS error and store nothing
   const out: string[] = [];
   const err: string[] = [];
   const status = await main(['login', '--no-browser', '--keychain', 'memory', '--hub', ch.hub.issuer, '--data-dir', dir], {
-    out: (line) => out.push(line), err: (line) => err.push(line), isTty: false, env: {},
+    out: (line) => out.push(line), err: (line) => err.push(line), write: () => undefined, isTty: false, env: {},
   });
   assert.equal(status, 1);
   assert.match(err.join('\n'), /companion login: the hub's TLS certificate could not be verified .*--ca FILE.* \[ERR_HUB_UNREACHABLE\]/);
@@ -235,7 +235,7 @@ test('signOut() reports the items it could not delete when the keychain is locke
 test('companion login refuses a --timeout outside 1 to 3600 seconds with a usage error before contacting the hub', BOUND, async () => {
   for (const value of ['abc', '0', '-5', '1.5', '3601', '']) {
     const err: string[] = [];
-    const status = await main(['login', '--no-browser', '--keychain', 'memory', '--hub', 'https://127.0.0.1:9', `--timeout=${value}`], { out: () => undefined, err: (line) => err.push(line), isTty: false, env: {} });
+    const status = await main(['login', '--no-browser', '--keychain', 'memory', '--hub', 'https://127.0.0.1:9', `--timeout=${value}`], { out: () => undefined, err: (line) => err.push(line), write: () => undefined, isTty: false, env: {} });
     assert.equal(status, 2, value);
     assert.match(err.join('\n'), /--timeout takes a whole number of seconds from 1 to 3600/, value);
   }

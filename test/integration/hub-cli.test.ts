@@ -100,7 +100,8 @@ test('a second companion hub on a locked data directory fails with ERR_LOCKED_BY
   const { child } = await startCli(t, ['--data-dir', dir]);
   const second = spawnSync(process.execPath, [BIN, 'hub', '--json', '--data-dir', dir], { cwd: repoRoot, encoding: 'utf8', timeout: 20_000 });
   assert.equal(second.status, 1);
-  assert.equal(second.stdout, '');
+  // With --json the failure is the one error object on stdout (src/cli/main.ts).
+  assert.equal((JSON.parse(second.stdout) as { error: { code: string } }).error.code, 'ERR_LOCKED_BY_OTHER');
   assert.match(second.stderr, /\[ERR_LOCKED_BY_OTHER\]/);
   child.kill('SIGTERM');
   assert.equal(await exitOf(child), 0);

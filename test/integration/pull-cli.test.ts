@@ -30,7 +30,8 @@ test('companion pull --json fails with one coded line (ERR_NOT_SIGNED_IN) when n
     (error: { code?: number; stdout: string; stderr: string }) => error,
   );
   assert.equal(result.code, 1, result.stderr);
-  assert.equal(result.stdout, '', 'nothing on stdout: no JSON event was emitted');
+  // stdout: the one JSON error object (src/cli/main.ts), and no event before it.
+  assert.deepEqual(result.stdout.split('\n').filter((line) => line.length > 0).map((line) => (JSON.parse(line) as { error?: { code?: string } }).error?.code), ['ERR_NOT_SIGNED_IN']);
   // Besides the announcement that --keychain memory is in use (by design), exactly one coded line.
   const lines = result.stderr.split('\n').filter((line) => line.length > 0 && !line.startsWith('companion: using the in-memory keychain'));
   assert.equal(lines.length, 1, result.stderr);

@@ -11,7 +11,7 @@ import type { Io } from '../../src/cli/io.js';
 function captureIo(): Io & { stdout: string[]; stderr: string[] } {
   const stdout: string[] = [];
   const stderr: string[] = [];
-  return { stdout, stderr, out: (l) => stdout.push(l), err: (l) => stderr.push(l), isTty: false, env: {} };
+  return { stdout, stderr, out: (l) => stdout.push(l), err: (l) => stderr.push(l), write: (t) => stdout.push(t), isTty: false, env: {} };
 }
 
 function deps(health: KeychainHealth, calls: string[] = []): Partial<DoctorDeps> {
@@ -65,6 +65,8 @@ for (const state of ['locked', 'unavailable'] as const) {
     const report = JSON.parse(io.stdout[0]!) as { keychain: { state: string; detail: string } };
     assert.equal(report.keychain.state, state);
     assert.equal(report.keychain.detail, detail);
+    assert.equal(io.stdout.length, 2, 'the report, then the one error object');
+    assert.equal((JSON.parse(io.stdout[1]!) as { error: { code: string } }).error.code, state === 'locked' ? 'ERR_KEYCHAIN_LOCKED' : 'ERR_KEYCHAIN_UNAVAILABLE');
     assert.equal(io.stderr.length, 1);
     assert.match(io.stderr[0]!, new RegExp(`^companion doctor: keychain ${state} \\(secret-service\\): `));
   });
