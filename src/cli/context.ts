@@ -2,7 +2,7 @@
 import { readCaFile, createTlsAgent, fetchWith } from '../common/tls.js';
 import { CompanionError } from '../core/errors.js';
 import { createAuthorityGroup, type AuthorityGroup } from '../shell/authority.js';
-import { layout, resolveConfig, type CompanionConfig } from '../shell/config.js';
+import { installationKey, layout, resolveConfig, type CompanionConfig } from '../shell/config.js';
 import type { Agent } from 'undici';
 import type { Io } from './io.js';
 import type { Parsed } from './args.js';
@@ -42,6 +42,7 @@ export function authorityFor(context: CommandContext, io: Io): AuthorityGroup {
   if (context.config.hub === null) throw new CompanionError('ERR_CONFIG', 'no hub configured: pass --hub URL or set COMPANION_HUB');
   return createAuthorityGroup({
     hub: context.config.hub,
+    installationKey: installationKey(context.config.dataDir),
     keychain: context.config.keychain,
     fetch: context.fetch,
     manifestKeys: context.config.manifestKeys,
