@@ -49,11 +49,17 @@ export interface OpenKeychainOptions {
 /** Longest service name accepted (a hub origin is far shorter). */
 const MAX_SERVICE_LENGTH = 255;
 
+/** An installation key as {@link keychainServiceFor} takes it: 16 lowercase hex digits. */
+const INSTALLATION_KEY = /^[0-9a-f]{16}$/;
+
 /**
- * The service name for a hub: `companion:<origin>` (scheme, host, port). Two hubs, two names, so their
- * items never mix. Throws `ERR_INVALID_ARG_VALUE` unless `hub` is an http(s) URL.
+ * The service name for a hub and an installation: `companion:<origin>#<installation key>` (scheme, host,
+ * port; the key is a digest of the data dir, never its path: src/shell/config.ts `installationKey`). Two
+ * hubs, or two data dirs on one hub, get two names, so their items (the loopback token above all) never
+ * mix. Without a key: `companion:<origin>` (the hub alone; only for a health check, which reads no item).
+ * Throws `ERR_INVALID_ARG_VALUE` unless `hub` is an http(s) URL and the key, when given, is 16 hex digits.
  */
-export function keychainServiceFor(hub: string): string {
+export function keychainServiceFor(hub: string, installationKey?: string): string {
   assertString(hub, 'hub');
   let url: URL;
   try {
@@ -62,7 +68,9 @@ export function keychainServiceFor(hub: string): string {
     throw argError('ERR_INVALID_ARG_VALUE', 'hub must be an http(s) URL');
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw argError('ERR_INVALID_ARG_VALUE', 'hub must be an http(s) URL');
-  return `companion:${url.origin}`;
+  if (installationKey === undefined) return `companion:${url.origin}`;
+  if (typeof installationKey !== 'string' || !INSTALLATION_KEY.test(installationKey)) throw argError('ERR_INVALID_ARG_VALUE', 'installationKey must be 16 hex digits');
+  return `companion:${url.origin}#${installationKey}`;
 }
 
 /**

@@ -1,10 +1,13 @@
 /** `companion up`: start the runtime and the guarded endpoint; runs until SIGINT/SIGTERM. */
 import { startRuntimeGroup } from '../shell/companion.js';
-import { claimDiscovery } from '../shell/discovery.js';
+import { isCompanionError } from '../core/errors.js';
+import { claimDiscovery, readDiscovery } from '../shell/discovery.js';
 import { resolveSandbox } from '../shell/sandbox-choice.js';
+import { acquireUpLock, type UpLock } from '../shell/up-lock.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
-import { authorityFor, createContext } from './context.js';
+import { authorityFor, createContext, type CommandContext } from './context.js';
+import type { Io } from './io.js';
 
 /** Resolves on the first SIGINT or SIGTERM. */
 export function untilSignal(): Promise<string> {
@@ -19,6 +22,19 @@ export function untilSignal(): Promise<string> {
   });
 }
 
+/**
+ * The one line a second `up` prints (and, with --json, its error event): the running one's URL from its
+ * live discovery record when it has written one yet.
+ */
+async function reportRunning(context: CommandContext, io: Io, pid: number): Promise<void> {
+  const record = await readDiscovery(context.paths.discovery);
+  const url = record !== null && record.pid === pid ? record.url : null;
+  const message = url === null ? `companion is already running (pid ${pid})` : `companion is already running at ${url} (pid ${pid})`;
+  io.err(message);
+  // The one --json error object every command ends a failure with (src/cli/main.ts), with pid and URL.
+  if (context.json) context.emit({ error: { code: 'ERR_LOCKED_BY_OTHER', message, pid, endpoint: url } });
+}
+
 export const upCommand: Command = {
   name: 'up',
   summary: 'start the runtime and the guarded endpoint; runs until Ctrl-C',
@@ -29,6 +45,8 @@ export const upCommand: Command = {
     'of its model and code), and serves the guarded OpenAI-compatible endpoint on 127.0.0.1. A new',
     'loopback token is made for each run and kept in the keychain; `companion endpoint` prints it.',
     'With --json: {"event":"available","endpoint":URL} once available, then one line per change.',
+    'One `up` per data dir: a second one prints `companion is already running at URL (pid N)` and exits 1',
+    '(with --json also {"error":{"code":"ERR_LOCKED_BY_OTHER",...}} on stdout), leaving the first alone.',
     '',
     'Options:',
     '  --threads N            CPU threads for inference (default: the runtime\'s choice)',
@@ -39,11 +57,26 @@ export const upCommand: Command = {
     const parsed = parseCommandArgs(args);
     const context = await createContext(parsed, io);
     const stop = untilSignal();
+    let lock: UpLock | null = null;
     try {
+      // First, before anything is rotated, spawned or deleted: one `up` per data dir (issue 18 item 1).
+      try {
+        lock = await acquireUpLock(context.paths.upLock);
+      } catch (error) {
+        if (!isCompanionError(error, 'ERR_LOCKED_BY_OTHER') || typeof error.detail?.pid !== 'number') throw error;
+        await reportRunning(context, io, error.detail.pid);
+        return 1;
+      }
       const sandbox = await resolveSandbox(context.config.sandbox, (line) => io.err(line));
       const authority = authorityFor(context, io);
-      // Before the token is rotated: another live `up` on this data dir keeps its token (ERR_LOCKED_BY_OTHER).
-      await claimDiscovery(context.paths.discovery);
+      // Still before the token is rotated: a live record without a lock (an `up` of an older version) is left alone too.
+      try {
+        await claimDiscovery(context.paths.discovery);
+      } catch (error) {
+        if (!isCompanionError(error, 'ERR_LOCKED_BY_OTHER') || typeof error.detail?.pid !== 'number') throw error;
+        await reportRunning(context, io, error.detail.pid);
+        return 1;
+      }
       const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
       let endpoint = '';
       const companion = await startRuntimeGroup({
@@ -75,6 +108,8 @@ export const upCommand: Command = {
       if (context.json) context.emit({ event: 'stopped' });
       return 0;
     } finally {
+      // Every exit path: a normal stop, a signal (which ends `stop` above), a failed start.
+      await lock?.release();
       await context.close();
     }
   },

@@ -2,7 +2,7 @@
 import { readCaFile, createTlsAgent, fetchWith } from '../common/tls.js';
 import { isCompanionError } from '../core/errors.js';
 import { createAuthorityGroup, type AuthorityGroup } from '../shell/authority.js';
-import { layout, resolveConfig, type CompanionConfig } from '../shell/config.js';
+import { installationKey, layout, resolveConfig, type CompanionConfig } from '../shell/config.js';
 import type { Agent } from 'undici';
 import { CliUsageError, type Io } from './io.js';
 import type { Parsed } from './args.js';
@@ -53,6 +53,7 @@ export function authorityFor(context: CommandContext, io: Io): AuthorityGroup {
   if (context.config.hub === null) throw new CliUsageError('no hub configured: pass --hub URL or set COMPANION_HUB');
   return createAuthorityGroup({
     hub: context.config.hub,
+    installationKey: installationKey(context.config.dataDir),
     keychain: context.config.keychain,
     fetch: context.fetch,
     manifestKeys: context.config.manifestKeys,

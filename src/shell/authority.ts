@@ -22,6 +22,12 @@ import type { OAuthFetch } from '../core/oauth.js';
 export interface AuthorityOptions {
   /** The hub's issuer URL (https). */
   readonly hub: string;
+  /**
+   * The data dir's installation key (src/shell/config.ts `installationKey`): the keychain service is
+   * `companion:<hub origin>#<key>`, so two data dirs on one hub keep their own items (loopback token,
+   * sign-in, installation id).
+   */
+  readonly installationKey: string;
   readonly keychain: 'os' | 'memory';
   /** A fetch that verifies TLS against the platform roots plus the extra CA. */
   readonly fetch: typeof globalThis.fetch;
@@ -82,7 +88,7 @@ export function createAuthorityGroup(options: AuthorityOptions): AuthorityGroup 
   const client: HubClient = { issuer: options.hub, clientId: options.clientId ?? DEFAULT_CLIENT_ID, scope: [...DEFAULT_SCOPE], scopeCeiling: [...DEFAULT_SCOPE] };
   const keychain = options.keychainInstance ?? openKeychain({
     backend: options.keychain,
-    service: keychainServiceFor(options.hub),
+    service: keychainServiceFor(options.hub, options.installationKey),
     ...(options.announce ? { announce: options.announce } : {}),
   });
   const custody = createCustody({ keychain, now });

@@ -4,8 +4,10 @@
  * `--manifest-key KEY` / COMPANION_MANIFEST_KEY, `--keychain memory`, threads and sandbox options.
  * Flags win over the environment. Every path is made absolute.
  */
+import { createHash } from 'node:crypto';
+import { realpathSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { CompanionError } from '../core/errors.js';
 
 export type KeychainChoice = 'os' | 'memory';
@@ -32,6 +34,31 @@ export function defaultDataDir(env: NodeJS.ProcessEnv = process.env, platform: N
   return join(base, 'companion');
 }
 
+/**
+ * The installation key of a data dir: the first 16 hex digits of SHA-256 over its resolved path, with
+ * symlinks resolved as far as the path exists (so `/tmp/x` and its real path give one key, before and
+ * after the folder is made). It names the data dir in the keychain service (`keychainServiceFor`) so two
+ * installations on one hub never share an item; the path itself never appears in a service name or output.
+ */
+export function installationKey(dataDir: string): string {
+  let existing = resolve(dataDir);
+  const rest: string[] = [];
+  let real: string | null = null;
+  for (;;) {
+    try {
+      real = realpathSync(existing);
+      break;
+    } catch {
+      const parent = dirname(existing);
+      if (parent === existing) break;
+      rest.unshift(basename(existing));
+      existing = parent;
+    }
+  }
+  const path = real === null ? resolve(dataDir) : join(real, ...rest);
+  return createHash('sha256').update(`companion-data-dir\0${path}`, 'utf8').digest('hex').slice(0, 16);
+}
+
 /** Folders inside the data dir. */
 export function layout(dataDir: string) {
   return {
@@ -42,6 +69,8 @@ export function layout(dataDir: string) {
     discovery: join(dataDir, 'run', 'endpoint.json'),
     /** The state `up` publishes for `status` (no secret). */
     state: join(dataDir, 'run', 'state.json'),
+    /** The single-instance lock `up` holds while it runs (pid, start time, executable). */
+    upLock: join(dataDir, 'run', 'up.lock'),
     /** The runtime's lock/state file for stale reclaim. */
     runtimeLock: join(dataDir, 'run', 'runtime.lock'),
     /** The last manifest version seen (rollback protection). */

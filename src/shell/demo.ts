@@ -15,7 +15,7 @@ import { completeSignInAsDevUser } from '../hub/dev-browser.js';
 import { startHub, type RunningHub } from '../hub/index.js';
 import { createAuthorityGroup, type AuthorityGroup } from './authority.js';
 import { startRuntimeGroup, type RunningCompanion } from './companion.js';
-import { layout } from './config.js';
+import { installationKey, layout } from './config.js';
 import { pullModel } from './install.js';
 import { resolveSandbox } from './sandbox-choice.js';
 
@@ -60,11 +60,11 @@ export async function runDemo(options: DemoOptions): Promise<void> {
 
     let backend: 'os' | 'memory' = 'memory';
     if (options.keychain !== 'memory') {
-      const health = await openKeychain({ backend: 'os', service: keychainServiceFor(hub.issuer), timeoutMs: 5_000 }).health().catch(() => null);
+      const health = await openKeychain({ backend: 'os', service: keychainServiceFor(hub.issuer, installationKey(dataDir)), timeoutMs: 5_000 }).health().catch(() => null);
       if (health?.state === 'available') backend = 'os';
     }
     authority = createAuthorityGroup({
-      hub: hub.issuer, keychain: backend, fetch, manifestKeys: hub.manifestKey, manifestVersionFile: paths.manifestVersion,
+      hub: hub.issuer, installationKey: installationKey(dataDir), keychain: backend, fetch, manifestKeys: hub.manifestKey, manifestVersionFile: paths.manifestVersion,
       announce: (line) => options.report({ event: 'note', text: line }),
     });
     const signedIn = authority;

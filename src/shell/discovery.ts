@@ -162,7 +162,7 @@ export async function claimDiscovery(path: string): Promise<void> {
   await ensurePrivateDir(dirname(path));
   const record = parseDiscoveryRecord(await readJsonFile(path));
   if (record !== null && record.pid !== process.pid && recordIsLive(record)) {
-    throw new CompanionError('ERR_LOCKED_BY_OTHER', `another companion (pid ${record.pid}) is running with this data directory; stop it first or use another --data-dir`);
+    throw new CompanionError('ERR_LOCKED_BY_OTHER', `another companion (pid ${record.pid}) is running with this data directory; stop it first or use another --data-dir`, { detail: { pid: record.pid } });
   }
   await rm(path, { force: true });
 }

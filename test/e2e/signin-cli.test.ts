@@ -12,6 +12,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { keychainServiceFor } from '../../src/authority/keychain.js';
+import { installationKey } from '../../src/shell/config.js';
 import { KEYCHAIN_ACCOUNTS } from '../../src/core/keychain-port.js';
 import { chromiumPresent, launchChromium } from '../helpers/browser.js';
 import { gate } from '../helpers/gate.js';
@@ -58,7 +59,7 @@ test('companion login signs in through a real browser into the real Secret Servi
   const env = { ...secretService.env };
   const dataDir = join(dir, 'data');
   const common = ['--hub', hub.hub, '--ca', hub.ca, '--data-dir', dataDir];
-  const service = keychainServiceFor(hub.hub);
+  const service = keychainServiceFor(hub.hub, installationKey(dataDir));
 
   // login: the listener is up and the URL printed.
   const login = startCli(t, ['login', '--no-browser', '--json', '--manifest-key', hub.manifestKey, ...common], { env });

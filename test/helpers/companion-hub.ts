@@ -9,6 +9,7 @@ import { createTlsAgent, fetchWith } from '../../src/common/tls.js';
 import { completeSignInAsDevUser } from '../../src/hub/dev-browser.js';
 import { startHub, type HubOptions, type RunningHub } from '../../src/hub/index.js';
 import { createAuthorityGroup, type AuthorityGroup, type AuthorityOptions } from '../../src/shell/authority.js';
+import { installationKey } from '../../src/shell/config.js';
 import type { AfterHook } from './hub.js';
 
 export interface CompanionHub {
@@ -34,7 +35,7 @@ export async function startCompanionHub(t: AfterHook, options: HubOptions = {}):
   return {
     hub, agent, fetch, dir,
     authority: (overrides = {}) => createAuthorityGroup({
-      hub: hub.issuer, keychain: 'memory', fetch, manifestKeys: hub.manifestKey, manifestVersionFile: join(dir, 'manifest-version.json'),
+      hub: hub.issuer, installationKey: installationKey(dir), keychain: 'memory', fetch, manifestKeys: hub.manifestKey, manifestVersionFile: join(dir, 'manifest-version.json'),
       announce: () => undefined, ...overrides,
     }),
     browser: (consent = 'allow') => async (url: string) => {

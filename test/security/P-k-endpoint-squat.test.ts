@@ -22,6 +22,7 @@ import { createInterface } from 'node:readline';
 import { keychainServiceFor } from '../../src/authority/keychain.js';
 import { ATTEST_ROUTE, createAttestNonce, verifyAttestation } from '../../src/core/attest.js';
 import { readProcessIdentity } from '../../src/runtime/stale.js';
+import { installationKey } from '../../src/shell/config.js';
 import { claimDiscovery, DISCOVERY_FORMAT, readDiscovery } from '../../src/shell/discovery.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runCli, startCli, type CliResult, type LongRunning } from '../helpers/cli.js';
@@ -186,14 +187,31 @@ function httpCall(port: number, options: { method?: string; path: string; header
 }
 
 let secrets: SecretServiceHandle;
-let keychain: KeychainChild;
+const keychains = new Map<string, KeychainChild>();
 let root = '';
 let env: NodeJS.ProcessEnv = {};
 
-async function storedToken(): Promise<string> {
-  const result = await keychain.call('get', 'loopback-token');
+/** The real keychain on the data dir's service (the loopback token is keyed by hub and data dir). */
+async function keychainOf(dataDir: string): Promise<KeychainChild> {
+  const service = keychainServiceFor(HUB, installationKey(dataDir));
+  let keychain = keychains.get(service);
+  if (keychain === undefined) {
+    keychain = await openKeychainChild(secrets.env, { service });
+    keychains.set(service, keychain);
+  }
+  return keychain;
+}
+
+async function storedToken(dataDir: string): Promise<string> {
+  const result = await (await keychainOf(dataDir)).call('get', 'loopback-token');
   assert.ok(result.ok && typeof result.value === 'string', 'a loopback token is in the keychain');
   return result.value as string;
+}
+
+/** Stores `token` (default: a random one, as a previous `up` left after an unclean exit) for `dataDir`. */
+async function seedToken(dataDir: string, token = randomBytes(32).toString('base64url')): Promise<void> {
+  const set = await (await keychainOf(dataDir)).call('set', 'loopback-token', token);
+  assert.ok(set.ok);
 }
 
 function freshDataDir(name: string): string {
@@ -221,6 +239,7 @@ async function deadPid(): Promise<number> {
 }
 
 interface Clients {
+  readonly dataDir: string;
   readonly endpoint: CliResult;
   readonly status: CliResult;
   readonly run: CliResult;
@@ -230,11 +249,14 @@ interface Clients {
 /** The three clients a user or a local program runs, against `dataDir`. */
 async function runClients(dataDir: string): Promise<Clients> {
   const common = ['--hub', HUB, '--data-dir', dataDir];
+  // A token for this data dir, as a previous `up` left it (unless the test stored one).
+  const held = await (await keychainOf(dataDir)).call('get', 'loopback-token');
+  if (!held.ok || held.value === null) await seedToken(dataDir);
   const prompt = `secret prompt text ${randomBytes(6).toString('hex')}`;
   const endpoint = await runCli(['endpoint', '--json', ...common], env, 30_000);
   const status = await runCli(['status', '--json', ...common], env, 30_000);
   const run = await runCli(['run', prompt, '--tier', 'local-only', '--max-tokens', '4', ...common], env, 30_000);
-  return { endpoint, status, run, prompt };
+  return { dataDir, endpoint, status, run, prompt };
 }
 
 /**
@@ -243,7 +265,7 @@ async function runClients(dataDir: string): Promise<Clients> {
  * and `run` failed, `status` says unavailable with no endpoint.
  */
 async function assertRefused(clients: Clients, squatter: Squatter, expect: { challenges: 'none' | 'only'; endpointCode: string }): Promise<void> {
-  const token = await storedToken();
+  const token = await storedToken(clients.dataDir);
   const requests = await squatter.requests();
   for (const r of requests) {
     const headers = r.rawHeaders ?? [];
@@ -301,15 +323,11 @@ describe('P-k endpoint squatting by another local user', options, () => {
     chmodSync(squatterDir, 0o755);
     secrets = await startSecretService();
     env = { PATH: process.env.PATH ?? '/usr/bin:/bin', ...secrets.env };
-    keychain = await openKeychainChild(secrets.env, { service: keychainServiceFor(HUB) });
-    // The token a previous `up` stored (as after an unclean exit).
-    const set = await keychain.call('set', 'loopback-token', randomBytes(32).toString('base64url'));
-    assert.ok(set.ok);
   });
 
   after(async () => {
     if (up !== null) assert.equal(await up.stop(), 0, up.stderr());
-    await keychain?.close();
+    for (const keychain of keychains.values()) await keychain.close();
     await secrets?.stop();
     rmSync(root, { recursive: true, force: true });
     rmSync(squatterDir, { recursive: true, force: true });
@@ -356,7 +374,7 @@ describe('P-k endpoint squatting by another local user', options, () => {
   test('P-k with a real companion up, endpoint, status and run work through the attestation (control)', async () => {
     const real = await realUp();
     const common = ['--hub', HUB, '--data-dir', real.dataDir];
-    const token = await storedToken();
+    const token = await storedToken(real.dataDir);
     const endpoint = await runCli(['endpoint', '--json', ...common], env, 30_000);
     assert.equal(endpoint.status, 0, endpoint.stderr);
     assert.deepEqual(JSON.parse(endpoint.stdout), { url: real.endpoint, token });
@@ -377,7 +395,7 @@ describe('P-k endpoint squatting by another local user', options, () => {
 
   test('P-k P-f the front door answers GET /companion/attest without a token only after its other checks: a MAC and never the token, no-store, no CORS', async () => {
     const real = await realUp();
-    const token = await storedToken();
+    const token = await storedToken(real.dataDir);
     const host = `127.0.0.1:${real.port}`;
     const nonce = createAttestNonce();
     const ok = await httpCall(real.port, { path: ATTEST_ROUTE.path, headers: { host, 'companion-nonce': nonce } });
@@ -422,6 +440,8 @@ describe('P-k endpoint squatting by another local user', options, () => {
     // The worst case for the identity check: the record names the live companion process itself, so only
     // the attestation stands between the token and the squatter's port.
     const dataDir = freshDataDir('garbage');
+    // And its data dir holds the real door's token, so nothing but the attestation protects it.
+    await seedToken(dataDir, await storedToken(real.dataDir));
     writeRecord(dataDir, { ...real.record, url: `http://127.0.0.1:${squatter.port}/v1` });
     assert.notEqual(await readDiscovery(join(dataDir, 'run', 'endpoint.json')), null, 'the record passes the identity check');
     await assertRefused(await runClients(dataDir), squatter, { challenges: 'only', endpointCode: 'ERR_ENDPOINT_UNVERIFIED' });
@@ -432,6 +452,7 @@ describe('P-k endpoint squatting by another local user', options, () => {
     const squatter = await startSquatter('relay', real.port);
     t.after(() => squatter.stop());
     const dataDir = freshDataDir('relay');
+    await seedToken(dataDir, await storedToken(real.dataDir));
     writeRecord(dataDir, { ...real.record, url: `http://127.0.0.1:${squatter.port}/v1` });
     const clients = await runClients(dataDir);
     await assertRefused(clients, squatter, { challenges: 'only', endpointCode: 'ERR_ENDPOINT_UNVERIFIED' });
@@ -443,12 +464,13 @@ describe('P-k endpoint squatting by another local user', options, () => {
   test('P-k a second up on a live companion\'s data dir refuses with ERR_LOCKED_BY_OTHER and leaves its record and token alone', async () => {
     const real = await realUp();
     const before = readFileSync(join(real.dataDir, 'run', 'endpoint.json'), 'utf8');
-    const token = await storedToken();
+    const token = await storedToken(real.dataDir);
     const second = await runCli(['up', '--json', '--allow-unsandboxed', '--hub', HUB, '--data-dir', real.dataDir], env, 30_000);
     assert.equal(second.status, 1, second.stderr);
-    assert.match(second.stderr, /\[ERR_LOCKED_BY_OTHER\]/);
+    assert.equal(second.stderr, `companion is already running at ${real.endpoint} (pid ${String(real.record.pid)})\n`);
+    assert.equal((JSON.parse(second.stdout) as { error?: { code?: unknown } }).error?.code, 'ERR_LOCKED_BY_OTHER');
     assert.equal(readFileSync(join(real.dataDir, 'run', 'endpoint.json'), 'utf8'), before);
-    assert.equal(await storedToken(), token, 'the running companion keeps its loopback token');
+    assert.equal(await storedToken(real.dataDir), token, 'the running companion keeps its loopback token');
     const endpoint = await runCli(['endpoint', '--json', '--hub', HUB, '--data-dir', real.dataDir], env, 30_000);
     assert.equal(endpoint.status, 0, endpoint.stderr);
   });

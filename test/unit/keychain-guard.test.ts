@@ -202,3 +202,11 @@ test('keychainServiceFor() names the hub origin and tells two hubs apart', () =>
   assert.throws(() => keychainServiceFor('ftp://hub.example'), { code: 'ERR_INVALID_ARG_VALUE' });
   assert.throws(() => keychainServiceFor('not a url'), { code: 'ERR_INVALID_ARG_VALUE' });
 });
+
+test('keychainServiceFor() with an installation key names hub and data dir, tells two data dirs apart, and takes only 16 hex digits', () => {
+  assert.equal(keychainServiceFor('https://hub.example/x', '0123456789abcdef'), 'companion:https://hub.example#0123456789abcdef');
+  assert.notEqual(keychainServiceFor('https://hub.example', '0123456789abcdef'), keychainServiceFor('https://hub.example', 'fedcba9876543210'));
+  for (const bad of ['', '0123456789ABCDEF', '0123456789abcde', '/home/u/.local/share/companion', '0123456789abcdef0']) {
+    assert.throws(() => keychainServiceFor('https://hub.example', bad), { code: 'ERR_INVALID_ARG_VALUE' }, bad);
+  }
+});
