@@ -285,12 +285,25 @@ async function assertRefused(clients: Clients, squatter: Squatter, expect: { cha
     assert.ok(!result.stdout.includes('SQUATTED'), `companion ${name} showed the squatter's answer`);
   }
   assert.equal(clients.endpoint.status, 1, clients.endpoint.stderr);
-  assert.equal(clients.endpoint.stdout, '', 'endpoint printed nothing on stdout');
+  // --json: stdout holds the one error object of the CLI, and nothing else (no URL, no token).
+  const lines = clients.endpoint.stdout.trim().split('\n');
+  assert.equal(lines.length, 1, `endpoint printed one line on stdout: ${clients.endpoint.stdout}`);
+  assert.equal((JSON.parse(lines[0]!) as { error?: { code?: unknown } }).error?.code, expect.endpointCode);
   assert.match(clients.endpoint.stderr, new RegExp(`\\[${expect.endpointCode}\\]`));
   if (expect.endpointCode === 'ERR_UPSTREAM_UNAVAILABLE') assert.match(clients.endpoint.stderr, /not running/);
 
-  assert.equal(clients.status.status, 0, clients.status.stderr);
-  const status = JSON.parse(clients.status.stdout) as Record<string, unknown>;
+  // A stale record is a state ("not running": exit 0); a live one whose door fails the attestation is a
+  // fault `status` reports with exit 1 and, after its report, the CLI's one error object.
+  const statusLines = clients.status.stdout.trim().split('\n');
+  if (expect.endpointCode === 'ERR_ENDPOINT_UNVERIFIED') {
+    assert.equal(clients.status.status, 1, clients.status.stderr);
+    assert.equal(statusLines.length, 2, clients.status.stdout);
+    assert.equal((JSON.parse(statusLines[1]!) as { error?: { code?: unknown } }).error?.code, 'ERR_ENDPOINT_UNVERIFIED');
+  } else {
+    assert.equal(clients.status.status, 0, clients.status.stderr);
+    assert.equal(statusLines.length, 1, clients.status.stdout);
+  }
+  const status = JSON.parse(statusLines[0]!) as Record<string, unknown>;
   assert.equal(status.companionAvailable, false);
   assert.equal(status.endpoint, null);
 
