@@ -1,9 +1,16 @@
 /** `companion pull [MODEL]`: manifest from the hub, verified download, atomic promote (D5.5, P-h). */
+import { isCompanionError } from '../core/errors.js';
 import { findModel } from '../core/manifest.js';
 import { pullModel, type PullEvent } from '../shell/install.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
+import { CLEAR_TO_EOL, fit, formatHeader, formatProgressLine, formatSpinnerLine, humanBytes, usableWidth } from './progress.js';
+
+/** The exit status of an interrupted command (EXIT.interrupted in main.ts, not imported: main imports us). */
+const EXIT_INTERRUPTED = 130;
+/** How often the spinner turns while waiting for the first byte. */
+const SPINNER_MS = 100;
 
 function mib(bytes: number): string {
   return (bytes / (1 << 20)).toFixed(1);
@@ -21,7 +28,9 @@ export const pullCommand: Command = {
     'MODEL is a model id from the manifest (default: the first one).',
     'With --json: one event per line on stdout ({"event":"progress"|"resume"|"restart"|"verified",…});',
     'the last one is {"event":"verified","model":ID,"bytes":N,"reused":BOOL}. A failure: one line on stderr and',
-    '{"error":{"code","message"}} on stdout. Ctrl-C stops (the next pull resumes); exit status 130.',
+    '{"error":{"code","message"}} on stdout. Ctrl-C stops, keeps what was received and says so on stderr',
+    '("interrupted at X of Y; run the same pull again to resume"; with --json also the ERR_INTERRUPTED error',
+    'object); exit status 130. On a terminal the progress line fits its width.',
     '',
     'Options:',
     COMMON_HELP,
@@ -33,39 +42,74 @@ export const pullCommand: Command = {
       const authority = authorityFor(context, io);
       const manifest = await authority.fetchManifest();
       const model = findModel(manifest, parsed.positionals[0]);
-      if (!context.json) io.out(`Pulling ${model.name} (${model.id}, ${mib(model.size)} MiB) from the model host…`);
+      const live = !context.json && io.isTty;
+      const columns = (): number | undefined => io.columns?.();
+      if (!context.json) io.out(live ? formatHeader(model.name, model.id, model.size, columns()) : `Pulling ${model.name} (${model.id}, ${mib(model.size)} MiB) from the model host…`);
+      // The live line: `\r`, text fitted to the width, clear to the end (never padded past the width).
+      const draw = (text: string): void => io.write(`\r${text}${CLEAR_TO_EOL}`);
+      let frame = 0;
+      let spinner: NodeJS.Timeout | undefined;
+      const stopSpinner = (): void => {
+        if (spinner !== undefined) clearInterval(spinner);
+        spinner = undefined;
+      };
+      if (live) {
+        draw(formatSpinnerLine(frame, columns()));
+        spinner = setInterval(() => draw(formatSpinnerLine(++frame, columns())), SPINNER_MS);
+        spinner.unref();
+      }
       let lastLine = 0;
       let reused = false;
+      let received = 0;
       const onEvent = (event: PullEvent): void => {
         if (event.event === 'verified') reused = event.reused;
+        if (event.event === 'progress') received = event.bytes;
+        else if (event.event === 'resume') received = event.offset;
         if (context.json) {
           context.emit({ ...event });
           return;
         }
         if (event.event === 'progress') {
-          const share = event.total > 0 ? event.bytes / event.total : 0;
-          const eta = event.etaSeconds !== null ? `  ETA ${event.etaSeconds}s` : '';
-          const figures = `${Math.floor(share * 100)}%  ${mib(event.bytes)}/${mib(event.total)} MiB  ${mib(event.bytesPerSecond)} MiB/s${eta}`;
-          if (io.isTty) {
-            const filled = Math.round(share * 24);
-            io.write(`\r  [${'#'.repeat(filled)}${'.'.repeat(24 - filled)}] ${figures}`.padEnd(90));
+          if (live) {
+            if (event.bytes > 0 || event.bytes === event.total) stopSpinner();
+            if (spinner === undefined) draw(formatProgressLine(event, columns()));
           } else if (Date.now() - lastLine > 5_000 || event.bytes === event.total) {
+            const share = event.total > 0 ? event.bytes / event.total : 0;
+            const eta = event.etaSeconds !== null ? `  ETA ${event.etaSeconds}s` : '';
             lastLine = Date.now();
-            io.out(`  ${figures}`);
+            io.out(`  ${Math.floor(share * 100)}%  ${mib(event.bytes)}/${mib(event.total)} MiB  ${mib(event.bytesPerSecond)} MiB/s${eta}`);
           }
-        } else if (event.event === 'resume') io.out(`  resuming at ${mib(event.offset)} MiB`);
-        else if (event.event === 'restart') io.out(`  the host ${event.reason === 'changed' ? 'changed the file' : 'ignored the range'}: starting over`);
+          return;
+        }
+        const note = event.event === 'resume' ? `  resuming at ${humanBytes(event.offset)}`
+          : event.event === 'restart' ? `  the host ${event.reason === 'changed' ? 'changed the file' : 'ignored the range'}: starting over` : null;
+        if (note === null) return;
+        if (live) draw('');
+        io.out(live ? fit(note, usableWidth(columns())) : note);
       };
       // Ctrl-C stops cleanly: what was received is written, so the next pull resumes from there.
       const controller = new AbortController();
-      const onSigint = (): void => controller.abort();
+      let interrupted = false;
+      const onSigint = (): void => {
+        interrupted = true;
+        controller.abort();
+      };
       process.once('SIGINT', onSigint);
       let installed;
       try {
         installed = await pullModel({ model, manifestVersion: manifest.version, modelsDir: context.paths.models, dispatcher: context.agent, onEvent, signal: controller.signal });
+      } catch (error) {
+        if (!interrupted || !isCompanionError(error, 'ERR_DOWNLOAD_ABORTED')) throw error;
+        // The one outcome of Ctrl-C: a line that says where it stopped and how to go on, status 130.
+        if (live) draw('');
+        const message = `interrupted at ${humanBytes(received)} of ${humanBytes(model.size)}; run the same pull again to resume`;
+        io.err(message);
+        if (context.json) io.out(JSON.stringify({ error: { code: 'ERR_INTERRUPTED', message } }));
+        return EXIT_INTERRUPTED;
       } finally {
+        stopSpinner();
         process.removeListener('SIGINT', onSigint);
-        if (!context.json && io.isTty) io.write('\n');
+        if (live && !interrupted) io.write('\n');
       }
       if (!context.json) io.out(`${installed.id}: verified and installed${reused ? ' (already there, unchanged)' : ''}.`);
       return 0;

@@ -9,6 +9,8 @@ export interface Io {
   /** Text on stdout without a newline (a progress bar, streamed tokens). Never used with --json. */
   write(text: string): void;
   readonly isTty: boolean;
+  /** The terminal's width in columns (stdout), when known; callers assume 80 without it. */
+  readonly columns?: () => number | undefined;
   readonly env: NodeJS.ProcessEnv;
   /** True once the reader of stdout went away (EPIPE): the exit status is then 0, as `git log | head`. */
   readonly outputClosed?: () => boolean;
@@ -42,6 +44,8 @@ export function processIo(): Io {
     err: (line) => write(process.stderr, `${line}\n`),
     write: (text) => write(process.stdout, text),
     isTty: process.stdout.isTTY === true,
+    // Read at each call: the terminal may be resized during a pull.
+    columns: () => (process.stdout.isTTY === true ? process.stdout.columns : undefined),
     env: process.env,
     outputClosed: () => closed,
   };
