@@ -1,41 +1,94 @@
 /**
- * `companion run PROMPT [--tier T]`: one prompt through the lane selector and the LLM client. The local
+ * `companion run [PROMPT|-] [--tier T] [--system TEXT] [--model NAME]`: a prompt through the lane selector
+ * and the LLM client, or an interactive chat when no prompt is given and stdin is a terminal. The local
  * lane exists only for an endpoint that passed the identity check and the attestation (P-k): the token
  * and the prompt never go to a port that another local user took over.
  */
-import { createLlmClient, type Endpoint } from '../client/llm.js';
-import { assertOneOf } from '../core/errors.js';
+import { createInterface } from 'node:readline';
+import { createLlmClient, type ChatMessage, type CompleteResult, type Endpoint } from '../client/llm.js';
+import { assertOneOf, isCompanionError } from '../core/errors.js';
 import { CONTEXT_TIERS, LANE_PREFERENCES, type ContextTier, type LanePreference } from '../core/lane.js';
 import { endpointHealthy, readDiscovery, verifyEndpoint, type VerifiedEndpoint } from '../shell/discovery.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
-import { CliUsageError } from './io.js';
+import { CliUsageError, type Io } from './io.js';
 import { authorityFor, createContext } from './context.js';
 import { readInstalled } from '../shell/install.js';
 
+/** The largest prompt read from stdin. */
+export const STDIN_LIMIT_BYTES = 1024 * 1024;
+const CHAT_PROMPT = '>>> ';
+
+/**
+ * The error text when `--model` names another model than the one installed for the local lane, or null
+ * when the request may go ahead. Pure: the caller knows the lane and the installed id.
+ */
+export function localModelProblem(requested: string | undefined, installed: string | null): string | null {
+  if (requested === undefined || requested === installed) return null;
+  return installed === null
+    ? `--model ${requested}: the local companion has no installed model`
+    : `--model ${requested} is not the installed model; the local companion serves ${installed}`;
+}
+
+/** Reads all of stdin, at most `limit` bytes (a usage error beyond). */
+async function readStdin(stream: NodeJS.ReadableStream | undefined, limit: number): Promise<string> {
+  if (stream === undefined) return '';
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    size += buffer.length;
+    if (size > limit) throw new CliUsageError(`the prompt on stdin is larger than ${limit / (1024 * 1024)} MiB`);
+    chunks.push(buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 export const runCommand: Command = {
   name: 'run',
-  summary: 'run one prompt through the lane selector',
+  summary: 'run a prompt, or chat, through the lane selector',
   help: [
-    'Usage: companion run PROMPT [--tier public|private|local-only] [--prefer prefer-local|prefer-cloud|local-only]',
+    'Usage: companion run [PROMPT | -] [--tier public|private|local-only] [--prefer prefer-local|prefer-cloud|local-only]',
+    '                     [--system TEXT] [--model NAME] [--max-tokens N]',
     '',
-    'Sends PROMPT to the local companion or to the cloud, as the lane selector decides from the tier and',
+    'Sends a prompt to the local companion or to the cloud, as the lane selector decides from the tier and',
     'whether the companion is available. local-only never goes to the cloud. The cloud lane is configured',
-    'with COMPANION_CLOUD_URL (an OpenAI-compatible base URL) and COMPANION_CLOUD_KEY; without them only',
-    'the local lane exists. The answer streams to stdout; the prompt and answer are never logged.',
-    'With --json nothing streams: one line {"answer": TEXT, "lane": "companion"|"cloud", "model": ID|null,',
-    '"finishReason": STRING|null, "usage": {"promptTokens","completionTokens"}|null}.',
+    'with COMPANION_CLOUD_URL (an OpenAI-compatible base URL), COMPANION_CLOUD_KEY and COMPANION_CLOUD_MODEL;',
+    'without the URL and key only the local lane exists. The prompt and answer are never logged.',
+    '',
+    'The prompt is PROMPT; or all of stdin when stdin is not a terminal or PROMPT is - (at most 1 MiB; empty',
+    'is a usage error). With no PROMPT and stdin a terminal, run is an interactive chat: type at the ">>> "',
+    'prompt; every turn sends the whole conversation so far. /bye or Ctrl-D leaves (exit 0); Ctrl-C during',
+    'an answer cancels that answer; Ctrl-C at an empty prompt leaves with exit 130 (as any interrupted',
+    'command), Ctrl-C with text typed clears the line.',
+    '',
+    'The answer streams to stdout; a line "(lane: …)" follows on stderr. With --json nothing streams: one',
+    'line per answer {"answer": TEXT, "lane": "companion"|"cloud", "model": ID|null, "finishReason":',
+    'STRING|null, "usage": {"promptTokens","completionTokens"}|null}.',
     '',
     'Options:',
     '  --tier T               the data\'s context tier (default private)',
     '  --prefer P             lane preference (default prefer-local)',
-    '  --max-tokens N         (default 128)',
+    '  --system TEXT          a system message sent before the conversation',
+    '  --model NAME           the model id sent to the endpoint (cloud default COMPANION_CLOUD_MODEL or',
+    '                         gpt-4o-mini); on the local lane it must be the installed model',
+    '  --max-tokens N         at most N tokens per answer, 1 to 8192 (default 128)',
     COMMON_HELP,
+    '',
+    'Examples:',
+    '  companion run "Say hello"',
+    '  echo "Summarise this" | companion run --tier local-only',
+    '  companion run - --system "Answer in French" < notes.txt',
+    '  companion run --tier public --model gpt-4o --json "Name three colours"',
+    '  companion run                      (interactive chat)',
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args, { tier: { type: 'string' }, prefer: { type: 'string' }, 'max-tokens': { type: 'string' } }, 1);
-    const prompt = parsed.positionals[0];
-    if (prompt === undefined || prompt.length === 0) throw new CliUsageError('PROMPT is missing');
+    const parsed = parseCommandArgs(
+      args,
+      { tier: { type: 'string' }, prefer: { type: 'string' }, 'max-tokens': { type: 'string' }, system: { type: 'string' }, model: { type: 'string' } },
+      1,
+    );
+    const positional = parsed.positionals[0];
     const tier = (parsed.values.tier ?? 'private') as string;
     const prefer = (parsed.values.prefer ?? 'prefer-local') as string;
     try {
@@ -47,6 +100,21 @@ export const runCommand: Command = {
     const maxTokensText = parsed.values['max-tokens'];
     const maxTokens = maxTokensText === undefined ? 128 : Number(maxTokensText);
     if ((typeof maxTokensText === 'string' && !/^[0-9]{1,4}$/.test(maxTokensText)) || maxTokens < 1 || maxTokens > 8192) throw new CliUsageError('--max-tokens takes a whole number from 1 to 8192');
+    const system = parsed.values.system as string | undefined;
+    if (system !== undefined && system.length === 0) throw new CliUsageError('--system needs a non-empty TEXT');
+    const modelOption = parsed.values.model as string | undefined;
+    if (modelOption !== undefined && !/^[\x21-\x7e]{1,200}$/.test(modelOption)) throw new CliUsageError('--model takes a NAME of printable characters without spaces');
+
+    const stdinIsTty = io.input?.isTTY === true;
+    let prompt: string | null = null;
+    if (positional === '-' || (positional === undefined && !stdinIsTty)) {
+      prompt = (await readStdin(io.input, STDIN_LIMIT_BYTES)).replace(/\r?\n$/, '');
+      if (prompt.trim().length === 0) throw new CliUsageError('PROMPT is missing (stdin was empty)');
+    } else if (positional !== undefined) {
+      if (positional.length === 0) throw new CliUsageError('PROMPT is missing');
+      prompt = positional;
+    }
+
     const context = await createContext(parsed, io);
     try {
       const discovery = await readDiscovery(context.paths.discovery);
@@ -59,31 +127,120 @@ export const runCommand: Command = {
       }
       const cloudUrl = io.env.COMPANION_CLOUD_URL;
       const cloudKey = io.env.COMPANION_CLOUD_KEY;
-      const cloudModel = io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini';
+      const cloudModel = modelOption ?? io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini';
       const client = createLlmClient({
         local: () => local,
         companionAvailable: () => (local === null ? false : endpointHealthy(local.verified, local.token)),
         ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: cloudModel } } : {}),
         preference: prefer as LanePreference,
       });
-      const result = await client.complete({
-        tier: tier as ContextTier,
-        stream: true,
-        maxTokens,
-        messages: [{ role: 'user', content: prompt }],
-        // With --json the answer is a field of the one object, never raw text on stdout.
-        ...(context.json ? {} : { onToken: (text: string) => io.write(text) }),
-      });
-      if (context.json) {
-        const model = result.lane === 'cloud' ? cloudModel : (await readInstalled(context.paths.models).catch(() => null))?.id ?? null;
-        context.emit({ answer: result.text, lane: result.lane, model, finishReason: result.finishReason, usage: result.usage });
-      } else {
-        io.write('\n');
-        io.err(`(lane: ${result.lane}${result.usage ? `, ${result.usage.completionTokens} tokens` : ''})`);
+      let installedId: string | null | undefined;
+      const installed = async (): Promise<string | null> => (installedId ??= (await readInstalled(context.paths.models).catch(() => null))?.id ?? null);
+      if (modelOption !== undefined && local !== null) await installed();
+
+      /** One answer for the conversation `messages`; streams unless --json, then reports as --json says. */
+      const answer = async (messages: readonly ChatMessage[], signal?: AbortSignal): Promise<CompleteResult> => {
+        const result = await client.complete({
+          tier: tier as ContextTier,
+          stream: true,
+          maxTokens,
+          messages,
+          ...(signal ? { signal } : {}),
+          ...(modelOption !== undefined ? { model: modelOption } : {}),
+          onLane: (lane) => {
+            if (lane !== 'companion') return;
+            const problem = localModelProblem(modelOption, installedId ?? null);
+            if (problem !== null) throw new CliUsageError(problem);
+          },
+          // With --json the answer is a field of the one object, never raw text on stdout.
+          ...(context.json ? {} : { onToken: (text: string) => io.write(text) }),
+        });
+        if (context.json) {
+          const model = result.lane === 'cloud' ? cloudModel : await installed();
+          context.emit({ answer: result.text, lane: result.lane, model, finishReason: result.finishReason, usage: result.usage });
+        } else {
+          io.write('\n');
+          io.err(`(lane: ${result.lane}${result.usage ? `, ${result.usage.completionTokens} tokens` : ''})`);
+        }
+        return result;
+      };
+
+      const opening: ChatMessage[] = system === undefined ? [] : [{ role: 'system', content: system }];
+      if (prompt !== null) {
+        await answer([...opening, { role: 'user', content: prompt }]);
+        return 0;
       }
-      return 0;
+      return await chat(io, opening, answer);
     } finally {
       await context.close();
     }
   },
 };
+
+/**
+ * The interactive chat (node:readline on the terminal). Resolves with the exit status: 0 for /bye or
+ * Ctrl-D, 130 for Ctrl-C at an empty prompt. A failed or cancelled turn is left out of the history.
+ */
+function chat(io: Io, opening: readonly ChatMessage[], answer: (messages: readonly ChatMessage[], signal?: AbortSignal) => Promise<CompleteResult>): Promise<number> {
+  const rl = createInterface({ input: io.input!, output: io.output ?? process.stdout, terminal: true, prompt: CHAT_PROMPT, historySize: 200 });
+  const history: ChatMessage[] = [...opening];
+  let busy: AbortController | null = null;
+  let done = false;
+  return new Promise<number>((resolve) => {
+    const finish = (status: number): void => {
+      if (done) return;
+      done = true;
+      busy?.abort();
+      rl.close();
+      resolve(status);
+    };
+    rl.on('SIGINT', () => {
+      if (busy !== null) {
+        busy.abort();
+        return;
+      }
+      if (rl.line.length > 0) {
+        // As a shell does: drop the typed text, a fresh prompt.
+        io.write('^C\n');
+        rl.write(null, { ctrl: true, name: 'u' });
+        rl.prompt();
+        return;
+      }
+      io.write('\n');
+      finish(130);
+    });
+    rl.on('close', () => {
+      if (!done) io.write('\n');
+      finish(0);
+    });
+    rl.on('line', (line) => {
+      if (busy !== null || done) return; // typed while an answer streams: not a turn
+      const text = line.trim();
+      if (text === '/bye') {
+        finish(0);
+        return;
+      }
+      if (text.length === 0) {
+        rl.prompt();
+        return;
+      }
+      const controller = new AbortController();
+      busy = controller;
+      const turn: ChatMessage = { role: 'user', content: line };
+      void answer([...history, turn], controller.signal).then(
+        (result) => {
+          history.push(turn, { role: 'assistant', content: result.text });
+        },
+        (error: unknown) => {
+          if (controller.signal.aborted) io.err('\n(answer cancelled)');
+          else if (error instanceof CliUsageError || isCompanionError(error)) io.err(`companion run: ${(error as Error).message} [${(error as { code: string }).code}]`);
+          else io.err('companion run: the answer failed [ERR_INTERNAL]');
+        },
+      ).finally(() => {
+        busy = null;
+        if (!done) rl.prompt();
+      });
+    });
+    rl.prompt();
+  });
+}

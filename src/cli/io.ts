@@ -14,6 +14,12 @@ export interface Io {
   readonly env: NodeJS.ProcessEnv;
   /** True once the reader of stdout went away (EPIPE): the exit status is then 0, as `git log | head`. */
   readonly outputClosed?: () => boolean;
+  /**
+   * The terminal streams, for a command that reads stdin or holds an interactive session (`run`).
+   * Absent (a test's Io): stdin counts as empty and not a terminal.
+   */
+  readonly input?: NodeJS.ReadableStream & { readonly isTTY?: boolean };
+  readonly output?: NodeJS.WritableStream;
 }
 
 /**
@@ -48,6 +54,13 @@ export function processIo(): Io {
     columns: () => (process.stdout.isTTY === true ? process.stdout.columns : undefined),
     env: process.env,
     outputClosed: () => closed,
+    // Getters: process.stdin is made only by a command that reads it.
+    get input() {
+      return process.stdin;
+    },
+    get output() {
+      return process.stdout;
+    },
   };
 }
 

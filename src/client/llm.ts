@@ -46,6 +46,10 @@ export interface CompleteRequest {
   /** Called with each piece of text as it streams. */
   readonly onToken?: (text: string) => void;
   readonly signal?: AbortSignal;
+  /** The model id sent to the endpoint; default the endpoint's own `model`, then `default`. */
+  readonly model?: string;
+  /** Called with the selected lane before anything is sent; a throw stops the call (nothing is sent). */
+  readonly onLane?: (lane: 'companion' | 'cloud') => void;
 }
 
 export interface CompleteResult {
@@ -120,9 +124,10 @@ export function createLlmClient(options: LlmClientOptions) {
    */
   async function complete(request: CompleteRequest): Promise<CompleteResult> {
     const { lane, endpoint } = await route(request.tier);
+    request.onLane?.(lane);
     const stream = request.stream === true;
     const body = {
-      model: endpoint.model ?? 'default',
+      model: request.model ?? endpoint.model ?? 'default',
       messages: request.messages,
       stream,
       ...(request.maxTokens !== undefined ? { max_tokens: request.maxTokens } : {}),
