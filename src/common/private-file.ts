@@ -84,11 +84,11 @@ export function ensurePrivateDirSync(dir: string, code: ErrorCode = 'ERR_STATE_U
 }
 
 /**
- * Writes `data` to `path` atomically and privately: a 0600 temp file with a random name in the same
- * folder, opened `O_CREAT | O_EXCL | O_NOFOLLOW`, fsynced, renamed over `path`. The temp file is removed
- * on failure. Throws the underlying I/O error (the caller maps it to its own code).
+ * Writes `data` to a new 0600 temp file with a random name beside `path` (opened `O_CREAT | O_EXCL |
+ * O_NOFOLLOW`, fsynced) and returns its name; the caller renames or links it into place. The temp file is
+ * removed on failure.
  */
-export async function writePrivateFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+export async function writePrivateTemp(path: string, data: string | Uint8Array): Promise<string> {
   const temp = tempNameFor(path);
   const handle = await open(temp, CREATE_FLAGS, 0o600);
   try {
@@ -100,6 +100,16 @@ export async function writePrivateFileAtomic(path: string, data: string | Uint8A
     throw error;
   }
   await handle.close();
+  return temp;
+}
+
+/**
+ * Writes `data` to `path` atomically and privately: a 0600 temp file with a random name in the same
+ * folder, opened `O_CREAT | O_EXCL | O_NOFOLLOW`, fsynced, renamed over `path`. The temp file is removed
+ * on failure. Throws the underlying I/O error (the caller maps it to its own code).
+ */
+export async function writePrivateFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const temp = await writePrivateTemp(path, data);
   try {
     await rename(temp, path);
   } catch (error) {

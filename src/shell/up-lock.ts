@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { link, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { ensurePrivateDir } from '../common/private-file.js';
+import { ensurePrivateDir, writePrivateTemp } from '../common/private-file.js';
 import { CompanionError } from '../core/errors.js';
 import { readProcessIdentity } from '../runtime/stale.js';
 import { processAlive } from './discovery.js';
@@ -42,7 +42,6 @@ export interface UpLock {
   release(): Promise<void>;
 }
 
-const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0);
 const READ_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
 const MAX_LOCK_BYTES = 4_096;
 
@@ -105,21 +104,6 @@ async function readLockText(path: string): Promise<string | null> {
   }
 }
 
-/** Writes `text` to a new private temp file beside `path` and returns its name. */
-async function writeTemp(path: string, text: string): Promise<string> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(8).toString('hex')}.tmp`);
-  const handle = await open(temp, CREATE_FLAGS, 0o600);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    await rm(temp, { force: true });
-    throw error;
-  }
-  await handle.close();
-  return temp;
-}
 
 /**
  * Moves a stale lock (whose text was `seen`) out of the way. If the file moved is not the one judged
@@ -165,7 +149,7 @@ export async function acquireUpLock(path: string): Promise<UpLock> {
   const record = upLockRecordFor();
   const text = JSON.stringify(record);
   for (let attempt = 0; attempt < 5; attempt += 1) {
-    const temp = await writeTemp(path, text);
+    const temp = await writePrivateTemp(path, text);
     try {
       await link(temp, path);
       return { path, record, release: () => releaseUpLock(path, text) };
