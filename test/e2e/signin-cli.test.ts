@@ -16,7 +16,7 @@ import { installationKey } from '../../src/shell/config.js';
 import { KEYCHAIN_ACCOUNTS } from '../../src/core/keychain-port.js';
 import { chromiumPresent, launchChromium } from '../helpers/browser.js';
 import { gate } from '../helpers/gate.js';
-import { loginItems, openKeychainChild, secretServiceAvailable, secretToolAvailable, secretToolLookup, startSecretService } from '../helpers/secret-service.js';
+import { loginItems, okValue, openKeychainChild, secretServiceAvailable, secretToolAvailable, secretToolLookup, startSecretService } from '../helpers/secret-service.js';
 import { startCli } from '../helpers/signin-cli.js';
 
 const options = {
@@ -102,13 +102,13 @@ test('companion login signs in through a real browser into the real Secret Servi
   const keychain = await openKeychainChild(env, { service });
   t.after(() => keychain.close());
   for (const account of ['refresh-token', 'access-token']) {
-    const item = await keychain.call('get', account);
-    assert.ok(item.ok && typeof item.value === 'string' && item.value.length > 20, `${account} is in the Secret Service`);
+    const value = okValue(await keychain.call('get', account), `get ${account}`, keychain, secretService);
+    assert.ok(typeof value === 'string' && value.length > 20, `${account} is in the Secret Service`);
   }
   if (secretToolAvailable) assert.notEqual(await secretToolLookup(env, service, 'refresh-token'), null, 'secret-tool sees it too');
   // The other two accounts exist on a companion that has run `up`; put them there so logout must remove all four.
-  assert.equal((await keychain.call('set', 'loopback-token', 'L'.repeat(43))).ok, true);
-  assert.equal((await keychain.call('set', 'installation-id', '6f1c1e9a-7a0e-4c39-9d5e-2f7f0a0b1c2d')).ok, true);
+  okValue(await keychain.call('set', 'loopback-token', 'L'.repeat(43)), 'set loopback-token', keychain, secretService);
+  okValue(await keychain.call('set', 'installation-id', '6f1c1e9a-7a0e-4c39-9d5e-2f7f0a0b1c2d'), 'set installation-id', keychain, secretService);
   assert.equal((await loginItems(env)).length, 4);
 
   // logout: revoked at the hub, all four items gone.

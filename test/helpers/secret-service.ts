@@ -20,6 +20,7 @@ import { join, delimiter } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { distRoot } from './paths.js';
+import { DEFAULT_TIMEOUT_MS } from '../../src/authority/keychain-common.js';
 
 export interface SecretServiceHandle {
   /** DBUS_SESSION_BUS_ADDRESS, XDG_RUNTIME_DIR, XDG_DATA_HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME, HOME, PATH. */
@@ -38,6 +39,8 @@ export interface SecretServiceHandle {
   resumeDaemon(): void;
   /** Kills the daemon and the bus, waits for both, removes the dir. Safe to call twice. */
   stop(): Promise<void>;
+  /** The last lines the keyring daemons and the bus wrote on stderr, with their exits (for failure messages). */
+  log(): string;
 }
 
 const LOGIN = '/org/freedesktop/secrets/collection/login';
@@ -138,6 +141,15 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
   ].join('\n'));
 
   const password = randomBytes(18).toString('base64url');
+  let logText = '';
+  const record = (who: string, child: ChildProcess): void => {
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      logText = `${logText}[${who}] ${chunk}`.slice(-4_000);
+    });
+    child.once('exit', (code, signal) => {
+      logText = `${logText}[${who}] exited (${signal ?? code})\n`.slice(-4_000);
+    });
+  };
   let bus: ChildProcess | undefined;
   let daemon: ChildProcess | undefined;
   let stopped = false;
@@ -169,7 +181,7 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
       });
     });
     env.DBUS_SESSION_BUS_ADDRESS = address;
-    bus.stderr?.resume();
+    record('dbus-daemon', bus);
 
     const nameHasOwner = async (): Promise<boolean> => {
       const r = await run('dbus-send', [`--bus=${address}`, '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', 'string:org.freedesktop.secrets'], env);
@@ -185,7 +197,7 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
       const previous = daemon;
       const args = [...(replace ? ['--replace'] : []), '--foreground', '--unlock', '--components=secrets'];
       const child = track(spawn('gnome-keyring-daemon', args, { env, stdio: ['pipe', 'ignore', 'pipe'] }));
-      child.stderr?.resume();
+      record(`gnome-keyring-daemon ${child.pid ?? '?'}`, child);
       child.stdin?.on('error', () => undefined);
       child.stdin?.end(password); // the password on stdin, never argv
       daemon = child;
@@ -225,6 +237,7 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
         daemon?.kill('SIGCONT');
       },
       stop,
+      log: () => logText,
     };
   } catch (error) {
     await stop();
@@ -236,6 +249,21 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
 export type ChildResult =
   | { readonly ok: true; readonly value: unknown }
   | { readonly ok: false; readonly code: string | undefined; readonly message: string; readonly text: string };
+
+/**
+ * The value of a keychain child's answer; a failed call throws with its code and message (our coded
+ * errors, which never carry a stored value) and the child's stderr, so a CI failure names its cause.
+ */
+export function okValue(result: ChildResult, what: string, child?: KeychainChild, service?: SecretServiceHandle): unknown {
+  if (result.ok) return result.value;
+  const stderr = child?.stderr().trim() ?? '';
+  const log = service?.log().trim() ?? '';
+  throw new Error([
+    `${what}: the keychain child answered ${result.code ?? '(no code)'}: ${result.message}`,
+    ...(stderr === '' ? [] : [`child stderr: ${stderr.slice(-500)}`]),
+    ...(log === '' ? [] : [`secret service log: ${log.slice(-1_500)}`]),
+  ].join('\n'));
+}
 
 export interface KeychainChild {
   call(op: 'get' | 'set' | 'delete' | 'health', account?: string, value?: string): Promise<ChildResult>;
@@ -279,14 +307,14 @@ export async function openKeychainChild(env: Record<string, string>, options: Ke
       const timer = setTimeout(() => {
         pending.delete(id);
         reject(new Error(`keychain child: no answer to ${String(request.op)} in time`));
-      }, WAIT_MS + (options.timeoutMs ?? 0));
+      }, WAIT_MS + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
       pending.set(id, (result) => {
         clearTimeout(timer);
         resolve(result);
       });
       child.stdin!.write(`${JSON.stringify({ id, ...request })}\n`);
     });
-  const opened = await send({ op: 'open', service: options.service, backend: options.backend ?? 'os', timeoutMs: options.timeoutMs ?? 5_000 });
+  const opened = await send({ op: 'open', service: options.service, backend: options.backend ?? 'os', timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS });
   if (!opened.ok) {
     child.kill('SIGKILL');
     throw new Error(`keychain child: open failed: ${opened.code ?? ''} ${opened.message}`);

@@ -16,7 +16,7 @@ import { UP_LOCK_FORMAT } from '../../src/shell/up-lock.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runCli, startCli, type LongRunning } from '../helpers/cli.js';
 import { gate } from '../helpers/gate.js';
-import { openKeychainChild, secretServiceAvailable, startSecretService, type KeychainChild, type SecretServiceHandle } from '../helpers/secret-service.js';
+import { okValue, openKeychainChild, secretServiceAvailable, startSecretService, type KeychainChild, type SecretServiceHandle } from '../helpers/secret-service.js';
 
 // The hub is never contacted by up, endpoint or status: it only names the keychain service.
 const HUB = 'https://127.0.0.1:9';
@@ -53,9 +53,9 @@ async function keychainOf(dataDir: string): Promise<KeychainChild> {
 }
 
 async function storedToken(dataDir: string): Promise<string | null> {
-  const result = await (await keychainOf(dataDir)).call('get', 'loopback-token');
-  assert.ok(result.ok, 'the keychain answers');
-  return typeof result.value === 'string' ? result.value : null;
+  const keychain = await keychainOf(dataDir);
+  const value = okValue(await keychain.call('get', 'loopback-token'), 'get loopback-token', keychain, secrets ?? undefined);
+  return typeof value === 'string' ? value : null;
 }
 
 /** Starts `companion up --json` on `dataDir` and waits until it is available. */
@@ -74,7 +74,7 @@ async function modelsStatus(endpoint: string, token: string): Promise<number> {
 
 async function endpointOf(dataDir: string): Promise<{ url: string; token: string }> {
   const result = await runCli(['endpoint', '--json', '--hub', HUB, '--data-dir', dataDir], env, 30_000);
-  assert.equal(result.status, 0, result.stderr);
+  assert.equal(result.status, 0, `${result.stderr}\n${secrets?.log() ?? ''}`);
   return JSON.parse(result.stdout) as { url: string; token: string };
 }
 

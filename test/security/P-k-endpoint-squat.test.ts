@@ -27,7 +27,7 @@ import { claimDiscovery, DISCOVERY_FORMAT, readDiscovery } from '../../src/shell
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runCli, startCli, type CliResult, type LongRunning } from '../helpers/cli.js';
 import { gate } from '../helpers/gate.js';
-import { openKeychainChild, secretServiceAvailable, startSecretService, type KeychainChild, type SecretServiceHandle } from '../helpers/secret-service.js';
+import { okValue, openKeychainChild, secretServiceAvailable, startSecretService, type KeychainChild, type SecretServiceHandle } from '../helpers/secret-service.js';
 
 const SETPRIV = '/usr/bin/setpriv';
 const NOBODY = 65534;
@@ -203,9 +203,10 @@ async function keychainOf(dataDir: string): Promise<KeychainChild> {
 }
 
 async function storedToken(dataDir: string): Promise<string> {
-  const result = await (await keychainOf(dataDir)).call('get', 'loopback-token');
-  assert.ok(result.ok && typeof result.value === 'string', 'a loopback token is in the keychain');
-  return result.value as string;
+  const keychain = await keychainOf(dataDir);
+  const value = okValue(await keychain.call('get', 'loopback-token'), 'get loopback-token', keychain);
+  assert.ok(typeof value === 'string', 'a loopback token is in the keychain');
+  return value;
 }
 
 /** Stores `token` (default: a random one, as a previous `up` left after an unclean exit) for `dataDir`. */
