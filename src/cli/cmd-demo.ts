@@ -1,5 +1,7 @@
 /** `companion demo`: the whole flow against an embedded reference hub (`npm start`). */
-import { runDemo } from '../shell/demo.js';
+import { resolve } from 'node:path';
+import { isCompanionError } from '../core/errors.js';
+import { prepareDemoDataDir, runDemo } from '../shell/demo.js';
 import { parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { untilSignal } from './cmd-up.js';
@@ -20,7 +22,7 @@ export const demoCommand: Command = {
   name: 'demo',
   summary: 'run the whole flow against an embedded reference hub',
   help: [
-    'Usage: companion demo [--keep-running] [--json] [--threads N]',
+    'Usage: companion demo [--keep-running] [--json] [--threads N] [--data-dir DIR]',
     '',
     'Starts a reference hub in this process, signs in through the real loopback redirect flow (the demo',
     'plays the browser\'s part against the hub\'s consent form, and says so), pulls and verifies the',
@@ -35,6 +37,9 @@ export const demoCommand: Command = {
     '  --threads N            CPU threads for inference',
     '  --keychain memory      use the in-memory keychain even when the OS keychain is available',
     '  --prompt TEXT          the prompt to send',
+    '  --data-dir DIR         keep the demo\'s state (model, log) in DIR instead of a temp dir removed at',
+    '                         the end; DIR must be new, empty, or one an earlier demo made (never an',
+    '                         installation\'s data dir; COMPANION_HOME is not used by the demo)',
   ].join('\n'),
   async run(args, io) {
     const parsed = parseCommandArgs(args, { 'keep-running': { type: 'boolean' }, prompt: { type: 'string' } });
@@ -44,8 +49,20 @@ export const demoCommand: Command = {
     if (threads !== undefined && (!/^[0-9]{1,3}$/.test(String(threadsText)) || threads < 1 || threads > 256)) throw new CliUsageError('--threads takes a whole number from 1 to 256');
     const keychain = parsed.values.keychain;
     if (keychain !== undefined && keychain !== 'memory' && keychain !== 'os') throw new CliUsageError('--keychain takes "memory" (or nothing for the OS keychain)');
+    const dataDirText = parsed.values['data-dir'];
+    const dataDir = typeof dataDirText === 'string' && dataDirText !== '' ? resolve(dataDirText) : undefined;
+    if (dataDir !== undefined) {
+      try {
+        await prepareDemoDataDir(dataDir);
+      } catch (error) {
+        // A folder the demo must not use is a bad --data-dir value: a usage error, before anything starts.
+        if (isCompanionError(error, 'ERR_CONFIG')) throw new CliUsageError(error.message);
+        throw error;
+      }
+    }
     let streaming = false;
     await runDemo({
+      ...(dataDir !== undefined ? { dataDir } : {}),
       keepRunning: parsed.values['keep-running'] === true,
       ...(threads !== undefined ? { threads } : {}),
       ...(typeof parsed.values.prompt === 'string' ? { prompt: parsed.values.prompt } : {}),

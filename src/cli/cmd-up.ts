@@ -4,6 +4,9 @@ import { isCompanionError } from '../core/errors.js';
 import { claimDiscovery, readDiscovery } from '../shell/discovery.js';
 import { resolveSandbox } from '../shell/sandbox-choice.js';
 import { acquireUpLock, type UpLock } from '../shell/up-lock.js';
+import { openLogFile, type LogFile } from '../shell/log-file.js';
+import { detachedChannel, startDetachedUp, type DetachedChannel } from '../shell/up-control.js';
+import { CompanionError } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext, type CommandContext } from './context.js';
@@ -26,11 +29,12 @@ export function untilSignal(): Promise<string> {
  * The one line a second `up` prints (and, with --json, its error event): the running one's URL from its
  * live discovery record when it has written one yet.
  */
-async function reportRunning(context: CommandContext, io: Io, pid: number): Promise<void> {
+async function reportRunning(context: CommandContext, io: Io, pid: number, channel: DetachedChannel | null = null): Promise<void> {
   const record = await readDiscovery(context.paths.discovery);
   const url = record !== null && record.pid === pid ? record.url : null;
   const message = url === null ? `companion is already running (pid ${pid})` : `companion is already running at ${url} (pid ${pid})`;
   io.err(message);
+  channel?.notify({ error: { code: 'ERR_LOCKED_BY_OTHER', message, pid, endpoint: url } });
   // The one --json error object every command ends a failure with (src/cli/main.ts), with pid and URL.
   if (context.json) context.emit({ error: { code: 'ERR_LOCKED_BY_OTHER', message, pid, endpoint: url } });
 }
@@ -39,7 +43,7 @@ export const upCommand: Command = {
   name: 'up',
   summary: 'start the runtime and the guarded endpoint; runs until Ctrl-C',
   help: [
-    'Usage: companion up [--json] [--threads N] [--allow-unsandboxed]',
+    'Usage: companion up [--detach] [--json] [--threads N] [--allow-unsandboxed]',
     '',
     'Re-checks the installed model, starts the local runtime in its sandbox (no network, read-only view',
     'of its model and code), and serves the guarded OpenAI-compatible endpoint on 127.0.0.1. A new',
@@ -47,14 +51,63 @@ export const upCommand: Command = {
     'With --json: {"event":"available","endpoint":URL} once available, then one line per change.',
     'One `up` per data dir: a second one prints `companion is already running at URL (pid N)` and exits 1',
     '(with --json also {"error":{"code":"ERR_LOCKED_BY_OTHER",...}} on stdout), leaving the first alone.',
+    'Events and the runtime\'s stderr go to the log (companion logs). With --detach it runs in the',
+    'background: this command waits until it is available, prints its endpoint and pid (with --json',
+    '{"event":"available","endpoint":URL,"pid":N}) and exits 0, or prints the failure and exits 1;',
+    '`companion stop` stops it.',
     '',
     'Options:',
     '  --threads N            CPU threads for inference (default: the runtime\'s choice)',
     '  --allow-unsandboxed    start even when no sandbox can be made (status and doctor say so)',
+    '  --detach               run in the background (output to the log), return once available',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args);
+    const parsed = parseCommandArgs(args, { detach: { type: 'boolean' } });
+    if (parsed.values.detach === true) return runDetached(args, parsed, io);
+    const channel = detachedChannel(io.env);
+    // The background `up`: its human lines would go nowhere; the log has its events, warnings go there too.
+    let log: LogFile | null = null;
+    const upIo: Io = channel === null ? io : { ...io, out: () => undefined, err: (line) => (log === null ? io.err(line) : log.write('up', line)) };
+    try {
+      return await runUp(parsed, upIo, channel, (opened) => (log = opened));
+    } catch (error) {
+      const code = error instanceof CompanionError ? error.code : 'ERR_INTERNAL';
+      const message = error instanceof CompanionError ? error.message : new CompanionError('ERR_INTERNAL').message;
+      (log as LogFile | null)?.write('up', `failed: ${message} [${code}]`);
+      channel?.notify({ error: { code, message } });
+      throw error;
+    } finally {
+      (log as LogFile | null)?.close();
+    }
+  },
+};
+
+/** `up --detach`: start the background `up` and report what became of it. */
+async function runDetached(args: readonly string[], parsed: ReturnType<typeof parseCommandArgs>, io: Io): Promise<number> {
+  const context = await createContext(parsed, io);
+  try {
+    const result = await startDetachedUp({ dataDir: context.config.dataDir, args: args.filter((arg) => arg !== '--detach'), env: io.env });
+    if (result.outcome === 'available') {
+      if (context.json) context.emit({ event: 'available', endpoint: result.endpoint, pid: result.pid });
+      else io.out(`companion is running in the background at ${result.endpoint} (pid ${result.pid}); companion logs shows its log, companion stop stops it`);
+      return 0;
+    }
+    if (result.outcome === 'failed' && result.code === 'ERR_LOCKED_BY_OTHER' && typeof result.detail.pid === 'number') {
+      io.err(result.message);
+      if (context.json) context.emit({ error: { code: result.code, message: result.message, ...result.detail } });
+      return 1;
+    }
+    if (result.outcome === 'failed') throw new CompanionError(result.code, result.message);
+    if (result.outcome === 'exited') throw new CompanionError('ERR_SPAWN_FAILED', `the background companion exited before it was available (status ${result.status ?? 'unknown'}); see companion logs`);
+    throw new CompanionError('ERR_RUNTIME_UNHEALTHY', `the background companion (pid ${result.pid}) was not available within 120 s; it keeps trying: see companion logs, or companion stop`);
+  } finally {
+    await context.close();
+  }
+}
+
+/** `up` itself, attached or as the background one (`channel`). */
+async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channel: DetachedChannel | null, onLog: (log: LogFile) => void): Promise<number> {
     const context = await createContext(parsed, io);
     const stop = untilSignal();
     let lock: UpLock | null = null;
@@ -64,9 +117,12 @@ export const upCommand: Command = {
         lock = await acquireUpLock(context.paths.upLock);
       } catch (error) {
         if (!isCompanionError(error, 'ERR_LOCKED_BY_OTHER') || typeof error.detail?.pid !== 'number') throw error;
-        await reportRunning(context, io, error.detail.pid);
+        await reportRunning(context, io, error.detail.pid, channel);
         return 1;
       }
+      const log = openLogFile(context.config.dataDir);
+      onLog(log);
+      log.write('up', `started (pid ${process.pid}${channel === null ? '' : ', in the background'})`);
       const sandbox = await resolveSandbox(context.config.sandbox, (line) => io.err(line));
       const authority = authorityFor(context, io);
       // Still before the token is rotated: a live record without a lock (an `up` of an older version) is left alone too.
@@ -74,7 +130,7 @@ export const upCommand: Command = {
         await claimDiscovery(context.paths.discovery);
       } catch (error) {
         if (!isCompanionError(error, 'ERR_LOCKED_BY_OTHER') || typeof error.detail?.pid !== 'number') throw error;
-        await reportRunning(context, io, error.detail.pid);
+        await reportRunning(context, io, error.detail.pid, channel);
         return 1;
       }
       const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
@@ -86,6 +142,7 @@ export const upCommand: Command = {
         ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
         ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
         sandboxMode: sandbox.mode,
+        log: (source, text) => log.write(source, text),
         onEvent: (event) => {
           if (event.event === 'health') return;
           if (event.event === 'listening') {
@@ -94,6 +151,7 @@ export const upCommand: Command = {
             return;
           }
           if (event.event === 'available') {
+            if (event.available) channel?.notify({ event: 'available', endpoint });
             if (context.json) context.emit(event.available ? { event: 'available', endpoint } : { event: 'unavailable' });
             else io.out(event.available ? `Available at ${endpoint}` : 'Not available (the endpoint answers 503 until the runtime is back)');
             return;
@@ -103,8 +161,10 @@ export const upCommand: Command = {
         },
       });
       const signal = await stop;
+      log.write('up', `${signal}: stopping`);
       if (!context.json) io.out(`${signal}: stopping`);
       await companion.close();
+      log.write('up', 'stopped');
       if (context.json) context.emit({ event: 'stopped' });
       return 0;
     } finally {
@@ -112,5 +172,4 @@ export const upCommand: Command = {
       await lock?.release();
       await context.close();
     }
-  },
-};
+}

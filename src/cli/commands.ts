@@ -9,6 +9,7 @@ import { upCommand } from './cmd-up.js';
 import { runCommand } from './cmd-run.js';
 import { demoCommand } from './cmd-demo.js';
 import { hubCommand } from './cmd-hub.js';
+import { stopCommand } from './cmd-stop.js'; import { logsCommand } from './cmd-logs.js'; import { completionCommand } from './cmd-completion.js';
 
 export interface Command {
   readonly name: string;
@@ -28,5 +29,6 @@ export const COMMANDS: Command[] = [
   runCommand,
   endpointCommand,
   doctorCommand,
+  stopCommand, logsCommand, completionCommand,
 ];
 

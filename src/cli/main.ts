@@ -13,6 +13,7 @@
 import { CompanionError, ERROR_CODES, isCompanionError, type ErrorCode } from '../core/errors.js';
 import { printableOption } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
+import { withExamples } from './examples.js';
 import { CliUsageError, type Io, processIo } from './io.js';
 
 export const EXIT = { ok: 0, error: 1, usage: 2, interrupted: 130 } as const;
@@ -26,6 +27,7 @@ function topHelp(): string {
     '',
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    `  ${'help'.padEnd(width)}  print a command's help (companion help CMD, as companion CMD --help)`,
     '',
     'Every command takes --help. Common options: --hub URL (COMPANION_HUB), --ca FILE (COMPANION_CA),',
     '--data-dir DIR (COMPANION_HOME), --manifest-key KEY (COMPANION_MANIFEST_KEY), --keychain memory, --json,',
@@ -36,6 +38,50 @@ function topHelp(): string {
     'Exit status: 0 success; 1 error (status and doctor: a fault they show); 2 usage error;',
     '130 interrupted (Ctrl-C; up and hub stop on Ctrl-C with 0).',
   ].join('\n');
+}
+
+/** A command's `--help` text with its examples (src/cli/examples.ts). */
+export function helpText(command: Command): string {
+  return withExamples(command.name, command.help);
+}
+
+/** The optimal string alignment distance (Levenshtein plus adjacent transpositions: `stauts` → `status` is 1). */
+export function editDistance(a: string, b: string): number {
+  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i += 1) {
+    for (let j = 1; j <= b.length; j += 1) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, rows[i - 2]![j - 2]! + 1);
+      rows[i]![j] = best;
+    }
+  }
+  return rows[a.length]![b.length]!;
+}
+
+/**
+ * The command name closest to a mistyped `name`, when it is close enough to be what was meant: at most
+ * one edit for names up to 4 letters, two for longer ones. Ties go to the earlier name in the table.
+ */
+export function suggestCommand(name: string, names: readonly string[] = [...COMMANDS.map((c) => c.name), 'help']): string | null {
+  const typed = name.toLowerCase();
+  if (typed.length === 0 || typed.length > 40) return null;
+  let best: { name: string; distance: number } | null = null;
+  for (const candidate of names) {
+    const distance = editDistance(typed, candidate);
+    if (best === null || distance < best.distance) best = { name: candidate, distance };
+  }
+  const bound = typed.length <= 4 ? 1 : 2;
+  return best !== null && best.distance > 0 && best.distance <= bound ? best.name : null;
+}
+
+/** The usage failure for an unknown command name, with a "did you mean" when one is close. */
+function unknownCommand(name: string): { message: string; hint: string } {
+  const shown = printableOption(name);
+  const suggestion = name.startsWith('-') ? null : suggestCommand(name);
+  return suggestion === null
+    ? { message: `unknown command ${shown}`, hint: ' (see companion --help)' }
+    : { message: `unknown command ${shown}; did you mean ${suggestion}?`, hint: '' };
 }
 
 /** The argument list up to `--` (what follows is never an option). */
@@ -55,6 +101,21 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     io.err(`${prefix}: ${message}${hint}`);
     if (json) io.out(JSON.stringify({ error: { code, message } }));
   };
+  if (name === 'help' && rest[0] !== undefined && !rest[0].startsWith('-')) {
+    // `companion help CMD` prints what `companion CMD --help` prints.
+    const target = COMMANDS.find((c) => c.name === rest[0]);
+    if (target !== undefined) {
+      io.out(helpText(target));
+      return EXIT.ok;
+    }
+    if (rest[0] === 'help') {
+      io.out(topHelp());
+      return EXIT.ok;
+    }
+    const { message, hint } = unknownCommand(rest[0]);
+    fail('companion help', 'ERR_USAGE', message, hint);
+    return EXIT.usage;
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     io.out(topHelp());
     return name === undefined ? EXIT.usage : EXIT.ok;
@@ -65,11 +126,12 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
   }
   const command: Command | undefined = COMMANDS.find((c) => c.name === name);
   if (command === undefined) {
-    fail('companion', 'ERR_USAGE', `unknown command ${printableOption(name)}`, ' (see companion --help)');
+    const { message, hint } = unknownCommand(name);
+    fail('companion', 'ERR_USAGE', message, hint);
     return EXIT.usage;
   }
   if (options.includes('--help') || options.includes('-h')) {
-    io.out(command.help);
+    io.out(helpText(command));
     return EXIT.ok;
   }
   const prefix = `companion ${name}`;

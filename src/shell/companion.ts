@@ -41,6 +41,23 @@ export interface RuntimeGroupOptions {
   readonly restartPolicy?: RestartPolicy;
   readonly onEvent?: (event: SupervisorEvent | { event: 'listening'; endpoint: string }) => void;
   readonly onStderr?: (line: string) => void;
+  /**
+   * The log sink (`openLogFile(dataDir).write`, src/shell/log-file.ts): every event but health samples,
+   * and each runtime stderr line. Only values without a secret reach it (no token, model path or digest).
+   */
+  readonly log?: (source: string, text: string) => void;
+}
+
+/** One log line for an event of the runtime group (never a secret: states, codes, the endpoint URL). */
+export function describeEvent(event: SupervisorEvent | { event: 'listening'; endpoint: string }): string | null {
+  switch (event.event) {
+    case 'listening': return `listening at ${event.endpoint}`;
+    case 'state': return `runtime ${event.state}${event.pid !== null ? ` (pid ${event.pid})` : ''}${event.code !== null ? ` [${event.code}]` : ''}`;
+    case 'available': return event.available ? 'available' : 'not available (the endpoint answers 503)';
+    case 'restart-scheduled': return `runtime restart in ${event.inMs} ms`;
+    case 'resources': return `resources ${event.decision}${event.reasons.length > 0 ? `: ${event.reasons.join(', ')}` : ''}`;
+    case 'health': return null;
+  }
 }
 
 export interface RunningCompanion {
@@ -60,6 +77,16 @@ export interface RunningCompanion {
  */
 export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<RunningCompanion> {
   const paths = layout(options.dataDir);
+  const log = options.log;
+  const onStderr = log === undefined ? options.onStderr : (line: string): void => {
+    log('runtime', line);
+    options.onStderr?.(line);
+  };
+  const onEvent = log === undefined ? options.onEvent : (event: SupervisorEvent | { event: 'listening'; endpoint: string }): void => {
+    const text = describeEvent(event);
+    if (text !== null) log('up', text);
+    options.onEvent?.(event);
+  };
   // A record left by an unclean exit is removed; another live companion on this data dir stops us (P-k).
   await claimDiscovery(paths.discovery);
   const admission = createAdmission({ maxConcurrent: options.maxConcurrent ?? 4, maxQueue: options.maxQueue ?? 32, queueTimeoutMs: 30_000 });
@@ -76,10 +103,10 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
     ...(options.restartPolicy !== undefined ? { restartPolicy: options.restartPolicy } : {}),
     resourceLimits: options.resourceLimits ?? { maxRssBytes: Math.floor(totalmem() * 0.9) },
-    ...(options.onStderr ? { onStderr: options.onStderr } : {}),
+    ...(onStderr ? { onStderr } : {}),
     onEvent: (event) => {
       if (event.event === 'available') admission.setReady(event.available);
-      options.onEvent?.(event);
+      onEvent?.(event);
       if (event.event !== 'health' && !closed) published = published.then(() => publishState()).catch(() => undefined);
     },
   });
@@ -113,7 +140,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
   }
   endpoint = `${door.url}/v1`;
   await writeDiscovery(paths.discovery, endpoint);
-  options.onEvent?.({ event: 'listening', endpoint });
+  onEvent?.({ event: 'listening', endpoint });
   const runningDoor = door;
   // Refresh the published state (resources, health) for `status`, at most every 2 s.
   const refresher = setInterval(() => {

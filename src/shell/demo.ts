@@ -4,7 +4,7 @@
  * without a Secret Service it uses the explicit in-memory keychain, and without a sandbox tool it
  * starts the runtime unsandboxed, saying so both times.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openKeychain, keychainServiceFor } from '../authority/keychain.js';
@@ -17,7 +17,11 @@ import { createAuthorityGroup, type AuthorityGroup } from './authority.js';
 import { startRuntimeGroup, type RunningCompanion } from './companion.js';
 import { installationKey, layout } from './config.js';
 import { pullModel } from './install.js';
+import { checkPrivateDir, ensurePrivateDir, readJsonFile, writePrivateJson } from '../common/private-file.js';
+import { CompanionError } from '../core/errors.js';
+import { openLogFile } from './log-file.js';
 import { resolveSandbox } from './sandbox-choice.js';
+import { acquireUpLock } from './up-lock.js';
 
 export interface DemoOptions {
   readonly keepRunning: boolean;
@@ -31,6 +35,38 @@ export interface DemoOptions {
   readonly prompt?: string;
   /** Force the in-memory keychain (tests); default: the OS keychain when it is available. */
   readonly keychain?: 'auto' | 'memory';
+  /**
+   * Keep the demo's state here (`demo --data-dir`) instead of a temp dir that is removed at the end;
+   * checked with {@link prepareDemoDataDir} first.
+   */
+  readonly dataDir?: string;
+}
+
+/** The file that marks a folder as a demo's data dir. */
+export const DEMO_MARKER = 'demo-data-dir.json';
+const DEMO_MARKER_FORMAT = 'companion-demo-data-dir-v1';
+
+/**
+ * Makes `dir` the demo's data dir, or refuses it. Accepted: a folder that does not exist yet (made 0700),
+ * an empty one, or one an earlier demo made (it holds {@link DEMO_MARKER}). Refused: any other non-empty
+ * folder, a real installation's data dir included: the demo's hub would replace its model and advance
+ * its manifest-version record (rollback protection) with another hub's manifest.
+ * @throws ERR_CONFIG for a folder that is not empty and not a demo's; ERR_STATE_UNSAFE for a symlink, a
+ *   file, or a folder of another user.
+ */
+export async function prepareDemoDataDir(dir: string): Promise<void> {
+  if (await checkPrivateDir(dir)) {
+    const names = await readdir(dir);
+    if (names.length > 0) {
+      const marker = await lstat(join(dir, DEMO_MARKER)).then((s) => s.isFile(), () => false);
+      const record = marker ? await readJsonFile(join(dir, DEMO_MARKER)) : null;
+      if ((record as { format?: unknown } | null)?.format !== DEMO_MARKER_FORMAT) {
+        throw new CompanionError('ERR_CONFIG', `${dir} is not empty and is not a folder an earlier demo made; the demo keeps its state only in a new or empty folder (never an installation's data dir: it would replace its model)`);
+      }
+    }
+  }
+  await ensurePrivateDir(dir);
+  await writePrivateJson(join(dir, DEMO_MARKER), { format: DEMO_MARKER_FORMAT });
 }
 
 export async function runDemo(options: DemoOptions): Promise<void> {
@@ -54,9 +90,22 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     const agent = createTlsAgent({ extraCas: [hub.caPem] });
     cleanups.push(() => agent.close());
     const fetch = fetchWith(agent);
-    const dataDir = await mkdtemp(join(tmpdir(), 'companion-demo-'));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    let dataDir: string;
+    if (options.dataDir === undefined) {
+      dataDir = await mkdtemp(join(tmpdir(), 'companion-demo-'));
+      const temp = dataDir;
+      cleanups.push(() => rm(temp, { recursive: true, force: true }));
+    } else {
+      dataDir = options.dataDir;
+      await prepareDemoDataDir(dataDir);
+    }
     const paths = layout(dataDir);
+    // As `up`: one companion per data dir (a demo kept in a folder could meet another there).
+    const lock = await acquireUpLock(paths.upLock);
+    cleanups.push(() => lock.release());
+    const log = openLogFile(dataDir);
+    cleanups.push(async () => log.close());
+    log.write('demo', `started (pid ${process.pid})`);
 
     let backend: 'os' | 'memory' = 'memory';
     if (options.keychain !== 'memory') {
@@ -104,6 +153,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       threads: options.threads ?? Math.min(2, Math.max(1, availableParallelism() - 1)),
       ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
       sandboxMode: sandbox.mode,
+      log: (source, text) => log.write(source, text),
     });
     const running = companion;
     const available = await companion.supervisor.waitAvailable(60_000);

@@ -130,6 +130,23 @@ async function removeStale(path: string, seen: string): Promise<void> {
   await rm(aside, { force: true });
 }
 
+/**
+ * The lock as it is now: its text (null when there is none) and its record (null for a file that is not
+ * a lock record). Reads only; a symlink at the lock name is refused (read as a non-record).
+ */
+export async function readUpLock(path: string): Promise<{ readonly text: string | null; readonly record: UpLockRecord | null }> {
+  const text = await readLockText(path);
+  return { text, record: text === null ? null : parseUpLock(text) };
+}
+
+/**
+ * Removes a lock judged stale from its text `seen` (its holder is gone): the same move-aside-and-check
+ * as {@link acquireUpLock}, so a lock taken meanwhile by a new `up` is put back, never deleted.
+ */
+export async function removeStaleUpLock(path: string, seen: string): Promise<void> {
+  await removeStale(path, seen);
+}
+
 /** The holder named in an ERR_LOCKED_BY_OTHER from {@link acquireUpLock}. */
 export interface UpLockHolder {
   readonly pid: number;
