@@ -37,6 +37,11 @@ export function optionsOfHelp(help: string): OptionInfo[] {
   return [...out.values()];
 }
 
+/** `options` with `--help` (every command takes it) once. */
+function withHelp(options: OptionInfo[]): OptionInfo[] {
+  return options.some((o) => o.name === '--help') ? options : [...options, { name: '--help', value: null, description: 'print this command\'s help' }];
+}
+
 /** What the completion scripts are made of, from the command table (plus the built-in `help`). */
 export function completionModel(commands: readonly Command[]): CommandInfo[] {
   const names = commands.map((c) => c.name);
@@ -44,7 +49,7 @@ export function completionModel(commands: readonly Command[]): CommandInfo[] {
     ...commands.map((c) => ({
       name: c.name,
       summary: c.summary,
-      options: [...optionsOfHelp(c.help), { name: '--help', value: null, description: 'print this command\'s help' }],
+      options: withHelp(optionsOfHelp(c.help)),
       positionals: c.name === 'completion' ? [...SHELLS] : [],
     })),
     { name: 'help', summary: 'print a command\'s help', options: [], positionals: names },

@@ -3,28 +3,36 @@ import { stopUp } from '../shell/up-control.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { createContext } from './context.js';
+import { CliUsageError } from './io.js';
 
 export const stopCommand: Command = {
   name: 'stop',
   summary: 'stop the companion up of this data dir (also one started with up --detach)',
   help: [
-    'Usage: companion stop [--json] [--data-dir DIR]',
+    'Usage: companion stop [--timeout SECONDS] [--json] [--data-dir DIR]',
     '',
     'Stops the `companion up` that holds this data dir\'s lock (run/up.lock): SIGTERM, then a wait of up',
-    'to 20 s while it stops its runtime and releases the lock; SIGKILL after that, with a line saying so.',
+    'to 20 s (--timeout) while it stops its runtime and releases the lock; SIGKILL after that, with a line',
+    'saying so (the runtime it leaves is then stopped too).',
     'Only the process the lock names is signalled, checked by pid, start time and executable: a pid the',
     'system has given to another process since is never signalled.',
     'Nothing running is not an error: one line `companion is not running (…)` and exit 0.',
     'With --json: {"stopped":true,"pid":N,"forced":BOOL} or {"stopped":false}.',
     '',
     'Options:',
+    '  --timeout SECONDS      how long it gets after SIGTERM before SIGKILL, 1 to 600 (default 20)',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args);
+    const parsed = parseCommandArgs(args, { timeout: { type: 'string' } });
+    const timeoutText = parsed.values.timeout;
+    if (typeof timeoutText === 'string' && (!/^[0-9]{1,3}$/.test(timeoutText) || Number(timeoutText) < 1 || Number(timeoutText) > 600)) {
+      throw new CliUsageError('--timeout takes a whole number of seconds from 1 to 600');
+    }
     const context = await createContext(parsed, io);
     try {
       const outcome = await stopUp(context.paths, {
+        ...(typeof timeoutText === 'string' ? { graceMs: Number(timeoutText) * 1000 } : {}),
         onForce: (pid, graceMs) => io.err(`companion (pid ${pid}) did not exit within ${Math.round(graceMs / 1000)} s of SIGTERM; sending SIGKILL`),
       });
       if (outcome.outcome === 'not-running') {

@@ -7,6 +7,7 @@ import { acquireUpLock, type UpLock } from '../shell/up-lock.js';
 import { openLogFile, type LogFile } from '../shell/log-file.js';
 import { detachedChannel, startDetachedUp, type DetachedChannel } from '../shell/up-control.js';
 import { CompanionError } from '../core/errors.js';
+import { resolveConfig } from '../shell/config.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext, type CommandContext } from './context.js';
@@ -66,11 +67,12 @@ export const upCommand: Command = {
     const parsed = parseCommandArgs(args, { detach: { type: 'boolean' } });
     if (parsed.values.detach === true) return runDetached(args, parsed, io);
     const channel = detachedChannel(io.env);
-    // The background `up`: its human lines would go nowhere; the log has its events, warnings go there too.
     let log: LogFile | null = null;
-    const upIo: Io = channel === null ? io : { ...io, out: () => undefined, err: (line) => (log === null ? io.err(line) : log.write('up', line)) };
     try {
-      return await runUp(parsed, upIo, channel, (opened) => (log = opened));
+      // The background `up`: its human lines would go nowhere; the log has its events, warnings go there too.
+      if (channel !== null) log = openLogFile(resolveConfig(parsed.values, io.env).dataDir);
+      const upIo: Io = log === null ? io : { ...io, out: () => undefined, err: (line) => log?.write('up', line) };
+      return await runUp(parsed, upIo, channel, log, (opened) => (log = opened));
     } catch (error) {
       const code = error instanceof CompanionError ? error.code : 'ERR_INTERNAL';
       const message = error instanceof CompanionError ? error.message : new CompanionError('ERR_INTERNAL').message;
@@ -107,7 +109,7 @@ async function runDetached(args: readonly string[], parsed: ReturnType<typeof pa
 }
 
 /** `up` itself, attached or as the background one (`channel`). */
-async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channel: DetachedChannel | null, onLog: (log: LogFile) => void): Promise<number> {
+async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channel: DetachedChannel | null, opened: LogFile | null, onLog: (log: LogFile) => void): Promise<number> {
     const context = await createContext(parsed, io);
     const stop = untilSignal();
     let lock: UpLock | null = null;
@@ -120,7 +122,7 @@ async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channe
         await reportRunning(context, io, error.detail.pid, channel);
         return 1;
       }
-      const log = openLogFile(context.config.dataDir);
+      const log = opened ?? openLogFile(context.config.dataDir);
       onLog(log);
       log.write('up', `started (pid ${process.pid}${channel === null ? '' : ', in the background'})`);
       const sandbox = await resolveSandbox(context.config.sandbox, (line) => io.err(line));

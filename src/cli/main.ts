@@ -61,7 +61,8 @@ export function editDistance(a: string, b: string): number {
 
 /**
  * The command name closest to a mistyped `name`, when it is close enough to be what was meant: at most
- * one edit for names up to 4 letters, two for longer ones. Ties go to the earlier name in the table.
+ * one edit for names up to 4 letters, two for longer ones (case aside: `STATUS` suggests `status`). Ties
+ * go to the earlier name in the table.
  */
 export function suggestCommand(name: string, names: readonly string[] = [...COMMANDS.map((c) => c.name), 'help']): string | null {
   const typed = name.toLowerCase();
@@ -72,7 +73,7 @@ export function suggestCommand(name: string, names: readonly string[] = [...COMM
     if (best === null || distance < best.distance) best = { name: candidate, distance };
   }
   const bound = typed.length <= 4 ? 1 : 2;
-  return best !== null && best.distance > 0 && best.distance <= bound ? best.name : null;
+  return best !== null && best.name !== name && best.distance <= bound ? best.name : null;
 }
 
 /** The usage failure for an unknown command name, with a "did you mean" when one is close. */
