@@ -2,7 +2,9 @@
 // the harness from outside (test/helpers/leak-scan-preload.ts reads them off undici's diagnostics channels
 // and hands them over fd 3; no production code knows about it), then every place a secret could land is
 // scanned: stdout/stderr, the runtime's stderr, argv/environment of every process of the tree (sampled
-// while it runs), every file under the child's HOME/XDG/TMPDIR, and error bodies of the front door.
+// while it runs), every file under the child's HOME/XDG/TMPDIR, the log file (the demo runs with
+// `--data-dir` so its logs/companion.log, which holds the events and the runtime's stderr, stays to be
+// read after it exits), and error bodies of the front door.
 // Secrets: authorization code, state, PKCE verifier, access/refresh/ID tokens, hub session cookies, the
 // hub's dev password, bearer tokens (access token, loopback token), the model digest (hex and base64) and
 // the model path. Private texts (prompts and completions) may only appear in the completion stream.
@@ -45,6 +47,14 @@ function completionOf(run: DemoRun): string {
   }).join('');
 }
 
+/** The log file holds what it is for (events and the runtime's stderr): a scan of an empty log proves nothing. */
+function assertLogWritten(run: DemoRun): string {
+  assert.ok(run.logFile !== null, 'the demo wrote logs/companion.log');
+  assert.match(run.logFile, / up: available\n/);
+  if (run.runtimeStderr.trim() !== '') assert.match(run.logFile, / runtime: \S/, 'the runtime\'s stderr is in the log');
+  return run.logFile;
+}
+
 function report(findings: readonly Finding[]): string {
   return findings.slice(0, 20).map((f) => `${f.kind} in ${f.where} after "${f.before}"`).join('\n');
 }
@@ -70,7 +80,7 @@ test('P-f leak scan: a whole demo run shows no secret and no private text in out
   const root = mkdtempSync(join(tmpdir(), 'companion-leakscan-'));
   t.after(() => rmSync(root, { recursive: true, force: true }));
   const prompt = `leak-scan private prompt ${randomBytes(8).toString('hex')}`;
-  const run = await runDemoChild({ root, keepRunning: false, prompt, skipFile: isModelFile });
+  const run = await runDemoChild({ root, keepRunning: false, prompt, skipFile: isModelFile, dataDir: join(root, 'demo-data') });
   assert.equal(run.exitCode, 0, `the demo succeeded: ${run.stderr}`);
   const { book, modelPath } = bookOf(run);
   for (const kind of REQUIRED.filter((k) => k !== 'model path' || modelPath !== null)) assert.ok(book.kinds().has(kind), `the harness recorded a ${kind}`);
@@ -81,6 +91,11 @@ test('P-f leak scan: a whole demo run shows no secret and no private text in out
   t.diagnostic(`scanned: ${book.entries().length} secret forms, ${run.processes.length} process samples, ${new Set(run.files.map((f) => f.path)).size} files, ${run.stdout.length + run.stderr.length + run.runtimeStderr.length} bytes of output`);
   assert.deepEqual(findings, [], report(findings));
   assert.deepEqual(run.leftOver, [], 'no runtime process is left');
+  const log = assertLogWritten(run);
+  // Control: the scan does see a secret planted in the log file.
+  const token = run.channel.find((m) => m.kind?.startsWith('refresh token'))?.value ?? '';
+  const plantedLog = { ...run, files: [], logFile: `${log}x ${token} y\n` };
+  assert.deepEqual(leakFindings(plantedLog, { book, privateTexts: [prompt, completion], modelPath, prompt }).filter((f) => f.where.startsWith('log file')).map((f) => f.kind), ['refresh token (token response)']);
   // Control: the same scan does see a secret planted where the demo wrote its files.
   const planted = { ...run, files: [...run.files, { path: join(root, 'planted.txt'), content: `x ${run.channel.find((m) => m.kind?.startsWith('refresh token'))?.value ?? ''} y` }] };
   assert.deepEqual(leakFindings(planted, { book, privateTexts: [prompt, completion], modelPath, prompt }).map((f) => f.kind), ['refresh token (token response)']);
@@ -93,7 +108,7 @@ test('P-f leak scan: the keep-running demo serving a real openai SDK client and 
   const completions: string[] = [];
   const errorBodies: { where: string; text: string }[] = [];
   const run = await runDemoChild({
-    root, keepRunning: true, skipFile: isModelFile,
+    root, keepRunning: true, skipFile: isModelFile, dataDir: join(root, 'demo-data'),
     whileAvailable: async ({ endpoint, token }) => {
       const openai = new OpenAI({ baseURL: endpoint, apiKey: token, maxRetries: 0, timeout: 60_000 });
       const plain = await openai.chat.completions.create({ model: 'tiny-demo', messages: [{ role: 'user', content: sdkPrompts[0]! }], max_tokens: 16, temperature: 0 });
@@ -130,6 +145,7 @@ test('P-f leak scan: the keep-running demo serving a real openai SDK client and 
   const findings = leakFindings(run, { book, privateTexts: [...sdkPrompts, ...completions, completionOf(run)], modelPath, prompt: null, extra: errorBodies });
   t.diagnostic(`error bodies: ${errorBodies.map((b) => `${b.where}: ${b.text.slice(0, 160)}`).join(' | ')}`);
   assert.deepEqual(findings, [], report(findings));
+  assertLogWritten(run);
   // The secret channel (the demo's fd 3) reached no other process.
   const demo = run.processes.find((p) => p.role === 'demo');
   const channel = demo?.fds.find((fd) => fd.startsWith('3:'))?.slice(2);

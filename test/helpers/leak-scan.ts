@@ -190,6 +190,8 @@ export interface DemoRun {
   /** Pids still alive after the demo exited whose argv names something under `root` (its runtime). */
   readonly leftOver: number[];
   readonly demoPid: number;
+  /** The data dir's log file (logs/companion.log and its rotation, in order) after the demo exited; null without `dataDir` or a log. */
+  readonly logFile: string | null;
 }
 
 export interface DemoRunOptions {
@@ -204,6 +206,8 @@ export interface DemoRunOptions {
   readonly skipFile?: (path: string) => boolean;
   /** The demo's prompt (`--prompt`): the user's private text. */
   readonly prompt?: string;
+  /** `demo --data-dir`: the demo keeps its state (and its log file) there, to be scanned after it exits. */
+  readonly dataDir?: string;
 }
 
 export const preloadScript = join(distRoot, 'test', 'helpers', 'leak-scan-preload.js');
@@ -245,7 +249,7 @@ function lines(stream: Readable, onLine: (line: string) => void): void {
  */
 export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
   const env = demoEnvironment(options.root);
-  const args = ['--import', preloadScript, companionBin, 'demo', '--json', '--keychain', 'memory', '--threads', '1', ...(options.keepRunning ? ['--keep-running'] : []), ...(options.prompt !== undefined ? ['--prompt', options.prompt] : [])];
+  const args = ['--import', preloadScript, companionBin, 'demo', '--json', '--keychain', 'memory', '--threads', '1', ...(options.keepRunning ? ['--keep-running'] : []), ...(options.prompt !== undefined ? ['--prompt', options.prompt] : []), ...(options.dataDir !== undefined ? ['--data-dir', options.dataDir] : [])];
   const child: ChildProcess = spawn(process.execPath, args, { cwd: options.root, env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
   const demoPid = child.pid ?? 0;
   let stdout = '';
@@ -330,10 +334,18 @@ export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
       ...processesWith(options.root),
     ])];
     for (const file of snapshotFiles(options.root, skip)) files.set(`${file.path}:${hash(file.content)}`, file);
+    const logParts = options.dataDir === undefined ? [] : ['companion.log.1', 'companion.log'].flatMap((name) => {
+      try {
+        return [readFileSync(join(options.dataDir!, 'logs', name), 'utf8')];
+      } catch {
+        return [];
+      }
+    });
     return {
       exitCode: code, signal, stdout, stderr, channel,
       runtimeStderr: channel.filter((m) => m.type === 'runtime-stderr').map((m) => m.text ?? '').join(''),
       processes: [...processes.values()], files: [...files.values()], available, leftOver, demoPid,
+      logFile: logParts.length === 0 ? null : logParts.join(''),
     };
   } finally {
     clearTimeout(timer);
@@ -395,6 +407,8 @@ export function leakFindings(run: DemoRun, policy: ScanPolicy): Finding[] {
     findings.push(...scanText(`/proc/${proc.pid}/environ (${proc.role})`, proc.environ.join('\n'), all));
   }
   for (const file of run.files) findings.push(...scanText(`file ${file.path}`, file.content, all));
+  // The log file `up` and the demo write (logs/companion.log): scanned as a whole, besides the file snapshots.
+  if (run.logFile !== null) findings.push(...scanText('log file (logs/companion.log)', run.logFile, all));
   for (const { where, text } of policy.extra ?? []) findings.push(...scanText(where, text, all));
   return findings;
 }
