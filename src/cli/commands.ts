@@ -9,6 +9,8 @@ import { upCommand } from './cmd-up.js';
 import { runCommand } from './cmd-run.js';
 import { demoCommand } from './cmd-demo.js';
 import { hubCommand } from './cmd-hub.js';
+import { listCommand, rmCommand, useCommand } from './cmd-models.js';
+import { psCommand } from './cmd-ps.js';
 
 export interface Command {
   readonly name: string;
@@ -28,5 +30,6 @@ export const COMMANDS: Command[] = [
   runCommand,
   endpointCommand,
   doctorCommand,
+  listCommand, rmCommand, useCommand, psCommand,
 ];
 

@@ -96,6 +96,7 @@ export const ERROR_CODES = {
   ERR_DISK_WRITE: 'writing the model to disk failed',
   ERR_MODEL_NOT_INSTALLED: 'no verified model is installed; run `companion pull`',
   ERR_MODEL_CHANGED: 'the installed model file changed since it was verified',
+  ERR_MODEL_IN_USE: 'a running `companion up` serves this model; stop it first',
 
   // Runtime spawn, health and sandbox (D5.4, P-i, P-k).
   ERR_SPAWN_BINARY: 'the runtime binary path is not absolute or not a file',
