@@ -271,7 +271,7 @@ async function signedIn(t: { after(fn: () => Promise<void>): void }): Promise<Si
 }
 
 test('companion list with a signed-in hub, a second pull keeping the active model, pull nosuch listing the ids, the hub down', { ...keyring, timeout: 240_000 }, async (t) => {
-  const { hub, env, common, dataDir, models } = await signedIn(t);
+  const { hub, env, common, models } = await signedIn(t);
   const digests = hub.models.map((m) => m.sha256);
 
   const before = await listRows(common, env);
