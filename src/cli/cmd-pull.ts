@@ -27,7 +27,7 @@ export const pullCommand: Command = {
     'streams, and gives it its final name only when size and SHA-256 match. An interrupted pull resumes.',
     'MODEL is a model id from the manifest (default: the first one).',
     'With --json: one event per line on stdout ({"event":"progress"|"resume"|"restart"|"verified",…});',
-    'the last one is {"event":"verified","model":ID,"bytes":N,"reused":BOOL}. A failure: one line on stderr and',
+    'the last one is {"event":"verified","model":ID,"bytes":N,"reused":BOOL,"active":BOOL}. A failure: one line on stderr and',
     '{"error":{"code","message"}} on stdout. Ctrl-C stops, keeps what was received and says so on stderr',
     '("interrupted at X of Y; run the same pull again to resume"; with --json also the ERR_INTERRUPTED error',
     'object); exit status 130. On a terminal the progress line fits its width.',
