@@ -9,6 +9,7 @@ import { upCommand } from './cmd-up.js';
 import { runCommand } from './cmd-run.js';
 import { demoCommand } from './cmd-demo.js';
 import { hubCommand } from './cmd-hub.js';
+import { configCommand } from './cmd-config.js';
 
 export interface Command {
   readonly name: string;
@@ -28,5 +29,6 @@ export const COMMANDS: Command[] = [
   runCommand,
   endpointCommand,
   doctorCommand,
+  configCommand,
 ];
 
