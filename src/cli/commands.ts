@@ -9,6 +9,7 @@ import { upCommand } from './cmd-up.js';
 import { runCommand } from './cmd-run.js';
 import { demoCommand } from './cmd-demo.js';
 import { hubCommand } from './cmd-hub.js';
+import { configCommand } from './cmd-config.js';
 import { listCommand, rmCommand, useCommand } from './cmd-models.js';
 import { psCommand } from './cmd-ps.js';
 
@@ -30,6 +31,7 @@ export const COMMANDS: Command[] = [
   runCommand,
   endpointCommand,
   doctorCommand,
+  configCommand,
   listCommand, rmCommand, useCommand, psCommand,
 ];
 

@@ -122,6 +122,8 @@ export const ERROR_CODES = {
   // TLS and configuration.
   ERR_TLS_CA: 'the extra CA file could not be read or is not PEM',
   ERR_CONFIG: 'the configuration is invalid',
+  ERR_CONFIG_FILE: 'the config file in the data dir is unsafe (a symlink, another user\'s, readable by others) or damaged',
+  ERR_HUB_PORT_BUSY: 'a port the reference hub remembered in its data dir is in use by another process',
   ERR_HUB_UNREACHABLE: 'the hub could not be reached',
   ERR_STATE_UNSAFE: 'a private state folder or file is a symlink, not a folder, or owned by another user',
   ERR_LOCKED_BY_OTHER: 'another companion is running with this data directory',
