@@ -11,6 +11,7 @@ import { resolveConfig } from '../shell/config.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext, type CommandContext } from './context.js';
+import { servedModelFor } from './cmd-models.js';
 import type { Io } from './io.js';
 
 /** Resolves on the first SIGINT or SIGTERM. */
@@ -44,7 +45,7 @@ export const upCommand: Command = {
   name: 'up',
   summary: 'start the runtime and the guarded endpoint; runs until Ctrl-C',
   help: [
-    'Usage: companion up [--detach] [--json] [--threads N] [--allow-unsandboxed]',
+    'Usage: companion up [--detach] [--json] [--threads N] [--allow-unsandboxed] [--model MODEL]',
     '',
     'Re-checks the installed model, starts the local runtime in its sandbox (no network, read-only view',
     'of its model and code), and serves the guarded OpenAI-compatible endpoint on 127.0.0.1. A new',
@@ -59,12 +60,13 @@ export const upCommand: Command = {
     '',
     'Options:',
     '  --threads N            CPU threads for inference (default: the runtime\'s choice)',
+    '  --model MODEL          serve this installed model for this run (default: the active one, see companion use)',
     '  --allow-unsandboxed    start even when no sandbox can be made (status and doctor say so)',
     '  --detach               run in the background (output to the log), return once available',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args, { detach: { type: 'boolean' } });
+    const parsed = parseCommandArgs(args, { model: { type: 'string' }, detach: { type: 'boolean' } });
     if (parsed.values.detach === true) return runDetached(args, parsed, io);
     const channel = detachedChannel(io.env);
     let log: LogFile | null = null;
@@ -125,6 +127,7 @@ async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channe
       const log = opened ?? openLogFile(context.config.dataDir);
       onLog(log);
       log.write('up', `started (pid ${process.pid}${channel === null ? '' : ', in the background'})`);
+      const modelId = await servedModelFor(context, parsed.values.model);
       const sandbox = await resolveSandbox(context.config.sandbox, (line) => io.err(line));
       const authority = authorityFor(context, io);
       // Still before the token is rotated: a live record without a lock (an `up` of an older version) is left alone too.
@@ -142,6 +145,7 @@ async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channe
         verifyToken,
         attest,
         ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
+        ...(modelId !== undefined ? { modelId } : {}),
         ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
         sandboxMode: sandbox.mode,
         log: (source, text) => log.write(source, text),

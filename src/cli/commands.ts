@@ -9,6 +9,9 @@ import { upCommand } from './cmd-up.js';
 import { runCommand } from './cmd-run.js';
 import { demoCommand } from './cmd-demo.js';
 import { hubCommand } from './cmd-hub.js';
+import { configCommand } from './cmd-config.js';
+import { listCommand, rmCommand, useCommand } from './cmd-models.js';
+import { psCommand } from './cmd-ps.js';
 import { stopCommand } from './cmd-stop.js'; import { logsCommand } from './cmd-logs.js'; import { completionCommand } from './cmd-completion.js';
 
 export interface Command {
@@ -29,6 +32,8 @@ export const COMMANDS: Command[] = [
   runCommand,
   endpointCommand,
   doctorCommand,
+  configCommand,
+  listCommand, rmCommand, useCommand, psCommand,
   stopCommand, logsCommand, completionCommand,
 ];
 
