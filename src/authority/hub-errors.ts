@@ -11,13 +11,15 @@ import { CompanionError } from '../core/errors.js';
 /** Error codes that are safe to print: upper-case letters, digits and `_` only. */
 const SAFE_CODE = /^[A-Z][A-Z0-9_]{1,63}$/;
 
-/** The first safe `code` (or `TimeoutError` / `AbortError` name) along the cause chain, or null. */
+/** The first safe `code` (or `TimeoutError` / `AbortError` name, or BAD_PORT) along the cause chain, or null. */
 export function transportCode(error: unknown): string | null {
   for (let e = error, depth = 0; e !== null && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && SAFE_CODE.test(code)) return code;
     const name = (e as { name?: unknown }).name;
     if (name === 'TimeoutError' || name === 'AbortError') return name;
+    // The fetch standard's blocked ports (9, 25, 6000, …): undici says only "bad port", a fixed text.
+    if ((e as { message?: unknown }).message === 'bad port') return 'BAD_PORT';
   }
   return null;
 }
@@ -45,6 +47,7 @@ const CONNECT_REASONS: Readonly<Record<string, readonly [string, string]>> = {
   UND_ERR_SOCKET: ['connection closed', 'check the network and that --hub names an https hub'],
   EHOSTUNREACH: ['host unreachable', 'check the network and --hub'],
   ENETUNREACH: ['network unreachable', 'check the network'],
+  BAD_PORT: ['a port that fetch refuses to use', 'give the hub another port in --hub'],
 };
 
 /**
