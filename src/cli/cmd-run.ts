@@ -58,6 +58,8 @@ export const runCommand: Command = {
     'whether the companion is available. local-only never goes to the cloud. The cloud lane is configured',
     'with COMPANION_CLOUD_URL (an OpenAI-compatible base URL), COMPANION_CLOUD_KEY and COMPANION_CLOUD_MODEL;',
     'without the URL and key only the local lane exists. The prompt and answer are never logged.',
+    'When the call needs the local companion and it is not available, the one error line says why and what',
+    'to do (keychain locked, no hub configured, not signed in, no model, companion up not running, …).',
     '',
     'The prompt is PROMPT; or all of stdin when stdin is not a terminal or PROMPT is - (at most 1 MiB; empty',
     'is a usage error). With no PROMPT and stdin a terminal, run is an interactive chat: type at the ">>> "',
