@@ -8,7 +8,8 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } fr
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runCli } from '../helpers/cli.js';
+import { installTinyModel } from '../helpers/assurance-runtime.js';
+import { runCli, startCli as startLong } from '../helpers/cli.js';
 import { startCompanionHub, type CompanionHub } from '../helpers/companion-hub.js';
 import { gate } from '../helpers/gate.js';
 import { loginItems, secretServiceAvailable, startSecretService } from '../helpers/secret-service.js';
@@ -145,7 +146,8 @@ test('companion status shows the hub, the data dir and why the companion is not 
   const installed = await runCli(['status', '--json', ...hub], env, 30_000);
   assert.equal(installed.status, 0, installed.stderr);
   const [report] = jsonLines(installed.stdout);
-  assert.deepEqual(report?.model, { id: 'tiny', verified: true, check: 'verified' });
+  assert.deepEqual(report?.model, { id: 'tiny', verified: true });
+  assert.equal(report?.modelCheck, 'verified');
   assert.equal((report?.unavailable as { reason?: unknown }).reason, 'up-not-running');
   assert.equal(report?.hub, 'https://127.0.0.1:9');
 
@@ -156,7 +158,8 @@ test('companion status shows the hub, the data dir and why the companion is not 
   utimesSync(file, now, new Date(now.getTime() + 5_000));
   const touched = await runCli(['status', '--json', ...hub], env, 30_000);
   assert.equal(touched.status, 0, touched.stderr);
-  assert.deepEqual(jsonLines(touched.stdout)[0]?.model, { id: 'tiny', verified: false, check: 'unconfirmed' });
+  assert.deepEqual(jsonLines(touched.stdout)[0]?.model, { id: 'tiny', verified: false });
+  assert.equal(jsonLines(touched.stdout)[0]?.modelCheck, 'unconfirmed');
   assert.equal(statSync(join(dataDir, 'models', 'installed.json')).mtimeMs, before, 'installed.json was not rewritten');
 
   writeFileSync(file, 'another size');
@@ -304,4 +307,42 @@ test('with the real Secret Service: companion pull tells a wrong CA from a hub t
   const downLine = oneLine(down, 'hub down');
   assert.equal(downLine, `companion pull: the hub at ${where} could not be reached (connection refused); is the hub running (companion hub)? check --hub [ERR_HUB_UNREACHABLE]`);
   assert.notEqual(tlsLine, downLine);
+});
+
+test('with the real Secret Service: status of a running companion shows "Up since" in local time, Available: yes and no reason; once up stops, the reason is "up not running"', keyring, async (t) => {
+  const dir = tempDir(t);
+  const secretService = await startSecretService();
+  t.after(() => secretService.stop());
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', ...secretService.env };
+  const dataDir = join(dir, 'data');
+  mkdirSync(join(dataDir, 'run'), { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
+  installTinyModel(dataDir);
+  // No hub is contacted by up, status or run here: the hub URL only names the keychain service.
+  const common = ['--hub', 'https://127.0.0.1:9', '--data-dir', dataDir];
+  const up = startLong(['up', '--json', '--threads', '1', '--allow-unsandboxed', ...common], env);
+  t.after(() => up.stop());
+  await up.waitJson((v) => v.event === 'available', 90_000);
+
+  const json = await runCli(['status', '--json', ...common], env, 30_000);
+  assert.equal(json.status, 0, json.stderr);
+  const [report] = jsonLines(json.stdout);
+  assert.equal(report?.companionAvailable, true);
+  assert.equal(report?.unavailable, null);
+  assert.match(String(report?.upSince), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.match(String(report?.upSinceLocal), LOCAL_TIME);
+  const human = await runCli(['status', ...common], env, 30_000);
+  assert.match(human.stdout, /^Up since: {3}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(local\)$/m);
+  assert.match(human.stdout, /^Available: {2}yes$/m);
+  assert.match(human.stdout, new RegExp(`^Data dir: {3}${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'));
+
+  assert.equal(await up.stop(), 0);
+  const stopped = await runCli(['status', '--json', ...common], env, 30_000);
+  assert.equal(stopped.status, 0, stopped.stderr);
+  const [after] = jsonLines(stopped.stdout);
+  assert.equal(after?.upSince, null);
+  assert.equal((after?.unavailable as { reason?: unknown }).reason, 'up-not-running');
+  const run = await runCli(['run', 'hello', ...common], env, 30_000);
+  assert.equal(run.status, 1, run.stderr);
+  assert.equal(oneLine(run, 'run after up stopped'), 'companion run: companion up is not running: start it with companion up [ERR_UPSTREAM_UNAVAILABLE]');
 });
