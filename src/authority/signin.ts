@@ -162,7 +162,9 @@ function explainStoreFailure(error: unknown): unknown {
     : keychain === 'ERR_KEYCHAIN_UNAVAILABLE' ? 'no keychain service is available'
       : keychain === 'ERR_KEYCHAIN_TIMEOUT' ? 'the keychain did not answer in time' : 'the keychain reported an error';
   const fix = keychain === 'ERR_KEYCHAIN_LOCKED' ? 'unlock the keychain' : 'check the keychain with companion doctor';
-  return new CompanionError('ERR_CUSTODY_STORE_FAILED', `the hub signed you in, but the tokens could not be stored (${why}${keychain.startsWith('ERR_') ? `: ${keychain}` : ''}), so nothing was kept; ${fix}, then run companion login again`, error.detail === undefined ? {} : { detail: error.detail });
+  // A scrub that failed too leaves an item whose binding makes it unusable (custody): nothing *usable* is kept.
+  const kept = error.detail?.scrubbed === false ? 'nothing usable was kept' : 'nothing was kept';
+  return new CompanionError('ERR_CUSTODY_STORE_FAILED', `the hub signed you in, but the tokens could not be stored (${why}${keychain.startsWith('ERR_') ? `: ${keychain}` : ''}), so ${kept}; ${fix}, then run companion login again`, error.detail === undefined ? {} : { detail: error.detail });
 }
 
 export interface AuthorizedOptions {

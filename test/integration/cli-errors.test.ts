@@ -268,7 +268,7 @@ test('with the real Secret Service: login is refused before any URL while locked
   assertSafePage(failed, secondCallback, 'store failure');
   const error = (await second.nextJson((v) => v.error !== undefined)).error as { code?: string; message?: string };
   assert.equal(error.code, 'ERR_CUSTODY_STORE_FAILED');
-  assert.match(String(error.message), /^the hub signed you in, but the tokens could not be stored \(.*ERR_KEYCHAIN_[A-Z_]+\), so nothing was kept; .*then run companion login again$/);
+  assert.match(String(error.message), /^the hub signed you in, but the tokens could not be stored \(.*ERR_KEYCHAIN_[A-Z_]+\), so nothing (usable )?was kept; .*then run companion login again$/);
   assert.equal(await second.exited(), 1);
   await secretService.unlock();
 
