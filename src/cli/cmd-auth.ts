@@ -5,6 +5,7 @@ import { CompanionError } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
+import { rememberSettings, settingsToRemember } from './cmd-config.js';
 import { CliUsageError } from './io.js';
 
 /**
@@ -62,6 +63,7 @@ export const loginCommand: Command = {
     'Signs in to the hub with the OAuth native-app flow: a one-shot listener on 127.0.0.1, the system',
     'browser, PKCE S256 and an issuer check; the tokens go to the OS keychain, never to a file.',
     'With --no-browser (or when no browser opens) the URL is printed: open it in a browser on this machine.',
+    'After a successful sign-in, --hub, --ca and --manifest-key are saved in <data-dir>/config.json (see companion config).',
     'With --json: {"event":"open","url":URL} once the listener is up, then {"event":"signed-in"} or, on',
     'failure, {"error":{"code","message"}}.',
     'The keychain is checked first: when it is locked or missing, login stops before any browser or URL.',
@@ -79,6 +81,7 @@ export const loginCommand: Command = {
     try {
       const authority = authorityFor(context, io);
       await requireKeychain(authority.keychain, 'not signed in (nothing was opened)');
+      const remember = await settingsToRemember(context.config);
       const result = await authority.signIn({
         ...(parsed.values['no-browser'] === true ? {} : { openBrowser: openSystemBrowser }),
         timeoutMs: timeoutSeconds * 1000,
@@ -88,8 +91,11 @@ export const loginCommand: Command = {
           else io.out(opened ? `Opened the browser. If it did not appear, open this URL on this machine:\n  ${url}` : `Open this URL in a browser on this machine to sign in:\n  ${url}`);
         },
       });
-      if (context.json) context.emit({ event: 'signed-in', ...(result.subject ? { user: result.subject } : {}), expiresAt: new Date(result.expiresAt).toISOString() });
+      // Only after a successful sign-in: a failed login saves nothing (issue 18 item 2).
+      const configFile = await rememberSettings(context.config.dataDir, remember);
+      if (context.json) context.emit({ event: 'signed-in', ...(result.subject ? { user: result.subject } : {}), expiresAt: new Date(result.expiresAt).toISOString(), config: configFile });
       else io.out(`Signed in${result.subject ? ` as ${result.subject}` : ''} (scope: ${result.scope.join(' ')}).`);
+      if (!context.json) io.out(`Saved ${Object.keys(remember).join(', ')} in ${configFile}: later commands use them without flags.`);
       return 0;
     } finally {
       await context.close();

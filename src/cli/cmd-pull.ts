@@ -1,7 +1,7 @@
 /** `companion pull [MODEL]`: manifest from the hub, verified download, atomic promote (D5.5, P-h). */
 import { CompanionError, isCompanionError } from '../core/errors.js';
-import { findModel } from '../core/manifest.js';
-import { pullModel, type PullEvent } from '../shell/install.js';
+import { collectSuperseded, pullModel, readInstalled, type PullEvent } from '../shell/install.js';
+import { manifestModel } from './cmd-models.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
@@ -55,7 +55,7 @@ export const pullCommand: Command = {
     'streams, and gives it its final name only when size and SHA-256 match. An interrupted pull resumes.',
     'MODEL is a model id from the manifest (default: the first one).',
     'With --json: one event per line on stdout ({"event":"progress"|"resume"|"restart"|"verified",…});',
-    'the last one is {"event":"verified","model":ID,"bytes":N,"reused":BOOL}. A failure: one line on stderr and',
+    'the last one is {"event":"verified","model":ID,"bytes":N,"reused":BOOL,"active":BOOL}. A failure: one line on stderr and',
     '{"error":{"code","message"}} on stdout. Ctrl-C stops, keeps what was received and says so on stderr',
     '("interrupted at X of Y; run the same pull again to resume"; with --json also the ERR_INTERRUPTED error',
     'object); exit status 130. On a terminal the progress line fits its width.',
@@ -69,7 +69,7 @@ export const pullCommand: Command = {
     try {
       const authority = authorityFor(context, io);
       const manifest = await authority.fetchManifest();
-      const model = findModel(manifest, parsed.positionals[0]);
+      const model = manifestModel(manifest, parsed.positionals[0]);
       const live = !context.json && io.isTty;
       const columns = (): number | undefined => io.columns?.();
       if (!context.json) io.out(live ? formatHeader(model.name, model.id, model.size, columns()) : `Pulling ${model.name} (${model.id}, ${mib(model.size)} MiB) from the model host…`);
@@ -88,9 +88,10 @@ export const pullCommand: Command = {
       }
       let lastLine = 0;
       let reused = false;
+      let active = true;
       let received = 0;
       const onEvent = (event: PullEvent): void => {
-        if (event.event === 'verified') reused = event.reused;
+        if (event.event === 'verified') ({ reused, active } = event);
         if (event.event === 'progress') received = event.bytes;
         else if (event.event === 'resume') received = event.offset;
         if (context.json) {
@@ -139,7 +140,10 @@ export const pullCommand: Command = {
         process.removeListener('SIGINT', onSigint);
         if (live && !interrupted) io.write('\n');
       }
+      await collectSuperseded(context.paths.models, installed.id);
       if (!context.json) io.out(`${installed.id}: verified and installed${reused ? ' (already there, unchanged)' : ''}.`);
+      // A second model does not switch the active one (docs/decisions.md): say how to.
+      if (!context.json && !active) io.out(`${(await readInstalled(context.paths.models))?.id ?? 'another model'} stays the active model; run companion use ${installed.id} to switch.`);
       return 0;
     } finally {
       await context.close();

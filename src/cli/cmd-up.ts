@@ -7,6 +7,7 @@ import { acquireUpLock, type UpLock } from '../shell/up-lock.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext, type CommandContext } from './context.js';
+import { servedModelFor } from './cmd-models.js';
 import type { Io } from './io.js';
 
 /** Resolves on the first SIGINT or SIGTERM. */
@@ -39,7 +40,7 @@ export const upCommand: Command = {
   name: 'up',
   summary: 'start the runtime and the guarded endpoint; runs until Ctrl-C',
   help: [
-    'Usage: companion up [--json] [--threads N] [--allow-unsandboxed]',
+    'Usage: companion up [--json] [--threads N] [--allow-unsandboxed] [--model MODEL]',
     '',
     'Re-checks the installed model, starts the local runtime in its sandbox (no network, read-only view',
     'of its model and code), and serves the guarded OpenAI-compatible endpoint on 127.0.0.1. A new',
@@ -50,11 +51,12 @@ export const upCommand: Command = {
     '',
     'Options:',
     '  --threads N            CPU threads for inference (default: the runtime\'s choice)',
+    '  --model MODEL          serve this installed model for this run (default: the active one, see companion use)',
     '  --allow-unsandboxed    start even when no sandbox can be made (status and doctor say so)',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args);
+    const parsed = parseCommandArgs(args, { model: { type: 'string' } });
     const context = await createContext(parsed, io);
     const stop = untilSignal();
     let lock: UpLock | null = null;
@@ -67,6 +69,7 @@ export const upCommand: Command = {
         await reportRunning(context, io, error.detail.pid);
         return 1;
       }
+      const modelId = await servedModelFor(context, parsed.values.model);
       const sandbox = await resolveSandbox(context.config.sandbox, (line) => io.err(line));
       const authority = authorityFor(context, io);
       // Still before the token is rotated: a live record without a lock (an `up` of an older version) is left alone too.
@@ -84,6 +87,7 @@ export const upCommand: Command = {
         verifyToken,
         attest,
         ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
+        ...(modelId !== undefined ? { modelId } : {}),
         ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
         sandboxMode: sandbox.mode,
         onEvent: (event) => {

@@ -9,6 +9,9 @@ import { upCommand } from './cmd-up.js';
 import { runCommand } from './cmd-run.js';
 import { demoCommand } from './cmd-demo.js';
 import { hubCommand } from './cmd-hub.js';
+import { configCommand } from './cmd-config.js';
+import { listCommand, rmCommand, useCommand } from './cmd-models.js';
+import { psCommand } from './cmd-ps.js';
 
 export interface Command {
   readonly name: string;
@@ -28,5 +31,7 @@ export const COMMANDS: Command[] = [
   runCommand,
   endpointCommand,
   doctorCommand,
+  configCommand,
+  listCommand, rmCommand, useCommand, psCommand,
 ];
 

@@ -96,6 +96,7 @@ export const ERROR_CODES = {
   ERR_DISK_WRITE: 'writing the model to disk failed',
   ERR_MODEL_NOT_INSTALLED: 'no verified model is installed; run `companion pull`',
   ERR_MODEL_CHANGED: 'the installed model file changed since it was verified',
+  ERR_MODEL_IN_USE: 'a running `companion up` serves this model; stop it first',
 
   // Runtime spawn, health and sandbox (D5.4, P-i, P-k).
   ERR_SPAWN_BINARY: 'the runtime binary path is not absolute or not a file',
@@ -121,6 +122,8 @@ export const ERROR_CODES = {
   // TLS and configuration.
   ERR_TLS_CA: 'the extra CA file could not be read or is not PEM',
   ERR_CONFIG: 'the configuration is invalid',
+  ERR_CONFIG_FILE: 'the config file in the data dir is unsafe (a symlink, another user\'s, readable by others) or damaged',
+  ERR_HUB_PORT_BUSY: 'a port the reference hub remembered in its data dir is in use by another process',
   ERR_HUB_UNREACHABLE: 'the hub could not be reached',
   ERR_STATE_UNSAFE: 'a private state folder or file is a symlink, not a folder, or owned by another user',
   ERR_LOCKED_BY_OTHER: 'another companion is running with this data directory',

@@ -65,6 +65,13 @@ export interface HubOptions {
   readonly extraModels?: readonly SyntheticModelSpec[];
   /** Event lines (no secrets), e.g. for `companion hub`. Default: nothing. */
   readonly log?: (line: string) => void;
+  /**
+   * With `dataDir`: reuse the ports kept in `<dataDir>/ports.json` for `port` / `modelHostPort` when they
+   * are not given, and keep the ports bound at each start there, so the hub URL (the issuer) and the
+   * sign-ins made against it survive a restart (`companion hub --data-dir`). A remembered port that is
+   * busy fails with ERR_HUB_PORT_BUSY: another port would silently be another issuer. Default false.
+   */
+  readonly rememberPorts?: boolean;
 }
 
 export interface RunningHub {
@@ -197,10 +204,30 @@ async function listen(server: Server, port: number): Promise<number> {
   return address.port;
 }
 
+/** The ports a hub with `rememberPorts` kept in its data directory, or null (none yet). @throws ERR_CONFIG when damaged */
+function readRememberedPorts(file: string): { hub: number; modelHost: number } | null {
+  const value = readJsonOptional(file) as { hub?: unknown; modelHost?: unknown } | null;
+  if (value === null) return null;
+  const isPort = (p: unknown): p is number => typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 65_535;
+  if (typeof value !== 'object' || !isPort(value.hub) || !isPort(value.modelHost)) {
+    throw new CompanionError('ERR_CONFIG', `the hub's remembered ports are damaged (${file}): remove the file to take new ports`);
+  }
+  return { hub: value.hub, modelHost: value.modelHost };
+}
+
+/** Maps a bind failure on a remembered port to ERR_HUB_PORT_BUSY (the port is named: it is no secret). */
+function rememberedBindError(error: unknown, what: string, port: number, file: string): unknown {
+  if (error instanceof CompanionError && error.code === 'ERR_BIND_FAILED') {
+    return new CompanionError('ERR_HUB_PORT_BUSY', `the ${what} port ${port} that this hub remembered (${file}) is in use: stop what uses it, or pass --port 0 --model-host-port 0 to take new ports (the hub URL changes: sign in again)`, { cause: error });
+  }
+  return error;
+}
+
 /**
  * Starts the reference hub and its model host on 127.0.0.1.
  * @throws TypeError ERR_INVALID_ARG_VALUE / ERR_INVALID_ARG_TYPE for bad options; ERR_CONFIG for an unusable data directory,
- *   ERR_LOCKED_BY_OTHER when another hub uses the data directory, ERR_BIND_FAILED when a port is taken.
+ *   ERR_LOCKED_BY_OTHER when another hub uses the data directory, ERR_BIND_FAILED when a port is taken,
+ *   ERR_HUB_PORT_BUSY when a port remembered with `rememberPorts` is taken.
  */
 export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
   const port = optionalInteger(options.port, 'port', 0, 0, 65_535);
@@ -228,6 +255,12 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
   };
 
   try {
+    const portsFile = dataDir !== null && options.rememberPorts === true ? join(dataDir, 'ports.json') : null;
+    const remembered = portsFile === null ? null : readRememberedPorts(portsFile);
+    const hubPortRemembered = options.port === undefined && remembered !== null;
+    const modelHostPortRemembered = options.modelHostPort === undefined && remembered !== null;
+    const hubPortWanted = hubPortRemembered ? remembered.hub : port;
+    const modelHostPortWanted = modelHostPortRemembered ? remembered.modelHost : modelHostPort;
     const keys = loadOrCreateKeys(dataDir, options.user, options.password);
     const tls = await createHubTls(keys.ca);
     let caPath: string | null = null;
@@ -251,7 +284,9 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
       files.push({ modelId: spec.id, path: `/models/${spec.id}.bin`, size: spec.size, etag: etagOf(sha, spec.size), open: (start, end) => syntheticRange(spec.seed, spec.size, start, end) });
     });
 
-    const modelHost = await startModelHost({ port: modelHostPort, key: tls.modelHost.keyPem, cert: tls.modelHost.certPem, files, ...(options.misbehave === undefined ? {} : { misbehaviour: options.misbehave }) });
+    const modelHost = await startModelHost({ port: modelHostPortWanted, key: tls.modelHost.keyPem, cert: tls.modelHost.certPem, files, ...(options.misbehave === undefined ? {} : { misbehaviour: options.misbehave }) }).catch((error: unknown) => {
+      throw modelHostPortRemembered && portsFile !== null ? rememberedBindError(error, 'model host', modelHostPortWanted, portsFile) : error;
+    });
     cleanups.push(() => modelHost.close());
 
     const models: ManifestModel[] = [
@@ -283,7 +318,9 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
       socket.on('close', () => sockets.delete(socket));
     });
     server.on('tlsClientError', () => undefined);
-    const hubPort = await listen(server, port);
+    const hubPort = await listen(server, hubPortWanted).catch((error: unknown) => {
+      throw hubPortRemembered && portsFile !== null ? rememberedBindError(error, 'hub', hubPortWanted, portsFile) : error;
+    });
     cleanups.push(async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const socket of sockets) socket.destroy();
@@ -291,6 +328,8 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
       await closed;
     });
     const issuer = `https://127.0.0.1:${hubPort}`;
+    // Kept once both are bound: the next start reuses them, so the issuer stays the same.
+    if (portsFile !== null) writePrivateFileAtomic(portsFile, JSON.stringify({ hub: hubPort, modelHost: Number(new URL(modelHost.url).port) }));
     const expectedHost = `127.0.0.1:${hubPort}`;
 
     const auth = createAuthServer({ issuer, store, jwks: keys.jwks, cookieKeys: keys.cookieKeys, user: keys.user, password: keys.password, clientScopes: scopes, accessTokenTtlSeconds, log });

@@ -26,6 +26,8 @@ export interface RuntimeGroupOptions {
    */
   readonly attest?: Attestor;
   readonly threads?: number;
+  /** The installed model to serve (default: the active one). */
+  readonly modelId?: string;
   readonly wrap?: SpawnWrap;
   /** The sandbox mode name, for status and doctor (`none` when unsandboxed). */
   readonly sandboxMode: string;
@@ -72,6 +74,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     dataDir: options.dataDir,
     modelsDir: paths.models,
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.modelId !== undefined ? { modelId: options.modelId } : {}),
     ...(options.wrap ? { wrap: options.wrap } : {}),
     ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
     ...(options.restartPolicy !== undefined ? { restartPolicy: options.restartPolicy } : {}),

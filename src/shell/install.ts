@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, open, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
 import { Worker } from 'node:worker_threads';
@@ -43,9 +43,14 @@ export type PullEvent =
   | PullProgress
   | { readonly event: 'resume'; readonly model: string; readonly offset: number }
   | { readonly event: 'restart'; readonly model: string; readonly reason: 'range-ignored' | 'changed' }
-  | { readonly event: 'verified'; readonly model: string; readonly bytes: number; readonly reused: boolean };
+  /** `active`: the model is the active one after this pull (the first installed one, or a new version of the active one). */
+  | { readonly event: 'verified'; readonly model: string; readonly bytes: number; readonly reused: boolean; readonly active: boolean };
 
-/** What the companion remembers about an installed, verified model (models/installed.json, 0600). */
+/**
+ * What the companion remembers about an installed, verified model: one record per model in
+ * `models/records/<id>.json`, and the active model's record in `models/installed.json` (0600 each). A
+ * record only in `installed.json` (an install by an older version) counts as installed too.
+ */
 export interface InstalledModel {
   readonly id: string;
   readonly name: string;
@@ -100,7 +105,9 @@ interface PartialMeta {
 /** Bytes per batch handed to the hashing and writing side (written in smaller pieces, see install-worker). */
 const BATCH = 1 << 20;
 const INSTALLED = 'installed.json';
+const RECORDS_DIR = 'records';
 const PARTIAL_DIR = '.partial';
+const PART_SUFFIX = '.gguf.part';
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
@@ -155,9 +162,173 @@ function asInstalled(value: unknown): InstalledModel | null {
   return ok ? (v as unknown as InstalledModel) : null;
 }
 
-/** Reads the installed record, or null when there is none or it does not have the expected shape. */
-export async function readInstalled(modelsDir: string): Promise<InstalledModel | null> {
-  return asInstalled(await readJson(join(modelsDir, INSTALLED)));
+/** True when `id` is a model id that can name a file (the check {@link modelFileName} throws for). */
+export function isModelId(id: unknown): id is string {
+  return typeof id === 'string' && MODEL_ID.test(id) && !id.includes('..');
+}
+
+/**
+ * Reads the record of the active model (no `id`), or of the installed model `id`; null when there is
+ * none, it does not have the expected shape, or `id` is not a model id.
+ */
+export async function readInstalled(modelsDir: string, id?: string): Promise<InstalledModel | null> {
+  const active = asInstalled(await readJson(join(modelsDir, INSTALLED)));
+  if (id === undefined) return active;
+  if (!isModelId(id)) return null;
+  if (active !== null && active.id === id) return active;
+  // Only from a private records folder: a link there would let someone else choose what is "installed".
+  if (!(await checkPrivateDir(join(modelsDir, RECORDS_DIR)).catch(() => false))) return null;
+  const own = asInstalled(await readJson(join(modelsDir, RECORDS_DIR, `${id}.json`)));
+  return own !== null && own.id === id ? own : null;
+}
+
+/**
+ * Every installed model's record (the active one's included), sorted by id. Records whose file has
+ * gone are listed too: `checkInstalledModel` tells.
+ * @throws ERR_STATE_UNSAFE when `modelsDir` or its records folder is a symlink or another user's
+ */
+export async function listInstalled(modelsDir: string): Promise<InstalledModel[]> {
+  if (!(await checkPrivateDir(modelsDir))) return [];
+  const byId = new Map<string, InstalledModel>();
+  const dir = join(modelsDir, RECORDS_DIR);
+  if (await checkPrivateDir(dir)) {
+    for (const name of await readdir(dir)) {
+      const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : '';
+      if (!isModelId(id)) continue;
+      const record = asInstalled(await readJson(join(dir, name)));
+      if (record !== null && record.id === id) byId.set(id, record);
+    }
+  }
+  const active = await readInstalled(modelsDir);
+  if (active !== null) byId.set(active.id, active);
+  return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** True when `installed` is the very build the manifest entry `model` names (same id, size and digest). */
+export function isBuildOf(installed: InstalledModel, model: ManifestModel): boolean {
+  return installed.id === model.id && installed.size === model.size && typeof model.sha256 === 'string' && installed.digestCheck === digestCheckOf(model.sha256);
+}
+
+/** A download that was started and not finished (kept in `models/.partial/` for a resume). */
+export interface PartialDownload {
+  readonly id: string;
+  /** Bytes received so far. */
+  readonly bytes: number;
+  /** The size the manifest announced, or null when its metadata is gone. */
+  readonly total: number | null;
+}
+
+/** The partial downloads in `modelsDir`, sorted by id (none when the folder does not exist). */
+export async function listPartials(modelsDir: string): Promise<PartialDownload[]> {
+  const dir = join(modelsDir, PARTIAL_DIR);
+  if (!(await checkPrivateDir(modelsDir)) || !(await checkPrivateDir(dir))) return [];
+  const out: PartialDownload[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    const id = name.endsWith(PART_SUFFIX) ? name.slice(0, -PART_SUFFIX.length) : '';
+    if (!isModelId(id)) continue;
+    const identity = await identityOf(join(dir, name));
+    if (typeof identity === 'string') continue;
+    const meta = await readJson(join(dir, `${name}.json`)) as Partial<PartialMeta> | null;
+    const total = meta?.format === 'companion-partial-v1' && Number.isSafeInteger(meta.size) ? meta.size! : null;
+    out.push({ id, bytes: identity.size, total });
+  }
+  return out;
+}
+
+/**
+ * Writes `installed` as its model's record and, when `active` says so, as the active model's record.
+ * `'if-active'`: only when it is the active model already (a refresh).
+ */
+async function saveRecord(modelsDir: string, installed: InstalledModel, active: boolean | 'if-active'): Promise<void> {
+  await privateDir(join(modelsDir, RECORDS_DIR));
+  await writePrivateJson(join(modelsDir, RECORDS_DIR, `${installed.id}.json`), installed);
+  const current = active === 'if-active' ? await readInstalled(modelsDir) : null;
+  if (active === true || (active === 'if-active' && current?.id === installed.id)) await writePrivateJson(join(modelsDir, INSTALLED), installed);
+  await fsyncDir(modelsDir);
+}
+
+/** Temp names the atomic writer leaves when killed mid-write (src/common/private-file.ts): `.NAME.<16 hex>.tmp`. */
+function isTempOf(entry: string, name: string): boolean {
+  return entry.startsWith(`.${name}.`) && /^[0-9a-f]{16}\.tmp$/.test(entry.slice(name.length + 2));
+}
+
+/** Removes `dir/name` when it is there (a symlink is removed, never followed); true when it was. */
+async function removeEntry(dir: string, name: string): Promise<boolean> {
+  const path = join(dir, name);
+  if ((await lstat(path).catch(() => null)) === null) return false;
+  await rm(path, { force: true });
+  return true;
+}
+
+/**
+ * Removes what a download of `id` left in `models/.partial/` (the partial, its metadata, and temp files
+ * of an interrupted write) and temp files of its record. Resolves with the number of files removed.
+ * @throws ERR_DISK_WRITE, ERR_STATE_UNSAFE
+ */
+export async function removePartials(modelsDir: string, id: string): Promise<number> {
+  const name = modelFileName(id);
+  let removed = 0;
+  await disk(async () => {
+    if (!(await checkPrivateDir(modelsDir))) return;
+    for (const [dir, record] of [[join(modelsDir, PARTIAL_DIR), `${name}.part`], [join(modelsDir, RECORDS_DIR), `${id}.json`]] as const) {
+      if (!(await checkPrivateDir(dir))) continue;
+      for (const entry of await readdir(dir)) {
+        const ours = dir.endsWith(PARTIAL_DIR) ? entry === record || entry === `${record}.json` || isTempOf(entry, record) || isTempOf(entry, `${record}.json`) : isTempOf(entry, record);
+        if (ours && await removeEntry(dir, entry)) removed += 1;
+      }
+    }
+  });
+  return removed;
+}
+
+/**
+ * The clean-up after a successful pull of `id`: what an earlier, superseded download of it left (its
+ * partial and temp files). The verified file itself is never touched: a new version of `id` replaced the
+ * older file at the promote, under the same name.
+ * @returns the number of files removed. @throws ERR_DISK_WRITE, ERR_STATE_UNSAFE
+ */
+export function collectSuperseded(modelsDir: string, id: string): Promise<number> {
+  return removePartials(modelsDir, id);
+}
+
+/**
+ * Makes the installed model `id` the active one, after re-checking its file. The record of the model
+ * that was active is kept, so it stays listed.
+ * @returns the new active record and the id of the one it replaced (or null).
+ * @throws ERR_MODEL_NOT_INSTALLED, ERR_MODEL_CHANGED, ERR_DISK_WRITE, ERR_STATE_UNSAFE
+ */
+export async function useModel(modelsDir: string, id: string): Promise<{ installed: InstalledModel; previous: string | null }> {
+  const { installed } = await checkInstalledModel(modelsDir, id);
+  const previous = await readInstalled(modelsDir);
+  await disk(async () => {
+    if (previous !== null && previous.id !== id) await saveRecord(modelsDir, previous, false);
+    await saveRecord(modelsDir, installed, true);
+  });
+  return { installed, previous: previous?.id ?? null };
+}
+
+/**
+ * Removes the installed model `id`: its file, its partial download files and its record (and the active
+ * record when it was the active one: then no model is active). The caller checks that no running `up`
+ * serves it. Removing a model that only has a partial download removes that.
+ * @returns whether it was installed and active, and how many partial files went.
+ * @throws ERR_MODEL_NOT_INSTALLED (nothing of `id` is there), ERR_DISK_WRITE, ERR_STATE_UNSAFE
+ */
+export async function removeModel(modelsDir: string, id: string): Promise<{ installed: boolean; wasActive: boolean; partials: number }> {
+  if (!isModelId(id) || !(await checkPrivateDir(modelsDir))) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
+  const record = await readInstalled(modelsDir, id);
+  const active = await readInstalled(modelsDir);
+  const wasActive = active?.id === id;
+  // The file first: an interruption leaves a record without a file (listed as changed), never a file nobody lists.
+  const file = await disk(() => removeEntry(modelsDir, modelFileName(id)));
+  const partials = await removePartials(modelsDir, id);
+  await disk(async () => {
+    if (await checkPrivateDir(join(modelsDir, RECORDS_DIR))) await removeEntry(join(modelsDir, RECORDS_DIR), `${id}.json`);
+    if (wasActive) await removeEntry(modelsDir, INSTALLED);
+    await fsyncDir(modelsDir);
+  });
+  if (record === null && !file && partials === 0) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
+  return { installed: record !== null || file, wasActive, partials };
 }
 
 interface Identity {
@@ -492,17 +663,18 @@ export interface OpenedModel {
 }
 
 /**
- * Opens the installed model once (O_RDONLY | O_NOFOLLOW) and checks that descriptor against its record:
+ * Opens the active model (or the installed model `id`) once (O_RDONLY | O_NOFOLLOW) and checks that
+ * descriptor against its record:
  * same size and identity (inode, device, mtime, ctime, from fstat) passes at once; otherwise the
  * descriptor is hashed and must still match the verified digest (then the record is refreshed). The
  * caller hands this same descriptor to the runtime: there is no window between check and use.
  * @throws ERR_MODEL_NOT_INSTALLED (no record, or no file), ERR_MODEL_CHANGED (a link, size or digest differ),
  *   ERR_STATE_UNSAFE (`modelsDir` is a symlink or another user's)
  */
-export async function openInstalledModel(modelsDir: string): Promise<OpenedModel> {
+export async function openInstalledModel(modelsDir: string, id?: string): Promise<OpenedModel> {
   // O_NOFOLLOW guards the file name only: a `models/` that became a link would redirect record and file.
   if (!(await checkPrivateDir(modelsDir))) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
-  const installed = await readInstalled(modelsDir);
+  const installed = await readInstalled(modelsDir, id);
   if (installed === null) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
   const path = join(modelsDir, modelFileName(installed.id));
   let handle: FileHandle;
@@ -525,7 +697,7 @@ export async function openInstalledModel(modelsDir: string): Promise<OpenedModel
     if (after === 'other' || !sameIdentity(after, identity)) throw new CompanionError('ERR_MODEL_CHANGED');
     if (digestCheckOf(hash.digest('hex')) !== installed.digestCheck) throw new CompanionError('ERR_MODEL_CHANGED');
     const refreshed: InstalledModel = { ...installed, inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs };
-    await disk(() => writePrivateJson(join(modelsDir, INSTALLED), refreshed));
+    await disk(() => saveRecord(modelsDir, refreshed, 'if-active'));
     return { handle, path, installed: refreshed };
   } catch (error) {
     await handle.close().catch(() => undefined);
@@ -534,19 +706,20 @@ export async function openInstalledModel(modelsDir: string): Promise<OpenedModel
 }
 
 /**
- * Re-checks the installed model ({@link openInstalledModel}) and closes it again.
+ * Re-checks the active model, or the installed model `id` ({@link openInstalledModel}), and closes it again.
  * @returns the absolute model path and the (possibly refreshed) record.
  * @throws ERR_MODEL_NOT_INSTALLED, ERR_MODEL_CHANGED
  */
-export async function checkInstalledModel(modelsDir: string): Promise<{ path: string; installed: InstalledModel }> {
-  const opened = await openInstalledModel(modelsDir);
+export async function checkInstalledModel(modelsDir: string, id?: string): Promise<{ path: string; installed: InstalledModel }> {
+  const opened = await openInstalledModel(modelsDir, id);
   await opened.handle.close();
   return { path: opened.path, installed: opened.installed };
 }
 
 /**
  * Downloads, verifies and promotes one model (D5.5). Resolves with the installed record; when that very
- * model (same id, size and digest) is installed and still checks, resolves at once (`reused`).
+ * model (same id, size and digest) is installed and still checks, resolves at once (`reused`). The model
+ * becomes the active one only when none is active or it is a new version of the active one.
  *
  * The temp file lives in `<modelsDir>/.partial/`; it is kept for a resume after a transport failure
  * (ERR_DOWNLOAD_*: network, stall, cancel; and after a kill), removed after anything else (integrity,
@@ -571,15 +744,22 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
     await privateDir(partialDir);
   });
 
+  // The first model installed becomes the active one, and so does a new version of the active one; any
+  // other keeps the active model (docs/decisions.md, "a second pull does not switch the active model").
+  const activeNow = await readInstalled(modelsDir);
+  const makeActive = activeNow === null || activeNow.id === model.id;
+
   // Already installed and unchanged: nothing to fetch.
-  const existing = await readInstalled(modelsDir);
+  const existing = await readInstalled(modelsDir, model.id);
   if (existing !== null && existing.id === model.id && existing.size === model.size && existing.digestCheck === digestCheck) {
-    const checked = await checkInstalledModel(modelsDir).catch((error: unknown) => {
+    const checked = await checkInstalledModel(modelsDir, model.id).catch((error: unknown) => {
       if (isCompanionError(error, 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED')) return null;
       throw error;
     });
     if (checked !== null) {
-      emit({ event: 'verified', model: model.id, bytes: model.size, reused: true });
+      // Written again: an install by an older version has no record of its own yet.
+      await disk(() => saveRecord(modelsDir, checked.installed, makeActive));
+      emit({ event: 'verified', model: model.id, bytes: model.size, reused: true, active: makeActive });
       return checked.installed;
     }
   }
@@ -644,9 +824,8 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
       inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs,
       verifiedAt: now(), manifestVersion: options.manifestVersion,
     };
-    await writePrivateJson(join(modelsDir, INSTALLED), installed);
-    await fsyncDir(modelsDir);
-    emit({ event: 'verified', model: model.id, bytes: model.size, reused: false });
+    await saveRecord(modelsDir, installed, makeActive);
+    emit({ event: 'verified', model: model.id, bytes: model.size, reused: false, active: makeActive });
     return installed;
   });
 }

@@ -30,6 +30,8 @@ export type SupervisorEvent =
 export interface SupervisorOptions {
   readonly dataDir: string;
   readonly modelsDir: string;
+  /** The installed model to serve (default: the active one). */
+  readonly modelId?: string;
   /** CPU threads for the runtime (default: the runtime's own choice). */
   readonly threads?: number;
   readonly contextSize?: number;
@@ -169,7 +171,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
   async function verifyModel(): Promise<OpenedModel> {
     let opened: OpenedModel;
     try {
-      opened = await openInstalledModel(options.modelsDir);
+      opened = await openInstalledModel(options.modelsDir, options.modelId);
     } catch (error) {
       model = model === null ? null : { ...model, verified: false };
       apply('verify-failed', isCompanionError(error) ? error.code : 'ERR_MODEL_CHANGED');

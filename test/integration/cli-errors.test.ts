@@ -294,8 +294,11 @@ test('with the real Secret Service: companion pull tells a wrong CA from a hub t
   assert.equal(await login.exited(), 0);
   const where = `https://${new URL(ch.hub.issuer).host}`;
 
-  // Without --ca the hub's certificate is not trusted (platform roots only).
-  const wrongCa = await runCli(['pull', ...base], env, 30_000);
+  // Another hub's CA (login remembered the right one; a flag overrides it): the certificate is not trusted.
+  const other = await startCompanionHub(t);
+  const otherCa = join(dir, 'other-ca.pem');
+  writeFileSync(otherCa, other.hub.caPem);
+  const wrongCa = await runCli(['pull', '--ca', otherCa, ...base], env, 30_000);
   assert.equal(wrongCa.status, 1, wrongCa.stderr);
   const tlsLine = oneLine(wrongCa, 'wrong CA');
   assert.ok(tlsLine.startsWith(`companion pull: the hub's TLS certificate at ${where} could not be verified: it is not trusted (`), tlsLine);

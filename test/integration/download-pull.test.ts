@@ -26,14 +26,14 @@ for (const hashOn of ['worker', 'main'] as const) {
     });
     assert.equal(run.error, null);
     assert.equal(finalSeenEarly, false, 'the final name appears only after verification');
-    assert.deepEqual(milestones(run), [{ event: 'verified', model: model.id, bytes: model.size, reused: false }]);
+    assert.deepEqual(milestones(run), [{ event: 'verified', model: model.id, bytes: model.size, reused: false, active: true }]);
     const progress = run.events.filter((e) => e.event === 'progress');
     assert.ok(progress.length >= 2);
     assert.equal(progress.at(-1)!.event === 'progress' && progress.at(-1)!.bytes, model.size);
 
     const bytes = await readFile(finalPath);
     assert.equal(createHash('sha256').update(bytes).digest('hex'), model.sha256);
-    assert.deepEqual(await listTree(dh.modelsDir), ['.partial', 'installed.json', `${model.id}.gguf`]);
+    assert.deepEqual(await listTree(dh.modelsDir), ['.partial', 'installed.json', 'records', `records/${model.id}.json`, `${model.id}.gguf`]);
     assert.equal(await modeOf(dh.modelsDir), 0o700);
     assert.equal(await modeOf(join(dh.modelsDir, '.partial')), 0o700);
     assert.equal(await modeOf(finalPath), 0o600);
@@ -59,7 +59,7 @@ test('pullModel() of a model that is installed and unchanged reuses it without a
   assert.equal((await dh.pull(model)).error, null);
   const again = await dh.pull(model);
   assert.equal(again.error, null);
-  assert.deepEqual(milestones(again), [{ event: 'verified', model: model.id, bytes: model.size, reused: true }]);
+  assert.deepEqual(milestones(again), [{ event: 'verified', model: model.id, bytes: model.size, reused: true, active: true }]);
   assert.equal(hostGets(dh.hub, model).length, 1);
 });
 
@@ -80,7 +80,7 @@ test('pullModel() resumes after a cut at a random offset: hashes the partial, as
   assert.equal(second.error, null);
   assert.deepEqual(milestones(second), [
     { event: 'resume', model: model.id, offset: cut },
-    { event: 'verified', model: model.id, bytes: model.size, reused: false },
+    { event: 'verified', model: model.id, bytes: model.size, reused: false, active: true },
   ]);
   assert.deepEqual(hostGets(dh.hub, model).map((r) => r.range), [null, `bytes=${cut}-`]);
   await checkInstalledModel(dh.modelsDir);
@@ -98,7 +98,7 @@ test('pullModel() restarts from byte 0 when the host ignores Range, and ends ver
   assert.deepEqual(milestones(second), [
     { event: 'resume', model: model.id, offset: 2 * MIB },
     { event: 'restart', model: model.id, reason: 'range-ignored' },
-    { event: 'verified', model: model.id, bytes: model.size, reused: false },
+    { event: 'verified', model: model.id, bytes: model.size, reused: false, active: true },
   ]);
   await checkInstalledModel(dh.modelsDir);
 });
@@ -114,7 +114,7 @@ test('pullModel() restarts from byte 0 when the ETag changed between attempts (I
   assert.deepEqual(milestones(second), [
     { event: 'resume', model: model.id, offset: MIB + 17 },
     { event: 'restart', model: model.id, reason: 'changed' },
-    { event: 'verified', model: model.id, bytes: model.size, reused: false },
+    { event: 'verified', model: model.id, bytes: model.size, reused: false, active: true },
   ]);
   const ranges = hostGets(dh.hub, model).map((r) => r.range);
   assert.deepEqual(ranges, [null, `bytes=${MIB + 17}-`]);
