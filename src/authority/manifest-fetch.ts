@@ -5,6 +5,7 @@
  */
 import { CompanionError } from '../core/errors.js';
 import type { Secret } from '../core/secret.js';
+import { hubUnreachable } from './hub-errors.js';
 
 export const MANIFEST_PATH = '/api/v1/companion/manifest';
 const MAX_MANIFEST_BYTES = 1 << 20;
@@ -37,9 +38,9 @@ export async function fetchManifestBytes(options: FetchManifestOptions): Promise
       redirect: 'error',
       signal,
     });
-  } catch {
-    // The library's error may quote request details; say only what happened.
-    throw new CompanionError('ERR_HUB_UNREACHABLE');
+  } catch (error) {
+    // The library's error may quote request details: only its code is kept, with the hub's URL and the fix.
+    throw hubUnreachable(options.hubUrl, error);
   }
   if (response.status === 401) {
     await response.body?.cancel();
@@ -72,7 +73,7 @@ export async function fetchManifestBytes(options: FetchManifestOptions): Promise
     }
   } catch (error) {
     if (error instanceof CompanionError) throw error;
-    throw new CompanionError('ERR_HUB_UNREACHABLE');
+    throw hubUnreachable(options.hubUrl, error);
   }
   return Buffer.concat(chunks, total);
 }

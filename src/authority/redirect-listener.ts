@@ -12,6 +12,11 @@
  * pre-connect, a slow client) are destroyed, and a response still being written closes after it
  * (`Connection: close`), bounded by a short grace period.
  *
+ * With `awaitOutcome`, the page for the valid callback is held until the caller reports the real outcome
+ * ({@link RedirectListener.complete}): "Signed in" only once the tokens are stored, a failure page naming
+ * the error code (one of ours, never anything from the request) otherwise. A page never waits longer
+ * than `outcomeTimeoutMs`, and the port is closed to new connections as soon as the callback arrived.
+ *
  * The path is fixed (`/callback` by default) and not random per flow: the hub registers the redirect URI
  * with its path and matches it exactly (RFC 8252 §7.3 only lets the port vary), so a random path would be
  * refused by the hub. The per-flow secrets are `state` (checked by `validate`) and the PKCE verifier
@@ -19,7 +24,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { CompanionError, isCompanionError } from '../core/errors.js';
+import { CompanionError, ERROR_CODES, isCompanionError, type ErrorCode } from '../core/errors.js';
 
 export interface RedirectListenerOptions<T> {
   /** Checks a callback URL; returns the validated result or throws a coded error. */
@@ -33,7 +38,20 @@ export interface RedirectListenerOptions<T> {
    * not the path, and oidc-provider matches the path exactly). `state` and PKCE make each flow unique.
    */
   readonly path?: string;
+  /**
+   * Hold the browser's page for the valid callback until {@link RedirectListener.complete} reports how the
+   * sign-in ended (default false: "Sign-in received" at once).
+   */
+  readonly awaitOutcome?: boolean;
+  /** The longest a held page waits for the outcome (default 60 s); then it says to look at the terminal. */
+  readonly outcomeTimeoutMs?: number;
 }
+
+/**
+ * How the sign-in ended, for the held page: signed in (tokens stored), or failed with one of our codes
+ * (a keychain or custody code says the tokens could not be kept; any other, that the hub did not finish).
+ */
+export type SignInOutcome = { readonly ok: true } | { readonly ok: false; readonly code: string };
 
 export interface RedirectListener<T> {
   /** `http://127.0.0.1:<port>`. */
@@ -50,12 +68,19 @@ export interface RedirectListener<T> {
    * once the port is free and every connection is closed.
    */
   cancel(): Promise<void>;
+  /**
+   * Shows the held page (see `awaitOutcome`) for `outcome`; does nothing when no page is held. Then the
+   * last connection closes.
+   */
+  complete(outcome: SignInOutcome): void;
 }
 
 /** Default wait for the browser. */
 export const DEFAULT_CALLBACK_TIMEOUT_MS = 5 * 60_000;
 /** How long a response still being written may keep its connection after the listener is done. */
 const CLOSE_GRACE_MS = 2_000;
+/** Default bound on a page held for the outcome (the code exchange and the keychain write). */
+export const DEFAULT_OUTCOME_TIMEOUT_MS = 60_000;
 
 /** Hub errors that end the flow (the user said no, or the hub refused the request). */
 const TERMINAL = new Set<string>(['ERR_OAUTH_AUTHORIZATION_DENIED']);
@@ -74,20 +99,40 @@ const PAGE_HEADERS = {
 /** The pages, fixed text only: nothing from the request is ever echoed. */
 const PAGES = {
   received: ['Sign-in received', 'Companion received the answer from the hub and is finishing the sign-in. You can close this tab.'],
-  denied: ['Sign-in not completed', 'The hub did not authorize Companion. You can close this tab and try again.'],
+  signedIn: ['Signed in', 'Companion is signed in and its tokens are in the keychain. You can close this tab.'],
+  userDenied: ['Sign-in cancelled', 'You denied access, so nothing was stored. You can close this tab; run companion login to sign in again.'],
+  denied: ['Sign-in not completed', 'The hub refused the sign-in request, so nothing was stored. See the terminal for the reason, then run companion login again.'],
+  storeFailed: ['Sign-in not completed', 'The hub signed you in, but Companion could not store the tokens in the keychain, so nothing was kept. Unlock the keychain (see the terminal), then run companion login again.'],
+  exchangeFailed: ['Sign-in not completed', 'The hub did not complete the sign-in, so nothing was stored. See the terminal for the reason, then run companion login again.'],
+  stopped: ['Sign-in not completed', 'Companion stopped before it finished the sign-in, so nothing was stored. See the terminal.'],
+  unknown: ['Sign-in still running', 'Companion is still finishing the sign-in. See the terminal for the outcome.'],
   notAccepted: ['Sign-in not accepted', 'This sign-in response was not accepted. You can close this tab.'],
   notHere: ['Not a sign-in', 'This address only accepts the sign-in redirect of Companion.'],
   over: ['Sign-in already finished', 'This sign-in is over. You can close this tab.'],
 } as const satisfies Record<string, readonly [string, string]>;
 
-function page([title, text]: readonly [string, string]): string {
+function page([title, text]: readonly [string, string], code?: ErrorCode): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title>` +
     '<style>body{font:16px system-ui,sans-serif;margin:4rem auto;max-width:32rem;color:#222}</style></head>' +
-    `<body><h1>${title}</h1><p>${text}</p></body></html>`;
+    `<body><h1>${title}</h1><p>${text}</p>${code === undefined ? '' : `<p>Error code: <code>${code}</code></p>`}</body></html>`;
 }
 
-function send(res: ServerResponse, status: number, which: readonly [string, string]): void {
-  const body = page(which);
+/** Our code, when `value` is one (a page shows only codes from the closed list, never request text). */
+function knownCode(value: unknown): ErrorCode | undefined {
+  return typeof value === 'string' && Object.hasOwn(ERROR_CODES, value) ? (value as ErrorCode) : undefined;
+}
+
+/** The held page for an outcome: which text, which status, which code to name. */
+function outcomePage(outcome: SignInOutcome): { status: number; which: readonly [string, string]; code?: ErrorCode } {
+  if (outcome.ok) return { status: 200, which: PAGES.signedIn };
+  const code = knownCode(outcome.code) ?? 'ERR_INTERNAL';
+  if (code === 'ERR_CUSTODY_STORE_FAILED' || code.startsWith('ERR_KEYCHAIN_')) return { status: 500, which: PAGES.storeFailed, code };
+  if (code === 'ERR_OAUTH_CALLBACK_TIMEOUT') return { status: 500, which: PAGES.stopped, code };
+  return { status: 502, which: PAGES.exchangeFailed, code };
+}
+
+function send(res: ServerResponse, status: number, which: readonly [string, string], code?: ErrorCode): void {
+  const body = page(which, code);
   res.writeHead(status, { ...PAGE_HEADERS, 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
@@ -126,7 +171,10 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   let isClosed = false;
   let port = 0;
   /** The wait for the browser, and the grace period of a response still being written once done. */
-  const timers: { wait?: NodeJS.Timeout; grace?: NodeJS.Timeout } = {};
+  const timers: { wait?: NodeJS.Timeout; grace?: NodeJS.Timeout; outcome?: NodeJS.Timeout } = {};
+  const outcomeTimeoutMs = options.outcomeTimeoutMs ?? DEFAULT_OUTCOME_TIMEOUT_MS;
+  /** The response to the valid callback, held for the outcome (`awaitOutcome`). */
+  let held: ServerResponse | null = null;
   const sockets = new Set<Socket>();
   /** Sockets with a response being written (they close by themselves: `Connection: close`). */
   const busy = new WeakSet<Socket>();
@@ -144,7 +192,23 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
     });
   });
 
-  const finish = (outcome: { value: T } | { error: Error }): void => {
+  const startGrace = (): void => {
+    clearTimeout(timers.grace);
+    timers.grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+    timers.grace.unref();
+  };
+
+  /** Answers the held page (once) and lets the last connection close. */
+  const release = (status: number, which: readonly [string, string], code?: ErrorCode): void => {
+    const res = held;
+    if (res === null) return;
+    held = null;
+    clearTimeout(timers.outcome);
+    if (!res.writableEnded && !res.destroyed) send(res, status, which, code);
+    startGrace();
+  };
+
+  const finish = (outcome: { value: T } | { error: Error }, hold: ServerResponse | null = null): void => {
     if (done) return;
     done = true;
     clearTimeout(timers.wait);
@@ -152,8 +216,17 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
     server.close();
     // A browser's pre-connected or a half-sent request would keep the server open: drop them now.
     for (const socket of sockets) if (!busy.has(socket)) socket.destroy();
-    timers.grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-    timers.grace.unref();
+    if (hold !== null) {
+      // Why hold: the page must tell the truth, and the truth (tokens stored or not) comes later.
+      held = hold;
+      hold.once('close', () => {
+        if (held === hold) release(200, PAGES.unknown);
+      });
+      timers.outcome = setTimeout(() => release(200, PAGES.unknown), outcomeTimeoutMs);
+      timers.outcome.unref();
+    } else {
+      startGrace();
+    }
     if ('value' in outcome) settle!.resolve(outcome.value);
     else settle!.reject(outcome.error);
   };
@@ -198,12 +271,18 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
     }
     try {
       const value = options.validate(url);
-      send(res, 200, PAGES.received);
-      finish({ value });
+      if (options.awaitOutcome === true) {
+        finish({ value }, res);
+      } else {
+        send(res, 200, PAGES.received);
+        finish({ value });
+      }
     } catch (error) {
       const code = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
       if (TERMINAL.has(code)) {
-        refuse(res, 400, code, PAGES.denied);
+        // The user's own "Deny" (RFC 6749 §4.1.2.1 access_denied) reads differently from a hub refusal.
+        const userDenied = isCompanionError(error) && error.detail?.error === 'access_denied';
+        refuse(res, 400, code, userDenied ? PAGES.userDenied : PAGES.denied);
         finish({ error: error as Error });
       } else {
         // A forged or stale callback (wrong state, wrong issuer, …): refused, and the flow keeps waiting.
@@ -239,7 +318,12 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
     closed: () => isClosed,
     async cancel() {
       finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT', 'the sign-in was cancelled') });
+      release(500, PAGES.stopped);
       await closedPromise;
+    },
+    complete(outcome) {
+      const shown = outcomePage(outcome);
+      release(shown.status, shown.which, shown.code);
     },
   };
 }

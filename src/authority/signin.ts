@@ -4,7 +4,6 @@
  * honoured; a refused refresh signs out cleanly) and sign-out (revoke at the hub when possible, delete
  * every keychain item whatever the network does).
  */
-import { isTlsError } from '../common/tls.js';
 import type { Custody } from '../core/custody.js';
 import { CompanionError, isCompanionError } from '../core/errors.js';
 import {
@@ -12,6 +11,7 @@ import {
   refreshTokens, revokeToken, validateAuthorizationResponse, type IssuerMetadata, type OAuthFetch,
 } from '../core/oauth.js';
 import type { Secret } from '../core/secret.js';
+import { hubUnreachable } from './hub-errors.js';
 import { startRedirectListener } from './redirect-listener.js';
 
 /** The companion client as registered at the hub (docs/hub.md). */
@@ -53,26 +53,23 @@ export interface SignInResult {
 export const DEFAULT_REVOKE_TIMEOUT_MS = 5_000;
 
 /**
- * The injected fetch, with a certificate failure told apart from an unreachable hub: it becomes
- * ERR_HUB_UNREACHABLE with `detail.reason = 'tls'` and a message that names the fix (the core passes our
- * coded errors through; anything else it maps to ERR_HUB_UNREACHABLE with the transport's reason).
+ * The injected fetch, with every transport failure named: a certificate failure and an unreachable hub
+ * become ERR_HUB_UNREACHABLE with the hub's URL, the cause (`connection refused`, `not trusted`, …) and
+ * the fix in one line (src/authority/hub-errors.ts). The core passes our coded errors through.
  */
-function diagnosingFetch(fetch: OAuthFetch): OAuthFetch {
+function diagnosingFetch(fetch: OAuthFetch, hubUrl: string): OAuthFetch {
   return async (url, init) => {
     try {
       return await fetch(url, init);
     } catch (error) {
-      if (isTlsError(error)) {
-        throw new CompanionError('ERR_HUB_UNREACHABLE', 'the hub\'s TLS certificate could not be verified (a hub with a private CA needs --ca FILE)', { detail: { reason: 'tls' } });
-      }
-      throw error;
+      throw hubUnreachable(hubUrl, error);
     }
   };
 }
 
 /** Discovers and validates the hub's metadata (issuer pinned). */
 export async function discoverHub(client: HubClient, fetch: OAuthFetch, signal?: AbortSignal): Promise<IssuerMetadata> {
-  return discoverIssuerMetadata({ issuer: client.issuer, fetch: diagnosingFetch(fetch), ...(signal ? { signal } : {}) });
+  return discoverIssuerMetadata({ issuer: client.issuer, fetch: diagnosingFetch(fetch, client.issuer), ...(signal ? { signal } : {}) });
 }
 
 /**
@@ -82,7 +79,7 @@ export async function discoverHub(client: HubClient, fetch: OAuthFetch, signal?:
  */
 export async function signIn(options: SignInOptions): Promise<SignInResult> {
   const now = options.now ?? Date.now;
-  const fetch = diagnosingFetch(options.fetch);
+  const fetch = diagnosingFetch(options.fetch, options.client.issuer);
   // Discovery first: when the hub is down or not trusted, no listener is ever started.
   const metadata = await discoverHub(options.client, fetch, options.signal);
   const pkce = createPkcePair();
@@ -93,6 +90,8 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     }),
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     ...(options.onRefused ? { onRefused: options.onRefused } : {}),
+    // The browser's page waits for the real outcome: "Signed in" only once the tokens are stored.
+    awaitOutcome: true,
   });
   const onAbort = (): void => void listener.cancel();
   options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -113,18 +112,59 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
       }
     }
     options.onOpen(url, opened);
-    const callback = await listener.result;
-    const tokens = await exchangeAuthorizationCode({
-      issuerMetadata: metadata, clientId: options.client.clientId, fetch, redirectUri, callback, verifier: pkce.verifier,
-      requestedScope: options.client.scope, scopeCeiling: options.client.scopeCeiling, now,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-    await options.custody.storeTokens(tokens);
-    return { subject: tokens.idTokenClaims?.sub ?? null, expiresAt: tokens.expiresAt, scope: tokens.scope };
+    let callback;
+    try {
+      callback = await listener.result;
+    } catch (error) {
+      throw explainDenied(error);
+    }
+    try {
+      const tokens = await exchangeAuthorizationCode({
+        issuerMetadata: metadata, clientId: options.client.clientId, fetch, redirectUri, callback, verifier: pkce.verifier,
+        requestedScope: options.client.scope, scopeCeiling: options.client.scopeCeiling, now,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      try {
+        await options.custody.storeTokens(tokens);
+      } catch (error) {
+        throw explainStoreFailure(error);
+      }
+      listener.complete({ ok: true });
+      return { subject: tokens.idTokenClaims?.sub ?? null, expiresAt: tokens.expiresAt, scope: tokens.scope };
+    } catch (error) {
+      // The page names what went wrong by our code only (a keychain code when storing failed).
+      const code = isCompanionError(error) ? (error.code === 'ERR_CUSTODY_STORE_FAILED' && typeof error.detail?.keychain === 'string' && error.detail.keychain.startsWith('ERR_KEYCHAIN_') ? error.detail.keychain : error.code) : 'ERR_INTERNAL';
+      listener.complete({ ok: false, code });
+      throw error;
+    }
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
     await listener.cancel();
   }
+}
+
+/** The user's own "Deny" at the consent page reads as such, not as a hub failure (RFC 6749 §4.1.2.1). */
+function explainDenied(error: unknown): unknown {
+  if (isCompanionError(error, 'ERR_OAUTH_AUTHORIZATION_DENIED') && error.detail?.error === 'access_denied') {
+    return new CompanionError('ERR_OAUTH_AUTHORIZATION_DENIED', 'you denied access at the hub, so nothing was stored; run companion login again to sign in', { detail: error.detail });
+  }
+  return error;
+}
+
+/**
+ * A failed store after a successful exchange: one line that says the hub signed the user in, the
+ * keychain did not keep the tokens (and why, by code), nothing was kept, and what to do.
+ */
+function explainStoreFailure(error: unknown): unknown {
+  if (!isCompanionError(error, 'ERR_CUSTODY_STORE_FAILED')) return error;
+  const keychain = String(error.detail?.keychain ?? '');
+  const why = keychain === 'ERR_KEYCHAIN_LOCKED' ? 'the keychain is locked'
+    : keychain === 'ERR_KEYCHAIN_UNAVAILABLE' ? 'no keychain service is available'
+      : keychain === 'ERR_KEYCHAIN_TIMEOUT' ? 'the keychain did not answer in time' : 'the keychain reported an error';
+  const fix = keychain === 'ERR_KEYCHAIN_LOCKED' ? 'unlock the keychain' : 'check the keychain with companion doctor';
+  // A scrub that failed too leaves an item whose binding makes it unusable (custody): nothing *usable* is kept.
+  const kept = error.detail?.scrubbed === false ? 'nothing usable was kept' : 'nothing was kept';
+  return new CompanionError('ERR_CUSTODY_STORE_FAILED', `the hub signed you in, but the tokens could not be stored (${why}${keychain.startsWith('ERR_') ? `: ${keychain}` : ''}), so ${kept}; ${fix}, then run companion login again`, error.detail === undefined ? {} : { detail: error.detail });
 }
 
 export interface AuthorizedOptions {
@@ -146,7 +186,7 @@ export async function freshAccessToken(options: AuthorizedOptions, force = false
   if (step.action === 'use' && !force) return step.accessToken;
   const refreshToken = step.action === 'refresh' ? step.refreshToken : await options.custody.refreshToken();
   if (refreshToken === null) throw new CompanionError('ERR_NOT_SIGNED_IN');
-  const fetch = diagnosingFetch(options.fetch);
+  const fetch = diagnosingFetch(options.fetch, options.client.issuer);
   const metadata = await discoverHub(options.client, fetch, options.signal);
   const state = await options.custody.state();
   let tokens;
@@ -172,6 +212,8 @@ export interface SignOutOutcome {
   /** True when the hub confirmed the revocation. */
   readonly revoked: boolean;
   readonly failedAccounts: readonly string[];
+  /** The keychain's codes for the failed deletions (`ERR_KEYCHAIN_LOCKED`, …); empty when none failed. */
+  readonly keychainCodes: readonly string[];
 }
 
 export interface SignOutOptions extends AuthorizedOptions {
@@ -194,19 +236,24 @@ export async function signOut(options: SignOutOptions): Promise<SignOutOutcome> 
     refreshToken = null; // a locked keychain: nothing to revoke with, the deletion below says what failed
   }
   let failedAccounts: string[] = [];
+  let keychainCodes: string[] = [];
   let unexpected: unknown = null;
   try {
     await options.custody.signOut();
   } catch (error) {
-    if (isCompanionError(error, 'ERR_CUSTODY_SIGNOUT_INCOMPLETE')) failedAccounts = String(error.detail?.failed ?? '').split(',').filter((s) => s.length > 0);
-    else unexpected = error;
+    if (isCompanionError(error, 'ERR_CUSTODY_SIGNOUT_INCOMPLETE')) {
+      failedAccounts = String(error.detail?.failed ?? '').split(',').filter((s) => s.length > 0);
+      keychainCodes = String(error.detail?.keychain ?? '').split(',').filter((s) => s.length > 0);
+    } else {
+      unexpected = error;
+    }
   }
   let revoked = false;
   if (refreshToken !== null) {
     const timeout = AbortSignal.timeout(options.revokeTimeoutMs ?? DEFAULT_REVOKE_TIMEOUT_MS);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     try {
-      const fetch = diagnosingFetch(options.fetch);
+      const fetch = diagnosingFetch(options.fetch, options.client.issuer);
       const metadata = await discoverHub(options.client, fetch, signal);
       revoked = await revokeToken({ issuerMetadata: metadata, clientId: options.client.clientId, token: refreshToken, fetch, tokenTypeHint: 'refresh_token', signal });
     } catch {
@@ -214,5 +261,5 @@ export async function signOut(options: SignOutOptions): Promise<SignOutOutcome> 
     }
   }
   if (unexpected !== null) throw unexpected;
-  return { revoked, failedAccounts };
+  return { revoked, failedAccounts, keychainCodes };
 }

@@ -1,4 +1,6 @@
 /** `companion login` and `companion logout` (D5.2). */
+import { errorForHealth } from '../authority/keychain-common.js';
+import type { OsKeychain } from '../authority/keychain.js';
 import { CompanionError } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
@@ -40,6 +42,18 @@ export function parseTimeoutSeconds(value: string | boolean | undefined): number
   return Number(value);
 }
 
+/**
+ * The keychain must be usable before a flow starts: a locked or missing keychain is refused before the
+ * browser opens or a URL is printed (the health check reads no item). @throws ERR_KEYCHAIN_LOCKED,
+ * ERR_KEYCHAIN_UNAVAILABLE with what to do, prefixed with `what` (what was not done).
+ */
+export async function requireKeychain(keychain: OsKeychain, what: string): Promise<void> {
+  const health = await keychain.health();
+  if (health.state === 'available') return;
+  const error = errorForHealth(health);
+  throw new CompanionError(error.code, `${what}: ${error.message}`, error.detail === undefined ? {} : { detail: error.detail });
+}
+
 export const loginCommand: Command = {
   name: 'login',
   summary: 'sign in to the hub in the system browser',
@@ -52,6 +66,8 @@ export const loginCommand: Command = {
     'After a successful sign-in, --hub, --ca and --manifest-key are saved in <data-dir>/config.json (see companion config).',
     'With --json: {"event":"open","url":URL} once the listener is up, then {"event":"signed-in"} or, on',
     'failure, {"error":{"code","message"}}.',
+    'The keychain is checked first: when it is locked or missing, login stops before any browser or URL.',
+    'The browser\'s page shows the real outcome: "Signed in" only once the tokens are stored.',
     '',
     'Options:',
     '  --no-browser           print the URL instead of opening the browser',
@@ -64,6 +80,7 @@ export const loginCommand: Command = {
     const context = await createContext(parsed, io);
     try {
       const authority = authorityFor(context, io);
+      await requireKeychain(authority.keychain, 'not signed in (nothing was opened)');
       const remember = await settingsToRemember(context.config);
       const result = await authority.signIn({
         ...(parsed.values['no-browser'] === true ? {} : { openBrowser: openSystemBrowser }),
@@ -93,7 +110,7 @@ export const logoutCommand: Command = {
     'Usage: companion logout [--hub URL] [--json]',
     '',
     'Revokes the refresh token at the hub when it can, then deletes all four keychain items whatever the',
-    'network does.',
+    'network does. With the keychain locked nothing is done: one line says so (unlock it, run logout again).',
     '',
     'Options:',
     COMMON_HELP,
@@ -103,13 +120,17 @@ export const logoutCommand: Command = {
     const context = await createContext(parsed, io);
     try {
       const authority = authorityFor(context, io);
+      // A locked keychain: neither the refresh token (to revoke) nor the items can be reached.
+      await requireKeychain(authority.keychain, 'not signed out: nothing was deleted and the session was not revoked');
       const outcome = await authority.signOut();
+      if (outcome.failedAccounts.length > 0) {
+        // No "Signed out" line: it would not be true. The one stderr line (and the --json error) comes from main.
+        const locked = outcome.keychainCodes.includes('ERR_KEYCHAIN_LOCKED');
+        const hub = outcome.revoked ? 'the session was revoked at the hub' : 'the session was not revoked at the hub';
+        throw new CompanionError('ERR_CUSTODY_SIGNOUT_INCOMPLETE', `not fully signed out: ${outcome.failedAccounts.join(', ')} could not be deleted from the keychain${locked ? ' (locked)' : ''}; ${hub}; ${locked ? 'unlock the keychain' : 'check the keychain with companion doctor'}, then run companion logout again`, { detail: { failed: outcome.failedAccounts.join(','), revoked: outcome.revoked } });
+      }
       if (context.json) context.emit({ event: 'signed-out', revoked: outcome.revoked, failed: outcome.failedAccounts });
       else io.out(`Signed out${outcome.revoked ? ' (session revoked at the hub)' : ' (the hub could not be told; local items deleted)'}.`);
-      if (outcome.failedAccounts.length > 0) {
-        // The one stderr line (and with --json the error object) comes from main.
-        throw new CompanionError('ERR_CUSTODY_SIGNOUT_INCOMPLETE', `could not delete ${outcome.failedAccounts.join(', ')} from the keychain; unlock it and run logout again`);
-      }
       return 0;
     } finally {
       await context.close();

@@ -1,5 +1,5 @@
 /** `companion pull [MODEL]`: manifest from the hub, verified download, atomic promote (D5.5, P-h). */
-import { isCompanionError } from '../core/errors.js';
+import { CompanionError, isCompanionError } from '../core/errors.js';
 import { collectSuperseded, pullModel, readInstalled, type PullEvent } from '../shell/install.js';
 import { manifestModel } from './cmd-models.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
@@ -14,6 +14,34 @@ const SPINNER_MS = 100;
 
 function mib(bytes: number): string {
   return (bytes / (1 << 20)).toFixed(1);
+}
+
+/** The model host as it may be shown: its origin only (the path may name the file). */
+function hostOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return 'the model host';
+  }
+}
+
+/**
+ * A download failure as one line naming the model host and the fix (the code is kept). The hub's own
+ * failures already say so (src/authority/hub-errors.ts); anything else passes through unchanged.
+ */
+export function explainPullError(error: unknown, modelUrl: string): unknown {
+  if (!isCompanionError(error)) return error;
+  const host = hostOf(modelUrl);
+  const again = 'run the same pull again to resume';
+  const cause = typeof error.detail?.cause === 'string' && /^[A-Z][A-Z0-9_]{1,63}$/.test(error.detail.cause) ? ` (${error.detail.cause})` : '';
+  const lines: Partial<Record<string, string>> = {
+    ERR_DOWNLOAD_TLS: `the model host's TLS certificate at ${host} could not be verified; a model host with a private CA needs --ca FILE`,
+    ERR_DOWNLOAD_NETWORK: `the model host at ${host} could not be reached${cause}; check the network, then ${again}`,
+    ERR_DOWNLOAD_STALLED: `the download from ${host} stalled (no data for too long); ${again}`,
+    ERR_DOWNLOAD_HTTP_STATUS: `${error.message} for the model file at ${host}; try again later, or tell the hub's operator if it persists`,
+  };
+  const message = lines[error.code];
+  return message === undefined ? error : new CompanionError(error.code, message, error.detail === undefined ? {} : { detail: error.detail });
 }
 
 export const pullCommand: Command = {
@@ -100,7 +128,7 @@ export const pullCommand: Command = {
       try {
         installed = await pullModel({ model, manifestVersion: manifest.version, modelsDir: context.paths.models, dispatcher: context.agent, onEvent, signal: controller.signal });
       } catch (error) {
-        if (!interrupted || !isCompanionError(error, 'ERR_DOWNLOAD_ABORTED')) throw error;
+        if (!interrupted || !isCompanionError(error, 'ERR_DOWNLOAD_ABORTED')) throw explainPullError(error, model.url);
         // The one outcome of Ctrl-C: a line that says where it stopped and how to go on, status 130.
         if (live) draw('');
         const message = `interrupted at ${humanBytes(received)} of ${humanBytes(model.size)}; run the same pull again to resume`;

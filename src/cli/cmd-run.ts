@@ -6,14 +6,17 @@
  */
 import { createInterface } from 'node:readline';
 import { createLlmClient, type ChatMessage, type CompleteResult, type Endpoint } from '../client/llm.js';
-import { assertOneOf, isCompanionError } from '../core/errors.js';
+import { assertOneOf, CompanionError, isCompanionError } from '../core/errors.js';
 import { CONTEXT_TIERS, LANE_PREFERENCES, type ContextTier, type LanePreference } from '../core/lane.js';
-import { endpointHealthy, readDiscovery, verifyEndpoint, type VerifiedEndpoint } from '../shell/discovery.js';
+import { endpointHealthy, readDiscovery, readPublishedState, verifyEndpoint, type VerifiedEndpoint } from '../shell/discovery.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { CliUsageError, type Io } from './io.js';
 import { authorityFor, createContext } from './context.js';
 import { readInstalled } from '../shell/install.js';
+import { quickModelCheck } from './cmd-status.js';
+import { unavailability, type AvailabilityFacts } from './availability.js';
+import type { CommandContext } from './context.js';
 
 /** The largest prompt read from stdin. */
 export const STDIN_LIMIT_BYTES = 1024 * 1024;
@@ -55,6 +58,8 @@ export const runCommand: Command = {
     'whether the companion is available. local-only never goes to the cloud. The cloud lane is configured',
     'with COMPANION_CLOUD_URL (an OpenAI-compatible base URL), COMPANION_CLOUD_KEY and COMPANION_CLOUD_MODEL;',
     'without the URL and key only the local lane exists. The prompt and answer are never logged.',
+    'When the call needs the local companion and it is not available, the one error line says why and what',
+    'to do (keychain locked, no hub configured, not signed in, no model, companion up not running, …).',
     '',
     'The prompt is PROMPT; or all of stdin when stdin is not a terminal or PROMPT is - (at most 1 MiB; empty',
     'is a usage error). With no PROMPT and stdin a terminal, run is an interactive chat: type at the ">>> "',
@@ -119,12 +124,20 @@ export const runCommand: Command = {
     try {
       const discovery = await readDiscovery(context.paths.discovery);
       let local: (Endpoint & { readonly verified: VerifiedEndpoint }) | null = null;
+      /** What the local lane found, for the one line that says why it is not there (see localCause). */
+      let keychain = 'available';
+      let endpoint: AvailabilityFacts['endpoint'] = 'no-token';
       if (discovery !== null && context.config.hub !== null) {
-        const token = await authorityFor(context, io).loopbackToken().catch(() => null);
+        const token = await authorityFor(context, io).loopbackToken().catch((error: unknown) => {
+          keychain = (error as { code?: string }).code ?? 'ERR_KEYCHAIN_FAILURE';
+          return null;
+        });
         const check = token === null ? null : await verifyEndpoint(discovery, token);
+        if (check !== null) endpoint = check.ok ? 'verified' : check.code === 'ERR_ENDPOINT_UNVERIFIED' ? 'unverified' : 'no-answer';
         if (token !== null && check?.ok === true) local = { url: check.endpoint.url, token: token.reveal(), verified: check.endpoint };
         else if (check?.ok === false && check.code === 'ERR_ENDPOINT_UNVERIFIED') io.err('companion run: the recorded endpoint failed the attestation; not using it [ERR_ENDPOINT_UNVERIFIED]');
       }
+      const cause = (): Promise<Error | null> => localCause(context, io, { keychain, endpoint, upRunning: discovery !== null, pid: discovery?.pid ?? null });
       const cloudUrl = io.env.COMPANION_CLOUD_URL;
       const cloudKey = io.env.COMPANION_CLOUD_KEY;
       const cloudModel = modelOption ?? io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini';
@@ -154,6 +167,10 @@ export const runCommand: Command = {
           },
           // With --json the answer is a field of the one object, never raw text on stdout.
           ...(context.json ? {} : { onToken: (text: string) => io.write(text) }),
+        }).catch(async (error: unknown) => {
+          // The lane selector refused because the local companion is not there: say why, and what to do.
+          if (!isCompanionError(error, 'ERR_LANE_LOCAL_ONLY_UNAVAILABLE', 'ERR_LANE_CLOUD_NOT_ALLOWED')) throw error;
+          throw (await cause()) ?? error;
         });
         if (context.json) {
           const model = result.lane === 'cloud' ? cloudModel : await installed();
@@ -176,6 +193,43 @@ export const runCommand: Command = {
     }
   },
 };
+
+/**
+ * Why the local companion cannot take the call, as the error to show (one line: the cause and the fix),
+ * or null when nothing local is wrong (the refusal then stands: e.g. no cloud configured for a public
+ * call while the companion is also down is still reported by its cause). No hub: a usage error.
+ */
+async function localCause(
+  context: CommandContext,
+  io: Io,
+  seen: { keychain: string; endpoint: AvailabilityFacts['endpoint']; upRunning: boolean; pid: number | null },
+): Promise<Error | null> {
+  if (context.config.hub === null) return new CliUsageError('no hub configured, so there is no local companion to use: pass --hub URL or set COMPANION_HUB (or configure a cloud lane)');
+  let keychain = seen.keychain;
+  let signedIn = false;
+  try {
+    signedIn = (await authorityFor(context, io).state()).signedIn;
+  } catch (error) {
+    keychain = (error as { code?: string }).code ?? 'ERR_KEYCHAIN_FAILURE';
+  }
+  const installed = await readInstalled(context.paths.models).catch(() => null);
+  // Metadata only, as status: never a hash of the model for an error line.
+  const check = installed === null ? null : await quickModelCheck(context.paths.models, installed);
+  const published = seen.pid === null ? null : await readPublishedState(context.paths.state, seen.pid).catch(() => null);
+  const found = unavailability({
+    hubConfigured: true,
+    keychain,
+    signedIn,
+    model: check === null ? 'none' : check === 'changed' ? 'changed' : 'verified',
+    upRunning: seen.upRunning,
+    endpoint: seen.endpoint,
+    runtimeState: published?.runtime?.state ?? null,
+    // The health check just failed (that is why the lane was refused).
+    healthy: false,
+  });
+  if (found === null) return null;
+  return found.code === 'ERR_USAGE' ? new CliUsageError(found.message) : new CompanionError(found.code, found.message);
+}
 
 /**
  * The interactive chat (node:readline on the terminal). Resolves with the exit status: 0 for /bye or

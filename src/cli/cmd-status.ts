@@ -3,12 +3,15 @@
  * check, the one request that carries the token, goes only to an endpoint that passed the identity check
  * and the attestation (P-k).
  */
-import { checkInstalledModel, readInstalled } from '../shell/install.js';
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { modelFileName, readInstalled, type InstalledModel } from '../shell/install.js';
 import { endpointHealthy, readDiscovery, readPublishedState, verifyEndpoint } from '../shell/discovery.js';
 import { CompanionError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
+import { localTime, unavailability, type AvailabilityFacts } from './availability.js';
 
 /** What `status` found, reduced to what decides a fault. */
 export interface StatusFacts {
@@ -38,18 +41,40 @@ export function statusFault(facts: StatusFacts): { code: ErrorCode; message: str
   return null;
 }
 
+/**
+ * The installed model against its record, from metadata only: `status` never hashes the model and never
+ * rewrites installed.json. `changed`: no file, not a plain file (a link) or another size; `unconfirmed`:
+ * same size, other identity (inode, device, times), so only a hash could tell (`companion up` and
+ * `companion pull` do it); `verified`: the very file that was verified.
+ */
+export async function quickModelCheck(modelsDir: string, installed: InstalledModel): Promise<'verified' | 'changed' | 'unconfirmed'> {
+  let info;
+  try {
+    info = await lstat(join(modelsDir, modelFileName(installed.id)), { bigint: true });
+  } catch {
+    return 'changed';
+  }
+  if (!info.isFile() || Number(info.size) !== installed.size) return 'changed';
+  const same = String(info.ino) === installed.inode && String(info.dev) === installed.dev && String(info.mtimeNs) === installed.mtimeNs && String(info.ctimeNs) === installed.ctimeNs;
+  return same ? 'verified' : 'unconfirmed';
+}
+
 export const statusCommand: Command = {
   name: 'status',
   summary: 'show sign-in, model, runtime and availability (never a token)',
   help: [
     'Usage: companion status [--json]',
     '',
-    'Shows who is signed in and until when, the installed model and whether it still matches what was',
-    'verified, the runtime\'s state, pid and resources (RSS, CPU, VRAM), and whether the companion is',
-    'available now (checked with a health round trip through the endpoint).',
+    'Shows who is signed in and until when, the hub and the data dir, the installed model and whether it',
+    'still matches what was verified (without hashing it again), the runtime\'s state, pid, start time and',
+    'resources (RSS, CPU, VRAM), and whether the companion is available now (checked with a health round trip',
+    'through the endpoint); when it is not, why and what to do. Times are shown in local time.',
     'With --json: {"signedIn", "model": {"id","verified"}|null, "runtime": {"state","pid"}|null,',
-    '"companionAvailable", "resources": {...}|null, "endpoint": URL|null, ...}. When the recorded endpoint fails',
-    'the attestation, "endpoint" is null and "endpointError" is "ERR_ENDPOINT_UNVERIFIED".',
+    '"companionAvailable", "resources": {...}|null, "endpoint": URL|null, "hub": URL|null, "dataDir": PATH,',
+    '"modelCheck": "verified"|"changed"|"unconfirmed"|null (metadata only: status never hashes the model),',
+    '"upSince": ISO|null, "unavailable": {"reason","code","message"}|null, ...}; times are ISO 8601 UTC,',
+    'with "expiresAtLocal" and "upSinceLocal" as shown. When the recorded endpoint fails the attestation,',
+    '"endpoint" is null and "endpointError" is "ERR_ENDPOINT_UNVERIFIED".',
     '',
     'Exit status 1 when what it shows is a fault: the keychain is locked or unavailable (with a hub',
     'configured), the installed model no longer matches what was verified, or a running companion does',
@@ -66,6 +91,7 @@ export const statusCommand: Command = {
       let signedIn = false;
       let user: string | null = null;
       let expiresAt: string | null = null;
+      let expiresAtMs: number | null = null;
       let keychain = 'unknown';
       let token: string | null = null;
       if (context.config.hub !== null) {
@@ -74,6 +100,7 @@ export const statusCommand: Command = {
           const state = await authority.state();
           signedIn = state.signedIn;
           user = state.subject ?? null;
+          expiresAtMs = state.expiresAt;
           expiresAt = state.expiresAt === null ? null : new Date(state.expiresAt).toISOString();
           keychain = 'available';
           token = (await authority.loopbackToken())?.reveal() ?? null;
@@ -82,14 +109,29 @@ export const statusCommand: Command = {
         }
       }
       const installed = await readInstalled(context.paths.models);
-      let verified = false;
-      if (installed !== null) verified = await checkInstalledModel(context.paths.models).then(() => true, () => false);
+      const modelState = installed === null ? null : await quickModelCheck(context.paths.models, installed);
+      const verified = modelState === 'verified';
       // Identity first (a stale record is "not running"), then the attestation before the token is used.
       const discovery = await readDiscovery(context.paths.discovery);
       const published = discovery === null ? null : await readPublishedState(context.paths.state, discovery.pid);
       const check = discovery !== null && token !== null ? await verifyEndpoint(discovery, token) : null;
       const healthy = check?.ok === true && token !== null ? await endpointHealthy(check.endpoint, token) : false;
       const endpointError = check !== null && !check.ok && check.code === 'ERR_ENDPOINT_UNVERIFIED' ? check.code : null;
+      const companionAvailable = modelState !== null && modelState !== 'changed' && published?.companionAvailable === true && healthy;
+      const facts: AvailabilityFacts = {
+        hubConfigured: context.config.hub !== null,
+        keychain,
+        signedIn,
+        model: modelState === null ? 'none' : modelState === 'changed' ? 'changed' : 'verified',
+        upRunning: discovery !== null,
+        endpoint: check === null ? 'no-token' : check.ok ? 'verified' : check.code === 'ERR_ENDPOINT_UNVERIFIED' ? 'unverified' : 'no-answer',
+        runtimeState: published?.runtime?.state ?? null,
+        healthy: healthy && published?.companionAvailable === true,
+      };
+      // Not available with every fact in order (a health check that failed between two reads): unhealthy.
+      const unavailable = companionAvailable ? null : unavailability(facts)
+        ?? { reason: 'runtime-unhealthy', code: 'ERR_RUNTIME_UNHEALTHY', message: 'the runtime does not pass its health check: wait a moment; if it persists, restart companion up' };
+      const upSince = discovery === null ? null : discovery.startedAt;
       const report = {
         signedIn,
         user,
@@ -97,27 +139,39 @@ export const statusCommand: Command = {
         keychain,
         model: installed === null ? null : { id: installed.id, verified },
         runtime: published?.runtime ?? null,
-        companionAvailable: verified && published?.companionAvailable === true && healthy,
+        companionAvailable,
         resources: published?.resources ?? null,
         // Without a token only the identity check vouches for the URL; with one, the attestation must too.
         endpoint: discovery === null || endpointError !== null ? null : discovery.url,
         sandbox: published?.sandbox ?? null,
         ...(endpointError !== null ? { endpointError } : {}),
+        // Beside `model`, not in it: `model` keeps its CONTRACT §6 shape {"id","verified"}.
+        modelCheck: modelState,
+        hub: context.config.hub,
+        dataDir: context.config.dataDir,
+        upSince: upSince === null ? null : new Date(upSince).toISOString(),
+        expiresAtLocal: expiresAtMs === null ? null : localTime(expiresAtMs),
+        upSinceLocal: upSince === null ? null : localTime(upSince),
+        unavailable,
       };
       if (context.json) {
         context.emit(report);
       } else {
-        io.out(`Signed in:  ${signedIn ? `yes${user ? ` as ${user}` : ''}${expiresAt ? ` (access until ${expiresAt})` : ''}` : `no${keychain !== 'available' && context.config.hub !== null ? ` (keychain: ${keychain})` : ''}`}`);
-        io.out(`Model:      ${installed === null ? 'none (run companion pull)' : `${installed.id} (${verified ? 'verified' : 'CHANGED since verification: pull again'})`}`);
+        io.out(`Signed in:  ${signedIn ? `yes${user ? ` as ${user}` : ''}${report.expiresAtLocal ? ` (access until ${report.expiresAtLocal})` : ''}` : `no${keychain !== 'available' && context.config.hub !== null ? ` (keychain: ${keychain})` : ''}`}`);
+        io.out(`Hub:        ${report.hub ?? 'none (pass --hub URL or set COMPANION_HUB)'}`);
+        io.out(`Data dir:   ${report.dataDir}`);
+        const modelLine = modelState === 'verified' ? 'verified' : modelState === 'changed' ? 'CHANGED since verification: pull again' : 'file touched since verification: companion up re-checks it';
+        io.out(`Model:      ${installed === null ? 'none (run companion pull)' : `${installed.id} (${modelLine})`}`);
         io.out(`Runtime:    ${report.runtime === null ? 'not running (run companion up)' : `${report.runtime.state}, pid ${report.runtime.pid ?? '-'}, sandbox ${report.sandbox ?? '-'}`}`);
+        if (report.upSinceLocal !== null) io.out(`Up since:   ${report.upSinceLocal}`);
         const r = report.resources as { rssBytes?: number; cpuPercent?: number | null; vram?: unknown } | null;
         if (r !== null) io.out(`Resources:  RSS ${((r.rssBytes ?? 0) / (1 << 20)).toFixed(0)} MiB, CPU ${r.cpuPercent ?? '-'}%, VRAM ${r.vram === null || r.vram === undefined ? 'n/a' : JSON.stringify(r.vram)}`);
-        io.out(`Available:  ${report.companionAvailable ? 'yes' : 'no'}`);
+        io.out(`Available:  ${report.companionAvailable ? 'yes' : `no (${unavailable?.message ?? 'unknown'})`}`);
         io.out(`Endpoint:   ${report.endpoint ?? (endpointError !== null ? `- (the recorded endpoint failed the attestation: ${endpointError}; restart companion up)` : '-')}`);
       }
       const fault = statusFault({
         keychain: context.config.hub === null ? 'available' : keychain,
-        modelChanged: installed !== null && !verified,
+        modelChanged: modelState === 'changed',
         runtimeCheck: check === null || check.ok ? null : check.code,
         runtimeFailed: report.runtime?.state === 'failed',
       });

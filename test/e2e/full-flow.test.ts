@@ -72,7 +72,7 @@ test('the whole flow through the CLI with the real keychain and a real browser',
   await page.waitForSelector('#allow');
   await page.click('#allow');
   await page.waitForURL(/^http:\/\/127\.0\.0\.1:\d+\/callback/);
-  assert.match(await page.content(), /sign-in received/i);
+  assert.match(await page.content(), /<title>Signed in<\/title>/);
   await login.waitJson((v) => v.event === 'signed-in', 30_000);
   assert.equal(await login.exit(), 0);
   assert.ok((await loginItems(secrets.env)).length >= 2, 'tokens are in the Secret Service');

@@ -80,7 +80,7 @@ test('companion login signs in through a real browser into the real Secret Servi
   await page.waitForSelector('#allow');
   await page.click('#allow');
   await page.waitForURL((url) => url.origin === redirect.origin && url.pathname === redirect.pathname);
-  assert.equal(await page.title(), 'Sign-in received');
+  assert.equal(await page.title(), 'Signed in');
   const pageText = await page.content();
   assert.ok(!pageText.includes(new URL(page.url()).searchParams.get('code') ?? '<none>'), 'the page does not show the code');
   await chromium.close();

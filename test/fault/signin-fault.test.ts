@@ -61,7 +61,7 @@ test('signIn() fails with ERR_HUB_UNREACHABLE, frees its port and stores nothing
   const { flow, port, callback } = await startFlow(ch, authority, rec.fetch);
   const location = await callback();
   await ch.hub.close();
-  assert.equal((await deliver(location)).status, 200, 'the browser got its page');
+  assert.equal((await deliver(location)).status, 502, 'the browser got its failure page (the hub did not finish)');
   await assert.rejects(flow, { code: 'ERR_HUB_UNREACHABLE' });
   assert.equal(rec.tokenPosts, 1);
   assert.ok(await portRefuses(port));
@@ -79,7 +79,7 @@ test('signIn() fails with ERR_OAUTH_TOKEN_RESPONSE (status 500) and stores nothi
     const authority = ch.authority();
     const rec = recordingFetch(ch.fetch, { tokenAnswer: answer });
     const { flow, port, callback } = await startFlow(ch, authority, rec.fetch);
-    assert.equal((await deliver(await callback())).status, 200);
+    assert.equal((await deliver(await callback())).status, 502, 'the page says the hub did not finish the sign-in');
     await assert.rejects(flow, (error: { code?: string; detail?: { status?: number } }) => {
       assert.equal(error.code, code, name);
       assert.equal(error.detail?.status, 500, name);
@@ -101,7 +101,7 @@ test('signIn() and companion login fail with a coded TLS error and store nothing
   await assert.rejects(signIn({ client: authority.client, fetch: fetchWith(agent), custody: authority.custody, onOpen: () => undefined }), (error: { code?: string; message?: string; detail?: { reason?: string } }) => {
     assert.equal(error.code, 'ERR_HUB_UNREACHABLE');
     assert.equal(error.detail?.reason, 'tls');
-    assert.match(error.message ?? '', /certificate could not be verified/);
+    assert.match(error.message ?? '', /certificate at https:\/\/127\.0\.0\.1:[0-9]+ could not be verified: it is not trusted \([A-Z_]+\); .*--ca FILE/);
     return true;
   });
   assert.ok(listeningServers() <= before, 'no listener was started');
@@ -116,7 +116,7 @@ test('signIn() and companion login fail with a coded TLS error and store nothing
     out: (line) => out.push(line), err: (line) => err.push(line), write: () => undefined, isTty: false, env: {},
   });
   assert.equal(status, 1);
-  assert.match(err.join('\n'), /companion login: the hub's TLS certificate could not be verified .*--ca FILE.* \[ERR_HUB_UNREACHABLE\]/);
+  assert.match(err.join('\n'), /companion login: the hub's TLS certificate at https:\/\/127\.0\.0\.1:[0-9]+ could not be verified: it is not trusted .*--ca FILE.* \[ERR_HUB_UNREACHABLE\]/);
   assert.deepEqual(out, []);
 });
 
@@ -172,7 +172,9 @@ test('signIn() fails with ERR_CUSTODY_STORE_FAILED and leaves nothing half-store
     const custody = createCustody({ keychain, now: Date.now });
     const { flow, port, callback } = await startFlow(ch, authority, ch.fetch, custody);
     fault(keychain);
-    assert.equal((await deliver(await callback())).status, 200);
+    const page = await deliver(await callback());
+    assert.equal(page.status, 500, name);
+    assert.match(page.body, /could not store the tokens/, name);
     await assert.rejects(flow, (error: { code?: string; detail?: { keychain?: string } }) => {
       assert.equal(error.code, 'ERR_CUSTODY_STORE_FAILED', name);
       assert.equal(error.detail?.keychain, keychainCode, name);
@@ -209,7 +211,7 @@ test('signOut() deletes every keychain item and returns within its bound when th
   const agent = createTlsAgent();
   t.after(() => agent.close());
   const outcome = await signOut({ client, fetch: fetchWith(agent), custody, revokeTimeoutMs: 300 });
-  assert.deepEqual(outcome, { revoked: false, failedAccounts: [] });
+  assert.deepEqual(outcome, { revoked: false, failedAccounts: [], keychainCodes: [] });
   assert.equal(keychain.items.size, 0);
 });
 
@@ -224,7 +226,7 @@ test('signOut() reports the items it could not delete when the keychain is locke
   const rec = recordingFetch(ch.fetch);
   keychain.failNext('delete', 'refresh-token', 'ERR_KEYCHAIN_LOCKED');
   const outcome = await signOut({ client: authority.client, fetch: rec.fetch, custody });
-  assert.deepEqual(outcome, { revoked: true, failedAccounts: ['refresh-token'] });
+  assert.deepEqual(outcome, { revoked: true, failedAccounts: ['refresh-token'], keychainCodes: ['ERR_KEYCHAIN_LOCKED'] });
   assert.ok(rec.requests.some((r) => r.endsWith('/token/revocation')));
   assert.equal(keychain.items.has('access-token'), false);
   // The lone refresh token left behind is not used (custody sees a damaged pair), and the hub revoked it.

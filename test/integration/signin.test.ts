@@ -73,7 +73,7 @@ test('signOut() revokes at the hub and deletes every keychain item', async (t) =
   await authority.signIn({ openBrowser: ch.browser(), onOpen: () => undefined });
   await authority.rotateLoopbackToken();
   const outcome = await authority.signOut();
-  assert.deepEqual(outcome, { revoked: true, failedAccounts: [] });
+  assert.deepEqual(outcome, { revoked: true, failedAccounts: [], keychainCodes: [] });
   for (const account of ['refresh-token', 'access-token', 'loopback-token', 'installation-id'] as const) {
     assert.equal(await authority.keychain.get(account), null, account);
   }

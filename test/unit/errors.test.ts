@@ -47,3 +47,15 @@ test('Secret does not reveal its value through String, JSON, inspect or template
   assert.equal(secret.reveal(), value);
   assert.throws(() => new Secret(''), { code: 'ERR_INVALID_ARG_TYPE' });
 });
+
+test('every row of docs/errors.md has a meaning and a remedy ("what to do")', () => {
+  const doc = readFileSync(join(repoRoot, 'docs/errors.md'), 'utf8');
+  const rows = doc.split('\n').filter((line) => /^\| `ERR_[A-Z0-9_]+` \|/.test(line));
+  assert.equal(rows.length, Object.keys(ERROR_CODES).length, 'one row per code');
+  const incomplete = rows.filter((line) => {
+    // Cells split on unescaped pipes: code, meaning, remedy.
+    const cells = line.slice(1, -1).split(/(?<!\\)\|/).map((cell) => cell.trim());
+    return cells.length !== 3 || cells.some((cell) => cell.length === 0);
+  });
+  assert.deepEqual(incomplete, []);
+});
