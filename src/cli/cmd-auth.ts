@@ -2,6 +2,7 @@
 import { errorForHealth } from '../authority/keychain-common.js';
 import type { OsKeychain } from '../authority/keychain.js';
 import { CompanionError } from '../core/errors.js';
+import { stopUp } from '../shell/up-control.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
@@ -109,8 +110,10 @@ export const logoutCommand: Command = {
   help: [
     'Usage: companion logout [--hub URL] [--json]',
     '',
-    'Revokes the refresh token at the hub when it can, then deletes all four keychain items whatever the',
+    'Stops a running `companion up` of this data dir first (it serves with a token logout deletes), then',
+    'revokes the refresh token at the hub when it can and deletes all four keychain items whatever the',
     'network does. With the keychain locked nothing is done: one line says so (unlock it, run logout again).',
+    'With --json: {"event":"stopped","pid":N} when an up was stopped, then {"event":"signed-out",...}.',
     '',
     'Options:',
     COMMON_HELP,
@@ -122,6 +125,15 @@ export const logoutCommand: Command = {
       const authority = authorityFor(context, io);
       // A locked keychain: neither the refresh token (to revoke) nor the items can be reached.
       await requireKeychain(authority.keychain, 'not signed out: nothing was deleted and the session was not revoked');
+      // A running `up` serves local clients with the loopback token this deletes: stop it first. One that
+      // cannot be stopped (or identified) stops the logout, with nothing deleted (main prints its line).
+      const stopped = await stopUp(context.paths, {
+        onForce: (pid, graceMs) => io.err(`companion logout: companion up (pid ${pid}) did not stop within ${Math.round(graceMs / 1000)} s; killing it`),
+      });
+      if (stopped.outcome === 'stopped') {
+        if (context.json) context.emit({ event: 'stopped', pid: stopped.pid });
+        else io.out(`Stopped companion up (pid ${stopped.pid}).`);
+      }
       const outcome = await authority.signOut();
       if (outcome.failedAccounts.length > 0) {
         // No "Signed out" line: it would not be true. The one stderr line (and the --json error) comes from main.

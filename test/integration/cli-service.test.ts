@@ -342,6 +342,34 @@ describe('companion up --detach, logs and stop on the real Secret Service', { ..
     assert.equal(again.status, 0);
     assert.equal(again.stdout, `companion is not running (data dir ${dir})\n`);
   });
+
+  test('logout stops the running up of its data dir first, then deletes the keychain items; the endpoint no longer serves', async () => {
+    const dir = dataDir('logout', false);
+    installTinyModel(dir);
+    stopAtEnd(dir, env);
+    const started = await cli(['up', '--detach', '--json', ...UP_ARGS, '--data-dir', dir], 180_000);
+    assert.equal(started.status, 0, started.stderr);
+    const event = JSON.parse(started.stdout) as { endpoint: string; pid: number };
+    const handed = await cli(['endpoint', '--json', '--hub', HUB, '--data-dir', dir]);
+    assert.equal(handed.status, 0, handed.stderr);
+
+    const logout = await cli(['logout', '--json', '--hub', HUB, '--data-dir', dir], 90_000);
+    assert.equal(logout.status, 0, logout.stderr);
+    const events = logout.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.deepEqual(events[0], { event: 'stopped', pid: event.pid });
+    assert.equal(events[1]?.event, 'signed-out');
+    assert.equal(alive(event.pid), false, 'the up exited before logout returned');
+    assert.equal(existsSync(join(dir, 'run', 'up.lock')), false, 'its lock is released');
+    await assert.rejects(fetch(`${event.endpoint}/models`, { signal: AbortSignal.timeout(5_000) }), 'nothing listens on the endpoint any more');
+    const after = await cli(['endpoint', '--json', '--hub', HUB, '--data-dir', dir]);
+    assert.notEqual(after.status, 0, 'endpoint has nothing to hand out');
+    assert.ok(!after.stdout.includes((JSON.parse(handed.stdout) as { token: string }).token), 'the old token is gone');
+
+    // Without a running up, logout says nothing about stopping.
+    const human = await cli(['logout', '--hub', HUB, '--data-dir', dir], 60_000);
+    assert.equal(human.status, 0, human.stderr);
+    assert.doesNotMatch(human.stdout, /Stopped/);
+  });
 });
 
 describe('companion demo --data-dir', () => {
