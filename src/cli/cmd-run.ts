@@ -23,14 +23,14 @@ export const STDIN_LIMIT_BYTES = 1024 * 1024;
 const CHAT_PROMPT = '>>> ';
 
 /**
- * The error text when `--model` names another model than the one installed for the local lane, or null
- * when the request may go ahead. Pure: the caller knows the lane and the installed id.
+ * The error text when `--model` names another model than the one the local lane serves (the running
+ * `up`'s, else the active installed one), or null when the request may go ahead. Pure.
  */
 export function localModelProblem(requested: string | undefined, installed: string | null): string | null {
   if (requested === undefined || requested === installed) return null;
   return installed === null
     ? `--model ${requested}: the local companion has no installed model`
-    : `--model ${requested} is not the installed model; the local companion serves ${installed}`;
+    : `--model ${requested} is not the model the local companion serves (${installed}); to serve it: companion up --model ${requested}`;
 }
 
 /** Reads all of stdin, at most `limit` bytes (a usage error beyond). */
@@ -76,7 +76,7 @@ export const runCommand: Command = {
     '  --prefer P             lane preference (default prefer-local)',
     '  --system TEXT          a system message sent before the conversation',
     '  --model NAME           the model id sent to the endpoint (cloud default COMPANION_CLOUD_MODEL or',
-    '                         gpt-4o-mini); on the local lane it must be the installed model',
+    '                         gpt-4o-mini); on the local lane it must be the model up serves',
     '  --max-tokens N         at most N tokens per answer, 1 to 8192 (default 128)',
     COMMON_HELP,
     '',
@@ -147,8 +147,15 @@ export const runCommand: Command = {
         ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: cloudModel } } : {}),
         preference: prefer as LanePreference,
       });
+      // The model the local lane answers with: the one the running `up` serves (it may have been started
+      // with `up --model`), else the active installed one.
       let installedId: string | null | undefined;
-      const installed = async (): Promise<string | null> => (installedId ??= (await readInstalled(context.paths.models).catch(() => null))?.id ?? null);
+      const installed = async (): Promise<string | null> => {
+        if (installedId !== undefined) return installedId;
+        const served = discovery === null ? null : await readPublishedState(context.paths.state, discovery.pid).catch(() => null);
+        installedId = served?.model?.id ?? (await readInstalled(context.paths.models).catch(() => null))?.id ?? null;
+        return installedId;
+      };
       if (modelOption !== undefined && local !== null) await installed();
 
       /** One answer for the conversation `messages`; streams unless --json, then reports as --json says. */

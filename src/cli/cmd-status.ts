@@ -72,6 +72,7 @@ export const statusCommand: Command = {
     'With --json: {"signedIn", "model": {"id","verified"}|null, "runtime": {"state","pid"}|null,',
     '"companionAvailable", "resources": {...}|null, "endpoint": URL|null, "hub": URL|null, "dataDir": PATH,',
     '"modelCheck": "verified"|"changed"|"unconfirmed"|null (metadata only: status never hashes the model),',
+    '"servedModel": ID|null (the model the running up serves),',
     '"upSince": ISO|null, "unavailable": {"reason","code","message"}|null, ...}; times are ISO 8601 UTC,',
     'with "expiresAtLocal" and "upSinceLocal" as shown. When the recorded endpoint fails the attestation,',
     '"endpoint" is null and "endpointError" is "ERR_ENDPOINT_UNVERIFIED".',
@@ -147,6 +148,8 @@ export const statusCommand: Command = {
         ...(endpointError !== null ? { endpointError } : {}),
         // Beside `model`, not in it: `model` keeps its CONTRACT §6 shape {"id","verified"}.
         modelCheck: modelState,
+        // The model the running `up` serves (`up --model` may pick another than the active one), or null.
+        servedModel: typeof published?.model?.id === 'string' ? published.model.id : null,
         hub: context.config.hub,
         dataDir: context.config.dataDir,
         upSince: upSince === null ? null : new Date(upSince).toISOString(),
@@ -162,7 +165,7 @@ export const statusCommand: Command = {
         io.out(`Data dir:   ${report.dataDir}`);
         const modelLine = modelState === 'verified' ? 'verified' : modelState === 'changed' ? 'CHANGED since verification: pull again' : 'file touched since verification: companion up re-checks it';
         io.out(`Model:      ${installed === null ? 'none (run companion pull)' : `${installed.id} (${modelLine})`}`);
-        io.out(`Runtime:    ${report.runtime === null ? 'not running (run companion up)' : `${report.runtime.state}, pid ${report.runtime.pid ?? '-'}, sandbox ${report.sandbox ?? '-'}`}`);
+        io.out(`Runtime:    ${report.runtime === null ? 'not running (run companion up)' : `${report.runtime.state}, ${report.servedModel === null ? '' : `serving ${report.servedModel}, `}pid ${report.runtime.pid ?? '-'}, sandbox ${report.sandbox ?? '-'}`}`);
         if (report.upSinceLocal !== null) io.out(`Up since:   ${report.upSinceLocal}`);
         const r = report.resources as { rssBytes?: number; cpuPercent?: number | null; vram?: unknown } | null;
         if (r !== null) io.out(`Resources:  RSS ${((r.rssBytes ?? 0) / (1 << 20)).toFixed(0)} MiB, CPU ${r.cpuPercent ?? '-'}%, VRAM ${r.vram === null || r.vram === undefined ? 'n/a' : JSON.stringify(r.vram)}`);

@@ -215,6 +215,13 @@ test('companion up --model serves the given installed model; ps shows it; rm ref
   assert.match(human.stdout, /MODEL\s+STATE\s+PID\s+UPTIME\s+RSS\s+BACKEND\s+ENDPOINT/);
   assert.match(human.stdout, new RegExp(`tiny-b\\s+ready\\s+${row!.pid}\\s+\\S+.*\\s+cpu\\s+${String(available.endpoint).replace(/[.]/g, '\\.')}`));
   assertNoSecrets(human, models, [tinySha, sha256]);
+  // status names the served model beside the active one.
+  const status = await runCli(['status', '--json', ...common], env);
+  const report = jsonLines(status)[0]!;
+  assert.equal(report.servedModel, 'tiny-b', status.stderr);
+  assert.equal((report.model as { id: string }).id, TINY_MODEL_ID, 'the active model is still the first one');
+  const statusHuman = await runCli(['status', ...common], env);
+  assert.match(statusHuman.stdout, /Runtime: +ready, serving tiny-b, pid \d+/);
 
   const refused = await runCli(['rm', 'tiny-b', '--json', '--data-dir', dataDir], env);
   assert.equal(refused.status, 1);
