@@ -463,7 +463,12 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
       }
       // One embedding context on the same model weights (no second copy of the model), created on first
       // use with the generation context's size; its one sequence serves one request at a time.
-      embedding ??= loadedModel.createEmbeddingContext({ contextSize: options.contextSize, threads: options.threads, batchSize: options.contextSize });
+      if (embedding === undefined) {
+        const created = loadedModel.createEmbeddingContext({ contextSize: options.contextSize, threads: options.threads, batchSize: options.contextSize });
+        // A failed creation (memory) is retried by the next request instead of failing every one after it.
+        created.catch(() => { if (embedding === created) embedding = undefined; });
+        embedding = created;
+      }
       const work = embeddingQueue.then(async () => {
         signal.throwIfAborted();
         const context = await embedding!;

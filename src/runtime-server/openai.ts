@@ -26,7 +26,7 @@ export class ApiError extends Error {
     this.param = param;
   }
 
-  /** The JSON body. The message never echoes request content (it names parameters only). */
+  /** The JSON body. The message never echoes request values: it names parameters (and a schema keyword's pointer). */
   body(): { error: { message: string; type: string; code: string; param: string | null } } {
     return { error: { message: this.message, type: this.type, code: this.code, param: this.param } };
   }
