@@ -46,7 +46,7 @@ export interface CompleteRequest {
   /** Called with each piece of text as it streams. */
   readonly onToken?: (text: string) => void;
   readonly signal?: AbortSignal;
-  /** The model id sent to the endpoint; default the endpoint's own `model`, then `default`. */
+  /** The model id sent; default the endpoint's own `model`, then none to the companion, `default` to the cloud. */
   readonly model?: string;
   /** Called with the selected lane before anything is sent; a throw stops the call (nothing is sent). */
   readonly onLane?: (lane: 'companion' | 'cloud') => void;
@@ -126,8 +126,10 @@ export function createLlmClient(options: LlmClientOptions) {
     const { lane, endpoint } = await route(request.tier);
     request.onLane?.(lane);
     const stream = request.stream === true;
+    // The companion's runtime refuses a model id it does not serve (404); without one it answers with its own.
+    const model = request.model ?? endpoint.model ?? (lane === 'companion' ? undefined : 'default');
     const body = {
-      model: request.model ?? endpoint.model ?? 'default',
+      ...(model === undefined ? {} : { model }),
       messages: request.messages,
       stream,
       ...(request.maxTokens !== undefined ? { max_tokens: request.maxTokens } : {}),

@@ -34,10 +34,16 @@ export interface GuardRequest {
   httpVersion?: string;
 }
 
-/** One served route: an exact method and an exact, normalised path (no query, no `%`). */
+/**
+ * One served route: an exact method and an exact, normalised path (no query, no `%`). With `segment`,
+ * `path` is a prefix ending in `/` and the route serves `path` + exactly one more segment that matches
+ * `segment` (no `/`, no `%`, never `.` or `..`); the decision then carries a route whose `path` is the
+ * full matched path. `segment` must be anchored (`^…$`) and have neither the `g` nor the `y` flag.
+ */
 export interface GuardRoute {
   method: string;
   path: string;
+  segment?: RegExp;
 }
 
 /** What the front door allows. Build `allowedHosts` with {@link allowedHostsFor} from the bound port. */
@@ -169,7 +175,22 @@ function isRoute(route: unknown): route is GuardRoute {
   const r = route as Partial<GuardRoute> | null;
   return typeof r === 'object' && r !== null && typeof r.method === 'string' && METHOD_CHARS.test(r.method)
     && typeof r.path === 'string' && !r.path.includes('%') && !r.path.includes('?') && !r.path.startsWith('//')
-    && TARGET_CHARS.test(r.path) && !r.path.includes('\\') && !r.path.includes('#') && isNormalPath(r.path);
+    && TARGET_CHARS.test(r.path) && !r.path.includes('\\') && !r.path.includes('#') && isNormalPath(r.path)
+    && (r.segment === undefined || (r.segment instanceof RegExp && r.path.endsWith('/') && !r.segment.global && !r.segment.sticky
+      && r.segment.source.startsWith('^') && r.segment.source.endsWith('$')));
+}
+
+/**
+ * True when `path` is `route.path` plus one segment that `route.segment` accepts. Why so narrow: the
+ * segment is forwarded upstream inside the path, so it may hold no `/` (another route), no `%` (an
+ * encoding the upstream would decode) and no dot segment (a parent path after normalisation).
+ */
+function segmentMatches(route: GuardRoute, path: string): boolean {
+  const pattern = route.segment;
+  if (pattern === undefined || path.length <= route.path.length || !path.startsWith(route.path)) return false;
+  const segment = path.slice(route.path.length);
+  if (segment.includes('/') || segment.includes('%') || segment === '.' || segment === '..') return false;
+  return pattern.test(segment);
 }
 
 function assertPolicy(policy: unknown): asserts policy is GuardPolicy {
@@ -182,9 +203,9 @@ function assertPolicy(policy: unknown): asserts policy is GuardPolicy {
   if (typeof p.verifyToken !== 'function') throw invalidPolicy('policy.verifyToken', 'a function');
   if (!Array.isArray(p.routes)) throw invalidPolicy('policy.routes', 'an array of { method, path }');
   for (const route of p.routes as unknown[]) {
-    if (!isRoute(route)) throw invalidPolicy('policy.routes[]', 'a { method, path } with an upper-case method and a normalised path');
+    if (!isRoute(route)) throw invalidPolicy('policy.routes[]', 'a { method, path, segment? } with an upper-case method, a normalised path and an anchored segment pattern');
   }
-  if (p.attestRoute !== undefined && (!isRoute(p.attestRoute) || p.attestRoute.method === 'OPTIONS')) {
+  if (p.attestRoute !== undefined && (!isRoute(p.attestRoute) || p.attestRoute.method === 'OPTIONS' || p.attestRoute.segment !== undefined)) {
     throw invalidPolicy('policy.attestRoute', 'a { method, path } with an upper-case method other than OPTIONS and a normalised path');
   }
   if (p.allowedOrigins !== undefined) {
@@ -331,9 +352,15 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   }
   if (!verified) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
 
-  // 9. Route: exact path, then exact method.
+  // 9. Route: exact path (or a prefix route's one segment), then exact method.
   let pathServed = false;
   for (const route of policy.routes) {
+    if (route.segment !== undefined) {
+      if (!segmentMatches(route, path)) continue;
+      pathServed = true;
+      if (route.method === method) return { ok: true, route: Object.freeze({ method: route.method, path }) };
+      continue;
+    }
     if (route.path !== path) continue;
     pathServed = true;
     if (route.method === method) return { ok: true, route };

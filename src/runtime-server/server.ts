@@ -3,8 +3,12 @@
  *
  *   GET  /health                 {"status":"ok"} once the model is loaded (503 before)
  *   GET  /v1/models              the one model
- *   POST /v1/chat/completions    streaming (SSE) and not
+ *   GET  /v1/models/{id}         that model, or 404 `model_not_found`
+ *   POST /v1/chat/completions    streaming (SSE) and not; response_format, tools
  *   POST /v1/completions         streaming (SSE) and not
+ *   POST /v1/embeddings          from an embedding context on the loaded model
+ *
+ * A request naming a `model` other than the loaded one gets 404 `model_not_found`.
  *
  * In loopback-TCP mode every request needs `Authorization: Bearer <per-spawn key>` (compared in constant
  * time) and a `Host` that names the bound port; a Unix socket relies on its 0600 mode inside a 0700
@@ -13,7 +17,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { ClientGoneError, type Engine, type GenerationResult } from './engine.js';
+import { ClientGoneError, type ChatOptions, type Engine, type GenerationResult } from './engine.js';
 import {
   ApiError,
   chatChunkBody,
@@ -21,16 +25,25 @@ import {
   chatUsageChunkBody,
   completionBody,
   completionUsageChunkBody,
+  embeddingsBody,
+  modelBody,
+  modelNotFound,
   modelsBody,
   parseChatRequest,
   parseCompletionRequest,
+  parseEmbeddingRequest,
   sseData,
   SSE_DONE,
   usageOf,
   type ChatRequest,
   type CompletionRequest,
+  type EmbeddingRequest,
   type ResponseMeta,
+  type ToolCallDelta,
 } from './openai.js';
+
+/** A model id in `/v1/models/{id}`: the same shape the front door's guard lets through. */
+const MODEL_SEGMENT = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Default request body limit: 1 MiB. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -192,14 +205,17 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
       created: Math.floor(Date.now() / 1000),
       model: options.modelId,
     };
+    const chatOptions: ChatOptions | undefined = request.kind === 'chat'
+      ? { format: request.responseFormat, tools: request.tools, toolChoice: request.toolChoice, parallelToolCalls: request.parallelToolCalls }
+      : undefined;
     try {
       if (!request.stream) {
         const result = request.kind === 'chat'
-          ? await engine.chat(request.messages, request.sampling, { signal: controller.signal })
+          ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: controller.signal })
           : await engine.complete(request.prompt, request.sampling, { signal: controller.signal });
         const usage = usageOf(result.promptTokens, result.completionTokens);
         sendJson(res, 200, request.kind === 'chat'
-          ? chatCompletionBody(meta, result.text, result.finishReason, usage)
+          ? chatCompletionBody(meta, result.text, result.finishReason, usage, result.toolCalls)
           : completionBody(meta, result.text, result.finishReason, usage));
         return;
       }
@@ -216,11 +232,17 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
         start();
         res.write(sseData(request.kind === 'chat' ? chatChunkBody(meta, { content: text }, null) : completionBody(meta, text, null, null)));
       };
+      // OpenAI streams a tool call as deltas with its index: id, type and name first, then argument text.
+      const onToolCall = (delta: ToolCallDelta): void => {
+        if (controller.signal.aborted) return;
+        start();
+        res.write(sseData(chatChunkBody(meta, { tool_calls: [delta] }, null)));
+      };
       let result: GenerationResult;
       try {
         // Validation errors (prompt too long, queue full) still get a plain JSON error: nothing was sent yet.
         result = request.kind === 'chat'
-          ? await engine.chat(request.messages, request.sampling, { signal: controller.signal, onText })
+          ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: controller.signal, onText, onToolCall })
           : await engine.complete(request.prompt, request.sampling, { signal: controller.signal, onText });
       } catch (error) {
         if (!started) throw error;
@@ -239,6 +261,25 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
         if (request.includeUsage) res.write(sseData(completionUsageChunkBody(meta, usage)));
       }
       res.end(SSE_DONE);
+    } catch (error) {
+      if (controller.signal.reason instanceof ClientGoneError) return;
+      sendError(res, errorFromGeneration(controller.signal.aborted ? controller.signal.reason : error));
+    } finally {
+      res.off('close', onClose);
+      untrack();
+    }
+  }
+
+  async function embed(res: ServerResponse, request: EmbeddingRequest, engine: Engine): Promise<void> {
+    const controller = new AbortController();
+    const untrack = track(controller);
+    const onClose = (): void => {
+      if (!res.writableFinished) controller.abort(new ClientGoneError());
+    };
+    res.on('close', onClose);
+    try {
+      const result = await engine.embed(request.inputs, controller.signal);
+      sendJson(res, 200, embeddingsBody(options.modelId, result.vectors, request.encoding, result.promptTokens));
     } catch (error) {
       if (controller.signal.reason instanceof ClientGoneError) return;
       sendError(res, errorFromGeneration(controller.signal.aborted ? controller.signal.reason : error));
@@ -267,8 +308,11 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
       '/v1/models': 'GET',
       '/v1/chat/completions': 'POST',
       '/v1/completions': 'POST',
+      '/v1/embeddings': 'POST',
     };
-    const method = routes[path];
+    // `/v1/models/{id}`: one segment, the front door's guard allows the same shape only.
+    const modelPath = path.startsWith('/v1/models/') ? path.slice('/v1/models/'.length) : null;
+    const method = modelPath !== null && MODEL_SEGMENT.test(modelPath) ? 'GET' : routes[path];
     if (method === undefined) {
       req.resume();
       sendError(res, new ApiError(404, 'invalid_request_error', 'not_found', 'no such route'));
@@ -287,6 +331,11 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     }
     if (path === '/v1/models') {
       sendJson(res, 200, modelsBody(options.modelId, created));
+      return;
+    }
+    if (modelPath !== null) {
+      if (modelPath === options.modelId) sendJson(res, 200, modelBody(options.modelId, created));
+      else sendError(res, modelNotFound());
       return;
     }
     if (!isJsonContentType(req.headers['content-type'])) {
@@ -326,14 +375,18 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
       sendError(res, new ApiError(503, 'server_error', 'model_loading', 'the model is loading'));
       return;
     }
-    let request: ChatRequest | CompletionRequest;
+    let request: ChatRequest | CompletionRequest | EmbeddingRequest;
     try {
-      request = path === '/v1/chat/completions' ? parseChatRequest(body) : parseCompletionRequest(body);
+      request = path === '/v1/chat/completions' ? parseChatRequest(body)
+        : path === '/v1/embeddings' ? parseEmbeddingRequest(body) : parseCompletionRequest(body);
+      // Why: answering for another model would pass one model's output off as another's.
+      if (request.model !== undefined && request.model !== options.modelId) throw modelNotFound();
     } catch (error) {
       sendError(res, errorFromGeneration(error));
       return;
     }
-    await generate(req, res, request, engine);
+    if (request.kind === 'embedding') await embed(res, request, engine);
+    else await generate(req, res, request, engine);
   }
 
   const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {

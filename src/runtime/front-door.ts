@@ -101,6 +101,9 @@ export const FRONT_DOOR_ROUTES: readonly GuardRoute[] = [
   { method: 'GET', path: '/v1/models' },
   { method: 'POST', path: '/v1/chat/completions' },
   { method: 'POST', path: '/v1/completions' },
+  { method: 'POST', path: '/v1/embeddings' },
+  // One model id segment only: no '/', no '%', no dot segment (the guard's prefix-route rule).
+  { method: 'GET', path: '/v1/models/', segment: /^[A-Za-z0-9._:-]{1,128}$/ },
 ];
 
 export const DEFAULT_FRONT_DOOR_LIMITS: FrontDoorLimits = Object.freeze({

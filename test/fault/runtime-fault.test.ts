@@ -32,7 +32,7 @@ test('kill -9 of the runtime mid-stream: the client gets an error, exited resolv
 
   const client = runtimeClient(handle.address);
   t.after(() => client.close());
-  const stream = await client.openai.chat.completions.create({ model: 'x', messages: ask, max_tokens: 30_000, temperature: 0, stream: true });
+  const stream = await client.openai.chat.completions.create({ model: 'local', messages: ask, max_tokens: 30_000, temperature: 0, stream: true });
   let chunks = 0;
   await assert.rejects(async () => {
     for await (const _chunk of stream) {

@@ -8,6 +8,7 @@ export const ROUTES: readonly GuardRoute[] = Object.freeze([
   { method: 'POST', path: '/v1/completions' },
   { method: 'GET', path: '/v1/models' },
   { method: 'GET', path: '/health' },
+  { method: 'GET', path: '/v1/models/', segment: /^[A-Za-z0-9._:-]{1,128}$/ },
 ]);
 
 /** The policy of a front door bound to {@link PORT} with {@link TOKEN}; `calls` counts verifier calls. */

@@ -3,7 +3,7 @@
 // The predicate is written from the allow-list itself (docs/threat-model.md, CONTRACT D5.1), not from the
 // guard's code: one Host among the bound port's names, no Origin, a same-host Referer or none, a
 // same-origin/none Sec-Fetch-Site or none, exactly one `Bearer <token>`, an origin-form target naming a
-// served path exactly, a served method, HTTP/1.0 or 1.1, a well-formed message within the limits.
+// served path exactly (or `/v1/models/` and one model id segment), a served method, HTTP/1.0 or 1.1, a well-formed message within the limits.
 import { Buffer } from 'node:buffer';
 import { headerValues, serialise, type FuzzBatch, type FuzzCase, type Prng, type RequestModel, type Verdict } from './fuzz-http.js';
 
@@ -19,7 +19,17 @@ export const FUZZ_ROUTES: readonly (readonly [string, string])[] = [
   ['GET', '/v1/models'],
   ['POST', '/v1/chat/completions'],
   ['POST', '/v1/completions'],
+  ['POST', '/v1/embeddings'],
+  ['GET', '/v1/models/tiny'],
 ];
+
+/** `/v1/models/{id}`: the one prefix route, one segment of [A-Za-z0-9._:-]{1,128} that is not a dot segment. */
+function isModelPath(path: string): boolean {
+  const prefix = '/v1/models/';
+  if (!path.startsWith(prefix)) return false;
+  const id = path.slice(prefix.length);
+  return /^[A-Za-z0-9._:-]{1,128}$/.test(id) && id !== '.' && id !== '..';
+}
 
 /** Node's head limit in the fixture (16 KiB, counted as {@link headSize} does). */
 export const HEAD_LIMIT = 16 * 1024;
@@ -71,7 +81,7 @@ function acceptable(model: RequestModel, ctx: FrontDoorFuzzContext): boolean | '
   const query = q === -1 ? '' : target.slice(q + 1);
   if (query !== '' && (!isVisibleAscii(query) || query.includes('#') || query.includes('\\'))) return false;
   const route = FUZZ_ROUTES.find(([method, p]) => method === model.method && p === path);
-  if (route === undefined) return false;
+  if (route === undefined && !(model.method === 'GET' && isModelPath(path))) return false;
   // Host: exactly one, one of the bound port's names (host names compare case-insensitively).
   const hosts = headerValues(model, 'host');
   if (hosts.length !== 1) return false;

@@ -190,7 +190,7 @@ test('spawnRuntime({ bind: "tcp" }) serves 127.0.0.1 with a per-spawn key that t
   assert.equal(tcp.address.host, '127.0.0.1');
   assert.ok(tcp.address.port > 0);
   assert.equal(await tcp.healthCheck(2000), true);
-  const chat = await tcpClient.openai.chat.completions.create({ model: 'x', messages: ask, max_tokens: 4, temperature: 0 });
+  const chat = await tcpClient.openai.chat.completions.create({ model: 'local', messages: ask, max_tokens: 4, temperature: 0 });
   assert.equal(chat.usage?.completion_tokens, 4);
   // Without the key the SDK gets a 401 (the refusals are covered in the security tier, P-k).
   const keyless = runtimeClient({ ...tcp.address, key: new Secret('not-the-key-not-the-key-not-the-key') });

@@ -36,7 +36,10 @@ function oracleAccepts(r: GuardRequest, attest = false): boolean {
   const query = q === -1 ? '' : r.target.slice(q + 1);
   if (!/^[\x21-\x7e]*$/.test(query) || query.includes('#') || query.includes('\\')) return false;
   const served = [...ROUTES, ...(attest ? [ATTEST_ROUTE] : [])];
-  if (!served.some((route) => route.path === path && route.method === r.method)) return false;
+  // A prefix route serves its path plus one model id: [A-Za-z0-9._:-]{1,128}, never a dot segment.
+  const id = path.startsWith('/v1/models/') ? path.slice('/v1/models/'.length) : '';
+  const idServed = /^[A-Za-z0-9._:-]{1,128}$/.test(id) && id !== '.' && id !== '..';
+  if (!served.some((route) => route.method === r.method && (route.segment === undefined ? route.path === path : path.startsWith(route.path) && idServed))) return false;
   if (named('origin').length !== 0) return false;
   const referers = named('referer');
   if (referers.length > 1) return false;
@@ -67,7 +70,15 @@ const methodArb = fc.oneof(
   { weight: 2, arbitrary: fc.constantFrom('OPTIONS', 'HEAD', 'PUT', 'DELETE', 'CONNECT', 'TRACE', 'post') },
   { weight: 1, arbitrary: text },
 );
-const pathArb = fc.constantFrom(...ROUTES.map((r) => r.path));
+const modelIdArb = fc.oneof(
+  { weight: 6, arbitrary: fc.constantFrom('tiny', 'a.b:c-1_2', 'x'.repeat(128), 'TINY', '...') },
+  { weight: 3, arbitrary: fc.constantFrom('', '.', '..', 'a/b', '%2e%2e', '%2E.', 'a%41', 'x'.repeat(129), 'a b', 'a;b', 'a/', '/a') },
+  { weight: 1, arbitrary: fc.string({ maxLength: 12 }) },
+);
+const pathArb = fc.oneof(
+  { weight: ROUTES.length, arbitrary: fc.constantFrom(...ROUTES.map((r) => r.path)) },
+  { weight: 2, arbitrary: modelIdArb.map((id) => `/v1/models/${id}`) },
+);
 const targetArb = fc.oneof(
   { weight: 6, arbitrary: pathArb },
   { weight: 2, arbitrary: fc.tuple(pathArb, fc.string({ maxLength: 16 })).map(([p, q]) => `${p}?${q}`) },
@@ -126,8 +137,11 @@ const headersArb = fc.tuple(
 
 // Most of the time method and target name a served route together, so both verdicts are well covered.
 const routeArb = fc.oneof(
-  { weight: 6, arbitrary: fc.tuple(fc.constantFrom(...ROUTES), fc.option(fc.string({ maxLength: 16 }), { nil: undefined }))
-    .map(([route, query]) => ({ method: route.method, target: query === undefined ? route.path : `${route.path}?${query}` })) },
+  { weight: 6, arbitrary: fc.tuple(fc.constantFrom(...ROUTES), fc.option(fc.string({ maxLength: 16 }), { nil: undefined }), modelIdArb)
+    .map(([route, query, id]) => {
+      const path = route.segment === undefined ? route.path : `${route.path}${id}`;
+      return { method: route.method, target: query === undefined ? path : `${path}?${query}` };
+    }) },
   { weight: 4, arbitrary: fc.record({ method: methodArb, target: targetArb }) },
 );
 

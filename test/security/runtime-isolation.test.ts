@@ -118,8 +118,8 @@ test('P-f the per-spawn key never shows when the handle is printed or serialised
 
 test('P-f the runtime logs neither prompts nor completions (nor its key) on stderr', async () => {
   const marker = 'PRIVATE-PROMPT-MARKER-4242';
-  const chat = await client.openai.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: marker }], max_tokens: 16, temperature: 0 });
-  const completion = await client.openai.completions.create({ model: 'x', prompt: `${marker} completion`, max_tokens: 16, temperature: 0 });
+  const chat = await client.openai.chat.completions.create({ model: 'local', messages: [{ role: 'user', content: marker }], max_tokens: 16, temperature: 0 });
+  const completion = await client.openai.completions.create({ model: 'local', prompt: `${marker} completion`, max_tokens: 16, temperature: 0 });
   const outputs = [chat.choices[0]!.message.content ?? '', completion.choices[0]!.text].filter((text) => text.trim().length >= 6);
   const log = stderr.join('\n');
   assert.ok(!log.includes(marker), 'a prompt was logged');

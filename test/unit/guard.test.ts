@@ -199,6 +199,42 @@ test('verifyLoopbackRequest() returns the matched route object', () => {
   assert.ok(decision.ok && decision.route === policy.routes[2]);
 });
 
+const MODEL_ID_CASES: [string, string, 'ok' | 'ERR_GUARD_PATH' | 'ERR_GUARD_MALFORMED' | 'ERR_GUARD_METHOD'][] = [
+  ['a model id', '/v1/models/tiny', 'ok'],
+  ['a model id with dots, colons and dashes', '/v1/models/org.model:q8_0-v1', 'ok'],
+  ['a model id and a query', '/v1/models/tiny?x=1', 'ok'],
+  ['a 128-character model id', `/v1/models/${'m'.repeat(128)}`, 'ok'],
+  ['an empty model id', '/v1/models/', 'ERR_GUARD_PATH'],
+  ['a 129-character model id', `/v1/models/${'m'.repeat(129)}`, 'ERR_GUARD_PATH'],
+  ['/v1/models/.. (a dot segment)', '/v1/models/..', 'ERR_GUARD_MALFORMED'],
+  ['/v1/models/. (a dot segment)', '/v1/models/.', 'ERR_GUARD_MALFORMED'],
+  ['/v1/models/a/b (two segments)', '/v1/models/a/b', 'ERR_GUARD_PATH'],
+  ['/v1/models/a/ (a trailing slash)', '/v1/models/a/', 'ERR_GUARD_PATH'],
+  ['/v1/models/%2e%2e (an encoded dot segment)', '/v1/models/%2e%2e', 'ERR_GUARD_MALFORMED'],
+  ['/v1/models/a%2fb (an encoded slash)', '/v1/models/a%2fb', 'ERR_GUARD_MALFORMED'],
+  ['/v1/models/a%20b (a percent-encoded id)', '/v1/models/a%20b', 'ERR_GUARD_PATH'],
+  ['/v1/models/..%2f (dot segment then encoded slash)', '/v1/models/..%2f', 'ERR_GUARD_MALFORMED'],
+  ['/v1/models/a;b (a character outside the id set)', '/v1/models/a;b', 'ERR_GUARD_PATH'],
+  ['/v1/modelsx/tiny (another prefix)', '/v1/modelsx/tiny', 'ERR_GUARD_PATH'],
+];
+
+for (const [name, target, expect] of MODEL_ID_CASES) {
+  test(`verifyLoopbackRequest() ${expect === 'ok' ? 'accepts' : `refuses with ${expect}`} GET ${name} on the prefix route`, () => {
+    const decision = verifyLoopbackRequest(goodRequest({ method: 'GET', target }), makePolicy());
+    if (expect === 'ok') assert.deepEqual(decision, { ok: true, route: { method: 'GET', path: target.split('?')[0] } });
+    else assert.deepEqual(decision, { ok: false, status: GUARD_REFUSALS[expect], code: expect });
+  });
+}
+
+test('verifyLoopbackRequest() refuses another method on a model id with ERR_GUARD_METHOD', () => {
+  assert.deepEqual(verifyLoopbackRequest(goodRequest({ method: 'POST', target: '/v1/models/tiny' }), makePolicy()), { ok: false, status: 405, code: 'ERR_GUARD_METHOD' });
+});
+
+test('verifyLoopbackRequest() checks the token before a model id route', () => {
+  const decision = verifyLoopbackRequest(goodRequest({ method: 'GET', target: '/v1/models/tiny', rawHeaders: withHeader('Authorization') }), makePolicy());
+  assert.deepEqual(decision, { ok: false, status: 401, code: 'ERR_GUARD_TOKEN_MISSING' });
+});
+
 test('verifyLoopbackRequest() never calls the token verifier before Host, Origin and OPTIONS pass', () => {
   for (const request of [hostIs('evil.example'), plus('Origin', 'http://evil.example'), goodRequest({ method: 'OPTIONS' }),
     goodRequest({ target: '//x/' }), goodRequest({ peerAddress: '10.0.0.1' }), auth(`Bearer ${TOKEN}`, `Bearer ${TOKEN}`)]) {
@@ -248,6 +284,9 @@ test('verifyLoopbackRequest() throws ERR_INVALID_ARG_VALUE for a bad policy', ()
     { ...good, allowedOrigins: ['null'] }, { ...good, allowedOrigins: ['http://a/'] }, { ...good, allowedOrigins: 'http://a' },
     { ...good, attestRoute: null }, { ...good, attestRoute: { method: 'OPTIONS', path: '/a' } }, { ...good, attestRoute: { method: 'GET', path: '/a/../b' } },
     { ...good, attestRoute: { method: 'get', path: '/a' } }, { ...good, attestRoute: '/companion/attest' },
+    { ...good, routes: [{ method: 'GET', path: '/a', segment: /^x$/ }] }, { ...good, routes: [{ method: 'GET', path: '/a/', segment: 'x' }] },
+    { ...good, routes: [{ method: 'GET', path: '/a/', segment: /x/ }] }, { ...good, routes: [{ method: 'GET', path: '/a/', segment: /^x$/g }] },
+    { ...good, attestRoute: { method: 'GET', path: '/a/', segment: /^x$/ } },
   ];
   for (const policy of bad) {
     assert.throws(() => verifyLoopbackRequest(goodRequest(), policy as GuardPolicy), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
