@@ -57,6 +57,12 @@ export interface Admission {
   acquire(signal?: AbortSignal): Promise<Release>;
   /** Marks the runtime ready or not. Going not-ready refuses everything queued with NOT_READY. */
   setReady(ready: boolean): void;
+  /**
+   * Sets how many requests run at once (the runtime's sequences, learnt when it is ready). A larger
+   * limit admits queued requests at once; a smaller one lets running requests finish.
+   * @throws TypeError `ERR_INVALID_ARG_*` for a bad limit.
+   */
+  setMaxConcurrent(maxConcurrent: number): void;
   /** The `Retry-After` value (whole seconds, 1–60) to send with a 429 or 503 refusal now. */
   retryAfterSeconds(): number;
   stats(): AdmissionStats;
@@ -93,7 +99,8 @@ function isSignal(value: unknown): value is AbortSignal {
  * @throws TypeError `ERR_INVALID_ARG_*` for a bad option.
  */
 export function createAdmission(options: AdmissionOptions): Admission {
-  const { maxConcurrent, maxQueue, queueTimeoutMs } = options;
+  const { maxQueue, queueTimeoutMs } = options;
+  let maxConcurrent = options.maxConcurrent;
   assertInteger(maxConcurrent, 'maxConcurrent', 1, 1_000_000);
   assertInteger(maxQueue, 'maxQueue', 0, 1_000_000);
   assertInteger(queueTimeoutMs, 'queueTimeoutMs', 1, 2_147_483_647);
@@ -186,6 +193,12 @@ export function createAdmission(options: AdmissionOptions): Admission {
       } else {
         pump();
       }
+    },
+
+    setMaxConcurrent(value: number): void {
+      assertInteger(value, 'maxConcurrent', 1, 1_000_000);
+      maxConcurrent = value;
+      pump();
     },
 
     retryAfterSeconds,

@@ -8,10 +8,13 @@
  *                       shows the model read-only)
  *   listen              {"fd": N, "kind": "unix"|"tcp"}: the listening socket the parent bound
  *   key                 loopback TCP only: the per-spawn key (base64url, 32–256 characters)
- *   contextSize         context size in tokens (default 2048)
+ *   contextSize         context size per sequence in tokens (default: sizing.ts chooses, from the model's
+ *                       trained context and `memoryBytes`)
  *   threads             CPU threads (default: physical cores)
  *   gpu                 "off" | "auto" (default off)
- *   parallel            sequences generating at once (default 1; more requests wait in a queue)
+ *   parallel            sequences generating at once (default: sizing.ts chooses, at most 4; more requests
+ *                       wait in a queue)
+ *   memoryBytes         memory the runtime may use in all, bytes (default: no cap); caps the defaults above
  *   modelId             the id reported by /v1/models and in responses (default "local")
  *   shutdownGraceMs     how long SIGTERM lets in-flight generations finish before cancelling them
  */
@@ -24,17 +27,21 @@ export interface RuntimeServerConfig {
   readonly listen: { readonly fd: number; readonly kind: 'unix' | 'tcp' };
   /** Loopback TCP: the per-spawn key every request must carry; null for a Unix socket. */
   readonly key: string | null;
-  readonly contextSize: number;
+  /** Per sequence; `undefined` means "chosen from the model and memory" (sizing.ts). */
+  readonly contextSize: number | undefined;
   /** `undefined` means "physical cores" (resolved in main.ts, which may read /proc). */
   readonly threads: number | undefined;
   readonly gpu: 'off' | 'auto';
-  readonly parallel: number;
+  /** `undefined` means "chosen from the model and memory" (sizing.ts). */
+  readonly parallel: number | undefined;
+  /** Memory the runtime may use in all, bytes; `undefined` means no cap. */
+  readonly memoryBytes: number | undefined;
   readonly modelId: string;
   readonly shutdownGraceMs: number;
 }
 
 const MODEL_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
-const KNOWN = new Set(['v', 'model', 'listen', 'key', 'contextSize', 'threads', 'gpu', 'parallel', 'modelId', 'shutdownGraceMs']);
+const KNOWN = new Set(['v', 'model', 'listen', 'key', 'contextSize', 'threads', 'gpu', 'parallel', 'memoryBytes', 'modelId', 'shutdownGraceMs']);
 
 function usage(message: string): CompanionError {
   return new CompanionError('ERR_USAGE', message);
@@ -100,10 +107,11 @@ export function parseStartLine(line: string): RuntimeServerConfig {
     modelPath,
     listen: { fd: listenFd, kind: listen.kind },
     key,
-    contextSize: raw.contextSize === undefined ? 2048 : integer('contextSize', raw.contextSize, 64, 1 << 20),
+    contextSize: raw.contextSize === undefined ? undefined : integer('contextSize', raw.contextSize, 64, 1 << 20),
     threads: raw.threads === undefined ? undefined : integer('threads', raw.threads, 1, 1024),
     gpu,
-    parallel: raw.parallel === undefined ? 1 : integer('parallel', raw.parallel, 1, 64),
+    parallel: raw.parallel === undefined ? undefined : integer('parallel', raw.parallel, 1, 64),
+    memoryBytes: raw.memoryBytes === undefined ? undefined : integer('memoryBytes', raw.memoryBytes, 1, Number.MAX_SAFE_INTEGER),
     modelId,
     shutdownGraceMs: raw.shutdownGraceMs === undefined ? 1000 : integer('shutdownGraceMs', raw.shutdownGraceMs, 0, 600_000),
   };

@@ -37,14 +37,19 @@ import {
   type ToolChoice,
   type ToolDefinition,
 } from './openai.js';
+import { chooseSizing, type Sizing } from './sizing.js';
 import { createStopScanner } from './stop-scanner.js';
 
 export interface EngineOptions {
   readonly modelPath: string;
-  readonly contextSize: number;
+  /** Per sequence; undefined: chosen from the model and memory ({@link chooseSizing}). */
+  readonly contextSize?: number | undefined;
   readonly threads: number;
   readonly gpu: 'off' | 'auto';
-  readonly parallel: number;
+  /** Sequences; undefined: chosen from the model and memory ({@link chooseSizing}). */
+  readonly parallel?: number | undefined;
+  /** Memory the runtime may use in all, bytes (caps the chosen defaults); undefined: no cap. */
+  readonly memoryBytes?: number | undefined;
   /** Requests allowed to wait for a free sequence; more are refused with 503. */
   readonly queueLimit?: number;
   /** Where llama.cpp's own warnings go (stderr in the runtime); never request content. */
@@ -84,7 +89,12 @@ export interface EmbeddingResult {
 }
 
 export interface Engine {
+  /** Tokens per sequence (what one request's prompt and answer must fit in). */
   readonly contextSize: number;
+  /** Sequences generating at once. */
+  readonly parallel: number;
+  /** Sequences generating right now, and the most that ever did at once (batching, for /health). */
+  sequences(): { readonly active: number; readonly peak: number };
   chat(messages: readonly ChatMessage[], sampling: Sampling, options: ChatOptions, hooks: GenerationHooks): Promise<GenerationResult>;
   complete(prompt: string, sampling: Sampling, hooks: GenerationHooks): Promise<GenerationResult>;
   /** One embedding per input, from an embedding context on the loaded model (created on first use). */
@@ -191,8 +201,13 @@ function parseForcedCall(text: string): { name: string; arguments: string } | nu
   }
 }
 
+/** The batch: up to 512 tokens, never more than the whole context (node-llama-cpp's own default). */
+function batchSizeFor(contextSize: number, sequences: number): number {
+  return Math.min(512, contextSize * sequences);
+}
+
 /**
- * Loads the model and creates the context. Throws whatever node-llama-cpp throws (main.ts maps it to
+ * Loads the model, chooses the sequences and context size ({@link chooseSizing}) and creates the context. Throws whatever node-llama-cpp throws (main.ts maps it to
  * `ERR_RUNTIME_MODEL_LOAD`); a model that makes llama.cpp abort kills the process instead (exit 134),
  * which the parent sees as a crash.
  */
@@ -209,13 +224,26 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
   });
   let model: LlamaModel | undefined;
   let context: LlamaContext | undefined;
+  let sizing: Sizing;
   try {
     model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpu === 'off' ? 0 : 'auto' });
-    context = await model.createContext({
+    const insights = model.fileInsights;
+    const gpuLayers = model.gpuLayers;
+    sizing = chooseSizing({
+      parallel: options.parallel,
       contextSize: options.contextSize,
-      sequences: options.parallel,
+      trainContextSize: model.trainContextSize,
+      modelBytes: insights.modelSize,
+      memoryBytes: options.memoryBytes,
+      // node-llama-cpp's own estimate of the KV caches and compute buffers (CPU side; GPU layers aside).
+      // (The V1 estimate: a formula; V2 simulates a context, which is slow.)
+      contextBytes: (contextSize, sequences) => insights.estimateContextResourceRequirements({ contextSize, sequences, modelGpuLayers: gpuLayers, batchSize: batchSizeFor(contextSize, sequences) }).cpuRam,
+    });
+    context = await model.createContext({
+      contextSize: sizing.contextSize,
+      sequences: sizing.parallel,
       threads: options.threads,
-      batchSize: Math.min(512, options.contextSize),
+      batchSize: batchSizeFor(sizing.contextSize, sizing.parallel),
     });
   } catch (error) {
     await context?.dispose().catch(() => undefined);
@@ -225,10 +253,12 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
   }
   const loadedModel = model;
   const loadedContext = context;
+  const parallel = sizing.parallel;
+  log(`context: ${parallel} sequence(s) of ${loadedContext.contextSize} tokens (parallel ${sizing.reason.parallel}, context ${sizing.reason.contextSize})`);
 
   const free: Slot[] = [];
   let chatWrapper: LlamaChat['chatWrapper'] | undefined;
-  for (let i = 0; i < options.parallel; i++) {
+  for (let i = 0; i < parallel; i++) {
     const sequence = loadedContext.getSequence();
     const chat: LlamaChat = new LlamaChat({ contextSequence: sequence, ...(chatWrapper === undefined ? {} : { chatWrapper }) });
     chatWrapper ??= chat.chatWrapper;
@@ -238,6 +268,8 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
   const waiting: Waiter[] = [];
   const queueLimit = options.queueLimit ?? 64;
   let active = 0;
+  let generating = 0;
+  let peak = 0;
   let disposed = false;
 
   function acquire(signal: AbortSignal): Promise<Slot> {
@@ -273,9 +305,12 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
     active++;
     try {
       const slot = await acquire(signal);
+      generating++;
+      peak = Math.max(peak, generating);
       try {
         return await work(slot);
       } finally {
+        generating--;
         release(slot);
       }
     } finally {
@@ -343,6 +378,8 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
 
   return {
     contextSize: loadedContext.contextSize,
+    parallel,
+    sequences: () => ({ active: generating, peak }),
     get busy() {
       return active;
     },
@@ -464,7 +501,7 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
       // One embedding context on the same model weights (no second copy of the model), created on first
       // use with the generation context's size; its one sequence serves one request at a time.
       if (embedding === undefined) {
-        const created = loadedModel.createEmbeddingContext({ contextSize: options.contextSize, threads: options.threads, batchSize: options.contextSize });
+        const created = loadedModel.createEmbeddingContext({ contextSize: loadedContext.contextSize, threads: options.threads, batchSize: loadedContext.contextSize });
         // A failed creation (memory) is retried by the next request instead of failing every one after it.
         created.catch(() => { if (embedding === created) embedding = undefined; });
         embedding = created;
@@ -478,8 +515,8 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
           signal.throwIfAborted();
           const value = typeof input === 'string' ? input : (input as Token[]);
           const length = context.calculateInputLength(value);
-          if (length > options.contextSize) {
-            throw new ApiError(400, 'invalid_request_error', 'context_length_exceeded', `an input has ${length} tokens; the context holds ${options.contextSize}`, 'input');
+          if (length > loadedContext.contextSize) {
+            throw new ApiError(400, 'invalid_request_error', 'context_length_exceeded', `an input has ${length} tokens; the context holds ${loadedContext.contextSize}`, 'input');
           }
           promptTokens += length;
           vectors.push([...(await context.getEmbeddingFor(value)).vector]);

@@ -176,6 +176,7 @@ async function main(argv: string[]): Promise<void> {
       threads: config.threads ?? physicalCores(),
       gpu: config.gpu,
       parallel: config.parallel,
+      memoryBytes: config.memoryBytes,
       log,
     });
   } catch (error) {
@@ -184,7 +185,7 @@ async function main(argv: string[]): Promise<void> {
     return fail('ERR_RUNTIME_MODEL_LOAD');
   }
   if (stopping) return;
-  await emit(eventLine({ event: 'ready', pid: process.pid }));
+  await emit(eventLine({ event: 'ready', pid: process.pid, parallel: engine.parallel, contextSize: engine.contextSize }));
   log('ready');
 }
 

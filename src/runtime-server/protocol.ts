@@ -8,7 +8,8 @@
  *                    write, and hands it over as descriptor 4: the runtime never chooses or reports an
  *                    address. `key` (loopback TCP only) is the per-spawn key every request must carry.
  *                    stdin stays open afterwards; its end means the parent is gone and the child exits.
- *   child → parent   (stdout) {"event":"ready","pid":N} once the model is loaded and it serves,
+ *   child → parent   (stdout) {"event":"ready","pid":N,"parallel":P,"contextSize":C} once the model is
+ *                    loaded and it serves (P sequences of C tokens each, as chosen or asked),
  *                    or {"event":"error","code":"ERR_…"} (then the child exits non-zero).
  *
  * No messages travel with errors: a code is enough, and a message could carry a model path.
@@ -30,6 +31,10 @@ export interface StartLine {
 export interface ReadyEvent {
   readonly event: 'ready';
   readonly pid: number;
+  /** Sequences generating at once (the parent's admission limit follows it). */
+  readonly parallel?: number;
+  /** Tokens per sequence. */
+  readonly contextSize?: number;
 }
 
 export interface ErrorEvent {

@@ -1,7 +1,9 @@
 /**
  * The HTTP side of the bundled runtime: plain node:http, OpenAI-compatible routes, no framework.
  *
- *   GET  /health                 {"status":"ok"} once the model is loaded (503 before)
+ *   GET  /health                 {"status":"ok","parallel":P,"contextSize":C,"sequences":{"active","peak"}}
+ *                                once the model is loaded (503 before); `peak`: most sequences that ever
+ *                                generated at once (llama.cpp batched them)
  *   GET  /v1/models              the one model
  *   GET  /v1/models/{id}         that model, or 404 `model_not_found`
  *   POST /v1/chat/completions    streaming (SSE) and not; response_format, tools
@@ -326,7 +328,7 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     const engine = options.engine();
     if (path === '/health') {
       if (engine === null) sendError(res, new ApiError(503, 'server_error', 'model_loading', 'the model is loading'));
-      else sendJson(res, 200, { status: 'ok' });
+      else sendJson(res, 200, { status: 'ok', parallel: engine.parallel, contextSize: engine.contextSize, sequences: engine.sequences() });
       return;
     }
     if (path === '/v1/models') {

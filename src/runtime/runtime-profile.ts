@@ -71,14 +71,16 @@ function invalidValue(message: string): TypeError {
 export interface BundledProfileOptions {
   /** Absolute path of the model, for a caller that does not hand `spawnRuntime` a descriptor. */
   readonly modelPath?: string;
-  /** Context size in tokens (default 2048). */
+  /** Context size per sequence in tokens (default: the runtime's choice, src/runtime-server/sizing.ts). */
   readonly contextSize?: number;
   /** CPU threads (default: the runtime uses the physical core count). Tests use 1. */
   readonly threads?: number;
   /** GPU use (default off). */
   readonly gpu?: 'off' | 'auto';
-  /** Sequences generating at once (default 1; further requests queue inside the runtime). */
+  /** Sequences generating at once (default: the runtime's choice, at most 4; further requests queue). */
   readonly parallel?: number;
+  /** Memory the runtime may use in all, bytes: caps the default sequences and context. */
+  readonly memoryBytes?: number;
   /** Model id reported by /v1/models (default "local"). */
   readonly modelId?: string;
   /** How long SIGTERM lets in-flight generations finish before cancelling them (default 1000 ms). */
@@ -108,6 +110,10 @@ export function bundledProfile(options: BundledProfileOptions): RuntimeProfile {
   if (options.parallel !== undefined) {
     assertInteger(options.parallel, 'parallel', 1, 64);
     settings.parallel = options.parallel;
+  }
+  if (options.memoryBytes !== undefined) {
+    assertInteger(options.memoryBytes, 'memoryBytes', 1, Number.MAX_SAFE_INTEGER);
+    settings.memoryBytes = options.memoryBytes;
   }
   if (options.shutdownGraceMs !== undefined) {
     assertInteger(options.shutdownGraceMs, 'shutdownGraceMs', 0, 600_000);

@@ -104,6 +104,22 @@ export interface RuntimeHandle {
   readonly exited: Promise<{ code: number | null; signal: string | null }>;
   /** One `/health` round trip; false once the child has exited. Never throws. */
   healthCheck(timeoutMs?: number): Promise<boolean>;
+  /** The sequences and per-sequence context the child reported ready with (bounded integers), or null. */
+  readonly shape: RuntimeShape | null;
+}
+
+/** What a runtime runs: `parallel` sequences of `contextSize` tokens each. */
+export interface RuntimeShape {
+  readonly parallel: number;
+  readonly contextSize: number;
+}
+
+/** The shape in a ready event, when both numbers are sane (the child is not trusted: P-k). */
+function shapeOf(event: RuntimeEvent): RuntimeShape | null {
+  if (event.event !== 'ready') return null;
+  const { parallel, contextSize } = event;
+  const sane = (value: unknown, max: number): value is number => typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= max;
+  return sane(parallel, 64) && sane(contextSize, 1 << 21) ? { parallel, contextSize } : null;
 }
 
 /** Environment names a child may inherit from the companion. Everything else is dropped. */
@@ -539,7 +555,7 @@ function handshake(child: ChildProcess, context: HandshakeContext): Promise<Runt
       return stopPromise;
     };
 
-    const becomeReady = (): void => {
+    const becomeReady = (shape: RuntimeShape | null): void => {
       if (settled) return;
       settled = true;
       ready = true;
@@ -552,6 +568,7 @@ function handshake(child: ChildProcess, context: HandshakeContext): Promise<Runt
         runDir,
         stop,
         exited,
+        shape,
         async healthCheck(timeoutMs = 2000) {
           if (exitInfo !== null) return false;
           const result = await checkHealth(address, timeoutMs);
@@ -566,7 +583,7 @@ function handshake(child: ChildProcess, context: HandshakeContext): Promise<Runt
         const event = parseEvent(line);
         if (event === null) return;
         if (event.event === 'ready') {
-          becomeReady();
+          becomeReady(shapeOf(event));
           return;
         }
         const code = (CHILD_ERROR_CODES as readonly string[]).includes(event.code) ? event.code : 'ERR_SPAWN_FAILED';

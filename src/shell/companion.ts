@@ -26,11 +26,16 @@ export interface RuntimeGroupOptions {
    */
   readonly attest?: Attestor;
   readonly threads?: number;
+  /** Sequences the runtime runs at once (`up --parallel`; default: the runtime's choice from model and memory). */
+  readonly parallel?: number;
+  /** Tokens per sequence (`up --context`; default: the model's trained context, capped by memory). */
+  readonly contextSize?: number;
   /** The installed model to serve (default: the active one). */
   readonly modelId?: string;
   readonly wrap?: SpawnWrap;
   /** The sandbox mode name, for status and doctor (`none` when unsandboxed). */
   readonly sandboxMode: string;
+  /** Requests the front door lets run at once (default: the runtime's sequences, learnt when it is ready). */
   readonly maxConcurrent?: number;
   readonly maxQueue?: number;
   readonly healthIntervalMs?: number;
@@ -91,7 +96,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
   };
   // A record left by an unclean exit is removed; another live companion on this data dir stops us (P-k).
   await claimDiscovery(paths.discovery);
-  const admission = createAdmission({ maxConcurrent: options.maxConcurrent ?? 4, maxQueue: options.maxQueue ?? 32, queueTimeoutMs: 30_000 });
+  const admission = createAdmission({ maxConcurrent: options.maxConcurrent ?? options.parallel ?? 4, maxQueue: options.maxQueue ?? 32, queueTimeoutMs: 30_000 });
   let published: Promise<unknown> = Promise.resolve();
   let closed = false;
   let door: FrontDoor | null = null;
@@ -101,6 +106,8 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     dataDir: options.dataDir,
     modelsDir: paths.models,
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
+    ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
     ...(options.modelId !== undefined ? { modelId: options.modelId } : {}),
     ...(options.wrap ? { wrap: options.wrap } : {}),
     ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
@@ -108,7 +115,13 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     resourceLimits: options.resourceLimits ?? { maxRssBytes: Math.floor(totalmem() * 0.9) },
     ...(onStderr ? { onStderr } : {}),
     onEvent: (event) => {
-      if (event.event === 'available') admission.setReady(event.available);
+      if (event.event === 'available') {
+        // Why: the runtime runs that many sequences; more at once would only wait inside it, past the
+        // front door's bounded queue and its 429 (issue 17 item 6).
+        const shape = supervisor.snapshot().shape;
+        if (event.available && options.maxConcurrent === undefined && shape !== null) admission.setMaxConcurrent(shape.parallel);
+        admission.setReady(event.available);
+      }
       onEvent?.(event);
       if (event.event !== 'health' && !closed) published = published.then(() => publishState()).catch(() => undefined);
     },
@@ -126,6 +139,8 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
       resources: figures === null ? null : { rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent, processes: figures.processes, vram: figures.vram },
       endpoint: endpoint === '' ? null : endpoint,
       sandbox: options.sandboxMode,
+      parallel: snap.shape?.parallel ?? null,
+      contextSize: snap.shape?.contextSize ?? null,
     };
     if (!closed) await writePublishedState(paths.state, state);
     return state;

@@ -57,6 +57,9 @@ export interface PublishedState {
   readonly resources: Record<string, unknown> | null;
   readonly endpoint: string | null;
   readonly sandbox: string;
+  /** The runtime's sequences and tokens per sequence (issue 17 items 6–7); null before it is ready. */
+  readonly parallel?: number | null;
+  readonly contextSize?: number | null;
 }
 
 /** A front-door URL that passed the attestation; only {@link verifyEndpoint} makes one. */

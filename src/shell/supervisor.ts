@@ -12,12 +12,12 @@ import {
   DEFAULT_RESTART_POLICY, initialLifecycle, transition, canTransition,
   type LifecycleEvent, type LifecycleSnapshot, type LifecycleState, type RestartPolicy,
 } from '../core/lifecycle.js';
-import { decideResources, startFigures, type ResourceDecisionKind, type ResourceLimits, type ResourceReason } from '../core/resources.js';
+import { DEFAULT_DEGRADE_AT, decideResources, startFigures, type ResourceDecisionKind, type ResourceLimits, type ResourceReason } from '../core/resources.js';
 import { freemem } from 'node:os';
 import { createHealthMonitor, type HealthMonitor, type HealthSample } from '../runtime/health.js';
 import { createResourceProbe, type ResourceFigures } from '../runtime/probe.js';
 import { bundledProfile } from '../runtime/runtime-profile.js';
-import { spawnRuntime, type RuntimeAddress, type RuntimeHandle, type SpawnWrap } from '../runtime/spawn.js';
+import { spawnRuntime, type RuntimeAddress, type RuntimeHandle, type RuntimeShape, type SpawnWrap } from '../runtime/spawn.js';
 import { openInstalledModel, type OpenedModel } from './install.js';
 
 export type SupervisorEvent =
@@ -34,7 +34,10 @@ export interface SupervisorOptions {
   readonly modelId?: string;
   /** CPU threads for the runtime (default: the runtime's own choice). */
   readonly threads?: number;
+  /** Tokens per sequence (default: the runtime's choice from the model's trained context and memory). */
   readonly contextSize?: number;
+  /** Sequences generating at once (default: the runtime's choice from the model and memory, at most 4). */
+  readonly parallel?: number;
   /** The sandbox wrapper (issue 10), or undefined for an (explicitly allowed) unsandboxed start. */
   readonly wrap?: SpawnWrap;
   readonly healthIntervalMs?: number;
@@ -65,6 +68,8 @@ export interface SupervisorSnapshot {
   readonly model: { readonly id: string; readonly verified: boolean } | null;
   readonly lastHealth: HealthSample | null;
   readonly available: boolean;
+  /** The running runtime's sequences and per-sequence context, as it reported them; null before. */
+  readonly shape: RuntimeShape | null;
 }
 
 export interface Supervisor {
@@ -156,11 +161,24 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     handle = null;
   }
 
-  /** Refuses a start whose model cannot fit (ERR_RESOURCE_LIMIT); the limit is the lower of both. */
-  function checkStartFits(modelBytes: number): void {
+  /** The memory a start may use: the lower of the configured limit and what is available now. */
+  function startLimit(): number {
     const available = (options.availableMemory ?? freemem)();
     const configured = options.resourceLimits?.maxRssBytes;
-    const maxRssBytes = configured === undefined ? available : Math.min(configured, available);
+    return configured === undefined ? available : Math.min(configured, available);
+  }
+
+  /**
+   * The memory budget the runtime sizes its context in (issue 17 item 7): below the point where the
+   * running check calls it degraded, with a tenth spare for what the estimate misses.
+   */
+  function memoryBudget(): number {
+    return Math.max(1, Math.floor(startLimit() * (options.resourceLimits?.degradeAt ?? DEFAULT_DEGRADE_AT) * 0.9));
+  }
+
+  /** Refuses a start whose model cannot fit (ERR_RESOURCE_LIMIT); the limit is the lower of both. */
+  function checkStartFits(modelBytes: number): void {
+    const maxRssBytes = startLimit();
     const decision = decideResources(startFigures(modelBytes), { ...options.resourceLimits, maxRssBytes });
     if (decision.decision === 'refuse-start') {
       throw new CompanionError('ERR_RESOURCE_LIMIT', `the model needs at least ${Math.ceil(startFigures(modelBytes).rssBytes! / 2 ** 20)} MiB; ${Math.floor(maxRssBytes / 2 ** 20)} MiB are available`);
@@ -196,6 +214,8 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       modelId: opened.installed.id,
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
       ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
+      ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
+      memoryBytes: memoryBudget(),
     });
     let started: RuntimeHandle;
     try {
@@ -295,7 +315,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     },
     companionAvailable: available,
     snapshot() {
-      return { state: life.state, pid: handle?.pid ?? null, code: life.code, model, lastHealth, available: available() };
+      return { state: life.state, pid: handle?.pid ?? null, code: life.code, model, lastHealth, available: available(), shape: handle?.shape ?? null };
     },
     async resources() {
       if (probe === null) return null;

@@ -22,7 +22,7 @@ const exits: RuntimeExit[] = [];
 before(async () => {
   model = writeTinyModel(dir.path);
   // A large context lets one request run long enough to be cancelled mid-way (the model is tiny).
-  handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1, contextSize: 32768, modelId: 'tiny' }), {
+  handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1, contextSize: 32768, parallel: 1, modelId: 'tiny' }), {
     dataDir,
     readyTimeoutMs: 60_000,
     onExit: (exit) => exits.push(exit),
@@ -138,7 +138,7 @@ test('the runtime answers bad requests with OpenAI error bodies and never sends 
     assert.deepEqual(Object.keys(response.headers).filter((name) => name.startsWith('access-control-')), [], `${method} ${path}`);
   }
   const health = await client.raw('GET', '/health', { headers: { origin: 'https://evil.example' } });
-  assert.equal(health.text, '{"status":"ok"}');
+  assert.deepEqual(JSON.parse(health.text), { status: 'ok', parallel: 1, contextSize: 32768, sequences: { active: 0, peak: 1 } });
   assert.equal(health.headers['access-control-allow-origin'], undefined);
 });
 

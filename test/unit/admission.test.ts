@@ -159,3 +159,34 @@ test('createAdmission() with the real timers times a queued request out', async 
   await assert.rejects(admission.acquire(), { code: 'ERR_ADMISSION_TIMEOUT' });
   held();
 });
+
+test('setMaxConcurrent() raises the limit and admits queued requests at once, in order', async () => {
+  const { admission } = setup({ maxConcurrent: 1, maxQueue: 4 });
+  const a = await admission.acquire();
+  const b = track(admission.acquire());
+  const c = track(admission.acquire());
+  await flush();
+  assert.equal(b.settled, false);
+  admission.setMaxConcurrent(3);
+  await flush();
+  assert.equal(b.settled, true);
+  assert.equal(c.settled, true);
+  assert.equal(admission.stats().active, 3);
+  assert.equal(admission.stats().maxConcurrent, 3);
+  a();
+});
+
+test('setMaxConcurrent() lowered lets running requests finish and admits no more until below it', async () => {
+  const { admission } = setup({ maxConcurrent: 2, maxQueue: 4 });
+  const a = await admission.acquire();
+  const b = await admission.acquire();
+  admission.setMaxConcurrent(1);
+  const c = track(admission.acquire());
+  a();
+  await flush();
+  assert.equal(c.settled, false, 'one still runs: the limit is 1');
+  b();
+  await flush();
+  assert.equal(c.settled, true);
+  assert.throws(() => admission.setMaxConcurrent(0), { code: 'ERR_INVALID_ARG_VALUE' });
+});

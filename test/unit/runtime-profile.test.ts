@@ -51,10 +51,12 @@ const key = 'k'.repeat(43);
 
 test('parseStartLine() reads every setting and defaults the rest', () => {
   assert.deepEqual(parseStartLine(JSON.stringify({ v: 1, model: { path: '/run/companion/model.gguf' }, listen: { fd: 4, kind: 'tcp' }, key })), {
-    modelPath: '/run/companion/model.gguf', listen: { fd: 4, kind: 'tcp' }, key, contextSize: 2048, threads: undefined, gpu: 'off', parallel: 1, modelId: 'local', shutdownGraceMs: 1000,
+    modelPath: '/run/companion/model.gguf', listen: { fd: 4, kind: 'tcp' }, key, contextSize: undefined, threads: undefined, gpu: 'off', parallel: undefined, memoryBytes: undefined, modelId: 'local', shutdownGraceMs: 1000,
   });
   const full = parseStartLine(JSON.stringify({ v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' }, contextSize: 512, threads: 2, gpu: 'auto', parallel: 3, modelId: 'x', shutdownGraceMs: 0 }));
   assert.equal(full.contextSize, 512);
+  assert.equal(full.parallel, 3);
+  assert.equal(parseStartLine(JSON.stringify({ v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' }, memoryBytes: 2 ** 33 })).memoryBytes, 2 ** 33);
   assert.equal(full.shutdownGraceMs, 0);
   assert.equal(full.key, null);
 });
@@ -76,6 +78,9 @@ const badLines: [string, string][] = [
   ['a bad integer', JSON.stringify({ ...base, threads: 1.5 })],
   ['a bad gpu mode', JSON.stringify({ ...base, gpu: 'cuda' })],
   ['a bad model id', JSON.stringify({ ...base, modelId: 'a b' })],
+  ['parallel 0', JSON.stringify({ ...base, parallel: 0 })],
+  ['a context below 64', JSON.stringify({ ...base, contextSize: 32 })],
+  ['a memory budget of 0', JSON.stringify({ ...base, memoryBytes: 0 })],
 ];
 
 for (const [name, line] of badLines) {
