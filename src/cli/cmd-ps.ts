@@ -109,6 +109,7 @@ export const psCommand: Command = {
         backend: typeof backend === 'string' ? backend : 'cpu',
         sandbox: state?.sandbox ?? null,
         endpoint: state?.endpoint ?? null,
+        parallel: state?.parallel ?? null, contextSize: state?.contextSize ?? null,
       };
       if (context.json) {
         context.emit(row);

@@ -45,12 +45,13 @@ export const upCommand: Command = {
   name: 'up',
   summary: 'start the runtime and the guarded endpoint; runs until Ctrl-C',
   help: [
-    'Usage: companion up [--detach] [--json] [--threads N] [--allow-unsandboxed] [--model MODEL]',
+    'Usage: companion up [--detach] [--json] [--threads N] [--parallel N] [--context N] [--allow-unsandboxed] [--model MODEL]',
     '',
     'Re-checks the installed model, starts the local runtime in its sandbox (no network, read-only view',
     'of its model and code), and serves the guarded OpenAI-compatible endpoint on 127.0.0.1. A new',
     'loopback token is made for each run and kept in the keychain; `companion endpoint` prints it.',
-    'With --json: {"event":"available","endpoint":URL} once available, then one line per change.',
+    'With --json: {"event":"available","endpoint":URL,"parallel":N,"contextSize":N} once available, then one',
+    'line per change.',
     'One `up` per data dir: a second one prints `companion is already running at URL (pid N)` and exits 1',
     '(with --json also {"error":{"code":"ERR_LOCKED_BY_OTHER",...}} on stdout), leaving the first alone.',
     'Events and the runtime\'s stderr go to the log (companion logs). With --detach it runs in the',
@@ -60,13 +61,16 @@ export const upCommand: Command = {
     '',
     'Options:',
     '  --threads N            CPU threads for inference (default: the runtime\'s choice)',
+    '  --parallel N           requests generated at once, 1-16 (COMPANION_PARALLEL; default: up to 4, as memory allows)',
+    '  --context N            tokens per request (prompt and answer), 64-1048576 (COMPANION_CONTEXT; default: the',
+    '                         model\'s trained context, capped by memory)',
     '  --model MODEL          serve this installed model for this run (default: the active one, see companion use)',
     '  --allow-unsandboxed    start even when no sandbox can be made (status and doctor say so)',
     '  --detach               run in the background (output to the log), return once available',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args, { model: { type: 'string' }, detach: { type: 'boolean' } });
+    const parsed = parseCommandArgs(args, { model: { type: 'string' }, detach: { type: 'boolean' }, parallel: { type: 'string' }, context: { type: 'string' } });
     if (parsed.values.detach === true) return runDetached(args, parsed, io);
     const channel = detachedChannel(io.env);
     let log: LogFile | null = null;
@@ -145,6 +149,8 @@ async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channe
         verifyToken,
         attest,
         ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
+        ...(context.config.parallel !== null ? { parallel: context.config.parallel } : {}),
+        ...(context.config.contextSize !== null ? { contextSize: context.config.contextSize } : {}),
         ...(modelId !== undefined ? { modelId } : {}),
         ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
         sandboxMode: sandbox.mode,
@@ -158,8 +164,10 @@ async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channe
           }
           if (event.event === 'available') {
             if (event.available) channel?.notify({ event: 'available', endpoint });
-            if (context.json) context.emit(event.available ? { event: 'available', endpoint } : { event: 'unavailable' });
-            else io.out(event.available ? `Available at ${endpoint}` : 'Not available (the endpoint answers 503 until the runtime is back)');
+            const shape = event.parallel === undefined ? {} : { parallel: event.parallel, contextSize: event.contextSize };
+            if (context.json) context.emit(event.available ? { event: 'available', endpoint, ...shape } : { event: 'unavailable' });
+            else if (!event.available) io.out('Not available (the endpoint answers 503 until the runtime is back)');
+            else io.out(`Available at ${endpoint}${event.parallel === undefined ? '' : ` (${event.parallel} parallel, ${event.contextSize} tokens of context each)`}`);
             return;
           }
           if (context.json) context.emit({ ...event });

@@ -60,7 +60,7 @@ export function describeEvent(event: SupervisorEvent | { event: 'listening'; end
   switch (event.event) {
     case 'listening': return `listening at ${event.endpoint}`;
     case 'state': return `runtime ${event.state}${event.pid !== null ? ` (pid ${event.pid})` : ''}${event.code !== null ? ` [${event.code}]` : ''}`;
-    case 'available': return event.available ? 'available' : 'not available (the endpoint answers 503)';
+    case 'available': return event.available ? `available${event.parallel !== undefined ? ` (${event.parallel} parallel sequences of ${event.contextSize} tokens)` : ''}` : 'not available (the endpoint answers 503)';
     case 'restart-scheduled': return `runtime restart in ${event.inMs} ms`;
     case 'resources': return `resources ${event.decision}${event.reasons.length > 0 ? `: ${event.reasons.join(', ')}` : ''}`;
     case 'health': return null;
@@ -118,8 +118,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
       if (event.event === 'available') {
         // Why: the runtime runs that many sequences; more at once would only wait inside it, past the
         // front door's bounded queue and its 429 (issue 17 item 6).
-        const shape = supervisor.snapshot().shape;
-        if (event.available && options.maxConcurrent === undefined && shape !== null) admission.setMaxConcurrent(shape.parallel);
+        if (event.available && options.maxConcurrent === undefined && event.parallel !== undefined) admission.setMaxConcurrent(event.parallel);
         admission.setReady(event.available);
       }
       onEvent?.(event);

@@ -27,6 +27,22 @@ export interface CompanionConfig {
   readonly threads: number | null;
   /** `required` (default): refuse to start without a sandbox; `off`: explicit unsandboxed start. */
   readonly sandbox: SandboxChoice;
+  /** Sequences the runtime runs at once (`up --parallel` / COMPANION_PARALLEL, 1–16); null: the runtime's choice. */
+  readonly parallel: number | null;
+  /** Tokens per sequence (`up --context` / COMPANION_CONTEXT, 64–1048576); null: the runtime's choice. */
+  readonly contextSize: number | null;
+}
+
+/** A whole number from a flag (else the environment variable) within [min, max], or null when neither is set. */
+function wholeSetting(flags: ParsedFlags['values'], env: NodeJS.ProcessEnv, flag: string, variable: string, min: number, max: number): number | null {
+  const fromFlag = flags[flag];
+  const text = typeof fromFlag === 'string' ? fromFlag : env[variable] !== undefined && env[variable] !== '' ? env[variable] : undefined;
+  if (text === undefined) return null;
+  const value = Number(text);
+  if (!/^[0-9]{1,8}$/.test(text) || value < min || value > max) {
+    throw new CompanionError('ERR_CONFIG', `--${flag} (${variable}) takes a whole number from ${min} to ${max}`);
+  }
+  return value;
 }
 
 /** The platform's app-data folder for Companion. */
@@ -283,5 +299,7 @@ export function resolveConfig(flags: ParsedFlags['values'], env: NodeJS.ProcessE
     keychain,
     threads,
     sandbox,
+    parallel: wholeSetting(flags, env, 'parallel', 'COMPANION_PARALLEL', 1, 16),
+    contextSize: wholeSetting(flags, env, 'context', 'COMPANION_CONTEXT', 64, 1 << 20),
   };
 }

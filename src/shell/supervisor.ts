@@ -22,7 +22,8 @@ import { openInstalledModel, type OpenedModel } from './install.js';
 
 export type SupervisorEvent =
   | { readonly event: 'state'; readonly state: LifecycleState; readonly pid: number | null; readonly code: ErrorCode | null }
-  | { readonly event: 'available'; readonly available: boolean }
+  /** When available: the runtime's sequences and tokens per sequence, as it reported them. */
+  | { readonly event: 'available'; readonly available: boolean; readonly parallel?: number; readonly contextSize?: number }
   | { readonly event: 'health'; readonly ok: boolean; readonly latencyMs: number }
   | { readonly event: 'restart-scheduled'; readonly inMs: number }
   | { readonly event: 'resources'; readonly decision: ResourceDecisionKind; readonly reasons: readonly ResourceReason[] };
@@ -114,7 +115,8 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     const value = available();
     if (value !== lastAvailable) {
       lastAvailable = value;
-      emit({ event: 'available', available: value });
+      const shape = value ? handle?.shape ?? null : null;
+      emit({ event: 'available', available: value, ...(shape === null ? {} : { parallel: shape.parallel, contextSize: shape.contextSize }) });
     }
     for (const wake of waiters) wake();
   }

@@ -33,6 +33,8 @@ export interface RuntimeDoorOptions {
   readonly bind?: 'unix' | 'tcp';
   /** Default 32768: room for a long generation (disconnect and kill tests). */
   readonly contextSize?: number;
+  /** The runtime's sequences (default: its own choice). */
+  readonly parallel?: number;
   readonly limits?: Partial<FrontDoorLimits>;
   readonly maxConcurrent?: number;
 }
@@ -46,7 +48,7 @@ export async function startRuntimeDoor(options: RuntimeDoorOptions = {}): Promis
   const ready = { value: false };
   let handle: RuntimeHandle;
   try {
-    handle = await spawnRuntime(bundledProfile({ modelPath, threads: 1, contextSize: options.contextSize ?? 32768, modelId: 'tiny' }), {
+    handle = await spawnRuntime(bundledProfile({ modelPath, threads: 1, contextSize: options.contextSize ?? 32768, ...(options.parallel === undefined ? {} : { parallel: options.parallel }), modelId: 'tiny' }), {
       dataDir,
       readyTimeoutMs: 60_000,
       ...(options.bind === undefined ? {} : { bind: options.bind }),
