@@ -1,13 +1,13 @@
 // Issue 17 items 6-7 on the REAL runtime (node-llama-cpp on the generated tiny GGUF, threads 1), through
 // the front door with the official openai SDK:
 // - parallel 4: four concurrent requests finish sooner than the same four in a row, and the runtime had
-//   four sequences generating at once (its own count on /health);
+//   four sequences generating at once (its own count on /health), also inside the bubblewrap sandbox;
 // - the front door's admission follows the runtime's sequences: with parallel 1 one request runs, the
 //   bounded queue fills, and the next gets 429;
 // - `contextSize 256` refuses a ~300-token prompt with context_length_exceeded, the default (the model's
 //   trained context, 2048) answers it; the chosen shape is reported on ready and /health.
 // No assertion on an absolute time: only two wall times measured in the same test are compared.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -16,6 +16,9 @@ import { createTokenVerifier } from '../../src/core/guard.js';
 import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime } from '../../src/runtime/spawn.js';
 import { startRuntimeGroup } from '../../src/shell/companion.js';
+import { resolveSandbox } from '../../src/shell/sandbox-choice.js';
+import { gate } from '../helpers/gate.js';
+import { bwrapPresent } from '../helpers/sandbox-run.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { startRuntimeDoor } from '../helpers/front-door-runtime.js';
 import { runtimeClient } from '../helpers/runtime-client.js';
@@ -32,8 +35,14 @@ interface Health {
   sequences: { active: number; peak: number };
 }
 
-test('parallel 4: four concurrent requests finish sooner than four in a row, with four sequences generating at once', { timeout: 300_000 }, async (t) => {
-  const run = await startRuntimeDoor({ parallel: 4, contextSize: 1024 });
+for (const mode of ['unsandboxed', 'sandboxed'] as const) {
+  const gated = mode === 'sandboxed' ? gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap') : {};
+  test(`parallel 4 (${mode}): four concurrent requests finish sooner than four in a row, with four sequences generating at once`, { ...gated, timeout: 300_000 }, (t) => batching(t, mode));
+}
+
+async function batching(t: TestContext, mode: 'unsandboxed' | 'sandboxed'): Promise<void> {
+  const wrap = mode === 'sandboxed' ? (await resolveSandbox('required', () => undefined)).wrap : undefined;
+  const run = await startRuntimeDoor({ parallel: 4, contextSize: 1024, ...(wrap === undefined ? {} : { wrap }) });
   t.after(() => run.close());
   assert.equal(run.handle.shape?.parallel, 4, 'the runtime reported 4 sequences when ready');
   const health = runtimeClient(run.handle.address);
@@ -65,7 +74,7 @@ test('parallel 4: four concurrent requests finish sooner than four in a row, wit
   assert.equal(body.sequences.active, 0);
   t.diagnostic(`4 in a row: ${Math.round(serialMs)} ms; 4 at once: ${Math.round(concurrentMs)} ms`);
   assert.ok(concurrentMs < serialMs, `4 at once (${Math.round(concurrentMs)} ms) finish sooner than 4 in a row (${Math.round(serialMs)} ms)`);
-});
+}
 
 test('the front door admits as many requests as the runtime has sequences: parallel 1 runs one, queues up to maxQueue, then 429', { timeout: 180_000 }, async (t) => {
   const dir = tempDir('companion-parallel-');
