@@ -44,6 +44,8 @@ export interface WrapContext {
   readonly readOnlyPaths: readonly string[];
   /** The descriptor the model arrives on ({@link MODEL_FD}). */
   readonly modelFd: number;
+  /** The profile's GPU setting: with `auto` a sandbox shows the GPU devices (sandbox-gpu.ts), with `off` none. */
+  readonly gpu: 'off' | 'auto';
 }
 
 /** A wrapped command; `modelPath` is set when the sandbox shows the model at a path (and took fd 3). */
@@ -368,7 +370,7 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     model = openModel(profile, options.modelFd);
     command = { file: profile.file, args: [...profile.args] };
     if (options.wrap !== undefined) {
-      command = options.wrap(command, { readOnlyPaths: profile.readOnlyPaths, modelFd: MODEL_FD });
+      command = options.wrap(command, { readOnlyPaths: profile.readOnlyPaths, modelFd: MODEL_FD, gpu: profile.settings.gpu === 'auto' ? 'auto' : 'off' });
       checkBinary(command.file);
     }
   } catch (error) {
