@@ -78,6 +78,8 @@ function parse(args: readonly string[]): { json: boolean; backend: 'os' | 'memor
 
 /** Collects the report. Never throws for a missing or locked keychain: that is what it reports. */
 export async function doctorReport(backend: 'os' | 'memory', deps: DoctorDeps, announce: (line: string) => void): Promise<DoctorReport> {
+  // Why started first: the backend probe loads native binaries in a child (seconds); it runs meanwhile.
+  const gpu = deps.detectGpu();
   let keychain: DoctorReport['keychain'];
   try {
     const opened = deps.openKeychain({ backend, service: DOCTOR_SERVICE, timeoutMs: DOCTOR_TIMEOUT_MS, announce });
@@ -92,7 +94,7 @@ export async function doctorReport(backend: 'os' | 'memory', deps: DoctorDeps, a
   return {
     keychain,
     sandbox: await deps.detectSandboxMode(),
-    gpu: await deps.detectGpu(),
+    gpu: await gpu,
     node: deps.nodeVersion,
     platform: `${deps.platform}-${deps.arch}`,
   };
