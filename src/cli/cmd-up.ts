@@ -45,7 +45,7 @@ export const upCommand: Command = {
   name: 'up',
   summary: 'start the runtime and the guarded endpoint; runs until Ctrl-C',
   help: [
-    'Usage: companion up [--detach] [--json] [--threads N] [--allow-unsandboxed] [--model MODEL]',
+    'Usage: companion up [--detach] [--json] [--threads N] [--gpu auto|off] [--allow-unsandboxed] [--model MODEL]',
     '',
     'Re-checks the installed model, starts the local runtime in its sandbox (no network, read-only view',
     'of its model and code), and serves the guarded OpenAI-compatible endpoint on 127.0.0.1. A new',
@@ -60,13 +60,14 @@ export const upCommand: Command = {
     '',
     'Options:',
     '  --threads N            CPU threads for inference (default: the runtime\'s choice)',
+    '  --gpu auto|off         auto (default): a GPU if there is one, else the CPU; off: CPU only (COMPANION_GPU)',
     '  --model MODEL          serve this installed model for this run (default: the active one, see companion use)',
     '  --allow-unsandboxed    start even when no sandbox can be made (status and doctor say so)',
     '  --detach               run in the background (output to the log), return once available',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args, { model: { type: 'string' }, detach: { type: 'boolean' } });
+    const parsed = parseCommandArgs(args, { model: { type: 'string' }, detach: { type: 'boolean' }, gpu: { type: 'string' } });
     if (parsed.values.detach === true) return runDetached(args, parsed, io);
     const channel = detachedChannel(io.env);
     let log: LogFile | null = null;
@@ -145,6 +146,7 @@ async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channe
         verifyToken,
         attest,
         ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
+        gpu: context.config.gpu,
         ...(modelId !== undefined ? { modelId } : {}),
         ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
         sandboxMode: sandbox.mode,

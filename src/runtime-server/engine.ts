@@ -8,7 +8,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  getLlama,
   LlamaChat,
   LlamaCompletion,
   LlamaLogLevel,
@@ -38,6 +37,7 @@ import {
   type ToolDefinition,
 } from './openai.js';
 import { createStopScanner } from './stop-scanner.js';
+import { selectLlama, type Backend } from './gpu.js';
 
 export interface EngineOptions {
   readonly modelPath: string;
@@ -85,6 +85,8 @@ export interface EmbeddingResult {
 
 export interface Engine {
   readonly contextSize: number;
+  /** What the model runs on and how many of its layers are on the GPU; `fallback` says why a GPU was not used. */
+  readonly backend: { readonly gpu: Backend; readonly gpuLayers: number; readonly fallback?: string };
   chat(messages: readonly ChatMessage[], sampling: Sampling, options: ChatOptions, hooks: GenerationHooks): Promise<GenerationResult>;
   complete(prompt: string, sampling: Sampling, hooks: GenerationHooks): Promise<GenerationResult>;
   /** One embedding per input, from an embedding context on the loaded model (created on first use). */
@@ -198,15 +200,12 @@ function parseForcedCall(text: string): { name: string; arguments: string } | nu
  */
 export async function loadEngine(options: EngineOptions): Promise<Engine> {
   const log = options.log ?? ((): void => undefined);
-  const llama: Llama = await getLlama({
-    gpu: options.gpu === 'off' ? false : 'auto',
-    build: 'never',
-    skipDownload: true,
-    progressLogs: false,
+  const selected = await selectLlama(options.gpu, {
     maxThreads: options.threads,
     logLevel: LlamaLogLevel.warn,
     logger: (level, message) => log(`llama.cpp ${level}: ${message.trimEnd()}`),
-  });
+  }, undefined, log);
+  const llama: Llama = selected.llama;
   let model: LlamaModel | undefined;
   let context: LlamaContext | undefined;
   try {
@@ -343,6 +342,7 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
 
   return {
     contextSize: loadedContext.contextSize,
+    backend: { gpu: selected.backend, gpuLayers: loadedModel.gpuLayers, ...(selected.fallback === undefined ? {} : { fallback: selected.fallback }) },
     get busy() {
       return active;
     },

@@ -184,7 +184,9 @@ async function main(argv: string[]): Promise<void> {
     return fail('ERR_RUNTIME_MODEL_LOAD');
   }
   if (stopping) return;
-  await emit(eventLine({ event: 'ready', pid: process.pid }));
+  const { gpu: backend, gpuLayers, fallback } = engine.backend;
+  await emit(eventLine({ event: 'ready', pid: process.pid, backend, gpuLayers, ...(fallback === undefined ? {} : { fallback }) }));
+  log(`backend ${backend} (${gpuLayers} layers offloaded)${fallback === undefined ? '' : `; ${fallback}`}`);
   log('ready');
 }
 

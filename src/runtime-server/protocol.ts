@@ -8,7 +8,8 @@
  *                    write, and hands it over as descriptor 4: the runtime never chooses or reports an
  *                    address. `key` (loopback TCP only) is the per-spawn key every request must carry.
  *                    stdin stays open afterwards; its end means the parent is gone and the child exits.
- *   child → parent   (stdout) {"event":"ready","pid":N} once the model is loaded and it serves,
+ *   child → parent   (stdout) {"event":"ready","pid":N,"backend":"cpu"|"cuda"|"vulkan"|"metal","gpuLayers":N,
+ *                    "fallback"?:S} once the model is loaded and it serves,
  *                    or {"event":"error","code":"ERR_…"} (then the child exits non-zero).
  *
  * No messages travel with errors: a code is enough, and a message could carry a model path.
@@ -30,6 +31,12 @@ export interface StartLine {
 export interface ReadyEvent {
   readonly event: 'ready';
   readonly pid: number;
+  /** What the model runs on (issue 17 item 8); the parent checks it against a fixed list. */
+  readonly backend?: string;
+  /** Layers offloaded to the GPU (0 on the CPU). */
+  readonly gpuLayers?: number;
+  /** Why a GPU that was asked for is not used (`auto unavailable: NoBinaryFoundError`). */
+  readonly fallback?: string;
 }
 
 export interface ErrorEvent {

@@ -26,6 +26,8 @@ export interface RuntimeGroupOptions {
    */
   readonly attest?: Attestor;
   readonly threads?: number;
+  /** GPU use for the runtime (default auto). */
+  readonly gpu?: 'off' | 'auto';
   /** The installed model to serve (default: the active one). */
   readonly modelId?: string;
   readonly wrap?: SpawnWrap;
@@ -101,6 +103,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     dataDir: options.dataDir,
     modelsDir: paths.models,
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.gpu !== undefined ? { gpu: options.gpu } : {}),
     ...(options.modelId !== undefined ? { modelId: options.modelId } : {}),
     ...(options.wrap ? { wrap: options.wrap } : {}),
     ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
@@ -126,6 +129,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
       resources: figures === null ? null : { rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent, processes: figures.processes, vram: figures.vram },
       endpoint: endpoint === '' ? null : endpoint,
       sandbox: options.sandboxMode,
+      ...(snap.backend === null ? {} : { backend: snap.backend.backend, gpuLayers: snap.backend.gpuLayers, ...(snap.backend.fallback === undefined ? {} : { gpuFallback: snap.backend.fallback }) }),
     };
     if (!closed) await writePublishedState(paths.state, state);
     return state;

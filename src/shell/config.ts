@@ -27,6 +27,8 @@ export interface CompanionConfig {
   readonly threads: number | null;
   /** `required` (default): refuse to start without a sandbox; `off`: explicit unsandboxed start. */
   readonly sandbox: SandboxChoice;
+  /** `auto` (default): the runtime uses a GPU when node-llama-cpp finds one, else the CPU; `off`: CPU only. `--gpu` / COMPANION_GPU. */
+  readonly gpu: 'off' | 'auto';
 }
 
 /** The platform's app-data folder for Companion. */
@@ -273,6 +275,8 @@ export function resolveConfig(flags: ParsedFlags['values'], env: NodeJS.ProcessE
     threads = Number(threadsText);
     if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new CompanionError('ERR_CONFIG', '--threads takes a whole number from 1 to 256');
   }
+  const gpu = str('gpu') ?? (env.COMPANION_GPU !== undefined && env.COMPANION_GPU.length > 0 ? env.COMPANION_GPU : 'auto');
+  if (gpu !== 'off' && gpu !== 'auto') throw new CompanionError('ERR_CONFIG', '--gpu takes "auto" or "off"');
   const sandbox = flags['allow-unsandboxed'] === true || env.COMPANION_ALLOW_UNSANDBOXED === '1' ? 'off' : 'required';
   const ca = settings.ca?.value ?? null;
   return {
@@ -283,5 +287,6 @@ export function resolveConfig(flags: ParsedFlags['values'], env: NodeJS.ProcessE
     keychain,
     threads,
     sandbox,
+    gpu,
   };
 }

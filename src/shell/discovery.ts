@@ -57,6 +57,11 @@ export interface PublishedState {
   readonly resources: Record<string, unknown> | null;
   readonly endpoint: string | null;
   readonly sandbox: string;
+  /** What the runtime computes on (`cpu`, `cuda`, `vulkan`, `metal`) and the layers it offloaded; absent before ready. */
+  readonly backend?: string;
+  readonly gpuLayers?: number;
+  /** Why a GPU that was asked for is not used. */
+  readonly gpuFallback?: string;
 }
 
 /** A front-door URL that passed the attestation; only {@link verifyEndpoint} makes one. */

@@ -17,7 +17,7 @@ import { freemem } from 'node:os';
 import { createHealthMonitor, type HealthMonitor, type HealthSample } from '../runtime/health.js';
 import { createResourceProbe, type ResourceFigures } from '../runtime/probe.js';
 import { bundledProfile } from '../runtime/runtime-profile.js';
-import { spawnRuntime, type RuntimeAddress, type RuntimeHandle, type SpawnWrap } from '../runtime/spawn.js';
+import { spawnRuntime, type RuntimeAddress, type RuntimeBackend, type RuntimeHandle, type SpawnWrap } from '../runtime/spawn.js';
 import { openInstalledModel, type OpenedModel } from './install.js';
 
 export type SupervisorEvent =
@@ -35,6 +35,8 @@ export interface SupervisorOptions {
   /** CPU threads for the runtime (default: the runtime's own choice). */
   readonly threads?: number;
   readonly contextSize?: number;
+  /** GPU use (default auto: a GPU when node-llama-cpp finds one, else the CPU). */
+  readonly gpu?: 'off' | 'auto';
   /** The sandbox wrapper (issue 10), or undefined for an (explicitly allowed) unsandboxed start. */
   readonly wrap?: SpawnWrap;
   readonly healthIntervalMs?: number;
@@ -65,6 +67,8 @@ export interface SupervisorSnapshot {
   readonly model: { readonly id: string; readonly verified: boolean } | null;
   readonly lastHealth: HealthSample | null;
   readonly available: boolean;
+  /** What the running runtime computes on (its ready line), null when none runs or it did not say. */
+  readonly backend: RuntimeBackend | null;
 }
 
 export interface Supervisor {
@@ -196,6 +200,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       modelId: opened.installed.id,
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
       ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
+      ...(options.gpu !== undefined ? { gpu: options.gpu } : {}),
     });
     let started: RuntimeHandle;
     try {
@@ -295,7 +300,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     },
     companionAvailable: available,
     snapshot() {
-      return { state: life.state, pid: handle?.pid ?? null, code: life.code, model, lastHealth, available: available() };
+      return { state: life.state, pid: handle?.pid ?? null, code: life.code, model, lastHealth, available: available(), backend: handle?.backend ?? null };
     },
     async resources() {
       if (probe === null) return null;
