@@ -1,6 +1,7 @@
 /**
  * `companion doctor [--json] [--keychain memory]`: reports the keychain backend and its state, the
- * runtime sandbox mode, Node and the platform (CONTRACT §6). It only calls the keychain's health check,
+ * runtime sandbox mode, the GPU (devices the sandbox would pass, the backend node-llama-cpp picks with
+ * `gpu auto`), Node and the platform (CONTRACT §6). It only calls the keychain's health check,
  * which reads the store's lock state and never reads, writes or deletes an item (docs/keychain.md).
  *
  * Exit 0 when the keychain is available, 1 otherwise with one line on stderr saying what to do.
@@ -11,6 +12,7 @@ import type { Command } from './commands.js';
 import { printableOption } from './args.js';
 import { CliUsageError, type Io } from './io.js';
 import { detectSandboxMode } from './sandbox-mode.js';
+import { detectGpu, type GpuReport } from '../runtime/gpu-detect.js';
 
 /** The service name doctor opens the keychain with. The health check never touches items under it. */
 const DOCTOR_SERVICE = 'companion:doctor';
@@ -20,6 +22,7 @@ const DOCTOR_TIMEOUT_MS = 5_000;
 export interface DoctorReport {
   readonly keychain: { readonly backend: string; readonly state: KeychainHealth['state']; readonly detail?: string };
   readonly sandbox: string;
+  readonly gpu: GpuReport;
   readonly node: string;
   readonly platform: string;
 }
@@ -27,6 +30,7 @@ export interface DoctorReport {
 export interface DoctorDeps {
   readonly openKeychain: (options: OpenKeychainOptions) => OsKeychain;
   readonly detectSandboxMode: () => Promise<string>;
+  readonly detectGpu: () => Promise<GpuReport>;
   readonly platform: NodeJS.Platform;
   readonly arch: string;
   readonly nodeVersion: string;
@@ -37,12 +41,15 @@ const HELP = [
   `Usage: companion doctor ${USAGE}`,
   '',
   'Report the keychain backend and its state (available, locked, unavailable), the runtime sandbox,',
-  'Node and the platform, without reading or changing any stored secret.',
+  'the GPU (the device nodes the sandbox would pass, and the backend node-llama-cpp picks with',
+  '--gpu auto: cpu, cuda, vulkan or metal; no model is loaded), Node and the platform, without reading',
+  'or changing any stored secret.',
   'Exit status 0 when the keychain is available, 1 otherwise.',
   '',
   'Options:',
   '  --json               one JSON object on stdout:',
-  '                       {"keychain": {"backend", "state", "detail"?}, "sandbox", "node", "platform"}',
+  '                       {"keychain": {"backend", "state", "detail"?}, "sandbox",',
+  '                        "gpu": {"devices": [PATH...], "backend", "detail"?}, "node", "platform"}',
   '  --keychain memory    check the explicit in-memory keychain instead (demo and tests only; announced)',
   '  --debug              print stack traces of errors',
 ].join('\n');
@@ -71,6 +78,8 @@ function parse(args: readonly string[]): { json: boolean; backend: 'os' | 'memor
 
 /** Collects the report. Never throws for a missing or locked keychain: that is what it reports. */
 export async function doctorReport(backend: 'os' | 'memory', deps: DoctorDeps, announce: (line: string) => void): Promise<DoctorReport> {
+  // Why started first: the backend probe loads native binaries in a child (seconds); it runs meanwhile.
+  const gpu = deps.detectGpu();
   let keychain: DoctorReport['keychain'];
   try {
     const opened = deps.openKeychain({ backend, service: DOCTOR_SERVICE, timeoutMs: DOCTOR_TIMEOUT_MS, announce });
@@ -85,6 +94,7 @@ export async function doctorReport(backend: 'os' | 'memory', deps: DoctorDeps, a
   return {
     keychain,
     sandbox: await deps.detectSandboxMode(),
+    gpu: await gpu,
     node: deps.nodeVersion,
     platform: `${deps.platform}-${deps.arch}`,
   };
@@ -100,6 +110,7 @@ export function createDoctorCommand(overrides: Partial<DoctorDeps> = {}): Comman
   const deps: DoctorDeps = {
     openKeychain,
     detectSandboxMode,
+    detectGpu: () => detectGpu(),
     platform: process.platform,
     arch: process.arch,
     nodeVersion: process.version,
@@ -118,6 +129,8 @@ export function createDoctorCommand(overrides: Partial<DoctorDeps> = {}): Comman
         const k = report.keychain;
         io.out(`keychain  ${k.backend}: ${k.state}${k.detail !== undefined && k.state !== 'available' ? ` (${k.detail})` : ''}`);
         io.out(`sandbox   ${report.sandbox}`);
+        const g = report.gpu;
+        io.out(`gpu       ${g.backend ?? 'unknown'}${g.detail === undefined ? '' : ` (${g.detail})`}; devices: ${g.devices.length === 0 ? 'none' : g.devices.join(' ')}`);
         io.out(`node      ${report.node}`);
         io.out(`platform  ${report.platform}`);
       }

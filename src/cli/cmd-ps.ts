@@ -72,10 +72,11 @@ export const psCommand: Command = {
     'Usage: companion ps [--json]',
     '',
     'Shows the runtime that companion up runs for this data directory: the model it serves, its state, how',
-    'long the runtime process has run, its memory (RSS of the runtime\'s process tree), the backend (cpu),',
+    'long the runtime process has run, its memory (RSS of the runtime\'s process tree), the backend (cpu,',
+    'cuda, vulkan or metal, as the runtime reported it once ready; "gpuLayers" in --json),',
     'the runtime\'s pid and up\'s, and the endpoint URL (never the token: companion endpoint prints that).',
     'When nothing runs it prints "nothing running" and exits 0: that is a state, not a fault.',
-    'With --json: one line {"model","state","pid","upPid","uptimeSeconds","rssBytes","backend","sandbox",',
+    'With --json: one line {"model","state","pid","upPid","uptimeSeconds","rssBytes","backend","gpuLayers","sandbox",',
     '"endpoint"} while something runs; no line when nothing does.',
     '',
     'Options:',
@@ -98,6 +99,7 @@ export const psCommand: Command = {
       const runtimePid = state?.runtime?.pid ?? null;
       const rss = state?.resources?.rssBytes;
       const backend = (state as { backend?: unknown } | null)?.backend;
+      const gpuLayers = (state as { gpuLayers?: unknown } | null)?.gpuLayers;
       const row = {
         model: up.model,
         state: state?.runtime?.state ?? 'starting',
@@ -105,8 +107,9 @@ export const psCommand: Command = {
         upPid: up.pid,
         uptimeSeconds: runtimePid === null ? null : await processUptimeSeconds(runtimePid),
         rssBytes: typeof rss === 'number' ? rss : null,
-        // The bundled runtime runs on the CPU (its profile's gpu is off) unless up says otherwise.
-        backend: typeof backend === 'string' ? backend : 'cpu',
+        // What the runtime reported in its ready line (gpu auto: a GPU or the CPU); null before it is ready.
+        backend: typeof backend === 'string' ? backend : null,
+        gpuLayers: typeof gpuLayers === 'number' ? gpuLayers : null,
         sandbox: state?.sandbox ?? null,
         endpoint: state?.endpoint ?? null,
         parallel: state?.parallel ?? null, contextSize: state?.contextSize ?? null,
@@ -115,7 +118,7 @@ export const psCommand: Command = {
         context.emit(row);
         return 0;
       }
-      const cells = [row.model ?? '-', row.state, row.pid === null ? '-' : String(row.pid), row.uptimeSeconds === null ? '-' : formatUptime(row.uptimeSeconds), row.rssBytes === null ? '-' : humanBytes(row.rssBytes), row.backend, row.endpoint ?? '-'];
+      const cells = [row.model ?? '-', row.state, row.pid === null ? '-' : String(row.pid), row.uptimeSeconds === null ? '-' : formatUptime(row.uptimeSeconds), row.rssBytes === null ? '-' : humanBytes(row.rssBytes), row.backend ?? '-', row.endpoint ?? '-'];
       const head = ['MODEL', 'STATE', 'PID', 'UPTIME', 'RSS', 'BACKEND', 'ENDPOINT'];
       const widths = head.map((h, i) => Math.max(h.length, cells[i]!.length));
       const line = (c: readonly string[]): string => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]!))).join('  ');

@@ -66,13 +66,15 @@ export const statusCommand: Command = {
     'Usage: companion status [--json]',
     '',
     'Shows who is signed in and until when, the hub and the data dir, the installed model and whether it',
-    'still matches what was verified (without hashing it again), the runtime\'s state, pid, start time and',
-    'resources (RSS, CPU, VRAM), and whether the companion is available now (checked with a health round trip',
-    'through the endpoint); when it is not, why and what to do. Times are shown in local time.',
+    'still matches what was verified (without hashing it again), the runtime\'s state, pid, start time,',
+    'backend (cpu, cuda, vulkan or metal, and the layers offloaded to the GPU) and resources (RSS, CPU,',
+    'VRAM), and whether the companion is available now (checked with a health round trip through the',
+    'endpoint); when it is not, why and what to do. Times are shown in local time.',
     'With --json: {"signedIn", "model": {"id","verified"}|null, "runtime": {"state","pid"}|null,',
     '"companionAvailable", "resources": {...}|null, "endpoint": URL|null, "hub": URL|null, "dataDir": PATH,',
     '"modelCheck": "verified"|"changed"|"unconfirmed"|null (metadata only: status never hashes the model),',
-    '"servedModel": ID|null (the model the running up serves),',
+    '"servedModel": ID|null (the model the running up serves), "backend": "cpu"|"cuda"|"vulkan"|"metal"|null',
+    'and "gpuLayers": N|null (what the runtime computes on and the layers it offloaded to the GPU),',
     '"upSince": ISO|null, "unavailable": {"reason","code","message"}|null, ...}; times are ISO 8601 UTC,',
     'with "expiresAtLocal" and "upSinceLocal" as shown. When the recorded endpoint fails the attestation,',
     '"endpoint" is null and "endpointError" is "ERR_ENDPOINT_UNVERIFIED".',
@@ -145,6 +147,10 @@ export const statusCommand: Command = {
         // Without a token only the identity check vouches for the URL; with one, the attestation must too.
         endpoint: discovery === null || endpointError !== null ? null : discovery.url,
         sandbox: published?.sandbox ?? null,
+        // What the runtime computes on and the layers it offloaded (its ready line, via the published state).
+        backend: typeof published?.backend === 'string' && published.runtime !== null ? published.backend : null,
+        gpuLayers: typeof published?.gpuLayers === 'number' && published.runtime !== null ? published.gpuLayers : null,
+        ...(typeof published?.gpuFallback === 'string' && published.runtime !== null ? { gpuFallback: published.gpuFallback } : {}),
         ...(endpointError !== null ? { endpointError } : {}),
         // Beside `model`, not in it: `model` keeps its CONTRACT §6 shape {"id","verified"}.
         modelCheck: modelState,
@@ -166,6 +172,7 @@ export const statusCommand: Command = {
         const modelLine = modelState === 'verified' ? 'verified' : modelState === 'changed' ? 'CHANGED since verification: pull again' : 'file touched since verification: companion up re-checks it';
         io.out(`Model:      ${installed === null ? 'none (run companion pull)' : `${installed.id} (${modelLine})`}`);
         io.out(`Runtime:    ${report.runtime === null ? 'not running (run companion up)' : `${report.runtime.state}, ${report.servedModel === null ? '' : `serving ${report.servedModel}, `}pid ${report.runtime.pid ?? '-'}, sandbox ${report.sandbox ?? '-'}`}`);
+        if (report.backend !== null) io.out(`Backend:    ${report.backend} (${report.gpuLayers ?? 0} layers offloaded)${report.gpuFallback === undefined ? '' : `; ${report.gpuFallback}`}`);
         if (report.upSinceLocal !== null) io.out(`Up since:   ${report.upSinceLocal}`);
         const r = report.resources as { rssBytes?: number; cpuPercent?: number | null; vram?: unknown } | null;
         if (r !== null) io.out(`Resources:  RSS ${((r.rssBytes ?? 0) / (1 << 20)).toFixed(0)} MiB, CPU ${r.cpuPercent ?? '-'}%, VRAM ${r.vram === null || r.vram === undefined ? 'n/a' : JSON.stringify(r.vram)}`);

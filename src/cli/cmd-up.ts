@@ -45,7 +45,7 @@ export const upCommand: Command = {
   name: 'up',
   summary: 'start the runtime and the guarded endpoint; runs until Ctrl-C',
   help: [
-    'Usage: companion up [--detach] [--json] [--threads N] [--parallel N] [--context N] [--allow-unsandboxed] [--model MODEL]',
+    'Usage: companion up [--detach] [--json] [--threads N] [--gpu auto|off] [--parallel N] [--context N] [--allow-unsandboxed] [--model MODEL]',
     '',
     'Re-checks the installed model, starts the local runtime in its sandbox (no network, read-only view',
     'of its model and code), and serves the guarded OpenAI-compatible endpoint on 127.0.0.1. A new',
@@ -61,6 +61,7 @@ export const upCommand: Command = {
     '',
     'Options:',
     '  --threads N            CPU threads for inference (default: the runtime\'s choice)',
+    '  --gpu auto|off         auto (default): a GPU if there is one, else the CPU; off: CPU only (COMPANION_GPU)',
     '  --parallel N           requests generated at once, 1-16 (COMPANION_PARALLEL; default: up to 4, as memory allows)',
     '  --context N            tokens per request (prompt and answer), 64-1048576 (COMPANION_CONTEXT; default: the',
     '                         model\'s trained context, capped by memory)',
@@ -70,7 +71,7 @@ export const upCommand: Command = {
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args, { model: { type: 'string' }, detach: { type: 'boolean' }, parallel: { type: 'string' }, context: { type: 'string' } });
+    const parsed = parseCommandArgs(args, { model: { type: 'string' }, detach: { type: 'boolean' }, gpu: { type: 'string' }, parallel: { type: 'string' }, context: { type: 'string' } });
     if (parsed.values.detach === true) return runDetached(args, parsed, io);
     const channel = detachedChannel(io.env);
     let log: LogFile | null = null;
@@ -151,6 +152,7 @@ async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channe
         ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
         ...(context.config.parallel !== null ? { parallel: context.config.parallel } : {}),
         ...(context.config.contextSize !== null ? { contextSize: context.config.contextSize } : {}),
+        gpu: context.config.gpu,
         ...(modelId !== undefined ? { modelId } : {}),
         ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
         sandboxMode: sandbox.mode,

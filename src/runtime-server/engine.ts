@@ -8,7 +8,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  getLlama,
   LlamaChat,
   LlamaCompletion,
   LlamaLogLevel,
@@ -39,6 +38,7 @@ import {
 } from './openai.js';
 import { chooseSizing, type Sizing } from './sizing.js';
 import { createStopScanner } from './stop-scanner.js';
+import { selectLlama, type Backend } from './gpu.js';
 
 export interface EngineOptions {
   readonly modelPath: string;
@@ -95,6 +95,8 @@ export interface Engine {
   readonly parallel: number;
   /** Sequences generating right now, and the most that ever did at once (batching, for /health). */
   sequences(): { readonly active: number; readonly peak: number };
+  /** What the model runs on and how many of its layers are on the GPU; `fallback` says why a GPU was not used. */
+  readonly backend: { readonly gpu: Backend; readonly gpuLayers: number; readonly fallback?: string };
   chat(messages: readonly ChatMessage[], sampling: Sampling, options: ChatOptions, hooks: GenerationHooks): Promise<GenerationResult>;
   complete(prompt: string, sampling: Sampling, hooks: GenerationHooks): Promise<GenerationResult>;
   /** One embedding per input, from an embedding context on the loaded model (created on first use). */
@@ -213,15 +215,12 @@ function batchSizeFor(contextSize: number, sequences: number): number {
  */
 export async function loadEngine(options: EngineOptions): Promise<Engine> {
   const log = options.log ?? ((): void => undefined);
-  const llama: Llama = await getLlama({
-    gpu: options.gpu === 'off' ? false : 'auto',
-    build: 'never',
-    skipDownload: true,
-    progressLogs: false,
+  const selected = await selectLlama(options.gpu, {
     maxThreads: options.threads,
     logLevel: LlamaLogLevel.warn,
     logger: (level, message) => log(`llama.cpp ${level}: ${message.trimEnd()}`),
-  });
+  }, undefined, log);
+  const llama: Llama = selected.llama;
   let model: LlamaModel | undefined;
   let context: LlamaContext | undefined;
   let sizing: Sizing;
@@ -380,6 +379,7 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
     contextSize: loadedContext.contextSize,
     parallel,
     sequences: () => ({ active: generating, peak }),
+    backend: { gpu: selected.backend, gpuLayers: loadedModel.gpuLayers, ...(selected.fallback === undefined ? {} : { fallback: selected.fallback }) },
     get busy() {
       return active;
     },

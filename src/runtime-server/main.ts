@@ -185,7 +185,9 @@ async function main(argv: string[]): Promise<void> {
     return fail('ERR_RUNTIME_MODEL_LOAD');
   }
   if (stopping) return;
-  await emit(eventLine({ event: 'ready', pid: process.pid, parallel: engine.parallel, contextSize: engine.contextSize }));
+  const { gpu: backend, gpuLayers, fallback } = engine.backend;
+  await emit(eventLine({ event: 'ready', pid: process.pid, backend, gpuLayers, ...(fallback === undefined ? {} : { fallback }), parallel: engine.parallel, contextSize: engine.contextSize }));
+  log(`backend ${backend} (${gpuLayers} layers offloaded)${fallback === undefined ? '' : `; ${fallback}`}`);
   log('ready');
 }
 

@@ -8,8 +8,9 @@
  *                    write, and hands it over as descriptor 4: the runtime never chooses or reports an
  *                    address. `key` (loopback TCP only) is the per-spawn key every request must carry.
  *                    stdin stays open afterwards; its end means the parent is gone and the child exits.
- *   child → parent   (stdout) {"event":"ready","pid":N,"parallel":P,"contextSize":C} once the model is
- *                    loaded and it serves (P sequences of C tokens each, as chosen or asked),
+ *   child → parent   (stdout) {"event":"ready","pid":N,"backend":"cpu"|"cuda"|"vulkan"|"metal","gpuLayers":N,
+ *                    "fallback"?:S,"parallel":P,"contextSize":C} once the model is loaded and it serves
+ *                    (P sequences of C tokens each, as chosen or asked),
  *                    or {"event":"error","code":"ERR_…"} (then the child exits non-zero).
  *
  * No messages travel with errors: a code is enough, and a message could carry a model path.
@@ -35,6 +36,12 @@ export interface ReadyEvent {
   readonly parallel?: number;
   /** Tokens per sequence. */
   readonly contextSize?: number;
+  /** What the model runs on (issue 17 item 8); the parent checks it against a fixed list. */
+  readonly backend?: string;
+  /** Layers offloaded to the GPU (0 on the CPU). */
+  readonly gpuLayers?: number;
+  /** Why a GPU that was asked for is not used (`auto unavailable: NoBinaryFoundError`). */
+  readonly fallback?: string;
 }
 
 export interface ErrorEvent {

@@ -194,14 +194,29 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     return null;
   }
 
-  async function generate(req: IncomingMessage, res: ServerResponse, request: ChatRequest | CompletionRequest, engine: Engine): Promise<void> {
+  /**
+   * Runs `work` with a signal that aborts when the client goes away before the response finished; an error
+   * is answered in OpenAI's shape, except after the client left (nobody to answer).
+   */
+  async function cancellable(res: ServerResponse, work: (signal: AbortSignal) => Promise<void>): Promise<void> {
     const controller = new AbortController();
     const untrack = track(controller);
-    // The client went away before the response finished: cancel the generation.
     const onClose = (): void => {
       if (!res.writableFinished) controller.abort(new ClientGoneError());
     };
     res.on('close', onClose);
+    try {
+      await work(controller.signal);
+    } catch (error) {
+      if (controller.signal.reason instanceof ClientGoneError) return;
+      sendError(res, errorFromGeneration(controller.signal.aborted ? controller.signal.reason : error));
+    } finally {
+      res.off('close', onClose);
+      untrack();
+    }
+  }
+
+  async function generate(req: IncomingMessage, res: ServerResponse, request: ChatRequest | CompletionRequest, engine: Engine): Promise<void> {
     const meta: ResponseMeta = {
       id: `${request.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
       created: Math.floor(Date.now() / 1000),
@@ -210,11 +225,11 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     const chatOptions: ChatOptions | undefined = request.kind === 'chat'
       ? { format: request.responseFormat, tools: request.tools, toolChoice: request.toolChoice, parallelToolCalls: request.parallelToolCalls }
       : undefined;
-    try {
+    await cancellable(res, async (signal) => {
       if (!request.stream) {
         const result = request.kind === 'chat'
-          ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: controller.signal })
-          : await engine.complete(request.prompt, request.sampling, { signal: controller.signal });
+          ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: signal })
+          : await engine.complete(request.prompt, request.sampling, { signal: signal });
         const usage = usageOf(result.promptTokens, result.completionTokens);
         sendJson(res, 200, request.kind === 'chat'
           ? chatCompletionBody(meta, result.text, result.finishReason, usage, result.toolCalls)
@@ -230,13 +245,13 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
         if (request.kind === 'chat') res.write(sseData(chatChunkBody(meta, { role: 'assistant', content: '' }, null)));
       };
       const onText = (text: string): void => {
-        if (text.length === 0 || controller.signal.aborted) return;
+        if (text.length === 0 || signal.aborted) return;
         start();
         res.write(sseData(request.kind === 'chat' ? chatChunkBody(meta, { content: text }, null) : completionBody(meta, text, null, null)));
       };
       // OpenAI streams a tool call as deltas with its index: id, type and name first, then argument text.
       const onToolCall = (delta: ToolCallDelta): void => {
-        if (controller.signal.aborted) return;
+        if (signal.aborted) return;
         start();
         res.write(sseData(chatChunkBody(meta, { tool_calls: [delta] }, null)));
       };
@@ -244,12 +259,12 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
       try {
         // Validation errors (prompt too long, queue full) still get a plain JSON error: nothing was sent yet.
         result = request.kind === 'chat'
-          ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: controller.signal, onText, onToolCall })
-          : await engine.complete(request.prompt, request.sampling, { signal: controller.signal, onText });
+          ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: signal, onText, onToolCall })
+          : await engine.complete(request.prompt, request.sampling, { signal: signal, onText });
       } catch (error) {
         if (!started) throw error;
         // The client is gone: nobody to tell. Otherwise the stream ends with an error event, no [DONE].
-        if (!(controller.signal.reason instanceof ClientGoneError)) res.write(sseData(errorFromGeneration(error).body()));
+        if (!(signal.reason instanceof ClientGoneError)) res.write(sseData(errorFromGeneration(error).body()));
         res.end();
         return;
       }
@@ -263,32 +278,14 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
         if (request.includeUsage) res.write(sseData(completionUsageChunkBody(meta, usage)));
       }
       res.end(SSE_DONE);
-    } catch (error) {
-      if (controller.signal.reason instanceof ClientGoneError) return;
-      sendError(res, errorFromGeneration(controller.signal.aborted ? controller.signal.reason : error));
-    } finally {
-      res.off('close', onClose);
-      untrack();
-    }
+    });
   }
 
   async function embed(res: ServerResponse, request: EmbeddingRequest, engine: Engine): Promise<void> {
-    const controller = new AbortController();
-    const untrack = track(controller);
-    const onClose = (): void => {
-      if (!res.writableFinished) controller.abort(new ClientGoneError());
-    };
-    res.on('close', onClose);
-    try {
-      const result = await engine.embed(request.inputs, controller.signal);
+    await cancellable(res, async (signal) => {
+      const result = await engine.embed(request.inputs, signal);
       sendJson(res, 200, embeddingsBody(options.modelId, result.vectors, request.encoding, result.promptTokens));
-    } catch (error) {
-      if (controller.signal.reason instanceof ClientGoneError) return;
-      sendError(res, errorFromGeneration(controller.signal.aborted ? controller.signal.reason : error));
-    } finally {
-      res.off('close', onClose);
-      untrack();
-    }
+    });
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

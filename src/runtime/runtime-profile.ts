@@ -75,7 +75,7 @@ export interface BundledProfileOptions {
   readonly contextSize?: number;
   /** CPU threads (default: the runtime uses the physical core count). Tests use 1. */
   readonly threads?: number;
-  /** GPU use (default off). */
+  /** GPU use (default auto: node-llama-cpp picks CUDA, Vulkan or Metal and falls back to the CPU). */
   readonly gpu?: 'off' | 'auto';
   /** Sequences generating at once (default: the runtime's choice, at most 4; further requests queue). */
   readonly parallel?: number;
@@ -106,7 +106,7 @@ export function bundledProfile(options: BundledProfileOptions): RuntimeProfile {
     settings.threads = options.threads;
   }
   if (options.gpu !== undefined) assertOneOf(options.gpu, 'gpu', ['off', 'auto']);
-  settings.gpu = options.gpu ?? 'off';
+  settings.gpu = options.gpu ?? 'auto';
   if (options.parallel !== undefined) {
     assertInteger(options.parallel, 'parallel', 1, 64);
     settings.parallel = options.parallel;

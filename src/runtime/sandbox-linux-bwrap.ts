@@ -12,7 +12,9 @@
  *   folders), `/etc/ld.so.cache` and `/etc/localtime` only from `/etc`, the CPU topology under
  *   `/sys/devices/system/cpu` (thread counts), a fresh `/proc` of the new pid namespace, a minimal `/dev`,
  *   a private tmpfs `/tmp`; then exactly the profile's paths, parents before children; then the root is
- *   made read-only. No HOME, no data dir, no `/run` (no D-Bus, no XDG_RUNTIME_DIR, no keychain socket).
+ *   made read-only. With `gpu auto` (a profile's `gpu`), the GPU device nodes that exist are added with
+ *   `--dev-bind` and their driver files read-only where `/usr` does not already show them (sandbox-gpu.ts).
+ *   No HOME, no data dir, no `/run` (no D-Bus, no XDG_RUNTIME_DIR, no keychain socket).
  * - `--clearenv` then `--setenv` for the checked environment only; `--chdir /`.
  * - No `--new-session` by default: the spawn adapter spawns detached (setsid, so no controlling terminal
  *   and no TIOCSTI), and keeping the sandbox in the adapter's process group lets the group kill and the
@@ -92,6 +94,14 @@ export function bwrapArgs(command: SandboxCommandLine, profile: CheckedProfile, 
   for (const path of layout.readOnly) args.push(path === '/usr' ? '--ro-bind' : '--ro-bind-try', path, path);
   for (const link of layout.symlinks) args.push('--symlink', link.target, link.path);
   args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  if (profile.gpu !== undefined) {
+    // Why --dev-bind: a device node on a plain bind is unusable (nodev); only the checked GPU nodes get it.
+    for (const device of profile.gpu.devices) args.push('--dev-bind', device, device);
+    const visible = [...layout.readOnly, ...layout.symlinks.map((link) => link.path)];
+    for (const library of profile.gpu.libraries) {
+      if (!visible.some((root) => isInside(library, root))) args.push('--ro-bind', library, library);
+    }
+  }
 
   const mounts = parentsFirst([
     // A read-only path already visible through /usr needs no mount of its own.

@@ -8,6 +8,7 @@
  */
 import { posix, win32 } from 'node:path';
 import { assertObject, assertString } from '../core/errors.js';
+import { checkGpuPassthrough, type GpuPassthrough } from './sandbox-gpu.js';
 
 /** The sandbox kinds, strongest first per platform. */
 export const SANDBOX_MODES = ['bubblewrap', 'unshare', 'sandbox-exec', 'appcontainer', 'none'] as const;
@@ -46,6 +47,11 @@ export interface SandboxProfile {
    * chmod; other modes leave the descriptor as it is.
    */
   readonly readOnlyFd?: { readonly fd: number; readonly path: string };
+  /**
+   * GPU passthrough (`gpu auto`, bubblewrap only): device nodes bound with `--dev-bind` and driver files
+   * bound read-only, each on the allow list of `sandbox-gpu.ts`. Absent with `gpu off`: no device, no driver.
+   */
+  readonly gpu?: GpuPassthrough;
 }
 
 /** The environment every sandboxed child gets (POSIX platforms). HOME points at nothing on purpose. */
@@ -117,6 +123,7 @@ export interface CheckedProfile {
   /** The whole environment of the child: the defaults plus the allowed extra keys, sorted by key. */
   readonly env: ReadonlyArray<readonly [string, string]>;
   readonly readOnlyFd?: { readonly fd: number; readonly path: string };
+  readonly gpu?: GpuPassthrough;
 }
 
 /**
@@ -168,11 +175,13 @@ export function checkProfile(command: SandboxCommandLine, profile: SandboxProfil
     if (seen.has(flavour === 'windows' ? path.toLowerCase() : path)) throw invalid('profile.readOnlyFd.path', 'named once');
     readOnlyFd = { fd, path };
   }
+  const gpu = profile.gpu === undefined ? undefined : checkGpuPassthrough(profile.gpu);
   return {
     readOnlyPaths: [...profile.readOnlyPaths],
     writablePaths: [...profile.writablePaths],
     env: [...env.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
     ...(readOnlyFd === undefined ? {} : { readOnlyFd }),
+    ...(gpu === undefined ? {} : { gpu }),
   };
 }
 
@@ -200,6 +209,8 @@ export interface RuntimeSandboxInputs {
   readonly model: { readonly fd: number; readonly path: string };
   /** Extra allowed environment (see {@link SandboxProfile.env}). */
   readonly env?: Readonly<Record<string, string>>;
+  /** `gpu auto`: the devices and driver files to show (see {@link SandboxProfile.gpu}); absent for `gpu off`. */
+  readonly gpu?: GpuPassthrough;
 }
 
 /**
@@ -221,5 +232,6 @@ export function runtimeSandboxProfile(inputs: RuntimeSandboxInputs): SandboxProf
     allowNetwork: false,
     readOnlyFd: { fd: inputs.model.fd, path: inputs.model.path },
     ...(inputs.env === undefined ? {} : { env: inputs.env }),
+    ...(inputs.gpu === undefined ? {} : { gpu: inputs.gpu }),
   };
 }

@@ -28,6 +28,7 @@ import { assertSandboxPath, assertWindowsSandboxPath, checkProfile, SANDBOX_MODE
 export { runtimeSandboxProfile, isAllowedSandboxEnvKey, SANDBOX_ENV_DEFAULTS, SANDBOX_MODES } from './sandbox-profile.js';
 export type { RuntimeSandboxInputs, SandboxCommandLine, SandboxMode, SandboxProfile } from './sandbox-profile.js';
 export type { LinuxSystemLayout } from './sandbox-linux-bwrap.js';
+export { discoverGpuPassthrough, type GpuPassthrough, type GpuFsView } from './sandbox-gpu.js';
 
 /** What {@link detectSandbox} found. */
 export interface SandboxSupport {

@@ -44,6 +44,8 @@ export interface WrapContext {
   readonly readOnlyPaths: readonly string[];
   /** The descriptor the model arrives on ({@link MODEL_FD}). */
   readonly modelFd: number;
+  /** The profile's GPU setting: with `auto` a sandbox shows the GPU devices (sandbox-gpu.ts), with `off` none. */
+  readonly gpu: 'off' | 'auto';
 }
 
 /** A wrapped command; `modelPath` is set when the sandbox shows the model at a path (and took fd 3). */
@@ -104,8 +106,26 @@ export interface RuntimeHandle {
   readonly exited: Promise<{ code: number | null; signal: string | null }>;
   /** One `/health` round trip; false once the child has exited. Never throws. */
   healthCheck(timeoutMs?: number): Promise<boolean>;
+  /** What the runtime said it computes on in its ready line (checked), or null when it did not say. */
+  readonly backend: RuntimeBackend | null;
   /** The sequences and per-sequence context the child reported ready with (bounded integers), or null. */
   readonly shape: RuntimeShape | null;
+}
+
+/** The backend a runtime reported: one of a fixed list, a bounded layer count, a plain-text fallback reason. */
+export interface RuntimeBackend {
+  readonly backend: 'cpu' | 'cuda' | 'vulkan' | 'metal';
+  readonly gpuLayers: number;
+  readonly fallback?: string;
+}
+
+/** The ready line's backend fields, or null unless every one is well formed (the child is not trusted, P-k). */
+export function readyBackend(event: { backend?: unknown; gpuLayers?: unknown; fallback?: unknown }): RuntimeBackend | null {
+  const { backend, gpuLayers, fallback } = event;
+  if (backend !== 'cpu' && backend !== 'cuda' && backend !== 'vulkan' && backend !== 'metal') return null;
+  if (typeof gpuLayers !== 'number' || !Number.isInteger(gpuLayers) || gpuLayers < 0 || gpuLayers > 100_000) return null;
+  if (fallback !== undefined && (typeof fallback !== 'string' || !/^[A-Za-z0-9 _.:-]{1,120}$/.test(fallback))) return null;
+  return { backend, gpuLayers, ...(fallback === undefined ? {} : { fallback }) };
 }
 
 /** What a runtime runs: `parallel` sequences of `contextSize` tokens each. */
@@ -384,7 +404,7 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     model = openModel(profile, options.modelFd);
     command = { file: profile.file, args: [...profile.args] };
     if (options.wrap !== undefined) {
-      command = options.wrap(command, { readOnlyPaths: profile.readOnlyPaths, modelFd: MODEL_FD });
+      command = options.wrap(command, { readOnlyPaths: profile.readOnlyPaths, modelFd: MODEL_FD, gpu: profile.settings.gpu === 'auto' ? 'auto' : 'off' });
       checkBinary(command.file);
     }
   } catch (error) {
@@ -555,7 +575,7 @@ function handshake(child: ChildProcess, context: HandshakeContext): Promise<Runt
       return stopPromise;
     };
 
-    const becomeReady = (shape: RuntimeShape | null): void => {
+    const becomeReady = (backend: RuntimeBackend | null, shape: RuntimeShape | null): void => {
       if (settled) return;
       settled = true;
       ready = true;
@@ -574,6 +594,7 @@ function handshake(child: ChildProcess, context: HandshakeContext): Promise<Runt
           const result = await checkHealth(address, timeoutMs);
           return result.ok && exitInfo === null;
         },
+        backend,
       });
     };
 
@@ -583,7 +604,7 @@ function handshake(child: ChildProcess, context: HandshakeContext): Promise<Runt
         const event = parseEvent(line);
         if (event === null) return;
         if (event.event === 'ready') {
-          becomeReady(shapeOf(event));
+          becomeReady(readyBackend(event), shapeOf(event));
           return;
         }
         const code = (CHILD_ERROR_CODES as readonly string[]).includes(event.code) ? event.code : 'ERR_SPAWN_FAILED';

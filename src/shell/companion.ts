@@ -30,6 +30,8 @@ export interface RuntimeGroupOptions {
   readonly parallel?: number;
   /** Tokens per sequence (`up --context`; default: the model's trained context, capped by memory). */
   readonly contextSize?: number;
+  /** GPU use for the runtime (default auto). */
+  readonly gpu?: 'off' | 'auto';
   /** The installed model to serve (default: the active one). */
   readonly modelId?: string;
   readonly wrap?: SpawnWrap;
@@ -108,6 +110,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
     ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
+    ...(options.gpu !== undefined ? { gpu: options.gpu } : {}),
     ...(options.modelId !== undefined ? { modelId: options.modelId } : {}),
     ...(options.wrap ? { wrap: options.wrap } : {}),
     ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
@@ -140,6 +143,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
       sandbox: options.sandboxMode,
       parallel: snap.shape?.parallel ?? null,
       contextSize: snap.shape?.contextSize ?? null,
+      ...(snap.backend === null ? {} : { backend: snap.backend.backend, gpuLayers: snap.backend.gpuLayers, ...(snap.backend.fallback === undefined ? {} : { gpuFallback: snap.backend.fallback }) }),
     };
     if (!closed) await writePublishedState(paths.state, state);
     return state;

@@ -27,6 +27,8 @@ export interface CompanionConfig {
   readonly threads: number | null;
   /** `required` (default): refuse to start without a sandbox; `off`: explicit unsandboxed start. */
   readonly sandbox: SandboxChoice;
+  /** `auto` (default): the runtime uses a GPU when node-llama-cpp finds one, else the CPU; `off`: CPU only. `--gpu` / COMPANION_GPU. */
+  readonly gpu: 'off' | 'auto';
   /** Sequences the runtime runs at once (`up --parallel` / COMPANION_PARALLEL, 1–16); null: the runtime's choice. */
   readonly parallel: number | null;
   /** Tokens per sequence (`up --context` / COMPANION_CONTEXT, 64–1048576); null: the runtime's choice. */
@@ -289,6 +291,8 @@ export function resolveConfig(flags: ParsedFlags['values'], env: NodeJS.ProcessE
     threads = Number(threadsText);
     if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new CompanionError('ERR_CONFIG', '--threads takes a whole number from 1 to 256');
   }
+  const gpu = str('gpu') ?? (env.COMPANION_GPU !== undefined && env.COMPANION_GPU.length > 0 ? env.COMPANION_GPU : 'auto');
+  if (gpu !== 'off' && gpu !== 'auto') throw new CompanionError('ERR_CONFIG', '--gpu takes "auto" or "off"');
   const sandbox = flags['allow-unsandboxed'] === true || env.COMPANION_ALLOW_UNSANDBOXED === '1' ? 'off' : 'required';
   const ca = settings.ca?.value ?? null;
   return {
@@ -301,5 +305,6 @@ export function resolveConfig(flags: ParsedFlags['values'], env: NodeJS.ProcessE
     sandbox,
     parallel: wholeSetting(flags, env, 'parallel', 'COMPANION_PARALLEL', 1, 16),
     contextSize: wholeSetting(flags, env, 'context', 'COMPANION_CONTEXT', 64, 1 << 20),
+    gpu,
   };
 }

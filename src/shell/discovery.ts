@@ -60,6 +60,11 @@ export interface PublishedState {
   /** The runtime's sequences and tokens per sequence (issue 17 items 6–7); null before it is ready. */
   readonly parallel?: number | null;
   readonly contextSize?: number | null;
+  /** What the runtime computes on (`cpu`, `cuda`, `vulkan`, `metal`) and the layers it offloaded; absent before ready. */
+  readonly backend?: string;
+  readonly gpuLayers?: number;
+  /** Why a GPU that was asked for is not used. */
+  readonly gpuFallback?: string;
 }
 
 /** A front-door URL that passed the attestation; only {@link verifyEndpoint} makes one. */

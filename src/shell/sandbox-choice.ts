@@ -5,7 +5,7 @@
  */
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertSandboxOrExplicitOptOut, detectSandbox, isFullSandbox, runtimeSandboxProfile, sandboxCommand, type SandboxSupport } from '../runtime/sandbox.js';
+import { assertSandboxOrExplicitOptOut, detectSandbox, discoverGpuPassthrough, isFullSandbox, runtimeSandboxProfile, sandboxCommand, type SandboxSupport } from '../runtime/sandbox.js';
 import { SANDBOX_MODEL_PATH } from '../runtime/runtime-profile.js';
 import type { SpawnWrap } from '../runtime/spawn.js';
 import type { SandboxChoice } from './config.js';
@@ -24,7 +24,8 @@ function packageRoot(): string {
 /**
  * The production wrap for a full sandbox: the runtime's profile (node binary, `<root>/dist/src`,
  * `<root>/package.json`, `<root>/node_modules`, read-only; the model as a read-only view of descriptor 3;
- * nothing writable; no network). `root` is the package root; tests pass a stand-in tree.
+ * nothing writable; no network; with `gpu auto`, the GPU devices that exist and their driver files).
+ * `root` is the package root; tests pass a stand-in tree.
  */
 export function runtimeWrap(support: SandboxSupport, root: string = packageRoot()): SpawnWrap {
   return (command, context) => {
@@ -35,6 +36,7 @@ export function runtimeWrap(support: SandboxSupport, root: string = packageRoot(
       nodeModulesDir: join(root, 'node_modules'),
       // The model: a read-only view of its descriptor (bubblewrap), never a writable descriptor.
       model: { fd: context.modelFd, path: SANDBOX_MODEL_PATH },
+      ...(context.gpu === 'auto' ? { gpu: discoverGpuPassthrough() } : {}),
     });
     return sandboxCommand({ file: command.file, args: [...command.args] }, profile, support);
   };

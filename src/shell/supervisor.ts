@@ -17,7 +17,7 @@ import { freemem } from 'node:os';
 import { createHealthMonitor, type HealthMonitor, type HealthSample } from '../runtime/health.js';
 import { createResourceProbe, type ResourceFigures } from '../runtime/probe.js';
 import { bundledProfile } from '../runtime/runtime-profile.js';
-import { spawnRuntime, type RuntimeAddress, type RuntimeHandle, type RuntimeShape, type SpawnWrap } from '../runtime/spawn.js';
+import { spawnRuntime, type RuntimeAddress, type RuntimeBackend, type RuntimeHandle, type RuntimeShape, type SpawnWrap } from '../runtime/spawn.js';
 import { openInstalledModel, type OpenedModel } from './install.js';
 
 export type SupervisorEvent =
@@ -39,6 +39,8 @@ export interface SupervisorOptions {
   readonly contextSize?: number;
   /** Sequences generating at once (default: the runtime's choice from the model and memory, at most 4). */
   readonly parallel?: number;
+  /** GPU use (default auto: a GPU when node-llama-cpp finds one, else the CPU). */
+  readonly gpu?: 'off' | 'auto';
   /** The sandbox wrapper (issue 10), or undefined for an (explicitly allowed) unsandboxed start. */
   readonly wrap?: SpawnWrap;
   readonly healthIntervalMs?: number;
@@ -71,6 +73,8 @@ export interface SupervisorSnapshot {
   readonly available: boolean;
   /** The running runtime's sequences and per-sequence context, as it reported them; null before. */
   readonly shape: RuntimeShape | null;
+  /** What the running runtime computes on (its ready line), null when none runs or it did not say. */
+  readonly backend: RuntimeBackend | null;
 }
 
 export interface Supervisor {
@@ -218,6 +222,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
       ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
       memoryBytes: memoryBudget(),
+      ...(options.gpu !== undefined ? { gpu: options.gpu } : {}),
     });
     let started: RuntimeHandle;
     try {
@@ -317,7 +322,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     },
     companionAvailable: available,
     snapshot() {
-      return { state: life.state, pid: handle?.pid ?? null, code: life.code, model, lastHealth, available: available(), shape: handle?.shape ?? null };
+      return { state: life.state, pid: handle?.pid ?? null, code: life.code, model, lastHealth, available: available(), backend: handle?.backend ?? null, shape: handle?.shape ?? null };
     },
     async resources() {
       if (probe === null) return null;

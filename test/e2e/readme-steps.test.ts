@@ -8,12 +8,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
-import { chromiumPresent, launchChromium } from '../helpers/browser.js';
+import { chromiumPresent, launchChromium, serverCertificate } from '../helpers/browser.js';
 import { gate } from '../helpers/gate.js';
 import { repoRoot } from '../helpers/paths.js';
 import { bwrapPresent } from '../helpers/sandbox-run.js';
@@ -128,19 +126,6 @@ function stopGroup(running: Running): Promise<void> {
       }
     },
   );
-}
-
-function serverCertificate(hubUrl: string, caPem: string): Promise<string> {
-  const url = new URL(hubUrl);
-  return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host: url.hostname, port: Number(url.port), ca: caPem, rejectUnauthorized: true, timeout: 5_000 }, () => {
-      const raw = socket.getPeerCertificate().raw;
-      socket.end();
-      resolve(new X509Certificate(raw).toString());
-    });
-    socket.once('error', reject);
-    socket.once('timeout', () => socket.destroy(new Error('TLS connect timeout')));
-  });
 }
 
 test('the README step-by-step section, run as written in a fresh shell per step, works', options, async (t) => {

@@ -6,15 +6,13 @@
 // printed CA file, the browser pins the hub's server key.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { keychainServiceFor } from '../../src/authority/keychain.js';
 import { installationKey } from '../../src/shell/config.js';
 import { KEYCHAIN_ACCOUNTS } from '../../src/core/keychain-port.js';
-import { chromiumPresent, launchChromium } from '../helpers/browser.js';
+import { chromiumPresent, launchChromium, serverCertificate } from '../helpers/browser.js';
 import { gate } from '../helpers/gate.js';
 import { loginItems, okValue, openKeychainChild, secretServiceAvailable, secretToolAvailable, secretToolLookup, startSecretService } from '../helpers/secret-service.js';
 import { startCli } from '../helpers/signin-cli.js';
@@ -31,20 +29,6 @@ interface HubLine {
   readonly manifestKey: string;
   readonly user: string;
   readonly password: string;
-}
-
-/** The hub's server certificate (PEM), fetched over a connection that verifies it against `caPem`. */
-function serverCertificate(hubUrl: string, caPem: string): Promise<string> {
-  const url = new URL(hubUrl);
-  return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host: url.hostname, port: Number(url.port), ca: caPem, rejectUnauthorized: true, timeout: 5_000 }, () => {
-      const raw = socket.getPeerCertificate().raw;
-      socket.end();
-      resolve(new X509Certificate(raw).toString());
-    });
-    socket.once('error', reject);
-    socket.once('timeout', () => socket.destroy(new Error('TLS connect timeout')));
-  });
 }
 
 test('companion login signs in through a real browser into the real Secret Service; status shows it; logout removes all four items', options, async (t) => {

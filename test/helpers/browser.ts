@@ -7,6 +7,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { chromium, type BrowserContext } from 'playwright-core';
 
 export const CHROMIUM_PATH = '/usr/bin/chromium';
@@ -60,4 +61,18 @@ export async function launchChromium(options: { trustCertificates?: readonly str
       rmSync(root, { recursive: true, force: true });
     },
   };
+}
+
+/** The hub's server certificate (PEM), fetched over a connection that verifies it against `caPem`. */
+export function serverCertificate(hubUrl: string, caPem: string): Promise<string> {
+  const url = new URL(hubUrl);
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: url.hostname, port: Number(url.port), ca: caPem, rejectUnauthorized: true, timeout: 5_000 }, () => {
+      const raw = socket.getPeerCertificate().raw;
+      socket.end();
+      resolve(new X509Certificate(raw).toString());
+    });
+    socket.once('error', reject);
+    socket.once('timeout', () => socket.destroy(new Error('TLS connect timeout')));
+  });
 }

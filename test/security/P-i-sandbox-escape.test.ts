@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { gate } from '../helpers/gate.js';
 import { bwrapPresent, fixture, packageJson } from '../helpers/sandbox-run.js';
-import { detectSandbox, type SandboxSupport } from '../../src/runtime/sandbox.js';
+import { detectSandbox, discoverGpuPassthrough, type SandboxSupport } from '../../src/runtime/sandbox.js';
 import type { RuntimeProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeHandle } from '../../src/runtime/spawn.js';
 import { runtimeWrap } from '../../src/shell/sandbox-choice.js';
@@ -124,7 +124,7 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
       tcpPort: address.port,
       routable: '192.0.2.1',
       readFiles: [paths.homeSecret, paths.sshKey, paths.dataSecret, '/etc/passwd', '/etc/hostname', join(homedir(), '.bashrc'), join(homedir(), '.profile')],
-      listDirs: [paths.home, paths.data, homedir(), '/home', '/run', '/etc'],
+      listDirs: [paths.home, paths.data, homedir(), '/home', '/run', '/etc', '/dev'],
       unixSockets: [paths.bus, paths.abstract],
       writeFiles: ['/planted', '/usr/planted', '/tmp/private-scratch', join(paths.socketDir, 'written-inside'), join(paths.data, 'models', 'sibling.gguf'), '/run/companion/sibling.gguf'],
     };
@@ -141,7 +141,8 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
       env: {},
       readOnlyPaths: [],
       modelPath: paths.model,
-      settings: {},
+      // `up`'s default (issue 17 item 8): the wrap builds the GPU passthrough profile.
+      settings: { gpu: 'auto' },
     };
     const saved = { ...process.env };
     Object.assign(process.env, PARENT_ENV);
@@ -203,6 +204,16 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     assert.deepEqual(result.listDirs[4], { ok: true, value: ['companion'] }, '/run');
     const etc = result.listDirs[5]?.value ?? [];
     assert.ok(etc.every((name) => name === 'ld.so.cache' || name === 'localtime'), `/etc holds ${etc.join(', ')}`);
+  });
+
+  test('P-i /dev (gpu auto profile) holds bubblewrap\'s minimal nodes and only the GPU nodes that exist on the host', () => {
+    const gpuNodes = discoverGpuPassthrough().devices.map((path) => path.slice('/dev/'.length).split('/')[0]!);
+    const minimal = ['core', 'fd', 'full', 'null', 'ptmx', 'pts', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero'];
+    const dev = result.listDirs[6];
+    assert.equal(dev?.ok, true);
+    for (const name of dev?.value ?? []) assert.ok(minimal.includes(name) || gpuNodes.includes(name), `/dev holds ${name}`);
+    for (const name of gpuNodes) assert.ok(dev?.value?.includes(name), `the GPU node ${name} is passed`);
+    assert.ok(dev?.value?.includes('null'), 'the minimal /dev is there');
   });
 
   test('P-i listing /proc shows only the sandbox\'s own processes', () => {

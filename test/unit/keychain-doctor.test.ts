@@ -20,6 +20,7 @@ function deps(health: KeychainHealth, calls: string[] = []): Partial<DoctorDeps>
     arch: 'x64',
     nodeVersion: 'v20.20.2',
     detectSandboxMode: async () => 'none',
+    detectGpu: async () => ({ devices: [], backend: 'cpu' }),
     openKeychain: (options) => {
       calls.push(`open ${options.backend} ${options.service}`);
       const keychain: OsKeychain = {
@@ -51,7 +52,7 @@ test('doctor --json prints one JSON object with keychain, sandbox, node and plat
   const status = await createDoctorCommand(deps({ backend: 'secret-service', state: 'available' }, calls)).run(['--json'], io);
   assert.equal(status, 0);
   assert.equal(io.stdout.length, 1);
-  assert.deepEqual(JSON.parse(io.stdout[0]!), { keychain: { backend: 'secret-service', state: 'available' }, sandbox: 'none', node: 'v20.20.2', platform: 'linux-x64' });
+  assert.deepEqual(JSON.parse(io.stdout[0]!), { keychain: { backend: 'secret-service', state: 'available' }, sandbox: 'none', gpu: { devices: [], backend: 'cpu' }, node: 'v20.20.2', platform: 'linux-x64' });
   assert.deepEqual(io.stderr, []);
   assert.deepEqual(calls, ['open os companion:doctor', 'health'], 'only the health check: no item is read, written or deleted');
 });
@@ -76,12 +77,12 @@ test('doctor without --json prints the human form', async () => {
   const io = captureIo();
   const status = await createDoctorCommand(deps({ backend: 'secret-service', state: 'available' })).run([], io);
   assert.equal(status, 0);
-  assert.deepEqual(io.stdout, ['keychain  secret-service: available', 'sandbox   none', 'node      v20.20.2', 'platform  linux-x64']);
+  assert.deepEqual(io.stdout, ['keychain  secret-service: available', 'sandbox   none', 'gpu       cpu; devices: none', 'node      v20.20.2', 'platform  linux-x64']);
 });
 
 test('doctor --keychain memory checks the explicit in-memory store and it announces itself on stderr', async () => {
   const io = captureIo();
-  const status = await createDoctorCommand({ platform: 'linux', arch: 'x64', nodeVersion: 'v20', detectSandboxMode: async () => 'none', openKeychain }).run(['--keychain', 'memory', '--json'], io);
+  const status = await createDoctorCommand({ platform: 'linux', arch: 'x64', nodeVersion: 'v20', detectSandboxMode: async () => 'none', detectGpu: async () => ({ devices: [], backend: 'cpu' }), openKeychain }).run(['--keychain', 'memory', '--json'], io);
   assert.equal(status, 0);
   assert.equal((JSON.parse(io.stdout[0]!) as { keychain: { backend: string } }).keychain.backend, 'memory');
   assert.equal(io.stderr.length, 1);
@@ -90,7 +91,7 @@ test('doctor --keychain memory checks the explicit in-memory store and it announ
 
 test('doctor on a platform without a backend reports backend none, unavailable, exit 1', async () => {
   const io = captureIo();
-  const status = await createDoctorCommand({ platform: 'aix', arch: 'ppc64', nodeVersion: 'v20', detectSandboxMode: async () => 'none', openKeychain: (o) => openKeychain({ ...o, platform: 'aix' }) }).run(['--json'], io);
+  const status = await createDoctorCommand({ platform: 'aix', arch: 'ppc64', nodeVersion: 'v20', detectSandboxMode: async () => 'none', detectGpu: async () => ({ devices: [], backend: 'cpu' }), openKeychain: (o) => openKeychain({ ...o, platform: 'aix' }) }).run(['--json'], io);
   assert.equal(status, 1);
   const report = JSON.parse(io.stdout[0]!) as { keychain: { backend: string; state: string } };
   assert.deepEqual([report.keychain.backend, report.keychain.state], ['none', 'unavailable']);
