@@ -16,6 +16,8 @@ export interface Bench {
   teardown?(): Promise<void>;
   /** Extra figures derived from the per-figure medians (ratios between cases). */
   derive?(medians: Figures): Figures;
+  /** Extra fields of the result from the medians, any JSON (e.g. a figure with its target and `met`). */
+  report?(medians: Figures): Record<string, unknown>;
 }
 
 export interface Stat {
@@ -66,5 +68,6 @@ export async function runBench(bench: Bench, log: (line: string) => void): Promi
     medians[key] = median(values);
   }
   const derived = bench.derive ? Object.fromEntries(Object.entries(bench.derive(medians)).map(([k, v]) => [k, round(v)])) : {};
-  return { bench: bench.name, runs, ...Object.fromEntries(Object.entries(stats).map(([k, s]) => [k, s])), ...derived };
+  const reported = bench.report ? bench.report(medians) : {};
+  return { bench: bench.name, runs, ...Object.fromEntries(Object.entries(stats).map(([k, s]) => [k, s])), ...derived, ...reported };
 }

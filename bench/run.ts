@@ -11,13 +11,14 @@ const BENCHES: Record<string, () => Promise<{ default: Bench }>> = {
   guard: () => import('./guard.js'),
   probe: () => import('./probe.js'),
   runtime: () => import('./runtime.js'),
+  workloads: () => import('./workloads.js'),
 };
 
 async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   const name = argv.find((a) => !a.startsWith('--'));
   if (name === undefined || argv.includes('--help')) {
-    console.log(`Usage: npm run bench -- NAME [--json]\n\nBenchmarks: ${Object.keys(BENCHES).join(', ')}`);
+    console.log(`Usage: npm run bench -- NAME [--json] [--quick (workloads)]\n\nBenchmarks: ${Object.keys(BENCHES).join(', ')}`);
     return name === undefined && !argv.includes('--help') ? 2 : 0;
   }
   const load = BENCHES[name];

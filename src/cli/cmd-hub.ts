@@ -9,11 +9,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { SYNTHETIC_LLAMA_PRESETS } from '../hub/llama-gguf.js';
+import { isModelId, modelIdFromFileName } from '../hub/published-models.js';
 import type { Command } from './commands.js';
 import { printableOption } from './args.js';
 import { CliUsageError, type Io } from './io.js';
 
-const HELP = `Usage: companion hub [--port P] [--model-host-port Q] [--data-dir DIR] [--json | --env]
+const HELP = `Usage: companion hub [--port P] [--model-host-port Q] [--data-dir DIR] [--synthetic-model SIZE]
+                     [--model FILE.gguf [--model-id ID]] [--json | --env]
 
 Run the reference hub on 127.0.0.1: an OAuth authorization server for the companion (native client,
 PKCE, consent page), the signed model manifest, and a model host on a separate origin, all over HTTPS
@@ -27,6 +30,14 @@ Options:
                         the same DIR has the same URL, CA and manifest key, and sign-ins stay valid; a
                         remembered port in use is an error (ERR_HUB_PORT_BUSY), never silently replaced.
                         Without it everything is in memory and the CA goes to a temporary folder
+  --synthetic-model SIZE
+                        also publish a synthetic llama with random weights (gibberish text, real speed
+                        and memory), generated once (kept in --data-dir): SIZE is smol135m (SmolLM2-135M's
+                        shape, Q8_0, about 123 MB) or tiny; its manifest id is SIZE. Repeatable
+  --model FILE.gguf     also publish a GGUF model file you have: signed manifest entry, size and SHA-256
+                        computed once at start (remembered in --data-dir), served by the model host. A
+                        file that is not GGUF is refused (ERR_HUB_MODEL_FILE). Repeatable
+  --model-id ID         manifest id of the --model just before it (default: from the file name)
   --json                print one line {"hub", "modelHost", "ca", "manifestKey", "user", "password"}
   --env                 print one line: export COMPANION_HUB=… COMPANION_CA=… COMPANION_MANIFEST_KEY=…
                         (the hub keeps running; the rest goes to stderr)
@@ -39,7 +50,9 @@ Examples:
   companion hub --data-dir ~/.companion-hub
   companion hub --data-dir ~/.companion-hub --env > ~/.companion-hub.env &    # then: . ~/.companion-hub.env
   companion hub --json
-  companion hub --data-dir ~/.companion-hub --port 0 --model-host-port 0     # take new ports`;
+  companion hub --data-dir ~/.companion-hub --port 0 --model-host-port 0     # take new ports
+  companion hub --data-dir ~/.companion-hub --synthetic-model smol135m       # a realistic model for benches
+  companion hub --data-dir ~/.companion-hub --model ~/models/SmolLM2-135M-Instruct-Q8_0.gguf --model-id smollm2-135m`;
 
 interface HubArgs {
   port?: number;
@@ -47,7 +60,12 @@ interface HubArgs {
   dataDir?: string;
   json: boolean;
   env: boolean;
+  syntheticModels: string[];
+  modelFiles: { path: string; id?: string }[];
 }
+
+const DEMO_ID = 'tiny-demo';
+const SYNTHETIC_SIZES = Object.keys(SYNTHETIC_LLAMA_PRESETS);
 
 function parsePort(value: string | undefined, flag: string): number {
   if (value === undefined || !/^\d{1,5}$/.test(value) || Number(value) > 65535) throw new CliUsageError(`${flag} needs a port number 0-65535`);
@@ -56,7 +74,7 @@ function parsePort(value: string | undefined, flag: string): number {
 
 /** Parses the arguments of `companion hub`. @throws CliUsageError */
 export function parseHubArgs(args: readonly string[]): HubArgs {
-  const out: HubArgs = { json: false, env: false };
+  const out: HubArgs = { json: false, env: false, syntheticModels: [], modelFiles: [] };
   for (let i = 0; i < args.length; i += 1) {
     const arg = args[i]!;
     const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
@@ -74,6 +92,26 @@ export function parseHubArgs(args: readonly string[]): HubArgs {
         out.dataDir = resolve(dir);
         break;
       }
+      case '--synthetic-model': {
+        const size = value();
+        if (size === undefined || !SYNTHETIC_SIZES.includes(size)) throw new CliUsageError(`--synthetic-model needs a size: ${SYNTHETIC_SIZES.join(' or ')}`);
+        out.syntheticModels.push(size);
+        break;
+      }
+      case '--model': {
+        const file = value();
+        if (file === undefined || file.length === 0) throw new CliUsageError('--model needs a GGUF file');
+        out.modelFiles.push({ path: resolve(file) });
+        break;
+      }
+      case '--model-id': {
+        const id = value();
+        const last = out.modelFiles.at(-1);
+        if (last === undefined || last.id !== undefined) throw new CliUsageError('--model-id names the --model FILE just before it');
+        if (id === undefined || !isModelId(id)) throw new CliUsageError('--model-id needs an id of lower-case letters, digits, ".", "_" and "-" (at most 64)');
+        last.id = id;
+        break;
+      }
       case '--json':
         out.json = true;
         break;
@@ -87,6 +125,14 @@ export function parseHubArgs(args: readonly string[]): HubArgs {
     }
   }
   if (out.json && out.env) throw new CliUsageError('--json and --env cannot be used together');
+  const ids = [DEMO_ID, ...out.syntheticModels];
+  for (const file of out.modelFiles) {
+    const id = file.id ?? modelIdFromFileName(file.path);
+    if (id === null) throw new CliUsageError(`no model id can be made from the file name of ${file.path}: add --model-id ID after it`);
+    ids.push(id);
+  }
+  const twice = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (twice !== undefined) throw new CliUsageError(`two models would have the id ${twice}: give one --model-id ID`);
   return out;
 }
 
@@ -98,6 +144,12 @@ export function shellWord(value: string): string {
 /** The `export` line that configures a companion for this hub (public values only: URL, CA path, key). */
 export function exportLine(hub: string, ca: string, manifestKey: string): string {
   return `export COMPANION_HUB=${shellWord(hub)} COMPANION_CA=${shellWord(ca)} COMPANION_MANIFEST_KEY=${shellWord(manifestKey)}`;
+}
+
+function sizeText(bytes: number): string {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
+  if (bytes >= 1e6) return `${(bytes / 1e6).toFixed(1)} MB`;
+  return `${Math.round(bytes / 1e3)} KB`;
 }
 
 /** Resolves on the first SIGINT/SIGTERM; `dispose` removes the handlers. */
@@ -129,6 +181,8 @@ async function run(args: readonly string[], io: Io): Promise<number> {
     ...(options.port === undefined ? {} : { port: options.port }),
     ...(options.modelHostPort === undefined ? {} : { modelHostPort: options.modelHostPort }),
     ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir, rememberPorts: true }),
+    ...(options.syntheticModels.length === 0 ? {} : { syntheticLlamas: options.syntheticModels.map((preset) => ({ preset })) }),
+    ...(options.modelFiles.length === 0 ? {} : { modelFiles: options.modelFiles }),
     log: options.json ? () => undefined : (line) => io.err(`hub: ${line}`),
   }).catch((error: unknown) => {
     signals.dispose();
@@ -155,7 +209,7 @@ async function run(args: readonly string[], io: Io): Promise<number> {
         `  CA file         ${caPath}`,
         `  manifest key    ${hub.manifestKey}`,
         `  dev login       ${hub.user} / ${hub.password}`,
-        `  models          ${hub.models.map((m) => m.id).join(', ')}`,
+        `  models          ${hub.models.map((m) => `${m.id} (${sizeText(m.size)})`).join(', ')}`,
         '',
         `Sign in once with: companion login --hub ${hub.hubUrl} --ca ${shellWord(caPath)} --manifest-key ${hub.manifestKey}`,
         '(login remembers these in its data dir), or set them for this shell with:',

@@ -124,6 +124,7 @@ export const ERROR_CODES = {
   ERR_CONFIG: 'the configuration is invalid',
   ERR_CONFIG_FILE: 'the config file in the data dir is unsafe (a symlink, another user\'s, readable by others) or damaged',
   ERR_HUB_PORT_BUSY: 'a port the reference hub remembered in its data dir is in use by another process',
+  ERR_HUB_MODEL_FILE: 'a model file given to the reference hub is not a readable GGUF file',
   ERR_HUB_UNREACHABLE: 'the hub could not be reached',
   ERR_STATE_UNSAFE: 'a private state folder or file is a symlink, not a folder, or owned by another user',
   ERR_LOCKED_BY_OTHER: 'another companion is running with this data directory',

@@ -26,11 +26,13 @@ import { acquireDirLock, ensurePrivateDir, readJsonOptional, readOptional, write
 import { MANIFEST_PATH, ManifestSigner, handleManifestRequest, resolveManifestVersion } from './manifest.js';
 import { startModelHost, type HostedFile, type ModelHostMisbehaviour, type ModelHostRequestRecord } from './model-host.js';
 import { OidcStore } from './oidc-store.js';
+import { preparePublishedModels, publishedModelIds, type ModelFileSpec, type SyntheticLlamaSpec } from './published-models.js';
 import { assertSyntheticSpec, resolveSyntheticDigests, syntheticRange, type SyntheticModelSpec } from './synthetic.js';
 import { generateTinyGguf } from './tiny-gguf.js';
 
 export type { ModelHostMisbehaviour, ModelHostRequestRecord } from './model-host.js';
 export type { SyntheticModelSpec } from './synthetic.js';
+export type { ModelFileSpec, SyntheticLlamaSpec } from './published-models.js';
 export { AUTH_BASE, COMPANION_CLIENT_ID, COMPANION_REDIRECT_URI, COMPANION_SCOPES } from './auth-server.js';
 export { MANIFEST_PATH, MANIFEST_SCOPE } from './manifest.js';
 
@@ -63,6 +65,13 @@ export interface HubOptions {
   readonly misbehave?: ModelHostMisbehaviour;
   /** Synthetic models served and listed after the demo model. */
   readonly extraModels?: readonly SyntheticModelSpec[];
+  /**
+   * Synthetic llamas of a named size (llama-gguf.ts presets), listed after `extraModels`: generated once
+   * (cached in `dataDir` when there is one, else in a temporary folder removed on close).
+   */
+  readonly syntheticLlamas?: readonly SyntheticLlamaSpec[];
+  /** Real GGUF files to publish (`companion hub --model FILE`), listed last; each digest computed once. */
+  readonly modelFiles?: readonly ModelFileSpec[];
   /** Event lines (no secrets), e.g. for `companion hub`. Default: nothing. */
   readonly log?: (line: string) => void;
   /**
@@ -240,7 +249,11 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
   if (options.password !== undefined) assertString(options.password, 'password');
   const extraModels = options.extraModels ?? [];
   for (const spec of extraModels) assertSyntheticSpec(spec);
+  const syntheticLlamas = options.syntheticLlamas ?? [];
+  const modelFiles = options.modelFiles ?? [];
   if (new Set([DEMO_MODEL_ID, ...extraModels.map((m) => m.id)]).size !== extraModels.length + 1) throw invalidArgument('extraModels', `models with unique ids other than ${DEMO_MODEL_ID}`);
+  const ids = [DEMO_MODEL_ID, ...extraModels.map((m) => m.id), ...publishedModelIds(syntheticLlamas, modelFiles)];
+  if (new Set(ids).size !== ids.length) throw invalidArgument('syntheticLlamas and modelFiles', 'models with unique ids (another id is needed: a model has the id of another)');
   const log = options.log ?? (() => undefined);
 
   const dataDir = options.dataDir ?? null;
@@ -283,6 +296,10 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
       const sha = syntheticDigests[i]!;
       files.push({ modelId: spec.id, path: `/models/${spec.id}.bin`, size: spec.size, etag: etagOf(sha, spec.size), open: (start, end) => syntheticRange(spec.seed, spec.size, start, end) });
     });
+    // Closed after the model host (cleanups run in reverse): no range is read from a closed descriptor.
+    const published = await preparePublishedModels(syntheticLlamas, modelFiles, dataDir, log);
+    cleanups.push(() => published.close());
+    for (const model of published.models) files.push({ modelId: model.id, path: `/models/${model.id}.gguf`, size: model.size, etag: etagOf(model.sha256, model.size), open: model.open });
 
     const modelHost = await startModelHost({ port: modelHostPortWanted, key: tls.modelHost.keyPem, cert: tls.modelHost.certPem, files, ...(options.misbehave === undefined ? {} : { misbehaviour: options.misbehave }) }).catch((error: unknown) => {
       throw modelHostPortRemembered && portsFile !== null ? rememberedBindError(error, 'model host', modelHostPortWanted, portsFile) : error;
@@ -298,6 +315,14 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
         size: spec.size,
         sha256: syntheticDigests[i]!,
         ...(spec.contextLength === undefined ? {} : { runtime: { contextLength: spec.contextLength } }),
+      })),
+      ...published.models.map((model): ManifestModel => ({
+        id: model.id,
+        name: model.name,
+        url: `${modelHost.url}/models/${model.id}.gguf`,
+        size: model.size,
+        sha256: model.sha256,
+        ...(model.contextLength === undefined ? {} : { runtime: { contextLength: model.contextLength } }),
       })),
     ];
 

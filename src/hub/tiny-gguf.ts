@@ -32,34 +32,34 @@ const N_CTX = 2048;
 const ALIGNMENT = 32;
 
 // GGUF metadata value types.
-const T_UINT32 = 4;
-const T_INT32 = 5;
-const T_FLOAT32 = 6;
-const T_BOOL = 7;
-const T_STRING = 8;
-const T_ARRAY = 9;
+export const T_UINT32 = 4;
+export const T_INT32 = 5;
+export const T_FLOAT32 = 6;
+export const T_BOOL = 7;
+export const T_STRING = 8;
+export const T_ARRAY = 9;
 // ggml tensor type.
 const GGML_F32 = 0;
 
 // llama.cpp token types.
-const TOKEN_NORMAL = 1;
-const TOKEN_UNKNOWN = 2;
-const TOKEN_CONTROL = 3;
-const TOKEN_BYTE = 6;
+export const TOKEN_NORMAL = 1;
+export const TOKEN_UNKNOWN = 2;
+export const TOKEN_CONTROL = 3;
+export const TOKEN_BYTE = 6;
 
 /** The ChatML template; node-llama-cpp recognises it and uses its ChatML wrapper. */
 export const TINY_GGUF_CHAT_TEMPLATE =
   "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
-const SPACE = '\u2581'; // SentencePiece's word-boundary marker.
+export const SPACE = '\u2581'; // SentencePiece's word-boundary marker.
 
 const WORDS = ['the', 'and', 'of', 'to', 'in', 'is', 'it', 'that', 'for', 'on', 'with', 'as', 'was', 'hello', 'world', 'Hello', 'you', 'are', 'this', 'be', 'at', 'or', 'not', 'have', 'from', 'by', 'we', 'can', 'model', 'local'];
 const PAIRS = ['th', 'he', 'in', 'er', 'an', 're', 'on', 'at', 'en', 'nd', 'ti', 'es', 'or', 'te', 'ed', 'al', 'ar', 'st', 'nt', 'ng', 'se', 'ha', 'ou', 'io', 'le', 've', 'co', 'me', 'de', 'hi', 'ri', 'ro', 'ic', 'ne', 'ea', 'ra', 'ce'];
 const SINGLES = [...'etaoinshrdlucmfwgypbvkjxqz', '.', ',', '!', '?', "'"];
 
-/** The scored pieces (about 100), most preferred first. */
-function pieces(): string[] {
+/** The scored pieces (about 100), most preferred first. Shared with the larger presets (llama-gguf.ts). */
+export function pieces(): string[] {
   const out: string[] = [SPACE];
   for (const word of WORDS) out.push(SPACE + word);
   for (const pair of PAIRS) out.push(pair);
@@ -102,7 +102,7 @@ function vocabulary(): Vocabulary {
 }
 
 /** mulberry32: a small, fast, well-mixed 32-bit PRNG; enough for deterministic random weights. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;
@@ -114,7 +114,7 @@ function prng(seed: number): () => number {
 }
 
 /** Grows a byte buffer as values are appended (little-endian, as GGUF requires). */
-class Writer {
+export class Writer {
   #buffer = Buffer.alloc(1 << 16);
   #length = 0;
 
@@ -181,7 +181,7 @@ class Writer {
   }
 }
 
-type MetadataValue =
+export type MetadataValue =
   | { readonly type: typeof T_UINT32 | typeof T_INT32 | typeof T_FLOAT32; readonly value: number }
   | { readonly type: typeof T_BOOL; readonly value: boolean }
   | { readonly type: typeof T_STRING; readonly value: string }
@@ -199,7 +199,7 @@ function writeScalar(writer: Writer, type: number, value: number | string | bool
   }
 }
 
-function writeMetadata(writer: Writer, key: string, entry: MetadataValue): void {
+export function writeMetadata(writer: Writer, key: string, entry: MetadataValue): void {
   writer.string(key);
   writer.u32(entry.type);
   if (entry.type === T_ARRAY) {

@@ -98,6 +98,10 @@ function reachableFrom(graph: Graph, root: number): Map<number, [number, string]
       // Shared code, not instance state: prototypes, constructors and hidden classes lead into Node's
       // internals (event emitters, async hooks, the test runner) and from there to anything.
       if (edge.name === '__proto__' || edge.name === 'prototype' || edge.name === 'constructor' || edge.name === 'map') continue;
+      // Node links every timer of one duration into a process-wide list (`_idleNext`/`_idlePrev`): a
+      // timer of the group and one of the authority that happen to share a duration are neighbours there.
+      // That list is Node's global bookkeeping, as the global object is, not a reference the group holds.
+      if (edge.name === '_idleNext' || edge.name === '_idlePrev') continue;
       // A closure's captured scope is followed for Companion's own code (where a reference to authority
       // would be); Node's built-in closures capture Node's shared module state, not the group's.
       if (edge.name === 'context' && graph.type(node) === 'closure' && !scriptOf(graph, node).includes('/dist/src/') && !scriptOf(graph, node).includes('/dist/test/')) continue;
