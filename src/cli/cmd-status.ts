@@ -73,7 +73,7 @@ export const statusCommand: Command = {
     'With --json: {"signedIn", "model": {"id","verified"}|null, "runtime": {"state","pid"}|null,',
     '"companionAvailable", "resources": {...}|null, "endpoint": URL|null, "hub": URL|null, "dataDir": PATH,',
     '"modelCheck": "verified"|"changed"|"unconfirmed"|null (metadata only: status never hashes the model),',
-    '"servedModel": ID|null (the model the running up serves), "backend": "cpu"|"cuda"|"vulkan"|"metal"|null',
+    '"servedModel": ID|null (the model the running up serves), "parallel": N|null, "contextSize": N|null, "backend": "cpu"|"cuda"|"vulkan"|"metal"|null',
     'and "gpuLayers": N|null (what the runtime computes on and the layers it offloaded to the GPU),',
     '"upSince": ISO|null, "unavailable": {"reason","code","message"}|null, ...}; times are ISO 8601 UTC,',
     'with "expiresAtLocal" and "upSinceLocal" as shown. When the recorded endpoint fails the attestation,',
@@ -156,6 +156,9 @@ export const statusCommand: Command = {
         modelCheck: modelState,
         // The model the running `up` serves (`up --model` may pick another than the active one), or null.
         servedModel: typeof published?.model?.id === 'string' ? published.model.id : null,
+        // The runtime's shape: sequences served at once and the context of each (tokens), or null.
+        parallel: typeof published?.parallel === 'number' && published.runtime !== null ? published.parallel : null,
+        contextSize: typeof published?.contextSize === 'number' && published.runtime !== null ? published.contextSize : null,
         hub: context.config.hub,
         dataDir: context.config.dataDir,
         upSince: upSince === null ? null : new Date(upSince).toISOString(),
@@ -172,6 +175,7 @@ export const statusCommand: Command = {
         const modelLine = modelState === 'verified' ? 'verified' : modelState === 'changed' ? 'CHANGED since verification: pull again' : 'file touched since verification: companion up re-checks it';
         io.out(`Model:      ${installed === null ? 'none (run companion pull)' : `${installed.id} (${modelLine})`}`);
         io.out(`Runtime:    ${report.runtime === null ? 'not running (run companion up)' : `${report.runtime.state}, ${report.servedModel === null ? '' : `serving ${report.servedModel}, `}pid ${report.runtime.pid ?? '-'}, sandbox ${report.sandbox ?? '-'}`}`);
+        if (report.parallel !== null && report.contextSize !== null) io.out(`Serves:     ${report.parallel} request${report.parallel === 1 ? '' : 's'} at once, ${report.contextSize} tokens of context each`);
         if (report.backend !== null) io.out(`Backend:    ${report.backend} (${report.gpuLayers ?? 0} layers offloaded)${report.gpuFallback === undefined ? '' : `; ${report.gpuFallback}`}`);
         if (report.upSinceLocal !== null) io.out(`Up since:   ${report.upSinceLocal}`);
         const r = report.resources as { rssBytes?: number; cpuPercent?: number | null; vram?: unknown } | null;

@@ -55,7 +55,7 @@ test('up refuses --parallel and --context outside their ranges, as flags or envi
 });
 
 /** Starts `up --json` with `extra` arguments and environment; returns its available event, ps row and state. */
-async function upShape(t: { after(fn: () => unknown): void }, extra: string[], extraEnv: Record<string, string> = {}): Promise<{ available: Record<string, unknown>; row: Record<string, unknown>; state: Record<string, unknown> }> {
+async function upShape(t: { after(fn: () => unknown): void }, extra: string[], extraEnv: Record<string, string> = {}): Promise<{ available: Record<string, unknown>; row: Record<string, unknown>; state: Record<string, unknown>; status: Record<string, unknown>; statusText: string }> {
   const { env, dataDir, common } = setup(t);
   const up = startCli(['up', '--json', '--threads', '1', '--allow-unsandboxed', ...extra, ...common], { ...env, ...extraEnv });
   t.after(async () => void (await up.stop()));
@@ -70,15 +70,19 @@ async function upShape(t: { after(fn: () => unknown): void }, extra: string[], e
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   const state = JSON.parse(readFileSync(join(dataDir, 'run', 'state.json'), 'utf8')) as Record<string, unknown>;
-  return { available, row, state };
+  const status = await runCli(['status', '--json', ...common], env);
+  const report = jsonLines(status)[0] ?? {};
+  return { available, row, state, status: report, statusText: (await runCli(['status', ...common], env)).stdout };
 }
 
 test('up --parallel 2 --context 512 runs 2 sequences of 512 tokens and says so in its available event, state.json and ps', { timeout: 180_000 }, async (t) => {
-  const { available, row, state } = await upShape(t, ['--parallel', '2', '--context', '512']);
+  const { available, row, state, status, statusText } = await upShape(t, ['--parallel', '2', '--context', '512']);
   assert.equal(available.parallel, 2);
   assert.equal(available.contextSize, 512);
   assert.deepEqual([row.parallel, row.contextSize], [2, 512]);
   assert.deepEqual([state.parallel, state.contextSize], [2, 512]);
+  assert.deepEqual([status.parallel, status.contextSize], [2, 512], 'status --json shows the shape');
+  assert.match(statusText, /Serves: +2 requests at once, 512 tokens of context each/);
 });
 
 test('up with COMPANION_PARALLEL=3 and COMPANION_CONTEXT=1024 runs what the environment asks', { timeout: 180_000 }, async (t) => {
