@@ -343,6 +343,16 @@ interface Upstream {
 }
 
 /**
+ * Whether an error answer written on the raw socket may carry a body: only when `rawPacket` (the bytes
+ * Node's parser failed on) starts with a request line whose method is not HEAD. Unknown: no body.
+ */
+function bodyAllowedFor(rawPacket: unknown): boolean {
+  if (!Buffer.isBuffer(rawPacket)) return false;
+  const line = /^([A-Z]{1,16}) \S/.exec(rawPacket.subarray(0, 32).toString('latin1'));
+  return line !== null && line[1] !== 'HEAD';
+}
+
+/**
  * Starts the front door. Resolves once it listens.
  * @throws ERR_BIND_NOT_LOOPBACK for a non-loopback host, ERR_BIND_FAILED when the bind fails (never
  * retried on another address); TypeError `ERR_INVALID_ARG_VALUE` for inconsistent limits.
@@ -580,7 +590,7 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     track(req, res);
     sendError(res, 417, 'ERR_GUARD_MALFORMED', 'request refused', ['Connection', 'close']);
   });
-  server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
+  server.on('clientError', (error: Error & { code?: string; rawPacket?: unknown }, socket: Socket) => {
     if (error.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
@@ -613,8 +623,10 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     // A request head too large, too slow or malformed: answer once (our headers), then close.
     const [status, code] = error.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT'] : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
-    const body = `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}`;
-    socket.end(`HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    // The JSON body only when the bytes in hand start with the request line and it is not HEAD: a response
+    // to HEAD has no content (RFC 9110 §9.3.2), and a head that arrived in several reads shows no method.
+    const body = bodyAllowedFor(error.rawPacket) ? `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}` : '';
+    socket.end(`HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}${body === '' ? '' : 'Content-Type: application/json; charset=utf-8\r\n'}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
     // end() waits for the peer only so long: a sender that keeps the socket half-open is cut.
     setTimeout(() => socket.destroy(), 1_000).unref();
   });

@@ -156,6 +156,8 @@ export interface RunReport {
   hung: number;
   /** Responses that could not be parsed. */
   garbled: number;
+  /** The first few garbled connections: what was sent and what came back (escaped, cut), for a failure message. */
+  garbledSamples?: { kinds: string[]; sent: string; received: string }[];
   elapsedMs: number;
 }
 
@@ -304,6 +306,7 @@ function runBatch(batch: FuzzBatch, options: RunOptions, report: RunReport): Pro
     let closeAnnounced = false;
     let finished = false;
     const opened = performance.now();
+    const received: Buffer[] = [];
     const socket: Socket = connect({ host: options.host ?? '127.0.0.1', port: options.port, ...(batch.localAddress ? { localAddress: batch.localAddress } : {}) });
     socket.setNoDelay(true);
     const take = (responses: ParsedResponse[]): void => {
@@ -322,7 +325,12 @@ function runBatch(batch: FuzzBatch, options: RunOptions, report: RunReport): Pro
       finished = true;
       clearTimeout(deadline);
       socket.destroy();
-      if (parser.garbled) report.garbled++;
+      if (parser.garbled) {
+        report.garbled++;
+        const samples = (report.garbledSamples ??= []);
+        const show = (b: Buffer): string => JSON.stringify(b.subarray(0, 800).toString('latin1'));
+        if (samples.length < 3) samples.push({ kinds: cases.map((c) => c.kind), sent: show(Buffer.concat(cases.map((c) => c.bytes))), received: show(Buffer.concat(received)) });
+      }
       if (answered < cases.length) {
         let first = answered;
         if (!closeAnnounced && !parser.garbled) {
@@ -340,7 +348,10 @@ function runBatch(batch: FuzzBatch, options: RunOptions, report: RunReport): Pro
       report.hung++;
       finish();
     }, options.deadlineMs ?? 10_000);
-    socket.on('data', (chunk: Buffer) => take(parser.feed(chunk)));
+    socket.on('data', (chunk: Buffer) => {
+      if (received.length < 64) received.push(chunk);
+      take(parser.feed(chunk));
+    });
     socket.on('end', () => take(parser.end()));
     socket.on('close', () => finish());
     socket.on('error', () => undefined);

@@ -31,6 +31,8 @@ export interface FuzzFigures {
   readonly unattributed: number;
   readonly hung: number;
   readonly garbled: number;
+  /** What the first garbled connections sent and got back (escaped, cut). */
+  readonly garbledSamples: readonly { kinds: string[]; sent: string; received: string }[];
   /** A valid request after the run was served. */
   readonly servesAfter: boolean;
   /** TCP/pipe handles left over after closing, beyond the baseline. */
@@ -57,6 +59,7 @@ function figures(target: FuzzFigures['target'], seed: number, tally: FuzzTally, 
     acceptedButShouldRefuse: tally.acceptedButShouldRefuse, refusedButShouldAccept: tally.refusedButShouldAccept,
     hung: report.hung, garbled: report.garbled, elapsedMs: Math.round(report.elapsedMs),
     examples: [...tally.examples, ...examples].slice(0, 10),
+    garbledSamples: report.garbledSamples ?? [],
     ...extra,
   };
 }

@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { startFrontDoor } from '../../src/runtime/front-door.js';
 import { createAdmission } from '../../src/core/admission.js';
 import { codeIn, rawRequest } from '../helpers/cores-guard-server.js';
@@ -181,6 +182,32 @@ test('startFrontDoor() answers a request head over maxHeaderBytes with a JSON 43
   assert.equal(response.status, 431);
   assert.equal(codeIn(response), 'ERR_GUARD_MALFORMED');
   assert.ok(response.headerNames.includes('x-content-type-options'));
+  assert.equal(f.upstream.seen.length, 0);
+});
+
+test('startFrontDoor() answers an oversized HEAD request head with a 431 that has no body (RFC 9110 §9.3.2), also when the head came in pieces', async (t) => {
+  const f = await startFrontDoorFixture({ door: { limits: { maxHeaderBytes: 2048 } } });
+  t.after(() => f.close());
+  for (const pieces of [1, 2]) {
+    const head = `HEAD /v1/models HTTP/1.1\r\nHost: 127.0.0.1:${f.door.port}\r\nAuthorization: Bearer ${f.token}\r\nX-Pad: ${'a'.repeat(4096)}\r\n\r\n`;
+    const received = await new Promise<string>((resolve, reject) => {
+      const socket = connect(f.door.port, '127.0.0.1', () => {
+        if (pieces === 1) socket.write(head);
+        else {
+          socket.write(head.slice(0, 100));
+          setTimeout(() => socket.write(head.slice(100)), 50);
+        }
+      });
+      let text = '';
+      socket.setEncoding('latin1').on('data', (chunk: string) => (text += chunk));
+      socket.once('close', () => resolve(text));
+      socket.once('error', reject);
+      socket.setTimeout(10_000, () => socket.destroy(new Error('no answer')));
+    });
+    assert.match(received, /^HTTP\/1\.1 431 /, `${pieces} piece(s)`);
+    assert.match(received, /\r\nContent-Length: 0\r\n/i, `${pieces} piece(s)`);
+    assert.ok(received.endsWith('\r\n\r\n'), `nothing after the head (${pieces} piece(s)): ${JSON.stringify(received.slice(-80))}`);
+  }
   assert.equal(f.upstream.seen.length, 0);
 });
 

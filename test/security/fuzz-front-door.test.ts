@@ -25,7 +25,7 @@ test(`P-a P-b P-c fuzz: the front door serves exactly the allow-list over ${REQU
   assert.equal(figures.refusedButShouldAccept, 0, `refused although the allow-list serves them (the predicate is exact):\n${why}`);
   assert.ok(figures.accepted > REQUESTS / 5 && figures.refused > REQUESTS / 3, 'the sample exercises both sides of the allow-list');
   assert.equal(figures.hung, 0, 'no connection outlived its deadline');
-  assert.equal(figures.garbled, 0, 'every response parsed');
+  assert.equal(figures.garbled, 0, `every response parsed:\n${JSON.stringify(figures.garbledSamples, null, 1)}`);
   assert.equal(figures.servesAfter, true, 'the door still serves a valid request afterwards');
   assert.deepEqual(figures.leakedHandles, {}, 'no TCP socket or server handle left after closing');
 });
