@@ -163,7 +163,7 @@ const bench: Bench = {
     } finally {
       closeSync(fd);
     }
-    handle = await spawnRuntime(bundledProfile({ modelPath: path, threads: THREADS, contextSize: CONTEXT }), { dataDir: join(dir, 'data'), readyTimeoutMs: 120_000 });
+    handle = await spawnRuntime(bundledProfile({ modelPath: path, modelId: 'smol135m', threads: THREADS, contextSize: CONTEXT }), { dataDir: join(dir, 'data'), readyTimeoutMs: 120_000 });
     const token = randomBytes(32).toString('base64url');
     const address = handle.address;
     door = await startFrontDoor({
