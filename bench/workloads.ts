@@ -66,6 +66,9 @@ let llama: Llama | undefined;
 let model: LlamaModel | undefined;
 let context: LlamaContext | undefined;
 let chat: LlamaChat | undefined;
+/** The profile for `parallel4OverSerial`: node-llama-cpp in-process with CLIENTS sequences on one context. */
+let context4: LlamaContext | undefined;
+let chats4: LlamaChat[] = [];
 let round = 0;
 let longPrefixTokens = 0;
 let jsonSchema: { supported: boolean; reason: string | null } = { supported: false, reason: null };
@@ -92,11 +95,11 @@ function historyOf(messages: readonly Message[]): ChatHistoryItem[] {
   return history;
 }
 
-async function inProcess(messages: readonly Message[]): Promise<{ tokens: number; seconds: number; ttftMs: number }> {
+async function inProcess(messages: readonly Message[], on: LlamaChat = chat!): Promise<{ tokens: number; seconds: number; ttftMs: number }> {
   let tokens = 0;
   let ttftMs = Number.NaN;
   const t0 = performance.now();
-  await chat!.generateResponse(historyOf(messages), {
+  await on.generateResponse(historyOf(messages), {
     maxTokens: TOKENS,
     temperature: 0,
     onToken: (chunk) => {
@@ -177,6 +180,8 @@ const bench: Bench = {
     model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
     context = await model.createContext({ contextSize: CONTEXT, sequences: 1, threads: THREADS, batchSize: Math.min(512, CONTEXT) });
     chat = new LlamaChat({ contextSequence: context.getSequence() });
+    context4 = await model.createContext({ contextSize: CONTEXT, sequences: CLIENTS, threads: THREADS, batchSize: Math.min(512, CONTEXT * CLIENTS) });
+    chats4 = Array.from({ length: CLIENTS }, () => new LlamaChat({ contextSequence: context4!.getSequence() }));
     jsonSchema = await probeJsonSchema();
   },
   async sample(): Promise<Figures> {
@@ -206,6 +211,11 @@ const bench: Bench = {
     const together = await Promise.all(Array.from({ length: CLIENTS }, (_, i) => companionPlain([{ role: 'user', content: `Tell me a long story about ${topic(i)} (${run}, client ${i}).` }])));
     figures.parallel4TokPerSec = together.reduce((sum, r) => sum + r.tokens, 0) / ((performance.now() - t0) / 1000);
     figures.pairedParallel4OverSerial = figures.parallel4TokPerSec / figures.serialTokPerSec;
+    // The profile of that ratio: what llama.cpp's batching gives in-process, with no runtime or front door.
+    const t1 = performance.now();
+    const local4 = await Promise.all(chats4.map((c, i) => inProcess([{ role: 'user', content: `Tell me a long story about ${topic(i)} (${run}, in-process ${i}).` }], c)));
+    figures.inProcessParallel4TokPerSec = local4.reduce((sum, r) => sum + r.tokens, 0) / ((performance.now() - t1) / 1000);
+    figures.pairedInProcessParallel4OverSerial = figures.inProcessParallel4TokPerSec / figures.inProcessTokPerSec!;
 
     // Prompt reuse: a long system prompt, then a follow-up turn that repeats it and the first answer.
     const first: Message[] = [{ role: 'system', content: longSystemPrompt(run) }, { role: 'user', content: 'Summarise the document.' }];
@@ -245,6 +255,8 @@ const bench: Bench = {
       streamOverInProcess: atLeast(round3(m.pairedStreamOverInProcess), 0.95),
       addedTtftMs: { value: round3((m.companionTtftMs ?? Number.NaN) - (m.inProcessTtftMs ?? Number.NaN)) ?? null, target: 'report', met: m.companionTtftMs !== undefined },
       parallel4OverSerial: atLeast(round3(m.pairedParallel4OverSerial), 1.8),
+      // Profile: the same ratio in-process (node-llama-cpp, 4 sequences on one context, no runtime).
+      inProcessParallel4OverSerial: round3(m.pairedInProcessParallel4OverSerial) ?? null,
       secondTurnTtftRatio: { value: secondTurn ?? null, target: '<=0.3', met: secondTurn !== undefined && secondTurn <= 0.3 },
       jsonSchemaOverPlain: jsonSchema.supported
         ? { value: round3(m.pairedJsonSchemaOverPlain) ?? null, target: 'report', met: m.pairedJsonSchemaOverPlain !== undefined }
@@ -252,6 +264,8 @@ const bench: Bench = {
     };
   },
   async teardown() {
+    for (const c of chats4) await c.dispose();
+    await context4?.dispose();
     await chat?.dispose();
     await context?.dispose();
     await model?.dispose();
