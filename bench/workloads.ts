@@ -23,6 +23,7 @@
  * nothing. The bench measures and prints; it asserts nothing.
  */
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,6 +119,30 @@ async function companionPlain(messages: readonly Message[], extra: Record<string
   return { tokens: response.usage?.completion_tokens ?? 0, seconds: (performance.now() - t0) / 1000, text: response.choices[0]?.message.content ?? '' };
 }
 
+/**
+ * The profile of `streamOverInProcess`: the same streamed request straight to the runtime's socket (no
+ * front door, no SDK): raw SSE counted by the usage chunk. Its gap to in-process is the runtime's own.
+ */
+function runtimeStream(messages: readonly Message[]): Promise<{ tokens: number; seconds: number }> {
+  const address = handle!.address;
+  if (address.kind !== 'unix') return Promise.reject(new Error('the bundled runtime listens on a unix socket'));
+  const body = JSON.stringify({ model: 'smol135m', messages, max_tokens: TOKENS, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath: address.path, method: 'POST', path: '/v1/chat/completions', headers: { host: 'localhost', 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+      res.once('end', () => {
+        const usage = /"completion_tokens":(\d+)/.exec(text);
+        if (res.statusCode !== 200 || usage === null) return reject(new Error(`runtime stream: status ${res.statusCode ?? 0}`));
+        resolve({ tokens: Number(usage[1]), seconds: (performance.now() - t0) / 1000 });
+      });
+    });
+    req.once('error', reject);
+    req.end(body);
+  });
+}
+
 async function companionStream(messages: readonly Message[], maxTokens = TOKENS): Promise<{ tokens: number; seconds: number; ttftMs: number; text: string; promptTokens: number }> {
   const t0 = performance.now();
   let ttftMs = Number.NaN;
@@ -203,6 +228,9 @@ const bench: Bench = {
     figures.companionTtftMs = stream.ttftMs;
     figures.pairedCompanionOverInProcess = figures.companionTokPerSec! / figures.inProcessTokPerSec!;
     figures.pairedStreamOverInProcess = figures.companionStreamTokPerSec! / figures.inProcessTokPerSec!;
+    const direct = await runtimeStream(messages(2));
+    figures.runtimeStreamTokPerSec = direct.tokens / direct.seconds;
+    figures.pairedRuntimeStreamOverInProcess = figures.runtimeStreamTokPerSec / figures.inProcessTokPerSec;
 
     // Parallel: 1 client, then 4 at once (distinct prompts), aggregate completion tokens / wall time.
     const single = await companionPlain(messages(4));
@@ -253,6 +281,8 @@ const bench: Bench = {
       longPrefixTokens,
       companionOverInProcess: atLeast(round3(m.pairedCompanionOverInProcess), 0.95),
       streamOverInProcess: atLeast(round3(m.pairedStreamOverInProcess), 0.95),
+      // Profile: the same stream straight to the runtime's socket (no front door, no SDK).
+      runtimeStreamOverInProcess: round3(m.pairedRuntimeStreamOverInProcess) ?? null,
       addedTtftMs: { value: round3((m.companionTtftMs ?? Number.NaN) - (m.inProcessTtftMs ?? Number.NaN)) ?? null, target: 'report', met: m.companionTtftMs !== undefined },
       parallel4OverSerial: atLeast(round3(m.pairedParallel4OverSerial), 1.8),
       // Profile: the same ratio in-process (node-llama-cpp, 4 sequences on one context, no runtime).

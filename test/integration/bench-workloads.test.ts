@@ -34,6 +34,7 @@ test('bench workloads --json --quick prints one JSON line with every field, its 
   assert.ok(Number.isInteger(last.threads) && (last.threads as number) >= 1, `threads ${String(last.threads)}`);
   assert.ok(Number(last.longPrefixTokens) >= 1000, `long prefix of ${String(last.longPrefixTokens)} tokens`);
   assert.equal(typeof last.inProcessParallel4OverSerial, 'number', 'the profile of parallel4OverSerial (in-process, 4 sequences) is printed');
+  assert.equal(typeof last.runtimeStreamOverInProcess, 'number', 'the profile of streamOverInProcess (straight to the runtime) is printed');
   const targets: Record<string, string> = {
     companionOverInProcess: '>=0.95',
     streamOverInProcess: '>=0.95',
