@@ -50,7 +50,7 @@ function completionOf(run: DemoRun): string {
 /** The log file holds what it is for (events and the runtime's stderr): a scan of an empty log proves nothing. */
 function assertLogWritten(run: DemoRun): string {
   assert.ok(run.logFile !== null, 'the demo wrote logs/companion.log');
-  assert.match(run.logFile, / up: available\n/);
+  assert.match(run.logFile, / up: available \(\d+ parallel sequences? of \d+ tokens\)\n/);
   if (run.runtimeStderr.trim() !== '') assert.match(run.logFile, / runtime: \S/, 'the runtime\'s stderr is in the log');
   return run.logFile;
 }

@@ -301,7 +301,7 @@ describe('companion up --detach, logs and stop on the real Secret Service', { ..
     assert.match(logs.stdout, new RegExp(` up: started \\(pid ${event.pid}, in the background\\)\\n`));
     assert.match(logs.stdout, new RegExp(` up: listening at ${url.replace(/[.]/g, '\\.')}\\n`));
     assert.match(logs.stdout, / up: runtime ready \(pid \d+\)\n/);
-    assert.match(logs.stdout, / up: available\n/);
+    assert.match(logs.stdout, / up: available \(\d+ parallel sequences? of \d+ tokens\)\n/);
     assert.match(logs.stdout, / runtime: \S/, 'the runtime\'s stderr is in the log');
     for (const [what, text] of [['logs output', logs.stdout], ['log file', readFileSync(logFile, 'utf8')]] as const) {
       assert.ok(!text.includes(token), `${what}: no loopback token`);
@@ -384,7 +384,7 @@ describe('companion demo --data-dir', () => {
     assert.ok(readdirSync(join(dir, 'models')).some((name) => name.endsWith('.gguf')), 'the model stays in the data dir');
     const log = readFileSync(join(dir, 'logs', 'companion.log'), 'utf8');
     assert.match(log, / demo: started/);
-    assert.match(log, / up: available\n/);
+    assert.match(log, / up: available \(\d+ parallel sequences? of \d+ tokens\)\n/);
     assert.deepEqual(readdirSync(join(root, 'tmp')).filter((name) => name.startsWith('companion-demo-')), [], 'no temp data dir was used');
     assert.equal(existsSync(join(dir, 'run', 'up.lock')), false, 'the demo released the data dir');
 
