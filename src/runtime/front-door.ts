@@ -343,13 +343,13 @@ interface Upstream {
 }
 
 /**
- * Whether an error answer written on the raw socket may carry a body: only when `rawPacket` (the bytes
- * Node's parser failed on) starts with a request line whose method is not HEAD. Unknown: no body.
+ * Whether an error answer written on the raw socket may carry a body: not when `rawPacket` (the bytes
+ * Node's parser failed on) starts with a HEAD request line, as a response to HEAD has no content. When the
+ * failing read does not show the method (a head that came in several reads, a timeout), the JSON body is
+ * sent: the connection closes right after it, and every other method's client reads the error code there.
  */
 function bodyAllowedFor(rawPacket: unknown): boolean {
-  if (!Buffer.isBuffer(rawPacket)) return false;
-  const line = /^([A-Z]{1,16}) \S/.exec(rawPacket.subarray(0, 32).toString('latin1'));
-  return line !== null && line[1] !== 'HEAD';
+  return !(Buffer.isBuffer(rawPacket) && /^HEAD /.test(rawPacket.subarray(0, 5).toString('latin1')));
 }
 
 /**
@@ -623,8 +623,7 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     // A request head too large, too slow or malformed: answer once (our headers), then close.
     const [status, code] = error.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT'] : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
-    // The JSON body only when the bytes in hand start with the request line and it is not HEAD: a response
-    // to HEAD has no content (RFC 9110 §9.3.2), and a head that arrived in several reads shows no method.
+    // No JSON body for a HEAD request (RFC 9110 §9.3.2: a response to HEAD has no content).
     const body = bodyAllowedFor(error.rawPacket) ? `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}` : '';
     socket.end(`HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}${body === '' ? '' : 'Content-Type: application/json; charset=utf-8\r\n'}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
     // end() waits for the peer only so long: a sender that keeps the socket half-open is cut.
