@@ -104,12 +104,12 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     }).href;
     let opened = false;
     if (options.openBrowser) {
-      try {
-        await options.openBrowser(url);
-        opened = true;
-      } catch {
-        opened = false; // print the URL instead
-      }
+      // A launcher resolves once the browser started; a browser driven in this process (the demo's) resolves
+      // only after the page, which is held until the outcome is known. So the flow never waits for more than
+      // the first of the two: the launch's result, or the callback arriving (the browser evidently opened).
+      // A launch that fails means: print the URL instead.
+      const launched = options.openBrowser(url).then(() => true, () => false);
+      opened = await Promise.race([launched, listener.result.then(() => true, () => true)]);
     }
     options.onOpen(url, opened);
     let callback;
