@@ -16,7 +16,7 @@ import type { Bench, Figures } from './harness.js';
 import { generateTinyGguf } from '../src/hub/tiny-gguf.js';
 import { bundledProfile } from '../src/runtime/runtime-profile.js';
 import { spawnRuntime, type SpawnWrap } from '../src/runtime/spawn.js';
-import { resolveSandbox } from '../src/shell/sandbox-choice.js';
+import { resolveSandbox } from '../src/runtime/manager/sandbox-choice.js';
 
 const TOKENS = 512;
 let dir = '';

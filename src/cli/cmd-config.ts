@@ -6,7 +6,8 @@
  */
 import { readCaFile } from '../common/tls.js';
 import { isCompanionError } from '../core/errors.js';
-import { CONFIG_ENV, CONFIG_KEYS, explainConfig, isConfigKey, layout, normalizeSetting, readConfigFile, resolveDataDir, saveConfigValues, type ConfigKey } from '../shell/config.js';
+import { CONFIG_ENV, CONFIG_KEYS, explainConfig, isConfigKey, normalizeSetting, readConfigFile, resolveDataDir, saveConfigValues, type ConfigKey } from '../shell/config.js';
+import { layout } from '../common/layout.js';
 import { COMMON_HELP, parseCommandArgs, printableOption } from './args.js';
 import type { Command } from './commands.js';
 import { CliUsageError, type Io } from './io.js';

@@ -4,7 +4,8 @@
  * file whose port another user took gets neither the token nor a look at it.
  */
 import { CompanionError } from '../core/errors.js';
-import { readDiscovery, verifyEndpoint } from '../shell/discovery.js';
+import { readDiscovery } from '../runtime/manager/discovery.js';
+import { verifyEndpoint } from '../shell/discovery.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';

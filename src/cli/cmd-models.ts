@@ -6,7 +6,7 @@
 import { CompanionError, isCompanionError } from '../core/errors.js';
 import { findModel, type VerifiedManifest } from '../core/manifest.js';
 import type { ManifestModel } from '../core/manifest-format.js';
-import { checkInstalledModel, isBuildOf, isModelId, listInstalled, listPartials, readInstalled, removeModel, useModel, type InstalledModel } from '../shell/install.js';
+import { checkInstalledModel, isBuildOf, isModelId, listInstalled, listPartials, readInstalled, removeModel, useModel, type InstalledModel } from '../runtime/manager/install.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import { findRunningUp } from './cmd-ps.js';
 import type { Command } from './commands.js';

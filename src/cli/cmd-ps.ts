@@ -5,7 +5,8 @@
  */
 import { constants } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { readDiscovery, readPublishedState, type PublishedState } from '../shell/discovery.js';
+import { readDiscovery, type PublishedState } from '../runtime/manager/discovery.js';
+import { readPublishedState } from '../shell/discovery.js';
 import { parseUpLock, upLockIsLive } from '../shell/up-lock.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';

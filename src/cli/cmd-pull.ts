@@ -1,6 +1,6 @@
 /** `companion pull [MODEL]`: manifest from the hub, verified download, atomic promote (D5.5, P-h). */
 import { CompanionError, isCompanionError } from '../core/errors.js';
-import { collectSuperseded, pullModel, readInstalled, type PullEvent } from '../shell/install.js';
+import { collectSuperseded, pullModel, readInstalled, type PullEvent } from '../runtime/manager/install.js';
 import { manifestModel } from './cmd-models.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';

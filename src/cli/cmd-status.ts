@@ -5,8 +5,9 @@
  */
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { modelFileName, readInstalled, type InstalledModel } from '../shell/install.js';
-import { endpointHealthy, readDiscovery, readPublishedState, verifyEndpoint } from '../shell/discovery.js';
+import { modelFileName, readInstalled, type InstalledModel } from '../runtime/manager/install.js';
+import { endpointHealthy, readPublishedState, verifyEndpoint } from '../shell/discovery.js';
+import { readDiscovery } from '../runtime/manager/discovery.js';
 import { CompanionError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';

@@ -1,8 +1,8 @@
 /** `companion up`: start the runtime and the guarded endpoint; runs until SIGINT/SIGTERM. */
-import { startRuntimeGroup } from '../shell/companion.js';
+import { startRuntimeGroup } from '../runtime/manager/group.js';
 import { isCompanionError } from '../core/errors.js';
-import { claimDiscovery, readDiscovery } from '../shell/discovery.js';
-import { resolveSandbox } from '../shell/sandbox-choice.js';
+import { claimDiscovery, readDiscovery } from '../runtime/manager/discovery.js';
+import { resolveSandbox } from '../runtime/manager/sandbox-choice.js';
 import { acquireUpLock, type UpLock } from '../shell/up-lock.js';
 import { openLogFile, type LogFile } from '../shell/log-file.js';
 import { detachedChannel, startDetachedUp, type DetachedChannel } from '../shell/up-control.js';

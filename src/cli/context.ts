@@ -2,7 +2,8 @@
 import { readCaFile, createTlsAgent, fetchWith } from '../common/tls.js';
 import { isCompanionError } from '../core/errors.js';
 import { createAuthorityGroup, type AuthorityGroup } from '../shell/authority.js';
-import { installationKey, layout, resolveConfig, type CompanionConfig } from '../shell/config.js';
+import { installationKey, resolveConfig, type CompanionConfig } from '../shell/config.js';
+import { layout } from '../common/layout.js';
 import type { Agent } from 'undici';
 import { CliUsageError, type Io } from './io.js';
 import type { Parsed } from './args.js';

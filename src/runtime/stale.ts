@@ -8,9 +8,10 @@
  * Identity needs Linux's /proc. Elsewhere the state file is read but nothing is ever killed
  * (`unverifiable`): the runtime's own parent-death check is what ends it there.
  */
-import { lstatSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { writePrivateFileAtomicSync } from '../common/private-file.js';
+import { readProcessIdentity, type ProcessIdentity } from '../common/process-identity.js';
 
 /** Name of the state file inside the data directory. */
 export const STATE_FILE = 'runtime.state.json';
@@ -27,50 +28,6 @@ export interface RuntimeState {
   readonly runDir: string;
 }
 
-/** What /proc says about a live process. */
-export interface ProcessIdentity {
-  readonly startTime: string;
-  /** Process group id (field 5). */
-  readonly pgrp: number;
-  /** State letter (field 3): `Z` is a zombie (already dead). */
-  readonly state: string;
-  readonly cmdline: readonly string[];
-  /** readlink /proc/<pid>/exe, or null when unreadable. */
-  readonly exe: string | null;
-}
-
-/**
- * Reads a process's identity from /proc, or null when there is no such process (or no /proc).
- * The command name in field 2 may hold spaces and parentheses: fields are counted after the last `)`.
- */
-export function readProcessIdentity(pid: number): ProcessIdentity | null {
-  if (!Number.isInteger(pid) || pid <= 1) return null;
-  let stat: string;
-  let cmdline: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return null;
-  }
-  const close = stat.lastIndexOf(')');
-  if (close < 0) return null;
-  // After ")": field 3 (state) is index 0, so field N is index N - 3.
-  const fields = stat.slice(close + 2).split(' ');
-  const state = fields[0];
-  const pgrp = Number(fields[5 - 3]);
-  const startTime = fields[22 - 3];
-  if (state === undefined || startTime === undefined || !/^\d+$/.test(startTime) || !Number.isInteger(pgrp)) return null;
-  let exe: string | null = null;
-  try {
-    exe = readlinkSync(`/proc/${pid}/exe`);
-  } catch {
-    exe = null;
-  }
-  const argv = cmdline.split('\0');
-  if (argv.at(-1) === '') argv.pop();
-  return { startTime, pgrp, state, cmdline: argv, exe };
-}
 
 /**
  * True when some live process still belongs to process group `pgid` (Linux; false without /proc). While

@@ -12,9 +12,10 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { CompanionError } from '../core/errors.js';
 import { parseTrustedKeys } from '../core/manifest-format.js';
 import { ensurePrivateDir, writePrivateFileAtomic } from '../common/private-file.js';
+import { layout } from '../common/layout.js';
 
 export type KeychainChoice = 'os' | 'memory';
-export type SandboxChoice = 'auto' | 'required' | 'off';
+import type { SandboxChoice } from '../runtime/manager/sandbox-choice.js';
 
 export interface CompanionConfig {
   /** The hub's issuer/base URL (https). */
@@ -80,26 +81,6 @@ export function installationKey(dataDir: string): string {
   return createHash('sha256').update(`companion-data-dir\0${path}`, 'utf8').digest('hex').slice(0, 16);
 }
 
-/** Folders inside the data dir. */
-export function layout(dataDir: string) {
-  return {
-    dataDir,
-    models: join(dataDir, 'models'),
-    run: join(dataDir, 'run'),
-    /** The discovery file local clients read (URL and pid, no token). */
-    discovery: join(dataDir, 'run', 'endpoint.json'),
-    /** The state `up` publishes for `status` (no secret). */
-    state: join(dataDir, 'run', 'state.json'),
-    /** The single-instance lock `up` holds while it runs (pid, start time, executable). */
-    upLock: join(dataDir, 'run', 'up.lock'),
-    /** The runtime's lock/state file for stale reclaim. */
-    runtimeLock: join(dataDir, 'run', 'runtime.lock'),
-    /** The last manifest version seen (rollback protection). */
-    manifestVersion: join(dataDir, 'manifest-version.json'),
-    /** The remembered settings (`login`, `config set`): hub, CA file, manifest key, threads. No secret. */
-    configFile: join(dataDir, 'config.json'),
-  };
-}
 
 export interface ParsedFlags {
   readonly values: Readonly<Record<string, string | boolean | undefined>>;

@@ -14,13 +14,14 @@ import { findModel } from '../core/manifest.js';
 import { completeSignInAsDevUser } from '../hub/dev-browser.js';
 import { startHub, type RunningHub } from '../hub/index.js';
 import { createAuthorityGroup, type AuthorityGroup } from './authority.js';
-import { startRuntimeGroup, type RunningCompanion } from './companion.js';
-import { installationKey, layout } from './config.js';
-import { pullModel } from './install.js';
+import { startRuntimeGroup, type RunningCompanion } from '../runtime/manager/group.js';
+import { installationKey } from './config.js';
+import { layout } from '../common/layout.js';
+import { pullModel } from '../runtime/manager/install.js';
 import { checkPrivateDir, ensurePrivateDir, readJsonFile, writePrivateJson } from '../common/private-file.js';
 import { CompanionError } from '../core/errors.js';
 import { openLogFile } from './log-file.js';
-import { resolveSandbox } from './sandbox-choice.js';
+import { resolveSandbox } from '../runtime/manager/sandbox-choice.js';
 import { acquireUpLock } from './up-lock.js';
 
 export interface DemoOptions {

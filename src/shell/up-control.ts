@@ -10,10 +10,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync } from 'node:fs';
-import { join } from 'node:path';
 import { ensurePrivateDir } from '../common/private-file.js';
 import { CompanionError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
-import { reclaimStaleRuntime, readProcessIdentity } from '../runtime/stale.js';
+import { reclaimLeftRuntime } from '../runtime/manager/group.js';
+import { readProcessIdentity } from '../common/process-identity.js';
 import { openLogFile } from './log-file.js';
 import { readUpLock, removeStaleUpLock, upLockIsLive, type UpLockRecord } from './up-lock.js';
 
@@ -100,7 +100,7 @@ export async function stopUp(paths: { readonly dataDir: string; readonly run: st
   // Its holder is gone: a lock still naming it is stale (moved aside and checked, so a new `up`'s lock stays).
   await removeStaleUpLock(paths.upLock, text);
   // A killed `up` could not stop its runtime: stop it by its own identity record, as the next `up` would.
-  if (forced) await reclaimStaleRuntime(paths.dataDir, { runBase: join(paths.dataDir, 'run') }).catch(() => undefined);
+  if (forced) await reclaimLeftRuntime(paths.dataDir);
   return { outcome: 'stopped', pid: record.pid, forced };
 }
 

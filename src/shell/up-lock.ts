@@ -21,8 +21,8 @@ import { link, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ensurePrivateDir, writePrivateTemp } from '../common/private-file.js';
 import { CompanionError } from '../core/errors.js';
-import { readProcessIdentity } from '../runtime/stale.js';
-import { processAlive } from './discovery.js';
+import { readProcessIdentity } from '../common/process-identity.js';
+import { processAlive } from '../common/process-identity.js';
 
 export const UP_LOCK_FORMAT = 'companion-up-lock-v1';
 

@@ -20,8 +20,25 @@ test('checkImportRules() reports each kind of violation in the bad fixture tree'
     'runtime-server/reads-keychain.ts -> @napi-rs/keyring',
     'runtime/holds-authority.ts -> ../authority/keychain.js',
     'runtime/holds-authority.ts -> ../shell/orchestrator.js',
+    'runtime/manager/loads-model.ts -> ../../client/index.js',
+    'runtime/manager/loads-model.ts -> node-llama-cpp',
+    'runtime/reaches-up.ts -> ./manager/supervisor.js',
+    'shell/runs-runtime.ts -> ../runtime/spawn.js',
+    'shell/runs-runtime.ts -> node-llama-cpp',
   ]);
   for (const v of violations) assert.ok(v.reason.length > 20, 'every rule carries its reason');
+});
+
+test('each rule of the runtime layout is proved by a file of the bad tree that breaks it, and only by it', () => {
+  const violations = checkImportRules(join(repoRoot, 'test/architecture/fixtures/bad-tree/src'));
+  const byRule = (from: string, file: string): string[] => violations.filter((v) => v.rule === from && v.file === file).map((v) => v.specifier).sort();
+  // The manager's own rule (the general runtime rule does not forbid these two).
+  assert.deepEqual(byRule('runtime/manager', 'runtime/manager/loads-model.ts'), ['../../client/index.js', 'node-llama-cpp']);
+  // Layering: an adapter may not import the manager, and the manager's own imports of adapters are not flagged.
+  assert.deepEqual(byRule('runtime', 'runtime/reaches-up.ts'), ['./manager/supervisor.js']);
+  assert.deepEqual(violations.filter((v) => v.file === 'runtime/manager/supervisor.ts'), []);
+  // The shell: runtime/manager is allowed, any other runtime folder and the inference library are not.
+  assert.deepEqual(byRule('shell', 'shell/runs-runtime.ts'), ['../runtime/spawn.js', 'node-llama-cpp']);
 });
 
 test('checkImportRules() fails when a rule names a folder that does not exist', () => {

@@ -6,8 +6,12 @@ import { dirname, join, relative, resolve, sep } from 'node:path';
 export interface ImportRule {
   /** Folder under src/ whose files the rule constrains. */
   readonly from: string;
-  /** Folders under src/ that those files may not import. */
+  /** Folders under src/ that those files may not import (a nested path such as `runtime/manager` works too). */
   readonly forbidFolders: readonly string[];
+  /** Folders inside a forbidden one that stay allowed (the shell may import `runtime/manager`, nothing else of `runtime`). */
+  readonly allowFolders?: readonly string[];
+  /** Folders inside `from` that this rule does not constrain: they have a rule of their own. */
+  readonly exempt?: readonly string[];
   /** Bare module specifiers (e.g. `node:fs`) those files may not import. */
   readonly forbidModules: readonly string[];
   readonly reason: string;
@@ -30,6 +34,26 @@ export const RULES: readonly ImportRule[] = [
     forbidFolders: ['authority', 'shell', 'cli', 'hub'],
     forbidModules: ['@napi-rs/keyring', 'oauth4webapi'],
     reason: 'the runtime group holds no authority (D5.8): it never reaches the keychain, tokens or sign-in',
+  },
+  {
+    from: 'runtime/manager',
+    forbidFolders: ['authority', 'shell', 'cli', 'hub', 'client', 'runtime-server'],
+    forbidModules: ['@napi-rs/keyring', 'oauth4webapi', 'open', 'node-llama-cpp'],
+    reason: 'the runtime manager (supervisor, install, discovery) gets a token verifier and an attestor, never the keychain, a token or the sign-in (D5.8); it reaches the runtime child only through spawn',
+  },
+  {
+    from: 'runtime',
+    exempt: ['runtime/manager'],
+    forbidFolders: ['runtime/manager'],
+    forbidModules: [],
+    reason: 'the runtime adapters (spawn, sandbox, front door, probes, download) are the parts the manager composes; a part that reached up into the manager would tie the layers in a cycle',
+  },
+  {
+    from: 'shell',
+    forbidFolders: ['runtime', 'runtime-server'],
+    allowFolders: ['runtime/manager'],
+    forbidModules: ['node-llama-cpp'],
+    reason: 'the shell only wires the two groups: runtime logic (spawn, sandbox, health, probes, download, install) lives in the runtime group, which the shell reaches through src/runtime/manager/ alone',
   },
   {
     from: 'runtime-server',
@@ -70,6 +94,11 @@ export interface Violation {
   readonly reason: string;
 }
 
+/** True when `path` (relative to src/, with `/`) is `folder` or lies inside it. */
+function inFolder(path: string, folder: string): boolean {
+  return path === folder || path.startsWith(`${folder}/`);
+}
+
 function listSources(dir: string): string[] {
   const out: string[] = [];
   for (const name of readdirSync(dir).sort()) {
@@ -101,7 +130,7 @@ export function importSpecifiers(source: string): string[] {
  */
 export function checkImportRules(srcRoot: string, rules: readonly ImportRule[] = RULES): Violation[] {
   for (const rule of rules) {
-    for (const folder of [rule.from, ...rule.forbidFolders]) {
+    for (const folder of [rule.from, ...rule.forbidFolders, ...(rule.allowFolders ?? []), ...(rule.exempt ?? [])]) {
       if (!existsSync(join(srcRoot, folder))) {
         throw new Error(`import rule for '${rule.from}' names src/${folder}, which does not exist`);
       }
@@ -111,13 +140,16 @@ export function checkImportRules(srcRoot: string, rules: readonly ImportRule[] =
   for (const rule of rules) {
     const base = join(srcRoot, rule.from);
     for (const file of listSources(base)) {
+      const own = relative(srcRoot, file).split(sep).join('/');
+      if ((rule.exempt ?? []).some((folder) => inFolder(own, folder))) continue;
       const source = readFileSync(file, 'utf8');
       for (const specifier of importSpecifiers(source)) {
         let broken = false;
         if (specifier.startsWith('.')) {
-          const target = relative(srcRoot, resolve(dirname(file), specifier));
-          const top = target.split(sep)[0] ?? '';
-          broken = target.startsWith('..') || rule.forbidFolders.includes(top);
+          const target = relative(srcRoot, resolve(dirname(file), specifier)).split(sep).join('/');
+          const forbidden = rule.forbidFolders.some((folder) => inFolder(target, folder));
+          const allowed = (rule.allowFolders ?? []).some((folder) => inFolder(target, folder));
+          broken = target.startsWith('..') || (forbidden && !allowed);
         } else {
           broken = rule.forbidModules.some((m) => specifier === m || specifier.startsWith(`${m}/`));
         }

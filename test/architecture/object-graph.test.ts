@@ -9,9 +9,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeHeapSnapshot } from 'node:v8';
 import { findModel } from '../../src/core/manifest.js';
-import { pullModel } from '../../src/shell/install.js';
-import { layout } from '../../src/shell/config.js';
-import { startRuntimeGroup } from '../../src/shell/companion.js';
+import { pullModel } from '../../src/runtime/manager/install.js';
+import { layout } from '../../src/common/layout.js';
+import { startRuntimeGroup } from '../../src/runtime/manager/group.js';
 import { startCompanionHub } from '../helpers/companion-hub.js';
 
 /** Marks an object so it can be found in a heap snapshot by its constructor name. */

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createTlsAgent } from '../../src/common/tls.js';
 import { createHubTls } from '../../src/hub/ca.js';
-import { checkInstalledModel, readInstalled } from '../../src/shell/install.js';
+import { checkInstalledModel, readInstalled } from '../../src/runtime/manager/install.js';
 import { exited, jsonLines, spawnDownloadChild } from '../helpers/download-child.js';
 import { MIB, SMALL, hostGets, listTree, milestones, startDownloadHub, type DownloadHub } from '../helpers/download-hub.js';
 

@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { createTokenVerifier } from '../../src/core/guard.js';
 import type { RestartPolicy } from '../../src/core/lifecycle.js';
 import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
-import { startRuntimeGroup, type RunningCompanion } from '../../src/shell/companion.js';
+import { startRuntimeGroup, type RunningCompanion } from '../../src/runtime/manager/group.js';
 export { descendantsOf, listeningSocketOf, processesWith, runtimeDescendants } from './runtime-env.js';
-import type { SupervisorEvent } from '../../src/shell/supervisor.js';
+import type { SupervisorEvent } from '../../src/runtime/manager/supervisor.js';
 
 export const TINY_MODEL_ID = 'tiny';
 

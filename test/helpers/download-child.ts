@@ -46,7 +46,7 @@ async function readStdin(): Promise<string> {
 
 async function runPull(request: PullRequest): Promise<void> {
   const { createTlsAgent } = await import('../../src/common/tls.js');
-  const { pullModel } = await import('../../src/shell/install.js');
+  const { pullModel } = await import('../../src/runtime/manager/install.js');
   const agent = createTlsAgent({ extraCas: [request.caPem] });
   const startRssKb = Math.round(process.memoryUsage().rss / 1024);
   const started = process.hrtime.bigint();

@@ -10,7 +10,7 @@ import { createTlsAgent, type TlsAgentOptions } from '../../src/common/tls.js';
 import type { ManifestModel } from '../../src/core/manifest-format.js';
 import { startHub, type HubOptions, type RunningHub } from '../../src/hub/index.js';
 import type { SyntheticModelSpec } from '../../src/hub/synthetic.js';
-import { pullModel, type InstalledModel, type PullEvent, type PullOptions } from '../../src/shell/install.js';
+import { pullModel, type InstalledModel, type PullEvent, type PullOptions } from '../../src/runtime/manager/install.js';
 import type { AfterHook } from './hub.js';
 
 export const MIB = 1024 * 1024;

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { readProcessIdentity } from '../../src/runtime/stale.js';
+import { readProcessIdentity } from '../../src/common/process-identity.js';
 import { descendantsOf, processesWith } from './assurance-runtime.js';
 import { alive } from './runtime-env.js';
 import { distRoot, repoRoot } from './paths.js';

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMANDS } from '../../src/cli/commands.js';
-import { readProcessIdentity } from '../../src/runtime/stale.js';
+import { readProcessIdentity } from '../../src/common/process-identity.js';
 import { UP_LOCK_FORMAT } from '../../src/shell/up-lock.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';

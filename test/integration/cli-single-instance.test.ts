@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { keychainServiceFor } from '../../src/authority/keychain.js';
-import { readProcessIdentity } from '../../src/runtime/stale.js';
+import { readProcessIdentity } from '../../src/common/process-identity.js';
 import { installationKey } from '../../src/shell/config.js';
 import { UP_LOCK_FORMAT } from '../../src/shell/up-lock.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { createTlsAgent } from '../../src/common/tls.js';
 import { createHubTls } from '../../src/hub/ca.js';
 import { download } from '../../src/runtime/download.js';
-import { checkInstalledModel, pullModel, type PullEvent } from '../../src/shell/install.js';
+import { checkInstalledModel, pullModel, type PullEvent } from '../../src/runtime/manager/install.js';
 import type { AfterHook } from '../helpers/hub.js';
 
 interface Scripted {

@@ -1,4 +1,4 @@
-// The verified pull (src/shell/install.ts) against the reference hub's model host over real TLS: the
+// The verified pull (src/runtime/manager/install.ts) against the reference hub's model host over real TLS: the
 // happy path on both sinks, resume after a cut, a host that ignores Range, an ETag change, and a large
 // file whose peak RSS must stay flat.
 import { test } from 'node:test';
@@ -7,7 +7,7 @@ import { createHash, randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkInstalledModel, readInstalled } from '../../src/shell/install.js';
+import { checkInstalledModel, readInstalled } from '../../src/runtime/manager/install.js';
 import { MIB, SMALL, hostGets, listTree, milestones, modeOf, startDownloadHub } from '../helpers/download-hub.js';
 import { exited, jsonLines, spawnDownloadChild } from '../helpers/download-child.js';
 import { startHub } from '../../src/hub/index.js';

@@ -6,7 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { resolveSandbox } from '../../src/shell/sandbox-choice.js';
+import { resolveSandbox } from '../../src/runtime/manager/sandbox-choice.js';
 import { gate } from '../helpers/gate.js';
 import { bwrapPresent, BWRAP } from '../helpers/sandbox-run.js';
 import { startRuntimeDoor, type RuntimeDoor } from '../helpers/front-door-runtime.js';

@@ -7,7 +7,8 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, writeFile
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { spawnRuntime, type SpawnCommand, type WrapContext } from '../../src/runtime/spawn.js';
-import { readProcessIdentity, readRuntimeState, reclaimStaleRuntime, writeRuntimeState, STATE_FILE, type ReclaimOutcome } from '../../src/runtime/stale.js';
+import { readProcessIdentity } from '../../src/common/process-identity.js';
+import { readRuntimeState, reclaimStaleRuntime, writeRuntimeState, STATE_FILE, type ReclaimOutcome } from '../../src/runtime/stale.js';
 import { alive, fakeProfile, killQuietly, parentScript, tempDir, waitFor, writeTinyModel } from '../helpers/runtime-env.js';
 
 /** Starts the intermediate parent and resolves with its pid and its runtime's pid. */

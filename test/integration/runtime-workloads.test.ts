@@ -8,7 +8,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { readGgufFileInfo } from 'node-llama-cpp';
-import { resolveSandbox } from '../../src/shell/sandbox-choice.js';
+import { resolveSandbox } from '../../src/runtime/manager/sandbox-choice.js';
 import { gate } from '../helpers/gate.js';
 import { bwrapPresent } from '../helpers/sandbox-run.js';
 import { startRuntimeDoor, type RuntimeDoor } from '../helpers/front-door-runtime.js';

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { STATE_FILE } from '../../src/runtime/stale.js';
-import { createSupervisor, type Supervisor, type SupervisorEvent, type SupervisorOptions } from '../../src/shell/supervisor.js';
+import { createSupervisor, type Supervisor, type SupervisorEvent, type SupervisorOptions } from '../../src/runtime/manager/supervisor.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runtimeDescendants, tempDir, waitFor } from '../helpers/runtime-env.js';
 

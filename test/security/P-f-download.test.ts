@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { createTlsAgent } from '../../src/common/tls.js';
 import { createHubTls } from '../../src/hub/ca.js';
-import { checkInstalledModel } from '../../src/shell/install.js';
+import { checkInstalledModel } from '../../src/runtime/manager/install.js';
 import { MIB, SMALL, startDownloadHub, type PullRun } from '../helpers/download-hub.js';
 
 function renderings(error: unknown): string[] {

@@ -11,11 +11,11 @@ import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { ensurePrivateDir, writePrivateJson } from '../../src/common/private-file.js';
 import { STATE_FILE, readRuntimeState, writeRuntimeState, type RuntimeState } from '../../src/runtime/stale.js';
-import { writePublishedState, type PublishedState } from '../../src/shell/discovery.js';
+import { writePublishedState, type PublishedState } from '../../src/runtime/manager/discovery.js';
 
 /** The published-state writer `up` uses, fed arbitrary JSON. */
 const writePublishedJson = (path: string, value: unknown): Promise<void> => writePublishedState(path, value as PublishedState);
-import { readInstalled } from '../../src/shell/install.js';
+import { readInstalled } from '../../src/runtime/manager/install.js';
 import { startCompanionHub } from '../helpers/companion-hub.js';
 import { SMALL, hostGets, listTree, startDownloadHub } from '../helpers/download-hub.js';
 import { tempDir } from '../helpers/runtime-env.js';

@@ -13,7 +13,7 @@ import { MANIFEST_PATH } from '../../src/authority/manifest-fetch.js';
 import { findModel, verifyManifest } from '../../src/core/manifest.js';
 import { generateManifestKeyPair, encodeManifestKey, parseTrustedKeys } from '../../src/core/manifest-format.js';
 import { download } from '../../src/runtime/download.js';
-import { checkInstalledModel, pullModel } from '../../src/shell/install.js';
+import { checkInstalledModel, pullModel } from '../../src/runtime/manager/install.js';
 import { startCompanionHub } from '../helpers/companion-hub.js';
 import { MIB, SMALL, hostGets, listTree, milestones, startDownloadHub } from '../helpers/download-hub.js';
 import { envelopeBytes, signValue, payload } from '../helpers/manifest-fixtures.js';

@@ -14,8 +14,8 @@ import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
 import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeHandle } from '../../src/runtime/spawn.js';
 import { STATE_FILE } from '../../src/runtime/stale.js';
-import { openInstalledModel } from '../../src/shell/install.js';
-import { createSupervisor } from '../../src/shell/supervisor.js';
+import { openInstalledModel } from '../../src/runtime/manager/install.js';
+import { createSupervisor } from '../../src/runtime/manager/supervisor.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runtimeDescendants, tempDir } from '../helpers/runtime-env.js';
 

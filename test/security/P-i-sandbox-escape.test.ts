@@ -16,7 +16,7 @@ import { bwrapPresent, fixture, packageJson } from '../helpers/sandbox-run.js';
 import { detectSandbox, discoverGpuPassthrough, type SandboxSupport } from '../../src/runtime/sandbox.js';
 import type { RuntimeProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeHandle } from '../../src/runtime/spawn.js';
-import { runtimeWrap } from '../../src/shell/sandbox-choice.js';
+import { runtimeWrap } from '../../src/runtime/manager/sandbox-choice.js';
 import type { EscapeSpec, Outcome } from '../fixtures/sandbox/escape-probe.js';
 
 interface ProbeResult {

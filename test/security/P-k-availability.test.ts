@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, openSync, closeSync, readSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRestartPolicy } from '../../src/core/lifecycle.js';
-import { createSupervisor, type Supervisor, type SupervisorEvent, type SupervisorOptions } from '../../src/shell/supervisor.js';
+import { createSupervisor, type Supervisor, type SupervisorEvent, type SupervisorOptions } from '../../src/runtime/manager/supervisor.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { alive, tempDir, waitFor } from '../helpers/runtime-env.js';
 

@@ -19,11 +19,11 @@ import { lstat, open, readdir, rename, rm, statfs, type FileHandle } from 'node:
 import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
 import { Worker } from 'node:worker_threads';
-import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
-import { createIntegrityAccumulator, type IntegrityAccumulator } from '../core/integrity.js';
-import type { ManifestModel } from '../core/manifest-format.js';
-import { download, isStrongEtag, type DownloadStart } from '../runtime/download.js';
-import { checkPrivateDir, ensurePrivateDir, readJsonFile as readJson, writePrivateJson } from '../common/private-file.js';
+import { CompanionError, isCompanionError, type ErrorCode } from '../../core/errors.js';
+import { createIntegrityAccumulator, type IntegrityAccumulator } from '../../core/integrity.js';
+import type { ManifestModel } from '../../core/manifest-format.js';
+import { download, isStrongEtag, type DownloadStart } from '../download.js';
+import { checkPrivateDir, ensurePrivateDir, readJsonFile as readJson, writePrivateJson } from '../../common/private-file.js';
 import { writePieces, type SinkInit, type SinkReply, type SinkRequest } from './install-worker.js';
 
 export interface PullProgress {
@@ -476,7 +476,7 @@ const WORKER_BATCHES = 4;
 const WORKER_URL = new URL('./install-worker.js', import.meta.url);
 
 /**
- * The sink on a worker thread (src/shell/install-worker.ts): the main thread only receives and copies
+ * The sink on a worker thread (src/runtime/manager/install-worker.ts): the main thread only receives and copies
  * each chunk into a 1 MiB batch; the worker hashes each batch with the accumulator and then writes it at
  * its offset. Batches are transferred, not copied, and come back for reuse: at most four exist.
  */

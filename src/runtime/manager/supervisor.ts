@@ -7,17 +7,17 @@
  * It belongs to the runtime group: it is handed values (paths, settings, a sandbox wrapper) and holds
  * no authority.
  */
-import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
+import { CompanionError, isCompanionError, type ErrorCode } from '../../core/errors.js';
 import {
   DEFAULT_RESTART_POLICY, initialLifecycle, transition, canTransition,
   type LifecycleEvent, type LifecycleSnapshot, type LifecycleState, type RestartPolicy,
-} from '../core/lifecycle.js';
-import { DEFAULT_DEGRADE_AT, decideResources, startFigures, type ResourceDecisionKind, type ResourceLimits, type ResourceReason } from '../core/resources.js';
+} from '../../core/lifecycle.js';
+import { DEFAULT_DEGRADE_AT, decideResources, startFigures, type ResourceDecisionKind, type ResourceLimits, type ResourceReason } from '../../core/resources.js';
 import { freemem } from 'node:os';
-import { createHealthMonitor, type HealthMonitor, type HealthSample } from '../runtime/health.js';
-import { createResourceProbe, type ResourceFigures } from '../runtime/probe.js';
-import { bundledProfile } from '../runtime/runtime-profile.js';
-import { spawnRuntime, type RuntimeAddress, type RuntimeBackend, type RuntimeHandle, type RuntimeShape, type SpawnWrap } from '../runtime/spawn.js';
+import { createHealthMonitor, type HealthMonitor, type HealthSample } from '../health.js';
+import { createResourceProbe, type ResourceFigures } from '../probe.js';
+import { bundledProfile } from '../runtime-profile.js';
+import { spawnRuntime, type RuntimeAddress, type RuntimeBackend, type RuntimeHandle, type RuntimeShape, type SpawnWrap } from '../spawn.js';
 import { openInstalledModel, type OpenedModel } from './install.js';
 
 export type SupervisorEvent =

@@ -5,14 +5,15 @@
  * custody (D5.8).
  */
 import { totalmem } from 'node:os';
-import { createAdmission } from '../core/admission.js';
-import type { Attestor } from '../core/attest.js';
-import { CompanionError } from '../core/errors.js';
-import type { RestartPolicy } from '../core/lifecycle.js';
-import type { ResourceLimits } from '../core/resources.js';
-import { startFrontDoor, type FrontDoor } from '../runtime/front-door.js';
-import type { SpawnWrap } from '../runtime/spawn.js';
-import { layout } from './config.js';
+import { createAdmission } from '../../core/admission.js';
+import type { Attestor } from '../../core/attest.js';
+import { CompanionError } from '../../core/errors.js';
+import type { RestartPolicy } from '../../core/lifecycle.js';
+import type { ResourceLimits } from '../../core/resources.js';
+import { startFrontDoor, type FrontDoor } from '../front-door.js';
+import { reclaimStaleRuntime } from '../stale.js';
+import type { SpawnWrap } from '../spawn.js';
+import { layout } from '../../common/layout.js';
 import { claimDiscovery, removeDiscovery, removeFile, writeDiscovery, writePublishedState, type PublishedState } from './discovery.js';
 import { createSupervisor, type Supervisor, type SupervisorEvent } from './supervisor.js';
 
@@ -188,4 +189,12 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     throw error;
   }
   return { endpoint, supervisor, door: runningDoor, sandboxMode: options.sandboxMode, publishState, close };
+}
+
+/**
+ * After an `up` was killed without its cleanup (`companion stop --force`): stops the runtime it left
+ * behind, only when /proc still names the recorded runtime (D5.4, src/runtime/stale.ts). Never throws.
+ */
+export async function reclaimLeftRuntime(dataDir: string): Promise<void> {
+  await reclaimStaleRuntime(dataDir, { runBase: layout(dataDir).run }).catch(() => undefined);
 }

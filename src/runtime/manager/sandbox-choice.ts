@@ -5,10 +5,11 @@
  */
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertSandboxOrExplicitOptOut, detectSandbox, discoverGpuPassthrough, isFullSandbox, runtimeSandboxProfile, sandboxCommand, type SandboxSupport } from '../runtime/sandbox.js';
-import { SANDBOX_MODEL_PATH } from '../runtime/runtime-profile.js';
-import type { SpawnWrap } from '../runtime/spawn.js';
-import type { SandboxChoice } from './config.js';
+import { assertSandboxOrExplicitOptOut, detectSandbox, discoverGpuPassthrough, isFullSandbox, runtimeSandboxProfile, sandboxCommand, type SandboxSupport } from '../sandbox.js';
+import { SANDBOX_MODEL_PATH } from '../runtime-profile.js';
+import type { SpawnWrap } from '../spawn.js';
+/** How `up` picks the runtime's sandbox: `auto` (the strongest found), `required` (fail closed without one), `off`. */
+export type SandboxChoice = 'auto' | 'required' | 'off';
 
 export interface SandboxResolution {
   /** The mode name for status/doctor: `bubblewrap`, `sandbox-exec`, …, or `none`. */

@@ -1,5 +1,5 @@
 /**
- * The hashing and writing half of a verified pull (src/shell/install.ts), on its own thread so that
+ * The hashing and writing half of a verified pull (src/runtime/manager/install.ts), on its own thread so that
  * receiving (main thread) overlaps hashing and writing (here): a model download on Node is CPU-bound, and
  * this is what lets the one-pass pull keep up with `curl` + `openssl dgst` (docs/download.md).
  *
@@ -16,8 +16,8 @@
  */
 import { fdatasync, fsyncSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { createIntegrityAccumulator, type IntegrityAccumulator } from '../core/integrity.js';
-import { isCompanionError } from '../core/errors.js';
+import { createIntegrityAccumulator, type IntegrityAccumulator } from '../../core/integrity.js';
+import { isCompanionError } from '../../core/errors.js';
 
 /** What the main thread sends. */
 export type SinkRequest =
