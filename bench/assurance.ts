@@ -57,7 +57,8 @@ function fuzzFigures(prefix: string, f: FuzzFigures): Figures {
 
 const bench: Bench = {
   name: 'assurance',
-  description: 'fuzz (raw requests at the front door and the redirect listener), load (500 connections, real runtime), soak (runtime SIGKILLed at random)',
+  description:
+    'fuzz (raw requests at the front door and the redirect listener), load (500 connections, real runtime), soak (runtime SIGKILLed at random)',
   runs: 1,
   warmup: 0,
   async sample(): Promise<Figures> {
@@ -73,14 +74,25 @@ const bench: Bench = {
       try {
         const load = await runLoad(companion, { connections: 500, requestsPerConnection: perConnection, maxTokens: 2 });
         Object.assign(figures, {
-          loadConnections: load.connections, loadRequests: load.requests, loadServed: load.served,
-          loadRefused429: load.refused429, loadRefused503: load.refused503,
-          loadOther: Object.values(load.otherStatus).reduce((a, b) => a + b, 0) + load.incomplete + load.transportErrors,
-          loadHung: load.hung, loadMissingRetryAfter: load.missingRetryAfter,
-          loadServedP50Ms: load.servedP50Ms, loadServedP99Ms: load.servedP99Ms, loadAllP50Ms: load.allP50Ms, loadAllP99Ms: load.allP99Ms,
-          loadCompanionRssBeforeMiB: load.companionRssBeforeBytes / MIB, loadCompanionPeakRssMiB: load.companionPeakRssBytes / MIB,
+          loadConnections: load.connections,
+          loadRequests: load.requests,
+          loadServed: load.served,
+          loadRefused429: load.refused429,
+          loadRefused503: load.refused503,
+          loadOther:
+            Object.values(load.otherStatus).reduce((a, b) => a + b, 0) + load.incomplete + load.transportErrors,
+          loadHung: load.hung,
+          loadMissingRetryAfter: load.missingRetryAfter,
+          loadServedP50Ms: load.servedP50Ms,
+          loadServedP99Ms: load.servedP99Ms,
+          loadAllP50Ms: load.allP50Ms,
+          loadAllP99Ms: load.allP99Ms,
+          loadCompanionRssBeforeMiB: load.companionRssBeforeBytes / MIB,
+          loadCompanionPeakRssMiB: load.companionPeakRssBytes / MIB,
           loadRuntimePeakRssMiB: load.runtimePeakRssBytes / MIB,
-          loadHealthChecks: load.healthChecks, loadHealthNotOk: load.healthNotOk, loadHealthWorstMs: load.healthWorstMs,
+          loadHealthChecks: load.healthChecks,
+          loadHealthNotOk: load.healthNotOk,
+          loadHealthWorstMs: load.healthWorstMs,
           loadElapsedMs: load.elapsedMs,
         });
       } finally {
@@ -100,18 +112,38 @@ const bench: Bench = {
       log(`soak: ${minutes} min, runtime SIGKILLed every 3-15 s`);
       const companion = await startTestCompanion({
         healthIntervalMs: HEALTH_INTERVAL_MS,
-        restartPolicy: createRestartPolicy({ baseDelayMs: 200, maxDelayMs: 2_000, maxCrashes: 10_000, windowMs: 60_000 }),
+        restartPolicy: createRestartPolicy({
+          baseDelayMs: 200,
+          maxDelayMs: 2_000,
+          maxCrashes: 10_000,
+          windowMs: 60_000,
+        }),
       });
       try {
-        const soak = await runSoak(companion, { durationMs: minutes * 60_000, healthIntervalMs: HEALTH_INTERVAL_MS, killEveryMs: [3_000, 15_000], seed: positive('seed', 7) });
+        const soak = await runSoak(companion, {
+          durationMs: minutes * 60_000,
+          healthIntervalMs: HEALTH_INTERVAL_MS,
+          killEveryMs: [3_000, 15_000],
+          seed: positive('seed', 7),
+        });
         const httpErrors = Object.values(soak.httpErrors).reduce((a, b) => a + b, 0);
         Object.assign(figures, {
-          soakMinutes: minutes, soakCalls: soak.calls, soakOk: soak.ok,
-          soakErrored: soak.calls - soak.ok, soakHttpErrors: httpErrors, soakStreamCut: soak.streamCut, soakConnectionErrors: soak.connectionErrors,
-          soakHung: soak.hung, soakSilentTruncations: soak.silentTruncations, soakOtherErrors: soak.otherErrors,
-          soakKills: soak.kills, soakRestarts: soak.restarts,
-          soakMaxAvailabilityLagMs: soak.maxAvailabilityLagMs, soakMaxHealthLagMs: soak.maxHealthLagMs,
-          soakHealthIntervalMs: soak.healthIntervalMs, soakSamples: soak.samples,
+          soakMinutes: minutes,
+          soakCalls: soak.calls,
+          soakOk: soak.ok,
+          soakErrored: soak.calls - soak.ok,
+          soakHttpErrors: httpErrors,
+          soakStreamCut: soak.streamCut,
+          soakConnectionErrors: soak.connectionErrors,
+          soakHung: soak.hung,
+          soakSilentTruncations: soak.silentTruncations,
+          soakOtherErrors: soak.otherErrors,
+          soakKills: soak.kills,
+          soakRestarts: soak.restarts,
+          soakMaxAvailabilityLagMs: soak.maxAvailabilityLagMs,
+          soakMaxHealthLagMs: soak.maxHealthLagMs,
+          soakHealthIntervalMs: soak.healthIntervalMs,
+          soakSamples: soak.samples,
           ...Object.fromEntries(Object.entries(soak.httpErrors).map(([status, n]) => [`soakHttp${status}`, n])),
         });
       } finally {

@@ -46,7 +46,10 @@ function modelOf(id: string): ManifestModel {
 }
 
 /** One pull in a fresh child: wall time inside the child and its peak RSS. */
-async function pullOnce(model: ManifestModel, hashOn: 'worker' | 'main' = 'worker'): Promise<{ mibPerSec: number; peakRssMB: number; cpuSPerGiB: number }> {
+async function pullOnce(
+  model: ManifestModel,
+  hashOn: 'worker' | 'main' = 'worker',
+): Promise<{ mibPerSec: number; peakRssMB: number; cpuSPerGiB: number }> {
   const modelsDir = join(scratch!, 'models');
   await rm(modelsDir, { recursive: true, force: true });
   const child = spawnDownloadChild('pull', { model, modelsDir, caPem: served!.caPem, progressMs: 60_000, hashOn });
@@ -60,8 +63,13 @@ async function pullOnce(model: ManifestModel, hashOn: 'worker' | 'main' = 'worke
   });
   await exited(child, 600_000);
   await rm(modelsDir, { recursive: true, force: true });
-  if (result === undefined || result.done !== true) throw new Error(`the pull failed: ${JSON.stringify(result)} ${stderr.slice(0, 400)}`);
-  return { mibPerSec: model.size / MIB / ((result.ms as number) / 1000), peakRssMB: ((result.maxRssKb as number) * 1024) / 1e6, cpuSPerGiB: (result.cpuMs as number) / 1000 / (model.size / GIB) };
+  if (result === undefined || result.done !== true)
+    throw new Error(`the pull failed: ${JSON.stringify(result)} ${stderr.slice(0, 400)}`);
+  return {
+    mibPerSec: model.size / MIB / ((result.ms as number) / 1000),
+    peakRssMB: ((result.maxRssKb as number) * 1024) / 1e6,
+    cpuSPerGiB: (result.cpuMs as number) / 1000 / (model.size / GIB),
+  };
 }
 
 /** CPU seconds (user + system) that `/usr/bin/time -f '%U %S'` printed last on stderr. */
@@ -76,13 +84,23 @@ async function baselineOnce(model: ManifestModel): Promise<{ curlMs: number; ope
   const file = join(scratch!, 'baseline.bin');
   await rm(file, { force: true });
   const t0 = process.hrtime.bigint();
-  const curl = await run('/usr/bin/time', ['-f', '%U %S', 'curl', '--silent', '--show-error', '--fail', '--cacert', caFile, '-o', file, model.url], { maxBuffer: 1 << 20 });
+  const curl = await run(
+    '/usr/bin/time',
+    ['-f', '%U %S', 'curl', '--silent', '--show-error', '--fail', '--cacert', caFile, '-o', file, model.url],
+    { maxBuffer: 1 << 20 },
+  );
   const t1 = process.hrtime.bigint();
-  const openssl = await run('/usr/bin/time', ['-f', '%U %S', 'openssl', 'dgst', '-sha256', file], { maxBuffer: 1 << 20 });
+  const openssl = await run('/usr/bin/time', ['-f', '%U %S', 'openssl', 'dgst', '-sha256', file], {
+    maxBuffer: 1 << 20,
+  });
   const t2 = process.hrtime.bigint();
   await rm(file, { force: true });
   if (!openssl.stdout.trim().endsWith(model.sha256)) throw new Error('the baseline digest does not match the manifest');
-  return { curlMs: Number(t1 - t0) / 1e6, opensslMs: Number(t2 - t1) / 1e6, cpuS: cpuOf(curl.stderr) + cpuOf(openssl.stderr) };
+  return {
+    curlMs: Number(t1 - t0) / 1e6,
+    opensslMs: Number(t2 - t1) / 1e6,
+    cpuS: cpuOf(curl.stderr) + cpuOf(openssl.stderr),
+  };
 }
 
 /**
@@ -101,7 +119,10 @@ const bench: Bench = {
   warmup: 1,
   async setup() {
     scratch = await mkdtemp(join(tmpdir(), 'companion-bench-download-'));
-    const extraModels = [{ id: 'bench', size, seed: 'bench-download' }, ...(largeSize > 0 ? [{ id: 'bench-large', size: largeSize, seed: 'bench-download-large' }] : [])];
+    const extraModels = [
+      { id: 'bench', size, seed: 'bench-download' },
+      ...(largeSize > 0 ? [{ id: 'bench-large', size: largeSize, seed: 'bench-download-large' }] : []),
+    ];
     // The data directory caches the synthetic digests between runs of the bench on this machine.
     const dataDir = join(tmpdir(), 'companion-bench-download-hub');
     host = spawnDownloadChild('serve', { dataDir, extraModels });
@@ -163,7 +184,9 @@ const bench: Bench = {
       pullOverBaseline: (medians.pullMiBps ?? Number.NaN) / (medians.baselineMiBps ?? Number.NaN),
       mainThreadOverBaseline: (medians.pullMainThreadMiBps ?? Number.NaN) / (medians.baselineMiBps ?? Number.NaN),
       cpuOverBaseline: (medians.pullCpuSPerGiB ?? Number.NaN) / (medians.baselineCpuSPerGiB ?? Number.NaN),
-      ...(large === null ? {} : { largePullMiBps: large.mibPerSec, largePullPeakRssMB: large.peakRssMB, largeGiB: largeSize / GIB }),
+      ...(large === null
+        ? {}
+        : { largePullMiBps: large.mibPerSec, largePullPeakRssMB: large.peakRssMB, largeGiB: largeSize / GIB }),
     };
   },
 };

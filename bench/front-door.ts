@@ -31,7 +31,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  Agent as HttpAgent,
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -52,7 +59,10 @@ const WARMUP_MS = 100;
 const SLICE_MS = 250;
 /** Slices per case and run, interleaved across the four cases so that all see the same background load. */
 const SLICES = 4;
-const MODELS_BODY = JSON.stringify({ object: 'list', data: [{ id: 'tiny', object: 'model', created: 0, owned_by: 'companion' }] });
+const MODELS_BODY = JSON.stringify({
+  object: 'list',
+  data: [{ id: 'tiny', object: 'model', created: 0, owned_by: 'companion' }],
+});
 
 // ---------------------------------------------------------------------------------------------------
 // Upstream role: a trivial OpenAI-shaped server on a Unix socket.
@@ -72,7 +82,10 @@ async function runUpstream(socketPath: string): Promise<void> {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      const { events, paceMs } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { events: number; paceMs: number };
+      const { events, paceMs } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+        events: number;
+        paceMs: number;
+      };
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
       res.flushHeaders();
       let sent = 0;
@@ -169,13 +182,19 @@ function responseLength(buf: Buffer): number {
 }
 
 function openSocket(target: Target): Socket {
-  const socket = target.socketPath !== undefined ? connect(target.socketPath) : connect({ host: '127.0.0.1', port: target.port ?? 0 });
+  const socket =
+    target.socketPath !== undefined
+      ? connect(target.socketPath)
+      : connect({ host: '127.0.0.1', port: target.port ?? 0 });
   socket.setNoDelay(true);
   return socket;
 }
 
 async function runRps(command: RpsCommand): Promise<RpsResult> {
-  const request = Buffer.from(`GET /v1/models HTTP/1.1\r\nHost: ${command.target.host}\r\nAuthorization: Bearer ${command.token}\r\nAccept: application/json\r\n\r\n`, 'latin1');
+  const request = Buffer.from(
+    `GET /v1/models HTTP/1.1\r\nHost: ${command.target.host}\r\nAuthorization: Bearer ${command.token}\r\nAccept: application/json\r\n\r\n`,
+    'latin1',
+  );
   const latencies: number[] = [];
   let errors = 0;
   let recording = false;
@@ -186,34 +205,36 @@ async function runRps(command: RpsCommand): Promise<RpsResult> {
   for (let i = 0; i < command.connections; i++) {
     const socket = openSocket(command.target);
     sockets.push(socket);
-    finished.push(new Promise<void>((done) => {
-      let buf: Buffer = Buffer.alloc(0);
-      let sentAt = 0;
-      const send = (): void => {
-        if (stopping) {
-          socket.end();
+    finished.push(
+      new Promise<void>((done) => {
+        let buf: Buffer = Buffer.alloc(0);
+        let sentAt = 0;
+        const send = (): void => {
+          if (stopping) {
+            socket.end();
+            done();
+            return;
+          }
+          sentAt = performance.now();
+          socket.write(request);
+        };
+        socket.on('connect', send);
+        socket.on('data', (chunk: Buffer) => {
+          buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+          const length = responseLength(buf);
+          if (length === -1) return;
+          if (recording) latencies.push(performance.now() - sentAt);
+          if (buf[9] !== 0x32) errors++; // "HTTP/1.1 2xx"
+          buf = buf.subarray(length);
+          send();
+        });
+        socket.on('error', () => {
+          errors++;
           done();
-          return;
-        }
-        sentAt = performance.now();
-        socket.write(request);
-      };
-      socket.on('connect', send);
-      socket.on('data', (chunk: Buffer) => {
-        buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-        const length = responseLength(buf);
-        if (length === -1) return;
-        if (recording) latencies.push(performance.now() - sentAt);
-        if (buf[9] !== 0x32) errors++; // "HTTP/1.1 2xx"
-        buf = buf.subarray(length);
-        send();
-      });
-      socket.on('error', () => {
-        errors++;
-        done();
-      });
-      socket.on('close', () => done());
-    }));
+        });
+        socket.on('close', () => done());
+      }),
+    );
   }
   await new Promise((r) => setTimeout(r, command.warmupMs));
   recording = true;
@@ -241,39 +262,49 @@ function runSse(command: SseCommand): Promise<Figures> {
     let firstMs = Number.NaN;
     let text = '';
     const start = performance.now();
-    const req = httpRequest({
-      ...(command.target.socketPath !== undefined ? { socketPath: command.target.socketPath } : { host: '127.0.0.1', port: command.target.port }),
-      method: 'POST',
-      path: '/v1/chat/completions',
-      agent: false,
-      headers: { host: command.target.host, authorization: `Bearer ${command.token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-    }, (res: IncomingMessage) => {
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        const now = performance.now();
-        const wall = performance.timeOrigin + now;
-        if (Number.isNaN(firstMs)) firstMs = now - start;
-        text += chunk;
-        let cut = text.indexOf('\n\n');
-        while (cut !== -1) {
-          const event = text.slice(0, cut);
-          text = text.slice(cut + 2);
-          const stamp = /"t":([0-9.]+)/.exec(event);
-          if (stamp !== null) latencies.push(wall - Number(stamp[1]));
-          cut = text.indexOf('\n\n');
-        }
-      });
-      res.on('end', () => {
-        resolveRun({
-          firstEventMs: firstMs,
-          totalMs: performance.now() - start,
-          events: latencies.length,
-          eventP50Ms: percentile(latencies, 50),
-          eventP99Ms: percentile(latencies, 99),
+    const req = httpRequest(
+      {
+        ...(command.target.socketPath !== undefined
+          ? { socketPath: command.target.socketPath }
+          : { host: '127.0.0.1', port: command.target.port }),
+        method: 'POST',
+        path: '/v1/chat/completions',
+        agent: false,
+        headers: {
+          host: command.target.host,
+          authorization: `Bearer ${command.token}`,
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+        },
+      },
+      (res: IncomingMessage) => {
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          const now = performance.now();
+          const wall = performance.timeOrigin + now;
+          if (Number.isNaN(firstMs)) firstMs = now - start;
+          text += chunk;
+          let cut = text.indexOf('\n\n');
+          while (cut !== -1) {
+            const event = text.slice(0, cut);
+            text = text.slice(cut + 2);
+            const stamp = /"t":([0-9.]+)/.exec(event);
+            if (stamp !== null) latencies.push(wall - Number(stamp[1]));
+            cut = text.indexOf('\n\n');
+          }
         });
-      });
-      res.on('error', reject);
-    });
+        res.on('end', () => {
+          resolveRun({
+            firstEventMs: firstMs,
+            totalMs: performance.now() - start,
+            events: latencies.length,
+            eventP50Ms: percentile(latencies, 50),
+            eventP99Ms: percentile(latencies, 99),
+          });
+        });
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -310,33 +341,55 @@ function closeServer(server: Server): Promise<void> {
 async function startPipeProxy(socketPath: string): Promise<Listening> {
   const agent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const upstream = httpRequest({ socketPath, agent, method: req.method, path: req.url, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
+    const upstream = httpRequest(
+      { socketPath, agent, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
   });
   server.keepAliveTimeout = 60_000;
   const port = await listenLoopback(server);
-  return { port, close: async () => { await closeServer(server); agent.destroy(); } };
+  return {
+    port,
+    close: async () => {
+      await closeServer(server);
+      agent.destroy();
+    },
+  };
 }
 
 /** Baseline 2: node:http server streaming through an undici Pool. */
 async function startUndiciProxy(socketPath: string): Promise<Listening> {
   const pool = new Pool('http://localhost', { socketPath, connections: 64 });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    pool.stream(
-      { path: req.url ?? '/', method: req.method as Dispatcher.HttpMethod, headers: { host: 'localhost' }, body: req.method === 'GET' ? null : req },
-      ({ statusCode, headers }) => {
-        res.writeHead(statusCode, headers as Record<string, string>);
-        return res;
-      },
-    ).catch(() => res.destroy());
+    pool
+      .stream(
+        {
+          path: req.url ?? '/',
+          method: req.method as Dispatcher.HttpMethod,
+          headers: { host: 'localhost' },
+          body: req.method === 'GET' ? null : req,
+        },
+        ({ statusCode, headers }) => {
+          res.writeHead(statusCode, headers as Record<string, string>);
+          return res;
+        },
+      )
+      .catch(() => res.destroy());
   });
   server.keepAliveTimeout = 60_000;
   const port = await listenLoopback(server);
-  return { port, close: async () => { await closeServer(server); await pool.close(); } };
+  return {
+    port,
+    close: async () => {
+      await closeServer(server);
+      await pool.close();
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -377,7 +430,8 @@ function targets(): Record<'direct' | 'pipe' | 'undici' | 'door', Target> {
 
 const bench: Bench = {
   name: 'front-door',
-  description: 'GET /v1/models req/s and p50/p99 at 1 and 50 connections: direct Unix socket (a), node:http pipe and undici Pool.stream proxies (b = the faster), the front door (c); SSE 1,000 events burst and paced at 1 ms, direct vs door',
+  description:
+    'GET /v1/models req/s and p50/p99 at 1 and 50 connections: direct Unix socket (a), node:http pipe and undici Pool.stream proxies (b = the faster), the front door (c); SSE 1,000 events burst and paced at 1 ms, direct vs door',
   runs: 5,
   warmup: 1,
   async setup() {
@@ -411,7 +465,14 @@ const bench: Bench = {
       for (let slice = 0; slice < SLICES; slice++) {
         for (let i = 0; i < names.length; i++) {
           const name = names[(i + slice) % names.length]!;
-          const result = await ask({ kind: 'rps', target: all[name], token, connections, warmupMs: WARMUP_MS, durationMs: SLICE_MS });
+          const result = await ask({
+            kind: 'rps',
+            target: all[name],
+            token,
+            connections,
+            warmupMs: WARMUP_MS,
+            durationMs: SLICE_MS,
+          });
           const into = pooled[name]!;
           into.requests += result.requests;
           into.seconds += result.seconds;
@@ -428,10 +489,14 @@ const bench: Bench = {
       }
       // Paired within the run (the same machine load for all four): steadier than ratios of medians.
       const b = Math.max(figures[`pipe${connections}ReqPerSec`]!, figures[`undici${connections}ReqPerSec`]!);
-      figures[`pairedCA${connections}`] = figures[`door${connections}ReqPerSec`]! / figures[`direct${connections}ReqPerSec`]!;
+      figures[`pairedCA${connections}`] =
+        figures[`door${connections}ReqPerSec`]! / figures[`direct${connections}ReqPerSec`]!;
       figures[`pairedCB${connections}`] = figures[`door${connections}ReqPerSec`]! / b;
     }
-    for (const [shape, paceMs, repeat] of [['Burst', 0, BURST_REPEAT], ['Paced', 1, 1]] as const) {
+    for (const [shape, paceMs, repeat] of [
+      ['Burst', 0, BURST_REPEAT],
+      ['Paced', 1, 1],
+    ] as const) {
       // A burst is over in a few ms: repeat it, alternating direct and door, and keep the median.
       const results: Record<'direct' | 'undici' | 'door', Figures[]> = { direct: [], undici: [], door: [] };
       const order = ['direct', 'undici', 'door'] as const;
@@ -439,7 +504,8 @@ const bench: Bench = {
         for (let j = 0; j < order.length; j++) {
           const name = order[(j + round + i) % order.length]!;
           const result = await ask({ kind: 'sse', target: all[name], token, events: EVENTS, paceMs });
-          if (result.events !== EVENTS) throw new Error(`${name} ${shape}: ${result.events} events arrived, not ${EVENTS}`);
+          if (result.events !== EVENTS)
+            throw new Error(`${name} ${shape}: ${result.events} events arrived, not ${EVENTS}`);
           results[name].push(result);
         }
       }

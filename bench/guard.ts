@@ -3,7 +3,13 @@
  * shapes (accepted, and refused at different depths), plus a mixed stream. Pure CPU, no sockets.
  */
 import type { Bench, Figures } from './harness.js';
-import { allowedHostsFor, createTokenVerifier, verifyLoopbackRequest, type GuardPolicy, type GuardRequest } from '../src/core/guard.js';
+import {
+  allowedHostsFor,
+  createTokenVerifier,
+  verifyLoopbackRequest,
+  type GuardPolicy,
+  type GuardRequest,
+} from '../src/core/guard.js';
 
 const PORT = 41234;
 const TOKEN = 'bench_0123456789abcdefghijklmnopqrstuvwxyzABCD';
@@ -22,8 +28,20 @@ const policy: GuardPolicy = {
 
 /** Headers a real client (the openai SDK) sends, so the header scan does realistic work. */
 const CLIENT_HEADERS = [
-  'Accept', 'application/json', 'Content-Type', 'application/json', 'User-Agent', 'OpenAI/JS 6.49.0',
-  'X-Stainless-Lang', 'js', 'X-Stainless-Retry-Count', '0', 'Content-Length', '123', 'Connection', 'keep-alive',
+  'Accept',
+  'application/json',
+  'Content-Type',
+  'application/json',
+  'User-Agent',
+  'OpenAI/JS 6.49.0',
+  'X-Stainless-Lang',
+  'js',
+  'X-Stainless-Retry-Count',
+  '0',
+  'Content-Length',
+  '123',
+  'Connection',
+  'keep-alive',
 ];
 
 function request(overrides: Partial<GuardRequest> & { headers?: string[] } = {}): GuardRequest {
@@ -42,8 +60,12 @@ const SHAPES: Record<string, GuardRequest> = {
   accepted: request(),
   acceptedQuery: request({ method: 'GET', target: '/v1/models?limit=10' }),
   refusedHost: request({ headers: ['Host', 'evil.example', 'Authorization', `Bearer ${TOKEN}`, ...CLIENT_HEADERS] }),
-  refusedOrigin: request({ headers: ['Host', `127.0.0.1:${PORT}`, 'Origin', 'http://evil.example', ...CLIENT_HEADERS] }),
-  refusedToken: request({ headers: ['Host', `127.0.0.1:${PORT}`, 'Authorization', `Bearer ${TOKEN.slice(0, -1)}x`, ...CLIENT_HEADERS] }),
+  refusedOrigin: request({
+    headers: ['Host', `127.0.0.1:${PORT}`, 'Origin', 'http://evil.example', ...CLIENT_HEADERS],
+  }),
+  refusedToken: request({
+    headers: ['Host', `127.0.0.1:${PORT}`, 'Authorization', `Bearer ${TOKEN.slice(0, -1)}x`, ...CLIENT_HEADERS],
+  }),
   refusedTarget: request({ target: 'http://evil.example/v1/chat/completions' }),
 };
 const MIXED = Object.values(SHAPES);

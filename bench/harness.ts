@@ -54,7 +54,11 @@ export async function runBench(bench: Bench, log: (line: string) => void): Promi
     for (let i = 0; i < runs; i++) {
       const figures = await bench.sample();
       samples.push(figures);
-      log(`run ${i + 1}/${runs}: ${Object.entries(figures).map(([k, v]) => `${k}=${round(v)}`).join(' ')}`);
+      log(
+        `run ${i + 1}/${runs}: ${Object.entries(figures)
+          .map(([k, v]) => `${k}=${round(v)}`)
+          .join(' ')}`,
+      );
     }
   } finally {
     await bench.teardown?.();
@@ -67,7 +71,15 @@ export async function runBench(bench: Bench, log: (line: string) => void): Promi
     stats[key] = { median: round(median(values)), min: round(Math.min(...values)), max: round(Math.max(...values)) };
     medians[key] = median(values);
   }
-  const derived = bench.derive ? Object.fromEntries(Object.entries(bench.derive(medians)).map(([k, v]) => [k, round(v)])) : {};
+  const derived = bench.derive
+    ? Object.fromEntries(Object.entries(bench.derive(medians)).map(([k, v]) => [k, round(v)]))
+    : {};
   const reported = bench.report ? bench.report(medians) : {};
-  return { bench: bench.name, runs, ...Object.fromEntries(Object.entries(stats).map(([k, s]) => [k, s])), ...derived, ...reported };
+  return {
+    bench: bench.name,
+    runs,
+    ...Object.fromEntries(Object.entries(stats).map(([k, s]) => [k, s])),
+    ...derived,
+    ...reported,
+  };
 }

@@ -18,7 +18,9 @@ async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   const name = argv.find((a) => !a.startsWith('--'));
   if (name === undefined || argv.includes('--help')) {
-    console.log(`Usage: npm run bench -- NAME [--json] [--quick (workloads)]\n\nBenchmarks: ${Object.keys(BENCHES).join(', ')}`);
+    console.log(
+      `Usage: npm run bench -- NAME [--json] [--quick (workloads)]\n\nBenchmarks: ${Object.keys(BENCHES).join(', ')}`,
+    );
     return name === undefined && !argv.includes('--help') ? 2 : 0;
   }
   const load = BENCHES[name];

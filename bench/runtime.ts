@@ -26,7 +26,11 @@ let round = 0;
 
 async function measure(sandbox: SpawnWrap | undefined): Promise<Figures> {
   const started = performance.now();
-  const handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1, contextSize: 2048 }), { dataDir: join(dir, 'data'), readyTimeoutMs: 60_000, ...(sandbox === undefined ? {} : { wrap: sandbox }) });
+  const handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1, contextSize: 2048 }), {
+    dataDir: join(dir, 'data'),
+    readyTimeoutMs: 60_000,
+    ...(sandbox === undefined ? {} : { wrap: sandbox }),
+  });
   const readyMs = performance.now() - started;
   const agent = new Agent(handle.address.kind === 'unix' ? { connect: { socketPath: handle.address.path } } : {});
   try {
@@ -46,9 +50,17 @@ async function measure(sandbox: SpawnWrap | undefined): Promise<Figures> {
     t0 = performance.now();
     let firstTokenMs = Number.NaN;
     let streamTokens = 0;
-    const stream = await client.chat.completions.create({ model: 'x', messages, max_tokens: TOKENS, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.chat.completions.create({
+      model: 'x',
+      messages,
+      max_tokens: TOKENS,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     for await (const chunk of stream) {
-      if (Number.isNaN(firstTokenMs) && (chunk.choices[0]?.delta.content ?? '') !== '') firstTokenMs = performance.now() - t0;
+      if (Number.isNaN(firstTokenMs) && (chunk.choices[0]?.delta.content ?? '') !== '')
+        firstTokenMs = performance.now() - t0;
       if (chunk.usage) streamTokens = chunk.usage.completion_tokens;
     }
     const streamSeconds = (performance.now() - t0) / 1000;
@@ -85,7 +97,8 @@ const bench: Bench = {
     const figures: Figures = {};
     for (const mode of modes) {
       const measured = await measure(mode === 'sandbox' ? wrap : undefined);
-      for (const [key, value] of Object.entries(measured)) figures[mode === '' ? key : `${mode}${key[0]!.toUpperCase()}${key.slice(1)}`] = value;
+      for (const [key, value] of Object.entries(measured))
+        figures[mode === '' ? key : `${mode}${key[0]!.toUpperCase()}${key.slice(1)}`] = value;
     }
     if (figures.sandboxReadyMs !== undefined) {
       // Paired within the run (same machine load for both starts): steadier than a ratio of medians.

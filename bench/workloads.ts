@@ -27,7 +27,15 @@ import { request as httpRequest } from 'node:http';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, LlamaChat, LlamaLogLevel, type ChatHistoryItem, type Llama, type LlamaContext, type LlamaModel } from 'node-llama-cpp';
+import {
+  getLlama,
+  LlamaChat,
+  LlamaLogLevel,
+  type ChatHistoryItem,
+  type Llama,
+  type LlamaContext,
+  type LlamaModel,
+} from 'node-llama-cpp';
 import OpenAI from 'openai';
 import { createAdmission } from '../src/core/admission.js';
 import { createTokenVerifier } from '../src/core/guard.js';
@@ -74,7 +82,16 @@ let round = 0;
 let longPrefixTokens = 0;
 let jsonSchema: { supported: boolean; reason: string | null } = { supported: false, reason: null };
 
-const TOPICS = ['the sea', 'a lighthouse', 'the mountains', 'a city at night', 'an old library', 'a long journey', 'the first snow', 'a small garden'];
+const TOPICS = [
+  'the sea',
+  'a lighthouse',
+  'the mountains',
+  'a city at night',
+  'an old library',
+  'a long journey',
+  'the first snow',
+  'a small garden',
+];
 const LONG_TEXT = [
   'The local model reads the whole of this document before it answers, and a follow-up question about it',
   'should not pay for reading it again. This paragraph is plain English text of the kind a user pastes:',
@@ -91,12 +108,21 @@ type Message = { role: 'system' | 'user' | 'assistant'; content: string };
 
 function historyOf(messages: readonly Message[]): ChatHistoryItem[] {
   // As the runtime's engine builds it (src/runtime-server/engine.ts).
-  const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => (m.role === 'system' ? { type: 'system', text: m.content } : m.role === 'user' ? { type: 'user', text: m.content } : { type: 'model', response: [m.content] }));
+  const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem =>
+    m.role === 'system'
+      ? { type: 'system', text: m.content }
+      : m.role === 'user'
+        ? { type: 'user', text: m.content }
+        : { type: 'model', response: [m.content] },
+  );
   history.push({ type: 'model', response: [] });
   return history;
 }
 
-async function inProcess(messages: readonly Message[], on: LlamaChat = chat!): Promise<{ tokens: number; seconds: number; ttftMs: number }> {
+async function inProcess(
+  messages: readonly Message[],
+  on: LlamaChat = chat!,
+): Promise<{ tokens: number; seconds: number; ttftMs: number }> {
   let tokens = 0;
   let ttftMs = Number.NaN;
   const t0 = performance.now();
@@ -113,10 +139,23 @@ async function inProcess(messages: readonly Message[], on: LlamaChat = chat!): P
   return { tokens, seconds: (performance.now() - t0) / 1000, ttftMs };
 }
 
-async function companionPlain(messages: readonly Message[], extra: Record<string, unknown> = {}): Promise<{ tokens: number; seconds: number; text: string }> {
+async function companionPlain(
+  messages: readonly Message[],
+  extra: Record<string, unknown> = {},
+): Promise<{ tokens: number; seconds: number; text: string }> {
   const t0 = performance.now();
-  const response = await client!.chat.completions.create({ model: 'smol135m', messages: [...messages], max_tokens: TOKENS, temperature: 0, ...extra } as OpenAI.ChatCompletionCreateParamsNonStreaming);
-  return { tokens: response.usage?.completion_tokens ?? 0, seconds: (performance.now() - t0) / 1000, text: response.choices[0]?.message.content ?? '' };
+  const response = await client!.chat.completions.create({
+    model: 'smol135m',
+    messages: [...messages],
+    max_tokens: TOKENS,
+    temperature: 0,
+    ...extra,
+  } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  return {
+    tokens: response.usage?.completion_tokens ?? 0,
+    seconds: (performance.now() - t0) / 1000,
+    text: response.choices[0]?.message.content ?? '',
+  };
 }
 
 /**
@@ -126,30 +165,56 @@ async function companionPlain(messages: readonly Message[], extra: Record<string
 function runtimeStream(messages: readonly Message[]): Promise<{ tokens: number; seconds: number }> {
   const address = handle!.address;
   if (address.kind !== 'unix') return Promise.reject(new Error('the bundled runtime listens on a unix socket'));
-  const body = JSON.stringify({ model: 'smol135m', messages, max_tokens: TOKENS, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const body = JSON.stringify({
+    model: 'smol135m',
+    messages,
+    max_tokens: TOKENS,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath: address.path, method: 'POST', path: '/v1/chat/completions', headers: { host: 'localhost', 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
-      res.once('end', () => {
-        const usage = /"completion_tokens":(\d+)/.exec(text);
-        if (res.statusCode !== 200 || usage === null) return reject(new Error(`runtime stream: status ${res.statusCode ?? 0}`));
-        resolve({ tokens: Number(usage[1]), seconds: (performance.now() - t0) / 1000 });
-      });
-    });
+    const req = httpRequest(
+      {
+        socketPath: address.path,
+        method: 'POST',
+        path: '/v1/chat/completions',
+        headers: { host: 'localhost', 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+        res.once('end', () => {
+          const usage = /"completion_tokens":(\d+)/.exec(text);
+          if (res.statusCode !== 200 || usage === null)
+            return reject(new Error(`runtime stream: status ${res.statusCode ?? 0}`));
+          resolve({ tokens: Number(usage[1]), seconds: (performance.now() - t0) / 1000 });
+        });
+      },
+    );
     req.once('error', reject);
     req.end(body);
   });
 }
 
-async function companionStream(messages: readonly Message[], maxTokens = TOKENS): Promise<{ tokens: number; seconds: number; ttftMs: number; text: string; promptTokens: number }> {
+async function companionStream(
+  messages: readonly Message[],
+  maxTokens = TOKENS,
+): Promise<{ tokens: number; seconds: number; ttftMs: number; text: string; promptTokens: number }> {
   const t0 = performance.now();
   let ttftMs = Number.NaN;
   let tokens = 0;
   let promptTokens = 0;
   let text = '';
-  const stream = await client!.chat.completions.create({ model: 'smol135m', messages: [...messages], max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const stream = await client!.chat.completions.create({
+    model: 'smol135m',
+    messages: [...messages],
+    max_tokens: maxTokens,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   for await (const chunk of stream) {
     const delta = chunk.choices[0]?.delta.content ?? '';
     if (Number.isNaN(ttftMs) && delta !== '') ttftMs = performance.now() - t0;
@@ -162,16 +227,30 @@ async function companionStream(messages: readonly Message[], maxTokens = TOKENS)
   return { tokens, seconds: (performance.now() - t0) / 1000, ttftMs, text, promptTokens };
 }
 
-const SCHEMA = { type: 'object', properties: { title: { type: 'string' }, year: { type: 'integer' } }, required: ['title', 'year'], additionalProperties: false };
-const JSON_SCHEMA_FORMAT = { response_format: { type: 'json_schema', json_schema: { name: 'book', schema: SCHEMA, strict: true } } };
+const SCHEMA = {
+  type: 'object',
+  properties: { title: { type: 'string' }, year: { type: 'integer' } },
+  required: ['title', 'year'],
+  additionalProperties: false,
+};
+const JSON_SCHEMA_FORMAT = {
+  response_format: { type: 'json_schema', json_schema: { name: 'book', schema: SCHEMA, strict: true } },
+};
 
 /** One request with response_format: 200 means supported; a 400 is today's refusal (its message is the reason). */
 async function probeJsonSchema(): Promise<{ supported: boolean; reason: string | null }> {
   try {
-    await client!.chat.completions.create({ model: 'smol135m', messages: [{ role: 'user', content: 'A book as JSON.' }], max_tokens: 8, temperature: 0, ...JSON_SCHEMA_FORMAT } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    await client!.chat.completions.create({
+      model: 'smol135m',
+      messages: [{ role: 'user', content: 'A book as JSON.' }],
+      max_tokens: 8,
+      temperature: 0,
+      ...JSON_SCHEMA_FORMAT,
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming);
     return { supported: true, reason: null };
   } catch (error) {
-    if (error instanceof OpenAI.APIError && error.status === 400) return { supported: false, reason: `the runtime answers 400 to response_format: ${error.message}` };
+    if (error instanceof OpenAI.APIError && error.status === 400)
+      return { supported: false, reason: `the runtime answers 400 to response_format: ${error.message}` };
     throw error;
   }
 }
@@ -191,7 +270,10 @@ const bench: Bench = {
     } finally {
       closeSync(fd);
     }
-    handle = await spawnRuntime(bundledProfile({ modelPath: path, modelId: 'smol135m', threads: THREADS, contextSize: CONTEXT }), { dataDir: join(dir, 'data'), readyTimeoutMs: 120_000 });
+    handle = await spawnRuntime(
+      bundledProfile({ modelPath: path, modelId: 'smol135m', threads: THREADS, contextSize: CONTEXT }),
+      { dataDir: join(dir, 'data'), readyTimeoutMs: 120_000 },
+    );
     const token = randomBytes(32).toString('base64url');
     const address = handle.address;
     door = await startFrontDoor({
@@ -201,18 +283,37 @@ const bench: Bench = {
       admission: createAdmission({ maxConcurrent: 4, maxQueue: 32, queueTimeoutMs: 300_000, ready: true }),
     });
     client = new OpenAI({ baseURL: `${door.url}/v1`, apiKey: token, maxRetries: 0, timeout: 600_000 });
-    llama = await getLlama({ gpu: false, build: 'never', skipDownload: true, progressLogs: false, maxThreads: THREADS, logLevel: LlamaLogLevel.error });
+    llama = await getLlama({
+      gpu: false,
+      build: 'never',
+      skipDownload: true,
+      progressLogs: false,
+      maxThreads: THREADS,
+      logLevel: LlamaLogLevel.error,
+    });
     model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
-    context = await model.createContext({ contextSize: CONTEXT, sequences: 1, threads: THREADS, batchSize: Math.min(512, CONTEXT) });
+    context = await model.createContext({
+      contextSize: CONTEXT,
+      sequences: 1,
+      threads: THREADS,
+      batchSize: Math.min(512, CONTEXT),
+    });
     chat = new LlamaChat({ contextSequence: context.getSequence() });
-    context4 = await model.createContext({ contextSize: CONTEXT, sequences: CLIENTS, threads: THREADS, batchSize: Math.min(512, CONTEXT * CLIENTS) });
+    context4 = await model.createContext({
+      contextSize: CONTEXT,
+      sequences: CLIENTS,
+      threads: THREADS,
+      batchSize: Math.min(512, CONTEXT * CLIENTS),
+    });
     chats4 = Array.from({ length: CLIENTS }, () => new LlamaChat({ contextSequence: context4!.getSequence() }));
     jsonSchema = await probeJsonSchema();
   },
   async sample(): Promise<Figures> {
     const run = round++;
     const topic = (i: number): string => TOPICS[(run * CLIENTS + i) % TOPICS.length]!;
-    const messages = (i: number): Message[] => [{ role: 'user', content: `Tell me a long story about ${topic(i)} (${run}).` }];
+    const messages = (i: number): Message[] => [
+      { role: 'user', content: `Tell me a long story about ${topic(i)} (${run}).` },
+    ];
     const figures: Figures = {};
 
     // In-process before and after the two companion requests (A B B A), averaged: a load that drifts
@@ -236,20 +337,35 @@ const bench: Bench = {
     const single = await companionPlain(messages(4));
     figures.serialTokPerSec = single.tokens / single.seconds;
     const t0 = performance.now();
-    const together = await Promise.all(Array.from({ length: CLIENTS }, (_, i) => companionPlain([{ role: 'user', content: `Tell me a long story about ${topic(i)} (${run}, client ${i}).` }])));
+    const together = await Promise.all(
+      Array.from({ length: CLIENTS }, (_, i) =>
+        companionPlain([{ role: 'user', content: `Tell me a long story about ${topic(i)} (${run}, client ${i}).` }]),
+      ),
+    );
     figures.parallel4TokPerSec = together.reduce((sum, r) => sum + r.tokens, 0) / ((performance.now() - t0) / 1000);
     figures.pairedParallel4OverSerial = figures.parallel4TokPerSec / figures.serialTokPerSec;
     // The profile of that ratio: what llama.cpp's batching gives in-process, with no runtime or front door.
     const t1 = performance.now();
-    const local4 = await Promise.all(chats4.map((c, i) => inProcess([{ role: 'user', content: `Tell me a long story about ${topic(i)} (${run}, in-process ${i}).` }], c)));
-    figures.inProcessParallel4TokPerSec = local4.reduce((sum, r) => sum + r.tokens, 0) / ((performance.now() - t1) / 1000);
+    const local4 = await Promise.all(
+      chats4.map((c, i) =>
+        inProcess([{ role: 'user', content: `Tell me a long story about ${topic(i)} (${run}, in-process ${i}).` }], c),
+      ),
+    );
+    figures.inProcessParallel4TokPerSec =
+      local4.reduce((sum, r) => sum + r.tokens, 0) / ((performance.now() - t1) / 1000);
     figures.pairedInProcessParallel4OverSerial = figures.inProcessParallel4TokPerSec / figures.inProcessTokPerSec!;
 
     // Prompt reuse: a long system prompt, then a follow-up turn that repeats it and the first answer.
-    const first: Message[] = [{ role: 'system', content: longSystemPrompt(run) }, { role: 'user', content: 'Summarise the document.' }];
+    const first: Message[] = [
+      { role: 'system', content: longSystemPrompt(run) },
+      { role: 'user', content: 'Summarise the document.' },
+    ];
     const turn1 = await companionStream(first, 8);
     longPrefixTokens = turn1.promptTokens;
-    const turn2 = await companionStream([...first, { role: 'assistant', content: turn1.text }, { role: 'user', content: 'And what came after that?' }], 8);
+    const turn2 = await companionStream(
+      [...first, { role: 'assistant', content: turn1.text }, { role: 'user', content: 'And what came after that?' }],
+      8,
+    );
     figures.firstTurnTtftMs = turn1.ttftMs;
     figures.secondTurnTtftMs = turn2.ttftMs;
     figures.pairedSecondTurnTtftRatio = turn2.ttftMs / turn1.ttftMs;
@@ -268,11 +384,21 @@ const bench: Bench = {
     };
   },
   report(m: Figures): Record<string, unknown> {
-    const atLeast = (value: number | undefined, target: number): { value: number | null; target: string; met: boolean } => ({ value: value ?? null, target: `>=${target}`, met: value !== undefined && value >= target });
-    const round3 = (value: number | undefined): number | undefined => (value === undefined ? undefined : Math.round(value * 1000) / 1000);
+    const atLeast = (
+      value: number | undefined,
+      target: number,
+    ): { value: number | null; target: string; met: boolean } => ({
+      value: value ?? null,
+      target: `>=${target}`,
+      met: value !== undefined && value >= target,
+    });
+    const round3 = (value: number | undefined): number | undefined =>
+      value === undefined ? undefined : Math.round(value * 1000) / 1000;
     const secondTurn = round3(m.pairedSecondTurnTtftRatio);
     return {
-      model: QUICK ? 'smol135m, 2 layers (quick: figures meaningless)' : 'smol135m (synthetic SmolLM2-135M shape, Q8_0)',
+      model: QUICK
+        ? 'smol135m, 2 layers (quick: figures meaningless)'
+        : 'smol135m (synthetic SmolLM2-135M shape, Q8_0)',
       threads: THREADS,
       contextSize: CONTEXT,
       maxTokens: TOKENS,
@@ -283,13 +409,25 @@ const bench: Bench = {
       streamOverInProcess: atLeast(round3(m.pairedStreamOverInProcess), 0.95),
       // Profile: the same stream straight to the runtime's socket (no front door, no SDK).
       runtimeStreamOverInProcess: round3(m.pairedRuntimeStreamOverInProcess) ?? null,
-      addedTtftMs: { value: round3((m.companionTtftMs ?? Number.NaN) - (m.inProcessTtftMs ?? Number.NaN)) ?? null, target: 'report', met: m.companionTtftMs !== undefined },
+      addedTtftMs: {
+        value: round3((m.companionTtftMs ?? Number.NaN) - (m.inProcessTtftMs ?? Number.NaN)) ?? null,
+        target: 'report',
+        met: m.companionTtftMs !== undefined,
+      },
       parallel4OverSerial: atLeast(round3(m.pairedParallel4OverSerial), 1.8),
       // Profile: the same ratio in-process (node-llama-cpp, 4 sequences on one context, no runtime).
       inProcessParallel4OverSerial: round3(m.pairedInProcessParallel4OverSerial) ?? null,
-      secondTurnTtftRatio: { value: secondTurn ?? null, target: '<=0.3', met: secondTurn !== undefined && secondTurn <= 0.3 },
+      secondTurnTtftRatio: {
+        value: secondTurn ?? null,
+        target: '<=0.3',
+        met: secondTurn !== undefined && secondTurn <= 0.3,
+      },
       jsonSchemaOverPlain: jsonSchema.supported
-        ? { value: round3(m.pairedJsonSchemaOverPlain) ?? null, target: 'report', met: m.pairedJsonSchemaOverPlain !== undefined }
+        ? {
+            value: round3(m.pairedJsonSchemaOverPlain) ?? null,
+            target: 'report',
+            met: m.pairedJsonSchemaOverPlain !== undefined,
+          }
         : { value: null, target: 'report', met: false, reason: jsonSchema.reason },
     };
   },

@@ -54,25 +54,37 @@ for (const tier of wanted) {
   }
   console.log(`\n=== tier: ${tier} (${files.length} files) ===`);
   const tap = join(scratch, `${tier}.tap`);
-  const result = spawnSync(process.execPath, [
-    '--test',
-    '--test-reporter=spec', '--test-reporter-destination=stdout',
-    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
-    ...files,
-  ], { stdio: 'inherit', cwd: root, env: { ...process.env, COMPANION_TEST_TIER: tier } });
+  const result = spawnSync(
+    process.execPath,
+    [
+      '--test',
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      '--test-reporter=tap',
+      `--test-reporter-destination=${tap}`,
+      ...files,
+    ],
+    { stdio: 'inherit', cwd: root, env: { ...process.env, COMPANION_TEST_TIER: tier } },
+  );
   const report = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
   const count = countTap(report);
-  summary.push(`${tier}: pass ${count.passed.length}, fail ${count.failed.length}, skipped ${count.skipped.length}, todo ${count.todo.length} (test points, suites included)`);
+  summary.push(
+    `${tier}: pass ${count.passed.length}, fail ${count.failed.length}, skipped ${count.skipped.length}, todo ${count.todo.length} (test points, suites included)`,
+  );
   if (result.status !== 0) failed = true;
   // A skip whose own reason starts with "optional:" is for an external, optional component (none today):
   // it is reported but does not fail the run. Every other skip, of a test or of a whole suite, does; so
   // does a todo.
   if (count.optionalSkipped.length > 0) {
-    console.log(`test: tier '${tier}': ${count.optionalSkipped.length} optional test(s) skipped (external component not present)`);
+    console.log(
+      `test: tier '${tier}': ${count.optionalSkipped.length} optional test(s) skipped (external component not present)`,
+    );
   }
   const problems = requireAllProblems(count);
   if (requireAll && problems.length > 0) {
-    console.error(`test: tier '${tier}' skipped ${count.realSkipped.length} and left ${count.todo.length} todo with COMPANION_REQUIRE_ALL=1:`);
+    console.error(
+      `test: tier '${tier}' skipped ${count.realSkipped.length} and left ${count.todo.length} todo with COMPANION_REQUIRE_ALL=1:`,
+    );
     for (const line of problems) console.error(`  ${line}`);
     failed = true;
   }

@@ -34,7 +34,8 @@ const doc = readFileSync(docPath, 'utf8');
 const titles = new Map([...doc.matchAll(/^### (P-[a-k]) — (.*)$/gm)].map((m) => [m[1], m[2]]));
 const start = doc.indexOf('## Tests by threat');
 const afterStart = doc.indexOf('\n## ', start + 1);
-let section = '## Tests by threat\n\nNames as they appear in the files (`…` stands for an interpolated part). Regenerate with\n`node scripts/threat-tests.mjs`.\n';
+let section =
+  '## Tests by threat\n\nNames as they appear in the files (`…` stands for an interpolated part). Regenerate with\n`node scripts/threat-tests.mjs`.\n';
 for (const id of 'abcdefghijk'.split('').map((c) => `P-${c}`)) {
   section += `\n### ${id} — ${titles.get(id) ?? ''}\n\n`;
   for (const [file, names] of [...(by.get(id) ?? new Map())].sort()) {

@@ -13,7 +13,11 @@ const SAFE_CODE = /^[A-Z][A-Z0-9_]{1,63}$/;
 
 /** The first safe `code` (or `TimeoutError` / `AbortError` name, or BAD_PORT) along the cause chain, or null. */
 export function transportCode(error: unknown): string | null {
-  for (let e = error, depth = 0; e !== null && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+  for (
+    let e = error, depth = 0;
+    e !== null && typeof e === 'object' && depth < 5;
+    e = (e as { cause?: unknown }).cause, depth++
+  ) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && SAFE_CODE.test(code)) return code;
     const name = (e as { name?: unknown }).name;
@@ -61,13 +65,19 @@ export function hubUnreachable(hubUrl: string, error: unknown): CompanionError {
   const code = transportCode(error);
   if (isTlsError(error)) {
     const shown = code ?? 'TLS';
-    const message = shown === 'CERT_HAS_EXPIRED' || shown === 'CERT_NOT_YET_VALID'
-      ? `the hub's TLS certificate at ${where} is not valid now (${shown}); check the hub's certificate and this machine's clock`
-      : shown === 'ERR_TLS_CERT_ALTNAME_INVALID'
-        ? `the hub's TLS certificate does not name the host in --hub ${where} (${shown}); use the hub's own host name`
-        : `the hub's TLS certificate at ${where} could not be verified: it is not trusted (${shown}); a hub with a private CA needs --ca FILE`;
+    const message =
+      shown === 'CERT_HAS_EXPIRED' || shown === 'CERT_NOT_YET_VALID'
+        ? `the hub's TLS certificate at ${where} is not valid now (${shown}); check the hub's certificate and this machine's clock`
+        : shown === 'ERR_TLS_CERT_ALTNAME_INVALID'
+          ? `the hub's TLS certificate does not name the host in --hub ${where} (${shown}); use the hub's own host name`
+          : `the hub's TLS certificate at ${where} could not be verified: it is not trusted (${shown}); a hub with a private CA needs --ca FILE`;
     return new CompanionError('ERR_HUB_UNREACHABLE', message, { detail: { reason: 'tls', code: shown } });
   }
-  const [what, fix] = (code !== null ? CONNECT_REASONS[code] : undefined) ?? [code ?? 'network error', 'check the network and --hub'];
-  return new CompanionError('ERR_HUB_UNREACHABLE', `the hub at ${where} could not be reached (${what}); ${fix}`, { detail: { reason: code ?? 'network' } });
+  const [what, fix] = (code !== null ? CONNECT_REASONS[code] : undefined) ?? [
+    code ?? 'network error',
+    'check the network and --hub',
+  ];
+  return new CompanionError('ERR_HUB_UNREACHABLE', `the hub at ${where} could not be reached (${what}); ${fix}`, {
+    detail: { reason: code ?? 'network' },
+  });
 }

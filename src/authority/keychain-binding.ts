@@ -101,7 +101,10 @@ export function createBindingBackend(options: BindingBackendOptions): KeychainBa
     }
     let item: BindingEntry;
     try {
-      item = entryOptions === undefined ? new binding.AsyncEntry(service, account) : new binding.AsyncEntry(service, account, entryOptions);
+      item =
+        entryOptions === undefined
+          ? new binding.AsyncEntry(service, account)
+          : new binding.AsyncEntry(service, account, entryOptions);
     } catch (error) {
       throw mapError(error);
     }

@@ -54,9 +54,10 @@ export function errorForHealth(health: KeychainHealth): CompanionError {
  * sentences, never text from a library or a command.
  */
 export function keychainError(code: ErrorCode, backend: string, detail?: string): CompanionError {
-  const message = detail !== undefined
-    ? `${backend}: ${detail}`
-    : `${backend}: ${MESSAGES[code] ?? 'the keychain reported an error'}${DEFAULT_ADVICE[code] ? `; ${DEFAULT_ADVICE[code]}` : ''}`;
+  const message =
+    detail !== undefined
+      ? `${backend}: ${detail}`
+      : `${backend}: ${MESSAGES[code] ?? 'the keychain reported an error'}${DEFAULT_ADVICE[code] ? `; ${DEFAULT_ADVICE[code]}` : ''}`;
   return new CompanionError(code, message, { detail: { backend } });
 }
 

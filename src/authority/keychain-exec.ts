@@ -39,7 +39,12 @@ export const runCommand: Exec = (file, args, options) =>
       finish({ kind: 'timeout' });
     }, options.timeoutMs);
     try {
-      child = spawn(file, [...args], { shell: false, env: { ...options.env }, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
+      child = spawn(file, [...args], {
+        shell: false,
+        env: { ...options.env },
+        stdio: ['pipe', 'pipe', 'pipe'],
+        windowsHide: true,
+      });
     } catch {
       finish({ kind: 'spawn-failed' });
       return;
@@ -48,22 +53,29 @@ export const runCommand: Exec = (file, args, options) =>
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let size = 0;
-    const collect = (into: Buffer[]) => (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size > MAX_OUTPUT_BYTES) {
-        proc.kill('SIGKILL');
-        finish({ kind: 'spawn-failed' });
-        return;
-      }
-      into.push(chunk);
-    };
+    const collect =
+      (into: Buffer[]) =>
+      (chunk: Buffer): void => {
+        size += chunk.length;
+        if (size > MAX_OUTPUT_BYTES) {
+          proc.kill('SIGKILL');
+          finish({ kind: 'spawn-failed' });
+          return;
+        }
+        into.push(chunk);
+      };
     proc.stdout?.on('data', collect(out));
     proc.stderr?.on('data', collect(err));
     proc.on('error', (error: NodeJS.ErrnoException) => {
       finish(error.code === 'ENOENT' ? { kind: 'not-found' } : { kind: 'spawn-failed' });
     });
     proc.on('close', (status) => {
-      finish({ kind: 'exited', status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+      finish({
+        kind: 'exited',
+        status,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
     });
     // A child that exits before reading its stdin makes the write fail with EPIPE: not our error to raise.
     proc.stdin?.on('error', () => undefined);

@@ -29,13 +29,18 @@ const health = (state: KeychainHealth['state'], detail?: string): KeychainHealth
   detail === undefined ? { backend: MACOS_BACKEND, state } : { backend: MACOS_BACKEND, state, detail };
 
 /** Runs `security show-keychain-info` (argv holds no secret) and maps its outcome to a state. */
-export async function queryMacosHealth(exec: Exec, timeoutMs: number, env: Readonly<Record<string, string>>): Promise<KeychainHealth> {
+export async function queryMacosHealth(
+  exec: Exec,
+  timeoutMs: number,
+  env: Readonly<Record<string, string>>,
+): Promise<KeychainHealth> {
   const result = await exec(SECURITY_TOOL, ['show-keychain-info'], { timeoutMs, env });
   if (result.kind === 'not-found' || result.kind === 'spawn-failed') return health('unavailable', ADVICE.unavailable);
   if (result.kind === 'timeout') return health('unavailable', ADVICE.timeout);
   if (result.status === 0) return health('available');
   const text = `${result.stdout}\n${result.stderr}`;
-  if (/interaction is not allowed|is locked|user canceled|passphrase you entered is not correct/i.test(text)) return health('locked', ADVICE.locked);
+  if (/interaction is not allowed|is locked|user canceled|passphrase you entered is not correct/i.test(text))
+    return health('locked', ADVICE.locked);
   if (/no default keychain|could not be found/i.test(text)) return health('unavailable', ADVICE.noKeychain);
   return health('unavailable', ADVICE.unavailable);
 }

@@ -9,7 +9,8 @@ import { MAX_VALUE_BYTES, type KeychainBackend } from './keychain-common.js';
 export const MEMORY_BACKEND = 'memory';
 
 /** The line announced on stderr when the in-memory keychain is created. */
-export const MEMORY_ANNOUNCEMENT = 'companion: using the in-memory keychain (demo/tests only): nothing is stored on this machine';
+export const MEMORY_ANNOUNCEMENT =
+  'companion: using the in-memory keychain (demo/tests only): nothing is stored on this machine';
 
 export function createMemoryBackend(announce: (line: string) => void): KeychainBackend {
   const items = new Map<KeychainAccount, string>();
@@ -27,7 +28,11 @@ export function createMemoryBackend(announce: (line: string) => void): KeychainB
       return items.delete(account);
     },
     async health() {
-      return { backend: MEMORY_BACKEND, state: 'available', detail: 'in-memory keychain (demo/tests only): nothing persists' };
+      return {
+        backend: MEMORY_BACKEND,
+        state: 'available',
+        detail: 'in-memory keychain (demo/tests only): nothing persists',
+      };
     },
   };
 }

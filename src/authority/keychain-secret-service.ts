@@ -13,30 +13,44 @@
 import { existsSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import type { KeychainBackend, KeychainHealth } from './keychain-common.js';
-import { createBindingBackend, loadKeyringBinding, type BindingEntryOptions, type KeyringBinding } from './keychain-binding.js';
+import {
+  createBindingBackend,
+  loadKeyringBinding,
+  type BindingEntryOptions,
+  type KeyringBinding,
+} from './keychain-binding.js';
 import { pickEnv, runCommand, type Exec } from './keychain-exec.js';
 
 export const SECRET_SERVICE_BACKEND = 'secret-service';
 
 /** The entry options that pin the binding to the Secret Service (never keyutils). */
-export const SECRET_SERVICE_ENTRY_OPTIONS: BindingEntryOptions = Object.freeze({ linux: Object.freeze({ store: 'secret-service' as const }) });
+export const SECRET_SERVICE_ENTRY_OPTIONS: BindingEntryOptions = Object.freeze({
+  linux: Object.freeze({ store: 'secret-service' as const }),
+});
 
 const DEST = 'org.freedesktop.secrets';
 const SERVICE_PATH = '/org/freedesktop/secrets';
 
 const ADVICE = {
-  noBus: 'no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set); run companion inside a desktop session, or use --keychain memory for a demo only',
+  noBus:
+    'no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set); run companion inside a desktop session, or use --keychain memory for a demo only',
   busUnreachable: 'cannot connect to the D-Bus session bus; check DBUS_SESSION_BUS_ADDRESS',
-  noService: 'no Secret Service on the session bus; install and start gnome-keyring (or another Secret Service such as KeePassXC)',
-  noDefault: 'the Secret Service has no default keyring; create one (for example in "Passwords and Keys") and try again',
-  locked: 'the Secret Service keyring is locked; unlock it (log in to the desktop, or open "Passwords and Keys") and try again',
+  noService:
+    'no Secret Service on the session bus; install and start gnome-keyring (or another Secret Service such as KeePassXC)',
+  noDefault:
+    'the Secret Service has no default keyring; create one (for example in "Passwords and Keys") and try again',
+  locked:
+    'the Secret Service keyring is locked; unlock it (log in to the desktop, or open "Passwords and Keys") and try again',
   noTool: 'cannot query the Secret Service: neither dbus-send (package dbus) nor busctl (systemd) is installed',
   timeout: 'the Secret Service did not answer in time',
   failure: 'the Secret Service gave an unexpected answer',
 } as const;
 
 /** The session bus address the binding would use: the variable, else `$XDG_RUNTIME_DIR/bus` if present. */
-export function sessionBusAddress(env: NodeJS.ProcessEnv, exists: (path: string) => boolean = existsSync): string | undefined {
+export function sessionBusAddress(
+  env: NodeJS.ProcessEnv,
+  exists: (path: string) => boolean = existsSync,
+): string | undefined {
   const address = env.DBUS_SESSION_BUS_ADDRESS;
   if (typeof address === 'string' && address.length > 0) return address;
   const runtime = env.XDG_RUNTIME_DIR;
@@ -47,14 +61,22 @@ export function sessionBusAddress(env: NodeJS.ProcessEnv, exists: (path: string)
 type Query = { ok: true; text: string } | { ok: false; health: KeychainHealth };
 
 const health = (state: KeychainHealth['state'], detail?: string): KeychainHealth =>
-  detail === undefined ? { backend: SECRET_SERVICE_BACKEND, state } : { backend: SECRET_SERVICE_BACKEND, state, detail };
+  detail === undefined
+    ? { backend: SECRET_SERVICE_BACKEND, state }
+    : { backend: SECRET_SERVICE_BACKEND, state, detail };
 
 /** Maps a D-Bus tool's failure output to a state; the output is matched, never kept. */
 function failureHealth(stderr: string): KeychainHealth {
-  if (/ServiceUnknown|NameHasNoOwner|not provided by any \.service files|was not activated|Unknown object|UnknownObject/i.test(stderr)) {
+  if (
+    /ServiceUnknown|NameHasNoOwner|not provided by any \.service files|was not activated|Unknown object|UnknownObject/i.test(
+      stderr,
+    )
+  ) {
     return health('unavailable', ADVICE.noService);
   }
-  if (/Failed to (open connection|connect)|connection refused|No such file or directory|Transport endpoint/i.test(stderr)) {
+  if (
+    /Failed to (open connection|connect)|connection refused|No such file or directory|Transport endpoint/i.test(stderr)
+  ) {
     return health('unavailable', ADVICE.busUnreachable);
   }
   if (/NoReply|Timeout|timed out/i.test(stderr)) return health('unavailable', ADVICE.timeout);
@@ -76,9 +98,10 @@ export async function querySecretServiceHealth(options: DbusQueryOptions): Promi
 
   const run = async (dbusSendArgs: string[], busctlArgs: string[]): Promise<Query> => {
     for (;;) {
-      const args = tool === 'dbus-send'
-        ? [`--bus=${address}`, '--print-reply', `--reply-timeout=${perCall}`, `--dest=${DEST}`, ...dbusSendArgs]
-        : [`--address=${address}`, `--timeout=${Math.max(1, Math.ceil(perCall / 1000))}s`, ...busctlArgs];
+      const args =
+        tool === 'dbus-send'
+          ? [`--bus=${address}`, '--print-reply', `--reply-timeout=${perCall}`, `--dest=${DEST}`, ...dbusSendArgs]
+          : [`--address=${address}`, `--timeout=${Math.max(1, Math.ceil(perCall / 1000))}s`, ...busctlArgs];
       const result = await exec(tool, args, { timeoutMs: perCall + 500, env });
       if (result.kind === 'not-found') {
         if (tool === 'dbus-send') {

@@ -25,26 +25,33 @@ import { pickEnv, runCommand, type Exec } from './keychain-exec.js';
 
 export const WINDOWS_BACKEND = 'windows-dpapi';
 
-const script = (operation: 'Protect' | 'Unprotect'): string => [
-  "$ErrorActionPreference = 'Stop'",
-  'try {',
-  '  Add-Type -AssemblyName System.Security',
-  '  $entropy = [Convert]::FromBase64String([Console]::In.ReadLine())',
-  '  $data = [Convert]::FromBase64String([Console]::In.ReadLine())',
-  `  $out = [System.Security.Cryptography.ProtectedData]::${operation}($data, $entropy, [System.Security.Cryptography.DataProtectionScope]::CurrentUser)`,
-  '  [Array]::Clear($data, 0, $data.Length)',
-  '  [Console]::Out.Write([Convert]::ToBase64String($out))',
-  '  [Array]::Clear($out, 0, $out.Length)',
-  '  exit 0',
-  '} catch [System.Security.Cryptography.CryptographicException] { exit 3 } catch { exit 4 }',
-].join('\n');
+const script = (operation: 'Protect' | 'Unprotect'): string =>
+  [
+    "$ErrorActionPreference = 'Stop'",
+    'try {',
+    '  Add-Type -AssemblyName System.Security',
+    '  $entropy = [Convert]::FromBase64String([Console]::In.ReadLine())',
+    '  $data = [Convert]::FromBase64String([Console]::In.ReadLine())',
+    `  $out = [System.Security.Cryptography.ProtectedData]::${operation}($data, $entropy, [System.Security.Cryptography.DataProtectionScope]::CurrentUser)`,
+    '  [Array]::Clear($data, 0, $data.Length)',
+    '  [Console]::Out.Write([Convert]::ToBase64String($out))',
+    '  [Array]::Clear($out, 0, $out.Length)',
+    '  exit 0',
+    '} catch [System.Security.Cryptography.CryptographicException] { exit 3 } catch { exit 4 }',
+  ].join('\n');
 
 const encoded = (text: string): string => Buffer.from(text, 'utf16le').toString('base64');
 
 /** The fixed argv of the two operations (exported for the tests that prove it holds no value). */
 export const POWERSHELL_ARGS = Object.freeze({
   protect: Object.freeze(['-NoLogo', '-NoProfile', '-NonInteractive', '-EncodedCommand', encoded(script('Protect'))]),
-  unprotect: Object.freeze(['-NoLogo', '-NoProfile', '-NonInteractive', '-EncodedCommand', encoded(script('Unprotect'))]),
+  unprotect: Object.freeze([
+    '-NoLogo',
+    '-NoProfile',
+    '-NonInteractive',
+    '-EncodedCommand',
+    encoded(script('Unprotect')),
+  ]),
 });
 
 /** `%SystemRoot%\System32\WindowsPowerShell\v1.0\powershell.exe`: an absolute path, never a PATH lookup. */
@@ -53,10 +60,29 @@ export function powershellPath(env: NodeJS.ProcessEnv): string {
   return win32.join(root, 'System32', 'WindowsPowerShell', 'v1.0', 'powershell.exe');
 }
 
-const CHILD_ENV = ['SystemRoot', 'SYSTEMROOT', 'windir', 'SystemDrive', 'TEMP', 'TMP', 'USERPROFILE', 'USERNAME', 'USERDOMAIN', 'LOCALAPPDATA', 'APPDATA', 'PATH', 'PATHEXT', 'ComSpec', 'PSModulePath', 'ProgramData', 'ProgramFiles'];
+const CHILD_ENV = [
+  'SystemRoot',
+  'SYSTEMROOT',
+  'windir',
+  'SystemDrive',
+  'TEMP',
+  'TMP',
+  'USERPROFILE',
+  'USERNAME',
+  'USERDOMAIN',
+  'LOCALAPPDATA',
+  'APPDATA',
+  'PATH',
+  'PATHEXT',
+  'ComSpec',
+  'PSModulePath',
+  'ProgramData',
+  'ProgramFiles',
+];
 
 const ADVICE = {
-  noAppData: 'LOCALAPPDATA is not set to an absolute path; companion stores DPAPI blobs only in the local (non-roaming) app-data folder',
+  noAppData:
+    'LOCALAPPDATA is not set to an absolute path; companion stores DPAPI blobs only in the local (non-roaming) app-data folder',
   noPowershell: 'Windows PowerShell (powershell.exe) was not found under %SystemRoot%',
   timeout: 'Windows PowerShell did not answer in time',
   cannotOpen: 'a stored item could not be opened by this Windows user (DPAPI); sign in again',
@@ -105,7 +131,8 @@ export function createWindowsBackend(options: WindowsBackendOptions): KeychainBa
     if (result.kind === 'spawn-failed') throw keychainError('ERR_KEYCHAIN_FAILURE', name, ADVICE.failure);
     if (result.status === 3) throw keychainError('ERR_KEYCHAIN_FAILURE', name, ADVICE.cannotOpen);
     const text = result.stdout.trim();
-    if (result.status !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw keychainError('ERR_KEYCHAIN_FAILURE', name, ADVICE.failure);
+    if (result.status !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text))
+      throw keychainError('ERR_KEYCHAIN_FAILURE', name, ADVICE.failure);
     return Buffer.from(text, 'base64');
   };
 

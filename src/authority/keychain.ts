@@ -11,8 +11,21 @@
  * There is no plaintext fallback: a locked, missing or broken store is an error (docs/keychain.md).
  */
 import { KEYCHAIN_ACCOUNTS, isKeychainAccount, type Keychain, type KeychainAccount } from '../core/keychain-port.js';
-import { CompanionError, assertInteger, assertOneOf, assertString, isCompanionError, type ErrorCode } from '../core/errors.js';
-import { DEFAULT_TIMEOUT_MS, keychainError, withTimeout, type KeychainBackend, type KeychainHealth } from './keychain-common.js';
+import {
+  CompanionError,
+  assertInteger,
+  assertOneOf,
+  assertString,
+  isCompanionError,
+  type ErrorCode,
+} from '../core/errors.js';
+import {
+  DEFAULT_TIMEOUT_MS,
+  keychainError,
+  withTimeout,
+  type KeychainBackend,
+  type KeychainHealth,
+} from './keychain-common.js';
 import { createMemoryBackend } from './keychain-memory.js';
 import { createSecretServiceBackend } from './keychain-secret-service.js';
 import { createMacosBackend } from './keychain-macos.js';
@@ -67,9 +80,11 @@ export function keychainServiceFor(hub: string, installationKey?: string): strin
   } catch {
     throw argError('ERR_INVALID_ARG_VALUE', 'hub must be an http(s) URL');
   }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw argError('ERR_INVALID_ARG_VALUE', 'hub must be an http(s) URL');
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw argError('ERR_INVALID_ARG_VALUE', 'hub must be an http(s) URL');
   if (installationKey === undefined) return `companion:${url.origin}`;
-  if (typeof installationKey !== 'string' || !INSTALLATION_KEY.test(installationKey)) throw argError('ERR_INVALID_ARG_VALUE', 'installationKey must be 16 hex digits');
+  if (typeof installationKey !== 'string' || !INSTALLATION_KEY.test(installationKey))
+    throw argError('ERR_INVALID_ARG_VALUE', 'installationKey must be 16 hex digits');
   return `companion:${url.origin}#${installationKey}`;
 }
 
@@ -99,7 +114,11 @@ export function openKeychain(options: OpenKeychainOptions): OsKeychain {
       return guardKeychain(createWindowsBackend(common), timeoutMs);
     default:
       // Fail closed: no guessed store, no file.
-      throw keychainError('ERR_KEYCHAIN_UNAVAILABLE', 'none', `no keychain backend for platform ${JSON.stringify(platform)}`);
+      throw keychainError(
+        'ERR_KEYCHAIN_UNAVAILABLE',
+        'none',
+        `no keychain backend for platform ${JSON.stringify(platform)}`,
+      );
   }
 }
 
@@ -137,9 +156,15 @@ export function guardKeychain(backend: KeychainBackend, timeoutMs: number = DEFA
     },
     async health() {
       try {
-        return await withTimeout(Promise.resolve().then(() => backend.health()), timeoutMs, name);
+        return await withTimeout(
+          Promise.resolve().then(() => backend.health()),
+          timeoutMs,
+          name,
+        );
       } catch (error) {
-        const detail = isCompanionError(error, 'ERR_KEYCHAIN_TIMEOUT') ? 'the keychain did not answer in time' : 'the health check failed';
+        const detail = isCompanionError(error, 'ERR_KEYCHAIN_TIMEOUT')
+          ? 'the keychain did not answer in time'
+          : 'the health check failed';
         return { backend: name, state: 'unavailable', detail };
       }
     },
@@ -149,20 +174,28 @@ export function guardKeychain(backend: KeychainBackend, timeoutMs: number = DEFA
 async function checked(account: unknown): Promise<KeychainAccount> {
   // The refused value is not repeated in the message: a caller may have passed a token by mistake.
   if (!isKeychainAccount(account)) {
-    throw new CompanionError('ERR_KEYCHAIN_ACCOUNT', `the keychain account is not one of ${KEYCHAIN_ACCOUNTS.join(', ')}`);
+    throw new CompanionError(
+      'ERR_KEYCHAIN_ACCOUNT',
+      `the keychain account is not one of ${KEYCHAIN_ACCOUNTS.join(', ')}`,
+    );
   }
   return account;
 }
 
 function checkValue(value: unknown, backend: KeychainBackend): asserts value is string {
   if (typeof value !== 'string') throw argError('ERR_INVALID_ARG_TYPE', 'value must be a string');
-  if (value.length === 0) throw argError('ERR_INVALID_ARG_VALUE', 'value must be a non-empty string (delete the account instead)');
+  if (value.length === 0)
+    throw argError('ERR_INVALID_ARG_VALUE', 'value must be a non-empty string (delete the account instead)');
   // A lone surrogate would be replaced on the way to UTF-8 and come back different: refuse, never alter.
   if (!isWellFormed(value)) throw argError('ERR_INVALID_ARG_VALUE', 'value must be well-formed Unicode');
   if (Buffer.byteLength(value, 'utf8') > backend.maxValueBytes) {
-    throw new CompanionError('ERR_KEYCHAIN_VALUE_TOO_LARGE', `${backend.name}: the value is larger than the ${backend.maxValueBytes}-byte limit of the keychain backend; nothing was stored`, {
-      detail: { backend: backend.name, limitBytes: backend.maxValueBytes },
-    });
+    throw new CompanionError(
+      'ERR_KEYCHAIN_VALUE_TOO_LARGE',
+      `${backend.name}: the value is larger than the ${backend.maxValueBytes}-byte limit of the keychain backend; nothing was stored`,
+      {
+        detail: { backend: backend.name, limitBytes: backend.maxValueBytes },
+      },
+    );
   }
 }
 

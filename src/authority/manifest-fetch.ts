@@ -48,7 +48,9 @@ export async function fetchManifestBytes(options: FetchManifestOptions): Promise
   }
   if (response.status !== 200) {
     await response.body?.cancel();
-    throw new CompanionError('ERR_MANIFEST_FETCH', `the hub answered ${response.status}`, { detail: { status: response.status } });
+    throw new CompanionError('ERR_MANIFEST_FETCH', `the hub answered ${response.status}`, {
+      detail: { status: response.status },
+    });
   }
   const declared = Number(response.headers.get('content-length') ?? '0');
   if (declared > MAX_MANIFEST_BYTES) {

@@ -90,7 +90,8 @@ const PAGE_HEADERS = {
   'cache-control': 'no-store',
   'referrer-policy': 'no-referrer',
   // No script, no frame, no form, no fetch: the page can do nothing but show its text.
-  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+  'content-security-policy':
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
   connection: 'close',
@@ -98,13 +99,31 @@ const PAGE_HEADERS = {
 
 /** The pages, fixed text only: nothing from the request is ever echoed. */
 const PAGES = {
-  received: ['Sign-in received', 'Companion received the answer from the hub and is finishing the sign-in. You can close this tab.'],
+  received: [
+    'Sign-in received',
+    'Companion received the answer from the hub and is finishing the sign-in. You can close this tab.',
+  ],
   signedIn: ['Signed in', 'Companion is signed in and its tokens are in the keychain. You can close this tab.'],
-  userDenied: ['Sign-in cancelled', 'You denied access, so nothing was stored. You can close this tab; run companion login to sign in again.'],
-  denied: ['Sign-in not completed', 'The hub refused the sign-in request, so nothing was stored. See the terminal for the reason, then run companion login again.'],
-  storeFailed: ['Sign-in not completed', 'The hub signed you in, but Companion could not store the tokens in the keychain, so nothing was kept. Unlock the keychain (see the terminal), then run companion login again.'],
-  exchangeFailed: ['Sign-in not completed', 'The hub did not complete the sign-in, so nothing was stored. See the terminal for the reason, then run companion login again.'],
-  stopped: ['Sign-in not completed', 'Companion stopped before it finished the sign-in, so nothing was stored. See the terminal.'],
+  userDenied: [
+    'Sign-in cancelled',
+    'You denied access, so nothing was stored. You can close this tab; run companion login to sign in again.',
+  ],
+  denied: [
+    'Sign-in not completed',
+    'The hub refused the sign-in request, so nothing was stored. See the terminal for the reason, then run companion login again.',
+  ],
+  storeFailed: [
+    'Sign-in not completed',
+    'The hub signed you in, but Companion could not store the tokens in the keychain, so nothing was kept. Unlock the keychain (see the terminal), then run companion login again.',
+  ],
+  exchangeFailed: [
+    'Sign-in not completed',
+    'The hub did not complete the sign-in, so nothing was stored. See the terminal for the reason, then run companion login again.',
+  ],
+  stopped: [
+    'Sign-in not completed',
+    'Companion stopped before it finished the sign-in, so nothing was stored. See the terminal.',
+  ],
   unknown: ['Sign-in still running', 'Companion is still finishing the sign-in. See the terminal for the outcome.'],
   notAccepted: ['Sign-in not accepted', 'This sign-in response was not accepted. You can close this tab.'],
   notHere: ['Not a sign-in', 'This address only accepts the sign-in redirect of Companion.'],
@@ -112,9 +131,11 @@ const PAGES = {
 } as const satisfies Record<string, readonly [string, string]>;
 
 function page([title, text]: readonly [string, string], code?: ErrorCode): string {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title>` +
+  return (
+    `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title>` +
     '<style>body{font:16px system-ui,sans-serif;margin:4rem auto;max-width:32rem;color:#222}</style></head>' +
-    `<body><h1>${title}</h1><p>${text}</p>${code === undefined ? '' : `<p>Error code: <code>${code}</code></p>`}</body></html>`;
+    `<body><h1>${title}</h1><p>${text}</p>${code === undefined ? '' : `<p>Error code: <code>${code}</code></p>`}</body></html>`
+  );
 }
 
 /** Our code, when `value` is one (a page shows only codes from the closed list, never request text). */
@@ -126,7 +147,8 @@ function knownCode(value: unknown): ErrorCode | undefined {
 function outcomePage(outcome: SignInOutcome): { status: number; which: readonly [string, string]; code?: ErrorCode } {
   if (outcome.ok) return { status: 200, which: PAGES.signedIn };
   const code = knownCode(outcome.code) ?? 'ERR_INTERNAL';
-  if (code === 'ERR_CUSTODY_STORE_FAILED' || code.startsWith('ERR_KEYCHAIN_')) return { status: 500, which: PAGES.storeFailed, code };
+  if (code === 'ERR_CUSTODY_STORE_FAILED' || code.startsWith('ERR_KEYCHAIN_'))
+    return { status: 500, which: PAGES.storeFailed, code };
   if (code === 'ERR_OAUTH_CALLBACK_TIMEOUT') return { status: 500, which: PAGES.stopped, code };
   return { status: 502, which: PAGES.exchangeFailed, code };
 }
@@ -155,10 +177,13 @@ function singleHost(rawHeaders: readonly string[]): string | null {
  */
 export async function startRedirectListener<T>(options: RedirectListenerOptions<T>): Promise<RedirectListener<T>> {
   const path = options.path ?? '/callback';
-  if (!/^\/[A-Za-z0-9._~/-]{0,128}$/.test(path) || path.includes('//') || path.includes('..')) throw new CompanionError('ERR_OAUTH_REDIRECT_URI');
+  if (!/^\/[A-Za-z0-9._~/-]{0,128}$/.test(path) || path.includes('//') || path.includes('..'))
+    throw new CompanionError('ERR_OAUTH_REDIRECT_URI');
   const timeoutMs = options.timeoutMs ?? DEFAULT_CALLBACK_TIMEOUT_MS;
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 24 * 3600_000) {
-    const error = new TypeError('timeoutMs must be a whole number of milliseconds, 1 ms to 24 h') as TypeError & { code: string };
+    const error = new TypeError('timeoutMs must be a whole number of milliseconds, 1 ms to 24 h') as TypeError & {
+      code: string;
+    };
     error.code = 'ERR_INVALID_ARG_VALUE';
     throw error;
   }
@@ -180,7 +205,14 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   const busy = new WeakSet<Socket>();
 
   // connectionsCheckingInterval: Node checks the two timeouts only this often (default 30 s).
-  const server = createServer({ requireHostHeader: false, headersTimeout: 10_000, requestTimeout: 15_000, maxHeaderSize: 16 * 1024, keepAliveTimeout: 1_000, connectionsCheckingInterval: 1_000 });
+  const server = createServer({
+    requireHostHeader: false,
+    headersTimeout: 10_000,
+    requestTimeout: 15_000,
+    maxHeaderSize: 16 * 1024,
+    keepAliveTimeout: 1_000,
+    connectionsCheckingInterval: 1_000,
+  });
   // Node drops header fields past the 2000th without a word: a second Host placed after 2000 filler fields
   // would go unseen by singleHost(). No count limit; the head stays bounded by maxHeaderSize.
   server.maxHeadersCount = 0;
@@ -231,7 +263,12 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
     else settle!.reject(outcome.error);
   };
 
-  const refuse = (res: ServerResponse, status: number, code: string, which: readonly [string, string] = PAGES.notHere): void => {
+  const refuse = (
+    res: ServerResponse,
+    status: number,
+    code: string,
+    which: readonly [string, string] = PAGES.notHere,
+  ): void => {
     options.onRefused?.(code);
     send(res, status, which);
   };

@@ -7,8 +7,17 @@
 import type { Custody } from '../core/custody.js';
 import { CompanionError, isCompanionError } from '../core/errors.js';
 import {
-  buildAuthorizationUrl, buildLoopbackRedirectUri, createPkcePair, createState, discoverIssuerMetadata, exchangeAuthorizationCode,
-  refreshTokens, revokeToken, validateAuthorizationResponse, type IssuerMetadata, type OAuthFetch,
+  buildAuthorizationUrl,
+  buildLoopbackRedirectUri,
+  createPkcePair,
+  createState,
+  discoverIssuerMetadata,
+  exchangeAuthorizationCode,
+  refreshTokens,
+  revokeToken,
+  validateAuthorizationResponse,
+  type IssuerMetadata,
+  type OAuthFetch,
 } from '../core/oauth.js';
 import type { Secret } from '../core/secret.js';
 import { hubUnreachable } from './hub-errors.js';
@@ -69,7 +78,11 @@ function diagnosingFetch(fetch: OAuthFetch, hubUrl: string): OAuthFetch {
 
 /** Discovers and validates the hub's metadata (issuer pinned). */
 export async function discoverHub(client: HubClient, fetch: OAuthFetch, signal?: AbortSignal): Promise<IssuerMetadata> {
-  return discoverIssuerMetadata({ issuer: client.issuer, fetch: diagnosingFetch(fetch, client.issuer), ...(signal ? { signal } : {}) });
+  return discoverIssuerMetadata({
+    issuer: client.issuer,
+    fetch: diagnosingFetch(fetch, client.issuer),
+    ...(signal ? { signal } : {}),
+  });
 }
 
 /**
@@ -85,9 +98,14 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
   const pkce = createPkcePair();
   const state = createState();
   const listener = await startRedirectListener({
-    validate: (callbackUrl) => validateAuthorizationResponse({
-      callbackUrl, expectedState: state, expectedIssuer: options.client.issuer, issuerMetadata: metadata, clientId: options.client.clientId,
-    }),
+    validate: (callbackUrl) =>
+      validateAuthorizationResponse({
+        callbackUrl,
+        expectedState: state,
+        expectedIssuer: options.client.issuer,
+        issuerMetadata: metadata,
+        clientId: options.client.clientId,
+      }),
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     ...(options.onRefused ? { onRefused: options.onRefused } : {}),
     // The browser's page waits for the real outcome: "Signed in" only once the tokens are stored.
@@ -98,7 +116,12 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
   try {
     const redirectUri = buildLoopbackRedirectUri(listener.port, listener.path);
     const url = buildAuthorizationUrl({
-      issuerMetadata: metadata, clientId: options.client.clientId, redirectUri, scope: [...options.client.scope], state, codeChallenge: pkce.challenge,
+      issuerMetadata: metadata,
+      clientId: options.client.clientId,
+      redirectUri,
+      scope: [...options.client.scope],
+      state,
+      codeChallenge: pkce.challenge,
       // OpenID Connect issues a refresh token for offline_access only with prompt=consent.
       prompt: 'consent',
     }).href;
@@ -108,8 +131,17 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
       // only after the page, which is held until the outcome is known. So the flow never waits for more than
       // the first of the two: the launch's result, or the callback arriving (the browser evidently opened).
       // A launch that fails means: print the URL instead.
-      const launched = options.openBrowser(url).then(() => true, () => false);
-      opened = await Promise.race([launched, listener.result.then(() => true, () => true)]);
+      const launched = options.openBrowser(url).then(
+        () => true,
+        () => false,
+      );
+      opened = await Promise.race([
+        launched,
+        listener.result.then(
+          () => true,
+          () => true,
+        ),
+      ]);
     }
     options.onOpen(url, opened);
     let callback;
@@ -120,8 +152,15 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
     }
     try {
       const tokens = await exchangeAuthorizationCode({
-        issuerMetadata: metadata, clientId: options.client.clientId, fetch, redirectUri, callback, verifier: pkce.verifier,
-        requestedScope: options.client.scope, scopeCeiling: options.client.scopeCeiling, now,
+        issuerMetadata: metadata,
+        clientId: options.client.clientId,
+        fetch,
+        redirectUri,
+        callback,
+        verifier: pkce.verifier,
+        requestedScope: options.client.scope,
+        scopeCeiling: options.client.scopeCeiling,
+        now,
         ...(options.signal ? { signal: options.signal } : {}),
       });
       try {
@@ -133,7 +172,13 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
       return { subject: tokens.idTokenClaims?.sub ?? null, expiresAt: tokens.expiresAt, scope: tokens.scope };
     } catch (error) {
       // The page names what went wrong by our code only (a keychain code when storing failed).
-      const code = isCompanionError(error) ? (error.code === 'ERR_CUSTODY_STORE_FAILED' && typeof error.detail?.keychain === 'string' && error.detail.keychain.startsWith('ERR_KEYCHAIN_') ? error.detail.keychain : error.code) : 'ERR_INTERNAL';
+      const code = isCompanionError(error)
+        ? error.code === 'ERR_CUSTODY_STORE_FAILED' &&
+          typeof error.detail?.keychain === 'string' &&
+          error.detail.keychain.startsWith('ERR_KEYCHAIN_')
+          ? error.detail.keychain
+          : error.code
+        : 'ERR_INTERNAL';
       listener.complete({ ok: false, code });
       throw error;
     }
@@ -146,7 +191,11 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
 /** The user's own "Deny" at the consent page reads as such, not as a hub failure (RFC 6749 §4.1.2.1). */
 function explainDenied(error: unknown): unknown {
   if (isCompanionError(error, 'ERR_OAUTH_AUTHORIZATION_DENIED') && error.detail?.error === 'access_denied') {
-    return new CompanionError('ERR_OAUTH_AUTHORIZATION_DENIED', 'you denied access at the hub, so nothing was stored; run companion login again to sign in', { detail: error.detail });
+    return new CompanionError(
+      'ERR_OAUTH_AUTHORIZATION_DENIED',
+      'you denied access at the hub, so nothing was stored; run companion login again to sign in',
+      { detail: error.detail },
+    );
   }
   return error;
 }
@@ -158,13 +207,22 @@ function explainDenied(error: unknown): unknown {
 function explainStoreFailure(error: unknown): unknown {
   if (!isCompanionError(error, 'ERR_CUSTODY_STORE_FAILED')) return error;
   const keychain = String(error.detail?.keychain ?? '');
-  const why = keychain === 'ERR_KEYCHAIN_LOCKED' ? 'the keychain is locked'
-    : keychain === 'ERR_KEYCHAIN_UNAVAILABLE' ? 'no keychain service is available'
-      : keychain === 'ERR_KEYCHAIN_TIMEOUT' ? 'the keychain did not answer in time' : 'the keychain reported an error';
+  const why =
+    keychain === 'ERR_KEYCHAIN_LOCKED'
+      ? 'the keychain is locked'
+      : keychain === 'ERR_KEYCHAIN_UNAVAILABLE'
+        ? 'no keychain service is available'
+        : keychain === 'ERR_KEYCHAIN_TIMEOUT'
+          ? 'the keychain did not answer in time'
+          : 'the keychain reported an error';
   const fix = keychain === 'ERR_KEYCHAIN_LOCKED' ? 'unlock the keychain' : 'check the keychain with companion doctor';
   // A scrub that failed too leaves an item whose binding makes it unusable (custody): nothing *usable* is kept.
   const kept = error.detail?.scrubbed === false ? 'nothing usable was kept' : 'nothing was kept';
-  return new CompanionError('ERR_CUSTODY_STORE_FAILED', `the hub signed you in, but the tokens could not be stored (${why}${keychain.startsWith('ERR_') ? `: ${keychain}` : ''}), so ${kept}; ${fix}, then run companion login again`, error.detail === undefined ? {} : { detail: error.detail });
+  return new CompanionError(
+    'ERR_CUSTODY_STORE_FAILED',
+    `the hub signed you in, but the tokens could not be stored (${why}${keychain.startsWith('ERR_') ? `: ${keychain}` : ''}), so ${kept}; ${fix}, then run companion login again`,
+    error.detail === undefined ? {} : { detail: error.detail },
+  );
 }
 
 export interface AuthorizedOptions {
@@ -192,15 +250,24 @@ export async function freshAccessToken(options: AuthorizedOptions, force = false
   let tokens;
   try {
     tokens = await refreshTokens({
-      issuerMetadata: metadata, clientId: options.client.clientId, fetch, refreshToken,
-      requestedScope: state.scope.length > 0 ? state.scope : options.client.scope, scopeCeiling: options.client.scopeCeiling, now,
+      issuerMetadata: metadata,
+      clientId: options.client.clientId,
+      fetch,
+      refreshToken,
+      requestedScope: state.scope.length > 0 ? state.scope : options.client.scope,
+      scopeCeiling: options.client.scopeCeiling,
+      now,
       ...(options.signal ? { signal: options.signal } : {}),
     });
   } catch (error) {
     if (isCompanionError(error, 'ERR_OAUTH_REFRESH_REFUSED')) {
       // The hub says this session is over (reuse detected, revoked or expired): sign out cleanly, say so.
       await options.custody.forgetTokens().catch(() => undefined);
-      throw new CompanionError('ERR_OAUTH_REFRESH_REFUSED', 'the hub ended this session (the refresh token was refused); signed out: run `companion login`', error.detail === undefined ? {} : { detail: error.detail });
+      throw new CompanionError(
+        'ERR_OAUTH_REFRESH_REFUSED',
+        'the hub ended this session (the refresh token was refused); signed out: run `companion login`',
+        error.detail === undefined ? {} : { detail: error.detail },
+      );
     }
     throw error;
   }
@@ -242,8 +309,12 @@ export async function signOut(options: SignOutOptions): Promise<SignOutOutcome> 
     await options.custody.signOut();
   } catch (error) {
     if (isCompanionError(error, 'ERR_CUSTODY_SIGNOUT_INCOMPLETE')) {
-      failedAccounts = String(error.detail?.failed ?? '').split(',').filter((s) => s.length > 0);
-      keychainCodes = String(error.detail?.keychain ?? '').split(',').filter((s) => s.length > 0);
+      failedAccounts = String(error.detail?.failed ?? '')
+        .split(',')
+        .filter((s) => s.length > 0);
+      keychainCodes = String(error.detail?.keychain ?? '')
+        .split(',')
+        .filter((s) => s.length > 0);
     } else {
       unexpected = error;
     }
@@ -255,7 +326,14 @@ export async function signOut(options: SignOutOptions): Promise<SignOutOutcome> 
     try {
       const fetch = diagnosingFetch(options.fetch, options.client.issuer);
       const metadata = await discoverHub(options.client, fetch, signal);
-      revoked = await revokeToken({ issuerMetadata: metadata, clientId: options.client.clientId, token: refreshToken, fetch, tokenTypeHint: 'refresh_token', signal });
+      revoked = await revokeToken({
+        issuerMetadata: metadata,
+        clientId: options.client.clientId,
+        token: refreshToken,
+        fetch,
+        tokenTypeHint: 'refresh_token',
+        signal,
+      });
     } catch {
       revoked = false;
     }

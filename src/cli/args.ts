@@ -60,7 +60,8 @@ export function checkOptions(args: readonly string[], options: OptionSpec): void
       const next = args[i + 1];
       if (next === undefined) throw new CliUsageError(`--${name} needs a value`);
       // node:util refuses a separate value that starts with '-' (it may be a forgotten value).
-      if (next.startsWith('-') && next !== '-') throw new CliUsageError(`--${name} needs a value (write --${name}=VALUE for one that starts with -)`);
+      if (next.startsWith('-') && next !== '-')
+        throw new CliUsageError(`--${name} needs a value (write --${name}=VALUE for one that starts with -)`);
       i += 1;
     }
   }
@@ -79,7 +80,11 @@ export function parseCommandArgs(args: readonly string[], extra: OptionSpec = {}
     throw new CliUsageError(code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 'unknown option' : 'an option is not valid');
   }
   if (parsed.positionals.length > maxPositionals) {
-    throw new CliUsageError(maxPositionals === 0 ? 'takes no arguments' : `takes at most ${maxPositionals} argument${maxPositionals === 1 ? '' : 's'}`);
+    throw new CliUsageError(
+      maxPositionals === 0
+        ? 'takes no arguments'
+        : `takes at most ${maxPositionals} argument${maxPositionals === 1 ? '' : 's'}`,
+    );
   }
   return { values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
 }

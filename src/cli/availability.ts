@@ -28,9 +28,19 @@ export interface AvailabilityFacts {
 
 /** Reason slugs, stable for `--json` (`unavailableReason`). */
 export type UnavailableReason =
-  | 'no-hub' | 'keychain-locked' | 'keychain-unavailable' | 'not-signed-in' | 'no-model' | 'model-changed'
-  | 'up-not-running' | 'no-loopback-token' | 'endpoint-unverified' | 'up-not-answering' | 'runtime-failed'
-  | 'runtime-not-ready' | 'runtime-unhealthy';
+  | 'no-hub'
+  | 'keychain-locked'
+  | 'keychain-unavailable'
+  | 'not-signed-in'
+  | 'no-model'
+  | 'model-changed'
+  | 'up-not-running'
+  | 'no-loopback-token'
+  | 'endpoint-unverified'
+  | 'up-not-answering'
+  | 'runtime-failed'
+  | 'runtime-not-ready'
+  | 'runtime-unhealthy';
 
 export interface Unavailability {
   readonly reason: UnavailableReason;
@@ -42,39 +52,92 @@ export interface Unavailability {
 /** The first reason the companion is not available, or null when every fact says it is. */
 export function unavailability(facts: AvailabilityFacts): Unavailability | null {
   if (!facts.hubConfigured) {
-    return { reason: 'no-hub', code: 'ERR_USAGE', message: 'no hub configured, so the local companion cannot be checked: pass --hub URL or set COMPANION_HUB' };
+    return {
+      reason: 'no-hub',
+      code: 'ERR_USAGE',
+      message: 'no hub configured, so the local companion cannot be checked: pass --hub URL or set COMPANION_HUB',
+    };
   }
   if (facts.keychain !== 'available') {
     return facts.keychain === 'ERR_KEYCHAIN_LOCKED'
-      ? { reason: 'keychain-locked', code: 'ERR_KEYCHAIN_LOCKED', message: 'the keychain is locked, so the local companion cannot be reached: unlock it and try again' }
-      : { reason: 'keychain-unavailable', code: /^ERR_KEYCHAIN_[A-Z_]+$/.test(facts.keychain) ? (facts.keychain as ErrorCode) : 'ERR_KEYCHAIN_FAILURE', message: 'the keychain cannot be used, so the local companion cannot be reached: run companion doctor' };
+      ? {
+          reason: 'keychain-locked',
+          code: 'ERR_KEYCHAIN_LOCKED',
+          message: 'the keychain is locked, so the local companion cannot be reached: unlock it and try again',
+        }
+      : {
+          reason: 'keychain-unavailable',
+          code: /^ERR_KEYCHAIN_[A-Z_]+$/.test(facts.keychain) ? (facts.keychain as ErrorCode) : 'ERR_KEYCHAIN_FAILURE',
+          message: 'the keychain cannot be used, so the local companion cannot be reached: run companion doctor',
+        };
   }
   if (facts.model === 'none') {
     return facts.signedIn
-      ? { reason: 'no-model', code: 'ERR_MODEL_NOT_INSTALLED', message: 'no model is installed: run companion pull, then companion up' }
-      : { reason: 'not-signed-in', code: 'ERR_NOT_SIGNED_IN', message: 'not signed in and no model installed: run companion login, companion pull, then companion up' };
+      ? {
+          reason: 'no-model',
+          code: 'ERR_MODEL_NOT_INSTALLED',
+          message: 'no model is installed: run companion pull, then companion up',
+        }
+      : {
+          reason: 'not-signed-in',
+          code: 'ERR_NOT_SIGNED_IN',
+          message: 'not signed in and no model installed: run companion login, companion pull, then companion up',
+        };
   }
   if (facts.model === 'changed') {
-    return { reason: 'model-changed', code: 'ERR_MODEL_CHANGED', message: 'the installed model changed since it was verified: run companion pull, then restart companion up' };
+    return {
+      reason: 'model-changed',
+      code: 'ERR_MODEL_CHANGED',
+      message: 'the installed model changed since it was verified: run companion pull, then restart companion up',
+    };
   }
-  if (!facts.upRunning) return { reason: 'up-not-running', code: 'ERR_UPSTREAM_UNAVAILABLE', message: 'companion up is not running: start it with companion up' };
+  if (!facts.upRunning)
+    return {
+      reason: 'up-not-running',
+      code: 'ERR_UPSTREAM_UNAVAILABLE',
+      message: 'companion up is not running: start it with companion up',
+    };
   if (facts.endpoint === 'no-token') {
-    return { reason: 'no-loopback-token', code: 'ERR_ENDPOINT_UNVERIFIED', message: 'companion up is running but its loopback token is not in this keychain: restart companion up' };
+    return {
+      reason: 'no-loopback-token',
+      code: 'ERR_ENDPOINT_UNVERIFIED',
+      message: 'companion up is running but its loopback token is not in this keychain: restart companion up',
+    };
   }
   if (facts.endpoint === 'unverified') {
-    return { reason: 'endpoint-unverified', code: 'ERR_ENDPOINT_UNVERIFIED', message: 'the recorded endpoint failed the attestation: restart companion up' };
+    return {
+      reason: 'endpoint-unverified',
+      code: 'ERR_ENDPOINT_UNVERIFIED',
+      message: 'the recorded endpoint failed the attestation: restart companion up',
+    };
   }
   if (facts.endpoint === 'no-answer') {
-    return { reason: 'up-not-answering', code: 'ERR_UPSTREAM_UNAVAILABLE', message: 'companion up is running but its endpoint does not answer: restart companion up' };
+    return {
+      reason: 'up-not-answering',
+      code: 'ERR_UPSTREAM_UNAVAILABLE',
+      message: 'companion up is running but its endpoint does not answer: restart companion up',
+    };
   }
   if (facts.runtimeState === 'failed') {
-    return { reason: 'runtime-failed', code: 'ERR_UPSTREAM_UNAVAILABLE', message: 'the runtime failed and stopped restarting: restart companion up' };
+    return {
+      reason: 'runtime-failed',
+      code: 'ERR_UPSTREAM_UNAVAILABLE',
+      message: 'the runtime failed and stopped restarting: restart companion up',
+    };
   }
   if (facts.runtimeState !== 'ready' && facts.runtimeState !== 'degraded') {
-    return { reason: 'runtime-not-ready', code: 'ERR_ADMISSION_NOT_READY', message: `the runtime is ${facts.runtimeState ?? 'not started'}, not ready yet: wait a moment and try again` };
+    return {
+      reason: 'runtime-not-ready',
+      code: 'ERR_ADMISSION_NOT_READY',
+      message: `the runtime is ${facts.runtimeState ?? 'not started'}, not ready yet: wait a moment and try again`,
+    };
   }
   if (!facts.healthy) {
-    return { reason: 'runtime-unhealthy', code: 'ERR_RUNTIME_UNHEALTHY', message: 'the runtime does not pass its health check: wait a moment; if it persists, restart companion up' };
+    return {
+      reason: 'runtime-unhealthy',
+      code: 'ERR_RUNTIME_UNHEALTHY',
+      message: 'the runtime does not pass its health check: wait a moment; if it persists, restart companion up',
+    };
   }
   return null;
 }

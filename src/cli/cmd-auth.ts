@@ -15,7 +15,8 @@ import { CliUsageError } from './io.js';
  * (a quote, `$`, a backtick, a space from a strange endpoint in the hub metadata) is never passed to a
  * launcher that might build a command line from it: the URL is printed instead.
  */
-const OPENABLE_URL = /^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~%!*+,;=:@/-]*)?(\?[A-Za-z0-9._~%*+,;=:@/&-]*)?$/;
+const OPENABLE_URL =
+  /^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~%!*+,;=:@/-]*)?(\?[A-Za-z0-9._~%*+,;=:@/&-]*)?$/;
 
 /** True when `url` may be handed to the browser launcher (see {@link OPENABLE_URL}). */
 export function isOpenableUrl(url: string): boolean {
@@ -52,7 +53,11 @@ export async function requireKeychain(keychain: OsKeychain, what: string): Promi
   const health = await keychain.health();
   if (health.state === 'available') return;
   const error = errorForHealth(health);
-  throw new CompanionError(error.code, `${what}: ${error.message}`, error.detail === undefined ? {} : { detail: error.detail });
+  throw new CompanionError(
+    error.code,
+    `${what}: ${error.message}`,
+    error.detail === undefined ? {} : { detail: error.detail },
+  );
 }
 
 export const loginCommand: Command = {
@@ -89,14 +94,26 @@ export const loginCommand: Command = {
         // The URL carries state and the PKCE challenge (never the verifier): the user needs it to sign in.
         onOpen: (url, opened) => {
           if (context.json) context.emit({ event: 'open', url });
-          else io.out(opened ? `Opened the browser. If it did not appear, open this URL on this machine:\n  ${url}` : `Open this URL in a browser on this machine to sign in:\n  ${url}`);
+          else
+            io.out(
+              opened
+                ? `Opened the browser. If it did not appear, open this URL on this machine:\n  ${url}`
+                : `Open this URL in a browser on this machine to sign in:\n  ${url}`,
+            );
         },
       });
       // Only after a successful sign-in: a failed login saves nothing (issue 18 item 2).
       const configFile = await rememberSettings(context.config.dataDir, remember);
-      if (context.json) context.emit({ event: 'signed-in', ...(result.subject ? { user: result.subject } : {}), expiresAt: new Date(result.expiresAt).toISOString(), config: configFile });
+      if (context.json)
+        context.emit({
+          event: 'signed-in',
+          ...(result.subject ? { user: result.subject } : {}),
+          expiresAt: new Date(result.expiresAt).toISOString(),
+          config: configFile,
+        });
       else io.out(`Signed in${result.subject ? ` as ${result.subject}` : ''} (scope: ${result.scope.join(' ')}).`);
-      if (!context.json) io.out(`Saved ${Object.keys(remember).join(', ')} in ${configFile}: later commands use them without flags.`);
+      if (!context.json)
+        io.out(`Saved ${Object.keys(remember).join(', ')} in ${configFile}: later commands use them without flags.`);
       return 0;
     } finally {
       await context.close();
@@ -128,7 +145,10 @@ export const logoutCommand: Command = {
       // A running `up` serves local clients with the loopback token this deletes: stop it first. One that
       // cannot be stopped (or identified) stops the logout, with nothing deleted (main prints its line).
       const stopped = await stopUp(context.paths, {
-        onForce: (pid, graceMs) => io.err(`companion logout: companion up (pid ${pid}) did not stop within ${Math.round(graceMs / 1000)} s; killing it`),
+        onForce: (pid, graceMs) =>
+          io.err(
+            `companion logout: companion up (pid ${pid}) did not stop within ${Math.round(graceMs / 1000)} s; killing it`,
+          ),
       });
       if (stopped.outcome === 'stopped') {
         if (context.json) context.emit({ event: 'stopped', pid: stopped.pid });
@@ -139,10 +159,17 @@ export const logoutCommand: Command = {
         // No "Signed out" line: it would not be true. The one stderr line (and the --json error) comes from main.
         const locked = outcome.keychainCodes.includes('ERR_KEYCHAIN_LOCKED');
         const hub = outcome.revoked ? 'the session was revoked at the hub' : 'the session was not revoked at the hub';
-        throw new CompanionError('ERR_CUSTODY_SIGNOUT_INCOMPLETE', `not fully signed out: ${outcome.failedAccounts.join(', ')} could not be deleted from the keychain${locked ? ' (locked)' : ''}; ${hub}; ${locked ? 'unlock the keychain' : 'check the keychain with companion doctor'}, then run companion logout again`, { detail: { failed: outcome.failedAccounts.join(','), revoked: outcome.revoked } });
+        throw new CompanionError(
+          'ERR_CUSTODY_SIGNOUT_INCOMPLETE',
+          `not fully signed out: ${outcome.failedAccounts.join(', ')} could not be deleted from the keychain${locked ? ' (locked)' : ''}; ${hub}; ${locked ? 'unlock the keychain' : 'check the keychain with companion doctor'}, then run companion logout again`,
+          { detail: { failed: outcome.failedAccounts.join(','), revoked: outcome.revoked } },
+        );
       }
       if (context.json) context.emit({ event: 'signed-out', revoked: outcome.revoked, failed: outcome.failedAccounts });
-      else io.out(`Signed out${outcome.revoked ? ' (session revoked at the hub)' : ' (the hub could not be told; local items deleted)'}.`);
+      else
+        io.out(
+          `Signed out${outcome.revoked ? ' (session revoked at the hub)' : ' (the hub could not be told; local items deleted)'}.`,
+        );
       return 0;
     } finally {
       await context.close();

@@ -39,7 +39,9 @@ export function optionsOfHelp(help: string): OptionInfo[] {
 
 /** `options` with `--help` (every command takes it) once. */
 function withHelp(options: OptionInfo[]): OptionInfo[] {
-  return options.some((o) => o.name === '--help') ? options : [...options, { name: '--help', value: null, description: 'print this command\'s help' }];
+  return options.some((o) => o.name === '--help')
+    ? options
+    : [...options, { name: '--help', value: null, description: "print this command's help" }];
 }
 
 /** What the completion scripts are made of, from the command table (plus the built-in `help`). */
@@ -52,21 +54,30 @@ export function completionModel(commands: readonly Command[]): CommandInfo[] {
       options: withHelp(optionsOfHelp(c.help)),
       positionals: c.name === 'completion' ? [...SHELLS] : [],
     })),
-    { name: 'help', summary: 'print a command\'s help', options: [], positionals: names },
+    { name: 'help', summary: "print a command's help", options: [], positionals: names },
   ];
 }
 
 /** Text safe inside single quotes in all three shells, and inside zsh's `[...]` and `:` fields. */
 function plain(text: string): string {
-  return text.replace(/[^A-Za-z0-9 ,.;()/+_=@#%~-]/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 80);
+  return text
+    .replace(/[^A-Za-z0-9 ,.;()/+_=@#%~-]/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 80);
 }
 
-const isPath = (value: string | null): 'file' | 'dir' | null => (value === null ? null : /DIR/.test(value) ? 'dir' : /FILE/.test(value) ? 'file' : null);
+const isPath = (value: string | null): 'file' | 'dir' | null =>
+  value === null ? null : /DIR/.test(value) ? 'dir' : /FILE/.test(value) ? 'file' : null;
 
 function bashScript(model: readonly CommandInfo[]): string {
   const cases = model.map((c) => {
     const valued = c.options.filter((o) => o.value !== null);
-    const byKind = (kind: 'file' | 'dir' | null): string => valued.filter((o) => isPath(o.value) === kind).map((o) => o.name).join('|');
+    const byKind = (kind: 'file' | 'dir' | null): string =>
+      valued
+        .filter((o) => isPath(o.value) === kind)
+        .map((o) => o.name)
+        .join('|');
     const prevCases = [
       byKind('dir') && `        ${byKind('dir')}) COMPREPLY=( $(compgen -d -- "$cur") ); return 0 ;;`,
       byKind('file') && `        ${byKind('file')}) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;`,
@@ -104,10 +115,12 @@ function zshScript(model: readonly CommandInfo[]): string {
   const cases = model.map((c) => {
     const specs = c.options.map((o) => {
       const kind = isPath(o.value);
-      const action = o.value === null ? '' : `:${plain(o.value)}:${kind === 'dir' ? '_files -/' : kind === 'file' ? '_files' : ''}`;
+      const action =
+        o.value === null ? '' : `:${plain(o.value)}:${kind === 'dir' ? '_files -/' : kind === 'file' ? '_files' : ''}`;
       return `'${o.name}[${plain(o.description)}]${action}'`;
     });
-    if (c.positionals.length > 0) specs.push(`'1:${c.name === 'help' ? 'command' : 'shell'}:(${c.positionals.join(' ')})'`);
+    if (c.positionals.length > 0)
+      specs.push(`'1:${c.name === 'help' ? 'command' : 'shell'}:(${c.positionals.join(' ')})'`);
     return `    ${c.name}) _arguments ${specs.join(' ')} ;;`;
   });
   return [
@@ -144,7 +157,10 @@ function fishScript(model: readonly CommandInfo[]): string {
   const lines = [
     '# fish completion for companion: companion completion fish > ~/.config/fish/completions/companion.fish',
     'complete -c companion -f',
-    ...model.map((c) => `complete -c companion -n 'not __fish_seen_subcommand_from ${names}' -a ${c.name} -d '${plain(c.summary)}'`),
+    ...model.map(
+      (c) =>
+        `complete -c companion -n 'not __fish_seen_subcommand_from ${names}' -a ${c.name} -d '${plain(c.summary)}'`,
+    ),
   ];
   for (const c of model) {
     const when = `-n '__fish_seen_subcommand_from ${c.name}'`;
@@ -172,7 +188,7 @@ export const completionCommand: Command = {
   help: [
     'Usage: companion completion bash|zsh|fish',
     '',
-    'Prints a completion script for the shell: the commands, each command\'s options, and files or',
+    "Prints a completion script for the shell: the commands, each command's options, and files or",
     'folders for options that take one. It is made from the command table, so it always matches this',
     'version of companion.',
     '  bash: source <(companion completion bash)  (or save it in ~/.local/share/bash-completion/completions/companion)',

@@ -6,7 +6,17 @@
  */
 import { readCaFile } from '../common/tls.js';
 import { isCompanionError } from '../core/errors.js';
-import { CONFIG_ENV, CONFIG_KEYS, explainConfig, isConfigKey, normalizeSetting, readConfigFile, resolveDataDir, saveConfigValues, type ConfigKey } from '../shell/config.js';
+import {
+  CONFIG_ENV,
+  CONFIG_KEYS,
+  explainConfig,
+  isConfigKey,
+  normalizeSetting,
+  readConfigFile,
+  resolveDataDir,
+  saveConfigValues,
+  type ConfigKey,
+} from '../shell/config.js';
 import { layout } from '../common/layout.js';
 import { COMMON_HELP, parseCommandArgs, printableOption } from './args.js';
 import type { Command } from './commands.js';
@@ -20,7 +30,7 @@ const HELP = [
   '       companion config set KEY VALUE [--json]',
   '       companion config unset KEY [--json]',
   '',
-  'Reads and changes the settings remembered in the data dir\'s config file (<data-dir>/config.json, 0600).',
+  "Reads and changes the settings remembered in the data dir's config file (<data-dir>/config.json, 0600).",
   '`companion login --hub URL --ca FILE --manifest-key KEY` saves them after a successful sign-in, so later',
   'commands need no flags or environment. Precedence: flags > environment > config file > defaults. The data',
   'dir itself comes from --data-dir or COMPANION_HOME only. No token is ever stored in the file.',
@@ -51,7 +61,8 @@ const HELP = [
 /** A key argument, checked. @throws CliUsageError */
 function keyArg(value: string | undefined): ConfigKey {
   if (value === undefined) throw new CliUsageError(`needs a KEY (one of ${CONFIG_KEYS.join(', ')})`);
-  if (!isConfigKey(value)) throw new CliUsageError(`unknown key ${printableOption(value)} (one of ${CONFIG_KEYS.join(', ')})`);
+  if (!isConfigKey(value))
+    throw new CliUsageError(`unknown key ${printableOption(value)} (one of ${CONFIG_KEYS.join(', ')})`);
   return value;
 }
 
@@ -76,7 +87,10 @@ async function run(args: readonly string[], io: Io): Promise<number> {
   const dataDir = resolveDataDir(parsed.values, io.env);
   const file = layout(dataDir).configFile;
   const expectArgs = (count: number): void => {
-    if (parsed.positionals.length - 1 > count) throw new CliUsageError(`config ${action ?? ''} takes ${count === 0 ? 'no arguments' : count === 1 ? 'one argument, KEY' : 'KEY VALUE'}`);
+    if (parsed.positionals.length - 1 > count)
+      throw new CliUsageError(
+        `config ${action ?? ''} takes ${count === 0 ? 'no arguments' : count === 1 ? 'one argument, KEY' : 'KEY VALUE'}`,
+      );
   };
   switch (action) {
     case 'list': {
@@ -88,7 +102,9 @@ async function run(args: readonly string[], io: Io): Promise<number> {
         io.out(`Config file: ${file}`);
         for (const key of CONFIG_KEYS) {
           const setting = settings[key];
-          io.out(`  ${key.padEnd(13)} ${setting === null ? '-' : `${setting.value}  (${SOURCE_TEXT[setting.source]})`}`);
+          io.out(
+            `  ${key.padEnd(13)} ${setting === null ? '-' : `${setting.value}  (${SOURCE_TEXT[setting.source]})`}`,
+          );
         }
       }
       return 0;
@@ -120,7 +136,8 @@ async function run(args: readonly string[], io: Io): Promise<number> {
       const key = keyArg(keyText);
       const current = readConfigFile(dataDir);
       const had = current[key] !== undefined;
-      if (had) await saveConfigValues(dataDir, Object.fromEntries(Object.entries(current).filter(([name]) => name !== key)));
+      if (had)
+        await saveConfigValues(dataDir, Object.fromEntries(Object.entries(current).filter(([name]) => name !== key)));
       if (json) io.out(JSON.stringify({ event: 'unset', key, file, removed: had }));
       else io.out(had ? `Removed ${key} from ${file}` : `${key} was not set in ${file}`);
       return 0;
@@ -144,7 +161,11 @@ export const configCommand: Command = {
  * environment or the file), each checked as `config set` checks it. Called before the sign-in, so a bad
  * value stops the login before any browser opens. @throws CliUsageError
  */
-export async function settingsToRemember(config: { readonly hub: string | null; readonly caFile: string | null; readonly manifestKeys: string | null }): Promise<Partial<Record<ConfigKey, string>>> {
+export async function settingsToRemember(config: {
+  readonly hub: string | null;
+  readonly caFile: string | null;
+  readonly manifestKeys: string | null;
+}): Promise<Partial<Record<ConfigKey, string>>> {
   const values: Partial<Record<ConfigKey, string>> = {};
   if (config.hub !== null) values.hub = await checkedValue('hub', config.hub);
   if (config.caFile !== null) values.ca = await checkedValue('ca', config.caFile);

@@ -14,7 +14,8 @@ const LABELS: Record<string, string> = {
   manifest: 'fetched the signed manifest and verified it against the pinned key',
   verified: 'downloaded the model and verified size and SHA-256 while it streamed; promoted atomically',
   available: 'runtime up (llama.cpp in a child process), front door guarding 127.0.0.1: companion available',
-  completion: 'streamed a completion through the front door with the LLM client (the demo model has random weights: gibberish is expected)',
+  completion:
+    'streamed a completion through the front door with the LLM client (the demo model has random weights: gibberish is expected)',
   stopped: 'stopped everything and signed out',
 };
 
@@ -25,7 +26,7 @@ export const demoCommand: Command = {
     'Usage: companion demo [--keep-running] [--json] [--threads N] [--data-dir DIR]',
     '',
     'Starts a reference hub in this process, signs in through the real loopback redirect flow (the demo',
-    'plays the browser\'s part against the hub\'s consent form, and says so), pulls and verifies the',
+    "plays the browser's part against the hub's consent form, and says so), pulls and verifies the",
     'generated demo model, starts the runtime, waits until the companion is available, streams a',
     'completion through the guarded endpoint, and shuts everything down. The demo model has random',
     'weights: its text is gibberish, the flow is the point.',
@@ -37,18 +38,20 @@ export const demoCommand: Command = {
     '  --threads N            CPU threads for inference',
     '  --keychain memory      use the in-memory keychain even when the OS keychain is available',
     '  --prompt TEXT          the prompt to send',
-    '  --data-dir DIR         keep the demo\'s state (model, log) in DIR instead of a temp dir removed at',
+    "  --data-dir DIR         keep the demo's state (model, log) in DIR instead of a temp dir removed at",
     '                         the end; DIR must be new, empty, or one an earlier demo made (never an',
-    '                         installation\'s data dir; COMPANION_HOME is not used by the demo)',
+    "                         installation's data dir; COMPANION_HOME is not used by the demo)",
   ].join('\n'),
   async run(args, io) {
     const parsed = parseCommandArgs(args, { 'keep-running': { type: 'boolean' }, prompt: { type: 'string' } });
     const json = parsed.values.json === true;
     const threadsText = parsed.values.threads;
     const threads = typeof threadsText === 'string' ? Number(threadsText) : undefined;
-    if (threads !== undefined && (!/^[0-9]{1,3}$/.test(String(threadsText)) || threads < 1 || threads > 256)) throw new CliUsageError('--threads takes a whole number from 1 to 256');
+    if (threads !== undefined && (!/^[0-9]{1,3}$/.test(String(threadsText)) || threads < 1 || threads > 256))
+      throw new CliUsageError('--threads takes a whole number from 1 to 256');
     const keychain = parsed.values.keychain;
-    if (keychain !== undefined && keychain !== 'memory' && keychain !== 'os') throw new CliUsageError('--keychain takes "memory" (or nothing for the OS keychain)');
+    if (keychain !== undefined && keychain !== 'memory' && keychain !== 'os')
+      throw new CliUsageError('--keychain takes "memory" (or nothing for the OS keychain)');
     const dataDirText = parsed.values['data-dir'];
     const dataDir = typeof dataDirText === 'string' && dataDirText !== '' ? resolve(dataDirText) : undefined;
     if (dataDir !== undefined) {
@@ -79,12 +82,19 @@ export const demoCommand: Command = {
         }
         if (event.event === 'step') {
           const label = LABELS[String(event.step)] ?? String(event.step);
-          const extra = event.step === 'available' ? ` at ${String(event.endpoint)} (sandbox: ${String(event.sandbox)})` : event.step === 'keychain' ? ` (${String(event.backend)})` : '';
+          const extra =
+            event.step === 'available'
+              ? ` at ${String(event.endpoint)} (sandbox: ${String(event.sandbox)})`
+              : event.step === 'keychain'
+                ? ` (${String(event.backend)})`
+                : '';
           io.out(`[${String(event.totalMs).padStart(6)} ms] ${label}${extra}  (+${String(event.ms)} ms)`);
         } else if (event.event === 'note') {
           io.err(`companion demo: ${String(event.text).replace(/^companion: /, '')}`);
         } else if (event.event === 'available') {
-          io.out(`Endpoint ${String(event.endpoint)} is up; token: ${String(event.token)}\nPoint any OpenAI client at it. Ctrl-C stops.`);
+          io.out(
+            `Endpoint ${String(event.endpoint)} is up; token: ${String(event.token)}\nPoint any OpenAI client at it. Ctrl-C stops.`,
+          );
         }
       },
       onToken: (text) => {

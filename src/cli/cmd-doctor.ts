@@ -77,19 +77,28 @@ function parse(args: readonly string[]): { json: boolean; backend: 'os' | 'memor
 }
 
 /** Collects the report. Never throws for a missing or locked keychain: that is what it reports. */
-export async function doctorReport(backend: 'os' | 'memory', deps: DoctorDeps, announce: (line: string) => void): Promise<DoctorReport> {
+export async function doctorReport(
+  backend: 'os' | 'memory',
+  deps: DoctorDeps,
+  announce: (line: string) => void,
+): Promise<DoctorReport> {
   // Why started first: the backend probe loads native binaries in a child (seconds); it runs meanwhile.
   const gpu = deps.detectGpu();
   let keychain: DoctorReport['keychain'];
   try {
     const opened = deps.openKeychain({ backend, service: DOCTOR_SERVICE, timeoutMs: DOCTOR_TIMEOUT_MS, announce });
     const health = await opened.health();
-    keychain = health.detail === undefined
-      ? { backend: health.backend, state: health.state }
-      : { backend: health.backend, state: health.state, detail: health.detail };
+    keychain =
+      health.detail === undefined
+        ? { backend: health.backend, state: health.state }
+        : { backend: health.backend, state: health.state, detail: health.detail };
   } catch (error) {
     if (!isCompanionError(error, 'ERR_KEYCHAIN_UNAVAILABLE')) throw error;
-    keychain = { backend: 'none', state: 'unavailable', detail: `no keychain backend for platform ${deps.platform}; companion supports Linux (Secret Service), macOS and Windows` };
+    keychain = {
+      backend: 'none',
+      state: 'unavailable',
+      detail: `no keychain backend for platform ${deps.platform}; companion supports Linux (Secret Service), macOS and Windows`,
+    };
   }
   return {
     keychain,
@@ -127,10 +136,14 @@ export function createDoctorCommand(overrides: Partial<DoctorDeps> = {}): Comman
         io.out(JSON.stringify(report));
       } else {
         const k = report.keychain;
-        io.out(`keychain  ${k.backend}: ${k.state}${k.detail !== undefined && k.state !== 'available' ? ` (${k.detail})` : ''}`);
+        io.out(
+          `keychain  ${k.backend}: ${k.state}${k.detail !== undefined && k.state !== 'available' ? ` (${k.detail})` : ''}`,
+        );
         io.out(`sandbox   ${report.sandbox}`);
         const g = report.gpu;
-        io.out(`gpu       ${g.backend ?? 'unknown'}${g.detail === undefined ? '' : ` (${g.detail})`}; devices: ${g.devices.length === 0 ? 'none' : g.devices.join(' ')}`);
+        io.out(
+          `gpu       ${g.backend ?? 'unknown'}${g.detail === undefined ? '' : ` (${g.detail})`}; devices: ${g.devices.length === 0 ? 'none' : g.devices.join(' ')}`,
+        );
         io.out(`node      ${report.node}`);
         io.out(`platform  ${report.platform}`);
       }
@@ -140,7 +153,12 @@ export function createDoctorCommand(overrides: Partial<DoctorDeps> = {}): Comman
       const message = `keychain ${state} (${name}): ${detail ?? ADVICE[state]}`;
       io.err(`companion doctor: ${message}`);
       // With --json a failure ends with the one error object, as every command's (src/cli/main.ts).
-      if (json) io.out(JSON.stringify({ error: { code: state === 'locked' ? 'ERR_KEYCHAIN_LOCKED' : 'ERR_KEYCHAIN_UNAVAILABLE', message } }));
+      if (json)
+        io.out(
+          JSON.stringify({
+            error: { code: state === 'locked' ? 'ERR_KEYCHAIN_LOCKED' : 'ERR_KEYCHAIN_UNAVAILABLE', message },
+          }),
+        );
       return 1;
     },
   };

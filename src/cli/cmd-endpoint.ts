@@ -16,10 +16,10 @@ export const endpointCommand: Command = {
   help: [
     'Usage: companion endpoint [--json]',
     '',
-    'Prints the URL of the running companion\'s OpenAI-compatible endpoint and its loopback token (as',
+    "Prints the URL of the running companion's OpenAI-compatible endpoint and its loopback token (as",
     '`gh auth token` prints a token: on purpose, for a local client that asks). The URL ends in /v1: use it as any',
     'OpenAI client\'s base URL, with the token as its API key. With --json: {"url": URL, "token": STRING}.',
-    'Both are printed only once the endpoint has proved that it is this companion\'s front door (it answers a',
+    "Both are printed only once the endpoint has proved that it is this companion's front door (it answers a",
     'fresh challenge with a MAC under the token, without the token being sent); otherwise nothing is printed',
     'and the exit status is 1.',
     '',
@@ -31,13 +31,26 @@ export const endpointCommand: Command = {
     const context = await createContext(parsed, io);
     try {
       const discovery = await readDiscovery(context.paths.discovery);
-      if (discovery === null) throw new CompanionError('ERR_UPSTREAM_UNAVAILABLE', 'the companion is not running; start it with `companion up`');
+      if (discovery === null)
+        throw new CompanionError(
+          'ERR_UPSTREAM_UNAVAILABLE',
+          'the companion is not running; start it with `companion up`',
+        );
       const token = await authorityFor(context, io).loopbackToken();
-      if (token === null) throw new CompanionError('ERR_UPSTREAM_UNAVAILABLE', 'no loopback token is stored; restart `companion up`');
+      if (token === null)
+        throw new CompanionError('ERR_UPSTREAM_UNAVAILABLE', 'no loopback token is stored; restart `companion up`');
       // Why before printing: a client would send this token to the URL; only our front door may get it.
       const check = await verifyEndpoint(discovery, token);
-      if (!check.ok && check.code === 'ERR_UPSTREAM_UNAVAILABLE') throw new CompanionError('ERR_UPSTREAM_UNAVAILABLE', 'the companion is not running; start it with `companion up`');
-      if (!check.ok) throw new CompanionError('ERR_ENDPOINT_UNVERIFIED', 'the recorded endpoint did not prove it is this companion\'s front door; nothing was sent to it. Stop `companion up` and start it again');
+      if (!check.ok && check.code === 'ERR_UPSTREAM_UNAVAILABLE')
+        throw new CompanionError(
+          'ERR_UPSTREAM_UNAVAILABLE',
+          'the companion is not running; start it with `companion up`',
+        );
+      if (!check.ok)
+        throw new CompanionError(
+          'ERR_ENDPOINT_UNVERIFIED',
+          "the recorded endpoint did not prove it is this companion's front door; nothing was sent to it. Stop `companion up` and start it again",
+        );
       if (context.json) context.emit({ url: check.endpoint.url, token: token.reveal() });
       else io.out(`URL:   ${check.endpoint.url}\nToken: ${token.reveal()}`);
       return 0;

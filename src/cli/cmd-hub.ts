@@ -68,7 +68,8 @@ const DEMO_ID = 'tiny-demo';
 const SYNTHETIC_SIZES = Object.keys(SYNTHETIC_LLAMA_PRESETS);
 
 function parsePort(value: string | undefined, flag: string): number {
-  if (value === undefined || !/^\d{1,5}$/.test(value) || Number(value) > 65535) throw new CliUsageError(`${flag} needs a port number 0-65535`);
+  if (value === undefined || !/^\d{1,5}$/.test(value) || Number(value) > 65535)
+    throw new CliUsageError(`${flag} needs a port number 0-65535`);
   return Number(value);
 }
 
@@ -77,7 +78,10 @@ export function parseHubArgs(args: readonly string[]): HubArgs {
   const out: HubArgs = { json: false, env: false, syntheticModels: [], modelFiles: [] };
   for (let i = 0; i < args.length; i += 1) {
     const arg = args[i]!;
-    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const [flag, inline] =
+      arg.startsWith('--') && arg.includes('=')
+        ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
+        : [arg, undefined];
     const value = (): string | undefined => inline ?? args[++i];
     switch (flag) {
       case '--port':
@@ -94,7 +98,8 @@ export function parseHubArgs(args: readonly string[]): HubArgs {
       }
       case '--synthetic-model': {
         const size = value();
-        if (size === undefined || !SYNTHETIC_SIZES.includes(size)) throw new CliUsageError(`--synthetic-model needs a size: ${SYNTHETIC_SIZES.join(' or ')}`);
+        if (size === undefined || !SYNTHETIC_SIZES.includes(size))
+          throw new CliUsageError(`--synthetic-model needs a size: ${SYNTHETIC_SIZES.join(' or ')}`);
         out.syntheticModels.push(size);
         break;
       }
@@ -107,8 +112,12 @@ export function parseHubArgs(args: readonly string[]): HubArgs {
       case '--model-id': {
         const id = value();
         const last = out.modelFiles.at(-1);
-        if (last === undefined || last.id !== undefined) throw new CliUsageError('--model-id names the --model FILE just before it');
-        if (id === undefined || !isModelId(id)) throw new CliUsageError('--model-id needs an id of lower-case letters, digits, ".", "_" and "-" (at most 64)');
+        if (last === undefined || last.id !== undefined)
+          throw new CliUsageError('--model-id names the --model FILE just before it');
+        if (id === undefined || !isModelId(id))
+          throw new CliUsageError(
+            '--model-id needs an id of lower-case letters, digits, ".", "_" and "-" (at most 64)',
+          );
         last.id = id;
         break;
       }
@@ -128,7 +137,8 @@ export function parseHubArgs(args: readonly string[]): HubArgs {
   const ids = [DEMO_ID, ...out.syntheticModels];
   for (const file of out.modelFiles) {
     const id = file.id ?? modelIdFromFileName(file.path);
-    if (id === null) throw new CliUsageError(`no model id can be made from the file name of ${file.path}: add --model-id ID after it`);
+    if (id === null)
+      throw new CliUsageError(`no model id can be made from the file name of ${file.path}: add --model-id ID after it`);
     ids.push(id);
   }
   const twice = ids.find((id, i) => ids.indexOf(id) !== i);
@@ -181,7 +191,9 @@ async function run(args: readonly string[], io: Io): Promise<number> {
     ...(options.port === undefined ? {} : { port: options.port }),
     ...(options.modelHostPort === undefined ? {} : { modelHostPort: options.modelHostPort }),
     ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir, rememberPorts: true }),
-    ...(options.syntheticModels.length === 0 ? {} : { syntheticLlamas: options.syntheticModels.map((preset) => ({ preset })) }),
+    ...(options.syntheticModels.length === 0
+      ? {}
+      : { syntheticLlamas: options.syntheticModels.map((preset) => ({ preset })) }),
     ...(options.modelFiles.length === 0 ? {} : { modelFiles: options.modelFiles }),
     log: options.json ? () => undefined : (line) => io.err(`hub: ${line}`),
   }).catch((error: unknown) => {
@@ -197,26 +209,39 @@ async function run(args: readonly string[], io: Io): Promise<number> {
     }
     const exports = exportLine(hub.hubUrl, caPath, hub.manifestKey);
     if (options.json) {
-      io.out(JSON.stringify({ hub: hub.hubUrl, modelHost: hub.modelHostUrl, ca: caPath, manifestKey: hub.manifestKey, user: hub.user, password: hub.password }));
+      io.out(
+        JSON.stringify({
+          hub: hub.hubUrl,
+          modelHost: hub.modelHostUrl,
+          ca: caPath,
+          manifestKey: hub.manifestKey,
+          user: hub.user,
+          password: hub.password,
+        }),
+      );
     } else if (options.env) {
       io.out(exports);
       io.err(`companion hub: ready at ${hub.hubUrl}; dev login ${hub.user} / ${hub.password}; stop with Ctrl-C.`);
     } else {
-      io.out([
-        'companion hub: ready',
-        `  hub (issuer)    ${hub.hubUrl}`,
-        `  model host      ${hub.modelHostUrl}`,
-        `  CA file         ${caPath}`,
-        `  manifest key    ${hub.manifestKey}`,
-        `  dev login       ${hub.user} / ${hub.password}`,
-        `  models          ${hub.models.map((m) => `${m.id} (${sizeText(m.size)})`).join(', ')}`,
-        '',
-        `Sign in once with: companion login --hub ${hub.hubUrl} --ca ${shellWord(caPath)} --manifest-key ${hub.manifestKey}`,
-        '(login remembers these in its data dir), or set them for this shell with:',
-        `  ${exports}`,
-        options.dataDir === undefined ? 'Without --data-dir this hub forgets everything on exit.' : `A restart with --data-dir ${shellWord(options.dataDir)} keeps this URL, CA and key.`,
-        'Stop with Ctrl-C.',
-      ].join('\n'));
+      io.out(
+        [
+          'companion hub: ready',
+          `  hub (issuer)    ${hub.hubUrl}`,
+          `  model host      ${hub.modelHostUrl}`,
+          `  CA file         ${caPath}`,
+          `  manifest key    ${hub.manifestKey}`,
+          `  dev login       ${hub.user} / ${hub.password}`,
+          `  models          ${hub.models.map((m) => `${m.id} (${sizeText(m.size)})`).join(', ')}`,
+          '',
+          `Sign in once with: companion login --hub ${hub.hubUrl} --ca ${shellWord(caPath)} --manifest-key ${hub.manifestKey}`,
+          '(login remembers these in its data dir), or set them for this shell with:',
+          `  ${exports}`,
+          options.dataDir === undefined
+            ? 'Without --data-dir this hub forgets everything on exit.'
+            : `A restart with --data-dir ${shellWord(options.dataDir)} keeps this URL, CA and key.`,
+          'Stop with Ctrl-C.',
+        ].join('\n'),
+      );
     }
     const received = await signals.received;
     if (!options.json) io.err(`hub: ${received}, stopping`);

@@ -28,7 +28,12 @@ function printLine(context: CommandContext, io: Io, line: string): void {
  * Prints lines appended to the log from `offset` on until `stopped` resolves; follows a rotation (the
  * rest of the old file, then the new one from its start) and a truncation.
  */
-async function follow(path: string, offset: number, stopped: Promise<unknown>, onLine: (line: string) => void): Promise<void> {
+async function follow(
+  path: string,
+  offset: number,
+  stopped: Promise<unknown>,
+  onLine: (line: string) => void,
+): Promise<void> {
   let done = false;
   void stopped.then(() => {
     done = true;
@@ -95,13 +100,13 @@ async function follow(path: string, offset: number, stopped: Promise<unknown>, o
 
 export const logsCommand: Command = {
   name: 'logs',
-  summary: 'print the log that up writes (its events and the runtime\'s stderr)',
+  summary: "print the log that up writes (its events and the runtime's stderr)",
   help: [
     'Usage: companion logs [--follow] [--lines N] [--json]',
     '',
-    'Prints the last lines of the data dir\'s log, logs/companion.log (0600; up to 1 MiB, then it moves',
+    "Prints the last lines of the data dir's log, logs/companion.log (0600; up to 1 MiB, then it moves",
     'to companion.log.1 and a new one starts). `companion up` writes it, attached or detached: its events',
-    '(listening, runtime states, availability, stops, failures with their code) and the runtime\'s stderr.',
+    "(listening, runtime states, availability, stops, failures with their code) and the runtime's stderr.",
     'It never holds a token, a model path or a digest.',
     'With --json: one {"time","source","text"} object per line.',
     '',
@@ -115,7 +120,8 @@ export const logsCommand: Command = {
     const linesText = parsed.values.lines;
     let count = DEFAULT_LINES;
     if (typeof linesText === 'string') {
-      if (!/^[0-9]{1,6}$/.test(linesText) || Number(linesText) > 100_000) throw new CliUsageError('--lines takes a whole number from 0 to 100000');
+      if (!/^[0-9]{1,6}$/.test(linesText) || Number(linesText) > 100_000)
+        throw new CliUsageError('--lines takes a whole number from 0 to 100000');
       count = Number(linesText);
     }
     const context = await createContext(parsed, io);

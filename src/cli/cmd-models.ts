@@ -6,7 +6,17 @@
 import { CompanionError, isCompanionError } from '../core/errors.js';
 import { findModel, type VerifiedManifest } from '../core/manifest.js';
 import type { ManifestModel } from '../core/manifest-format.js';
-import { checkInstalledModel, isBuildOf, isModelId, listInstalled, listPartials, readInstalled, removeModel, useModel, type InstalledModel } from '../runtime/manager/install.js';
+import {
+  checkInstalledModel,
+  isBuildOf,
+  isModelId,
+  listInstalled,
+  listPartials,
+  readInstalled,
+  removeModel,
+  useModel,
+  type InstalledModel,
+} from '../runtime/manager/install.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import { findRunningUp } from './cmd-ps.js';
 import type { Command } from './commands.js';
@@ -33,13 +43,19 @@ export function manifestModel(manifest: VerifiedManifest, id: string | undefined
   } catch (error) {
     if (!isCompanionError(error, 'ERR_MODEL_UNKNOWN') || id === undefined) throw error;
     const ids = manifest.models.map((m) => m.id);
-    throw new CompanionError('ERR_MODEL_UNKNOWN', `the manifest has no model ${shown(id)}; it lists: ${ids.length === 0 ? '(none)' : idList(ids)}`);
+    throw new CompanionError(
+      'ERR_MODEL_UNKNOWN',
+      `the manifest has no model ${shown(id)}; it lists: ${ids.length === 0 ? '(none)' : idList(ids)}`,
+    );
   }
 }
 
 /** ERR_MODEL_NOT_INSTALLED whose message names the installed models (or says there are none). */
 function notInstalled(id: string, installed: readonly InstalledModel[]): CompanionError {
-  const choices = installed.length === 0 ? 'no model is installed (run companion pull)' : `installed: ${idList(installed.map((m) => m.id))}`;
+  const choices =
+    installed.length === 0
+      ? 'no model is installed (run companion pull)'
+      : `installed: ${idList(installed.map((m) => m.id))}`;
   return new CompanionError('ERR_MODEL_NOT_INSTALLED', `no installed model ${shown(id)}; ${choices}`);
 }
 
@@ -49,9 +65,13 @@ function notInstalled(id: string, installed: readonly InstalledModel[]): Compani
  * when nothing is installed (the start then fails with ERR_MODEL_NOT_INSTALLED as before).
  * @throws ERR_MODEL_NOT_INSTALLED listing the installed models
  */
-export async function servedModelFor(context: CommandContext, option: string | boolean | undefined): Promise<string | undefined> {
+export async function servedModelFor(
+  context: CommandContext,
+  option: string | boolean | undefined,
+): Promise<string | undefined> {
   if (typeof option !== 'string') return (await readInstalled(context.paths.models))?.id;
-  if ((await readInstalled(context.paths.models, option)) === null) throw notInstalled(option, await listInstalled(context.paths.models));
+  if ((await readInstalled(context.paths.models, option)) === null)
+    throw notInstalled(option, await listInstalled(context.paths.models));
   return option;
 }
 
@@ -71,32 +91,45 @@ interface Row {
 }
 
 function statusText(row: Row): string {
-  const partial = row.partialBytes === null ? '' : `partial ${humanBytes(row.partialBytes)}${row.size !== null ? ` of ${humanBytes(row.size)}` : ''}`;
+  const partial =
+    row.partialBytes === null
+      ? ''
+      : `partial ${humanBytes(row.partialBytes)}${row.size !== null ? ` of ${humanBytes(row.size)}` : ''}`;
   if (!row.installed) return partial === '' ? 'not pulled' : partial;
   const base = row.verified ? 'verified' : 'CHANGED (pull again)';
   return [base, row.update ? 'update available' : '', partial].filter((s) => s !== '').join(', ');
 }
 
 function printTable(io: Io, rows: readonly Row[]): void {
-  const cells = rows.map((row) => [row.active ? '*' : ' ', row.id, row.size === null ? '-' : humanBytes(row.size), row.version === null ? '-' : `v${row.version}`, statusText(row)]);
+  const cells = rows.map((row) => [
+    row.active ? '*' : ' ',
+    row.id,
+    row.size === null ? '-' : humanBytes(row.size),
+    row.version === null ? '-' : `v${row.version}`,
+    statusText(row),
+  ]);
   const head = [' ', 'MODEL', 'SIZE', 'VERSION', 'STATUS'];
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  const line = (c: readonly string[]): string => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (c: readonly string[]): string =>
+    c
+      .map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   io.out(line(head));
   for (const c of cells) io.out(line(c));
 }
 
-const MANIFEST_NOTE = 'the hub\'s manifest could not be fetched';
+const MANIFEST_NOTE = "the hub's manifest could not be fetched";
 
 export const listCommand: Command = {
   name: 'list',
-  summary: 'list installed models and the hub\'s models not yet pulled',
+  summary: "list installed models and the hub's models not yet pulled",
   help: [
     'Usage: companion list [--json]',
     '',
     'Lists the installed models (id, size, the manifest version each was verified against, whether its file',
     'still matches what was verified, and which one is active: marked *), partial downloads, and, with a hub',
-    'configured and signed in, the manifest\'s models not yet pulled. Without a hub only what is installed',
+    "configured and signed in, the manifest's models not yet pulled. Without a hub only what is installed",
     'is listed; when the hub cannot be reached, or you are not signed in, what is installed is listed and',
     'one line on stderr says that the manifest could not be fetched (exit 0).',
     'With --json: one line per model {"id","name","size","installed","verified","active","version",',
@@ -123,36 +156,71 @@ export const listCommand: Command = {
           manifest = await authorityFor(context, io).fetchManifest();
         } catch (error) {
           const code = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
-          io.err(code === 'ERR_NOT_SIGNED_IN'
-            ? `companion list: ${MANIFEST_NOTE} (not signed in: run companion login); listing installed models only`
-            : `companion list: ${MANIFEST_NOTE} [${code}]; listing installed models only`);
+          io.err(
+            code === 'ERR_NOT_SIGNED_IN'
+              ? `companion list: ${MANIFEST_NOTE} (not signed in: run companion login); listing installed models only`
+              : `companion list: ${MANIFEST_NOTE} [${code}]; listing installed models only`,
+          );
         }
       }
       const inManifest = new Map((manifest?.models ?? []).map((m) => [m.id, m]));
       const rows: Row[] = [];
       for (const record of installed) {
-        const verified = await checkInstalledModel(modelsDir, record.id).then(() => true, () => false);
+        const verified = await checkInstalledModel(modelsDir, record.id).then(
+          () => true,
+          () => false,
+        );
         const listed = inManifest.get(record.id);
         rows.push({
-          id: record.id, name: record.name, size: record.size, installed: true, verified, active: record.id === active,
-          version: record.manifestVersion, partialBytes: partials.get(record.id)?.bytes ?? null,
+          id: record.id,
+          name: record.name,
+          size: record.size,
+          installed: true,
+          verified,
+          active: record.id === active,
+          version: record.manifestVersion,
+          partialBytes: partials.get(record.id)?.bytes ?? null,
           update: listed !== undefined && !isBuildOf(record, listed),
         });
       }
       const installedIds = new Set(installed.map((m) => m.id));
       for (const model of manifest?.models ?? []) {
         if (installedIds.has(model.id)) continue;
-        rows.push({ id: model.id, name: model.name, size: model.size, installed: false, verified: false, active: false, version: manifest!.version, partialBytes: partials.get(model.id)?.bytes ?? null, update: false });
+        rows.push({
+          id: model.id,
+          name: model.name,
+          size: model.size,
+          installed: false,
+          verified: false,
+          active: false,
+          version: manifest!.version,
+          partialBytes: partials.get(model.id)?.bytes ?? null,
+          update: false,
+        });
       }
       // A partial of a model the manifest does not (or could not) tell about.
       for (const partial of partials.values()) {
         if (installedIds.has(partial.id) || inManifest.has(partial.id)) continue;
-        rows.push({ id: partial.id, name: null, size: partial.total, installed: false, verified: false, active: false, version: null, partialBytes: partial.bytes, update: false });
+        rows.push({
+          id: partial.id,
+          name: null,
+          size: partial.total,
+          installed: false,
+          verified: false,
+          active: false,
+          version: null,
+          partialBytes: partial.bytes,
+          update: false,
+        });
       }
       if (context.json) {
         for (const row of rows) context.emit({ ...row });
       } else if (rows.length === 0) {
-        io.out(context.config.hub === null ? 'No model installed (run companion pull).' : 'No model installed or listed by the hub.');
+        io.out(
+          context.config.hub === null
+            ? 'No model installed (run companion pull).'
+            : 'No model installed or listed by the hub.',
+        );
       } else {
         printTable(io, rows);
       }
@@ -201,20 +269,29 @@ export const rmCommand: Command = {
       if (!installed.some((m) => m.id === id) && !partial) throw notInstalled(id, installed);
       const up = await findRunningUp(context);
       if (up !== null && (up.model === id || (up.model === null && installed.some((m) => m.id === id)))) {
-        throw new CompanionError('ERR_MODEL_IN_USE', up.model === null
-          ? `companion up (pid ${up.pid}) is starting and has not said which model it serves yet; stop it first (or try again once it runs)`
-          : `companion up (pid ${up.pid}) serves ${id}; stop it first, then remove the model`);
+        throw new CompanionError(
+          'ERR_MODEL_IN_USE',
+          up.model === null
+            ? `companion up (pid ${up.pid}) is starting and has not said which model it serves yet; stop it first (or try again once it runs)`
+            : `companion up (pid ${up.pid}) serves ${id}; stop it first, then remove the model`,
+        );
       }
       const result = await removeModel(modelsDir, id);
       if (context.json) {
         context.emit({ removed: id, wasActive: result.wasActive, partialFiles: result.partials });
         return 0;
       }
-      const what = result.installed ? `Removed ${id}${result.partials > 0 ? ' and its partial download' : ''}.` : `Removed the partial download of ${id}.`;
+      const what = result.installed
+        ? `Removed ${id}${result.partials > 0 ? ' and its partial download' : ''}.`
+        : `Removed the partial download of ${id}.`;
       io.out(what);
       if (result.wasActive) {
         const left = installed.filter((m) => m.id !== id).map((m) => m.id);
-        io.out(left.length === 0 ? 'No model is installed now (run companion pull).' : `No model is active now: run companion use ${left[0]} (installed: ${idList(left)}).`);
+        io.out(
+          left.length === 0
+            ? 'No model is installed now (run companion pull).'
+            : `No model is active now: run companion use ${left[0]} (installed: ${idList(left)}).`,
+        );
       }
       return 0;
     } finally {
@@ -255,9 +332,14 @@ export const useCommand: Command = {
         context.emit({ active: id, previous });
         return 0;
       }
-      io.out(previous === id ? `${id} is the active model already.` : `${id} is now the active model${previous !== null ? ` (was ${previous})` : ''}.`);
+      io.out(
+        previous === id
+          ? `${id} is the active model already.`
+          : `${id} is now the active model${previous !== null ? ` (was ${previous})` : ''}.`,
+      );
       const up = await findRunningUp(context);
-      if (up !== null && up.model !== null && up.model !== id) io.out(`The running companion up (pid ${up.pid}) keeps serving ${up.model} until it is restarted.`);
+      if (up !== null && up.model !== null && up.model !== id)
+        io.out(`The running companion up (pid ${up.pid}) keeps serving ${up.model} until it is restarted.`);
       return 0;
     } finally {
       await context.close();

@@ -27,7 +27,10 @@ export interface RunningUp {
 export async function findRunningUp(context: CommandContext): Promise<RunningUp | null> {
   let pid: number | null = null;
   // O_NOFOLLOW: a link at the lock name is not a lock of ours.
-  const text = await readFile(context.paths.upLock, { encoding: 'utf8', flag: constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) }).catch(() => null);
+  const text = await readFile(context.paths.upLock, {
+    encoding: 'utf8',
+    flag: constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0),
+  }).catch(() => null);
   const lock = text === null ? null : parseUpLock(text);
   if (lock !== null && upLockIsLive(lock)) pid = lock.pid;
   else pid = (await readDiscovery(context.paths.discovery))?.pid ?? null;
@@ -73,9 +76,9 @@ export const psCommand: Command = {
     'Usage: companion ps [--json]',
     '',
     'Shows the runtime that companion up runs for this data directory: the model it serves, its state, how',
-    'long the runtime process has run, its memory (RSS of the runtime\'s process tree), the backend (cpu,',
+    "long the runtime process has run, its memory (RSS of the runtime's process tree), the backend (cpu,",
     'cuda, vulkan or metal, as the runtime reported it once ready; "gpuLayers" in --json),',
-    'the runtime\'s pid and up\'s, and the endpoint URL (never the token: companion endpoint prints that).',
+    "the runtime's pid and up's, and the endpoint URL (never the token: companion endpoint prints that).",
     'When nothing runs it prints "nothing running" and exits 0: that is a state, not a fault.',
     'With --json: one line {"model","state","pid","upPid","uptimeSeconds","rssBytes","backend","gpuLayers","sandbox",',
     '"endpoint"} while something runs; no line when nothing does.',
@@ -113,16 +116,26 @@ export const psCommand: Command = {
         gpuLayers: typeof gpuLayers === 'number' ? gpuLayers : null,
         sandbox: state?.sandbox ?? null,
         endpoint: state?.endpoint ?? null,
-        parallel: state?.parallel ?? null, contextSize: state?.contextSize ?? null,
+        parallel: state?.parallel ?? null,
+        contextSize: state?.contextSize ?? null,
       };
       if (context.json) {
         context.emit(row);
         return 0;
       }
-      const cells = [row.model ?? '-', row.state, row.pid === null ? '-' : String(row.pid), row.uptimeSeconds === null ? '-' : formatUptime(row.uptimeSeconds), row.rssBytes === null ? '-' : humanBytes(row.rssBytes), row.backend ?? '-', row.endpoint ?? '-'];
+      const cells = [
+        row.model ?? '-',
+        row.state,
+        row.pid === null ? '-' : String(row.pid),
+        row.uptimeSeconds === null ? '-' : formatUptime(row.uptimeSeconds),
+        row.rssBytes === null ? '-' : humanBytes(row.rssBytes),
+        row.backend ?? '-',
+        row.endpoint ?? '-',
+      ];
       const head = ['MODEL', 'STATE', 'PID', 'UPTIME', 'RSS', 'BACKEND', 'ENDPOINT'];
       const widths = head.map((h, i) => Math.max(h.length, cells[i]!.length));
-      const line = (c: readonly string[]): string => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]!))).join('  ');
+      const line = (c: readonly string[]): string =>
+        c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]!))).join('  ');
       io.out(line(head));
       io.out(line(cells));
       return 0;

@@ -5,7 +5,15 @@ import { manifestModel } from './cmd-models.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
 import { authorityFor, createContext } from './context.js';
-import { CLEAR_TO_EOL, fit, formatHeader, formatProgressLine, formatSpinnerLine, humanBytes, usableWidth } from './progress.js';
+import {
+  CLEAR_TO_EOL,
+  fit,
+  formatHeader,
+  formatProgressLine,
+  formatSpinnerLine,
+  humanBytes,
+  usableWidth,
+} from './progress.js';
 
 /** The exit status of an interrupted command (EXIT.interrupted in main.ts, not imported: main imports us). */
 const EXIT_INTERRUPTED = 130;
@@ -33,7 +41,10 @@ export function explainPullError(error: unknown, modelUrl: string): unknown {
   if (!isCompanionError(error)) return error;
   const host = hostOf(modelUrl);
   const again = 'run the same pull again to resume';
-  const cause = typeof error.detail?.cause === 'string' && /^[A-Z][A-Z0-9_]{1,63}$/.test(error.detail.cause) ? ` (${error.detail.cause})` : '';
+  const cause =
+    typeof error.detail?.cause === 'string' && /^[A-Z][A-Z0-9_]{1,63}$/.test(error.detail.cause)
+      ? ` (${error.detail.cause})`
+      : '';
   const lines: Partial<Record<string, string>> = {
     ERR_DOWNLOAD_TLS: `the model host's TLS certificate at ${host} could not be verified; a model host with a private CA needs --ca FILE`,
     ERR_DOWNLOAD_NETWORK: `the model host at ${host} could not be reached${cause}; check the network, then ${again}`,
@@ -41,7 +52,9 @@ export function explainPullError(error: unknown, modelUrl: string): unknown {
     ERR_DOWNLOAD_HTTP_STATUS: `${error.message} for the model file at ${host}; try again later, or tell the hub's operator if it persists`,
   };
   const message = lines[error.code];
-  return message === undefined ? error : new CompanionError(error.code, message, error.detail === undefined ? {} : { detail: error.detail });
+  return message === undefined
+    ? error
+    : new CompanionError(error.code, message, error.detail === undefined ? {} : { detail: error.detail });
 }
 
 export const pullCommand: Command = {
@@ -72,7 +85,12 @@ export const pullCommand: Command = {
       const model = manifestModel(manifest, parsed.positionals[0]);
       const live = !context.json && io.isTty;
       const columns = (): number | undefined => io.columns?.();
-      if (!context.json) io.out(live ? formatHeader(model.name, model.id, model.size, columns()) : `Pulling ${model.name} (${model.id}, ${mib(model.size)} MiB) from the model host…`);
+      if (!context.json)
+        io.out(
+          live
+            ? formatHeader(model.name, model.id, model.size, columns())
+            : `Pulling ${model.name} (${model.id}, ${mib(model.size)} MiB) from the model host…`,
+        );
       // The live line: `\r`, text fitted to the width, clear to the end (never padded past the width).
       const draw = (text: string): void => io.write(`\r${text}${CLEAR_TO_EOL}`);
       let frame = 0;
@@ -106,12 +124,18 @@ export const pullCommand: Command = {
             const share = event.total > 0 ? event.bytes / event.total : 0;
             const eta = event.etaSeconds !== null ? `  ETA ${event.etaSeconds}s` : '';
             lastLine = Date.now();
-            io.out(`  ${Math.floor(share * 100)}%  ${mib(event.bytes)}/${mib(event.total)} MiB  ${mib(event.bytesPerSecond)} MiB/s${eta}`);
+            io.out(
+              `  ${Math.floor(share * 100)}%  ${mib(event.bytes)}/${mib(event.total)} MiB  ${mib(event.bytesPerSecond)} MiB/s${eta}`,
+            );
           }
           return;
         }
-        const note = event.event === 'resume' ? `  resuming at ${humanBytes(event.offset)}`
-          : event.event === 'restart' ? `  the host ${event.reason === 'changed' ? 'changed the file' : 'ignored the range'}: starting over` : null;
+        const note =
+          event.event === 'resume'
+            ? `  resuming at ${humanBytes(event.offset)}`
+            : event.event === 'restart'
+              ? `  the host ${event.reason === 'changed' ? 'changed the file' : 'ignored the range'}: starting over`
+              : null;
         if (note === null) return;
         if (live) draw('');
         io.out(live ? fit(note, usableWidth(columns())) : note);
@@ -126,7 +150,14 @@ export const pullCommand: Command = {
       process.once('SIGINT', onSigint);
       let installed;
       try {
-        installed = await pullModel({ model, manifestVersion: manifest.version, modelsDir: context.paths.models, dispatcher: context.agent, onEvent, signal: controller.signal });
+        installed = await pullModel({
+          model,
+          manifestVersion: manifest.version,
+          modelsDir: context.paths.models,
+          dispatcher: context.agent,
+          onEvent,
+          signal: controller.signal,
+        });
       } catch (error) {
         if (!interrupted || !isCompanionError(error, 'ERR_DOWNLOAD_ABORTED')) throw explainPullError(error, model.url);
         // The one outcome of Ctrl-C: a line that says where it stopped and how to go on, status 130.
@@ -141,9 +172,13 @@ export const pullCommand: Command = {
         if (live && !interrupted) io.write('\n');
       }
       await collectSuperseded(context.paths.models, installed.id);
-      if (!context.json) io.out(`${installed.id}: verified and installed${reused ? ' (already there, unchanged)' : ''}.`);
+      if (!context.json)
+        io.out(`${installed.id}: verified and installed${reused ? ' (already there, unchanged)' : ''}.`);
       // A second model does not switch the active one (docs/decisions.md): say how to.
-      if (!context.json && !active) io.out(`${(await readInstalled(context.paths.models))?.id ?? 'another model'} stays the active model; run companion use ${installed.id} to switch.`);
+      if (!context.json && !active)
+        io.out(
+          `${(await readInstalled(context.paths.models))?.id ?? 'another model'} stays the active model; run companion use ${installed.id} to switch.`,
+        );
       return 0;
     } finally {
       await context.close();

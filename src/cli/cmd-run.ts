@@ -73,7 +73,7 @@ export const runCommand: Command = {
     'STRING|null, "usage": {"promptTokens","completionTokens"}|null}.',
     '',
     'Options:',
-    '  --tier T               the data\'s context tier (default private)',
+    "  --tier T               the data's context tier (default private)",
     '  --prefer P             lane preference (default prefer-local)',
     '  --system TEXT          a system message sent before the conversation',
     '  --model NAME           the model id sent to the endpoint (cloud default COMPANION_CLOUD_MODEL or',
@@ -91,7 +91,13 @@ export const runCommand: Command = {
   async run(args, io) {
     const parsed = parseCommandArgs(
       args,
-      { tier: { type: 'string' }, prefer: { type: 'string' }, 'max-tokens': { type: 'string' }, system: { type: 'string' }, model: { type: 'string' } },
+      {
+        tier: { type: 'string' },
+        prefer: { type: 'string' },
+        'max-tokens': { type: 'string' },
+        system: { type: 'string' },
+        model: { type: 'string' },
+      },
       1,
     );
     const positional = parsed.positionals[0];
@@ -105,11 +111,13 @@ export const runCommand: Command = {
     }
     const maxTokensText = parsed.values['max-tokens'];
     const maxTokens = maxTokensText === undefined ? 128 : Number(maxTokensText);
-    if ((typeof maxTokensText === 'string' && !/^[0-9]{1,4}$/.test(maxTokensText)) || maxTokens < 1 || maxTokens > 8192) throw new CliUsageError('--max-tokens takes a whole number from 1 to 8192');
+    if ((typeof maxTokensText === 'string' && !/^[0-9]{1,4}$/.test(maxTokensText)) || maxTokens < 1 || maxTokens > 8192)
+      throw new CliUsageError('--max-tokens takes a whole number from 1 to 8192');
     const system = parsed.values.system as string | undefined;
     if (system !== undefined && system.length === 0) throw new CliUsageError('--system needs a non-empty TEXT');
     const modelOption = parsed.values.model as string | undefined;
-    if (modelOption !== undefined && !/^[\x21-\x7e]{1,200}$/.test(modelOption)) throw new CliUsageError('--model takes a NAME of printable characters without spaces');
+    if (modelOption !== undefined && !/^[\x21-\x7e]{1,200}$/.test(modelOption))
+      throw new CliUsageError('--model takes a NAME of printable characters without spaces');
 
     const stdinIsTty = io.input?.isTTY === true;
     let prompt: string | null = null;
@@ -129,16 +137,22 @@ export const runCommand: Command = {
       let keychain = 'available';
       let endpoint: AvailabilityFacts['endpoint'] = 'no-token';
       if (discovery !== null && context.config.hub !== null) {
-        const token = await authorityFor(context, io).loopbackToken().catch((error: unknown) => {
-          keychain = (error as { code?: string }).code ?? 'ERR_KEYCHAIN_FAILURE';
-          return null;
-        });
+        const token = await authorityFor(context, io)
+          .loopbackToken()
+          .catch((error: unknown) => {
+            keychain = (error as { code?: string }).code ?? 'ERR_KEYCHAIN_FAILURE';
+            return null;
+          });
         const check = token === null ? null : await verifyEndpoint(discovery, token);
-        if (check !== null) endpoint = check.ok ? 'verified' : check.code === 'ERR_ENDPOINT_UNVERIFIED' ? 'unverified' : 'no-answer';
-        if (token !== null && check?.ok === true) local = { url: check.endpoint.url, token: token.reveal(), verified: check.endpoint };
-        else if (check?.ok === false && check.code === 'ERR_ENDPOINT_UNVERIFIED') io.err('companion run: the recorded endpoint failed the attestation; not using it [ERR_ENDPOINT_UNVERIFIED]');
+        if (check !== null)
+          endpoint = check.ok ? 'verified' : check.code === 'ERR_ENDPOINT_UNVERIFIED' ? 'unverified' : 'no-answer';
+        if (token !== null && check?.ok === true)
+          local = { url: check.endpoint.url, token: token.reveal(), verified: check.endpoint };
+        else if (check?.ok === false && check.code === 'ERR_ENDPOINT_UNVERIFIED')
+          io.err('companion run: the recorded endpoint failed the attestation; not using it [ERR_ENDPOINT_UNVERIFIED]');
       }
-      const cause = (): Promise<Error | null> => localCause(context, io, { keychain, endpoint, upRunning: discovery !== null, pid: discovery?.pid ?? null });
+      const cause = (): Promise<Error | null> =>
+        localCause(context, io, { keychain, endpoint, upRunning: discovery !== null, pid: discovery?.pid ?? null });
       const cloudUrl = io.env.COMPANION_CLOUD_URL;
       const cloudKey = io.env.COMPANION_CLOUD_KEY;
       const cloudModel = modelOption ?? io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini';
@@ -153,7 +167,8 @@ export const runCommand: Command = {
       let installedId: string | null | undefined;
       const installed = async (): Promise<string | null> => {
         if (installedId !== undefined) return installedId;
-        const served = discovery === null ? null : await readPublishedState(context.paths.state, discovery.pid).catch(() => null);
+        const served =
+          discovery === null ? null : await readPublishedState(context.paths.state, discovery.pid).catch(() => null);
         installedId = served?.model?.id ?? (await readInstalled(context.paths.models).catch(() => null))?.id ?? null;
         return installedId;
       };
@@ -161,28 +176,36 @@ export const runCommand: Command = {
 
       /** One answer for the conversation `messages`; streams unless --json, then reports as --json says. */
       const answer = async (messages: readonly ChatMessage[], signal?: AbortSignal): Promise<CompleteResult> => {
-        const result = await client.complete({
-          tier: tier as ContextTier,
-          stream: true,
-          maxTokens,
-          messages,
-          ...(signal ? { signal } : {}),
-          ...(modelOption !== undefined ? { model: modelOption } : {}),
-          onLane: (lane) => {
-            if (lane !== 'companion') return;
-            const problem = localModelProblem(modelOption, installedId ?? null);
-            if (problem !== null) throw new CliUsageError(problem);
-          },
-          // With --json the answer is a field of the one object, never raw text on stdout.
-          ...(context.json ? {} : { onToken: (text: string) => io.write(text) }),
-        }).catch(async (error: unknown) => {
-          // The lane selector refused because the local companion is not there: say why, and what to do.
-          if (!isCompanionError(error, 'ERR_LANE_LOCAL_ONLY_UNAVAILABLE', 'ERR_LANE_CLOUD_NOT_ALLOWED')) throw error;
-          throw (await cause()) ?? error;
-        });
+        const result = await client
+          .complete({
+            tier: tier as ContextTier,
+            stream: true,
+            maxTokens,
+            messages,
+            ...(signal ? { signal } : {}),
+            ...(modelOption !== undefined ? { model: modelOption } : {}),
+            onLane: (lane) => {
+              if (lane !== 'companion') return;
+              const problem = localModelProblem(modelOption, installedId ?? null);
+              if (problem !== null) throw new CliUsageError(problem);
+            },
+            // With --json the answer is a field of the one object, never raw text on stdout.
+            ...(context.json ? {} : { onToken: (text: string) => io.write(text) }),
+          })
+          .catch(async (error: unknown) => {
+            // The lane selector refused because the local companion is not there: say why, and what to do.
+            if (!isCompanionError(error, 'ERR_LANE_LOCAL_ONLY_UNAVAILABLE', 'ERR_LANE_CLOUD_NOT_ALLOWED')) throw error;
+            throw (await cause()) ?? error;
+          });
         if (context.json) {
           const model = result.lane === 'cloud' ? cloudModel : await installed();
-          context.emit({ answer: result.text, lane: result.lane, model, finishReason: result.finishReason, usage: result.usage });
+          context.emit({
+            answer: result.text,
+            lane: result.lane,
+            model,
+            finishReason: result.finishReason,
+            usage: result.usage,
+          });
         } else {
           io.write('\n');
           io.err(`(lane: ${result.lane}${result.usage ? `, ${result.usage.completionTokens} tokens` : ''})`);
@@ -212,7 +235,10 @@ async function localCause(
   io: Io,
   seen: { keychain: string; endpoint: AvailabilityFacts['endpoint']; upRunning: boolean; pid: number | null },
 ): Promise<Error | null> {
-  if (context.config.hub === null) return new CliUsageError('no hub configured, so there is no local companion to use: pass --hub URL or set COMPANION_HUB (or configure a cloud lane)');
+  if (context.config.hub === null)
+    return new CliUsageError(
+      'no hub configured, so there is no local companion to use: pass --hub URL or set COMPANION_HUB (or configure a cloud lane)',
+    );
   let keychain = seen.keychain;
   let signedIn = false;
   try {
@@ -223,7 +249,8 @@ async function localCause(
   const installed = await readInstalled(context.paths.models).catch(() => null);
   // Metadata only, as status: never a hash of the model for an error line.
   const check = installed === null ? null : await quickModelCheck(context.paths.models, installed);
-  const published = seen.pid === null ? null : await readPublishedState(context.paths.state, seen.pid).catch(() => null);
+  const published =
+    seen.pid === null ? null : await readPublishedState(context.paths.state, seen.pid).catch(() => null);
   const found = unavailability({
     hubConfigured: true,
     keychain,
@@ -243,8 +270,18 @@ async function localCause(
  * The interactive chat (node:readline on the terminal). Resolves with the exit status: 0 for /bye or
  * Ctrl-D, 130 for Ctrl-C at an empty prompt. A failed or cancelled turn is left out of the history.
  */
-function chat(io: Io, opening: readonly ChatMessage[], answer: (messages: readonly ChatMessage[], signal?: AbortSignal) => Promise<CompleteResult>): Promise<number> {
-  const rl = createInterface({ input: io.input!, output: io.output ?? process.stdout, terminal: true, prompt: CHAT_PROMPT, historySize: 200 });
+function chat(
+  io: Io,
+  opening: readonly ChatMessage[],
+  answer: (messages: readonly ChatMessage[], signal?: AbortSignal) => Promise<CompleteResult>,
+): Promise<number> {
+  const rl = createInterface({
+    input: io.input!,
+    output: io.output ?? process.stdout,
+    terminal: true,
+    prompt: CHAT_PROMPT,
+    historySize: 200,
+  });
   const history: ChatMessage[] = [...opening];
   let busy: AbortController | null = null;
   let done = false;
@@ -289,19 +326,22 @@ function chat(io: Io, opening: readonly ChatMessage[], answer: (messages: readon
       const controller = new AbortController();
       busy = controller;
       const turn: ChatMessage = { role: 'user', content: line };
-      void answer([...history, turn], controller.signal).then(
-        (result) => {
-          history.push(turn, { role: 'assistant', content: result.text });
-        },
-        (error: unknown) => {
-          if (controller.signal.aborted) io.err('\n(answer cancelled)');
-          else if (error instanceof CliUsageError || isCompanionError(error)) io.err(`companion run: ${(error as Error).message} [${(error as { code: string }).code}]`);
-          else io.err('companion run: the answer failed [ERR_INTERNAL]');
-        },
-      ).finally(() => {
-        busy = null;
-        if (!done) rl.prompt();
-      });
+      void answer([...history, turn], controller.signal)
+        .then(
+          (result) => {
+            history.push(turn, { role: 'assistant', content: result.text });
+          },
+          (error: unknown) => {
+            if (controller.signal.aborted) io.err('\n(answer cancelled)');
+            else if (error instanceof CliUsageError || isCompanionError(error))
+              io.err(`companion run: ${(error as Error).message} [${(error as { code: string }).code}]`);
+            else io.err('companion run: the answer failed [ERR_INTERNAL]');
+          },
+        )
+        .finally(() => {
+          busy = null;
+          if (!done) rl.prompt();
+        });
     });
     rl.prompt();
   });

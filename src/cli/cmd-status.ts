@@ -33,12 +33,28 @@ export interface StatusFacts {
 export function statusFault(facts: StatusFacts): { code: ErrorCode; message: string } | null {
   if (facts.keychain !== 'available') {
     const code = facts.keychain in ERROR_CODES ? (facts.keychain as ErrorCode) : 'ERR_KEYCHAIN_FAILURE';
-    return { code, message: `the keychain is not usable (${code === 'ERR_KEYCHAIN_LOCKED' ? 'locked: unlock it' : 'run companion doctor'})` };
+    return {
+      code,
+      message: `the keychain is not usable (${code === 'ERR_KEYCHAIN_LOCKED' ? 'locked: unlock it' : 'run companion doctor'})`,
+    };
   }
-  if (facts.modelChanged) return { code: 'ERR_MODEL_CHANGED', message: 'the installed model changed since it was verified; run companion pull' };
-  if (facts.runtimeCheck === 'ERR_ENDPOINT_UNVERIFIED') return { code: 'ERR_ENDPOINT_UNVERIFIED', message: 'the recorded endpoint failed the attestation; restart companion up' };
-  if (facts.runtimeCheck !== null) return { code: 'ERR_UPSTREAM_UNAVAILABLE', message: 'companion up is running but its endpoint does not answer' };
-  if (facts.runtimeFailed) return { code: 'ERR_UPSTREAM_UNAVAILABLE', message: 'the runtime failed and stopped restarting; restart companion up' };
+  if (facts.modelChanged)
+    return {
+      code: 'ERR_MODEL_CHANGED',
+      message: 'the installed model changed since it was verified; run companion pull',
+    };
+  if (facts.runtimeCheck === 'ERR_ENDPOINT_UNVERIFIED')
+    return {
+      code: 'ERR_ENDPOINT_UNVERIFIED',
+      message: 'the recorded endpoint failed the attestation; restart companion up',
+    };
+  if (facts.runtimeCheck !== null)
+    return { code: 'ERR_UPSTREAM_UNAVAILABLE', message: 'companion up is running but its endpoint does not answer' };
+  if (facts.runtimeFailed)
+    return {
+      code: 'ERR_UPSTREAM_UNAVAILABLE',
+      message: 'the runtime failed and stopped restarting; restart companion up',
+    };
   return null;
 }
 
@@ -48,7 +64,10 @@ export function statusFault(facts: StatusFacts): { code: ErrorCode; message: str
  * same size, other identity (inode, device, times), so only a hash could tell (`companion up` and
  * `companion pull` do it); `verified`: the very file that was verified.
  */
-export async function quickModelCheck(modelsDir: string, installed: InstalledModel): Promise<'verified' | 'changed' | 'unconfirmed'> {
+export async function quickModelCheck(
+  modelsDir: string,
+  installed: InstalledModel,
+): Promise<'verified' | 'changed' | 'unconfirmed'> {
   let info;
   try {
     info = await lstat(join(modelsDir, modelFileName(installed.id)), { bigint: true });
@@ -56,7 +75,11 @@ export async function quickModelCheck(modelsDir: string, installed: InstalledMod
     return 'changed';
   }
   if (!info.isFile() || Number(info.size) !== installed.size) return 'changed';
-  const same = String(info.ino) === installed.inode && String(info.dev) === installed.dev && String(info.mtimeNs) === installed.mtimeNs && String(info.ctimeNs) === installed.ctimeNs;
+  const same =
+    String(info.ino) === installed.inode &&
+    String(info.dev) === installed.dev &&
+    String(info.mtimeNs) === installed.mtimeNs &&
+    String(info.ctimeNs) === installed.ctimeNs;
   return same ? 'verified' : 'unconfirmed';
 }
 
@@ -67,7 +90,7 @@ export const statusCommand: Command = {
     'Usage: companion status [--json]',
     '',
     'Shows who is signed in and until when, the hub and the data dir, the installed model and whether it',
-    'still matches what was verified (without hashing it again), the runtime\'s state, pid, start time,',
+    "still matches what was verified (without hashing it again), the runtime's state, pid, start time,",
     'backend (cpu, cuda, vulkan or metal, and the layers offloaded to the GPU) and resources (RSS, CPU,',
     'VRAM), and whether the companion is available now (checked with a health round trip through the',
     'endpoint); when it is not, why and what to do. Times are shown in local time.',
@@ -121,20 +144,33 @@ export const statusCommand: Command = {
       const check = discovery !== null && token !== null ? await verifyEndpoint(discovery, token) : null;
       const healthy = check?.ok === true && token !== null ? await endpointHealthy(check.endpoint, token) : false;
       const endpointError = check !== null && !check.ok && check.code === 'ERR_ENDPOINT_UNVERIFIED' ? check.code : null;
-      const companionAvailable = modelState !== null && modelState !== 'changed' && published?.companionAvailable === true && healthy;
+      const companionAvailable =
+        modelState !== null && modelState !== 'changed' && published?.companionAvailable === true && healthy;
       const facts: AvailabilityFacts = {
         hubConfigured: context.config.hub !== null,
         keychain,
         signedIn,
         model: modelState === null ? 'none' : modelState === 'changed' ? 'changed' : 'verified',
         upRunning: discovery !== null,
-        endpoint: check === null ? 'no-token' : check.ok ? 'verified' : check.code === 'ERR_ENDPOINT_UNVERIFIED' ? 'unverified' : 'no-answer',
+        endpoint:
+          check === null
+            ? 'no-token'
+            : check.ok
+              ? 'verified'
+              : check.code === 'ERR_ENDPOINT_UNVERIFIED'
+                ? 'unverified'
+                : 'no-answer',
         runtimeState: published?.runtime?.state ?? null,
         healthy: healthy && published?.companionAvailable === true,
       };
       // Not available with every fact in order (a health check that failed between two reads): unhealthy.
-      const unavailable = companionAvailable ? null : unavailability(facts)
-        ?? { reason: 'runtime-unhealthy', code: 'ERR_RUNTIME_UNHEALTHY', message: 'the runtime does not pass its health check: wait a moment; if it persists, restart companion up' };
+      const unavailable = companionAvailable
+        ? null
+        : (unavailability(facts) ?? {
+            reason: 'runtime-unhealthy',
+            code: 'ERR_RUNTIME_UNHEALTHY',
+            message: 'the runtime does not pass its health check: wait a moment; if it persists, restart companion up',
+          });
       const upSince = discovery === null ? null : discovery.startedAt;
       const report = {
         signedIn,
@@ -151,7 +187,9 @@ export const statusCommand: Command = {
         // What the runtime computes on and the layers it offloaded (its ready line, via the published state).
         backend: typeof published?.backend === 'string' && published.runtime !== null ? published.backend : null,
         gpuLayers: typeof published?.gpuLayers === 'number' && published.runtime !== null ? published.gpuLayers : null,
-        ...(typeof published?.gpuFallback === 'string' && published.runtime !== null ? { gpuFallback: published.gpuFallback } : {}),
+        ...(typeof published?.gpuFallback === 'string' && published.runtime !== null
+          ? { gpuFallback: published.gpuFallback }
+          : {}),
         ...(endpointError !== null ? { endpointError } : {}),
         // Beside `model`, not in it: `model` keeps its CONTRACT §6 shape {"id","verified"}.
         modelCheck: modelState,
@@ -159,7 +197,8 @@ export const statusCommand: Command = {
         servedModel: typeof published?.model?.id === 'string' ? published.model.id : null,
         // The runtime's shape: sequences served at once and the context of each (tokens), or null.
         parallel: typeof published?.parallel === 'number' && published.runtime !== null ? published.parallel : null,
-        contextSize: typeof published?.contextSize === 'number' && published.runtime !== null ? published.contextSize : null,
+        contextSize:
+          typeof published?.contextSize === 'number' && published.runtime !== null ? published.contextSize : null,
         hub: context.config.hub,
         dataDir: context.config.dataDir,
         upSince: upSince === null ? null : new Date(upSince).toISOString(),
@@ -170,19 +209,39 @@ export const statusCommand: Command = {
       if (context.json) {
         context.emit(report);
       } else {
-        io.out(`Signed in:  ${signedIn ? `yes${user ? ` as ${user}` : ''}${report.expiresAtLocal ? ` (access until ${report.expiresAtLocal})` : ''}` : `no${keychain !== 'available' && context.config.hub !== null ? ` (keychain: ${keychain})` : ''}`}`);
+        io.out(
+          `Signed in:  ${signedIn ? `yes${user ? ` as ${user}` : ''}${report.expiresAtLocal ? ` (access until ${report.expiresAtLocal})` : ''}` : `no${keychain !== 'available' && context.config.hub !== null ? ` (keychain: ${keychain})` : ''}`}`,
+        );
         io.out(`Hub:        ${report.hub ?? 'none (pass --hub URL or set COMPANION_HUB)'}`);
         io.out(`Data dir:   ${report.dataDir}`);
-        const modelLine = modelState === 'verified' ? 'verified' : modelState === 'changed' ? 'CHANGED since verification: pull again' : 'file touched since verification: companion up re-checks it';
+        const modelLine =
+          modelState === 'verified'
+            ? 'verified'
+            : modelState === 'changed'
+              ? 'CHANGED since verification: pull again'
+              : 'file touched since verification: companion up re-checks it';
         io.out(`Model:      ${installed === null ? 'none (run companion pull)' : `${installed.id} (${modelLine})`}`);
-        io.out(`Runtime:    ${report.runtime === null ? 'not running (run companion up)' : `${report.runtime.state}, ${report.servedModel === null ? '' : `serving ${report.servedModel}, `}pid ${report.runtime.pid ?? '-'}, sandbox ${report.sandbox ?? '-'}`}`);
-        if (report.parallel !== null && report.contextSize !== null) io.out(`Serves:     ${report.parallel} request${report.parallel === 1 ? '' : 's'} at once, ${report.contextSize} tokens of context each`);
-        if (report.backend !== null) io.out(`Backend:    ${report.backend} (${report.gpuLayers ?? 0} layers offloaded)${report.gpuFallback === undefined ? '' : `; ${report.gpuFallback}`}`);
+        io.out(
+          `Runtime:    ${report.runtime === null ? 'not running (run companion up)' : `${report.runtime.state}, ${report.servedModel === null ? '' : `serving ${report.servedModel}, `}pid ${report.runtime.pid ?? '-'}, sandbox ${report.sandbox ?? '-'}`}`,
+        );
+        if (report.parallel !== null && report.contextSize !== null)
+          io.out(
+            `Serves:     ${report.parallel} request${report.parallel === 1 ? '' : 's'} at once, ${report.contextSize} tokens of context each`,
+          );
+        if (report.backend !== null)
+          io.out(
+            `Backend:    ${report.backend} (${report.gpuLayers ?? 0} layers offloaded)${report.gpuFallback === undefined ? '' : `; ${report.gpuFallback}`}`,
+          );
         if (report.upSinceLocal !== null) io.out(`Up since:   ${report.upSinceLocal}`);
         const r = report.resources as { rssBytes?: number; cpuPercent?: number | null; vram?: unknown } | null;
-        if (r !== null) io.out(`Resources:  RSS ${((r.rssBytes ?? 0) / (1 << 20)).toFixed(0)} MiB, CPU ${r.cpuPercent ?? '-'}%, VRAM ${r.vram === null || r.vram === undefined ? 'n/a' : JSON.stringify(r.vram)}`);
+        if (r !== null)
+          io.out(
+            `Resources:  RSS ${((r.rssBytes ?? 0) / (1 << 20)).toFixed(0)} MiB, CPU ${r.cpuPercent ?? '-'}%, VRAM ${r.vram === null || r.vram === undefined ? 'n/a' : JSON.stringify(r.vram)}`,
+          );
         io.out(`Available:  ${report.companionAvailable ? 'yes' : `no (${unavailable?.message ?? 'unknown'})`}`);
-        io.out(`Endpoint:   ${report.endpoint ?? (endpointError !== null ? `- (the recorded endpoint failed the attestation: ${endpointError}; restart companion up)` : '-')}`);
+        io.out(
+          `Endpoint:   ${report.endpoint ?? (endpointError !== null ? `- (the recorded endpoint failed the attestation: ${endpointError}; restart companion up)` : '-')}`,
+        );
       }
       const fault = statusFault({
         keychain: context.config.hub === null ? 'available' : keychain,

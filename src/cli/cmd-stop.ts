@@ -11,7 +11,7 @@ export const stopCommand: Command = {
   help: [
     'Usage: companion stop [--timeout SECONDS] [--json] [--data-dir DIR]',
     '',
-    'Stops the `companion up` that holds this data dir\'s lock (run/up.lock): SIGTERM, then a wait of up',
+    "Stops the `companion up` that holds this data dir's lock (run/up.lock): SIGTERM, then a wait of up",
     'to 20 s (--timeout) while it stops its runtime and releases the lock; SIGKILL after that, with a line',
     'saying so (the runtime it leaves is then stopped too).',
     'Only the process the lock names is signalled, checked by pid, start time and executable: a pid the',
@@ -26,14 +26,20 @@ export const stopCommand: Command = {
   async run(args, io) {
     const parsed = parseCommandArgs(args, { timeout: { type: 'string' } });
     const timeoutText = parsed.values.timeout;
-    if (typeof timeoutText === 'string' && (!/^[0-9]{1,3}$/.test(timeoutText) || Number(timeoutText) < 1 || Number(timeoutText) > 600)) {
+    if (
+      typeof timeoutText === 'string' &&
+      (!/^[0-9]{1,3}$/.test(timeoutText) || Number(timeoutText) < 1 || Number(timeoutText) > 600)
+    ) {
       throw new CliUsageError('--timeout takes a whole number of seconds from 1 to 600');
     }
     const context = await createContext(parsed, io);
     try {
       const outcome = await stopUp(context.paths, {
         ...(typeof timeoutText === 'string' ? { graceMs: Number(timeoutText) * 1000 } : {}),
-        onForce: (pid, graceMs) => io.err(`companion (pid ${pid}) did not exit within ${Math.round(graceMs / 1000)} s of SIGTERM; sending SIGKILL`),
+        onForce: (pid, graceMs) =>
+          io.err(
+            `companion (pid ${pid}) did not exit within ${Math.round(graceMs / 1000)} s of SIGTERM; sending SIGKILL`,
+          ),
       });
       if (outcome.outcome === 'not-running') {
         if (context.json) context.emit({ stopped: false });
@@ -41,7 +47,12 @@ export const stopCommand: Command = {
         return 0;
       }
       if (context.json) context.emit({ stopped: true, pid: outcome.pid, forced: outcome.forced });
-      else io.out(outcome.forced ? `Stopped companion (pid ${outcome.pid}) with SIGKILL.` : `Stopped companion (pid ${outcome.pid}).`);
+      else
+        io.out(
+          outcome.forced
+            ? `Stopped companion (pid ${outcome.pid}) with SIGKILL.`
+            : `Stopped companion (pid ${outcome.pid}).`,
+        );
       return 0;
     } finally {
       await context.close();

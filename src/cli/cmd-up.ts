@@ -31,10 +31,16 @@ export function untilSignal(): Promise<string> {
  * The one line a second `up` prints (and, with --json, its error event): the running one's URL from its
  * live discovery record when it has written one yet.
  */
-async function reportRunning(context: CommandContext, io: Io, pid: number, channel: DetachedChannel | null = null): Promise<void> {
+async function reportRunning(
+  context: CommandContext,
+  io: Io,
+  pid: number,
+  channel: DetachedChannel | null = null,
+): Promise<void> {
   const record = await readDiscovery(context.paths.discovery);
   const url = record !== null && record.pid === pid ? record.url : null;
-  const message = url === null ? `companion is already running (pid ${pid})` : `companion is already running at ${url} (pid ${pid})`;
+  const message =
+    url === null ? `companion is already running (pid ${pid})` : `companion is already running at ${url} (pid ${pid})`;
   io.err(message);
   channel?.notify({ error: { code: 'ERR_LOCKED_BY_OTHER', message, pid, endpoint: url } });
   // The one --json error object every command ends a failure with (src/cli/main.ts), with pid and URL.
@@ -54,24 +60,30 @@ export const upCommand: Command = {
     'line per change.',
     'One `up` per data dir: a second one prints `companion is already running at URL (pid N)` and exits 1',
     '(with --json also {"error":{"code":"ERR_LOCKED_BY_OTHER",...}} on stdout), leaving the first alone.',
-    'Events and the runtime\'s stderr go to the log (companion logs). With --detach it runs in the',
+    "Events and the runtime's stderr go to the log (companion logs). With --detach it runs in the",
     'background: this command waits until it is available, prints its endpoint and pid (with --json',
     '{"event":"available","endpoint":URL,"pid":N}) and exits 0, or prints the failure and exits 1;',
     '`companion stop` stops it.',
     '',
     'Options:',
-    '  --threads N            CPU threads for inference (default: the runtime\'s choice)',
+    "  --threads N            CPU threads for inference (default: the runtime's choice)",
     '  --gpu auto|off         auto (default): a GPU if there is one, else the CPU; off: CPU only (COMPANION_GPU)',
     '  --parallel N           requests generated at once, 1-16 (COMPANION_PARALLEL; default: up to 4, as memory allows)',
     '  --context N            tokens per request (prompt and answer), 64-1048576 (COMPANION_CONTEXT; default: the',
-    '                         model\'s trained context, capped by memory)',
+    "                         model's trained context, capped by memory)",
     '  --model MODEL          serve this installed model for this run (default: the active one, see companion use)',
     '  --allow-unsandboxed    start even when no sandbox can be made (status and doctor say so)',
     '  --detach               run in the background (output to the log), return once available',
     COMMON_HELP,
   ].join('\n'),
   async run(args, io) {
-    const parsed = parseCommandArgs(args, { model: { type: 'string' }, detach: { type: 'boolean' }, gpu: { type: 'string' }, parallel: { type: 'string' }, context: { type: 'string' } });
+    const parsed = parseCommandArgs(args, {
+      model: { type: 'string' },
+      detach: { type: 'boolean' },
+      gpu: { type: 'string' },
+      parallel: { type: 'string' },
+      context: { type: 'string' },
+    });
     if (parsed.values.detach === true) return runDetached(args, parsed, io);
     const channel = detachedChannel(io.env);
     let log: LogFile | null = null;
@@ -93,13 +105,24 @@ export const upCommand: Command = {
 };
 
 /** `up --detach`: start the background `up` and report what became of it. */
-async function runDetached(args: readonly string[], parsed: ReturnType<typeof parseCommandArgs>, io: Io): Promise<number> {
+async function runDetached(
+  args: readonly string[],
+  parsed: ReturnType<typeof parseCommandArgs>,
+  io: Io,
+): Promise<number> {
   const context = await createContext(parsed, io);
   try {
-    const result = await startDetachedUp({ dataDir: context.config.dataDir, args: args.filter((arg) => arg !== '--detach'), env: io.env });
+    const result = await startDetachedUp({
+      dataDir: context.config.dataDir,
+      args: args.filter((arg) => arg !== '--detach'),
+      env: io.env,
+    });
     if (result.outcome === 'available') {
       if (context.json) context.emit({ event: 'available', endpoint: result.endpoint, pid: result.pid });
-      else io.out(`companion is running in the background at ${result.endpoint} (pid ${result.pid}); companion logs shows its log, companion stop stops it`);
+      else
+        io.out(
+          `companion is running in the background at ${result.endpoint} (pid ${result.pid}); companion logs shows its log, companion stop stops it`,
+        );
       return 0;
     }
     if (result.outcome === 'failed' && result.code === 'ERR_LOCKED_BY_OTHER' && typeof result.detail.pid === 'number') {
@@ -108,84 +131,102 @@ async function runDetached(args: readonly string[], parsed: ReturnType<typeof pa
       return 1;
     }
     if (result.outcome === 'failed') throw new CompanionError(result.code, result.message);
-    if (result.outcome === 'exited') throw new CompanionError('ERR_SPAWN_FAILED', `the background companion exited before it was available (status ${result.status ?? 'unknown'}); see companion logs`);
-    throw new CompanionError('ERR_RUNTIME_UNHEALTHY', `the background companion (pid ${result.pid}) was not available within 120 s; it keeps trying: see companion logs, or companion stop`);
+    if (result.outcome === 'exited')
+      throw new CompanionError(
+        'ERR_SPAWN_FAILED',
+        `the background companion exited before it was available (status ${result.status ?? 'unknown'}); see companion logs`,
+      );
+    throw new CompanionError(
+      'ERR_RUNTIME_UNHEALTHY',
+      `the background companion (pid ${result.pid}) was not available within 120 s; it keeps trying: see companion logs, or companion stop`,
+    );
   } finally {
     await context.close();
   }
 }
 
 /** `up` itself, attached or as the background one (`channel`). */
-async function runUp(parsed: ReturnType<typeof parseCommandArgs>, io: Io, channel: DetachedChannel | null, opened: LogFile | null, onLog: (log: LogFile) => void): Promise<number> {
-    const context = await createContext(parsed, io);
-    const stop = untilSignal();
-    let lock: UpLock | null = null;
+async function runUp(
+  parsed: ReturnType<typeof parseCommandArgs>,
+  io: Io,
+  channel: DetachedChannel | null,
+  opened: LogFile | null,
+  onLog: (log: LogFile) => void,
+): Promise<number> {
+  const context = await createContext(parsed, io);
+  const stop = untilSignal();
+  let lock: UpLock | null = null;
+  try {
+    // First, before anything is rotated, spawned or deleted: one `up` per data dir (issue 18 item 1).
     try {
-      // First, before anything is rotated, spawned or deleted: one `up` per data dir (issue 18 item 1).
-      try {
-        lock = await acquireUpLock(context.paths.upLock);
-      } catch (error) {
-        if (!isCompanionError(error, 'ERR_LOCKED_BY_OTHER') || typeof error.detail?.pid !== 'number') throw error;
-        await reportRunning(context, io, error.detail.pid, channel);
-        return 1;
-      }
-      const log = opened ?? openLogFile(context.config.dataDir);
-      onLog(log);
-      log.write('up', `started (pid ${process.pid}${channel === null ? '' : ', in the background'})`);
-      const modelId = await servedModelFor(context, parsed.values.model);
-      const sandbox = await resolveSandbox(context.config.sandbox, (line) => io.err(line));
-      const authority = authorityFor(context, io);
-      // Still before the token is rotated: a live record without a lock (an `up` of an older version) is left alone too.
-      try {
-        await claimDiscovery(context.paths.discovery);
-      } catch (error) {
-        if (!isCompanionError(error, 'ERR_LOCKED_BY_OTHER') || typeof error.detail?.pid !== 'number') throw error;
-        await reportRunning(context, io, error.detail.pid, channel);
-        return 1;
-      }
-      const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
-      let endpoint = '';
-      const companion = await startRuntimeGroup({
-        dataDir: context.config.dataDir,
-        verifyToken,
-        attest,
-        ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
-        ...(context.config.parallel !== null ? { parallel: context.config.parallel } : {}),
-        ...(context.config.contextSize !== null ? { contextSize: context.config.contextSize } : {}),
-        gpu: context.config.gpu,
-        ...(modelId !== undefined ? { modelId } : {}),
-        ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
-        sandboxMode: sandbox.mode,
-        log: (source, text) => log.write(source, text),
-        onEvent: (event) => {
-          if (event.event === 'health') return;
-          if (event.event === 'listening') {
-            endpoint = event.endpoint;
-            if (!context.json) io.out(`Endpoint ${endpoint} (sandbox: ${sandbox.mode}). Ctrl-C stops.`);
-            return;
-          }
-          if (event.event === 'available') {
-            if (event.available) channel?.notify({ event: 'available', endpoint });
-            const shape = event.parallel === undefined ? {} : { parallel: event.parallel, contextSize: event.contextSize };
-            if (context.json) context.emit(event.available ? { event: 'available', endpoint, ...shape } : { event: 'unavailable' });
-            else if (!event.available) io.out('Not available (the endpoint answers 503 until the runtime is back)');
-            else io.out(`Available at ${endpoint}${event.parallel === undefined ? '' : ` (${event.parallel} parallel, ${event.contextSize} tokens of context each)`}`);
-            return;
-          }
-          if (context.json) context.emit({ ...event });
-          else if (event.event === 'state') io.out(`runtime: ${event.state}${event.code ? ` (${event.code})` : ''}`);
-        },
-      });
-      const signal = await stop;
-      log.write('up', `${signal}: stopping`);
-      if (!context.json) io.out(`${signal}: stopping`);
-      await companion.close();
-      log.write('up', 'stopped');
-      if (context.json) context.emit({ event: 'stopped' });
-      return 0;
-    } finally {
-      // Every exit path: a normal stop, a signal (which ends `stop` above), a failed start.
-      await lock?.release();
-      await context.close();
+      lock = await acquireUpLock(context.paths.upLock);
+    } catch (error) {
+      if (!isCompanionError(error, 'ERR_LOCKED_BY_OTHER') || typeof error.detail?.pid !== 'number') throw error;
+      await reportRunning(context, io, error.detail.pid, channel);
+      return 1;
     }
+    const log = opened ?? openLogFile(context.config.dataDir);
+    onLog(log);
+    log.write('up', `started (pid ${process.pid}${channel === null ? '' : ', in the background'})`);
+    const modelId = await servedModelFor(context, parsed.values.model);
+    const sandbox = await resolveSandbox(context.config.sandbox, (line) => io.err(line));
+    const authority = authorityFor(context, io);
+    // Still before the token is rotated: a live record without a lock (an `up` of an older version) is left alone too.
+    try {
+      await claimDiscovery(context.paths.discovery);
+    } catch (error) {
+      if (!isCompanionError(error, 'ERR_LOCKED_BY_OTHER') || typeof error.detail?.pid !== 'number') throw error;
+      await reportRunning(context, io, error.detail.pid, channel);
+      return 1;
+    }
+    const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
+    let endpoint = '';
+    const companion = await startRuntimeGroup({
+      dataDir: context.config.dataDir,
+      verifyToken,
+      attest,
+      ...(context.config.threads !== null ? { threads: context.config.threads } : {}),
+      ...(context.config.parallel !== null ? { parallel: context.config.parallel } : {}),
+      ...(context.config.contextSize !== null ? { contextSize: context.config.contextSize } : {}),
+      gpu: context.config.gpu,
+      ...(modelId !== undefined ? { modelId } : {}),
+      ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
+      sandboxMode: sandbox.mode,
+      log: (source, text) => log.write(source, text),
+      onEvent: (event) => {
+        if (event.event === 'health') return;
+        if (event.event === 'listening') {
+          endpoint = event.endpoint;
+          if (!context.json) io.out(`Endpoint ${endpoint} (sandbox: ${sandbox.mode}). Ctrl-C stops.`);
+          return;
+        }
+        if (event.event === 'available') {
+          if (event.available) channel?.notify({ event: 'available', endpoint });
+          const shape =
+            event.parallel === undefined ? {} : { parallel: event.parallel, contextSize: event.contextSize };
+          if (context.json)
+            context.emit(event.available ? { event: 'available', endpoint, ...shape } : { event: 'unavailable' });
+          else if (!event.available) io.out('Not available (the endpoint answers 503 until the runtime is back)');
+          else
+            io.out(
+              `Available at ${endpoint}${event.parallel === undefined ? '' : ` (${event.parallel} parallel, ${event.contextSize} tokens of context each)`}`,
+            );
+          return;
+        }
+        if (context.json) context.emit({ ...event });
+        else if (event.event === 'state') io.out(`runtime: ${event.state}${event.code ? ` (${event.code})` : ''}`);
+      },
+    });
+    const signal = await stop;
+    log.write('up', `${signal}: stopping`);
+    if (!context.json) io.out(`${signal}: stopping`);
+    await companion.close();
+    log.write('up', 'stopped');
+    if (context.json) context.emit({ event: 'stopped' });
+    return 0;
+  } finally {
+    // Every exit path: a normal stop, a signal (which ends `stop` above), a failed start.
+    await lock?.release();
+    await context.close();
+  }
 }

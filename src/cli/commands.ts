@@ -12,7 +12,9 @@ import { hubCommand } from './cmd-hub.js';
 import { configCommand } from './cmd-config.js';
 import { listCommand, rmCommand, useCommand } from './cmd-models.js';
 import { psCommand } from './cmd-ps.js';
-import { stopCommand } from './cmd-stop.js'; import { logsCommand } from './cmd-logs.js'; import { completionCommand } from './cmd-completion.js';
+import { stopCommand } from './cmd-stop.js';
+import { logsCommand } from './cmd-logs.js';
+import { completionCommand } from './cmd-completion.js';
 
 export interface Command {
   readonly name: string;
@@ -33,7 +35,11 @@ export const COMMANDS: Command[] = [
   endpointCommand,
   doctorCommand,
   configCommand,
-  listCommand, rmCommand, useCommand, psCommand,
-  stopCommand, logsCommand, completionCommand,
+  listCommand,
+  rmCommand,
+  useCommand,
+  psCommand,
+  stopCommand,
+  logsCommand,
+  completionCommand,
 ];
-

@@ -12,12 +12,20 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   status: ['companion status', 'companion status --json | jq .endpoint'],
   pull: ['companion pull', 'companion pull tiny --json'],
   up: ['companion up', 'companion up --detach', 'companion up --json --threads 4'],
-  run: ['companion run "Summarise this in one line: …"', 'git diff | companion run --system "Review this diff" -', 'companion run'],
+  run: [
+    'companion run "Summarise this in one line: …"',
+    'git diff | companion run --system "Review this diff" -',
+    'companion run',
+  ],
   endpoint: ['companion endpoint', 'companion endpoint --json | jq -r .url'],
   doctor: ['companion doctor', 'companion doctor --json'],
   stop: ['companion stop', 'companion stop --data-dir ~/other-companion'],
   logs: ['companion logs', 'companion logs --lines 200', 'companion logs --follow'],
-  completion: ['source <(companion completion bash)', 'companion completion zsh > "${fpath[1]}/_companion"', 'companion completion fish > ~/.config/fish/completions/companion.fish'],
+  completion: [
+    'source <(companion completion bash)',
+    'companion completion zsh > "${fpath[1]}/_companion"',
+    'companion completion fish > ~/.config/fish/completions/companion.fish',
+  ],
   // Commands other engineers add in the same wave (the test checks only names present in the table).
   config: ['companion config set hub https://hub.example', 'companion config get hub', 'companion config list'],
   list: ['companion list', 'companion list --json'],

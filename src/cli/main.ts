@@ -21,7 +21,7 @@ export const EXIT = { ok: 0, error: 1, usage: 2, interrupted: 130 } as const;
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
-    'companion — run a hub\'s LLM work on this machine, safely',
+    "companion — run a hub's LLM work on this machine, safely",
     '',
     'Usage: companion <command> [options]',
     '',
@@ -31,7 +31,7 @@ function topHelp(): string {
     '',
     'Every command takes --help. Common options: --hub URL (COMPANION_HUB), --ca FILE (COMPANION_CA),',
     '--data-dir DIR (COMPANION_HOME), --manifest-key KEY (COMPANION_MANIFEST_KEY), --keychain memory, --json,',
-    '--debug. A successful login remembers --hub, --ca and --manifest-key in the data dir\'s config.json',
+    "--debug. A successful login remembers --hub, --ca and --manifest-key in the data dir's config.json",
     '(companion config); flags, then the environment, override it.',
     '',
     'Getting started (see the README): companion hub --data-dir ~/.companion-hub; companion login --hub URL',
@@ -51,12 +51,15 @@ export function helpText(command: Command): string {
 
 /** The optimal string alignment distance (Levenshtein plus adjacent transpositions: `stauts` → `status` is 1). */
 export function editDistance(a: string, b: string): number {
-  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
   for (let i = 1; i <= a.length; i += 1) {
     for (let j = 1; j <= b.length; j += 1) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
       let best = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, rows[i - 2]![j - 2]! + 1);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, rows[i - 2]![j - 2]! + 1);
       rows[i]![j] = best;
     }
   }
@@ -68,7 +71,10 @@ export function editDistance(a: string, b: string): number {
  * one edit for names up to 4 letters, two for longer ones (case aside: `STATUS` suggests `status`). Ties
  * go to the earlier name in the table.
  */
-export function suggestCommand(name: string, names: readonly string[] = [...COMMANDS.map((c) => c.name), 'help']): string | null {
+export function suggestCommand(
+  name: string,
+  names: readonly string[] = [...COMMANDS.map((c) => c.name), 'help'],
+): string | null {
   const typed = name.toLowerCase();
   if (typed.length === 0 || typed.length > 40) return null;
   let best: { name: string; distance: number } | null = null;

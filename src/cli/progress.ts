@@ -56,12 +56,9 @@ export function formatProgressLine(figures: ProgressFigures, columns: number | u
   const sizes = `${humanBytes(figures.bytes)}/${humanBytes(figures.total)}`;
   const rate = `${humanBytes(figures.bytesPerSecond)}/s`;
   const eta = figures.etaSeconds !== null ? `ETA ${figures.etaSeconds}s` : '';
-  const candidates = [
-    [percent, sizes, rate, eta],
-    [percent, sizes, rate],
-    [percent, sizes],
-    [percent],
-  ].map((parts) => `  ${parts.filter((p) => p.length > 0).join('  ')}`);
+  const candidates = [[percent, sizes, rate, eta], [percent, sizes, rate], [percent, sizes], [percent]].map(
+    (parts) => `  ${parts.filter((p) => p.length > 0).join('  ')}`,
+  );
   const figuresText = candidates.find((c) => c.length <= width) ?? fit(candidates.at(-1)!, width);
   // The bar takes what is left (at most 30 cells); below 8 cells it says nothing and is left out.
   const barCells = Math.min(30, width - figuresText.length - 4);

@@ -85,7 +85,11 @@ async function* sseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<stri
       while ((index = buffer.search(/\r?\n\r?\n/)) !== -1) {
         const block = buffer.slice(0, index);
         buffer = buffer.slice(index).replace(/^\r?\n\r?\n/, '');
-        const data = block.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+        const data = block
+          .split(/\r?\n/)
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).trimStart())
+          .join('\n');
         if (data.length > 0) yield data;
       }
     }
@@ -110,11 +114,18 @@ export function createLlmClient(options: LlmClientOptions) {
     const decision = selectLane({
       tier,
       companionAvailable: available && local !== null,
-      policy: { preference: options.preference ?? 'prefer-local', privateMayUseCloud: options.privateMayUseCloud ?? false },
+      policy: {
+        preference: options.preference ?? 'prefer-local',
+        privateMayUseCloud: options.privateMayUseCloud ?? false,
+      },
     });
     if ('refused' in decision) throw new CompanionError(decision.code);
     if (decision.lane === 'companion') return { lane: 'companion', endpoint: local! };
-    if (options.cloud === undefined) throw new CompanionError('ERR_LANE_CLOUD_NOT_ALLOWED', 'no cloud endpoint is configured and the companion is not available');
+    if (options.cloud === undefined)
+      throw new CompanionError(
+        'ERR_LANE_CLOUD_NOT_ALLOWED',
+        'no cloud endpoint is configured and the companion is not available',
+      );
     return { lane: 'cloud', endpoint: options.cloud };
   }
 
@@ -144,7 +155,11 @@ export function createLlmClient(options: LlmClientOptions) {
     try {
       response = await doFetch(new URL('/v1/chat/completions', endpoint.url), {
         method: 'POST',
-        headers: { authorization: `Bearer ${endpoint.token}`, 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json' },
+        headers: {
+          authorization: `Bearer ${endpoint.token}`,
+          'content-type': 'application/json',
+          accept: stream ? 'text/event-stream' : 'application/json',
+        },
         body: JSON.stringify(body),
         signal,
       });
@@ -158,15 +173,31 @@ export function createLlmClient(options: LlmClientOptions) {
       } catch {
         // not JSON
       }
-      const statusCode = response.status === 429 ? 'ERR_ADMISSION_QUEUE_FULL' : response.status === 503 ? 'ERR_ADMISSION_NOT_READY' : 'ERR_UPSTREAM_UNAVAILABLE';
-      throw new CompanionError(statusCode, `the ${lane} endpoint answered ${response.status}${code ? ` (${code})` : ''}`, { detail: { status: response.status } });
+      const statusCode =
+        response.status === 429
+          ? 'ERR_ADMISSION_QUEUE_FULL'
+          : response.status === 503
+            ? 'ERR_ADMISSION_NOT_READY'
+            : 'ERR_UPSTREAM_UNAVAILABLE';
+      throw new CompanionError(
+        statusCode,
+        `the ${lane} endpoint answered ${response.status}${code ? ` (${code})` : ''}`,
+        { detail: { status: response.status } },
+      );
     }
     if (!stream) {
       const json = (await response.json()) as ChatResponse;
       const choice = json.choices?.[0];
       const text = choice?.message?.content ?? '';
       request.onToken?.(text);
-      return { lane, text, finishReason: choice?.finish_reason ?? null, usage: json.usage ? { promptTokens: json.usage.prompt_tokens ?? 0, completionTokens: json.usage.completion_tokens ?? 0 } : null };
+      return {
+        lane,
+        text,
+        finishReason: choice?.finish_reason ?? null,
+        usage: json.usage
+          ? { promptTokens: json.usage.prompt_tokens ?? 0, completionTokens: json.usage.completion_tokens ?? 0 }
+          : null,
+      };
     }
     if (response.body === null) throw new CompanionError('ERR_UPSTREAM_UNAVAILABLE', 'the stream has no body');
     let text = '';
@@ -188,7 +219,11 @@ export function createLlmClient(options: LlmClientOptions) {
           request.onToken?.(piece);
         }
         if (choice?.finish_reason) finishReason = choice.finish_reason;
-        if (event.usage) usage = { promptTokens: event.usage.prompt_tokens ?? 0, completionTokens: event.usage.completion_tokens ?? 0 };
+        if (event.usage)
+          usage = {
+            promptTokens: event.usage.prompt_tokens ?? 0,
+            completionTokens: event.usage.completion_tokens ?? 0,
+          };
       }
     } catch (error) {
       if (error instanceof CompanionError) throw error;

@@ -11,7 +11,18 @@
  * - {@link readJsonFile}: the parsed JSON of a regular file, opened `O_NOFOLLOW`, or null.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, constants, fsyncSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { chmod, lstat, mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CompanionError, type ErrorCode } from '../core/errors.js';
@@ -25,7 +36,10 @@ function tempNameFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${randomBytes(8).toString('hex')}.tmp`);
 }
 
-function checkDirStats(stats: { isDirectory(): boolean; isSymbolicLink(): boolean; uid: number }, code: ErrorCode): void {
+function checkDirStats(
+  stats: { isDirectory(): boolean; isSymbolicLink(): boolean; uid: number },
+  code: ErrorCode,
+): void {
   const uid = process.getuid?.();
   // Why: a symlinked folder (or one another user owns) would let someone else choose where our files go.
   if (stats.isSymbolicLink() || !stats.isDirectory() || (uid !== undefined && stats.uid !== uid)) {

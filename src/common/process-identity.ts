@@ -38,7 +38,8 @@ export function readProcessIdentity(pid: number): ProcessIdentity | null {
   const state = fields[0];
   const pgrp = Number(fields[5 - 3]);
   const startTime = fields[22 - 3];
-  if (state === undefined || startTime === undefined || !/^\d+$/.test(startTime) || !Number.isInteger(pgrp)) return null;
+  if (state === undefined || startTime === undefined || !/^\d+$/.test(startTime) || !Number.isInteger(pgrp))
+    return null;
   let exe: string | null = null;
   try {
     exe = readlinkSync(`/proc/${pid}/exe`);
@@ -70,4 +71,3 @@ export function processAlive(pid: number): boolean {
     return (error as { code?: string }).code === 'EPERM';
   }
 }
-

@@ -90,8 +90,12 @@ const defaultTimers: AdmissionTimers = {
 };
 
 function isSignal(value: unknown): value is AbortSignal {
-  return typeof value === 'object' && value !== null && typeof (value as AbortSignal).addEventListener === 'function'
-    && typeof (value as AbortSignal).aborted === 'boolean';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as AbortSignal).addEventListener === 'function' &&
+    typeof (value as AbortSignal).aborted === 'boolean'
+  );
 }
 
 /**
@@ -108,7 +112,11 @@ export function createAdmission(options: AdmissionOptions): Admission {
   let ready = options.ready === true;
   let active = 0;
   const queue = new Set<Waiter>();
-  let admitted = 0, refusedQueueFull = 0, refusedNotReady = 0, timedOut = 0, aborted = 0;
+  let admitted = 0,
+    refusedQueueFull = 0,
+    refusedNotReady = 0,
+    timedOut = 0,
+    aborted = 0;
 
   const retryAfterSeconds = (): number =>
     ready ? Math.min(60, Math.max(1, Math.ceil(queueTimeoutMs / 1000))) : NOT_READY_RETRY_AFTER_SECONDS;
@@ -142,13 +150,17 @@ export function createAdmission(options: AdmissionOptions): Admission {
 
   function notReady(): CompanionError {
     refusedNotReady++;
-    return new CompanionError('ERR_ADMISSION_NOT_READY', undefined, { detail: { retryAfterSeconds: retryAfterSeconds() } });
+    return new CompanionError('ERR_ADMISSION_NOT_READY', undefined, {
+      detail: { retryAfterSeconds: retryAfterSeconds() },
+    });
   }
 
   return {
     acquire(signal?: AbortSignal): Promise<Release> {
       if (signal !== undefined && !isSignal(signal)) {
-        return Promise.reject(Object.assign(new TypeError('signal must be an AbortSignal'), { code: 'ERR_INVALID_ARG_TYPE' }));
+        return Promise.reject(
+          Object.assign(new TypeError('signal must be an AbortSignal'), { code: 'ERR_INVALID_ARG_TYPE' }),
+        );
       }
       if (signal?.aborted === true) {
         aborted++;
@@ -158,7 +170,11 @@ export function createAdmission(options: AdmissionOptions): Admission {
       if (active < maxConcurrent && queue.size === 0) return Promise.resolve(grant());
       if (queue.size >= maxQueue) {
         refusedQueueFull++;
-        return Promise.reject(new CompanionError('ERR_ADMISSION_QUEUE_FULL', undefined, { detail: { retryAfterSeconds: retryAfterSeconds() } }));
+        return Promise.reject(
+          new CompanionError('ERR_ADMISSION_QUEUE_FULL', undefined, {
+            detail: { retryAfterSeconds: retryAfterSeconds() },
+          }),
+        );
       }
       return new Promise<Release>((resolve, reject) => {
         const waiter: Waiter = { resolve, reject, timer: undefined, signal, onAbort: undefined };
@@ -182,7 +198,8 @@ export function createAdmission(options: AdmissionOptions): Admission {
     },
 
     setReady(value: boolean): void {
-      if (typeof value !== 'boolean') throw Object.assign(new TypeError('ready must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
+      if (typeof value !== 'boolean')
+        throw Object.assign(new TypeError('ready must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
       ready = value;
       if (!ready) {
         // Why: queued requests would only time out against a runtime that is gone; tell them now.
@@ -204,7 +221,18 @@ export function createAdmission(options: AdmissionOptions): Admission {
     retryAfterSeconds,
 
     stats(): AdmissionStats {
-      return { active, queued: queue.size, maxConcurrent, maxQueue, ready, admitted, refusedQueueFull, refusedNotReady, timedOut, aborted };
+      return {
+        active,
+        queued: queue.size,
+        maxConcurrent,
+        maxQueue,
+        ready,
+        admitted,
+        refusedQueueFull,
+        refusedNotReady,
+        timedOut,
+        aborted,
+      };
     },
   };
 }

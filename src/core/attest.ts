@@ -47,7 +47,10 @@ function tokenBytes(token: string | Secret): Buffer {
   const value = token instanceof Secret ? token.reveal() : token;
   if (typeof value !== 'string') throw invalidArg('ERR_INVALID_ARG_TYPE', 'the loopback token must be a string');
   if (value.length < MIN_TOKEN_LENGTH || value.length > MAX_TOKEN_LENGTH || !B64TOKEN.test(value)) {
-    throw invalidArg('ERR_INVALID_ARG_VALUE', `the loopback token must be a bearer token (b64token syntax, ${MIN_TOKEN_LENGTH}-${MAX_TOKEN_LENGTH} characters)`);
+    throw invalidArg(
+      'ERR_INVALID_ARG_VALUE',
+      `the loopback token must be a bearer token (b64token syntax, ${MIN_TOKEN_LENGTH}-${MAX_TOKEN_LENGTH} characters)`,
+    );
   }
   return Buffer.from(value, 'utf8');
 }
@@ -57,7 +60,11 @@ function tokenBytes(token: string | Secret): Buffer {
  * {@link ATTEST_NONCE_BYTES} bytes (43 characters; the last one encodes no stray bits).
  */
 export function isAttestNonce(value: unknown): value is string {
-  return typeof value === 'string' && NONCE_SHAPE.test(value) && Buffer.from(value, 'base64url').toString('base64url') === value;
+  return (
+    typeof value === 'string' &&
+    NONCE_SHAPE.test(value) &&
+    Buffer.from(value, 'base64url').toString('base64url') === value
+  );
 }
 
 /** A fresh nonce for one attestation: 32 random bytes, base64url. */
@@ -75,7 +82,11 @@ export function readAttestNonce(rawHeaders: readonly string[]): string | null {
   let count = 0;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i];
-    if (typeof name === 'string' && name.length === ATTEST_NONCE_HEADER.length && name.toLowerCase() === ATTEST_NONCE_HEADER) {
+    if (
+      typeof name === 'string' &&
+      name.length === ATTEST_NONCE_HEADER.length &&
+      name.toLowerCase() === ATTEST_NONCE_HEADER
+    ) {
       count++;
       const value = rawHeaders[i + 1];
       found = typeof value === 'string' ? value : null;
@@ -86,7 +97,8 @@ export function readAttestNonce(rawHeaders: readonly string[]): string | null {
 }
 
 function message(host: string, nonce: string): string {
-  if (typeof host !== 'string' || !HOST_SHAPE.test(host)) throw invalidArg('ERR_INVALID_ARG_VALUE', 'host must be a Host header value');
+  if (typeof host !== 'string' || !HOST_SHAPE.test(host))
+    throw invalidArg('ERR_INVALID_ARG_VALUE', 'host must be a Host header value');
   if (!isAttestNonce(nonce)) throw invalidArg('ERR_INVALID_ARG_VALUE', 'nonce must be 32 bytes in unpadded base64url');
   return `${ATTEST_CONTEXT}\n${host.toLowerCase()}\n${nonce}`;
 }
@@ -104,7 +116,8 @@ function message(host: string, nonce: string): string {
  */
 export function createAttestor(token: string | Secret): Attestor {
   const key = tokenBytes(token);
-  return (host: string, nonce: string): string => createHmac('sha256', key).update(message(host, nonce), 'utf8').digest('base64url');
+  return (host: string, nonce: string): string =>
+    createHmac('sha256', key).update(message(host, nonce), 'utf8').digest('base64url');
 }
 
 /**

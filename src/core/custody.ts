@@ -118,12 +118,14 @@ export function guardKeychain(keychain: Keychain): Keychain {
     async get(account: KeychainAccount): Promise<string | null> {
       const name = check(account);
       const value = await call(() => keychain.get(name));
-      if (value !== null && typeof value !== 'string') throw new CompanionError('ERR_KEYCHAIN_FAILURE', 'the keychain returned a value that is not text');
+      if (value !== null && typeof value !== 'string')
+        throw new CompanionError('ERR_KEYCHAIN_FAILURE', 'the keychain returned a value that is not text');
       return value;
     },
     async set(account: KeychainAccount, value: string): Promise<void> {
       const name = check(account);
-      if (typeof value !== 'string' || value.length === 0) throw new CompanionError('ERR_KEYCHAIN_FAILURE', 'refusing to store an empty value');
+      if (typeof value !== 'string' || value.length === 0)
+        throw new CompanionError('ERR_KEYCHAIN_FAILURE', 'refusing to store an empty value');
       await call(() => keychain.set(name, value));
     },
     async delete(account: KeychainAccount): Promise<boolean> {
@@ -135,7 +137,9 @@ export function guardKeychain(keychain: Keychain): Keychain {
 
 /** A short digest of the refresh token, stored with the access token to tie the pair together. */
 function bindingOf(refreshToken: string | null): string | null {
-  return refreshToken === null ? null : createHash('sha256').update(refreshToken, 'utf8').digest('base64url').slice(0, 22);
+  return refreshToken === null
+    ? null
+    : createHash('sha256').update(refreshToken, 'utf8').digest('base64url').slice(0, 22);
 }
 
 interface AccessItem {
@@ -179,9 +183,11 @@ function decodeAccessItem(text: string): AccessItem | null {
 function checkTokenSet(tokenSet: TokenSet): void {
   assertObject(tokenSet, 'tokenSet');
   if (!isSecret(tokenSet.accessToken)) throw typeError('tokenSet.accessToken must be a Secret');
-  if (tokenSet.refreshToken !== null && !isSecret(tokenSet.refreshToken)) throw typeError('tokenSet.refreshToken must be a Secret or null');
+  if (tokenSet.refreshToken !== null && !isSecret(tokenSet.refreshToken))
+    throw typeError('tokenSet.refreshToken must be a Secret or null');
   assertInteger(tokenSet.expiresAt, 'tokenSet.expiresAt', 0);
-  if (!Array.isArray(tokenSet.scope) || !tokenSet.scope.every((s) => typeof s === 'string')) throw typeError('tokenSet.scope must be a list of strings');
+  if (!Array.isArray(tokenSet.scope) || !tokenSet.scope.every((s) => typeof s === 'string'))
+    throw typeError('tokenSet.scope must be a list of strings');
 }
 
 function typeError(message: string): TypeError {
@@ -289,9 +295,13 @@ export function createCustody(options: CustodyOptions): Custody {
       }
     }
     if (failed.length > 0) {
-      throw new CompanionError('ERR_CUSTODY_SIGNOUT_INCOMPLETE', `${failed.length} keychain item(s) could not be deleted: ${failed.join(', ')}`, {
-        detail: { failed: failed.join(','), deleted: deleted.join(','), keychain: [...new Set(codes)].join(',') },
-      });
+      throw new CompanionError(
+        'ERR_CUSTODY_SIGNOUT_INCOMPLETE',
+        `${failed.length} keychain item(s) could not be deleted: ${failed.join(', ')}`,
+        {
+          detail: { failed: failed.join(','), deleted: deleted.join(','), keychain: [...new Set(codes)].join(',') },
+        },
+      );
     }
     return { deleted, failed };
   }
@@ -313,7 +323,9 @@ export function createCustody(options: CustodyOptions): Custody {
           current = await read();
         } catch (error) {
           const scrubbed = await scrubTokens();
-          throw new CompanionError('ERR_CUSTODY_STORE_FAILED', undefined, { detail: { account: 'refresh-token', keychain: keychainCode(error), scrubbed } });
+          throw new CompanionError('ERR_CUSTODY_STORE_FAILED', undefined, {
+            detail: { account: 'refresh-token', keychain: keychainCode(error), scrubbed },
+          });
         }
         refresh = current.damaged ? null : current.refresh;
       }
@@ -358,7 +370,9 @@ export function createCustody(options: CustodyOptions): Custody {
     async setLoopbackToken(token: Secret): Promise<void> {
       if (!isSecret(token)) throw typeError('token must be a Secret');
       if (!LOOPBACK_TOKEN.test(token.reveal())) {
-        const error = new TypeError('the loopback token must be 43 to 128 base64url characters') as TypeError & { code: string };
+        const error = new TypeError('the loopback token must be 43 to 128 base64url characters') as TypeError & {
+          code: string;
+        };
         error.code = 'ERR_INVALID_ARG_VALUE';
         throw error;
       }

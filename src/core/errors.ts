@@ -117,12 +117,14 @@ export const ERROR_CODES = {
   ERR_BODY_TOO_LARGE: 'the request body is too large',
   ERR_REQUEST_TIMEOUT: 'the request took too long',
   ERR_ATTEST_NONCE: 'the attestation request has no single well-formed Companion-Nonce header',
-  ERR_ENDPOINT_UNVERIFIED: 'the endpoint in the discovery file did not prove it is this companion; nothing was sent to it',
+  ERR_ENDPOINT_UNVERIFIED:
+    'the endpoint in the discovery file did not prove it is this companion; nothing was sent to it',
 
   // TLS and configuration.
   ERR_TLS_CA: 'the extra CA file could not be read or is not PEM',
   ERR_CONFIG: 'the configuration is invalid',
-  ERR_CONFIG_FILE: 'the config file in the data dir is unsafe (a symlink, another user\'s, readable by others) or damaged',
+  ERR_CONFIG_FILE:
+    "the config file in the data dir is unsafe (a symlink, another user's, readable by others) or damaged",
   ERR_HUB_PORT_BUSY: 'a port the reference hub remembered in its data dir is in use by another process',
   ERR_HUB_MODEL_FILE: 'a model file given to the reference hub is not a readable GGUF file',
   ERR_HUB_UNREACHABLE: 'the hub could not be reached',
@@ -176,14 +178,21 @@ export function assertString(value: unknown, name: string, allowEmpty = false): 
 }
 
 /** Throws unless `value` is an integer in [min, max]. */
-export function assertInteger(value: unknown, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): asserts value is number {
-  if (typeof value !== 'number' || !Number.isInteger(value)) throw invalidArg('ERR_INVALID_ARG_TYPE', name, 'an integer');
+export function assertInteger(
+  value: unknown,
+  name: string,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): asserts value is number {
+  if (typeof value !== 'number' || !Number.isInteger(value))
+    throw invalidArg('ERR_INVALID_ARG_TYPE', name, 'an integer');
   if (value < min || value > max) throw invalidArg('ERR_INVALID_ARG_VALUE', name, `an integer from ${min} to ${max}`);
 }
 
 /** Throws unless `value` is a finite number in [min, max]. */
 export function assertNumber(value: unknown, name: string, min = -Infinity, max = Infinity): asserts value is number {
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw invalidArg('ERR_INVALID_ARG_TYPE', name, 'a finite number');
+  if (typeof value !== 'number' || !Number.isFinite(value))
+    throw invalidArg('ERR_INVALID_ARG_TYPE', name, 'a finite number');
   if (value < min || value > max) throw invalidArg('ERR_INVALID_ARG_VALUE', name, `a number from ${min} to ${max}`);
 }
 

@@ -73,8 +73,7 @@ export interface GuardPolicy {
 
 /** The guard's verdict: the matched route, or a refusal with its HTTP status and reason code. */
 export type GuardDecision =
-  | { ok: true; route: GuardRoute }
-  | { ok: false; status: 400 | 401 | 403 | 404 | 405; code: ErrorCode };
+  { ok: true; route: GuardRoute } | { ok: false; status: 400 | 401 | 403 | 404 | 405; code: ErrorCode };
 
 /** Every refusal the guard can return, with its status (docs/errors.md, "Loopback guard refusals"). */
 export const GUARD_REFUSALS = {
@@ -99,7 +98,10 @@ type Refusal = Extract<GuardDecision, { ok: false }>;
 
 const REFUSALS: { readonly [K in GuardRefusalCode]: Refusal } = Object.freeze(
   Object.fromEntries(
-    Object.entries(GUARD_REFUSALS).map(([code, status]) => [code, Object.freeze({ ok: false as const, status, code: code as ErrorCode })]),
+    Object.entries(GUARD_REFUSALS).map(([code, status]) => [
+      code,
+      Object.freeze({ ok: false as const, status, code: code as ErrorCode }),
+    ]),
   ) as { [K in GuardRefusalCode]: Refusal },
 );
 
@@ -156,8 +158,14 @@ function isSafePercentEncoding(segment: string): boolean {
     const hex = segment.slice(i + 1, i + 3);
     if (!HEX.test(hex)) return false;
     const byte = Number.parseInt(hex, 16);
-    const unreserved = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
-      || byte === 0x2d || byte === 0x2e || byte === 0x5f || byte === 0x7e;
+    const unreserved =
+      (byte >= 0x30 && byte <= 0x39) ||
+      (byte >= 0x41 && byte <= 0x5a) ||
+      (byte >= 0x61 && byte <= 0x7a) ||
+      byte === 0x2d ||
+      byte === 0x2e ||
+      byte === 0x5f ||
+      byte === 0x7e;
     if (unreserved || byte === 0x2f || byte === 0x5c || byte === 0x25 || byte < 0x20 || byte === 0x7f) return false;
   }
   return true;
@@ -173,11 +181,27 @@ export function isLoopbackAddress(address: unknown): boolean {
 
 function isRoute(route: unknown): route is GuardRoute {
   const r = route as Partial<GuardRoute> | null;
-  return typeof r === 'object' && r !== null && typeof r.method === 'string' && METHOD_CHARS.test(r.method)
-    && typeof r.path === 'string' && !r.path.includes('%') && !r.path.includes('?') && !r.path.startsWith('//')
-    && TARGET_CHARS.test(r.path) && !r.path.includes('\\') && !r.path.includes('#') && isNormalPath(r.path)
-    && (r.segment === undefined || (r.segment instanceof RegExp && r.path.endsWith('/') && !r.segment.global && !r.segment.sticky
-      && r.segment.source.startsWith('^') && r.segment.source.endsWith('$')));
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    typeof r.method === 'string' &&
+    METHOD_CHARS.test(r.method) &&
+    typeof r.path === 'string' &&
+    !r.path.includes('%') &&
+    !r.path.includes('?') &&
+    !r.path.startsWith('//') &&
+    TARGET_CHARS.test(r.path) &&
+    !r.path.includes('\\') &&
+    !r.path.includes('#') &&
+    isNormalPath(r.path) &&
+    (r.segment === undefined ||
+      (r.segment instanceof RegExp &&
+        r.path.endsWith('/') &&
+        !r.segment.global &&
+        !r.segment.sticky &&
+        r.segment.source.startsWith('^') &&
+        r.segment.source.endsWith('$')))
+  );
 }
 
 /**
@@ -203,10 +227,20 @@ function assertPolicy(policy: unknown): asserts policy is GuardPolicy {
   if (typeof p.verifyToken !== 'function') throw invalidPolicy('policy.verifyToken', 'a function');
   if (!Array.isArray(p.routes)) throw invalidPolicy('policy.routes', 'an array of { method, path }');
   for (const route of p.routes as unknown[]) {
-    if (!isRoute(route)) throw invalidPolicy('policy.routes[]', 'a { method, path, segment? } with an upper-case method, a normalised path and an anchored segment pattern');
+    if (!isRoute(route))
+      throw invalidPolicy(
+        'policy.routes[]',
+        'a { method, path, segment? } with an upper-case method, a normalised path and an anchored segment pattern',
+      );
   }
-  if (p.attestRoute !== undefined && (!isRoute(p.attestRoute) || p.attestRoute.method === 'OPTIONS' || p.attestRoute.segment !== undefined)) {
-    throw invalidPolicy('policy.attestRoute', 'a { method, path } with an upper-case method other than OPTIONS and a normalised path');
+  if (
+    p.attestRoute !== undefined &&
+    (!isRoute(p.attestRoute) || p.attestRoute.method === 'OPTIONS' || p.attestRoute.segment !== undefined)
+  ) {
+    throw invalidPolicy(
+      'policy.attestRoute',
+      'a { method, path } with an upper-case method other than OPTIONS and a normalised path',
+    );
   }
   if (p.allowedOrigins !== undefined) {
     if (!Array.isArray(p.allowedOrigins)) throw invalidPolicy('policy.allowedOrigins', 'an array of origins');
@@ -221,7 +255,8 @@ function assertPolicy(policy: unknown): asserts policy is GuardPolicy {
 
 /** True when `referer` is a URL on `origin` (scheme and authority compared case-insensitively). */
 function refererIsOn(referer: string, origin: string): boolean {
-  if (referer.length < origin.length || referer.slice(0, origin.length).toLowerCase() !== origin.toLowerCase()) return false;
+  if (referer.length < origin.length || referer.slice(0, origin.length).toLowerCase() !== origin.toLowerCase())
+    return false;
   // Why: the next character must end the authority, else `http://127.0.0.1:P@evil` or `:PPP` would pass.
   const next = referer.charCodeAt(origin.length);
   return referer.length === origin.length || next === 0x2f || next === 0x3f || next === 0x23;
@@ -265,32 +300,57 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   if (typeof method !== 'string' || !METHOD_CHARS.test(method)) return REFUSALS.ERR_GUARD_MALFORMED;
   if (httpVersion !== undefined && httpVersion !== '1.1' && httpVersion !== '1.0') return REFUSALS.ERR_GUARD_MALFORMED;
   if (!Array.isArray(rawHeaders) || rawHeaders.length % 2 !== 0) return REFUSALS.ERR_GUARD_MALFORMED;
-  let host: string | undefined, hostCount = 0;
-  let origin: string | undefined, originCount = 0;
-  let referer: string | undefined, refererCount = 0;
-  let fetchSite: string | undefined, fetchSiteCount = 0;
-  let authorization: string | undefined, authorizationCount = 0;
+  let host: string | undefined,
+    hostCount = 0;
+  let origin: string | undefined,
+    originCount = 0;
+  let referer: string | undefined,
+    refererCount = 0;
+  let fetchSite: string | undefined,
+    fetchSiteCount = 0;
+  let authorization: string | undefined,
+    authorizationCount = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name: unknown = rawHeaders[i];
     const value: unknown = rawHeaders[i + 1];
-    if (typeof name !== 'string' || typeof value !== 'string' || !TOKEN_CHARS.test(name) || VALUE_FORBIDDEN.test(value)) {
+    if (
+      typeof name !== 'string' ||
+      typeof value !== 'string' ||
+      !TOKEN_CHARS.test(name) ||
+      VALUE_FORBIDDEN.test(value)
+    ) {
       return REFUSALS.ERR_GUARD_MALFORMED;
     }
     switch (name.length) {
       case 4:
-        if (name.toLowerCase() === 'host') { host = value; hostCount++; }
+        if (name.toLowerCase() === 'host') {
+          host = value;
+          hostCount++;
+        }
         break;
       case 6:
-        if (name.toLowerCase() === 'origin') { origin = value; originCount++; }
+        if (name.toLowerCase() === 'origin') {
+          origin = value;
+          originCount++;
+        }
         break;
       case 7:
-        if (name.toLowerCase() === 'referer') { referer = value; refererCount++; }
+        if (name.toLowerCase() === 'referer') {
+          referer = value;
+          refererCount++;
+        }
         break;
       case 13:
-        if (name.toLowerCase() === 'authorization') { authorization = value; authorizationCount++; }
+        if (name.toLowerCase() === 'authorization') {
+          authorization = value;
+          authorizationCount++;
+        }
         break;
       case 14:
-        if (name.toLowerCase() === 'sec-fetch-site') { fetchSite = value; fetchSiteCount++; }
+        if (name.toLowerCase() === 'sec-fetch-site') {
+          fetchSite = value;
+          fetchSiteCount++;
+        }
         break;
       default:
         break;
@@ -299,10 +359,20 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
 
   // 3. Target: origin-form only. After `GET http://evil/x` or `GET //evil/x`, `new URL(req.url, base)`
   //    yields the attacker's host; `*` is only for OPTIONS, which we refuse anyway.
-  if (typeof target !== 'string' || target.length === 0 || target.charCodeAt(0) !== 0x2f || target.charCodeAt(1) === 0x2f) {
+  if (
+    typeof target !== 'string' ||
+    target.length === 0 ||
+    target.charCodeAt(0) !== 0x2f ||
+    target.charCodeAt(1) === 0x2f
+  ) {
     return REFUSALS.ERR_GUARD_TARGET_FORM;
   }
-  if (target.length > MAX_TARGET_LENGTH || !TARGET_CHARS.test(target) || target.includes('\\') || target.includes('#')) {
+  if (
+    target.length > MAX_TARGET_LENGTH ||
+    !TARGET_CHARS.test(target) ||
+    target.includes('\\') ||
+    target.includes('#')
+  ) {
     return REFUSALS.ERR_GUARD_MALFORMED;
   }
   const query = target.indexOf('?');
@@ -322,11 +392,16 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   if (originCount > 1) return REFUSALS.ERR_GUARD_ORIGIN;
   if (origin !== undefined && (origin === 'null' || !allowedOrigins.includes(origin))) return REFUSALS.ERR_GUARD_ORIGIN;
   if (refererCount > 1) return REFUSALS.ERR_GUARD_REFERER;
-  if (referer !== undefined && !refererIsOn(referer, `http://${hostLower}`) && !allowedOrigins.some((o) => refererIsOn(referer, o))) {
+  if (
+    referer !== undefined &&
+    !refererIsOn(referer, `http://${hostLower}`) &&
+    !allowedOrigins.some((o) => refererIsOn(referer, o))
+  ) {
     return REFUSALS.ERR_GUARD_REFERER;
   }
   if (fetchSiteCount > 1) return REFUSALS.ERR_GUARD_FETCH_SITE;
-  if (fetchSite !== undefined && fetchSite !== 'same-origin' && fetchSite !== 'none') return REFUSALS.ERR_GUARD_FETCH_SITE;
+  if (fetchSite !== undefined && fetchSite !== 'same-origin' && fetchSite !== 'none')
+    return REFUSALS.ERR_GUARD_FETCH_SITE;
 
   // 6. No CORS preflight is ever answered (D5.1): OPTIONS gets 405 and no CORS headers.
   if (method === 'OPTIONS') return REFUSALS.ERR_GUARD_METHOD;
@@ -334,13 +409,15 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   // 7. Attestation (P-k): a client proves the door is ours before it sends the token, so this one route
   //    cannot need the token. Why no Authorization at all: a request that sends a token gets it checked.
   const attest = policy.attestRoute;
-  if (attest !== undefined && authorizationCount === 0 && method === attest.method && path === attest.path) return { ok: true, route: attest };
+  if (attest !== undefined && authorizationCount === 0 && method === attest.method && path === attest.path)
+    return { ok: true, route: attest };
 
   // 8. Token (P-c): exactly one `Authorization: Bearer <b64token>`, compared by the constant-time verifier.
   if (authorizationCount === 0 || authorization === undefined) return REFUSALS.ERR_GUARD_TOKEN_MISSING;
   // Why: two Authorization headers are ambiguous (which one would a proxy forward?); check neither.
   if (authorizationCount > 1) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
-  if (authorization.length < 7 || authorization.slice(0, 7).toLowerCase() !== 'bearer ') return REFUSALS.ERR_GUARD_TOKEN_MISSING;
+  if (authorization.length < 7 || authorization.slice(0, 7).toLowerCase() !== 'bearer ')
+    return REFUSALS.ERR_GUARD_TOKEN_MISSING;
   const bearer = authorization.length > MAX_TOKEN_LENGTH + 16 ? null : BEARER.exec(authorization);
   const candidate = bearer?.[1];
   if (candidate === undefined || candidate.length > MAX_TOKEN_LENGTH) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
@@ -399,9 +476,13 @@ export function allowedHostsFor(port: number, options: { ipv6?: boolean } = {}):
  */
 export function createTokenVerifier(expected: string | Secret): (candidate: string) => boolean {
   const value = expected instanceof Secret ? expected.reveal() : expected;
-  if (typeof value !== 'string') throw Object.assign(new TypeError('expected token must be a string'), { code: 'ERR_INVALID_ARG_TYPE' });
+  if (typeof value !== 'string')
+    throw Object.assign(new TypeError('expected token must be a string'), { code: 'ERR_INVALID_ARG_TYPE' });
   if (value.length < MIN_TOKEN_LENGTH || value.length > MAX_TOKEN_LENGTH || !B64TOKEN.test(value)) {
-    throw invalidPolicy('expected token', `a bearer token (b64token syntax, ${MIN_TOKEN_LENGTH}-${MAX_TOKEN_LENGTH} characters)`);
+    throw invalidPolicy(
+      'expected token',
+      `a bearer token (b64token syntax, ${MIN_TOKEN_LENGTH}-${MAX_TOKEN_LENGTH} characters)`,
+    );
   }
   const expectedBytes = Buffer.from(value, 'utf8');
   return (candidate: string): boolean => {

@@ -51,11 +51,16 @@ const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
  *   from the verified manifest.
  * @throws TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` (the message never shows the digest).
  */
-export function createIntegrityAccumulator(expected: { expectedSize: number; expectedSha256: string }): IntegrityAccumulator {
+export function createIntegrityAccumulator(expected: {
+  expectedSize: number;
+  expectedSha256: string;
+}): IntegrityAccumulator {
   const { expectedSize, expectedSha256 } = expected;
   assertInteger(expectedSize, 'expectedSize', 0);
   if (typeof expectedSha256 !== 'string' || !SHA256_HEX.test(expectedSha256)) {
-    throw Object.assign(new TypeError('expectedSha256 must be 64 hexadecimal characters'), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw Object.assign(new TypeError('expectedSha256 must be 64 hexadecimal characters'), {
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
   }
   const expectedDigest = Buffer.from(expectedSha256, 'hex');
   const hash = createHash('sha256');
@@ -72,7 +77,9 @@ export function createIntegrityAccumulator(expected: { expectedSize: number; exp
       if (spent !== null) throw new CompanionError(spent, undefined, { detail: { expectedSize, received: bytes } });
       if (chunk.byteLength > expectedSize - bytes) {
         spent = 'ERR_INTEGRITY_SIZE_OVER';
-        throw new CompanionError('ERR_INTEGRITY_SIZE_OVER', undefined, { detail: { expectedSize, received: bytes + chunk.byteLength } });
+        throw new CompanionError('ERR_INTEGRITY_SIZE_OVER', undefined, {
+          detail: { expectedSize, received: bytes + chunk.byteLength },
+        });
       }
       hash.update(chunk);
       bytes += chunk.byteLength;
@@ -86,10 +93,12 @@ export function createIntegrityAccumulator(expected: { expectedSize: number; exp
       if (finalized) throw new CompanionError('ERR_INTEGRITY_FINALIZED');
       finalized = true;
       if (spent !== null) throw new CompanionError(spent, undefined, { detail: { expectedSize, received: bytes } });
-      if (bytes < expectedSize) throw new CompanionError('ERR_INTEGRITY_SIZE_UNDER', undefined, { detail: { expectedSize, received: bytes } });
+      if (bytes < expectedSize)
+        throw new CompanionError('ERR_INTEGRITY_SIZE_UNDER', undefined, { detail: { expectedSize, received: bytes } });
       const actual = hash.digest();
       // Equal lengths (32 bytes) by construction. Neither digest goes into the error.
-      if (!timingSafeEqual(actual, expectedDigest)) throw new CompanionError('ERR_INTEGRITY_DIGEST', undefined, { detail: { size: bytes } });
+      if (!timingSafeEqual(actual, expectedDigest))
+        throw new CompanionError('ERR_INTEGRITY_DIGEST', undefined, { detail: { size: bytes } });
       const verified: VerifiedIntegrity = Object.freeze({ size: bytes });
       VERIFIED.add(verified);
       return verified;

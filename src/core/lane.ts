@@ -16,7 +16,11 @@ export type LanePreference = 'prefer-local' | 'prefer-cloud' | 'local-only';
 export type Lane = 'companion' | 'cloud';
 
 export const CONTEXT_TIERS: readonly ContextTier[] = Object.freeze(['public', 'private', 'local-only']);
-export const LANE_PREFERENCES: readonly LanePreference[] = Object.freeze(['prefer-local', 'prefer-cloud', 'local-only']);
+export const LANE_PREFERENCES: readonly LanePreference[] = Object.freeze([
+  'prefer-local',
+  'prefer-cloud',
+  'local-only',
+]);
 
 export interface LanePolicy {
   preference: LanePreference;
@@ -31,9 +35,7 @@ export interface LaneRequest {
   policy: LanePolicy;
 }
 
-export type LaneDecision =
-  | { lane: Lane }
-  | { refused: true; code: ErrorCode };
+export type LaneDecision = { lane: Lane } | { refused: true; code: ErrorCode };
 
 const COMPANION: LaneDecision = Object.freeze({ lane: 'companion' });
 const CLOUD: LaneDecision = Object.freeze({ lane: 'cloud' });
@@ -69,7 +71,8 @@ export function selectLane(request: LaneRequest): LaneDecision {
   const available = field(request, 'companionAvailable') === true;
   const policy = field(request, 'policy');
   const rawPreference = field(policy, 'preference');
-  const preference: LanePreference = rawPreference === 'prefer-local' || rawPreference === 'prefer-cloud' ? rawPreference : 'local-only';
+  const preference: LanePreference =
+    rawPreference === 'prefer-local' || rawPreference === 'prefer-cloud' ? rawPreference : 'local-only';
   const privateMayUseCloud = field(policy, 'privateMayUseCloud') === true;
 
   if (tier === 'local-only' || preference === 'local-only') return available ? COMPANION : LOCAL_ONLY_UNAVAILABLE;

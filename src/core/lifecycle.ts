@@ -10,13 +10,32 @@
 import { CompanionError, ERROR_CODES, type ErrorCode, assertInteger } from './errors.js';
 
 export const LIFECYCLE_STATES = Object.freeze([
-  'stopped', 'verifying', 'starting', 'ready', 'degraded', 'stopping', 'backoff', 'failed',
+  'stopped',
+  'verifying',
+  'starting',
+  'ready',
+  'degraded',
+  'stopping',
+  'backoff',
+  'failed',
 ] as const);
 export type LifecycleState = (typeof LIFECYCLE_STATES)[number];
 
 export const LIFECYCLE_EVENTS = Object.freeze([
-  'start', 'verified', 'verify-failed', 'spawned-ready', 'health-ok', 'health-failed', 'degrade', 'recover',
-  'crashed', 'retry', 'stop', 'stopped', 'killed', 'reset',
+  'start',
+  'verified',
+  'verify-failed',
+  'spawned-ready',
+  'health-ok',
+  'health-failed',
+  'degrade',
+  'recover',
+  'crashed',
+  'retry',
+  'stop',
+  'stopped',
+  'killed',
+  'reset',
 ] as const);
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
@@ -34,20 +53,34 @@ type Target = LifecycleState | 'crash';
  * (`ERR_LIFECYCLE_ILLEGAL_TRANSITION`). Self-loops are listed explicitly where an event is expected
  * to repeat (`stop` while stopping, health results while serving).
  */
-export const LIFECYCLE_TABLE: Readonly<Record<LifecycleState, Readonly<Partial<Record<LifecycleEvent, Target>>>>> = Object.freeze({
-  stopped: Object.freeze({ start: 'verifying', stop: 'stopped' }),
-  // Verifying: the installed model is re-checked against the verified record before every (re)start.
-  verifying: Object.freeze({ verified: 'starting', 'verify-failed': 'failed', stop: 'stopped' }),
-  starting: Object.freeze({ 'spawned-ready': 'ready', crashed: 'crash', stop: 'stopping' }),
-  ready: Object.freeze({ 'health-ok': 'ready', 'health-failed': 'degraded', degrade: 'degraded', crashed: 'crash', stop: 'stopping' }),
-  // Degraded leaves only on an explicit `recover` (the shell decides health and resources are fine again).
-  degraded: Object.freeze({ 'health-ok': 'degraded', 'health-failed': 'degraded', degrade: 'degraded', recover: 'ready', crashed: 'crash', stop: 'stopping' }),
-  // The exit that a stop causes is not a crash: `crashed` while stopping ends in `stopped`.
-  stopping: Object.freeze({ stopped: 'stopped', killed: 'stopped', crashed: 'stopped', stop: 'stopping' }),
-  backoff: Object.freeze({ retry: 'verifying', stop: 'stopped' }),
-  // No restart out of `failed` until someone asks with `reset`.
-  failed: Object.freeze({ reset: 'stopped', stop: 'failed' }),
-});
+export const LIFECYCLE_TABLE: Readonly<Record<LifecycleState, Readonly<Partial<Record<LifecycleEvent, Target>>>>> =
+  Object.freeze({
+    stopped: Object.freeze({ start: 'verifying', stop: 'stopped' }),
+    // Verifying: the installed model is re-checked against the verified record before every (re)start.
+    verifying: Object.freeze({ verified: 'starting', 'verify-failed': 'failed', stop: 'stopped' }),
+    starting: Object.freeze({ 'spawned-ready': 'ready', crashed: 'crash', stop: 'stopping' }),
+    ready: Object.freeze({
+      'health-ok': 'ready',
+      'health-failed': 'degraded',
+      degrade: 'degraded',
+      crashed: 'crash',
+      stop: 'stopping',
+    }),
+    // Degraded leaves only on an explicit `recover` (the shell decides health and resources are fine again).
+    degraded: Object.freeze({
+      'health-ok': 'degraded',
+      'health-failed': 'degraded',
+      degrade: 'degraded',
+      recover: 'ready',
+      crashed: 'crash',
+      stop: 'stopping',
+    }),
+    // The exit that a stop causes is not a crash: `crashed` while stopping ends in `stopped`.
+    stopping: Object.freeze({ stopped: 'stopped', killed: 'stopped', crashed: 'stopped', stop: 'stopping' }),
+    backoff: Object.freeze({ retry: 'verifying', stop: 'stopped' }),
+    // No restart out of `failed` until someone asks with `reset`.
+    failed: Object.freeze({ reset: 'stopped', stop: 'failed' }),
+  });
 
 /** Exponential backoff and crash-loop cap; build with {@link createRestartPolicy}. */
 export interface RestartPolicy {
@@ -68,7 +101,12 @@ const POLICIES = new WeakSet<RestartPolicy>();
  * @throws TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` unless every field is an integer,
  *   `baseDelayMs` ≥ 1, `maxDelayMs` ≥ `baseDelayMs`, `maxCrashes` ≥ 1 and `windowMs` ≥ 1.
  */
-export function createRestartPolicy(options: { baseDelayMs: number; maxDelayMs: number; maxCrashes: number; windowMs: number }): RestartPolicy {
+export function createRestartPolicy(options: {
+  baseDelayMs: number;
+  maxDelayMs: number;
+  maxCrashes: number;
+  windowMs: number;
+}): RestartPolicy {
   const { baseDelayMs, maxDelayMs, maxCrashes, windowMs } = options;
   assertInteger(baseDelayMs, 'baseDelayMs', 1);
   assertInteger(maxDelayMs, 'maxDelayMs', baseDelayMs);
@@ -80,7 +118,12 @@ export function createRestartPolicy(options: { baseDelayMs: number; maxDelayMs: 
 }
 
 /** 0.5 s doubling to 30 s; five crashes within five minutes is a crash loop. */
-export const DEFAULT_RESTART_POLICY: RestartPolicy = createRestartPolicy({ baseDelayMs: 500, maxDelayMs: 30_000, maxCrashes: 5, windowMs: 300_000 });
+export const DEFAULT_RESTART_POLICY: RestartPolicy = createRestartPolicy({
+  baseDelayMs: 500,
+  maxDelayMs: 30_000,
+  maxCrashes: 5,
+  windowMs: 300_000,
+});
 
 /**
  * The delay before the restart that follows the `crashCount`-th crash in the window:
@@ -116,8 +159,17 @@ function assertTime(now: unknown): asserts now is number {
 /** The first snapshot: `stopped`, no crashes. */
 export function initialLifecycle(now: number, policy: RestartPolicy = DEFAULT_RESTART_POLICY): LifecycleSnapshot {
   assertTime(now);
-  if (!POLICIES.has(policy)) throw Object.assign(new TypeError('policy must come from createRestartPolicy()'), { code: 'ERR_INVALID_ARG_TYPE' });
-  return Object.freeze({ state: 'stopped', since: now, crashTimes: Object.freeze([]), restartAt: null, code: null, forcedStop: false, policy });
+  if (!POLICIES.has(policy))
+    throw Object.assign(new TypeError('policy must come from createRestartPolicy()'), { code: 'ERR_INVALID_ARG_TYPE' });
+  return Object.freeze({
+    state: 'stopped',
+    since: now,
+    crashTimes: Object.freeze([]),
+    restartAt: null,
+    code: null,
+    forcedStop: false,
+    policy,
+  });
 }
 
 function isState(value: unknown): value is LifecycleState {
@@ -132,9 +184,11 @@ function illegal(state: unknown, event: unknown, why?: string): CompanionError {
   // Only known names are echoed: an unknown value may come from anywhere.
   const stateName = isState(state) ? state : 'unknown';
   const eventName = isEvent(event) ? event : 'unknown';
-  return new CompanionError('ERR_LIFECYCLE_ILLEGAL_TRANSITION',
+  return new CompanionError(
+    'ERR_LIFECYCLE_ILLEGAL_TRANSITION',
     `lifecycle: event "${eventName}" is not allowed in state "${stateName}"${why === undefined ? '' : ` (${why})`}`,
-    { detail: { state: stateName, event: eventName } });
+    { detail: { state: stateName, event: eventName } },
+  );
 }
 
 /**
@@ -164,10 +218,17 @@ export function canTransition(snapshot: LifecycleSnapshot, event: LifecycleEvent
  *   `retry` before `restartAt`, an unknown state or event); `ERR_LIFECYCLE_CRASH_LOOP` for `start` or
  *   `retry` after a crash loop until `reset`. TypeError for a bad `now` or a snapshot without a policy.
  */
-export function transition(snapshot: LifecycleSnapshot, event: LifecycleEvent, now: number, code?: ErrorCode): LifecycleSnapshot {
+export function transition(
+  snapshot: LifecycleSnapshot,
+  event: LifecycleEvent,
+  now: number,
+  code?: ErrorCode,
+): LifecycleSnapshot {
   assertTime(now);
   if (typeof snapshot !== 'object' || snapshot === null || !POLICIES.has(snapshot.policy)) {
-    throw Object.assign(new TypeError('snapshot must come from initialLifecycle() or transition()'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw Object.assign(new TypeError('snapshot must come from initialLifecycle() or transition()'), {
+      code: 'ERR_INVALID_ARG_TYPE',
+    });
   }
   if (code !== undefined && !Object.hasOwn(ERROR_CODES, code)) {
     throw Object.assign(new TypeError('code must be one of ERROR_CODES'), { code: 'ERR_INVALID_ARG_VALUE' });
@@ -176,15 +237,23 @@ export function transition(snapshot: LifecycleSnapshot, event: LifecycleEvent, n
   if (!isState(state) || !isEvent(event)) throw illegal(state, event);
   const target = LIFECYCLE_TABLE[state][event];
   if (target === undefined) {
-    if (state === 'failed' && snapshot.code === 'ERR_LIFECYCLE_CRASH_LOOP' && (event === 'start' || event === 'retry')) {
+    if (
+      state === 'failed' &&
+      snapshot.code === 'ERR_LIFECYCLE_CRASH_LOOP' &&
+      (event === 'start' || event === 'retry')
+    ) {
       throw new CompanionError('ERR_LIFECYCLE_CRASH_LOOP', undefined, { detail: { state, event } });
     }
     throw illegal(state, event);
   }
-  if (event === 'retry' && snapshot.restartAt !== null && now < snapshot.restartAt) throw illegal(state, event, 'backoff has not elapsed');
+  if (event === 'retry' && snapshot.restartAt !== null && now < snapshot.restartAt)
+    throw illegal(state, event, 'backoff has not elapsed');
 
   const recent = snapshot.crashTimes.filter((t) => t > now - policy.windowMs);
-  const next = (to: LifecycleState, changes: { crashTimes?: number[]; restartAt?: number; code?: ErrorCode; forcedStop?: boolean } = {}): LifecycleSnapshot =>
+  const next = (
+    to: LifecycleState,
+    changes: { crashTimes?: number[]; restartAt?: number; code?: ErrorCode; forcedStop?: boolean } = {},
+  ): LifecycleSnapshot =>
     Object.freeze({
       state: to,
       since: to === state ? snapshot.since : now,
@@ -199,7 +268,11 @@ export function transition(snapshot: LifecycleSnapshot, event: LifecycleEvent, n
     const crashTimes = [...recent, now];
     // Why: a runtime that keeps dying (e.g. a malformed model aborting llama.cpp) must not be restarted forever.
     if (crashTimes.length >= policy.maxCrashes) return next('failed', { crashTimes, code: 'ERR_LIFECYCLE_CRASH_LOOP' });
-    return next('backoff', { crashTimes, restartAt: now + restartDelayMs(policy, crashTimes.length), code: code ?? 'ERR_RUNTIME_GONE' });
+    return next('backoff', {
+      crashTimes,
+      restartAt: now + restartDelayMs(policy, crashTimes.length),
+      code: code ?? 'ERR_RUNTIME_GONE',
+    });
   }
   switch (event) {
     case 'verify-failed':

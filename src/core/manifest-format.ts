@@ -62,9 +62,11 @@ export function toBase64Url(bytes: Uint8Array): string {
 
 /** Strict base64url decode: refuses padding, other alphabets and non-canonical encodings. */
 export function fromBase64Url(text: string, name: string): Buffer {
-  if (typeof text !== 'string' || !B64URL.test(text)) throw new CompanionError('ERR_MANIFEST_MALFORMED', `${name} is not base64url`);
+  if (typeof text !== 'string' || !B64URL.test(text))
+    throw new CompanionError('ERR_MANIFEST_MALFORMED', `${name} is not base64url`);
   const bytes = Buffer.from(text, 'base64url');
-  if (bytes.toString('base64url') !== text) throw new CompanionError('ERR_MANIFEST_MALFORMED', `${name} is not canonical base64url`);
+  if (bytes.toString('base64url') !== text)
+    throw new CompanionError('ERR_MANIFEST_MALFORMED', `${name} is not canonical base64url`);
   return bytes;
 }
 
@@ -100,8 +102,12 @@ export interface TrustedKey {
 export function parseTrustedKeys(text: string): TrustedKey[] {
   assertString(text, 'manifest keys');
   const keys: TrustedKey[] = [];
-  for (const part of text.split(',').map((p) => p.trim()).filter((p) => p.length > 0)) {
-    if (!part.startsWith(MANIFEST_KEY_PREFIX)) throw new CompanionError('ERR_CONFIG', 'a manifest key must start with ed25519:');
+  for (const part of text
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0)) {
+    if (!part.startsWith(MANIFEST_KEY_PREFIX))
+      throw new CompanionError('ERR_CONFIG', 'a manifest key must start with ed25519:');
     const body = part.slice(MANIFEST_KEY_PREFIX.length);
     let raw: Buffer;
     try {
@@ -110,7 +116,10 @@ export function parseTrustedKeys(text: string): TrustedKey[] {
       throw new CompanionError('ERR_CONFIG', 'a manifest key is not base64url');
     }
     if (raw.length !== 32) throw new CompanionError('ERR_CONFIG', 'a manifest key must be 32 bytes');
-    const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') }, format: 'jwk' });
+    const publicKey = createPublicKey({
+      key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') },
+      format: 'jwk',
+    });
     keys.push({ keyId: keyIdOf(raw), publicKey });
   }
   if (keys.length === 0) throw new CompanionError('ERR_CONFIG', 'no manifest key given');
@@ -125,7 +134,8 @@ export function generateManifestKeyPair(): { privateKey: KeyObject; publicKey: K
 /** Loads a PKCS#8 PEM Ed25519 private key. */
 export function loadManifestPrivateKey(pem: string): KeyObject {
   const key = createPrivateKey(pem);
-  if (key.asymmetricKeyType !== 'ed25519') throw new CompanionError('ERR_CONFIG', 'the manifest signing key is not Ed25519');
+  if (key.asymmetricKeyType !== 'ed25519')
+    throw new CompanionError('ERR_CONFIG', 'the manifest signing key is not Ed25519');
   return key;
 }
 
@@ -133,7 +143,11 @@ export function loadManifestPrivateKey(pem: string): KeyObject {
 export function signManifestPayload(payloadBytes: Uint8Array, privateKey: KeyObject): ManifestEnvelope {
   const publicKey = createPublicKey(privateKey);
   const signature = sign(null, payloadBytes, privateKey);
-  return { payload: toBase64Url(payloadBytes), signature: toBase64Url(signature), keyId: keyIdOf(rawPublicKey(publicKey)) };
+  return {
+    payload: toBase64Url(payloadBytes),
+    signature: toBase64Url(signature),
+    keyId: keyIdOf(rawPublicKey(publicKey)),
+  };
 }
 
 /** Serialises a payload object to the bytes that get signed. */

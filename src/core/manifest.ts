@@ -7,7 +7,11 @@
 import { verify } from 'node:crypto';
 import { CompanionError, assertInteger, assertString, type ErrorCode } from './errors.js';
 import {
-  MANIFEST_PURPOSE, fromBase64Url, type ManifestModel, type ManifestRuntimeHints, type TrustedKey,
+  MANIFEST_PURPOSE,
+  fromBase64Url,
+  type ManifestModel,
+  type ManifestRuntimeHints,
+  type TrustedKey,
 } from './manifest-format.js';
 
 /** A manifest that passed {@link verifyManifest}: deeply frozen and branded. */
@@ -87,11 +91,17 @@ function parseObject(bytes: Uint8Array, what: string): Record<string, unknown> {
   } catch {
     throw malformed(`the ${what} is not JSON`);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed(`the ${what} is not a JSON object`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw malformed(`the ${what} is not a JSON object`);
   return value as Record<string, unknown>;
 }
 
-function exactKeys(value: Record<string, unknown>, required: readonly string[], optional: readonly string[], what: string): void {
+function exactKeys(
+  value: Record<string, unknown>,
+  required: readonly string[],
+  optional: readonly string[],
+  what: string,
+): void {
   for (const key of Object.keys(value)) {
     if (!required.includes(key) && !optional.includes(key)) throw malformed(`the ${what} has an unknown field`);
   }
@@ -101,7 +111,8 @@ function exactKeys(value: Record<string, unknown>, required: readonly string[], 
 }
 
 function positiveInteger(value: unknown, what: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) throw malformed(`${what} must be a positive integer`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0)
+    throw malformed(`${what} must be a positive integer`);
   return value;
 }
 
@@ -113,7 +124,8 @@ function text(value: unknown, what: string, max: number): string {
 }
 
 function checkHints(value: unknown): ManifestRuntimeHints {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('model runtime hints must be an object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw malformed('model runtime hints must be an object');
   const v = value as Record<string, unknown>;
   exactKeys(v, [], ['contextLength', 'chatTemplate', 'minRamMiB'], 'model runtime hints');
   const hints: { contextLength?: number; chatTemplate?: string; minRamMiB?: number } = {};
@@ -133,9 +145,11 @@ function checkModel(value: unknown): ManifestModel {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('a model must be an object');
   const v = value as Record<string, unknown>;
   exactKeys(v, ['id', 'name', 'url', 'size', 'sha256'], ['runtime'], 'model');
-  if (typeof v.id !== 'string' || !MODEL_ID.test(v.id)) throw malformed('a model id must be 1 to 128 of A-Z a-z 0-9 . _ - and start with a letter or digit');
+  if (typeof v.id !== 'string' || !MODEL_ID.test(v.id))
+    throw malformed('a model id must be 1 to 128 of A-Z a-z 0-9 . _ - and start with a letter or digit');
   const name = text(v.name, 'a model name', 200);
-  if (typeof v.url !== 'string' || v.url.length > 2048) throw malformed('a model url must be a string of at most 2048 characters');
+  if (typeof v.url !== 'string' || v.url.length > 2048)
+    throw malformed('a model url must be a string of at most 2048 characters');
   let url: URL;
   try {
     url = new URL(v.url);
@@ -145,7 +159,8 @@ function checkModel(value: unknown): ManifestModel {
   // The download adapter refuses anything else too; refusing here keeps the manifest honest (P-h).
   if (url.protocol !== 'https:' || url.username !== '' || url.password !== '') throw refuse('ERR_MANIFEST_MODEL_URL');
   const size = positiveInteger(v.size, 'a model size');
-  if (typeof v.sha256 !== 'string' || !SHA256_HEX.test(v.sha256)) throw malformed('a model sha256 must be 64 lower-case hex characters');
+  if (typeof v.sha256 !== 'string' || !SHA256_HEX.test(v.sha256))
+    throw malformed('a model sha256 must be 64 lower-case hex characters');
   const model: ManifestModel = {
     id: v.id,
     name,
@@ -206,10 +221,16 @@ function readEnvelope(input: unknown): Envelope {
  * 10. model ids are unique → else ERR_MANIFEST_DUPLICATE_MODEL.
  * @throws TypeError ERR_INVALID_ARG_* for bad options.
  */
-export function verifyManifest(envelope: Uint8Array | string | object, options: VerifyManifestOptions): VerifiedManifest {
-  if (typeof options !== 'object' || options === null) throw Object.assign(new TypeError('options must be an object'), { code: 'ERR_INVALID_ARG_TYPE' });
+export function verifyManifest(
+  envelope: Uint8Array | string | object,
+  options: VerifyManifestOptions,
+): VerifiedManifest {
+  if (typeof options !== 'object' || options === null)
+    throw Object.assign(new TypeError('options must be an object'), { code: 'ERR_INVALID_ARG_TYPE' });
   if (!Array.isArray(options.trustedKeys) || options.trustedKeys.length === 0) {
-    throw Object.assign(new TypeError('trustedKeys must be a non-empty list (parseTrustedKeys())'), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw Object.assign(new TypeError('trustedKeys must be a non-empty list (parseTrustedKeys())'), {
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
   }
   assertString(options.expectedIssuer, 'expectedIssuer');
   assertInteger(options.now, 'now', 0);
@@ -221,7 +242,8 @@ export function verifyManifest(envelope: Uint8Array | string | object, options: 
   const { payload, signature, keyId } = readEnvelope(envelope);
   const key = options.trustedKeys.find((k) => k.keyId === keyId);
   if (key === undefined) throw refuse('ERR_MANIFEST_UNKNOWN_KEY');
-  if (key.publicKey.asymmetricKeyType !== 'ed25519') throw Object.assign(new TypeError('trusted keys must be Ed25519'), { code: 'ERR_INVALID_ARG_VALUE' });
+  if (key.publicKey.asymmetricKeyType !== 'ed25519')
+    throw Object.assign(new TypeError('trusted keys must be Ed25519'), { code: 'ERR_INVALID_ARG_VALUE' });
   let ok = false;
   try {
     ok = verify(null, payload, key.publicKey, signature);
@@ -279,7 +301,9 @@ export function verifyManifest(envelope: Uint8Array | string | object, options: 
  */
 export function findModel(manifest: VerifiedManifest, id?: string): ManifestModel {
   if (!isVerifiedManifest(manifest)) {
-    throw Object.assign(new TypeError('manifest must be the result of verifyManifest()'), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw Object.assign(new TypeError('manifest must be the result of verifyManifest()'), {
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
   }
   if (id !== undefined) assertString(id, 'id');
   const model = id === undefined ? manifest.models[0] : manifest.models.find((m) => m.id === id);

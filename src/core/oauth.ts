@@ -127,7 +127,8 @@ function checkScopeList(value: unknown, name: string): readonly string[] {
     throw error;
   }
   for (const token of value) {
-    if (typeof token !== 'string' || !SCOPE_TOKEN.test(token)) throw invalidArg(name, 'a list of RFC 6749 scope tokens');
+    if (typeof token !== 'string' || !SCOPE_TOKEN.test(token))
+      throw invalidArg(name, 'a list of RFC 6749 scope tokens');
   }
   return [...new Set(value as string[])];
 }
@@ -136,7 +137,9 @@ function checkScopeList(value: unknown, name: string): readonly string[] {
 function assertScopeWithin(inner: readonly string[], outer: readonly string[], what: string): void {
   const extra = inner.filter((s) => !outer.includes(s));
   if (extra.length > 0) {
-    throw refuse('ERR_OAUTH_SCOPE_EXCEEDED', `${what} has ${extra.length} scope value(s) beyond what is allowed`, { count: extra.length });
+    throw refuse('ERR_OAUTH_SCOPE_EXCEEDED', `${what} has ${extra.length} scope value(s) beyond what is allowed`, {
+      count: extra.length,
+    });
   }
 }
 
@@ -233,7 +236,10 @@ export function discoveryUrl(issuer: string, algorithm: 'oidc' | 'oauth2' = 'oid
   assertIssuer(issuer, 'issuer');
   const url = new URL(issuer);
   const path = url.pathname === '/' ? '' : url.pathname.replace(/\/$/, '');
-  url.pathname = algorithm === 'oidc' ? `${path}/.well-known/openid-configuration` : `/.well-known/oauth-authorization-server${path}`;
+  url.pathname =
+    algorithm === 'oidc'
+      ? `${path}/.well-known/openid-configuration`
+      : `/.well-known/oauth-authorization-server${path}`;
   return url;
 }
 
@@ -255,7 +261,8 @@ function stringList(value: unknown): string[] | null {
  */
 export function parseIssuerMetadata(json: unknown, expectedIssuer: string): IssuerMetadata {
   assertIssuer(expectedIssuer, 'expectedIssuer');
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw refuse('ERR_OAUTH_METADATA', 'the hub metadata is not a JSON object');
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw refuse('ERR_OAUTH_METADATA', 'the hub metadata is not a JSON object');
   const m = json as Record<string, unknown>;
   if (m.issuer !== expectedIssuer) throw refuse('ERR_OAUTH_METADATA', 'the hub metadata names another issuer');
   const authorizationEndpoint = parseHttpsUrl(m.authorization_endpoint);
@@ -281,17 +288,23 @@ export function parseIssuerMetadata(json: unknown, expectedIssuer: string): Issu
   for (const [field, needed] of checks) {
     if (m[field] === undefined) continue;
     const list = stringList(m[field]);
-    if (list === null || !list.includes(needed)) throw refuse('ERR_OAUTH_METADATA', `the hub metadata ${field} does not include ${needed}`);
+    if (list === null || !list.includes(needed))
+      throw refuse('ERR_OAUTH_METADATA', `the hub metadata ${field} does not include ${needed}`);
   }
   let scopesSupported: string[] | null = null;
   if (m.scopes_supported !== undefined) {
     scopesSupported = stringList(m.scopes_supported);
-    if (scopesSupported === null) throw refuse('ERR_OAUTH_METADATA', 'the hub metadata scopes_supported is not a list of strings');
+    if (scopesSupported === null)
+      throw refuse('ERR_OAUTH_METADATA', 'the hub metadata scopes_supported is not a list of strings');
   }
   let idTokenAlgs: string[] | undefined;
   if (m.id_token_signing_alg_values_supported !== undefined) {
     const list = stringList(m.id_token_signing_alg_values_supported);
-    if (list === null) throw refuse('ERR_OAUTH_METADATA', 'the hub metadata id_token_signing_alg_values_supported is not a list of strings');
+    if (list === null)
+      throw refuse(
+        'ERR_OAUTH_METADATA',
+        'the hub metadata id_token_signing_alg_values_supported is not a list of strings',
+      );
     idTokenAlgs = list;
   }
 
@@ -322,7 +335,12 @@ export function parseIssuerMetadata(json: unknown, expectedIssuer: string): Issu
  * @throws ERR_HUB_UNREACHABLE when the fetch fails (or the adapter's own coded error), ERR_OAUTH_METADATA
  *   for a non-200 answer, a body that is not JSON, or metadata that {@link parseIssuerMetadata} refuses.
  */
-export async function discoverIssuerMetadata(options: { issuer: string; fetch: OAuthFetch; algorithm?: 'oidc' | 'oauth2'; signal?: AbortSignal }): Promise<IssuerMetadata> {
+export async function discoverIssuerMetadata(options: {
+  issuer: string;
+  fetch: OAuthFetch;
+  algorithm?: 'oidc' | 'oauth2';
+  signal?: AbortSignal;
+}): Promise<IssuerMetadata> {
   assertObject(options, 'options');
   assertFunction(options.fetch, 'fetch');
   const url = discoveryUrl(options.issuer, options.algorithm ?? 'oidc');
@@ -340,7 +358,9 @@ export async function discoverIssuerMetadata(options: { issuer: string; fetch: O
   if (!isResponse(response)) throw transportError(new TypeError('fetch did not return a Response'));
   if (response.status !== 200) {
     await response.body?.cancel().catch(() => undefined);
-    throw refuse('ERR_OAUTH_METADATA', `the hub metadata answered HTTP ${response.status}`, { status: response.status });
+    throw refuse('ERR_OAUTH_METADATA', `the hub metadata answered HTTP ${response.status}`, {
+      status: response.status,
+    });
   }
   let json: unknown;
   try {
@@ -352,7 +372,8 @@ export async function discoverIssuerMetadata(options: { issuer: string; fetch: O
 }
 
 function serverFor(metadata: unknown): oauth.AuthorizationServer {
-  const server = typeof metadata === 'object' && metadata !== null ? serverOf.get(metadata as IssuerMetadata) : undefined;
+  const server =
+    typeof metadata === 'object' && metadata !== null ? serverOf.get(metadata as IssuerMetadata) : undefined;
   if (server === undefined) throw invalidArg('issuerMetadata', 'the result of parseIssuerMetadata()');
   return server;
 }
@@ -385,9 +406,11 @@ export function buildAuthorizationUrl(options: {
   const scope = checkScopeList(options.scope, 'scope');
   if (scope.length === 0) throw invalidArg('scope', 'a non-empty list');
   assertString(options.state, 'state');
-  if (!/^[A-Za-z0-9_-]{22,128}$/.test(options.state)) throw invalidArg('state', 'a random base64url value (createState())');
+  if (!/^[A-Za-z0-9_-]{22,128}$/.test(options.state))
+    throw invalidArg('state', 'a random base64url value (createState())');
   assertString(options.codeChallenge, 'codeChallenge');
-  if (!/^[A-Za-z0-9_-]{43}$/.test(options.codeChallenge)) throw invalidArg('codeChallenge', 'an S256 challenge (createPkcePair())');
+  if (!/^[A-Za-z0-9_-]{43}$/.test(options.codeChallenge))
+    throw invalidArg('codeChallenge', 'an S256 challenge (createPkcePair())');
   const url = new URL(options.issuerMetadata.authorizationEndpoint);
   url.searchParams.set('response_type', 'code');
   url.searchParams.set('client_id', options.clientId);
@@ -478,7 +501,8 @@ export function validateAuthorizationResponse(options: {
   assertString(options.expectedState, 'expectedState');
   assertString(options.expectedIssuer, 'expectedIssuer');
   assertString(options.clientId, 'clientId');
-  if (server.issuer !== options.expectedIssuer) throw refuse('ERR_OAUTH_METADATA', 'the hub metadata names another issuer');
+  if (server.issuer !== options.expectedIssuer)
+    throw refuse('ERR_OAUTH_METADATA', 'the hub metadata names another issuer');
 
   let url: URL;
   if (options.callbackUrl instanceof URL) url = options.callbackUrl;
@@ -494,7 +518,10 @@ export function validateAuthorizationResponse(options: {
 
   const seen = new Set<string>();
   for (const name of params.keys()) {
-    if (seen.has(name)) throw refuse('ERR_OAUTH_DUPLICATE_PARAM', 'the authorization response repeats a parameter', { parameter: SAFE_NAME.test(name) ? name : '?' });
+    if (seen.has(name))
+      throw refuse('ERR_OAUTH_DUPLICATE_PARAM', 'the authorization response repeats a parameter', {
+        parameter: SAFE_NAME.test(name) ? name : '?',
+      });
     seen.add(name);
   }
 
@@ -513,20 +540,31 @@ export function validateAuthorizationResponse(options: {
     const detail: Record<string, string> = { error: sanitizeOAuthText(error, 64, hide) };
     const description = params.get('error_description');
     if (description !== null) detail.errorDescription = sanitizeOAuthText(description, 200, hide);
-    throw refuse('ERR_OAUTH_AUTHORIZATION_DENIED', `the hub refused the authorization request (${detail.error})`, detail);
+    throw refuse(
+      'ERR_OAUTH_AUTHORIZATION_DENIED',
+      `the hub refused the authorization request (${detail.error})`,
+      detail,
+    );
   }
 
   for (const name of FOREIGN_RESPONSE_PARAMS) {
-    if (params.has(name)) throw refuse('ERR_OAUTH_CALLBACK_MALFORMED', 'the authorization response carries parameters of another flow');
+    if (params.has(name))
+      throw refuse('ERR_OAUTH_CALLBACK_MALFORMED', 'the authorization response carries parameters of another flow');
   }
   for (const value of params.values()) {
-    if (value.length > MAX_CALLBACK_VALUE) throw refuse('ERR_OAUTH_CALLBACK_MALFORMED', 'the authorization response has an over-long parameter');
+    if (value.length > MAX_CALLBACK_VALUE)
+      throw refuse('ERR_OAUTH_CALLBACK_MALFORMED', 'the authorization response has an over-long parameter');
   }
   if (code === null || code === '') throw refuse('ERR_OAUTH_CODE_MISSING');
 
   let branded: URLSearchParams;
   try {
-    branded = oauth.validateAuthResponse(server, { client_id: options.clientId }, new URLSearchParams(params), options.expectedState);
+    branded = oauth.validateAuthResponse(
+      server,
+      { client_id: options.clientId },
+      new URLSearchParams(params),
+      options.expectedState,
+    );
   } catch {
     // The library's error carries the parameters (the code) on `cause`: never let it out.
     throw refuse('ERR_OAUTH_CALLBACK_MALFORMED');
@@ -574,7 +612,9 @@ function isResponse(value: unknown): value is Response {
   }
 }
 
-function wrapFetch(fetch: OAuthFetch): NonNullable<oauth.HttpRequestOptions<'POST', URLSearchParams>[typeof oauth.customFetch]> {
+function wrapFetch(
+  fetch: OAuthFetch,
+): NonNullable<oauth.HttpRequestOptions<'POST', URLSearchParams>[typeof oauth.customFetch]> {
   return async (url, init) => {
     let response: unknown;
     try {
@@ -600,12 +640,22 @@ function mapFailure(error: unknown, grant: Grant, hide: readonly string[]): Comp
   if (error instanceof oauth.ResponseBodyError) {
     const name = sanitizeOAuthText(String(error.error), 64, hide);
     const detail: Record<string, string | number> = { status: error.status, error: name };
-    if (typeof error.error_description === 'string') detail.errorDescription = sanitizeOAuthText(error.error_description, 200, hide);
-    const code: ErrorCode = grant === 'refresh_token' && error.error === 'invalid_grant' ? 'ERR_OAUTH_REFRESH_REFUSED' : 'ERR_OAUTH_TOKEN_ERROR';
-    return refuse(code, `${code === 'ERR_OAUTH_REFRESH_REFUSED' ? 'the hub refused the refresh token' : 'the hub refused the token request'} (${name})`, detail);
+    if (typeof error.error_description === 'string')
+      detail.errorDescription = sanitizeOAuthText(error.error_description, 200, hide);
+    const code: ErrorCode =
+      grant === 'refresh_token' && error.error === 'invalid_grant'
+        ? 'ERR_OAUTH_REFRESH_REFUSED'
+        : 'ERR_OAUTH_TOKEN_ERROR';
+    return refuse(
+      code,
+      `${code === 'ERR_OAUTH_REFRESH_REFUSED' ? 'the hub refused the refresh token' : 'the hub refused the token request'} (${name})`,
+      detail,
+    );
   }
   if (error instanceof oauth.WWWAuthenticateChallengeError) {
-    return refuse('ERR_OAUTH_TOKEN_ERROR', `the hub refused the token request (HTTP ${error.status})`, { status: error.status });
+    return refuse('ERR_OAUTH_TOKEN_ERROR', `the hub refused the token request (HTTP ${error.status})`, {
+      status: error.status,
+    });
   }
   const e = error as { code?: unknown; cause?: unknown } | null;
   const detail: Record<string, string | number> = {};
@@ -655,23 +705,37 @@ function clientFor(clientId: string, now: () => number): oauth.Client {
  * bounded; the granted scope ⊆ requested ⊆ ceiling (a response that grants more is refused and nothing
  * of it is returned). An omitted `scope` means the requested scope was granted (RFC 6749 §5.1).
  */
-function toTokenSet(result: oauth.TokenEndpointResponse, requested: readonly string[], ceiling: readonly string[], now: () => number): TokenSet {
+function toTokenSet(
+  result: oauth.TokenEndpointResponse,
+  requested: readonly string[],
+  ceiling: readonly string[],
+  now: () => number,
+): TokenSet {
   if (result.token_type !== 'bearer') throw refuse('ERR_OAUTH_TOKEN_RESPONSE', 'the token type is not bearer');
   const expiresIn = result.expires_in;
-  if (typeof expiresIn !== 'number' || !Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_EXPIRES_IN_SECONDS) {
+  if (
+    typeof expiresIn !== 'number' ||
+    !Number.isInteger(expiresIn) ||
+    expiresIn < 1 ||
+    expiresIn > MAX_EXPIRES_IN_SECONDS
+  ) {
     throw refuse('ERR_OAUTH_TOKEN_RESPONSE', 'the token response has no sane expires_in');
   }
   if (result.access_token.length === 0 || result.access_token.length > MAX_TOKEN_LENGTH) {
     throw refuse('ERR_OAUTH_TOKEN_RESPONSE', 'the access token is empty or too long');
   }
-  if (result.refresh_token !== undefined && (result.refresh_token.length === 0 || result.refresh_token.length > MAX_TOKEN_LENGTH)) {
+  if (
+    result.refresh_token !== undefined &&
+    (result.refresh_token.length === 0 || result.refresh_token.length > MAX_TOKEN_LENGTH)
+  ) {
     throw refuse('ERR_OAUTH_TOKEN_RESPONSE', 'the refresh token is empty or too long');
   }
   let granted: readonly string[];
   if (result.scope === undefined) granted = requested;
   else {
     const tokens = result.scope.split(' ').filter((s) => s.length > 0);
-    if (!tokens.every((s) => SCOPE_TOKEN.test(s))) throw refuse('ERR_OAUTH_TOKEN_RESPONSE', 'the granted scope is malformed');
+    if (!tokens.every((s) => SCOPE_TOKEN.test(s)))
+      throw refuse('ERR_OAUTH_TOKEN_RESPONSE', 'the granted scope is malformed');
     granted = [...new Set(tokens)];
   }
   assertScopeWithin(granted, requested, 'the granted scope');
@@ -679,7 +743,9 @@ function toTokenSet(result: oauth.TokenEndpointResponse, requested: readonly str
   const claims = oauth.getValidatedIdTokenClaims(result);
   let idTokenClaims: IdTokenClaims | undefined;
   if (claims !== undefined) {
-    idTokenClaims = Object.freeze(typeof claims.name === 'string' ? { sub: claims.sub, name: claims.name } : { sub: claims.sub });
+    idTokenClaims = Object.freeze(
+      typeof claims.name === 'string' ? { sub: claims.sub, name: claims.name } : { sub: claims.sub },
+    );
   }
   const expiresAt = now() + expiresIn * 1000;
   if (!Number.isSafeInteger(expiresAt)) throw refuse('ERR_OAUTH_TOKEN_RESPONSE', 'the clock gave no usable time');
@@ -708,15 +774,18 @@ function toTokenSet(result: oauth.TokenEndpointResponse, requested: readonly str
  *   when the fetch fails; TypeError ERR_INVALID_ARG_VALUE for a callback that is not validated or was
  *   already exchanged.
  */
-export async function exchangeAuthorizationCode(options: TokenRequestCommon & {
-  redirectUri: string;
-  callback: ValidatedCallback;
-  verifier: Secret;
-}): Promise<TokenSet> {
+export async function exchangeAuthorizationCode(
+  options: TokenRequestCommon & {
+    redirectUri: string;
+    callback: ValidatedCallback;
+    verifier: Secret;
+  },
+): Promise<TokenSet> {
   const { server, requested } = checkCommon(options);
   parseLoopbackRedirectUri(options.redirectUri);
   if (!isSecret(options.verifier)) throw invalidArg('verifier', 'the Secret from createPkcePair()');
-  const record = typeof options.callback === 'object' && options.callback !== null ? callbacks.get(options.callback) : undefined;
+  const record =
+    typeof options.callback === 'object' && options.callback !== null ? callbacks.get(options.callback) : undefined;
   if (record === undefined) throw invalidArg('callback', 'an unused result of validateAuthorizationResponse()');
   if (record.issuer !== server.issuer || record.clientId !== options.clientId) {
     throw refuse('ERR_OAUTH_ISSUER_MISMATCH', 'the callback was validated for another issuer or client');
@@ -726,11 +795,21 @@ export async function exchangeAuthorizationCode(options: TokenRequestCommon & {
   const ceiling = checkScopeList(options.scopeCeiling, 'scopeCeiling');
   const client = clientFor(options.clientId, options.now);
   try {
-    const response = await oauth.authorizationCodeGrantRequest(server, client, oauth.None(), record.params, options.redirectUri, options.verifier.reveal(), {
-      [oauth.customFetch]: wrapFetch(options.fetch),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    const response = await oauth.authorizationCodeGrantRequest(
+      server,
+      client,
+      oauth.None(),
+      record.params,
+      options.redirectUri,
+      options.verifier.reveal(),
+      {
+        [oauth.customFetch]: wrapFetch(options.fetch),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      },
+    );
+    const result = await oauth.processAuthorizationCodeResponse(server, client, response, {
+      requireIdToken: requested.includes('openid'),
     });
-    const result = await oauth.processAuthorizationCodeResponse(server, client, response, { requireIdToken: requested.includes('openid') });
     return toTokenSet(result, requested, ceiling, options.now);
   } catch (error) {
     throw mapFailure(error, 'authorization_code', [record.params.get('code') ?? '', options.verifier.reveal()]);
@@ -787,7 +866,9 @@ export async function revokeToken(options: {
   try {
     const response = await oauth.revocationRequest(server, client, oauth.None(), options.token.reveal(), {
       [oauth.customFetch]: wrapFetch(options.fetch),
-      ...(options.tokenTypeHint === undefined ? {} : { additionalParameters: { token_type_hint: options.tokenTypeHint } }),
+      ...(options.tokenTypeHint === undefined
+        ? {}
+        : { additionalParameters: { token_type_hint: options.tokenTypeHint } }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     await oauth.processRevocationResponse(response);
@@ -798,4 +879,8 @@ export async function revokeToken(options: {
 }
 
 /** The bounds this module applies (for tests and docs). */
-export const OAUTH_LIMITS = Object.freeze({ maxCallbackValue: MAX_CALLBACK_VALUE, maxTokenLength: MAX_TOKEN_LENGTH, maxExpiresInSeconds: MAX_EXPIRES_IN_SECONDS });
+export const OAUTH_LIMITS = Object.freeze({
+  maxCallbackValue: MAX_CALLBACK_VALUE,
+  maxTokenLength: MAX_TOKEN_LENGTH,
+  maxExpiresInSeconds: MAX_EXPIRES_IN_SECONDS,
+});

@@ -37,9 +37,15 @@ export type ResourceDecisionKind = 'ok' | 'degraded' | 'refuse-start';
 
 /** Stable reason strings, in the order they are checked. */
 export const RESOURCE_REASONS = Object.freeze([
-  'rss-unknown', 'rss-over-limit', 'rss-near-limit',
-  'cpu-unknown', 'cpu-over-limit', 'cpu-near-limit',
-  'vram-unknown', 'vram-below-minimum', 'vram-near-minimum',
+  'rss-unknown',
+  'rss-over-limit',
+  'rss-near-limit',
+  'cpu-unknown',
+  'cpu-over-limit',
+  'cpu-near-limit',
+  'vram-unknown',
+  'vram-below-minimum',
+  'vram-near-minimum',
 ] as const);
 export type ResourceReason = (typeof RESOURCE_REASONS)[number];
 
@@ -81,7 +87,13 @@ export function decideResources(figures: ResourceFigures, limits: ResourceLimits
   const refuse: ResourceReason[] = [];
   const degrade: ResourceReason[] = [];
 
-  const checkMax = (value: unknown, max: number | undefined, unknown: ResourceReason, over: ResourceReason, near: ResourceReason): void => {
+  const checkMax = (
+    value: unknown,
+    max: number | undefined,
+    unknown: ResourceReason,
+    over: ResourceReason,
+    near: ResourceReason,
+  ): void => {
     if (!known(value)) degrade.push(unknown);
     else if (max === undefined) return;
     else if (value > max) refuse.push(over);

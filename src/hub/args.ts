@@ -2,7 +2,11 @@
 import type { ErrorCode } from '../core/errors.js';
 
 /** A `TypeError` with `code` `ERR_INVALID_ARG_VALUE` (or `_TYPE`), as src/core/errors.ts makes them. */
-export function invalidArgument(name: string, expected: string, code: 'ERR_INVALID_ARG_VALUE' | 'ERR_INVALID_ARG_TYPE' = 'ERR_INVALID_ARG_VALUE'): TypeError {
+export function invalidArgument(
+  name: string,
+  expected: string,
+  code: 'ERR_INVALID_ARG_VALUE' | 'ERR_INVALID_ARG_TYPE' = 'ERR_INVALID_ARG_VALUE',
+): TypeError {
   const error = new TypeError(`${name} must be ${expected}`) as TypeError & { code: ErrorCode };
   error.code = code;
   return error;

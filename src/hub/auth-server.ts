@@ -105,7 +105,12 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
         id_token_signed_response_alg: 'ES256',
       },
     ],
-    clientDefaults: { id_token_signed_response_alg: 'ES256', grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none' },
+    clientDefaults: {
+      id_token_signed_response_alg: 'ES256',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    },
     // `profile` exists for other clients of a real hub; the companion client may not ask for it.
     claims: { openid: ['sub'], profile: ['name'] },
     scopes: ['openid', 'offline_access', MANIFEST_SCOPE],
@@ -175,14 +180,18 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     },
     // A native client always passes the consent page, so it gets a refresh token even when it did not
     // send prompt=consent (which OIDC Core §11 asks for before offline_access is echoed in the scope).
-    issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && (code.scopes.has('offline_access') || client.applicationType === 'native'),
-    expiresWithSession: async (ctx, code) => ctx.oidc.client?.applicationType !== 'native' && !code.scopes.has('offline_access'),
+    issueRefreshToken: async (_ctx, client, code) =>
+      client.grantTypeAllowed('refresh_token') &&
+      (code.scopes.has('offline_access') || client.applicationType === 'native'),
+    expiresWithSession: async (ctx, code) =>
+      ctx.oidc.client?.applicationType !== 'native' && !code.scopes.has('offline_access'),
     rotateRefreshToken: true,
     clientBasedCORS: () => false,
     renderError: async (ctx, out) => {
       ctx.type = 'html';
       ctx.body = messagePage('Sign-in error', `${String(out.error)}: ${String(out.error_description ?? '')}`);
-      for (const [name, value] of Object.entries(pageHeaders(0))) if (name !== 'Content-Length' && name !== 'Content-Type') ctx.set(name, value);
+      for (const [name, value] of Object.entries(pageHeaders(0)))
+        if (name !== 'Content-Length' && name !== 'Content-Type') ctx.set(name, value);
     },
   };
 
@@ -194,16 +203,35 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
 
   const csrfFor = (uid: string): string => createHmac('sha256', csrfKey).update(uid).digest('base64url');
 
-  async function interaction(req: IncomingMessage, res: ServerResponse, uid: string, step: string | undefined): Promise<void> {
+  async function interaction(
+    req: IncomingMessage,
+    res: ServerResponse,
+    uid: string,
+    step: string | undefined,
+  ): Promise<void> {
     let details: Awaited<ReturnType<Provider['interactionDetails']>>;
     try {
       details = await provider.interactionDetails(req, res);
     } catch {
-      send(res, 400, messagePage('Sign-in expired', 'This sign-in page has expired or belongs to another browser. Start the sign-in again from the app.'));
+      send(
+        res,
+        400,
+        messagePage(
+          'Sign-in expired',
+          'This sign-in page has expired or belongs to another browser. Start the sign-in again from the app.',
+        ),
+      );
       return;
     }
     if (details.uid !== uid) {
-      send(res, 400, messagePage('Sign-in expired', 'This sign-in page does not match the current sign-in. Start again from the app.'));
+      send(
+        res,
+        400,
+        messagePage(
+          'Sign-in expired',
+          'This sign-in page does not match the current sign-in. Start again from the app.',
+        ),
+      );
       return;
     }
     const action = `${AUTH_BASE}/interaction/${uid}`;
@@ -215,9 +243,22 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
       if (prompt === 'login') {
         send(res, 200, loginPage({ action: `${action}/login`, csrf: csrfFor(uid), clientName }));
       } else {
-        const scopes = String(details.params.scope ?? '').split(' ').filter((s) => s.length > 0);
+        const scopes = String(details.params.scope ?? '')
+          .split(' ')
+          .filter((s) => s.length > 0);
         const redirect = new URL(String(details.params.redirect_uri));
-        send(res, 200, consentPage({ action: `${action}/confirm`, csrf: csrfFor(uid), clientName, user: details.session?.accountId ?? user, scopes, redirectTarget: `${redirect.protocol}//${redirect.host}` }));
+        send(
+          res,
+          200,
+          consentPage({
+            action: `${action}/confirm`,
+            csrf: csrfFor(uid),
+            clientName,
+            user: details.session?.accountId ?? user,
+            scopes,
+            redirectTarget: `${redirect.protocol}//${redirect.host}`,
+          }),
+        );
       }
       return;
     }
@@ -230,8 +271,17 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     const requestOrigin = req.headers.origin;
     const fetchSite = req.headers['sec-fetch-site'];
     const form = await readForm(req);
-    if ((requestOrigin !== undefined && requestOrigin !== origin) || (fetchSite !== undefined && fetchSite !== 'same-origin') || form === null || !sameSecret(form.get('csrf') ?? '', csrfFor(uid))) {
-      send(res, 403, messagePage('Request refused', 'The form could not be verified. Start the sign-in again from the app.'));
+    if (
+      (requestOrigin !== undefined && requestOrigin !== origin) ||
+      (fetchSite !== undefined && fetchSite !== 'same-origin') ||
+      form === null ||
+      !sameSecret(form.get('csrf') ?? '', csrfFor(uid))
+    ) {
+      send(
+        res,
+        403,
+        messagePage('Request refused', 'The form could not be verified. Start the sign-in again from the app.'),
+      );
       return;
     }
     const choice = form.get('action');
@@ -243,7 +293,12 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
       }
       if (choice === 'cancel') {
         loginFailures.delete(uid);
-        await provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'the user cancelled the sign-in' }, { mergeWithLastSubmission: false });
+        await provider.interactionFinished(
+          req,
+          res,
+          { error: 'access_denied', error_description: 'the user cancelled the sign-in' },
+          { mergeWithLastSubmission: false },
+        );
         return;
       }
       const name = form.get('username') ?? '';
@@ -256,15 +311,35 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
         log('sign-in: wrong user name or password');
         if (failures >= MAX_LOGIN_FAILURES) {
           loginFailures.delete(uid);
-          await provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'too many failed sign-in attempts' }, { mergeWithLastSubmission: false });
+          await provider.interactionFinished(
+            req,
+            res,
+            { error: 'access_denied', error_description: 'too many failed sign-in attempts' },
+            { mergeWithLastSubmission: false },
+          );
           return;
         }
-        send(res, 401, loginPage({ action: `${action}/login`, csrf: csrfFor(uid), clientName, error: 'Wrong user name or password.', username: name.slice(0, 100) }));
+        send(
+          res,
+          401,
+          loginPage({
+            action: `${action}/login`,
+            csrf: csrfFor(uid),
+            clientName,
+            error: 'Wrong user name or password.',
+            username: name.slice(0, 100),
+          }),
+        );
         return;
       }
       loginFailures.delete(uid);
       log('sign-in: user signed in');
-      await provider.interactionFinished(req, res, { login: { accountId: user, remember: true } }, { mergeWithLastSubmission: false });
+      await provider.interactionFinished(
+        req,
+        res,
+        { login: { accountId: user, remember: true } },
+        { mergeWithLastSubmission: false },
+      );
       return;
     }
 
@@ -274,7 +349,12 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     }
     if (choice !== 'allow') {
       log('consent: denied');
-      await provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'the user denied the request' }, { mergeWithLastSubmission: true });
+      await provider.interactionFinished(
+        req,
+        res,
+        { error: 'access_denied', error_description: 'the user denied the request' },
+        { mergeWithLastSubmission: true },
+      );
       return;
     }
     const accountId = details.session?.accountId;
@@ -316,7 +396,8 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     },
     async checkManifestToken(value) {
       const token = await provider.AccessToken.find(value);
-      if (token === undefined || token.clientId !== COMPANION_CLIENT_ID || token.isSenderConstrained()) return { ok: false, reason: 'invalid_token' };
+      if (token === undefined || token.clientId !== COMPANION_CLIENT_ID || token.isSenderConstrained())
+        return { ok: false, reason: 'invalid_token' };
       const grant = token.grantId === undefined ? undefined : await provider.Grant.find(token.grantId);
       if (grant === undefined || grant.isExpired) return { ok: false, reason: 'invalid_token' };
       if (!token.scopes.has(MANIFEST_SCOPE)) return { ok: false, reason: 'insufficient_scope' };

@@ -72,15 +72,27 @@ export function isUsableCa(ca: CertificateAndKey, now = Date.now()): boolean {
   try {
     const cert = new X509Certificate(ca.certPem);
     const key = createPrivateKey(ca.keyPem);
-    return cert.ca && cert.checkPrivateKey(key) && Date.parse(cert.validTo) - now > DAY_MS && Date.parse(cert.validFrom) <= now;
+    return (
+      cert.ca &&
+      cert.checkPrivateKey(key) &&
+      Date.parse(cert.validTo) - now > DAY_MS &&
+      Date.parse(cert.validFrom) <= now
+    );
   } catch {
     return false;
   }
 }
 
-async function issueServerCert(ca: CertificateAndKey, commonName: string, names: x509.JsonGeneralNames, days: number): Promise<CertificateAndKey> {
+async function issueServerCert(
+  ca: CertificateAndKey,
+  commonName: string,
+  names: x509.JsonGeneralNames,
+  days: number,
+): Promise<CertificateAndKey> {
   const caCert = new x509.X509Certificate(ca.certPem);
-  const caKey = await webcrypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(ca.keyPem), ALG, false, ['sign']);
+  const caKey = await webcrypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(ca.keyPem), ALG, false, [
+    'sign',
+  ]);
   const keys = await newKeyPair();
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.create({
@@ -110,11 +122,28 @@ async function issueServerCert(ca: CertificateAndKey, commonName: string, names:
  * @throws ERR_CONFIG when the given CA is not usable.
  */
 export async function createHubTls(existingCa?: CertificateAndKey): Promise<HubTlsMaterial> {
-  if (existingCa !== undefined && !isUsableCa(existingCa)) throw new CompanionError('ERR_CONFIG', 'the stored hub CA is not usable');
+  if (existingCa !== undefined && !isUsableCa(existingCa))
+    throw new CompanionError('ERR_CONFIG', 'the stored hub CA is not usable');
   const ca = existingCa ?? (await createCa());
   const [hub, modelHost] = await Promise.all([
-    issueServerCert(ca, 'Companion reference hub', [{ type: 'ip', value: '127.0.0.1' }, { type: 'dns', value: 'localhost' }], 30),
-    issueServerCert(ca, 'Companion reference model host', [{ type: 'ip', value: '127.0.0.1' }, { type: 'dns', value: 'model-host.localhost' }], 30),
+    issueServerCert(
+      ca,
+      'Companion reference hub',
+      [
+        { type: 'ip', value: '127.0.0.1' },
+        { type: 'dns', value: 'localhost' },
+      ],
+      30,
+    ),
+    issueServerCert(
+      ca,
+      'Companion reference model host',
+      [
+        { type: 'ip', value: '127.0.0.1' },
+        { type: 'dns', value: 'model-host.localhost' },
+      ],
+      30,
+    ),
   ]);
   return { ca, hub, modelHost };
 }

@@ -41,7 +41,11 @@ class Jar {
 
 function field(html: string, pattern: RegExp): string {
   const match = pattern.exec(html);
-  if (match === null) throw new CompanionError('ERR_OAUTH_AUTHORIZATION_DENIED', 'the hub page is not the expected sign-in or consent form');
+  if (match === null)
+    throw new CompanionError(
+      'ERR_OAUTH_AUTHORIZATION_DENIED',
+      'the hub page is not the expected sign-in or consent form',
+    );
   return match[1]!.replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code))).replace(/&amp;/g, '&');
 }
 
@@ -77,14 +81,20 @@ export async function completeSignInAsDevUser(options: DevBrowserOptions): Promi
       headers.origin = origin;
       headers['sec-fetch-site'] = 'same-origin';
     }
-    const response = await options.fetch(url, { method, headers, redirect: 'manual', ...(body === undefined ? {} : { body }) });
+    const response = await options.fetch(url, {
+      method,
+      headers,
+      redirect: 'manual',
+      ...(body === undefined ? {} : { body }),
+    });
     jar.store(response);
     if (response.status >= 300 && response.status < 400) {
       await response.body?.cancel();
       const location = new URL(response.headers.get('location') ?? '', url);
       if (location.origin !== origin) {
         // Leaving the hub: only ever to the loopback listener.
-        if (location.protocol !== 'http:' || location.hostname !== '127.0.0.1') throw new CompanionError('ERR_OAUTH_REDIRECT_URI');
+        if (location.protocol !== 'http:' || location.hostname !== '127.0.0.1')
+          throw new CompanionError('ERR_OAUTH_REDIRECT_URI');
         return deliver(location);
       }
       url = location;
@@ -96,7 +106,12 @@ export async function completeSignInAsDevUser(options: DevBrowserOptions): Promi
     const action = new URL(field(html, /<form method="post" action="([^"]+)"/), origin);
     const csrf = field(html, /name="csrf" value="([^"]+)"/);
     if (response.status === 200 && html.includes('id="sign-in"')) {
-      body = new URLSearchParams({ csrf, username: options.user, password: options.password, action: 'login' }).toString();
+      body = new URLSearchParams({
+        csrf,
+        username: options.user,
+        password: options.password,
+        action: 'login',
+      }).toString();
     } else if (response.status === 200 && html.includes('id="allow"')) {
       body = new URLSearchParams({ csrf, action: options.consent ?? 'allow' }).toString();
     } else {

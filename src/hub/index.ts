@@ -19,14 +19,35 @@ import { Readable } from 'node:stream';
 import type { JWK } from 'oidc-provider';
 import { CompanionError, assertInteger, assertString } from '../core/errors.js';
 import { invalidArgument } from './args.js';
-import { encodeManifestKey, generateManifestKeyPair, loadManifestPrivateKey, type ManifestModel } from '../core/manifest-format.js';
-import { AUTH_BASE, COMPANION_CLIENT_ID, COMPANION_REDIRECT_URI, COMPANION_SCOPES, createAuthServer } from './auth-server.js';
+import {
+  encodeManifestKey,
+  generateManifestKeyPair,
+  loadManifestPrivateKey,
+  type ManifestModel,
+} from '../core/manifest-format.js';
+import {
+  AUTH_BASE,
+  COMPANION_CLIENT_ID,
+  COMPANION_REDIRECT_URI,
+  COMPANION_SCOPES,
+  createAuthServer,
+} from './auth-server.js';
 import { createHubTls, isUsableCa, type CertificateAndKey } from './ca.js';
 import { acquireDirLock, ensurePrivateDir, readJsonOptional, readOptional, writePrivateFileAtomic } from './files.js';
 import { MANIFEST_PATH, ManifestSigner, handleManifestRequest, resolveManifestVersion } from './manifest.js';
-import { startModelHost, type HostedFile, type ModelHostMisbehaviour, type ModelHostRequestRecord } from './model-host.js';
+import {
+  startModelHost,
+  type HostedFile,
+  type ModelHostMisbehaviour,
+  type ModelHostRequestRecord,
+} from './model-host.js';
 import { OidcStore } from './oidc-store.js';
-import { preparePublishedModels, publishedModelIds, type ModelFileSpec, type SyntheticLlamaSpec } from './published-models.js';
+import {
+  preparePublishedModels,
+  publishedModelIds,
+  type ModelFileSpec,
+  type SyntheticLlamaSpec,
+} from './published-models.js';
 import { assertSyntheticSpec, resolveSyntheticDigests, syntheticRange, type SyntheticModelSpec } from './synthetic.js';
 import { generateTinyGguf } from './tiny-gguf.js';
 
@@ -151,20 +172,33 @@ function newSecret(): string {
 /** Loads the hub's keys from `dataDir`, generating (and storing) whatever is missing. */
 function loadOrCreateKeys(dataDir: string | null, user: string | undefined, password: string | undefined): HubKeys {
   if (dataDir === null) {
-    return { ca: undefined, manifestKey: generateManifestKeyPair().privateKey, jwks: newJwks(), cookieKeys: [newSecret(), newSecret()], user: user ?? 'dev', password: password ?? newSecret().slice(0, 20) };
+    return {
+      ca: undefined,
+      manifestKey: generateManifestKeyPair().privateKey,
+      jwks: newJwks(),
+      cookieKeys: [newSecret(), newSecret()],
+      user: user ?? 'dev',
+      password: password ?? newSecret().slice(0, 20),
+    };
   }
   const file = (name: string): string => join(dataDir, name);
 
   const caCert = readOptional(file('ca.pem'));
   const caKey = readOptional(file('ca-key.pem'));
-  const storedCa = caCert !== null && caKey !== null ? { certPem: caCert.toString('utf8'), keyPem: caKey.toString('utf8') } : undefined;
+  const storedCa =
+    caCert !== null && caKey !== null
+      ? { certPem: caCert.toString('utf8'), keyPem: caKey.toString('utf8') }
+      : undefined;
   const ca = storedCa !== undefined && isUsableCa(storedCa) ? storedCa : undefined;
 
   let manifestKey: KeyObject;
   const manifestPem = readOptional(file('manifest-signing-key.pem'));
   if (manifestPem === null) {
     manifestKey = generateManifestKeyPair().privateKey;
-    writePrivateFileAtomic(file('manifest-signing-key.pem'), manifestKey.export({ type: 'pkcs8', format: 'pem' }) as string);
+    writePrivateFileAtomic(
+      file('manifest-signing-key.pem'),
+      manifestKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    );
   } else {
     manifestKey = loadManifestPrivateKey(manifestPem.toString('utf8'));
   }
@@ -176,7 +210,11 @@ function loadOrCreateKeys(dataDir: string | null, user: string | undefined, pass
   }
 
   let cookieKeys = readJsonOptional(file('cookie-keys.json')) as string[] | null;
-  if (!Array.isArray(cookieKeys) || cookieKeys.length === 0 || !cookieKeys.every((k) => typeof k === 'string' && k.length >= 32)) {
+  if (
+    !Array.isArray(cookieKeys) ||
+    cookieKeys.length === 0 ||
+    !cookieKeys.every((k) => typeof k === 'string' && k.length >= 32)
+  ) {
     cookieKeys = [newSecret(), newSecret()];
     writePrivateFileAtomic(file('cookie-keys.json'), JSON.stringify(cookieKeys));
   }
@@ -186,7 +224,14 @@ function loadOrCreateKeys(dataDir: string | null, user: string | undefined, pass
     login = { user: user ?? 'dev', password: newSecret().slice(0, 20) };
     writePrivateFileAtomic(file('dev-login.json'), JSON.stringify(login));
   }
-  return { ca, manifestKey, jwks, cookieKeys, user: user ?? (login.user as string), password: password ?? (login.password as string) };
+  return {
+    ca,
+    manifestKey,
+    jwks,
+    cookieKeys,
+    user: user ?? (login.user as string),
+    password: password ?? (login.password as string),
+  };
 }
 
 function etagOf(sha256: string, size: number): string {
@@ -194,18 +239,31 @@ function etagOf(sha256: string, size: number): string {
 }
 
 function hostedBuffer(modelId: string, path: string, bytes: Buffer, sha256: string): HostedFile {
-  return { modelId, path, size: bytes.length, etag: etagOf(sha256, bytes.length), open: (start, end) => Readable.from([bytes.subarray(start, end + 1)]) };
+  return {
+    modelId,
+    path,
+    size: bytes.length,
+    etag: etagOf(sha256, bytes.length),
+    open: (start, end) => Readable.from([bytes.subarray(start, end + 1)]),
+  };
 }
 
 function reply(res: ServerResponse, status: number, text: string, extra: Record<string, string> = {}): void {
   const body = Buffer.from(`${text}\n`, 'utf8');
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(body.length), 'Cache-Control': 'no-store', ...extra });
+  res.writeHead(status, {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': String(body.length),
+    'Cache-Control': 'no-store',
+    ...extra,
+  });
   res.end(body);
 }
 
 async function listen(server: Server, port: number): Promise<number> {
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (error) => reject(new CompanionError('ERR_BIND_FAILED', 'the hub could not listen on 127.0.0.1', { cause: error })));
+    server.once('error', (error) =>
+      reject(new CompanionError('ERR_BIND_FAILED', 'the hub could not listen on 127.0.0.1', { cause: error })),
+    );
     server.listen({ port, host: '127.0.0.1', exclusive: true }, () => resolve());
   });
   const address = server.address();
@@ -219,7 +277,10 @@ function readRememberedPorts(file: string): { hub: number; modelHost: number } |
   if (value === null) return null;
   const isPort = (p: unknown): p is number => typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 65_535;
   if (typeof value !== 'object' || !isPort(value.hub) || !isPort(value.modelHost)) {
-    throw new CompanionError('ERR_CONFIG', `the hub's remembered ports are damaged (${file}): remove the file to take new ports`);
+    throw new CompanionError(
+      'ERR_CONFIG',
+      `the hub's remembered ports are damaged (${file}): remove the file to take new ports`,
+    );
   }
   return { hub: value.hub, modelHost: value.modelHost };
 }
@@ -227,7 +288,11 @@ function readRememberedPorts(file: string): { hub: number; modelHost: number } |
 /** Maps a bind failure on a remembered port to ERR_HUB_PORT_BUSY (the port is named: it is no secret). */
 function rememberedBindError(error: unknown, what: string, port: number, file: string): unknown {
   if (error instanceof CompanionError && error.code === 'ERR_BIND_FAILED') {
-    return new CompanionError('ERR_HUB_PORT_BUSY', `the ${what} port ${port} that this hub remembered (${file}) is in use: stop what uses it, or pass --port 0 --model-host-port 0 to take new ports (the hub URL changes: sign in again)`, { cause: error });
+    return new CompanionError(
+      'ERR_HUB_PORT_BUSY',
+      `the ${what} port ${port} that this hub remembered (${file}) is in use: stop what uses it, or pass --port 0 --model-host-port 0 to take new ports (the hub URL changes: sign in again)`,
+      { cause: error },
+    );
   }
   return error;
 }
@@ -244,16 +309,23 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
   const accessTokenTtlSeconds = optionalInteger(options.accessTokenTtlSeconds, 'accessTokenTtlSeconds', 300, 1, 86_400);
   const manifestTtlSeconds = optionalInteger(options.manifestTtlSeconds, 'manifestTtlSeconds', 3600, 1, 30 * 86_400);
   const scopes = [...(options.scopes ?? COMPANION_SCOPES)];
-  if (scopes.length === 0 || !scopes.every((s) => KNOWN_SCOPES.has(s))) throw invalidArgument('scopes', `a non-empty list among: ${COMPANION_SCOPES.join(' ')}`);
-  if (options.user !== undefined && (typeof options.user !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(options.user))) throw invalidArgument('user', 'a name matching [A-Za-z0-9._-]{1,64}');
+  if (scopes.length === 0 || !scopes.every((s) => KNOWN_SCOPES.has(s)))
+    throw invalidArgument('scopes', `a non-empty list among: ${COMPANION_SCOPES.join(' ')}`);
+  if (options.user !== undefined && (typeof options.user !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(options.user)))
+    throw invalidArgument('user', 'a name matching [A-Za-z0-9._-]{1,64}');
   if (options.password !== undefined) assertString(options.password, 'password');
   const extraModels = options.extraModels ?? [];
   for (const spec of extraModels) assertSyntheticSpec(spec);
   const syntheticLlamas = options.syntheticLlamas ?? [];
   const modelFiles = options.modelFiles ?? [];
-  if (new Set([DEMO_MODEL_ID, ...extraModels.map((m) => m.id)]).size !== extraModels.length + 1) throw invalidArgument('extraModels', `models with unique ids other than ${DEMO_MODEL_ID}`);
+  if (new Set([DEMO_MODEL_ID, ...extraModels.map((m) => m.id)]).size !== extraModels.length + 1)
+    throw invalidArgument('extraModels', `models with unique ids other than ${DEMO_MODEL_ID}`);
   const ids = [DEMO_MODEL_ID, ...extraModels.map((m) => m.id), ...publishedModelIds(syntheticLlamas, modelFiles)];
-  if (new Set(ids).size !== ids.length) throw invalidArgument('syntheticLlamas and modelFiles', 'models with unique ids (another id is needed: a model has the id of another)');
+  if (new Set(ids).size !== ids.length)
+    throw invalidArgument(
+      'syntheticLlamas and modelFiles',
+      'models with unique ids (another id is needed: a model has the id of another)',
+    );
   const log = options.log ?? (() => undefined);
 
   const dataDir = options.dataDir ?? null;
@@ -294,20 +366,48 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
     const files: HostedFile[] = [hostedBuffer(DEMO_MODEL_ID, `/models/${DEMO_MODEL_ID}.gguf`, demo, demoSha)];
     extraModels.forEach((spec, i) => {
       const sha = syntheticDigests[i]!;
-      files.push({ modelId: spec.id, path: `/models/${spec.id}.bin`, size: spec.size, etag: etagOf(sha, spec.size), open: (start, end) => syntheticRange(spec.seed, spec.size, start, end) });
+      files.push({
+        modelId: spec.id,
+        path: `/models/${spec.id}.bin`,
+        size: spec.size,
+        etag: etagOf(sha, spec.size),
+        open: (start, end) => syntheticRange(spec.seed, spec.size, start, end),
+      });
     });
     // Closed after the model host (cleanups run in reverse): no range is read from a closed descriptor.
     const published = await preparePublishedModels(syntheticLlamas, modelFiles, dataDir, log);
     cleanups.push(() => published.close());
-    for (const model of published.models) files.push({ modelId: model.id, path: `/models/${model.id}.gguf`, size: model.size, etag: etagOf(model.sha256, model.size), open: model.open });
+    for (const model of published.models)
+      files.push({
+        modelId: model.id,
+        path: `/models/${model.id}.gguf`,
+        size: model.size,
+        etag: etagOf(model.sha256, model.size),
+        open: model.open,
+      });
 
-    const modelHost = await startModelHost({ port: modelHostPortWanted, key: tls.modelHost.keyPem, cert: tls.modelHost.certPem, files, ...(options.misbehave === undefined ? {} : { misbehaviour: options.misbehave }) }).catch((error: unknown) => {
-      throw modelHostPortRemembered && portsFile !== null ? rememberedBindError(error, 'model host', modelHostPortWanted, portsFile) : error;
+    const modelHost = await startModelHost({
+      port: modelHostPortWanted,
+      key: tls.modelHost.keyPem,
+      cert: tls.modelHost.certPem,
+      files,
+      ...(options.misbehave === undefined ? {} : { misbehaviour: options.misbehave }),
+    }).catch((error: unknown) => {
+      throw modelHostPortRemembered && portsFile !== null
+        ? rememberedBindError(error, 'model host', modelHostPortWanted, portsFile)
+        : error;
     });
     cleanups.push(() => modelHost.close());
 
     const models: ManifestModel[] = [
-      { id: DEMO_MODEL_ID, name: 'Tiny demo model (random weights, generated)', url: `${modelHost.url}/models/${DEMO_MODEL_ID}.gguf`, size: demo.length, sha256: demoSha, runtime: { contextLength: 2048 } },
+      {
+        id: DEMO_MODEL_ID,
+        name: 'Tiny demo model (random weights, generated)',
+        url: `${modelHost.url}/models/${DEMO_MODEL_ID}.gguf`,
+        size: demo.length,
+        sha256: demoSha,
+        runtime: { contextLength: 2048 },
+      },
       ...extraModels.map((spec, i): ManifestModel => ({
         id: spec.id,
         name: spec.name ?? `Synthetic file ${spec.id}`,
@@ -327,7 +427,8 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
     ];
 
     // The hub server listens first: the issuer names its real port.
-    let handler: (req: IncomingMessage, res: ServerResponse) => Promise<void> = async (_req, res) => reply(res, 503, 'starting');
+    let handler: (req: IncomingMessage, res: ServerResponse) => Promise<void> = async (_req, res) =>
+      reply(res, 503, 'starting');
     const sockets = new Set<Socket>();
     const server = createServer({ key: tls.hub.keyPem, cert: tls.hub.certPem, minVersion: 'TLSv1.2' }, (req, res) => {
       handler(req, res).catch(() => {
@@ -344,7 +445,9 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
     });
     server.on('tlsClientError', () => undefined);
     const hubPort = await listen(server, hubPortWanted).catch((error: unknown) => {
-      throw hubPortRemembered && portsFile !== null ? rememberedBindError(error, 'hub', hubPortWanted, portsFile) : error;
+      throw hubPortRemembered && portsFile !== null
+        ? rememberedBindError(error, 'hub', hubPortWanted, portsFile)
+        : error;
     });
     cleanups.push(async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -354,11 +457,31 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
     });
     const issuer = `https://127.0.0.1:${hubPort}`;
     // Kept once both are bound: the next start reuses them, so the issuer stays the same.
-    if (portsFile !== null) writePrivateFileAtomic(portsFile, JSON.stringify({ hub: hubPort, modelHost: Number(new URL(modelHost.url).port) }));
+    if (portsFile !== null)
+      writePrivateFileAtomic(
+        portsFile,
+        JSON.stringify({ hub: hubPort, modelHost: Number(new URL(modelHost.url).port) }),
+      );
     const expectedHost = `127.0.0.1:${hubPort}`;
 
-    const auth = createAuthServer({ issuer, store, jwks: keys.jwks, cookieKeys: keys.cookieKeys, user: keys.user, password: keys.password, clientScopes: scopes, accessTokenTtlSeconds, log });
-    const signer = new ManifestSigner({ issuer, privateKey: keys.manifestKey, ttlSeconds: manifestTtlSeconds, models, version: resolveManifestVersion(models, issuer, dataDir, Math.floor(Date.now() / 1000)) });
+    const auth = createAuthServer({
+      issuer,
+      store,
+      jwks: keys.jwks,
+      cookieKeys: keys.cookieKeys,
+      user: keys.user,
+      password: keys.password,
+      clientScopes: scopes,
+      accessTokenTtlSeconds,
+      log,
+    });
+    const signer = new ManifestSigner({
+      issuer,
+      privateKey: keys.manifestKey,
+      ttlSeconds: manifestTtlSeconds,
+      models,
+      version: resolveManifestVersion(models, issuer, dataDir, Math.floor(Date.now() / 1000)),
+    });
 
     handler = async (req, res) => {
       // One Host, exactly the issuer's: URLs the provider builds come from it, and it blocks rebinding.
@@ -376,7 +499,11 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
       }
       if (await auth.handle(req, res)) return;
       if (path === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
-        reply(res, 200, `Companion reference hub\nissuer ${issuer}\nauthorization server ${issuer}${AUTH_BASE}\nmanifest ${issuer}${MANIFEST_PATH}`);
+        reply(
+          res,
+          200,
+          `Companion reference hub\nissuer ${issuer}\nauthorization server ${issuer}${AUTH_BASE}\nmanifest ${issuer}${MANIFEST_PATH}`,
+        );
         return;
       }
       reply(res, 404, 'not found');

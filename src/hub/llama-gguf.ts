@@ -15,8 +15,23 @@ import { createCipheriv, createHash } from 'node:crypto';
 import { Buffer } from 'node:buffer';
 import { invalidArgument } from './args.js';
 import {
-  SPACE, TINY_GGUF_CHAT_TEMPLATE, TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNKNOWN, T_ARRAY, T_BOOL, T_FLOAT32, T_INT32, T_STRING, T_UINT32,
-  Writer, generateTinyGguf, pieces, writeMetadata, type MetadataValue,
+  SPACE,
+  TINY_GGUF_CHAT_TEMPLATE,
+  TOKEN_BYTE,
+  TOKEN_CONTROL,
+  TOKEN_NORMAL,
+  TOKEN_UNKNOWN,
+  T_ARRAY,
+  T_BOOL,
+  T_FLOAT32,
+  T_INT32,
+  T_STRING,
+  T_UINT32,
+  Writer,
+  generateTinyGguf,
+  pieces,
+  writeMetadata,
+  type MetadataValue,
 } from './tiny-gguf.js';
 
 /** The shape of a synthetic llama. */
@@ -35,7 +50,15 @@ export interface LlamaShape {
 /** The named sizes. `tiny` is exactly the bytes of `generateTinyGguf()`. */
 export const SYNTHETIC_LLAMA_PRESETS = Object.freeze({
   tiny: Object.freeze({ nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 4, nFf: 128, vocabSize: 0, contextLength: 2048 }),
-  smol135m: Object.freeze({ nEmbd: 576, nLayer: 30, nHead: 9, nHeadKv: 3, nFf: 1536, vocabSize: 8192, contextLength: 8192 }),
+  smol135m: Object.freeze({
+    nEmbd: 576,
+    nLayer: 30,
+    nHead: 9,
+    nHeadKv: 3,
+    nFf: 1536,
+    vocabSize: 8192,
+    contextLength: 8192,
+  }),
 } satisfies Record<string, LlamaShape>);
 
 export type SyntheticLlamaPreset = keyof typeof SYNTHETIC_LLAMA_PRESETS;
@@ -76,16 +99,140 @@ const Q8_0_BLOCK_BYTES = 34;
 const FILE_TYPE_MOSTLY_Q8_0 = 7;
 
 const MORE_WORDS = [
-  'a', 'I', 'he', 'she', 'they', 'his', 'her', 'their', 'will', 'would', 'there', 'what', 'so', 'up', 'out', 'if', 'about', 'who',
-  'get', 'which', 'go', 'me', 'when', 'make', 'like', 'time', 'no', 'just', 'him', 'know', 'take', 'people', 'into', 'year', 'your',
-  'good', 'some', 'could', 'them', 'see', 'other', 'than', 'then', 'now', 'look', 'only', 'come', 'its', 'over', 'think', 'also',
-  'back', 'after', 'use', 'two', 'how', 'our', 'work', 'first', 'well', 'way', 'even', 'new', 'want', 'because', 'any', 'these',
-  'give', 'day', 'most', 'us', 'tell', 'story', 'long', 'once', 'upon', 'answer', 'question', 'data', 'user', 'text', 'number',
-  'name', 'list', 'file', 'value', 'true', 'false', 'null', 'json', 'code', 'function', 'return', 'string', 'The', 'A', 'It', 'In',
-  'This', 'We', 'You', 'They', 'What', 'How', 'Why', 'Yes', 'No',
+  'a',
+  'I',
+  'he',
+  'she',
+  'they',
+  'his',
+  'her',
+  'their',
+  'will',
+  'would',
+  'there',
+  'what',
+  'so',
+  'up',
+  'out',
+  'if',
+  'about',
+  'who',
+  'get',
+  'which',
+  'go',
+  'me',
+  'when',
+  'make',
+  'like',
+  'time',
+  'no',
+  'just',
+  'him',
+  'know',
+  'take',
+  'people',
+  'into',
+  'year',
+  'your',
+  'good',
+  'some',
+  'could',
+  'them',
+  'see',
+  'other',
+  'than',
+  'then',
+  'now',
+  'look',
+  'only',
+  'come',
+  'its',
+  'over',
+  'think',
+  'also',
+  'back',
+  'after',
+  'use',
+  'two',
+  'how',
+  'our',
+  'work',
+  'first',
+  'well',
+  'way',
+  'even',
+  'new',
+  'want',
+  'because',
+  'any',
+  'these',
+  'give',
+  'day',
+  'most',
+  'us',
+  'tell',
+  'story',
+  'long',
+  'once',
+  'upon',
+  'answer',
+  'question',
+  'data',
+  'user',
+  'text',
+  'number',
+  'name',
+  'list',
+  'file',
+  'value',
+  'true',
+  'false',
+  'null',
+  'json',
+  'code',
+  'function',
+  'return',
+  'string',
+  'The',
+  'A',
+  'It',
+  'In',
+  'This',
+  'We',
+  'You',
+  'They',
+  'What',
+  'How',
+  'Why',
+  'Yes',
+  'No',
 ];
 const LETTERS = 'etaoinshrdlucmfwgypbvkjxqz';
-const EXTRA_SINGLES = [...'0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ', ':', ';', '-', '(', ')', '"', '{', '}', '[', ']', '/', '*', '+', '=', '<', '>', '_', '#', '&', '%', '$', '@'];
+const EXTRA_SINGLES = [
+  ...'0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ',
+  ':',
+  ';',
+  '-',
+  '(',
+  ')',
+  '"',
+  '{',
+  '}',
+  '[',
+  ']',
+  '/',
+  '*',
+  '+',
+  '=',
+  '<',
+  '>',
+  '_',
+  '#',
+  '&',
+  '%',
+  '$',
+  '@',
+];
 
 interface Vocabulary {
   readonly tokens: string[];
@@ -152,7 +299,9 @@ function f16Bits(value: number): number {
 }
 
 function keystream(seed: number, tensor: string, length: number): Buffer {
-  const key = createHash('sha256').update(`companion-llama-v${SYNTHETIC_LLAMA_FORMAT}\0${seed}\0${tensor}`, 'utf8').digest();
+  const key = createHash('sha256')
+    .update(`companion-llama-v${SYNTHETIC_LLAMA_FORMAT}\0${seed}\0${tensor}`, 'utf8')
+    .digest();
   const cipher = createCipheriv('aes-128-ctr', key.subarray(0, 16), key.subarray(16, 32));
   return cipher.update(Buffer.alloc(length));
 }
@@ -201,7 +350,8 @@ function tensorBytes(plan: TensorPlan, seed: number): Buffer {
 }
 
 function assertSeed(seed: number): void {
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidArgument('seed', 'an integer from 0 to 4294967295');
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw invalidArgument('seed', 'an integer from 0 to 4294967295');
 }
 
 /**
@@ -214,17 +364,25 @@ function assertSeed(seed: number): void {
  * @throws TypeError ERR_INVALID_ARG_VALUE for an unknown preset, a bad seed or layer count
  */
 export function syntheticLlamaGguf(preset: string, options: SyntheticLlamaOptions = {}): SyntheticLlamaFile {
-  if (!isSyntheticLlamaPreset(preset)) throw invalidArgument('preset', `one of ${Object.keys(SYNTHETIC_LLAMA_PRESETS).join(', ')}`);
+  if (!isSyntheticLlamaPreset(preset))
+    throw invalidArgument('preset', `one of ${Object.keys(SYNTHETIC_LLAMA_PRESETS).join(', ')}`);
   const seed = options.seed ?? 1;
   assertSeed(seed);
   const shape: LlamaShape = SYNTHETIC_LLAMA_PRESETS[preset];
   if (preset === 'tiny') {
     if (options.layers !== undefined) throw invalidArgument('layers', 'absent for the tiny preset');
     const bytes = generateTinyGguf({ seed });
-    return { name: `companion-tiny-${seed}`, size: bytes.length, *chunks() { yield Buffer.from(bytes); } };
+    return {
+      name: `companion-tiny-${seed}`,
+      size: bytes.length,
+      *chunks() {
+        yield Buffer.from(bytes);
+      },
+    };
   }
   const nLayer = options.layers ?? shape.nLayer;
-  if (!Number.isInteger(nLayer) || nLayer < 1 || nLayer > shape.nLayer) throw invalidArgument('layers', `an integer from 1 to ${shape.nLayer}`);
+  if (!Number.isInteger(nLayer) || nLayer < 1 || nLayer > shape.nLayer)
+    throw invalidArgument('layers', `an integer from 1 to ${shape.nLayer}`);
   const name = `companion-${preset}-${seed}${nLayer === shape.nLayer ? '' : `-l${nLayer}`}`;
   const vocab = vocabulary(shape.vocabSize);
   const nVocab = vocab.tokens.length;

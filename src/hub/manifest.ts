@@ -8,7 +8,14 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { MANIFEST_PURPOSE, encodeManifestPayload, signManifestPayload, type ManifestEnvelope, type ManifestModel, type ManifestPayload } from '../core/manifest-format.js';
+import {
+  MANIFEST_PURPOSE,
+  encodeManifestPayload,
+  signManifestPayload,
+  type ManifestEnvelope,
+  type ManifestModel,
+  type ManifestPayload,
+} from '../core/manifest-format.js';
 import { readJsonOptional, writePrivateFileAtomic } from './files.js';
 
 /** The scope an access token needs to read the manifest. */
@@ -27,7 +34,12 @@ interface VersionFile {
  * max(stored + 1, now in seconds). Without a data directory: now in seconds, so a restarted in-memory hub
  * does not go below what a companion saw from the last run (given a clock that does not go back).
  */
-export function resolveManifestVersion(models: readonly ManifestModel[], issuer: string, dataDir: string | null, nowSeconds: number): number {
+export function resolveManifestVersion(
+  models: readonly ManifestModel[],
+  issuer: string,
+  dataDir: string | null,
+  nowSeconds: number,
+): number {
   const contentDigest = createHash('sha256').update(JSON.stringify({ issuer, models })).digest('hex');
   if (dataDir === null) return nowSeconds;
   const path = join(dataDir, 'manifest-state.json');
@@ -35,10 +47,20 @@ export function resolveManifestVersion(models: readonly ManifestModel[], issuer:
   if (stored?.format === 'companion-hub-manifest-state-v1' && Number.isSafeInteger(stored.version)) {
     if (stored.contentDigest === contentDigest) return stored.version;
     const version = Math.max(stored.version + 1, nowSeconds);
-    writePrivateFileAtomic(path, JSON.stringify({ format: 'companion-hub-manifest-state-v1', version, contentDigest } satisfies VersionFile));
+    writePrivateFileAtomic(
+      path,
+      JSON.stringify({ format: 'companion-hub-manifest-state-v1', version, contentDigest } satisfies VersionFile),
+    );
     return version;
   }
-  writePrivateFileAtomic(path, JSON.stringify({ format: 'companion-hub-manifest-state-v1', version: nowSeconds, contentDigest } satisfies VersionFile));
+  writePrivateFileAtomic(
+    path,
+    JSON.stringify({
+      format: 'companion-hub-manifest-state-v1',
+      version: nowSeconds,
+      contentDigest,
+    } satisfies VersionFile),
+  );
   return nowSeconds;
 }
 
@@ -50,7 +72,13 @@ export class ManifestSigner {
   readonly #models: readonly ManifestModel[];
   readonly #version: number;
 
-  constructor(options: { issuer: string; privateKey: KeyObject; ttlSeconds: number; models: readonly ManifestModel[]; version: number }) {
+  constructor(options: {
+    issuer: string;
+    privateKey: KeyObject;
+    ttlSeconds: number;
+    models: readonly ManifestModel[];
+    version: number;
+  }) {
     this.#issuer = options.issuer;
     this.#privateKey = options.privateKey;
     this.#ttlSeconds = options.ttlSeconds;
@@ -85,14 +113,24 @@ export class ManifestSigner {
 }
 
 /** Outcome of checking a bearer token for the manifest. */
-export type TokenCheck = { readonly ok: true } | { readonly ok: false; readonly reason: 'invalid_token' | 'insufficient_scope' };
+export type TokenCheck =
+  { readonly ok: true } | { readonly ok: false; readonly reason: 'invalid_token' | 'insufficient_scope' };
 
-function challenge(res: ServerResponse, status: 400 | 401 | 403, error?: 'invalid_request' | 'invalid_token' | 'insufficient_scope'): void {
+function challenge(
+  res: ServerResponse,
+  status: 400 | 401 | 403,
+  error?: 'invalid_request' | 'invalid_token' | 'insufficient_scope',
+): void {
   // RFC 6750 §3: the challenge names the realm and the scope needed; no description that helps probing.
   const parts = ['realm="companion-hub"', `scope="${MANIFEST_SCOPE}"`];
   if (error !== undefined) parts.push(`error="${error}"`);
   const body = Buffer.from(JSON.stringify({ error: error ?? 'unauthorized' }));
-  res.writeHead(status, { 'WWW-Authenticate': `Bearer ${parts.join(', ')}`, 'Content-Type': 'application/json', 'Content-Length': String(body.length), 'Cache-Control': 'no-store' });
+  res.writeHead(status, {
+    'WWW-Authenticate': `Bearer ${parts.join(', ')}`,
+    'Content-Type': 'application/json',
+    'Content-Length': String(body.length),
+    'Cache-Control': 'no-store',
+  });
   res.end(body);
 }
 
@@ -100,7 +138,12 @@ function challenge(res: ServerResponse, status: 400 | 401 | 403, error?: 'invali
  * Serves the manifest endpoint: only `GET`, only `Authorization: Bearer` (never a query or body token),
  * 401 with `WWW-Authenticate` for a missing/invalid token, 403 `insufficient_scope` without the scope.
  */
-export async function handleManifestRequest(req: IncomingMessage, res: ServerResponse, signer: ManifestSigner, checkToken: (token: string) => Promise<TokenCheck>): Promise<void> {
+export async function handleManifestRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  signer: ManifestSigner,
+  checkToken: (token: string) => Promise<TokenCheck>,
+): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Length': '0' });
     res.end();
@@ -112,7 +155,9 @@ export async function handleManifestRequest(req: IncomingMessage, res: ServerRes
     return;
   }
   const authorization = req.headers.authorization;
-  const authCount = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'authorization').length;
+  const authCount = req.rawHeaders.filter(
+    (_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'authorization',
+  ).length;
   if (authorization === undefined) {
     challenge(res, 401);
     return;
@@ -128,6 +173,11 @@ export async function handleManifestRequest(req: IncomingMessage, res: ServerRes
     return;
   }
   const body = Buffer.from(JSON.stringify(signer.envelope()), 'utf8');
-  res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': String(body.length), 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
+  res.writeHead(200, {
+    'Content-Type': 'application/json',
+    'Content-Length': String(body.length),
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+  });
   res.end(req.method === 'HEAD' ? undefined : body);
 }

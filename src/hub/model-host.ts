@@ -120,7 +120,13 @@ function record(req: IncomingMessage): ModelHostRequestRecord {
 
 function plain(res: ServerResponse, status: number, text: string, extra: Record<string, string> = {}): void {
   const body = Buffer.from(`${text}\n`, 'utf8');
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(body.length), 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff', ...extra });
+  res.writeHead(status, {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': String(body.length),
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+    ...extra,
+  });
   res.end(body);
 }
 
@@ -149,12 +155,22 @@ export async function startModelHost(options: {
 
     const bad = misbehaviour.onlyModel === undefined || misbehaviour.onlyModel === file.modelId ? misbehaviour : {};
     if (bad.redirectToHttp === true) {
-      res.writeHead(302, { Location: `http://127.0.0.1:${port}${path}`, 'Content-Length': '0', 'Cache-Control': 'no-store' });
+      res.writeHead(302, {
+        Location: `http://127.0.0.1:${port}${path}`,
+        'Content-Length': '0',
+        'Cache-Control': 'no-store',
+      });
       res.end();
       return;
     }
     const etag = bad.changeEtag === true ? `"${file.etag.slice(1, -1)}-changed"` : file.etag;
-    const common = { 'Accept-Ranges': 'bytes', ETag: etag, 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' };
+    const common = {
+      'Accept-Ranges': 'bytes',
+      ETag: etag,
+      'Content-Type': 'application/octet-stream',
+      'Cache-Control': 'no-cache',
+      'X-Content-Type-Options': 'nosniff',
+    };
 
     let start = 0;
     let end = file.size - 1;
@@ -163,7 +179,12 @@ export async function startModelHost(options: {
     const ifRange = req.headers['if-range'];
     if (typeof rangeHeader === 'string' && bad.ignoreRange !== true && (ifRange === undefined || ifRange === etag)) {
       const range = parseRange(rangeHeader, file.size);
-      if (range === 'unsatisfiable') return plain(res, 416, 'range not satisfiable', { 'Content-Range': `bytes */${file.size}`, ETag: etag, 'Accept-Ranges': 'bytes' });
+      if (range === 'unsatisfiable')
+        return plain(res, 416, 'range not satisfiable', {
+          'Content-Range': `bytes */${file.size}`,
+          ETag: etag,
+          'Accept-Ranges': 'bytes',
+        });
       if (range !== 'ignore') {
         ({ start, end } = range);
         status = 206;
@@ -185,7 +206,10 @@ export async function startModelHost(options: {
     let after: 'end' | 'cut' | 'stall' | 'drop' = 'end';
     if (announced < length) stopAt = start + announced;
     if (announced > length) after = 'drop';
-    for (const [offset, kind] of [[bad.cutAfterBytes, 'cut'], [bad.stallAfterBytes, 'stall']] as const) {
+    for (const [offset, kind] of [
+      [bad.cutAfterBytes, 'cut'],
+      [bad.stallAfterBytes, 'stall'],
+    ] as const) {
       if (offset !== undefined && start < offset && offset < stopAt) {
         stopAt = offset;
         after = kind;
@@ -238,7 +262,9 @@ export async function startModelHost(options: {
   });
   server.on('tlsClientError', () => undefined);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (error) => reject(new CompanionError('ERR_BIND_FAILED', 'the model host could not listen on 127.0.0.1', { cause: error })));
+    server.once('error', (error) =>
+      reject(new CompanionError('ERR_BIND_FAILED', 'the model host could not listen on 127.0.0.1', { cause: error })),
+    );
     server.listen({ port: options.port, host: '127.0.0.1', exclusive: true }, () => resolve());
   });
   const address = server.address();

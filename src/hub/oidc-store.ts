@@ -108,7 +108,10 @@ export class OidcStore {
       const file: ModelFile = { format: 'companion-hub-oidc-store-v1', entries };
       writePrivateFileAtomic(path, JSON.stringify(file));
     });
-    this.#writes.set(model, next.catch(() => undefined));
+    this.#writes.set(
+      model,
+      next.catch(() => undefined),
+    );
     return next;
   }
 }
@@ -165,7 +168,8 @@ class ModelAdapter implements Adapter {
 
   async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
     for (const [key, entry] of this.#store._table(this.#model)) {
-      if (entry.payload.userCode === userCode && this.#live(key) !== undefined && entry.idIsJti !== true) return structuredClone(entry.payload);
+      if (entry.payload.userCode === userCode && this.#live(key) !== undefined && entry.idIsJti !== true)
+        return structuredClone(entry.payload);
     }
     return undefined;
   }

@@ -73,9 +73,17 @@ ${body}
 }
 
 /** The sign-in form. `error` is one of our fixed messages, never input. */
-export function loginPage(options: { action: string; csrf: string; clientName: string; error?: string; username?: string }): string {
+export function loginPage(options: {
+  action: string;
+  csrf: string;
+  clientName: string;
+  error?: string;
+  username?: string;
+}): string {
   const error = options.error === undefined ? '' : `<p class="error" role="alert">${escapeHtml(options.error)}</p>\n`;
-  return layout('Sign in to the hub', `<h1>Sign in to the hub</h1>
+  return layout(
+    'Sign in to the hub',
+    `<h1>Sign in to the hub</h1>
 <p class="muted">${escapeHtml(options.clientName)} asks you to sign in.</p>
 ${error}<form method="post" action="${escapeHtml(options.action)}">
 <input type="hidden" name="csrf" value="${escapeHtml(options.csrf)}">
@@ -87,7 +95,8 @@ ${error}<form method="post" action="${escapeHtml(options.action)}">
 <button type="submit" name="action" value="login" id="sign-in">Sign in</button>
 <button type="submit" name="action" value="cancel" class="secondary" id="cancel" formnovalidate>Cancel</button>
 </div>
-</form>`);
+</form>`,
+  );
 }
 
 const SCOPE_TEXT: Record<string, string> = {
@@ -97,9 +106,20 @@ const SCOPE_TEXT: Record<string, string> = {
 };
 
 /** The consent form: who asks, what for, where the answer goes. */
-export function consentPage(options: { action: string; csrf: string; clientName: string; user: string; scopes: readonly string[]; redirectTarget: string }): string {
-  const items = options.scopes.map((s) => `<li><code>${escapeHtml(s)}</code> — ${escapeHtml(SCOPE_TEXT[s] ?? 'an access this hub defines')}</li>`).join('\n');
-  return layout('Allow access?', `<h1>Allow ${escapeHtml(options.clientName)}?</h1>
+export function consentPage(options: {
+  action: string;
+  csrf: string;
+  clientName: string;
+  user: string;
+  scopes: readonly string[];
+  redirectTarget: string;
+}): string {
+  const items = options.scopes
+    .map((s) => `<li><code>${escapeHtml(s)}</code> — ${escapeHtml(SCOPE_TEXT[s] ?? 'an access this hub defines')}</li>`)
+    .join('\n');
+  return layout(
+    'Allow access?',
+    `<h1>Allow ${escapeHtml(options.clientName)}?</h1>
 <p>Signed in as <strong>${escapeHtml(options.user)}</strong>.</p>
 <p>${escapeHtml(options.clientName)} on this computer asks to:</p>
 <ul>
@@ -112,7 +132,8 @@ ${items}
 <button type="submit" name="action" value="allow" id="allow">Allow</button>
 <button type="submit" name="action" value="deny" class="secondary" id="deny">Deny</button>
 </div>
-</form>`);
+</form>`,
+  );
 }
 
 /** A page for a dead end (expired interaction, bad request). `message` is one of our fixed texts. */

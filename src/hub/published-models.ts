@@ -14,14 +14,32 @@
  * removes. Log lines name models by id and size, never by digest.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdtempSync, openSync, read, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  fsyncSync,
+  lstatSync,
+  mkdtempSync,
+  openSync,
+  read,
+  readSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { CompanionError } from '../core/errors.js';
 import { invalidArgument } from './args.js';
 import { ensurePrivateDir, readJsonOptional, writePrivateFileAtomic } from './files.js';
-import { SYNTHETIC_LLAMA_FORMAT, SYNTHETIC_LLAMA_PRESETS, isSyntheticLlamaPreset, syntheticLlamaGguf } from './llama-gguf.js';
+import {
+  SYNTHETIC_LLAMA_FORMAT,
+  SYNTHETIC_LLAMA_PRESETS,
+  isSyntheticLlamaPreset,
+  syntheticLlamaGguf,
+} from './llama-gguf.js';
 
 /** A synthetic llama to publish (`companion hub --synthetic-model PRESET`). */
 export interface SyntheticLlamaSpec {
@@ -66,13 +84,22 @@ export function isModelId(id: string): boolean {
  * at most 64 characters. Null when nothing usable is left (the caller asks for `--model-id`).
  */
 export function modelIdFromFileName(path: string): string | null {
-  const stem = basename(path).replace(/\.gguf$/i, '').toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 64).replace(/[-.]+$/, '');
+  const stem = basename(path)
+    .replace(/\.gguf$/i, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+/, '')
+    .slice(0, 64)
+    .replace(/[-.]+$/, '');
   return isModelId(stem) ? stem : null;
 }
 
 /** The manifest ids the specs will have (a file whose name gives none: the empty string). */
 export function publishedModelIds(synthetic: readonly SyntheticLlamaSpec[], files: readonly ModelFileSpec[]): string[] {
-  return [...synthetic.map((spec) => spec.id ?? spec.preset), ...files.map((spec) => spec.id ?? modelIdFromFileName(spec.path) ?? '')];
+  return [
+    ...synthetic.map((spec) => spec.id ?? spec.preset),
+    ...files.map((spec) => spec.id ?? modelIdFromFileName(spec.path) ?? ''),
+  ];
 }
 
 function human(bytes: number): string {
@@ -210,13 +237,18 @@ export async function preparePublishedModels(
   log: (line: string) => void,
 ): Promise<{ models: PublishedModel[]; close(): void }> {
   for (const spec of synthetic) {
-    if (!isSyntheticLlamaPreset(spec.preset)) throw invalidArgument('a synthetic model preset', `one of ${Object.keys(SYNTHETIC_LLAMA_PRESETS).join(', ')}`);
-    if (spec.id !== undefined && !isModelId(spec.id)) throw invalidArgument('a synthetic model id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
+    if (!isSyntheticLlamaPreset(spec.preset))
+      throw invalidArgument('a synthetic model preset', `one of ${Object.keys(SYNTHETIC_LLAMA_PRESETS).join(', ')}`);
+    if (spec.id !== undefined && !isModelId(spec.id))
+      throw invalidArgument('a synthetic model id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
   }
   for (const spec of files) {
-    if (typeof spec.path !== 'string' || spec.path.length === 0) throw invalidArgument('a model file path', 'a non-empty string', 'ERR_INVALID_ARG_TYPE');
-    if (spec.id !== undefined && !isModelId(spec.id)) throw invalidArgument('a model file id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
-    if (spec.id === undefined && modelIdFromFileName(spec.path) === null) throw invalidArgument('a model file id', 'given: no id can be derived from the file name');
+    if (typeof spec.path !== 'string' || spec.path.length === 0)
+      throw invalidArgument('a model file path', 'a non-empty string', 'ERR_INVALID_ARG_TYPE');
+    if (spec.id !== undefined && !isModelId(spec.id))
+      throw invalidArgument('a model file id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
+    if (spec.id === undefined && modelIdFromFileName(spec.path) === null)
+      throw invalidArgument('a model file id', 'given: no id can be derived from the file name');
   }
 
   const fds: number[] = [];
@@ -229,13 +261,20 @@ export async function preparePublishedModels(
   const models: PublishedModel[] = [];
   try {
     if (synthetic.length > 0) {
-      const dir = dataDir === null ? (tempDir = mkdtempSync(join(tmpdir(), 'companion-hub-models-'))) : join(dataDir, 'synthetic-models');
+      const dir =
+        dataDir === null
+          ? (tempDir = mkdtempSync(join(tmpdir(), 'companion-hub-models-')))
+          : join(dataDir, 'synthetic-models');
       // The generated files are written into it: refuse a planted symlink in place of the folder.
-      if (isSymlink(dir)) throw new CompanionError('ERR_HUB_MODEL_FILE', `${dir} is a symlink, not a folder: remove it`);
+      if (isSymlink(dir))
+        throw new CompanionError('ERR_HUB_MODEL_FILE', `${dir} is a symlink, not a folder: remove it`);
       ensurePrivateDir(dir);
       const cachePath = dataDir === null ? null : join(dataDir, 'synthetic-llama.json');
       const stored = cachePath === null ? null : (readJsonOptional(cachePath) as LlamaCacheFile | null);
-      const cache: Record<string, { size: number; sha256: string }> = stored?.format === 'companion-hub-synthetic-llama-v1' && typeof stored.files === 'object' ? { ...stored.files } : {};
+      const cache: Record<string, { size: number; sha256: string }> =
+        stored?.format === 'companion-hub-synthetic-llama-v1' && typeof stored.files === 'object'
+          ? { ...stored.files }
+          : {};
       for (const spec of synthetic) {
         const seed = spec.seed ?? 1;
         const id = spec.id ?? spec.preset;
@@ -243,7 +282,8 @@ export async function preparePublishedModels(
         const fileName = `${spec.preset}-s${seed}-v${SYNTHETIC_LLAMA_FORMAT}.gguf`;
         const path = join(dir, fileName);
         const known = cache[fileName];
-        let sha256 = known !== undefined && known.size === file.size && /^[0-9a-f]{64}$/.test(known.sha256) ? known.sha256 : null;
+        let sha256 =
+          known !== undefined && known.size === file.size && /^[0-9a-f]{64}$/.test(known.sha256) ? known.sha256 : null;
         let fd = sha256 === null ? null : openOwn(path, file.size);
         if (fd === null) {
           const started = performance.now();
@@ -252,21 +292,36 @@ export async function preparePublishedModels(
           sha256 = generateInto(path, file);
           log(`model ${id}: generated in ${((performance.now() - started) / 1000).toFixed(1)} s`);
           cache[fileName] = { size: file.size, sha256 };
-          if (cachePath !== null) writePrivateFileAtomic(cachePath, JSON.stringify({ format: 'companion-hub-synthetic-llama-v1', files: cache } satisfies LlamaCacheFile));
+          if (cachePath !== null)
+            writePrivateFileAtomic(
+              cachePath,
+              JSON.stringify({ format: 'companion-hub-synthetic-llama-v1', files: cache } satisfies LlamaCacheFile),
+            );
           fd = openOwn(path, file.size);
-          if (fd === null) throw new CompanionError('ERR_HUB_MODEL_FILE', `model ${id}: the generated file could not be opened again`);
+          if (fd === null)
+            throw new CompanionError('ERR_HUB_MODEL_FILE', `model ${id}: the generated file could not be opened again`);
         } else {
           log(`model ${id}: reusing the generated ${spec.preset} llama (${human(file.size)})`);
         }
         fds.push(fd);
         const shape = SYNTHETIC_LLAMA_PRESETS[spec.preset as keyof typeof SYNTHETIC_LLAMA_PRESETS];
-        models.push({ id, name: `Synthetic ${spec.preset} llama (random weights, seed ${seed})`, size: file.size, sha256: sha256!, contextLength: shape.contextLength, open: (start, end) => rangeOf(fd, start, end) });
+        models.push({
+          id,
+          name: `Synthetic ${spec.preset} llama (random weights, seed ${seed})`,
+          size: file.size,
+          sha256: sha256!,
+          contextLength: shape.contextLength,
+          open: (start, end) => rangeOf(fd, start, end),
+        });
       }
     }
 
     const digestPath = dataDir === null ? null : join(dataDir, 'model-file-sha256.json');
     const storedDigests = digestPath === null ? null : (readJsonOptional(digestPath) as DigestCacheFile | null);
-    const digests: Record<string, string> = storedDigests?.format === 'companion-hub-model-file-sha256-v1' && typeof storedDigests.digests === 'object' ? { ...storedDigests.digests } : {};
+    const digests: Record<string, string> =
+      storedDigests?.format === 'companion-hub-model-file-sha256-v1' && typeof storedDigests.digests === 'object'
+        ? { ...storedDigests.digests }
+        : {};
     for (const spec of files) {
       const id = spec.id ?? modelIdFromFileName(spec.path)!;
       let fd: number;
@@ -274,25 +329,43 @@ export async function preparePublishedModels(
         // Reading may follow a symlink (model caches are often links to blobs); the hub never writes here.
         fd = openSync(spec.path, constants.O_RDONLY);
       } catch (error) {
-        throw new CompanionError('ERR_HUB_MODEL_FILE', `the model file ${spec.path} cannot be opened (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+        throw new CompanionError(
+          'ERR_HUB_MODEL_FILE',
+          `the model file ${spec.path} cannot be opened (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+        );
       }
       fds.push(fd);
       const stat = fstatSync(fd, { bigint: true });
-      if (!stat.isFile()) throw new CompanionError('ERR_HUB_MODEL_FILE', `the model file ${spec.path} is not a regular file`);
+      if (!stat.isFile())
+        throw new CompanionError('ERR_HUB_MODEL_FILE', `the model file ${spec.path} is not a regular file`);
       const size = Number(stat.size);
       const magic = Buffer.alloc(4);
       const got = size >= 4 ? readSync(fd, magic, 0, 4, 0) : 0;
-      if (got !== 4 || !magic.equals(GGUF_MAGIC)) throw new CompanionError('ERR_HUB_MODEL_FILE', `the model file ${spec.path} is not a GGUF file (it does not start with "GGUF")`);
+      if (got !== 4 || !magic.equals(GGUF_MAGIC))
+        throw new CompanionError(
+          'ERR_HUB_MODEL_FILE',
+          `the model file ${spec.path} is not a GGUF file (it does not start with "GGUF")`,
+        );
       const key = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}`;
       let sha256 = digests[key];
       if (sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256)) {
         sha256 = await hashFd(fd, size, `model ${id}`, log);
         digests[key] = sha256;
-        if (digestPath !== null) writePrivateFileAtomic(digestPath, JSON.stringify({ format: 'companion-hub-model-file-sha256-v1', digests } satisfies DigestCacheFile));
+        if (digestPath !== null)
+          writePrivateFileAtomic(
+            digestPath,
+            JSON.stringify({ format: 'companion-hub-model-file-sha256-v1', digests } satisfies DigestCacheFile),
+          );
       } else {
         log(`model ${id}: digest remembered in the data dir (${human(size)})`);
       }
-      models.push({ id, name: `Model ${id} (a GGUF file published by the operator)`, size, sha256, open: (start, end) => rangeOf(fd, start, end) });
+      models.push({
+        id,
+        name: `Model ${id} (a GGUF file published by the operator)`,
+        size,
+        sha256,
+        open: (start, end) => rangeOf(fd, start, end),
+      });
     }
   } catch (error) {
     close();

@@ -25,7 +25,8 @@ function bucket(target: object, property: Key | undefined, create: boolean): Buc
 }
 
 function* chain(target: object): Generator<object> {
-  for (let current: object | null = target; current !== null; current = Object.getPrototypeOf(current) as object | null) yield current;
+  for (let current: object | null = target; current !== null; current = Object.getPrototypeOf(current) as object | null)
+    yield current;
 }
 
 const polyfill = {

@@ -33,7 +33,10 @@ const ZEROS = Buffer.alloc(CHUNK);
 const MAX_SIZE = Number.MAX_SAFE_INTEGER;
 
 function keyFor(seed: number | string): Buffer {
-  return createHash('sha256').update(`companion-synthetic-v1\0${String(seed)}`, 'utf8').digest().subarray(0, 16);
+  return createHash('sha256')
+    .update(`companion-synthetic-v1\0${String(seed)}`, 'utf8')
+    .digest()
+    .subarray(0, 16);
 }
 
 function counterBlock(blockIndex: number): Buffer {
@@ -44,15 +47,19 @@ function counterBlock(blockIndex: number): Buffer {
 
 /** Validates a spec. @throws TypeError ERR_INVALID_ARG_VALUE / ERR_INVALID_ARG_TYPE */
 export function assertSyntheticSpec(spec: SyntheticModelSpec): void {
-  if (typeof spec.id !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(spec.id)) throw invalidArgument('a synthetic model id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
+  if (typeof spec.id !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(spec.id))
+    throw invalidArgument('a synthetic model id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
   assertInteger(spec.size, 'a synthetic model size', 0, MAX_SIZE);
-  if (typeof spec.seed !== 'string' && !Number.isSafeInteger(spec.seed)) throw invalidArgument('a synthetic model seed', 'an integer or a string');
-  if (spec.sha256 !== undefined && (typeof spec.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(spec.sha256))) throw invalidArgument('a synthetic model sha256', '64 lower-case hex digits');
+  if (typeof spec.seed !== 'string' && !Number.isSafeInteger(spec.seed))
+    throw invalidArgument('a synthetic model seed', 'an integer or a string');
+  if (spec.sha256 !== undefined && (typeof spec.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(spec.sha256)))
+    throw invalidArgument('a synthetic model sha256', '64 lower-case hex digits');
 }
 
 /** The bytes `[start, endInclusive]` of the synthetic file (seed, size) as a stream. */
 export function syntheticRange(seed: number | string, size: number, start: number, endInclusive: number): Readable {
-  if (!(start >= 0 && endInclusive < size && start <= endInclusive + 1)) throw new RangeError('range outside the synthetic file');
+  if (!(start >= 0 && endInclusive < size && start <= endInclusive + 1))
+    throw new RangeError('range outside the synthetic file');
   const cipher = createCipheriv('aes-128-ctr', keyFor(seed), counterBlock(Math.floor(start / 16)));
   const skip = start % 16;
   if (skip > 0) cipher.update(ZEROS.subarray(0, skip));
@@ -99,10 +106,14 @@ interface DigestFile {
  * Digest of each spec, in order: the spec's own, then the data directory's cache, then a hashing pass
  * (whose result is added to the cache file).
  */
-export async function resolveSyntheticDigests(specs: readonly SyntheticModelSpec[], dataDir: string | null): Promise<string[]> {
+export async function resolveSyntheticDigests(
+  specs: readonly SyntheticModelSpec[],
+  dataDir: string | null,
+): Promise<string[]> {
   const path = dataDir === null ? null : join(dataDir, 'synthetic-sha256.json');
   const stored = path === null ? null : (readJsonOptional(path) as DigestFile | null);
-  const digests: Record<string, string> = stored?.format === 'companion-hub-synthetic-sha256-v1' ? { ...stored.digests } : {};
+  const digests: Record<string, string> =
+    stored?.format === 'companion-hub-synthetic-sha256-v1' ? { ...stored.digests } : {};
   let changed = false;
   const out: string[] = [];
   for (const spec of specs) {
@@ -117,6 +128,10 @@ export async function resolveSyntheticDigests(specs: readonly SyntheticModelSpec
     }
     out.push(digest);
   }
-  if (path !== null && changed) writePrivateFileAtomic(path, JSON.stringify({ format: 'companion-hub-synthetic-sha256-v1', digests } satisfies DigestFile));
+  if (path !== null && changed)
+    writePrivateFileAtomic(
+      path,
+      JSON.stringify({ format: 'companion-hub-synthetic-sha256-v1', digests } satisfies DigestFile),
+    );
   return out;
 }

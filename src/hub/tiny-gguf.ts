@@ -54,8 +54,77 @@ export const TINY_GGUF_CHAT_TEMPLATE =
 
 export const SPACE = '\u2581'; // SentencePiece's word-boundary marker.
 
-const WORDS = ['the', 'and', 'of', 'to', 'in', 'is', 'it', 'that', 'for', 'on', 'with', 'as', 'was', 'hello', 'world', 'Hello', 'you', 'are', 'this', 'be', 'at', 'or', 'not', 'have', 'from', 'by', 'we', 'can', 'model', 'local'];
-const PAIRS = ['th', 'he', 'in', 'er', 'an', 're', 'on', 'at', 'en', 'nd', 'ti', 'es', 'or', 'te', 'ed', 'al', 'ar', 'st', 'nt', 'ng', 'se', 'ha', 'ou', 'io', 'le', 've', 'co', 'me', 'de', 'hi', 'ri', 'ro', 'ic', 'ne', 'ea', 'ra', 'ce'];
+const WORDS = [
+  'the',
+  'and',
+  'of',
+  'to',
+  'in',
+  'is',
+  'it',
+  'that',
+  'for',
+  'on',
+  'with',
+  'as',
+  'was',
+  'hello',
+  'world',
+  'Hello',
+  'you',
+  'are',
+  'this',
+  'be',
+  'at',
+  'or',
+  'not',
+  'have',
+  'from',
+  'by',
+  'we',
+  'can',
+  'model',
+  'local',
+];
+const PAIRS = [
+  'th',
+  'he',
+  'in',
+  'er',
+  'an',
+  're',
+  'on',
+  'at',
+  'en',
+  'nd',
+  'ti',
+  'es',
+  'or',
+  'te',
+  'ed',
+  'al',
+  'ar',
+  'st',
+  'nt',
+  'ng',
+  'se',
+  'ha',
+  'ou',
+  'io',
+  'le',
+  've',
+  'co',
+  'me',
+  'de',
+  'hi',
+  'ri',
+  'ro',
+  'ic',
+  'ne',
+  'ea',
+  'ra',
+  'ce',
+];
 const SINGLES = [...'etaoinshrdlucmfwgypbvkjxqz', '.', ',', '!', '?', "'"];
 
 /** The scored pieces (about 100), most preferred first. Shared with the larger presets (llama-gguf.ts). */
@@ -186,16 +255,31 @@ export type MetadataValue =
   | { readonly type: typeof T_BOOL; readonly value: boolean }
   | { readonly type: typeof T_STRING; readonly value: string }
   | { readonly type: typeof T_ARRAY; readonly itemType: typeof T_STRING; readonly value: readonly string[] }
-  | { readonly type: typeof T_ARRAY; readonly itemType: typeof T_FLOAT32 | typeof T_INT32; readonly value: readonly number[] };
+  | {
+      readonly type: typeof T_ARRAY;
+      readonly itemType: typeof T_FLOAT32 | typeof T_INT32;
+      readonly value: readonly number[];
+    };
 
 function writeScalar(writer: Writer, type: number, value: number | string | boolean): void {
   switch (type) {
-    case T_UINT32: writer.u32(value as number); break;
-    case T_INT32: writer.i32(value as number); break;
-    case T_FLOAT32: writer.f32(value as number); break;
-    case T_BOOL: writer.u8(value === true ? 1 : 0); break;
-    case T_STRING: writer.string(value as string); break;
-    default: throw new Error(`unsupported GGUF value type ${type}`);
+    case T_UINT32:
+      writer.u32(value as number);
+      break;
+    case T_INT32:
+      writer.i32(value as number);
+      break;
+    case T_FLOAT32:
+      writer.f32(value as number);
+      break;
+    case T_BOOL:
+      writer.u8(value === true ? 1 : 0);
+      break;
+    case T_STRING:
+      writer.string(value as string);
+      break;
+    default:
+      throw new Error(`unsupported GGUF value type ${type}`);
   }
 }
 
@@ -251,7 +335,8 @@ export function generateTinyGguf(options: TinyGgufOptions = {}): Buffer {
   for (let token = 0; token < nVocab; token++) {
     const type = vocab.types[token];
     const byte = token - 3;
-    const quiet = type === TOKEN_CONTROL || type === TOKEN_UNKNOWN || (type === TOKEN_BYTE && (byte < 0x20 || byte > 0x7e));
+    const quiet =
+      type === TOKEN_CONTROL || type === TOKEN_UNKNOWN || (type === TOKEN_BYTE && (byte < 0x20 || byte > 0x7e));
     if (!quiet) continue;
     for (let i = 0; i < N_EMBD; i++) output[token * N_EMBD + i]! *= 0.02;
   }

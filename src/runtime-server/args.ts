@@ -41,14 +41,27 @@ export interface RuntimeServerConfig {
 }
 
 const MODEL_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
-const KNOWN = new Set(['v', 'model', 'listen', 'key', 'contextSize', 'threads', 'gpu', 'parallel', 'memoryBytes', 'modelId', 'shutdownGraceMs']);
+const KNOWN = new Set([
+  'v',
+  'model',
+  'listen',
+  'key',
+  'contextSize',
+  'threads',
+  'gpu',
+  'parallel',
+  'memoryBytes',
+  'modelId',
+  'shutdownGraceMs',
+]);
 
 function usage(message: string): CompanionError {
   return new CompanionError('ERR_USAGE', message);
 }
 
 function integer(name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) throw usage(`${name} must be an integer from ${min} to ${max}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
+    throw usage(`${name} must be an integer from ${min} to ${max}`);
   return value;
 }
 
@@ -88,12 +101,14 @@ export function parseStartLine(line: string): RuntimeServerConfig {
   }
 
   const listen = raw.listen;
-  if (!isRecord(listen) || (listen.kind !== 'unix' && listen.kind !== 'tcp')) throw usage('listen must be {fd, kind: unix|tcp}');
+  if (!isRecord(listen) || (listen.kind !== 'unix' && listen.kind !== 'tcp'))
+    throw usage('listen must be {fd, kind: unix|tcp}');
   const listenFd = integer('listen.fd', listen.fd, 3, 1023);
 
   let key: string | null = null;
   if (listen.kind === 'tcp') {
-    if (typeof raw.key !== 'string' || !KEY_PATTERN.test(raw.key)) throw usage('key is required for tcp and must be base64url');
+    if (typeof raw.key !== 'string' || !KEY_PATTERN.test(raw.key))
+      throw usage('key is required for tcp and must be base64url');
     key = raw.key;
   } else if (raw.key !== undefined) {
     throw usage('key is only for tcp');
@@ -102,7 +117,8 @@ export function parseStartLine(line: string): RuntimeServerConfig {
   const gpu = raw.gpu ?? 'off';
   if (gpu !== 'off' && gpu !== 'auto') throw usage('gpu must be off or auto');
   const modelId = raw.modelId ?? 'local';
-  if (typeof modelId !== 'string' || !MODEL_ID.test(modelId)) throw usage('modelId has characters outside [A-Za-z0-9._:/-]');
+  if (typeof modelId !== 'string' || !MODEL_ID.test(modelId))
+    throw usage('modelId has characters outside [A-Za-z0-9._:/-]');
   return {
     modelPath,
     listen: { fd: listenFd, kind: listen.kind },
@@ -111,8 +127,10 @@ export function parseStartLine(line: string): RuntimeServerConfig {
     threads: raw.threads === undefined ? undefined : integer('threads', raw.threads, 1, 1024),
     gpu,
     parallel: raw.parallel === undefined ? undefined : integer('parallel', raw.parallel, 1, 64),
-    memoryBytes: raw.memoryBytes === undefined ? undefined : integer('memoryBytes', raw.memoryBytes, 1, Number.MAX_SAFE_INTEGER),
+    memoryBytes:
+      raw.memoryBytes === undefined ? undefined : integer('memoryBytes', raw.memoryBytes, 1, Number.MAX_SAFE_INTEGER),
     modelId,
-    shutdownGraceMs: raw.shutdownGraceMs === undefined ? 1000 : integer('shutdownGraceMs', raw.shutdownGraceMs, 0, 600_000),
+    shutdownGraceMs:
+      raw.shutdownGraceMs === undefined ? 1000 : integer('shutdownGraceMs', raw.shutdownGraceMs, 0, 600_000),
   };
 }

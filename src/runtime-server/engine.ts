@@ -81,7 +81,12 @@ export interface ChatOptions {
   readonly parallelToolCalls: boolean;
 }
 
-export const PLAIN_CHAT: ChatOptions = Object.freeze({ format: { type: 'text' as const }, tools: [], toolChoice: 'none' as const, parallelToolCalls: true });
+export const PLAIN_CHAT: ChatOptions = Object.freeze({
+  format: { type: 'text' as const },
+  tools: [],
+  toolChoice: 'none' as const,
+  parallelToolCalls: true,
+});
 
 export interface EmbeddingResult {
   readonly vectors: readonly (readonly number[])[];
@@ -97,7 +102,12 @@ export interface Engine {
   sequences(): { readonly active: number; readonly peak: number };
   /** What the model runs on and how many of its layers are on the GPU; `fallback` says why a GPU was not used. */
   readonly backend: { readonly gpu: Backend; readonly gpuLayers: number; readonly fallback?: string };
-  chat(messages: readonly ChatMessage[], sampling: Sampling, options: ChatOptions, hooks: GenerationHooks): Promise<GenerationResult>;
+  chat(
+    messages: readonly ChatMessage[],
+    sampling: Sampling,
+    options: ChatOptions,
+    hooks: GenerationHooks,
+  ): Promise<GenerationResult>;
   complete(prompt: string, sampling: Sampling, hooks: GenerationHooks): Promise<GenerationResult>;
   /** One embedding per input, from an embedding context on the loaded model (created on first use). */
   embed(inputs: readonly (string | readonly number[])[], signal: AbortSignal): Promise<EmbeddingResult>;
@@ -150,11 +160,17 @@ export function toHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
       if (call !== undefined) call.result = parseJsonOr(message.content);
     } else {
       const last = history.at(-1);
-      const item: ChatModelResponse = previous === 'tool' && last?.type === 'model' ? last : { type: 'model', response: [] };
+      const item: ChatModelResponse =
+        previous === 'tool' && last?.type === 'model' ? last : { type: 'model', response: [] };
       if (item !== last) history.push(item);
       if (message.content.length > 0) item.response.push(message.content);
       for (const call of (message.role === 'assistant' ? message.toolCalls : undefined) ?? []) {
-        const functionCall: ChatModelFunctionCall = { type: 'functionCall', name: call.name, params: parseJsonOr(call.arguments), result: null };
+        const functionCall: ChatModelFunctionCall = {
+          type: 'functionCall',
+          name: call.name,
+          params: parseJsonOr(call.arguments),
+          result: null,
+        };
         calls.set(call.id, functionCall);
         item.response.push(functionCall);
       }
@@ -173,7 +189,13 @@ function toolCallId(): string {
 
 /** The instruction added when a call is forced: the grammar then makes the answer one such object. */
 function forcedToolPrompt(tools: readonly ToolDefinition[]): string {
-  const list = tools.map((tool) => JSON.stringify({ name: tool.name, description: tool.description ?? '', parameters: tool.parameters ?? { type: 'object', properties: {} } }));
+  const list = tools.map((tool) =>
+    JSON.stringify({
+      name: tool.name,
+      description: tool.description ?? '',
+      parameters: tool.parameters ?? { type: 'object', properties: {} },
+    }),
+  );
   return `Call exactly one of these functions. Answer with only a JSON object {"name": <function name>, "arguments": <parameters object>}.\n${list.join('\n')}`;
 }
 
@@ -215,11 +237,16 @@ function batchSizeFor(contextSize: number, sequences: number): number {
  */
 export async function loadEngine(options: EngineOptions): Promise<Engine> {
   const log = options.log ?? ((): void => undefined);
-  const selected = await selectLlama(options.gpu, {
-    maxThreads: options.threads,
-    logLevel: LlamaLogLevel.warn,
-    logger: (level, message) => log(`llama.cpp ${level}: ${message.trimEnd()}`),
-  }, undefined, log);
+  const selected = await selectLlama(
+    options.gpu,
+    {
+      maxThreads: options.threads,
+      logLevel: LlamaLogLevel.warn,
+      logger: (level, message) => log(`llama.cpp ${level}: ${message.trimEnd()}`),
+    },
+    undefined,
+    log,
+  );
   const llama: Llama = selected.llama;
   let model: LlamaModel | undefined;
   let context: LlamaContext | undefined;
@@ -236,7 +263,13 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
       memoryBytes: options.memoryBytes,
       // node-llama-cpp's own estimate of the KV caches and compute buffers (CPU side; GPU layers aside).
       // (The V1 estimate: a formula; V2 simulates a context, which is slow.)
-      contextBytes: (contextSize, sequences) => insights.estimateContextResourceRequirements({ contextSize, sequences, modelGpuLayers: gpuLayers, batchSize: batchSizeFor(contextSize, sequences) }).cpuRam,
+      contextBytes: (contextSize, sequences) =>
+        insights.estimateContextResourceRequirements({
+          contextSize,
+          sequences,
+          modelGpuLayers: gpuLayers,
+          batchSize: batchSizeFor(contextSize, sequences),
+        }).cpuRam,
     });
     context = await model.createContext({
       contextSize: sizing.contextSize,
@@ -253,13 +286,18 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
   const loadedModel = model;
   const loadedContext = context;
   const parallel = sizing.parallel;
-  log(`context: ${parallel} sequence(s) of ${loadedContext.contextSize} tokens (parallel ${sizing.reason.parallel}, context ${sizing.reason.contextSize})`);
+  log(
+    `context: ${parallel} sequence(s) of ${loadedContext.contextSize} tokens (parallel ${sizing.reason.parallel}, context ${sizing.reason.contextSize})`,
+  );
 
   const free: Slot[] = [];
   let chatWrapper: LlamaChat['chatWrapper'] | undefined;
   for (let i = 0; i < parallel; i++) {
     const sequence = loadedContext.getSequence();
-    const chat: LlamaChat = new LlamaChat({ contextSequence: sequence, ...(chatWrapper === undefined ? {} : { chatWrapper }) });
+    const chat: LlamaChat = new LlamaChat({
+      contextSequence: sequence,
+      ...(chatWrapper === undefined ? {} : { chatWrapper }),
+    });
     chatWrapper ??= chat.chatWrapper;
     free.push({ sequence, chat, completion: new LlamaCompletion({ contextSequence: sequence }) });
   }
@@ -272,17 +310,26 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
   let disposed = false;
 
   function acquire(signal: AbortSignal): Promise<Slot> {
-    if (disposed) return Promise.reject(new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down'));
+    if (disposed)
+      return Promise.reject(new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down'));
     signal.throwIfAborted();
     const slot = free.pop();
     if (slot !== undefined) return Promise.resolve(slot);
     if (waiting.length >= queueLimit) {
-      return Promise.reject(new ApiError(503, 'server_error', 'server_busy', 'too many requests are waiting; try again later'));
+      return Promise.reject(
+        new ApiError(503, 'server_error', 'server_busy', 'too many requests are waiting; try again later'),
+      );
     }
     return new Promise<Slot>((resolve, reject) => {
       const waiter: Waiter = {
-        resolve: (s) => { signal.removeEventListener('abort', onAbort); resolve(s); },
-        reject: (e) => { signal.removeEventListener('abort', onAbort); reject(e); },
+        resolve: (s) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(s);
+        },
+        reject: (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
       };
       const onAbort = (): void => {
         const index = waiting.indexOf(waiter);
@@ -319,19 +366,33 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
 
   function checkPromptFits(promptTokens: number): void {
     if (promptTokens >= loadedContext.contextSize) {
-      throw new ApiError(400, 'invalid_request_error', 'context_length_exceeded',
-        `the prompt has ${promptTokens} tokens; the context holds ${loadedContext.contextSize}`, 'messages');
+      throw new ApiError(
+        400,
+        'invalid_request_error',
+        'context_length_exceeded',
+        `the prompt has ${promptTokens} tokens; the context holds ${loadedContext.contextSize}`,
+        'messages',
+      );
     }
   }
 
   // The vocabulary size bounds `logit_bias` token ids: an id past it would index outside llama.cpp's arrays.
-  const vocabulary = (loadedModel.fileInfo.metadata as { tokenizer?: { ggml?: { tokens?: readonly unknown[] } } }).tokenizer?.ggml?.tokens?.length ?? 0;
+  const vocabulary =
+    (loadedModel.fileInfo.metadata as { tokenizer?: { ggml?: { tokens?: readonly unknown[] } } }).tokenizer?.ggml
+      ?.tokens?.length ?? 0;
 
   function tokenBiasOf(sampling: Sampling): TokenBias | undefined {
     if (sampling.logitBias.size === 0) return undefined;
     const bias = new TokenBias(loadedModel.tokenizer);
     for (const [token, value] of sampling.logitBias) {
-      if (token >= vocabulary) throw new ApiError(400, 'invalid_request_error', 'invalid_value', `logit_bias token ids must be below the vocabulary size ${vocabulary}`, 'logit_bias');
+      if (token >= vocabulary)
+        throw new ApiError(
+          400,
+          'invalid_request_error',
+          'invalid_value',
+          `logit_bias token ids must be below the vocabulary size ${vocabulary}`,
+          'logit_bias',
+        );
       // OpenAI: -100 bans the token; other values are added to its logit (+100 all but forces it).
       bias.set(token as Token, value <= -100 ? 'never' : { logit: value });
     }
@@ -351,7 +412,16 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
       ...(sampling.seed === undefined ? {} : { seed: sampling.seed }),
       ...(sampling.stop.length === 0 ? {} : { customStopTriggers: sampling.stop }),
       // OpenAI's penalties are additive over the generated text; llama.cpp's multiplicative one stays off.
-      ...(penalties ? { repeatPenalty: { penalty: 1, frequencyPenalty: sampling.frequencyPenalty, presencePenalty: sampling.presencePenalty, penalizeNewLine: true } } : {}),
+      ...(penalties
+        ? {
+            repeatPenalty: {
+              penalty: 1,
+              frequencyPenalty: sampling.frequencyPenalty,
+              presencePenalty: sampling.presencePenalty,
+              penalizeNewLine: true,
+            },
+          }
+        : {}),
       ...(tokenBias === undefined ? {} : { tokenBias }),
     };
   };
@@ -362,9 +432,17 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
     const key = schema === 'json' ? 'json' : JSON.stringify(schema);
     let grammar = grammars.get(key);
     if (grammar === undefined) {
-      grammar = (schema === 'json' ? llama.getGrammarFor('json') : llama.createGrammarForJsonSchema(schema as never)).catch((): never => {
+      grammar = (
+        schema === 'json' ? llama.getGrammarFor('json') : llama.createGrammarForJsonSchema(schema as never)
+      ).catch((): never => {
         grammars.delete(key);
-        throw new ApiError(400, 'invalid_request_error', 'unsupported_schema', 'the schema cannot be compiled to a grammar', param);
+        throw new ApiError(
+          400,
+          'invalid_request_error',
+          'unsupported_schema',
+          'the schema cannot be compiled to a grammar',
+          param,
+        );
       });
       if (grammars.size >= 32) grammars.delete(grammars.keys().next().value!);
       grammars.set(key, grammar);
@@ -379,7 +457,11 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
     contextSize: loadedContext.contextSize,
     parallel,
     sequences: () => ({ active: generating, peak }),
-    backend: { gpu: selected.backend, gpuLayers: loadedModel.gpuLayers, ...(selected.fallback === undefined ? {} : { fallback: selected.fallback }) },
+    backend: {
+      gpu: selected.backend,
+      gpuLayers: loadedModel.gpuLayers,
+      ...(selected.fallback === undefined ? {} : { fallback: selected.fallback }),
+    },
     get busy() {
       return active;
     },
@@ -387,22 +469,42 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
     async chat(messages, sampling, options, hooks) {
       const history = toHistory(messages);
       const forced = options.toolChoice === 'required' || typeof options.toolChoice === 'object';
-      const forcedTools = typeof options.toolChoice === 'object' ? options.tools.filter((tool) => tool.name === (options.toolChoice as { name: string }).name) : options.tools;
+      const forcedTools =
+        typeof options.toolChoice === 'object'
+          ? options.tools.filter((tool) => tool.name === (options.toolChoice as { name: string }).name)
+          : options.tools;
       if (forced) {
         // A forced call is a grammar-constrained JSON answer: deterministic whatever the model would choose.
         const first = history[0];
         const prompt = forcedToolPrompt(forcedTools);
-        if (first?.type === 'system') history[0] = { type: 'system', text: `${typeof first.text === 'string' ? first.text : ''}\n\n${prompt}` };
+        if (first?.type === 'system')
+          history[0] = { type: 'system', text: `${typeof first.text === 'string' ? first.text : ''}\n\n${prompt}` };
         else history.unshift({ type: 'system', text: prompt });
       }
-      const functions: ChatModelFunctions | undefined = options.toolChoice === 'auto'
-        ? Object.fromEntries(options.tools.map((tool) => [tool.name, { ...(tool.description === undefined ? {} : { description: tool.description }), ...(tool.parameters === undefined ? {} : { params: tool.parameters as GbnfJsonSchema }) }]))
-        : undefined;
+      const functions: ChatModelFunctions | undefined =
+        options.toolChoice === 'auto'
+          ? Object.fromEntries(
+              options.tools.map((tool) => [
+                tool.name,
+                {
+                  ...(tool.description === undefined ? {} : { description: tool.description }),
+                  ...(tool.parameters === undefined ? {} : { params: tool.parameters as GbnfJsonSchema }),
+                },
+              ]),
+            )
+          : undefined;
       const grammar = forced
         ? await grammarFor(forcedToolSchema(forcedTools), 'tools')
-        : options.format.type === 'json_object' ? await grammarFor('json', 'response_format')
-          : options.format.type === 'json_schema' ? await grammarFor(options.format.schema, 'response_format') : undefined;
-      const promptTokens = wrapper.generateContextState({ chatHistory: history, ...(functions === undefined ? {} : { availableFunctions: functions }) })
+        : options.format.type === 'json_object'
+          ? await grammarFor('json', 'response_format')
+          : options.format.type === 'json_schema'
+            ? await grammarFor(options.format.schema, 'response_format')
+            : undefined;
+      const promptTokens = wrapper
+        .generateContextState({
+          chatHistory: history,
+          ...(functions === undefined ? {} : { availableFunctions: functions }),
+        })
         .contextText.tokenize(loadedModel.tokenizer).length;
       checkPromptFits(promptTokens);
       const sampled = generationOptions(sampling, promptTokens);
@@ -412,15 +514,23 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
           signal: hooks.signal,
           // Never past the end of the context: a context shift would silently drop earlier messages.
           ...sampled,
-          onToken: (tokens: Token[]) => { completionTokens += tokens.length; },
+          onToken: (tokens: Token[]) => {
+            completionTokens += tokens.length;
+          },
         };
         if (forced) {
           const result = await slot.chat.generateResponse(history, { ...common, grammar: grammar! });
           const call = parseForcedCall(result.response);
           const finishReason = result.metadata.stopReason === 'maxTokens' ? 'length' : 'tool_calls';
-          if (call === null) return { text: result.response, finishReason: 'length', promptTokens, completionTokens, toolCalls: [] };
+          if (call === null)
+            return { text: result.response, finishReason: 'length', promptTokens, completionTokens, toolCalls: [] };
           const toolCall = { id: toolCallId(), ...call };
-          hooks.onToolCall?.({ index: 0, id: toolCall.id, type: 'function', function: { name: toolCall.name, arguments: '' } });
+          hooks.onToolCall?.({
+            index: 0,
+            id: toolCall.id,
+            type: 'function',
+            function: { name: toolCall.name, arguments: '' },
+          });
           hooks.onToolCall?.({ index: 0, function: { arguments: toolCall.arguments } });
           return { text: '', finishReason, promptTokens, completionTokens, toolCalls: [toolCall] };
         }
@@ -435,9 +545,15 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
               if (hooks.onToolCall === undefined) return;
               if (ids[chunk.callIndex] === undefined) {
                 ids[chunk.callIndex] = toolCallId();
-                hooks.onToolCall({ index: chunk.callIndex, id: ids[chunk.callIndex]!, type: 'function', function: { name: chunk.functionName, arguments: '' } });
+                hooks.onToolCall({
+                  index: chunk.callIndex,
+                  id: ids[chunk.callIndex]!,
+                  type: 'function',
+                  function: { name: chunk.functionName, arguments: '' },
+                });
               }
-              if (chunk.paramsChunk.length > 0) hooks.onToolCall({ index: chunk.callIndex, function: { arguments: chunk.paramsChunk } });
+              if (chunk.paramsChunk.length > 0)
+                hooks.onToolCall({ index: chunk.callIndex, function: { arguments: chunk.paramsChunk } });
             },
           });
           const toolCalls = (result.functionCalls ?? []).map((call, i): ToolCall => ({
@@ -447,9 +563,21 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
           }));
           // A call streamed without parameter chunks (no parameters) still gets its opening delta.
           toolCalls.forEach((call, i) => {
-            if (ids[i] === undefined) hooks.onToolCall?.({ index: i, id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } });
+            if (ids[i] === undefined)
+              hooks.onToolCall?.({
+                index: i,
+                id: call.id,
+                type: 'function',
+                function: { name: call.name, arguments: call.arguments },
+              });
           });
-          return { text: result.response, finishReason: toolCalls.length > 0 ? 'tool_calls' : finishOf(result.metadata.stopReason), promptTokens, completionTokens, toolCalls };
+          return {
+            text: result.response,
+            finishReason: toolCalls.length > 0 ? 'tool_calls' : finishOf(result.metadata.stopReason),
+            promptTokens,
+            completionTokens,
+            toolCalls,
+          };
         }
         const result = await slot.chat.generateResponse(history, {
           ...common,
@@ -457,7 +585,13 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
           ...(hooks.onText === undefined ? {} : { onTextChunk: hooks.onText }),
         });
         const finishReason = finishOf(result.metadata.stopReason);
-        return { text: result.response, finishReason: finishReason === 'tool_calls' ? 'stop' : finishReason, promptTokens, completionTokens, toolCalls: [] };
+        return {
+          text: result.response,
+          finishReason: finishReason === 'tool_calls' ? 'stop' : finishReason,
+          promptTokens,
+          completionTokens,
+          toolCalls: [],
+        };
       });
     },
 
@@ -476,7 +610,9 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
           ...sampled,
           // Stop when the context is full instead of silently dropping the start of the prompt.
           disableContextShift: true,
-          onToken: (tokens: Token[]) => { completionTokens += tokens.length; },
+          onToken: (tokens: Token[]) => {
+            completionTokens += tokens.length;
+          },
           onTextChunk: (text: string) => {
             const scan = scanner.push(text);
             if (scan.emit.length > 0) hooks.onText?.(scan.emit);
@@ -484,26 +620,48 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
           },
         });
         hooks.signal.throwIfAborted();
-        if (stopped.signal.aborted) return { text: scanner.text, finishReason: 'stop', promptTokens, completionTokens, toolCalls: [] };
+        if (stopped.signal.aborted)
+          return { text: scanner.text, finishReason: 'stop', promptTokens, completionTokens, toolCalls: [] };
         const rest = scanner.flush();
         if (rest.length > 0) hooks.onText?.(rest);
-        return { text: sampling.stop.length === 0 ? result.response : scanner.text, finishReason: finishOf(result.metadata.stopReason), promptTokens, completionTokens, toolCalls: [] };
+        return {
+          text: sampling.stop.length === 0 ? result.response : scanner.text,
+          finishReason: finishOf(result.metadata.stopReason),
+          promptTokens,
+          completionTokens,
+          toolCalls: [],
+        };
       });
     },
 
     embed(inputs, signal) {
-      if (disposed) return Promise.reject(new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down'));
+      if (disposed)
+        return Promise.reject(new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down'));
       for (const input of inputs) {
         if (typeof input !== 'string' && input.some((token) => token >= vocabulary)) {
-          return Promise.reject(new ApiError(400, 'invalid_request_error', 'invalid_value', `token ids must be below the vocabulary size ${vocabulary}`, 'input'));
+          return Promise.reject(
+            new ApiError(
+              400,
+              'invalid_request_error',
+              'invalid_value',
+              `token ids must be below the vocabulary size ${vocabulary}`,
+              'input',
+            ),
+          );
         }
       }
       // One embedding context on the same model weights (no second copy of the model), created on first
       // use with the generation context's size; its one sequence serves one request at a time.
       if (embedding === undefined) {
-        const created = loadedModel.createEmbeddingContext({ contextSize: loadedContext.contextSize, threads: options.threads, batchSize: loadedContext.contextSize });
+        const created = loadedModel.createEmbeddingContext({
+          contextSize: loadedContext.contextSize,
+          threads: options.threads,
+          batchSize: loadedContext.contextSize,
+        });
         // A failed creation (memory) is retried by the next request instead of failing every one after it.
-        created.catch(() => { if (embedding === created) embedding = undefined; });
+        created.catch(() => {
+          if (embedding === created) embedding = undefined;
+        });
         embedding = created;
       }
       const work = embeddingQueue.then(async () => {
@@ -516,7 +674,13 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
           const value = typeof input === 'string' ? input : (input as Token[]);
           const length = context.calculateInputLength(value);
           if (length > loadedContext.contextSize) {
-            throw new ApiError(400, 'invalid_request_error', 'context_length_exceeded', `an input has ${length} tokens; the context holds ${loadedContext.contextSize}`, 'input');
+            throw new ApiError(
+              400,
+              'invalid_request_error',
+              'context_length_exceeded',
+              `an input has ${length} tokens; the context holds ${loadedContext.contextSize}`,
+              'input',
+            );
           }
           promptTokens += length;
           vectors.push([...(await context.getEmbeddingFor(value)).vector]);
@@ -529,7 +693,8 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
 
     async dispose() {
       disposed = true;
-      for (const waiter of waiting.splice(0)) waiter.reject(new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down'));
+      for (const waiter of waiting.splice(0))
+        waiter.reject(new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down'));
       if (embedding !== undefined) await embedding.then((context) => context.dispose()).catch(() => undefined);
       await loadedContext.dispose().catch(() => undefined);
       await loadedModel.dispose().catch(() => undefined);

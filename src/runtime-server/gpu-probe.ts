@@ -7,6 +7,8 @@ import { LlamaLogLevel } from 'node-llama-cpp';
 import { selectLlama } from './gpu.js';
 
 const choice = await selectLlama('auto', { logLevel: LlamaLogLevel.disabled });
-process.stdout.write(`${JSON.stringify({ backend: choice.backend, ...(choice.fallback === undefined ? {} : { fallback: choice.fallback }) })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ backend: choice.backend, ...(choice.fallback === undefined ? {} : { fallback: choice.fallback }) })}\n`,
+);
 await choice.llama.dispose().catch(() => undefined);
 process.exit(0);

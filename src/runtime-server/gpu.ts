@@ -34,7 +34,12 @@ export function backendOf(gpu: unknown): Backend {
  * `options` are every other `getLlama` option; `load` is `getLlama` (injectable for tests).
  * Throws only when the CPU binary itself cannot be loaded.
  */
-export async function selectLlama(request: GpuRequest, options: Omit<LlamaOptions, 'gpu'>, load: (options: LlamaOptions) => Promise<Llama> = getLlama, log: (line: string) => void = () => undefined): Promise<LlamaChoice> {
+export async function selectLlama(
+  request: GpuRequest,
+  options: Omit<LlamaOptions, 'gpu'>,
+  load: (options: LlamaOptions) => Promise<Llama> = getLlama,
+  log: (line: string) => void = () => undefined,
+): Promise<LlamaChoice> {
   const base: LlamaOptions = { build: 'never', skipDownload: true, progressLogs: false, ...options };
   if (request === 'off') {
     const llama = await load({ ...base, gpu: false });

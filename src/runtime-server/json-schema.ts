@@ -24,7 +24,17 @@ export class UnsupportedSchemaError extends Error {
   }
 }
 
-const ANNOTATIONS = new Set(['title', '$schema', '$id', '$comment', 'examples', 'default', 'deprecated', 'readOnly', 'writeOnly']);
+const ANNOTATIONS = new Set([
+  'title',
+  '$schema',
+  '$id',
+  '$comment',
+  'examples',
+  'default',
+  'deprecated',
+  'readOnly',
+  'writeOnly',
+]);
 const SCALAR_TYPES = new Set(['string', 'number', 'integer', 'boolean', 'null']);
 const FORMATS = new Set(['date-time', 'date', 'time']);
 const MAX_DEPTH = 64;
@@ -36,7 +46,12 @@ function isObject(value: unknown): value is Json {
 }
 
 function isScalar(value: unknown): boolean {
-  return value === null || typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
+  return (
+    value === null ||
+    typeof value === 'string' ||
+    typeof value === 'boolean' ||
+    (typeof value === 'number' && Number.isFinite(value))
+  );
 }
 
 function escapePointer(key: string): string {
@@ -46,7 +61,8 @@ function escapePointer(key: string): string {
 function count(schema: Json, key: string, pointer: string): number | undefined {
   const value = schema[key];
   if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw new UnsupportedSchemaError(`${pointer}/${key}`, `${key} must be a non-negative integer`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0)
+    throw new UnsupportedSchemaError(`${pointer}/${key}`, `${key} must be a non-negative integer`);
   return value;
 }
 
@@ -63,7 +79,8 @@ interface Walk {
 export function grammarSchemaOf(schema: unknown): object {
   if (!isObject(schema)) throw new UnsupportedSchemaError('', 'a schema must be a JSON object');
   const rawDefs = schema.$defs ?? schema.definitions;
-  if (schema.$defs !== undefined && schema.definitions !== undefined) throw new UnsupportedSchemaError('/definitions', 'use either $defs or definitions');
+  if (schema.$defs !== undefined && schema.definitions !== undefined)
+    throw new UnsupportedSchemaError('/definitions', 'use either $defs or definitions');
   const defsKey = schema.$defs !== undefined ? '$defs' : 'definitions';
   const names = new Set<string>();
   if (rawDefs !== undefined) {
@@ -74,10 +91,14 @@ export function grammarSchemaOf(schema: unknown): object {
   const out = convert(schema, '', walk, 0, true);
   if (rawDefs !== undefined) {
     const defs: Json = {};
-    for (const [name, def] of Object.entries(rawDefs as Json)) defs[name] = convert(def, `/${defsKey}/${escapePointer(name)}`, walk, 1, false);
+    for (const [name, def] of Object.entries(rawDefs as Json))
+      defs[name] = convert(def, `/${defsKey}/${escapePointer(name)}`, walk, 1, false);
     // node-llama-cpp reads $defs on object, array, oneOf and $ref schemas only.
     if (!('type' in out && (out.type === 'object' || out.type === 'array')) && !('oneOf' in out) && !('$ref' in out)) {
-      throw new UnsupportedSchemaError(`/${defsKey}`, `${defsKey} is supported on an object, array, anyOf/oneOf or $ref schema only`);
+      throw new UnsupportedSchemaError(
+        `/${defsKey}`,
+        `${defsKey} is supported on an object, array, anyOf/oneOf or $ref schema only`,
+      );
     }
     (out as Json).$defs = defs;
   }
@@ -86,7 +107,8 @@ export function grammarSchemaOf(schema: unknown): object {
 
 function convert(schema: unknown, pointer: string, walk: Walk, depth: number, root: boolean): Json {
   if (depth > MAX_DEPTH) throw new UnsupportedSchemaError(pointer, `nesting deeper than ${MAX_DEPTH}`);
-  if (!isObject(schema)) throw new UnsupportedSchemaError(pointer, 'a schema must be a JSON object (true/false schemas are not supported)');
+  if (!isObject(schema))
+    throw new UnsupportedSchemaError(pointer, 'a schema must be a JSON object (true/false schemas are not supported)');
   const out: Json = {};
   const used = new Set<string>();
   const take = (key: string): unknown => {
@@ -94,7 +116,8 @@ function convert(schema: unknown, pointer: string, walk: Walk, depth: number, ro
     return schema[key];
   };
   if (typeof schema.description === 'string') out.description = take('description');
-  else if (schema.description !== undefined) throw new UnsupportedSchemaError(`${pointer}/description`, 'description must be a string');
+  else if (schema.description !== undefined)
+    throw new UnsupportedSchemaError(`${pointer}/description`, 'description must be a string');
   if (root) {
     used.add('$defs');
     used.add('definitions');
@@ -102,34 +125,48 @@ function convert(schema: unknown, pointer: string, walk: Walk, depth: number, ro
   for (const key of Object.keys(schema)) if (ANNOTATIONS.has(key)) used.add(key);
 
   const kinds = ['$ref', 'const', 'enum', 'oneOf', 'anyOf', 'type'].filter((key) => schema[key] !== undefined);
-  if (kinds.length === 0) throw new UnsupportedSchemaError(pointer, 'a schema needs one of type, const, enum, anyOf, oneOf or $ref');
-  if (kinds.length > 1) throw new UnsupportedSchemaError(`${pointer}/${kinds[1]}`, `${kinds[1]} cannot be combined with ${kinds[0]}`);
+  if (kinds.length === 0)
+    throw new UnsupportedSchemaError(pointer, 'a schema needs one of type, const, enum, anyOf, oneOf or $ref');
+  if (kinds.length > 1)
+    throw new UnsupportedSchemaError(`${pointer}/${kinds[1]}`, `${kinds[1]} cannot be combined with ${kinds[0]}`);
   const kind = kinds[0]!;
 
   if (kind === '$ref') {
     const ref = take('$ref');
     const match = typeof ref === 'string' ? /^#\/(?:\$defs|definitions)\/([^/~%]+)$/.exec(ref) : null;
-    if (match === null || !walk.defs.has(match[1]!)) throw new UnsupportedSchemaError(`${pointer}/$ref`, 'only references to #/$defs/NAME (or #/definitions/NAME) defined at the root are supported');
+    if (match === null || !walk.defs.has(match[1]!))
+      throw new UnsupportedSchemaError(
+        `${pointer}/$ref`,
+        'only references to #/$defs/NAME (or #/definitions/NAME) defined at the root are supported',
+      );
     out.$ref = `#/$defs/${match[1]!}`;
   } else if (kind === 'const') {
     const value = take('const');
-    if (!isScalar(value)) throw new UnsupportedSchemaError(`${pointer}/const`, 'const must be a string, number, boolean or null');
+    if (!isScalar(value))
+      throw new UnsupportedSchemaError(`${pointer}/const`, 'const must be a string, number, boolean or null');
     out.const = value;
   } else if (kind === 'enum') {
     const values = take('enum');
     if (!Array.isArray(values) || values.length === 0 || !values.every(isScalar)) {
-      throw new UnsupportedSchemaError(`${pointer}/enum`, 'enum must be a non-empty list of strings, numbers, booleans or null');
+      throw new UnsupportedSchemaError(
+        `${pointer}/enum`,
+        'enum must be a non-empty list of strings, numbers, booleans or null',
+      );
     }
     out.enum = values;
   } else if (kind === 'oneOf' || kind === 'anyOf') {
     const branches = take(kind);
-    if (!Array.isArray(branches) || branches.length === 0) throw new UnsupportedSchemaError(`${pointer}/${kind}`, `${kind} must be a non-empty list of schemas`);
+    if (!Array.isArray(branches) || branches.length === 0)
+      throw new UnsupportedSchemaError(`${pointer}/${kind}`, `${kind} must be a non-empty list of schemas`);
     out.oneOf = branches.map((branch, i) => convert(branch, `${pointer}/${kind}/${i}`, walk, depth + 1, false));
   } else {
     const type = take('type');
     if (Array.isArray(type)) {
       if (type.length === 0 || !type.every((t) => typeof t === 'string' && SCALAR_TYPES.has(t))) {
-        throw new UnsupportedSchemaError(`${pointer}/type`, 'a list of types may hold only string, number, integer, boolean and null');
+        throw new UnsupportedSchemaError(
+          `${pointer}/type`,
+          'a list of types may hold only string, number, integer, boolean and null',
+        );
       }
       out.type = type;
     } else if (typeof type === 'string' && SCALAR_TYPES.has(type)) {
@@ -142,12 +179,16 @@ function convert(schema: unknown, pointer: string, walk: Walk, depth: number, ro
       out.type = type;
       convertArray(schema, pointer, walk, depth, out, take);
     } else {
-      throw new UnsupportedSchemaError(`${pointer}/type`, 'type must be string, number, integer, boolean, null, object or array');
+      throw new UnsupportedSchemaError(
+        `${pointer}/type`,
+        'type must be string, number, integer, boolean, null, object or array',
+      );
     }
   }
 
   for (const key of Object.keys(schema)) {
-    if (!used.has(key)) throw new UnsupportedSchemaError(`${pointer}/${escapePointer(key)}`, `the keyword ${key} is not supported here`);
+    if (!used.has(key))
+      throw new UnsupportedSchemaError(`${pointer}/${escapePointer(key)}`, `the keyword ${key} is not supported here`);
   }
   return out;
 }
@@ -157,20 +198,31 @@ function convertString(schema: Json, pointer: string, out: Json, take: (key: str
   const max = count(schema, 'maxLength', pointer);
   if (min !== undefined) out.minLength = take('minLength');
   if (max !== undefined) out.maxLength = take('maxLength');
-  if (min !== undefined && max !== undefined && max < min) throw new UnsupportedSchemaError(`${pointer}/maxLength`, 'maxLength is below minLength');
+  if (min !== undefined && max !== undefined && max < min)
+    throw new UnsupportedSchemaError(`${pointer}/maxLength`, 'maxLength is below minLength');
   if (schema.format !== undefined) {
     const format = take('format');
-    if (typeof format !== 'string' || !FORMATS.has(format)) throw new UnsupportedSchemaError(`${pointer}/format`, 'only the formats date-time, date and time are supported');
-    if (min !== undefined || max !== undefined) throw new UnsupportedSchemaError(`${pointer}/format`, 'format cannot be combined with minLength or maxLength');
+    if (typeof format !== 'string' || !FORMATS.has(format))
+      throw new UnsupportedSchemaError(`${pointer}/format`, 'only the formats date-time, date and time are supported');
+    if (min !== undefined || max !== undefined)
+      throw new UnsupportedSchemaError(`${pointer}/format`, 'format cannot be combined with minLength or maxLength');
     out.format = format;
   }
 }
 
-function convertObject(schema: Json, pointer: string, walk: Walk, depth: number, out: Json, take: (key: string) => unknown): void {
+function convertObject(
+  schema: Json,
+  pointer: string,
+  walk: Walk,
+  depth: number,
+  out: Json,
+  take: (key: string) => unknown,
+): void {
   const names: string[] = [];
   if (schema.properties !== undefined) {
     const properties = take('properties');
-    if (!isObject(properties)) throw new UnsupportedSchemaError(`${pointer}/properties`, 'properties must be an object of schemas');
+    if (!isObject(properties))
+      throw new UnsupportedSchemaError(`${pointer}/properties`, 'properties must be an object of schemas');
     const converted: Json = {};
     for (const [name, value] of Object.entries(properties)) {
       names.push(name);
@@ -186,10 +238,12 @@ function convertObject(schema: Json, pointer: string, walk: Walk, depth: number,
   }
   if (schema.required !== undefined) {
     const required = take('required');
-    if (!Array.isArray(required) || !required.every((name) => typeof name === 'string')) throw new UnsupportedSchemaError(`${pointer}/required`, 'required must be a list of property names');
+    if (!Array.isArray(required) || !required.every((name) => typeof name === 'string'))
+      throw new UnsupportedSchemaError(`${pointer}/required`, 'required must be a list of property names');
     // The grammar always writes every listed property; a required name that is not one cannot be produced.
     const missing = required.find((name) => !names.includes(name as string));
-    if (missing !== undefined) throw new UnsupportedSchemaError(`${pointer}/required`, 'every required name must be a listed property');
+    if (missing !== undefined)
+      throw new UnsupportedSchemaError(`${pointer}/required`, 'every required name must be a listed property');
     out.required = required;
   }
   const min = count(schema, 'minProperties', pointer);
@@ -197,24 +251,43 @@ function convertObject(schema: Json, pointer: string, walk: Walk, depth: number,
   if (min !== undefined) out.minProperties = take('minProperties');
   if (max !== undefined) {
     take('maxProperties');
-    if (max < names.length || (min !== undefined && max < min)) throw new UnsupportedSchemaError(`${pointer}/maxProperties`, 'maxProperties is below the number of properties (all are always written) or minProperties');
+    if (max < names.length || (min !== undefined && max < min))
+      throw new UnsupportedSchemaError(
+        `${pointer}/maxProperties`,
+        'maxProperties is below the number of properties (all are always written) or minProperties',
+      );
     out.maxProperties = max;
   }
   if (min !== undefined && min > names.length && (additional === undefined || additional === false)) {
-    throw new UnsupportedSchemaError(`${pointer}/minProperties`, 'minProperties exceeds the properties and no additionalProperties are allowed');
+    throw new UnsupportedSchemaError(
+      `${pointer}/minProperties`,
+      'minProperties exceeds the properties and no additionalProperties are allowed',
+    );
   }
 }
 
-function convertArray(schema: Json, pointer: string, walk: Walk, depth: number, out: Json, take: (key: string) => unknown): void {
+function convertArray(
+  schema: Json,
+  pointer: string,
+  walk: Walk,
+  depth: number,
+  out: Json,
+  take: (key: string) => unknown,
+): void {
   if (schema.items !== undefined) {
     const items = take('items');
-    if (Array.isArray(items)) throw new UnsupportedSchemaError(`${pointer}/items`, 'a list of items schemas is not supported (use prefixItems)');
+    if (Array.isArray(items))
+      throw new UnsupportedSchemaError(
+        `${pointer}/items`,
+        'a list of items schemas is not supported (use prefixItems)',
+      );
     out.items = convert(items, `${pointer}/items`, walk, depth + 1, false);
   }
   let prefix = 0;
   if (schema.prefixItems !== undefined) {
     const items = take('prefixItems');
-    if (!Array.isArray(items)) throw new UnsupportedSchemaError(`${pointer}/prefixItems`, 'prefixItems must be a list of schemas');
+    if (!Array.isArray(items))
+      throw new UnsupportedSchemaError(`${pointer}/prefixItems`, 'prefixItems must be a list of schemas');
     prefix = items.length;
     out.prefixItems = items.map((item, i) => convert(item, `${pointer}/prefixItems/${i}`, walk, depth + 1, false));
   }
@@ -223,7 +296,8 @@ function convertArray(schema: Json, pointer: string, walk: Walk, depth: number, 
   if (min !== undefined) out.minItems = take('minItems');
   if (max !== undefined) {
     take('maxItems');
-    if (max < prefix || (min !== undefined && max < min)) throw new UnsupportedSchemaError(`${pointer}/maxItems`, 'maxItems is below prefixItems or minItems');
+    if (max < prefix || (min !== undefined && max < min))
+      throw new UnsupportedSchemaError(`${pointer}/maxItems`, 'maxItems is below prefixItems or minItems');
     out.maxItems = max;
   }
 }

@@ -99,7 +99,11 @@ function listen(runtime: RuntimeServer, config: RuntimeServerConfig): Promise<nu
     server.listen({ fd: config.listen.fd }, () => {
       server.off('error', reject);
       const address = server.address();
-      resolve(config.listen.kind === 'tcp' && typeof address === 'object' && address !== null ? (address as AddressInfo).port : 0);
+      resolve(
+        config.listen.kind === 'tcp' && typeof address === 'object' && address !== null
+          ? (address as AddressInfo).port
+          : 0,
+      );
     });
   });
 }
@@ -143,7 +147,12 @@ async function main(argv: string[]): Promise<void> {
   }, PARENT_POLL_MS).unref();
 
   let timer: NodeJS.Timeout | undefined;
-  const line = await Promise.race([watchStdin(onParentGone), new Promise<string>((resolve) => { timer = setTimeout(() => resolve(''), START_TIMEOUT_MS); })]);
+  const line = await Promise.race([
+    watchStdin(onParentGone),
+    new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(''), START_TIMEOUT_MS);
+    }),
+  ]);
   clearTimeout(timer);
   if (stopping) return;
   let config: RuntimeServerConfig;
@@ -186,7 +195,17 @@ async function main(argv: string[]): Promise<void> {
   }
   if (stopping) return;
   const { gpu: backend, gpuLayers, fallback } = engine.backend;
-  await emit(eventLine({ event: 'ready', pid: process.pid, backend, gpuLayers, ...(fallback === undefined ? {} : { fallback }), parallel: engine.parallel, contextSize: engine.contextSize }));
+  await emit(
+    eventLine({
+      event: 'ready',
+      pid: process.pid,
+      backend,
+      gpuLayers,
+      ...(fallback === undefined ? {} : { fallback }),
+      parallel: engine.parallel,
+      contextSize: engine.contextSize,
+    }),
+  );
   log(`backend ${backend} (${gpuLayers} layers offloaded)${fallback === undefined ? '' : `; ${fallback}`}`);
   log('ready');
 }

@@ -38,7 +38,13 @@ function invalid(param: string, message: string, code = 'invalid_value'): ApiErr
 
 /** 404 `model_not_found` for a `model` other than the loaded one (OpenAI's shape and code). */
 export function modelNotFound(): ApiError {
-  return new ApiError(404, 'invalid_request_error', 'model_not_found', 'the model does not exist; GET /v1/models lists the one served', 'model');
+  return new ApiError(
+    404,
+    'invalid_request_error',
+    'model_not_found',
+    'the model does not exist; GET /v1/models lists the one served',
+    'model',
+  );
 }
 
 export type Role = 'system' | 'user' | 'assistant' | 'tool';
@@ -134,13 +140,51 @@ const MODEL_ID = /^[\x21-\x7e]{1,256}$/;
  * `echo` false.
  */
 const CHAT_FIELDS = new Set([
-  'messages', 'model', 'stream', 'stream_options', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k',
-  'min_p', 'seed', 'stop', 'n', 'frequency_penalty', 'presence_penalty', 'logit_bias', 'logprobs', 'top_logprobs',
-  'response_format', 'tools', 'tool_choice', 'parallel_tool_calls', 'user',
+  'messages',
+  'model',
+  'stream',
+  'stream_options',
+  'max_tokens',
+  'max_completion_tokens',
+  'temperature',
+  'top_p',
+  'top_k',
+  'min_p',
+  'seed',
+  'stop',
+  'n',
+  'frequency_penalty',
+  'presence_penalty',
+  'logit_bias',
+  'logprobs',
+  'top_logprobs',
+  'response_format',
+  'tools',
+  'tool_choice',
+  'parallel_tool_calls',
+  'user',
 ]);
 const COMPLETION_FIELDS = new Set([
-  'prompt', 'model', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'n',
-  'frequency_penalty', 'presence_penalty', 'logit_bias', 'logprobs', 'echo', 'suffix', 'best_of', 'user',
+  'prompt',
+  'model',
+  'stream',
+  'stream_options',
+  'max_tokens',
+  'temperature',
+  'top_p',
+  'top_k',
+  'min_p',
+  'seed',
+  'stop',
+  'n',
+  'frequency_penalty',
+  'presence_penalty',
+  'logit_bias',
+  'logprobs',
+  'echo',
+  'suffix',
+  'best_of',
+  'user',
 ]);
 const EMBEDDING_FIELDS = new Set(['input', 'model', 'encoding_format', 'dimensions', 'user']);
 
@@ -155,7 +199,12 @@ function present(body: Record<string, unknown>, key: string): boolean {
 function refuseUnknown(body: Record<string, unknown>, known: ReadonlySet<string>): void {
   for (const key of Object.keys(body)) {
     // Why: a field we do not read would be silently ignored; the client must know it had no effect.
-    if (!known.has(key)) throw invalid(key.length > 64 ? `${key.slice(0, 64)}…` : key, 'this parameter is not supported by this runtime', 'unknown_parameter');
+    if (!known.has(key))
+      throw invalid(
+        key.length > 64 ? `${key.slice(0, 64)}…` : key,
+        'this parameter is not supported by this runtime',
+        'unknown_parameter',
+      );
   }
 }
 
@@ -194,8 +243,10 @@ function logitBiasOf(body: Record<string, unknown>): Map<number, number> {
   const entries = Object.entries(raw);
   if (entries.length > 1024) throw invalid('logit_bias', 'logit_bias holds at most 1024 tokens');
   for (const [key, value] of entries) {
-    if (!/^(?:0|[1-9][0-9]{0,9})$/.test(key) || Number(key) > 0xffffffff) throw invalid('logit_bias', 'logit_bias keys must be token ids (decimal integers)');
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < -100 || value > 100) throw invalid('logit_bias', 'each logit_bias value must be a number from -100 to 100');
+    if (!/^(?:0|[1-9][0-9]{0,9})$/.test(key) || Number(key) > 0xffffffff)
+      throw invalid('logit_bias', 'logit_bias keys must be token ids (decimal integers)');
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < -100 || value > 100)
+      throw invalid('logit_bias', 'each logit_bias value must be a number from -100 to 100');
     bias.set(Number(key), value);
   }
   return bias;
@@ -214,8 +265,15 @@ function parseSampling(body: Record<string, unknown>): Sampling {
   if (present(body, 'stop')) {
     const raw = body.stop;
     const list = typeof raw === 'string' ? [raw] : raw;
-    if (!Array.isArray(list) || list.length > MAX_STOP || !list.every((s) => typeof s === 'string' && s.length > 0 && s.length <= MAX_STOP_LENGTH)) {
-      throw invalid('stop', `stop must be a string or up to ${MAX_STOP} non-empty strings of at most ${MAX_STOP_LENGTH} characters`);
+    if (
+      !Array.isArray(list) ||
+      list.length > MAX_STOP ||
+      !list.every((s) => typeof s === 'string' && s.length > 0 && s.length <= MAX_STOP_LENGTH)
+    ) {
+      throw invalid(
+        'stop',
+        `stop must be a string or up to ${MAX_STOP} non-empty strings of at most ${MAX_STOP_LENGTH} characters`,
+      );
     }
     stop = list as string[];
   }
@@ -241,9 +299,12 @@ function parseCommon(body: Record<string, unknown>): Common {
   if (present(body, 'stream_options')) {
     const options = body.stream_options;
     if (!isObject(options)) throw invalid('stream_options', 'stream_options must be an object');
-    for (const key of Object.keys(options)) if (key !== 'include_usage') throw invalid('stream_options', `stream_options.${key.slice(0, 64)} is not supported`, 'unknown_parameter');
+    for (const key of Object.keys(options))
+      if (key !== 'include_usage')
+        throw invalid('stream_options', `stream_options.${key.slice(0, 64)} is not supported`, 'unknown_parameter');
     if (present(options, 'include_usage')) {
-      if (typeof options.include_usage !== 'boolean') throw invalid('stream_options', 'stream_options.include_usage must be a boolean');
+      if (typeof options.include_usage !== 'boolean')
+        throw invalid('stream_options', 'stream_options.include_usage must be a boolean');
       includeUsage = options.include_usage;
     }
   }
@@ -254,7 +315,8 @@ function schemaFor(schema: unknown, param: string): object {
   try {
     return grammarSchemaOf(schema);
   } catch (error) {
-    if (error instanceof UnsupportedSchemaError) throw invalid(param, `the schema cannot be enforced by a grammar: ${error.message}`, 'unsupported_schema');
+    if (error instanceof UnsupportedSchemaError)
+      throw invalid(param, `the schema cannot be enforced by a grammar: ${error.message}`, 'unsupported_schema');
     throw error;
   }
 }
@@ -264,22 +326,37 @@ function parseResponseFormat(body: Record<string, unknown>): ResponseFormat {
   const format = body.response_format;
   if (!isObject(format)) throw invalid('response_format', 'response_format must be an object');
   const only = (keys: string[]): void => {
-    for (const key of Object.keys(format)) if (!keys.includes(key)) throw invalid('response_format', `response_format.${key.slice(0, 64)} is not supported`, 'unknown_parameter');
+    for (const key of Object.keys(format))
+      if (!keys.includes(key))
+        throw invalid('response_format', `response_format.${key.slice(0, 64)} is not supported`, 'unknown_parameter');
   };
   if (format.type === 'text' || format.type === 'json_object') {
     only(['type']);
     return { type: format.type };
   }
-  if (format.type !== 'json_schema') throw invalid('response_format', 'response_format.type must be text, json_object or json_schema', 'unsupported_value');
+  if (format.type !== 'json_schema')
+    throw invalid(
+      'response_format',
+      'response_format.type must be text, json_object or json_schema',
+      'unsupported_value',
+    );
   only(['type', 'json_schema']);
   const spec = format.json_schema;
   if (!isObject(spec)) throw invalid('response_format', 'response_format.json_schema must be an object');
   for (const key of Object.keys(spec)) {
-    if (!['name', 'schema', 'strict', 'description'].includes(key)) throw invalid('response_format', `response_format.json_schema.${key.slice(0, 64)} is not supported`, 'unknown_parameter');
+    if (!['name', 'schema', 'strict', 'description'].includes(key))
+      throw invalid(
+        'response_format',
+        `response_format.json_schema.${key.slice(0, 64)} is not supported`,
+        'unknown_parameter',
+      );
   }
-  if (typeof spec.name !== 'string' || !TOOL_NAME.test(spec.name)) throw invalid('response_format', 'response_format.json_schema.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -');
-  if (spec.strict !== undefined && spec.strict !== null && typeof spec.strict !== 'boolean') throw invalid('response_format', 'response_format.json_schema.strict must be a boolean');
-  if (spec.description !== undefined && typeof spec.description !== 'string') throw invalid('response_format', 'response_format.json_schema.description must be a string');
+  if (typeof spec.name !== 'string' || !TOOL_NAME.test(spec.name))
+    throw invalid('response_format', 'response_format.json_schema.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -');
+  if (spec.strict !== undefined && spec.strict !== null && typeof spec.strict !== 'boolean')
+    throw invalid('response_format', 'response_format.json_schema.strict must be a boolean');
+  if (spec.description !== undefined && typeof spec.description !== 'string')
+    throw invalid('response_format', 'response_format.json_schema.description must be a string');
   // No schema means any JSON object, as OpenAI documents; strict or not, the grammar enforces what is given.
   const schema = spec.schema === undefined ? { type: 'object', additionalProperties: true } : spec.schema;
   return { type: 'json_schema', name: spec.name, schema: schemaFor(schema, 'response_format') };
@@ -288,26 +365,46 @@ function parseResponseFormat(body: Record<string, unknown>): ResponseFormat {
 function parseTools(body: Record<string, unknown>): ToolDefinition[] {
   if (!present(body, 'tools')) return [];
   const raw = body.tools;
-  if (!Array.isArray(raw) || raw.length > MAX_TOOLS) throw invalid('tools', `tools must be a list of at most ${MAX_TOOLS} functions`);
+  if (!Array.isArray(raw) || raw.length > MAX_TOOLS)
+    throw invalid('tools', `tools must be a list of at most ${MAX_TOOLS} functions`);
   const names = new Set<string>();
   return raw.map((tool: unknown, i): ToolDefinition => {
     const param = `tools[${i}]`;
-    if (!isObject(tool) || tool.type !== 'function' || !isObject(tool.function)) throw invalid(param, 'each tool must be { type: "function", function: { name, parameters } }', 'unsupported_value');
-    for (const key of Object.keys(tool)) if (key !== 'type' && key !== 'function') throw invalid(param, `${key.slice(0, 64)} is not supported`, 'unknown_parameter');
+    if (!isObject(tool) || tool.type !== 'function' || !isObject(tool.function))
+      throw invalid(
+        param,
+        'each tool must be { type: "function", function: { name, parameters } }',
+        'unsupported_value',
+      );
+    for (const key of Object.keys(tool))
+      if (key !== 'type' && key !== 'function')
+        throw invalid(param, `${key.slice(0, 64)} is not supported`, 'unknown_parameter');
     const fn = tool.function;
     for (const key of Object.keys(fn)) {
-      if (!['name', 'description', 'parameters', 'strict'].includes(key)) throw invalid(`${param}.function`, `${key.slice(0, 64)} is not supported`, 'unknown_parameter');
+      if (!['name', 'description', 'parameters', 'strict'].includes(key))
+        throw invalid(`${param}.function`, `${key.slice(0, 64)} is not supported`, 'unknown_parameter');
     }
-    if (typeof fn.name !== 'string' || !TOOL_NAME.test(fn.name)) throw invalid(`${param}.function.name`, 'a function name is 1 to 64 of a-z, A-Z, 0-9, _ and -');
+    if (typeof fn.name !== 'string' || !TOOL_NAME.test(fn.name))
+      throw invalid(`${param}.function.name`, 'a function name is 1 to 64 of a-z, A-Z, 0-9, _ and -');
     if (names.has(fn.name)) throw invalid(`${param}.function.name`, 'function names must be unique');
     names.add(fn.name);
-    if (fn.description !== undefined && typeof fn.description !== 'string') throw invalid(`${param}.function.description`, 'description must be a string');
-    if (fn.strict !== undefined && fn.strict !== null && typeof fn.strict !== 'boolean') throw invalid(`${param}.function.strict`, 'strict must be a boolean');
+    if (fn.description !== undefined && typeof fn.description !== 'string')
+      throw invalid(`${param}.function.description`, 'description must be a string');
+    if (fn.strict !== undefined && fn.strict !== null && typeof fn.strict !== 'boolean')
+      throw invalid(`${param}.function.strict`, 'strict must be a boolean');
     const parameters = present(fn, 'parameters') ? schemaFor(fn.parameters, `${param}.function.parameters`) : undefined;
     if (parameters !== undefined && (parameters as { type?: unknown }).type !== 'object') {
-      throw invalid(`${param}.function.parameters`, 'function parameters must be an object schema', 'unsupported_schema');
+      throw invalid(
+        `${param}.function.parameters`,
+        'function parameters must be an object schema',
+        'unsupported_schema',
+      );
     }
-    return { name: fn.name, ...(typeof fn.description === 'string' ? { description: fn.description } : {}), ...(parameters === undefined ? {} : { parameters }) };
+    return {
+      name: fn.name,
+      ...(typeof fn.description === 'string' ? { description: fn.description } : {}),
+      ...(parameters === undefined ? {} : { parameters }),
+    };
   });
 }
 
@@ -321,7 +418,8 @@ function parseToolChoice(body: Record<string, unknown>, tools: readonly ToolDefi
   }
   if (isObject(raw) && raw.type === 'function' && isObject(raw.function) && typeof raw.function.name === 'string') {
     const name = raw.function.name;
-    if (!tools.some((tool) => tool.name === name)) throw invalid('tool_choice', 'tool_choice names a function that is not in tools');
+    if (!tools.some((tool) => tool.name === name))
+      throw invalid('tool_choice', 'tool_choice names a function that is not in tools');
     return { name };
   }
   throw invalid('tool_choice', 'tool_choice must be none, auto, required or { type: "function", function: { name } }');
@@ -345,10 +443,19 @@ function messageText(content: unknown, index: number, role: Role): string {
 
 function toolCallsOf(raw: unknown, index: number): ToolCall[] {
   const param = `messages[${index}].tool_calls`;
-  if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_TOOLS) throw invalid(param, `tool_calls must be a list of 1 to ${MAX_TOOLS} calls`);
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_TOOLS)
+    throw invalid(param, `tool_calls must be a list of 1 to ${MAX_TOOLS} calls`);
   return raw.map((call: unknown): ToolCall => {
-    if (!isObject(call) || call.type !== 'function' || typeof call.id !== 'string' || call.id.length === 0 || call.id.length > 256
-      || !isObject(call.function) || typeof call.function.name !== 'string' || typeof call.function.arguments !== 'string') {
+    if (
+      !isObject(call) ||
+      call.type !== 'function' ||
+      typeof call.id !== 'string' ||
+      call.id.length === 0 ||
+      call.id.length > 256 ||
+      !isObject(call.function) ||
+      typeof call.function.name !== 'string' ||
+      typeof call.function.arguments !== 'string'
+    ) {
       throw invalid(param, 'each tool call must be { id, type: "function", function: { name, arguments } }');
     }
     let parsed: unknown;
@@ -373,14 +480,25 @@ function parseMessages(raw: unknown): ChatMessage[] {
     const declared = message.role;
     if (declared === 'tool') {
       const id = message.tool_call_id;
-      if (typeof id !== 'string' || !open.has(id)) throw invalid(`messages[${index}].tool_call_id`, 'a tool message must answer a tool call of the assistant message before it');
+      if (typeof id !== 'string' || !open.has(id))
+        throw invalid(
+          `messages[${index}].tool_call_id`,
+          'a tool message must answer a tool call of the assistant message before it',
+        );
       open.delete(id);
       return { role: 'tool', content: messageText(message.content, index, 'tool'), toolCallId: id };
     }
-    if (open.size > 0) throw invalid(`messages[${index}]`, 'every tool call must be answered by a tool message before the next message');
-    if (declared === 'system' || declared === 'developer') return { role: 'system', content: messageText(message.content, index, 'system') };
+    if (open.size > 0)
+      throw invalid(`messages[${index}]`, 'every tool call must be answered by a tool message before the next message');
+    if (declared === 'system' || declared === 'developer')
+      return { role: 'system', content: messageText(message.content, index, 'system') };
     if (declared === 'user') return { role: 'user', content: messageText(message.content, index, 'user') };
-    if (declared !== 'assistant') throw invalid(`messages[${index}].role`, 'role must be system, developer, user, assistant or tool', 'unsupported_value');
+    if (declared !== 'assistant')
+      throw invalid(
+        `messages[${index}].role`,
+        'role must be system, developer, user, assistant or tool',
+        'unsupported_value',
+      );
     const content = messageText(message.content, index, 'assistant');
     if (!present(message, 'tool_calls')) return { role: 'assistant', content };
     const toolCalls = toolCallsOf(message.tool_calls, index);
@@ -397,14 +515,19 @@ export function parseChatRequest(body: unknown): ChatRequest {
   if (!isObject(body)) throw invalid('body', 'the request body must be a JSON object', 'invalid_body');
   refuseUnknown(body, CHAT_FIELDS);
   const messages = parseMessages(body.messages);
-  if (present(body, 'logprobs') && body.logprobs !== false) throw invalid('logprobs', 'logprobs are not supported', 'unsupported_value');
+  if (present(body, 'logprobs') && body.logprobs !== false)
+    throw invalid('logprobs', 'logprobs are not supported', 'unsupported_value');
   if (present(body, 'top_logprobs')) throw invalid('top_logprobs', 'logprobs are not supported', 'unsupported_value');
   const responseFormat = parseResponseFormat(body);
   const tools = parseTools(body);
   const toolChoice = parseToolChoice(body, tools);
   const parallelToolCalls = booleanOf(body, 'parallel_tool_calls') ?? true;
   if (toolChoice !== 'none' && responseFormat.type !== 'text') {
-    throw invalid('response_format', 'a JSON response_format cannot be combined with tools (unless tool_choice is none)', 'unsupported_value');
+    throw invalid(
+      'response_format',
+      'a JSON response_format cannot be combined with tools (unless tool_choice is none)',
+      'unsupported_value',
+    );
   }
   if (present(body, 'user') && typeof body.user !== 'string') throw invalid('user', 'user must be a string');
   return { kind: 'chat', messages, responseFormat, tools, toolChoice, parallelToolCalls, ...parseCommon(body) };
@@ -419,14 +542,20 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
   if (typeof prompt !== 'string') throw invalid('prompt', 'prompt must be a string (or an array of one string)');
   if (booleanOf(body, 'echo') === true) throw invalid('echo', 'echo is not supported', 'unsupported_value');
   if (present(body, 'suffix')) throw invalid('suffix', 'suffix is not supported', 'unsupported_value');
-  if (present(body, 'best_of') && body.best_of !== 1) throw invalid('best_of', 'only best_of = 1 is supported', 'unsupported_value');
-  if (present(body, 'logprobs') && body.logprobs !== 0 && body.logprobs !== false) throw invalid('logprobs', 'logprobs are not supported', 'unsupported_value');
+  if (present(body, 'best_of') && body.best_of !== 1)
+    throw invalid('best_of', 'only best_of = 1 is supported', 'unsupported_value');
+  if (present(body, 'logprobs') && body.logprobs !== 0 && body.logprobs !== false)
+    throw invalid('logprobs', 'logprobs are not supported', 'unsupported_value');
   if (present(body, 'user') && typeof body.user !== 'string') throw invalid('user', 'user must be a string');
   return { kind: 'completion', prompt, ...parseCommon(body) };
 }
 
 function isTokenArray(value: unknown): value is number[] {
-  return Array.isArray(value) && value.length > 0 && value.every((t) => typeof t === 'number' && Number.isInteger(t) && t >= 0 && t <= 0xffffffff);
+  return (
+    Array.isArray(value) &&
+    value.length > 0 &&
+    value.every((t) => typeof t === 'number' && Number.isInteger(t) && t >= 0 && t <= 0xffffffff)
+  );
 }
 
 /**
@@ -441,15 +570,23 @@ export function parseEmbeddingRequest(body: unknown): EmbeddingRequest {
   let inputs: (string | number[])[];
   if (typeof raw === 'string') inputs = [raw];
   else if (isTokenArray(raw)) inputs = [raw];
-  else if (Array.isArray(raw) && raw.length > 0 && raw.length <= MAX_EMBEDDING_INPUTS && raw.every((item) => typeof item === 'string' || isTokenArray(item))) inputs = raw as (string | number[])[];
+  else if (
+    Array.isArray(raw) &&
+    raw.length > 0 &&
+    raw.length <= MAX_EMBEDDING_INPUTS &&
+    raw.every((item) => typeof item === 'string' || isTokenArray(item))
+  )
+    inputs = raw as (string | number[])[];
   else throw invalid('input', `input must be a string, a list of 1 to ${MAX_EMBEDDING_INPUTS} strings, or token ids`);
   if (inputs.some((input) => input.length === 0)) throw invalid('input', 'an input must not be empty');
   let encoding: 'float' | 'base64' = 'float';
   if (present(body, 'encoding_format')) {
-    if (body.encoding_format !== 'float' && body.encoding_format !== 'base64') throw invalid('encoding_format', 'encoding_format must be float or base64');
+    if (body.encoding_format !== 'float' && body.encoding_format !== 'base64')
+      throw invalid('encoding_format', 'encoding_format must be float or base64');
     encoding = body.encoding_format;
   }
-  if (present(body, 'dimensions')) throw invalid('dimensions', 'dimensions is not supported: the model has one embedding size', 'unsupported_value');
+  if (present(body, 'dimensions'))
+    throw invalid('dimensions', 'dimensions is not supported: the model has one embedding size', 'unsupported_value');
   if (present(body, 'user') && typeof body.user !== 'string') throw invalid('user', 'user must be a string');
   return { kind: 'embedding', model: modelOf(body), inputs, encoding };
 }
@@ -463,7 +600,11 @@ export interface Usage {
 }
 
 export function usageOf(promptTokens: number, completionTokens: number): Usage {
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+  };
 }
 
 export interface ResponseMeta {
@@ -474,13 +615,29 @@ export interface ResponseMeta {
 
 /** The `tool_calls` of an assistant message in OpenAI's shape. */
 export function toolCallsBody(calls: readonly ToolCall[]): object[] {
-  return calls.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } }));
+  return calls.map((call) => ({
+    id: call.id,
+    type: 'function',
+    function: { name: call.name, arguments: call.arguments },
+  }));
 }
 
-export function chatCompletionBody(meta: ResponseMeta, content: string, finishReason: FinishReason, usage: Usage, toolCalls: readonly ToolCall[] = []): object {
-  const message = toolCalls.length === 0
-    ? { role: 'assistant', content, refusal: null }
-    : { role: 'assistant', content: content.length === 0 ? null : content, refusal: null, tool_calls: toolCallsBody(toolCalls) };
+export function chatCompletionBody(
+  meta: ResponseMeta,
+  content: string,
+  finishReason: FinishReason,
+  usage: Usage,
+  toolCalls: readonly ToolCall[] = [],
+): object {
+  const message =
+    toolCalls.length === 0
+      ? { role: 'assistant', content, refusal: null }
+      : {
+          role: 'assistant',
+          content: content.length === 0 ? null : content,
+          refusal: null,
+          tool_calls: toolCallsBody(toolCalls),
+        };
   return {
     id: meta.id,
     object: 'chat.completion',
@@ -500,7 +657,11 @@ export interface ToolCallDelta {
 }
 
 /** One `chat.completion.chunk`. The first carries the role; the last carries `finish_reason`. */
-export function chatChunkBody(meta: ResponseMeta, delta: { role?: 'assistant'; content?: string | null; tool_calls?: readonly ToolCallDelta[] }, finishReason: FinishReason | null): object {
+export function chatChunkBody(
+  meta: ResponseMeta,
+  delta: { role?: 'assistant'; content?: string | null; tool_calls?: readonly ToolCallDelta[] },
+  finishReason: FinishReason | null,
+): object {
   return {
     id: meta.id,
     object: 'chat.completion.chunk',
@@ -515,7 +676,12 @@ export function chatUsageChunkBody(meta: ResponseMeta, usage: Usage): object {
   return { id: meta.id, object: 'chat.completion.chunk', created: meta.created, model: meta.model, choices: [], usage };
 }
 
-export function completionBody(meta: ResponseMeta, text: string, finishReason: FinishReason | null, usage: Usage | null): object {
+export function completionBody(
+  meta: ResponseMeta,
+  text: string,
+  finishReason: FinishReason | null,
+  usage: Usage | null,
+): object {
   return {
     id: meta.id,
     object: 'text_completion',
@@ -540,10 +706,19 @@ export function modelsBody(modelId: string, created: number): object {
 }
 
 /** `POST /v1/embeddings`: one vector per input, as floats or as base64 of little-endian float32. */
-export function embeddingsBody(model: string, vectors: readonly (readonly number[])[], encoding: 'float' | 'base64', promptTokens: number): object {
+export function embeddingsBody(
+  model: string,
+  vectors: readonly (readonly number[])[],
+  encoding: 'float' | 'base64',
+  promptTokens: number,
+): object {
   return {
     object: 'list',
-    data: vectors.map((vector, index) => ({ object: 'embedding', index, embedding: encoding === 'float' ? vector : base64Float32(vector) })),
+    data: vectors.map((vector, index) => ({
+      object: 'embedding',
+      index,
+      embedding: encoding === 'float' ? vector : base64Float32(vector),
+    })),
     model,
     usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
   };

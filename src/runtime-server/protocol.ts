@@ -58,7 +58,13 @@ export const MAX_PROTOCOL_LINE = 4096;
 export const KEY_PATTERN = /^[A-Za-z0-9_-]{32,256}$/;
 
 /** Error codes a child may report; anything else is treated as a plain start failure. */
-export const CHILD_ERROR_CODES = ['ERR_USAGE', 'ERR_RUNTIME_MODEL_LOAD', 'ERR_BIND_FAILED', 'ERR_SPAWN_HANDSHAKE', 'ERR_INTERNAL'] as const;
+export const CHILD_ERROR_CODES = [
+  'ERR_USAGE',
+  'ERR_RUNTIME_MODEL_LOAD',
+  'ERR_BIND_FAILED',
+  'ERR_SPAWN_HANDSHAKE',
+  'ERR_INTERNAL',
+] as const;
 
 /** Serialises one event line. */
 export function eventLine(event: RuntimeEvent): string {

@@ -216,38 +216,64 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     }
   }
 
-  async function generate(req: IncomingMessage, res: ServerResponse, request: ChatRequest | CompletionRequest, engine: Engine): Promise<void> {
+  async function generate(
+    req: IncomingMessage,
+    res: ServerResponse,
+    request: ChatRequest | CompletionRequest,
+    engine: Engine,
+  ): Promise<void> {
     const meta: ResponseMeta = {
       id: `${request.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
       created: Math.floor(Date.now() / 1000),
       model: options.modelId,
     };
-    const chatOptions: ChatOptions | undefined = request.kind === 'chat'
-      ? { format: request.responseFormat, tools: request.tools, toolChoice: request.toolChoice, parallelToolCalls: request.parallelToolCalls }
-      : undefined;
+    const chatOptions: ChatOptions | undefined =
+      request.kind === 'chat'
+        ? {
+            format: request.responseFormat,
+            tools: request.tools,
+            toolChoice: request.toolChoice,
+            parallelToolCalls: request.parallelToolCalls,
+          }
+        : undefined;
     await cancellable(res, async (signal) => {
       if (!request.stream) {
-        const result = request.kind === 'chat'
-          ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: signal })
-          : await engine.complete(request.prompt, request.sampling, { signal: signal });
+        const result =
+          request.kind === 'chat'
+            ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: signal })
+            : await engine.complete(request.prompt, request.sampling, { signal: signal });
         const usage = usageOf(result.promptTokens, result.completionTokens);
-        sendJson(res, 200, request.kind === 'chat'
-          ? chatCompletionBody(meta, result.text, result.finishReason, usage, result.toolCalls)
-          : completionBody(meta, result.text, result.finishReason, usage));
+        sendJson(
+          res,
+          200,
+          request.kind === 'chat'
+            ? chatCompletionBody(meta, result.text, result.finishReason, usage, result.toolCalls)
+            : completionBody(meta, result.text, result.finishReason, usage),
+        );
         return;
       }
       let started = false;
       const start = (): void => {
         if (started) return;
         started = true;
-        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+        res.writeHead(200, {
+          'content-type': 'text/event-stream; charset=utf-8',
+          'cache-control': 'no-store',
+          'x-content-type-options': 'nosniff',
+        });
         res.flushHeaders();
         if (request.kind === 'chat') res.write(sseData(chatChunkBody(meta, { role: 'assistant', content: '' }, null)));
       };
       const onText = (text: string): void => {
         if (text.length === 0 || signal.aborted) return;
         start();
-        res.write(sseData(request.kind === 'chat' ? chatChunkBody(meta, { content: text }, null) : completionBody(meta, text, null, null)));
+        res.write(
+          sseData(
+            request.kind === 'chat'
+              ? chatChunkBody(meta, { content: text }, null)
+              : completionBody(meta, text, null, null),
+          ),
+        );
       };
       // OpenAI streams a tool call as deltas with its index: id, type and name first, then argument text.
       const onToolCall = (delta: ToolCallDelta): void => {
@@ -258,9 +284,14 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
       let result: GenerationResult;
       try {
         // Validation errors (prompt too long, queue full) still get a plain JSON error: nothing was sent yet.
-        result = request.kind === 'chat'
-          ? await engine.chat(request.messages, request.sampling, chatOptions!, { signal: signal, onText, onToolCall })
-          : await engine.complete(request.prompt, request.sampling, { signal: signal, onText });
+        result =
+          request.kind === 'chat'
+            ? await engine.chat(request.messages, request.sampling, chatOptions!, {
+                signal: signal,
+                onText,
+                onToolCall,
+              })
+            : await engine.complete(request.prompt, request.sampling, { signal: signal, onText });
       } catch (error) {
         if (!started) throw error;
         // The client is gone: nobody to tell. Otherwise the stream ends with an error event, no [DONE].
@@ -319,13 +350,21 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     }
     if (req.method !== method) {
       req.resume();
-      sendError(res, new ApiError(405, 'invalid_request_error', 'method_not_allowed', `use ${method} on this path`), { allow: method });
+      sendError(res, new ApiError(405, 'invalid_request_error', 'method_not_allowed', `use ${method} on this path`), {
+        allow: method,
+      });
       return;
     }
     const engine = options.engine();
     if (path === '/health') {
       if (engine === null) sendError(res, new ApiError(503, 'server_error', 'model_loading', 'the model is loading'));
-      else sendJson(res, 200, { status: 'ok', parallel: engine.parallel, contextSize: engine.contextSize, sequences: engine.sequences() });
+      else
+        sendJson(res, 200, {
+          status: 'ok',
+          parallel: engine.parallel,
+          contextSize: engine.contextSize,
+          sequences: engine.sequences(),
+        });
       return;
     }
     if (path === '/v1/models') {
@@ -339,7 +378,10 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     }
     if (!isJsonContentType(req.headers['content-type'])) {
       req.resume();
-      sendError(res, new ApiError(415, 'invalid_request_error', 'unsupported_media_type', 'the body must be application/json'));
+      sendError(
+        res,
+        new ApiError(415, 'invalid_request_error', 'unsupported_media_type', 'the body must be application/json'),
+      );
       return;
     }
     let body: unknown;
@@ -376,8 +418,12 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
     }
     let request: ChatRequest | CompletionRequest | EmbeddingRequest;
     try {
-      request = path === '/v1/chat/completions' ? parseChatRequest(body)
-        : path === '/v1/embeddings' ? parseEmbeddingRequest(body) : parseCompletionRequest(body);
+      request =
+        path === '/v1/chat/completions'
+          ? parseChatRequest(body)
+          : path === '/v1/embeddings'
+            ? parseEmbeddingRequest(body)
+            : parseCompletionRequest(body);
       // Why: answering for another model would pass one model's output off as another's.
       if (request.model !== undefined && request.model !== options.modelId) throw modelNotFound();
     } catch (error) {
@@ -402,7 +448,8 @@ export function createRuntimeServer(options: RuntimeServerOptions): RuntimeServe
   return {
     server,
     abortAll() {
-      for (const controller of controllers) controller.abort(new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down'));
+      for (const controller of controllers)
+        controller.abort(new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down'));
     },
     idle() {
       if (controllers.size === 0) return Promise.resolve();

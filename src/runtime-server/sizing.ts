@@ -50,7 +50,10 @@ export interface Sizing {
   /** Per sequence. */
   readonly contextSize: number;
   /** Why it was chosen: each part `asked`, `trained`, `memory` (capped or reduced to fit) or `fallback`. */
-  readonly reason: { readonly parallel: 'asked' | 'default' | 'memory'; readonly contextSize: 'asked' | 'trained' | 'fallback' | 'memory' };
+  readonly reason: {
+    readonly parallel: 'asked' | 'default' | 'memory';
+    readonly contextSize: 'asked' | 'trained' | 'fallback' | 'memory';
+  };
 }
 
 const clampContext = (value: number): number => Math.max(MIN_CONTEXT, Math.min(MAX_CONTEXT, Math.floor(value)));
@@ -61,27 +64,50 @@ const clampContext = (value: number): number => Math.max(MIN_CONTEXT, Math.min(M
  *   check them first).
  */
 export function chooseSizing(input: SizingInput): Sizing {
-  if (input.parallel !== undefined && (!Number.isInteger(input.parallel) || input.parallel < 1 || input.parallel > 64)) throw new RangeError('parallel out of range');
-  if (input.contextSize !== undefined && (!Number.isInteger(input.contextSize) || input.contextSize < MIN_CONTEXT || input.contextSize > MAX_CONTEXT)) throw new RangeError('contextSize out of range');
-  const trained = input.trainContextSize !== undefined && Number.isFinite(input.trainContextSize) && input.trainContextSize >= MIN_CONTEXT;
+  if (input.parallel !== undefined && (!Number.isInteger(input.parallel) || input.parallel < 1 || input.parallel > 64))
+    throw new RangeError('parallel out of range');
+  if (
+    input.contextSize !== undefined &&
+    (!Number.isInteger(input.contextSize) || input.contextSize < MIN_CONTEXT || input.contextSize > MAX_CONTEXT)
+  )
+    throw new RangeError('contextSize out of range');
+  const trained =
+    input.trainContextSize !== undefined &&
+    Number.isFinite(input.trainContextSize) &&
+    input.trainContextSize >= MIN_CONTEXT;
   const target = input.contextSize ?? clampContext(trained ? input.trainContextSize! : FALLBACK_TRAIN_CONTEXT);
   const contextReason = input.contextSize !== undefined ? 'asked' : trained ? 'trained' : 'fallback';
   if (input.parallel !== undefined && input.contextSize !== undefined) {
-    return { parallel: input.parallel, contextSize: input.contextSize, reason: { parallel: 'asked', contextSize: 'asked' } };
+    return {
+      parallel: input.parallel,
+      contextSize: input.contextSize,
+      reason: { parallel: 'asked', contextSize: 'asked' },
+    };
   }
-  const budget = input.memoryBytes === undefined ? Number.POSITIVE_INFINITY : input.memoryBytes - input.modelBytes - RUNTIME_OVERHEAD_BYTES;
-  const fits = (contextSize: number, sequences: number): boolean => input.contextBytes(contextSize, sequences) <= budget;
+  const budget =
+    input.memoryBytes === undefined
+      ? Number.POSITIVE_INFINITY
+      : input.memoryBytes - input.modelBytes - RUNTIME_OVERHEAD_BYTES;
+  const fits = (contextSize: number, sequences: number): boolean =>
+    input.contextBytes(contextSize, sequences) <= budget;
 
   if (input.parallel === undefined) {
     for (let n = DEFAULT_MAX_PARALLEL; n >= 1; n--) {
-      if (fits(target, n)) return { parallel: n, contextSize: target, reason: { parallel: n === DEFAULT_MAX_PARALLEL ? 'default' : 'memory', contextSize: contextReason } };
+      if (fits(target, n))
+        return {
+          parallel: n,
+          contextSize: target,
+          reason: { parallel: n === DEFAULT_MAX_PARALLEL ? 'default' : 'memory', contextSize: contextReason },
+        };
     }
     // An asked context that does not fit even once: one sequence, and the start tells if it fails.
-    if (input.contextSize !== undefined) return { parallel: 1, contextSize: input.contextSize, reason: { parallel: 'memory', contextSize: 'asked' } };
+    if (input.contextSize !== undefined)
+      return { parallel: 1, contextSize: input.contextSize, reason: { parallel: 'memory', contextSize: 'asked' } };
   }
   const parallel = input.parallel ?? 1;
   const parallelReason = input.parallel !== undefined ? 'asked' : 'memory';
-  if (fits(target, parallel)) return { parallel, contextSize: target, reason: { parallel: parallelReason, contextSize: contextReason } };
+  if (fits(target, parallel))
+    return { parallel, contextSize: target, reason: { parallel: parallelReason, contextSize: contextReason } };
   // The largest context that fits (binary search on the monotonic estimate), never below the floor.
   const floor = Math.min(MIN_AUTO_CONTEXT, target);
   let low = floor;
@@ -93,5 +119,9 @@ export function chooseSizing(input: SizingInput): Sizing {
   }
   // llama.cpp aligns a context to 256 cells: round down so the aligned size still fits.
   const aligned = low >= 256 ? low - (low % 256) : low;
-  return { parallel, contextSize: Math.max(floor, aligned), reason: { parallel: parallelReason, contextSize: 'memory' } };
+  return {
+    parallel,
+    contextSize: Math.max(floor, aligned),
+    reason: { parallel: parallelReason, contextSize: 'memory' },
+  };
 }

@@ -65,7 +65,8 @@ export function isStrongEtag(value: string): boolean {
 
 function assertHttps(url: URL): void {
   if (url.protocol !== 'https:') throw new CompanionError('ERR_DOWNLOAD_NOT_HTTPS');
-  if (url.username !== '' || url.password !== '') throw new CompanionError('ERR_DOWNLOAD_NOT_HTTPS', 'the download URL must not carry credentials');
+  if (url.username !== '' || url.password !== '')
+    throw new CompanionError('ERR_DOWNLOAD_NOT_HTTPS', 'the download URL must not carry credentials');
 }
 
 function mapError(error: unknown, signal: AbortSignal | undefined): CompanionError {
@@ -76,7 +77,11 @@ function mapError(error: unknown, signal: AbortSignal | undefined): CompanionErr
   }
   if (isTlsError(error)) return new CompanionError('ERR_DOWNLOAD_TLS');
   const code = (error as { code?: unknown } | null)?.code;
-  return new CompanionError('ERR_DOWNLOAD_NETWORK', undefined, typeof code === 'string' ? { detail: { cause: code } } : {});
+  return new CompanionError(
+    'ERR_DOWNLOAD_NETWORK',
+    undefined,
+    typeof code === 'string' ? { detail: { cause: code } } : {},
+  );
 }
 
 /** What one request ended with: a redirect to follow, or a body that was delivered whole. */
@@ -90,7 +95,12 @@ type Exchange =
  * a callback returns a promise, reading pauses until it settles; chunks that still arrive are queued in
  * order. A redirect or an error status ends the exchange without reading its body.
  */
-function exchange(target: URL, headers: Record<string, string>, offset: number, options: DownloadOptions): Promise<Exchange> {
+function exchange(
+  target: URL,
+  headers: Record<string, string>,
+  offset: number,
+  options: DownloadOptions,
+): Promise<Exchange> {
   const { signal, onChunk } = options;
   return new Promise<Exchange>((resolve, reject) => {
     let controller: Dispatcher.DispatchController | null = null;
@@ -163,22 +173,48 @@ function exchange(target: URL, headers: Record<string, string>, offset: number, 
         }
         const ranged = offset > 0 && statusCode === 206;
         if (statusCode !== 200 && !ranged) {
-          finish(() => reject(new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `the model host answered ${statusCode}`, { detail: { status: statusCode } })));
+          finish(() =>
+            reject(
+              new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `the model host answered ${statusCode}`, {
+                detail: { status: statusCode },
+              }),
+            ),
+          );
           abort();
           return;
         }
         if (ranged) {
           const range = parseContentRange(header(head, 'content-range'));
           if (range === null || range.start !== offset) {
-            finish(() => reject(new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', 'the model host answered a range that was not asked for', { detail: { status: statusCode } })));
+            finish(() =>
+              reject(
+                new CompanionError(
+                  'ERR_DOWNLOAD_HTTP_STATUS',
+                  'the model host answered a range that was not asked for',
+                  { detail: { status: statusCode } },
+                ),
+              ),
+            );
             abort();
             return;
           }
-          start = { status: 206, rangeHonoured: true, offset, totalSize: range.total, etag: header(head, 'etag') ?? null };
+          start = {
+            status: 206,
+            rangeHonoured: true,
+            offset,
+            totalSize: range.total,
+            etag: header(head, 'etag') ?? null,
+          };
         } else {
           const length = header(head, 'content-length');
           const total = length !== undefined && /^\d+$/.test(length) ? Number(length) : null;
-          start = { status: 200, rangeHonoured: false, offset: 0, totalSize: total, etag: header(head, 'etag') ?? null };
+          start = {
+            status: 200,
+            rangeHonoured: false,
+            offset: 0,
+            totalSize: total,
+            etag: header(head, 'etag') ?? null,
+          };
         }
         const known = start;
         if (options.onStart !== undefined) run(() => options.onStart!(known));
@@ -199,7 +235,10 @@ function exchange(target: URL, headers: Record<string, string>, offset: number, 
       },
     };
     try {
-      options.dispatcher.dispatch({ origin: target.origin, path: `${target.pathname}${target.search}`, method: 'GET', headers }, handler);
+      options.dispatcher.dispatch(
+        { origin: target.origin, path: `${target.pathname}${target.search}`, method: 'GET', headers },
+        handler,
+      );
     } catch (error) {
       finish(() => reject(mapError(error, signal)));
     }
@@ -235,13 +274,18 @@ export async function download(url: string | URL, options: DownloadOptions): Pro
     const outcome = await exchange(target, headers, offset, options);
     if (outcome.kind === 'done') return { ...outcome.start, bytes: outcome.bytes };
     const { status, location } = outcome;
-    if (location === undefined) throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `redirect ${status} without a Location`, { detail: { status } });
+    if (location === undefined)
+      throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `redirect ${status} without a Location`, {
+        detail: { status },
+      });
     if (hop >= maxRedirects) throw new CompanionError('ERR_DOWNLOAD_TOO_MANY_REDIRECTS');
     try {
       target = new URL(location, target);
     } catch {
       // The library's TypeError quotes the input; say only what happened.
-      throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `redirect ${status} to something that is not a URL`, { detail: { status } });
+      throw new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `redirect ${status} to something that is not a URL`, {
+        detail: { status },
+      });
     }
   }
 }

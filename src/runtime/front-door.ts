@@ -118,14 +118,22 @@ export const DEFAULT_FRONT_DOOR_LIMITS: FrontDoorLimits = Object.freeze({
 
 /** Sent on every response, refusals included (flat name/value list: no per-response object walk). */
 const SECURITY_HEADERS: readonly string[] = [
-  'X-Content-Type-Options', 'nosniff',
-  'Cache-Control', 'no-store',
-  'Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'",
-  'Referrer-Policy', 'no-referrer',
-  'Cross-Origin-Resource-Policy', 'same-origin',
+  'X-Content-Type-Options',
+  'nosniff',
+  'Cache-Control',
+  'no-store',
+  'Content-Security-Policy',
+  "default-src 'none'; frame-ancestors 'none'",
+  'Referrer-Policy',
+  'no-referrer',
+  'Cross-Origin-Resource-Policy',
+  'same-origin',
 ];
 
-const SECURITY_HEADER_LINES = SECURITY_HEADERS.reduce((text, value, i) => text + (i % 2 === 0 ? `${value}: ` : `${value}\r\n`), '');
+const SECURITY_HEADER_LINES = SECURITY_HEADERS.reduce(
+  (text, value, i) => text + (i % 2 === 0 ? `${value}: ` : `${value}\r\n`),
+  '',
+);
 
 /** How much of an oversized body is read and dropped after a 413 before the connection is cut. */
 const DISCARD_LIMIT = 16 << 20;
@@ -147,13 +155,20 @@ export function isLoopbackBindAddress(host: string): boolean {
 
 function statusOf(code: ErrorCode): number {
   switch (code) {
-    case 'ERR_ADMISSION_QUEUE_FULL': return 429;
-    case 'ERR_ADMISSION_NOT_READY': return 503;
-    case 'ERR_ADMISSION_TIMEOUT': return 503;
-    case 'ERR_BODY_TOO_LARGE': return 413;
-    case 'ERR_REQUEST_TIMEOUT': return 504;
-    case 'ERR_UPSTREAM_UNAVAILABLE': return 502;
-    default: return 500;
+    case 'ERR_ADMISSION_QUEUE_FULL':
+      return 429;
+    case 'ERR_ADMISSION_NOT_READY':
+      return 503;
+    case 'ERR_ADMISSION_TIMEOUT':
+      return 503;
+    case 'ERR_BODY_TOO_LARGE':
+      return 413;
+    case 'ERR_REQUEST_TIMEOUT':
+      return 504;
+    case 'ERR_UPSTREAM_UNAVAILABLE':
+      return 502;
+    default:
+      return 500;
   }
 }
 
@@ -167,16 +182,26 @@ const MESSAGES: Partial<Record<ErrorCode, string>> = {
 };
 
 /** A small OpenAI-shaped JSON error. Never a CORS header; never a header value or token in the body. */
-function sendError(res: ServerResponse, status: number, code: ErrorCode, message: string, extra: readonly string[] = []): void {
+function sendError(
+  res: ServerResponse,
+  status: number,
+  code: ErrorCode,
+  message: string,
+  extra: readonly string[] = [],
+): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const body = JSON.stringify({ error: { message, type: status >= 500 ? 'server_error' : 'invalid_request_error', code } });
+  const body = JSON.stringify({
+    error: { message, type: status >= 500 ? 'server_error' : 'invalid_request_error', code },
+  });
   res.writeHead(status, [
     ...SECURITY_HEADERS,
-    'Content-Type', 'application/json; charset=utf-8',
-    'Content-Length', String(Buffer.byteLength(body)),
+    'Content-Type',
+    'application/json; charset=utf-8',
+    'Content-Length',
+    String(Buffer.byteLength(body)),
     ...extra,
   ]);
   res.end(body);
@@ -185,7 +210,8 @@ function sendError(res: ServerResponse, status: number, code: ErrorCode, message
 /** Reads a request body up to `limit` bytes. Rejects with ERR_BODY_TOO_LARGE, or the stream's error. */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) return Promise.reject(new CompanionError('ERR_BODY_TOO_LARGE'));
+  if (declared !== undefined && Number(declared) > limit)
+    return Promise.reject(new CompanionError('ERR_BODY_TOO_LARGE'));
   return new Promise((resolveBody, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
@@ -285,7 +311,11 @@ class Forward implements Dispatcher.DispatchHandler {
     if (this.gone) controller.abort(new CompanionError('ERR_ADMISSION_ABORTED'));
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void {
     if (this.gone) return;
     const type = headers['content-type'];
     const length = headers['content-length'];
@@ -364,7 +394,8 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isSafeInteger(value) || value < 1) throw invalidArg(`limits.${name} must be a positive integer`);
   }
-  if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw invalidArg('limits.headersTimeoutMs must not exceed limits.requestTimeoutMs');
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs)
+    throw invalidArg('limits.headersTimeoutMs must not exceed limits.requestTimeoutMs');
   const { admission, onRequest } = options;
   let policy: GuardPolicy | null = null;
   let upstream: Upstream | null = null;
@@ -405,17 +436,28 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       if (upstream !== null) {
         const old = upstream.pool;
         retiring.add(old);
-        void old.close().catch(() => undefined).finally(() => retiring.delete(old));
+        void old
+          .close()
+          .catch(() => undefined)
+          .finally(() => retiring.delete(old));
       }
-      const settings = { connections: POOL_CONNECTIONS, pipelining: 1, keepAliveTimeout: POOL_KEEP_ALIVE_MS, headersTimeout: limits.upstreamHeadersTimeoutMs, bodyTimeout: limits.upstreamBodyTimeoutMs };
-      pool = address.kind === 'unix'
-        ? new Pool('http://localhost', { ...settings, connect: unixConnector(address.path, address.identity) })
-        : new Pool(`http://127.0.0.1:${address.port}`, settings);
+      const settings = {
+        connections: POOL_CONNECTIONS,
+        pipelining: 1,
+        keepAliveTimeout: POOL_KEEP_ALIVE_MS,
+        headersTimeout: limits.upstreamHeadersTimeoutMs,
+        bodyTimeout: limits.upstreamBodyTimeoutMs,
+      };
+      pool =
+        address.kind === 'unix'
+          ? new Pool('http://localhost', { ...settings, connect: unixConnector(address.path, address.identity) })
+          : new Pool(`http://127.0.0.1:${address.port}`, settings);
     }
     // The per-spawn key of a TCP runtime goes to the runtime only (never to a log or the client).
-    const headers: Record<string, string> = address.kind === 'unix'
-      ? { host: 'localhost' }
-      : { host: `127.0.0.1:${address.port}`, authorization: `Bearer ${address.key.reveal()}` };
+    const headers: Record<string, string> =
+      address.kind === 'unix'
+        ? { host: 'localhost' }
+        : { host: `127.0.0.1:${address.port}`, authorization: `Bearer ${address.key.reveal()}` };
     upstream = { key, pool, headers };
     lastAddress = address;
     return upstream;
@@ -441,11 +483,23 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     });
   }
 
-  function forward(res: ServerResponse, socket: Socket, route: GuardRoute, contentType: string | undefined, accept: string | undefined, body: Buffer | null, release: Release, started: number): void {
+  function forward(
+    res: ServerResponse,
+    socket: Socket,
+    route: GuardRoute,
+    contentType: string | undefined,
+    accept: string | undefined,
+    body: Buffer | null,
+    release: Release,
+    started: number,
+  ): void {
     const address = options.upstream();
     if (address === null) {
       release();
-      sendError(res, 503, 'ERR_ADMISSION_NOT_READY', MESSAGES.ERR_ADMISSION_NOT_READY!, ['Retry-After', String(admission.retryAfterSeconds())]);
+      sendError(res, 503, 'ERR_ADMISSION_NOT_READY', MESSAGES.ERR_ADMISSION_NOT_READY!, [
+        'Retry-After',
+        String(admission.retryAfterSeconds()),
+      ]);
       report(route.method, route.path, 503, started, 'ERR_ADMISSION_NOT_READY');
       return;
     }
@@ -460,9 +514,10 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     socket.once('close', handler.onClientClose);
     // Accept (and Content-Type for a body) are the client's own negotiation; nothing else passes.
     const base = accept === undefined ? target.headers : { ...target.headers, accept };
-    const headers = body === null
-      ? base
-      : { ...base, 'content-type': contentType ?? 'application/octet-stream', 'content-length': String(body.length) };
+    const headers =
+      body === null
+        ? base
+        : { ...base, 'content-type': contentType ?? 'application/octet-stream', 'content-length': String(body.length) };
     target.pool.dispatch({ path: route.path, method: route.method as Dispatcher.HttpMethod, headers, body }, handler);
   }
 
@@ -481,7 +536,8 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       const code: ErrorCode = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
       if (code === 'ERR_ADMISSION_ABORTED' || res.destroyed) return;
       const status = statusOf(code);
-      let extra = status === 429 || status === 503 ? ['Retry-After', String(Math.max(1, admission.retryAfterSeconds()))] : [];
+      let extra =
+        status === 429 || status === 503 ? ['Retry-After', String(Math.max(1, admission.retryAfterSeconds()))] : [];
       if (status === 413) {
         if (Number(req.headers['content-length']) > limits.maxBodyBytes) {
           // Announced too large: nothing of it was read, and nothing more will be.
@@ -524,7 +580,13 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       return;
     }
     const body = JSON.stringify({ mac });
-    res.writeHead(200, [...SECURITY_HEADERS, 'Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body))]);
+    res.writeHead(200, [
+      ...SECURITY_HEADERS,
+      'Content-Type',
+      'application/json; charset=utf-8',
+      'Content-Length',
+      String(Buffer.byteLength(body)),
+    ]);
     res.end(body);
     report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 200, started);
   }
@@ -533,12 +595,24 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     track(req, res);
     const started = onRequest === undefined ? 0 : performance.now();
     const decision = verifyLoopbackRequest(
-      { peerAddress: req.socket.remoteAddress ?? '', method: req.method ?? '', target: req.url ?? '', rawHeaders: req.rawHeaders, httpVersion: req.httpVersion },
+      {
+        peerAddress: req.socket.remoteAddress ?? '',
+        method: req.method ?? '',
+        target: req.url ?? '',
+        rawHeaders: req.rawHeaders,
+        httpVersion: req.httpVersion,
+      },
       policy!,
     );
     if (!decision.ok) {
       // Refused before any body is read or any upstream is touched; the connection is not reused.
-      sendError(res, decision.status, decision.code, 'request refused', decision.status === 401 ? ['WWW-Authenticate', 'Bearer', 'Connection', 'close'] : ['Connection', 'close']);
+      sendError(
+        res,
+        decision.status,
+        decision.code,
+        'request refused',
+        decision.status === 401 ? ['WWW-Authenticate', 'Bearer', 'Connection', 'close'] : ['Connection', 'close'],
+      );
       report(req.method ?? '', '-', decision.status, started, decision.code);
       return;
     }
@@ -551,13 +625,21 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       // Ready or not, nothing more: the runtime's details stay behind the door.
       const ready = options.upstream() !== null;
       const body = ready ? '{"status":"ready"}' : '{"status":"not-ready"}';
-      res.writeHead(ready ? 200 : 503, [...SECURITY_HEADERS, 'Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(body.length), ...(ready ? [] : ['Retry-After', String(admission.retryAfterSeconds())])]);
+      res.writeHead(ready ? 200 : 503, [
+        ...SECURITY_HEADERS,
+        'Content-Type',
+        'application/json; charset=utf-8',
+        'Content-Length',
+        String(body.length),
+        ...(ready ? [] : ['Retry-After', String(admission.retryAfterSeconds())]),
+      ]);
       res.end(body);
       report(route.method, route.path, res.statusCode, started);
       return;
     }
     // `Expect: 100-continue`: invite the body only now, after the guard (Node would have sent the 100 first).
-    if (expectsContinue && route.method === 'POST' && !(Number(req.headers['content-length']) > limits.maxBodyBytes)) res.writeContinue();
+    if (expectsContinue && route.method === 'POST' && !(Number(req.headers['content-length']) > limits.maxBodyBytes))
+      res.writeContinue();
     serve(req, res, route, started).catch(() => {
       if (!res.headersSent) sendError(res, 500, 'ERR_INTERNAL', 'internal error');
       else res.destroy();
@@ -603,7 +685,13 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       // waits for bytes that will never come. Answer it (408/400) when it is the only one owed, then close.
       if (!last.res.headersSent && pending.size <= 1) {
         const timeout = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-        sendError(last.res, timeout ? 408 : 400, timeout ? 'ERR_REQUEST_TIMEOUT' : 'ERR_GUARD_MALFORMED', 'request not served', ['Connection', 'close']);
+        sendError(
+          last.res,
+          timeout ? 408 : 400,
+          timeout ? 'ERR_REQUEST_TIMEOUT' : 'ERR_GUARD_MALFORMED',
+          'request not served',
+          ['Connection', 'close'],
+        );
         setTimeout(() => socket.destroy(), 1_000).unref();
       } else {
         socket.destroy();
@@ -621,11 +709,19 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
       return;
     }
     // A request head too large, too slow or malformed: answer once (our headers), then close.
-    const [status, code] = error.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
-      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT'] : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
+    const [status, code] =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT']
+          : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
     // No JSON body for a HEAD request (RFC 9110 §9.3.2: a response to HEAD has no content).
-    const body = bodyAllowedFor(error.rawPacket) ? `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}` : '';
-    socket.end(`HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}${body === '' ? '' : 'Content-Type: application/json; charset=utf-8\r\n'}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    const body = bodyAllowedFor(error.rawPacket)
+      ? `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}`
+      : '';
+    socket.end(
+      `HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}${body === '' ? '' : 'Content-Type: application/json; charset=utf-8\r\n'}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
     // end() waits for the peer only so long: a sender that keeps the socket half-open is cut.
     setTimeout(() => socket.destroy(), 1_000).unref();
   });
@@ -683,7 +779,10 @@ function invalidArg(message: string): TypeError {
 function unixConnector(path: string, identity: SocketIdentity | undefined): buildConnector.connector {
   return (_options, callback) => {
     if (identity !== undefined && !sameSocket(path, identity)) {
-      callback(new CompanionError('ERR_UPSTREAM_UNAVAILABLE', 'the runtime socket is not the one the companion bound'), null);
+      callback(
+        new CompanionError('ERR_UPSTREAM_UNAVAILABLE', 'the runtime socket is not the one the companion bound'),
+        null,
+      );
       return;
     }
     const socket = connectSocket({ path });

@@ -34,7 +34,13 @@ export function gpuProbeEntry(): string {
 
 function probeBackend(entry: string, timeoutMs: number): Promise<Pick<GpuReport, 'backend' | 'detail'>> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [entry], { env: {}, cwd: '/', shell: false, windowsHide: true, stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(process.execPath, [entry], {
+      env: {},
+      cwd: '/',
+      shell: false,
+      windowsHide: true,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     let stdout = '';
     let timedOut = false;
     child.stdout.setEncoding('utf8');
@@ -51,12 +57,17 @@ function probeBackend(entry: string, timeoutMs: number): Promise<Pick<GpuReport,
     });
     child.once('close', () => {
       clearTimeout(timer);
-      if (timedOut) return resolve({ backend: null, detail: `the backend probe did not answer within ${timeoutMs} ms` });
+      if (timedOut)
+        return resolve({ backend: null, detail: `the backend probe did not answer within ${timeoutMs} ms` });
       try {
         const value = JSON.parse(stdout.split('\n')[0] ?? '') as { backend?: unknown; fallback?: unknown };
         // Checked like the runtime's ready line: a fixed list and a plain-text reason.
         const checked = readyBackend({ backend: value.backend, gpuLayers: 0, fallback: value.fallback });
-        if (checked !== null) return resolve({ backend: checked.backend, ...(checked.fallback === undefined ? {} : { detail: checked.fallback }) });
+        if (checked !== null)
+          return resolve({
+            backend: checked.backend,
+            ...(checked.fallback === undefined ? {} : { detail: checked.fallback }),
+          });
       } catch {
         // fall through
       }

@@ -46,7 +46,9 @@ export function socketIdentity(path: string): SocketIdentity {
 export function sameSocket(path: string, identity: SocketIdentity): boolean {
   try {
     const stats = lstatSync(path, { bigint: true });
-    return stats.isSocket() && stats.ino === identity.ino && stats.dev === identity.dev && stats.ctimeNs === identity.ctimeNs;
+    return (
+      stats.isSocket() && stats.ino === identity.ino && stats.dev === identity.dev && stats.ctimeNs === identity.ctimeNs
+    );
   } catch {
     return false;
   }
@@ -70,13 +72,14 @@ export function checkHealth(address: RuntimeAddress, timeoutMs: number): Promise
       clearTimeout(timer);
       resolvePromise(result);
     };
-    const target = address.kind === 'unix'
-      ? { socketPath: address.path, headers: { host: 'localhost' } }
-      : {
-        host: address.host,
-        port: address.port,
-        headers: { host: `${address.host}:${address.port}`, authorization: `Bearer ${address.key.reveal()}` },
-      };
+    const target =
+      address.kind === 'unix'
+        ? { socketPath: address.path, headers: { host: 'localhost' } }
+        : {
+            host: address.host,
+            port: address.port,
+            headers: { host: `${address.host}:${address.port}`, authorization: `Bearer ${address.key.reveal()}` },
+          };
     const req = request({ ...target, method: 'GET', path: '/health', agent: false }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;

@@ -37,7 +37,9 @@ export interface DarwinGroupSample {
 }
 
 function malformed(): CompanionError {
-  return new CompanionError('ERR_PROBE_FAILED', 'the resource probe could not parse the ps output', { detail: { step: 'parse', file: 'ps' } });
+  return new CompanionError('ERR_PROBE_FAILED', 'the resource probe could not parse the ps output', {
+    detail: { step: 'parse', file: 'ps' },
+  });
 }
 
 /**
@@ -72,7 +74,10 @@ export function parseDarwinPs(stdout: string, pgid: number): DarwinGroupSample |
     const start = fields.slice(4).join(' ');
     if (!/^\d{1,10}$/.test(pid) || !/^\d{1,10}$/.test(group) || !/^\d{1,15}$/.test(rss)) throw malformed();
     if (!/^[A-Z][a-z]{2} [A-Z][a-z]{2} \d{1,2} \d{2}:\d{2}:\d{2} \d{4}$/.test(start)) throw malformed();
-    if (Number(group) !== pgid) throw new CompanionError('ERR_PROBE_FAILED', 'ps returned processes outside the runtime group', { detail: { step: 'scope' } });
+    if (Number(group) !== pgid)
+      throw new CompanionError('ERR_PROBE_FAILED', 'ps returned processes outside the runtime group', {
+        detail: { step: 'scope' },
+      });
     if (Number(pid) === pgid) leaderStart = start;
     rssKiB += Number(rss);
     cpuSeconds += parseCpuTime(time);

@@ -50,7 +50,9 @@ const PID_MAX_LIMIT = 4_194_304;
 
 function malformed(what: string): CompanionError {
   // The message names the kind of file only, never a pid or a path (P-j).
-  return new CompanionError('ERR_PROBE_FAILED', `the resource probe could not parse ${what}`, { detail: { step: 'parse', file: what } });
+  return new CompanionError('ERR_PROBE_FAILED', `the resource probe could not parse ${what}`, {
+    detail: { step: 'parse', file: what },
+  });
 }
 
 function toCount(token: string | undefined, what: string): number {
@@ -77,7 +79,10 @@ export function parseProcStat(text: string): ProcStat {
   if (open < 1 || close < open) throw malformed('stat');
   const pid = toPid(text.slice(0, open), 'stat');
   // rest[0] is field 3; field n is rest[n - 3].
-  const rest = text.slice(close + 1).trim().split(/\s+/);
+  const rest = text
+    .slice(close + 1)
+    .trim()
+    .split(/\s+/);
   if (rest.length < 20) throw malformed('stat');
   const state = rest[0]!;
   if (!/^[A-Za-z]$/.test(state)) throw malformed('stat');
@@ -145,9 +150,11 @@ export function parseAuxv(text: string): AuxvFacts {
     if (type === BigInt(AT_PAGESZ)) pageSize = Number(value);
     if (type === BigInt(AT_CLKTCK)) clockTicks = Number(value);
   }
-  const powerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n >= 4096 && n <= 1 << 21 && (n & (n - 1)) === 0;
+  const powerOfTwo = (n: number): boolean =>
+    Number.isSafeInteger(n) && n >= 4096 && n <= 1 << 21 && (n & (n - 1)) === 0;
   if (pageSize !== undefined && !powerOfTwo(pageSize)) pageSize = undefined;
-  if (clockTicks !== undefined && !(Number.isSafeInteger(clockTicks) && clockTicks >= 1 && clockTicks <= 100_000)) clockTicks = undefined;
+  if (clockTicks !== undefined && !(Number.isSafeInteger(clockTicks) && clockTicks >= 1 && clockTicks <= 100_000))
+    clockTicks = undefined;
   return { pageSize, clockTicks };
 }
 
@@ -214,7 +221,9 @@ async function readMember(io: LinuxProcIo, pid: number): Promise<MemberReading |
   const [statm, tasks] = await Promise.all([readOrNull(io, `/proc/${pid}/statm`), listOrNull(io, `/proc/${pid}/task`)]);
   if (statm === null || tasks === null) return null;
   const residentPages = parseProcStatm(statm);
-  const lists = await Promise.all(parseTaskList(tasks).map((tid) => readOrNull(io, `/proc/${pid}/task/${tid}/children`)));
+  const lists = await Promise.all(
+    parseTaskList(tasks).map((tid) => readOrNull(io, `/proc/${pid}/task/${tid}/children`)),
+  );
   // A thread that ended between the listing and the read has no children left to report.
   const children = lists.flatMap((text) => (text === null ? [] : parseProcChildren(text)));
   return { residentPages, children };
@@ -251,7 +260,9 @@ export async function sampleLinuxGroup(
   const seen = new Set<number>([pgid]);
   let level: ProcStat[] = [leader];
   while (level.length > 0) {
-    const readings = await Promise.all(level.map((member) => (isDead(member.state) ? Promise.resolve(null) : readMember(io, member.pid))));
+    const readings = await Promise.all(
+      level.map((member) => (isDead(member.state) ? Promise.resolve(null) : readMember(io, member.pid))),
+    );
     const next: number[] = [];
     level.forEach((member, index) => {
       const reading = readings[index] ?? null;
@@ -269,7 +280,10 @@ export async function sampleLinuxGroup(
         }
       }
     });
-    if (seen.size > MAX_MEMBERS) throw new CompanionError('ERR_PROBE_FAILED', 'the runtime has too many processes to probe', { detail: { step: 'walk' } });
+    if (seen.size > MAX_MEMBERS)
+      throw new CompanionError('ERR_PROBE_FAILED', 'the runtime has too many processes to probe', {
+        detail: { step: 'walk' },
+      });
     const stats = await Promise.all(next.map((pid) => readOrNull(io, `/proc/${pid}/stat`)));
     level = [];
     stats.forEach((text, index) => {

@@ -10,7 +10,10 @@ import { constants } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 
 /** The argv of the one nvidia-smi query the probe makes. */
-export const NVIDIA_SMI_ARGS: readonly string[] = Object.freeze(['--query-gpu=memory.used,memory.total', '--format=csv,noheader,nounits']);
+export const NVIDIA_SMI_ARGS: readonly string[] = Object.freeze([
+  '--query-gpu=memory.used,memory.total',
+  '--format=csv,noheader,nounits',
+]);
 
 export interface GpuMemory {
   readonly usedBytes: number;
@@ -47,7 +50,11 @@ export function parseNvidiaSmiCsv(stdout: string): GpuMemory[] | null {
  * relative entry would resolve against the working directory), and the first regular file that is
  * executable wins. Returns its absolute path, or `null`.
  */
-export async function findOnPath(name: string, pathVariable: string | undefined, delimiter: string): Promise<string | null> {
+export async function findOnPath(
+  name: string,
+  pathVariable: string | undefined,
+  delimiter: string,
+): Promise<string | null> {
   if (pathVariable === undefined || name.includes('/') || name.includes('\\')) return null;
   for (const dir of pathVariable.split(delimiter)) {
     if (dir === '' || !isAbsolute(dir)) continue;

@@ -44,7 +44,13 @@ export function win32Script(pgid: number): string {
 
 /** The argv: the script travels base64 UTF-16LE in `-EncodedCommand`, so no quoting layer can alter it. */
 export function win32Args(pgid: number): string[] {
-  return ['-NoLogo', '-NoProfile', '-NonInteractive', '-EncodedCommand', Buffer.from(win32Script(pgid), 'utf16le').toString('base64')];
+  return [
+    '-NoLogo',
+    '-NoProfile',
+    '-NonInteractive',
+    '-EncodedCommand',
+    Buffer.from(win32Script(pgid), 'utf16le').toString('base64'),
+  ];
 }
 
 /** The environment for PowerShell: what it needs to start, nothing else of the parent's. */
@@ -66,7 +72,9 @@ export interface Win32GroupSample {
 }
 
 function malformed(): CompanionError {
-  return new CompanionError('ERR_PROBE_FAILED', 'the resource probe could not parse the PowerShell output', { detail: { step: 'parse', file: 'powershell' } });
+  return new CompanionError('ERR_PROBE_FAILED', 'the resource probe could not parse the PowerShell output', {
+    detail: { step: 'parse', file: 'powershell' },
+  });
 }
 
 /**
@@ -82,7 +90,10 @@ export function parseWin32Output(stdout: string): Win32GroupSample | null {
   for (const line of stdout.split(/\r?\n/)) {
     const trimmed = line.trim();
     if (trimmed === '') continue;
-    if (trimmed === 'MORE') throw new CompanionError('ERR_PROBE_FAILED', 'the runtime has too many processes to probe', { detail: { step: 'walk' } });
+    if (trimmed === 'MORE')
+      throw new CompanionError('ERR_PROBE_FAILED', 'the runtime has too many processes to probe', {
+        detail: { step: 'walk' },
+      });
     const match = /^([RC]) (\d{1,20}) (\d{1,20}) (\d{1,20}) (\d{1,20})$/.exec(trimmed);
     if (match === null) throw malformed();
     const [, kind, ws, user, kernel, created] = match as unknown as [string, string, string, string, string, string];

@@ -18,7 +18,14 @@
 import { execFile as nodeExecFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { delimiter } from 'node:path';
-import { CompanionError, assertFunction, assertInteger, assertObject, assertString, isCompanionError } from '../core/errors.js';
+import {
+  CompanionError,
+  assertFunction,
+  assertInteger,
+  assertObject,
+  assertString,
+  isCompanionError,
+} from '../core/errors.js';
 import { LINUX_DEFAULTS, parseAuxv, sampleLinuxGroup } from './probe-linux.js';
 import { DARWIN_PS, darwinPsArgs, darwinPsEnv, parseDarwinPs } from './probe-darwin.js';
 import { parseWin32Output, win32Args, win32Env, win32PowerShellPath } from './probe-win32.js';
@@ -152,7 +159,16 @@ function defaultExecFile(file: string, args: string[], opts: ProbeExecOptions): 
     nodeExecFile(
       file,
       args,
-      { timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20, env: { ...opts.env }, windowsHide: true, encoding: 'utf8', signal: opts.signal, shell: false },
+      {
+        timeout: opts.timeoutMs,
+        killSignal: 'SIGKILL',
+        maxBuffer: 1 << 20,
+        env: { ...opts.env },
+        windowsHide: true,
+        encoding: 'utf8',
+        signal: opts.signal,
+        shell: false,
+      },
       (error, stdout) => {
         if (error === null) {
           resolve({ stdout });
@@ -235,7 +251,10 @@ export function createResourceProbe(options: ResourceProbeOptions): ResourceProb
     linuxUnits ??= io.readFile('/proc/self/auxv').then(
       (text) => {
         const facts = parseAuxv(text);
-        return { pageSize: facts.pageSize ?? LINUX_DEFAULTS.pageSize, clockTicks: facts.clockTicks ?? LINUX_DEFAULTS.clockTicks };
+        return {
+          pageSize: facts.pageSize ?? LINUX_DEFAULTS.pageSize,
+          clockTicks: facts.clockTicks ?? LINUX_DEFAULTS.clockTicks,
+        };
       },
       () => ({ ...LINUX_DEFAULTS }),
     );
@@ -267,7 +286,12 @@ export function createResourceProbe(options: ResourceProbeOptions): ResourceProb
       const systemRoot = process.env.SystemRoot ?? 'C:\\Windows';
       let stdout: string;
       try {
-        ({ stdout } = await io.exec(win32PowerShellPath(systemRoot), win32Args(pgid), POWERSHELL_TIMEOUT_MS, win32Env(process.env)));
+        ({ stdout } = await io.exec(
+          win32PowerShellPath(systemRoot),
+          win32Args(pgid),
+          POWERSHELL_TIMEOUT_MS,
+          win32Env(process.env),
+        ));
       } catch {
         throw failed('exec');
       }
@@ -275,7 +299,9 @@ export function createResourceProbe(options: ResourceProbeOptions): ResourceProb
       if (sample === null) throw gone();
       return sample;
     }
-    throw new CompanionError('ERR_PROBE_FAILED', 'the resource probe does not support this platform', { detail: { step: 'platform', platform } });
+    throw new CompanionError('ERR_PROBE_FAILED', 'the resource probe does not support this platform', {
+      detail: { step: 'platform', platform },
+    });
   }
 
   async function sampleVram(): Promise<ResourceFigures['vram']> {
@@ -320,7 +346,10 @@ export function createResourceProbe(options: ResourceProbeOptions): ResourceProb
 
   return {
     probe(): Promise<ResourceFigures> {
-      if (closed) return Promise.reject(new CompanionError('ERR_PROBE_FAILED', 'the resource probe is closed', { detail: { step: 'closed' } }));
+      if (closed)
+        return Promise.reject(
+          new CompanionError('ERR_PROBE_FAILED', 'the resource probe is closed', { detail: { step: 'closed' } }),
+        );
       const t = now();
       if (cache !== null && t >= cache.at && t - cache.at < cacheMs) return Promise.resolve(cache);
       if (inflight !== null) return inflight;

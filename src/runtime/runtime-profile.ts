@@ -121,7 +121,8 @@ export function bundledProfile(options: BundledProfileOptions): RuntimeProfile {
   }
   if (options.modelId !== undefined) {
     assertString(options.modelId, 'modelId');
-    if (!/^[A-Za-z0-9._:/-]{1,128}$/.test(options.modelId)) throw invalidValue('modelId must match [A-Za-z0-9._:/-]{1,128}');
+    if (!/^[A-Za-z0-9._:/-]{1,128}$/.test(options.modelId))
+      throw invalidValue('modelId must match [A-Za-z0-9._:/-]{1,128}');
     settings.modelId = options.modelId;
   }
   return {

@@ -48,8 +48,14 @@ const ICD_FILE = /^[A-Za-z0-9_.-]{1,128}\.json$/;
 
 /** The standard library folders searched for driver libraries. */
 export const GPU_LIBRARY_DIRS: readonly string[] = Object.freeze([
-  '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib',
-  '/lib/x86_64-linux-gnu', '/lib/aarch64-linux-gnu', '/lib64', '/lib',
+  '/usr/lib/x86_64-linux-gnu',
+  '/usr/lib/aarch64-linux-gnu',
+  '/usr/lib64',
+  '/usr/lib',
+  '/lib/x86_64-linux-gnu',
+  '/lib/aarch64-linux-gnu',
+  '/lib64',
+  '/lib',
 ]);
 /** Where the Vulkan loader looks for installable client drivers. */
 export const VULKAN_ICD_DIRS: readonly string[] = Object.freeze(['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d']);
@@ -151,12 +157,14 @@ export function checkGpuPassthrough(gpu: GpuPassthrough): GpuPassthrough {
   }
   const seen = new Set<string>();
   gpu.devices.forEach((path: unknown, index) => {
-    if (typeof path !== 'string' || !isAllowedGpuDevice(path)) throw invalid(`profile.gpu.devices[${index}]`, 'an allowed GPU device node (docs/sandbox.md)');
+    if (typeof path !== 'string' || !isAllowedGpuDevice(path))
+      throw invalid(`profile.gpu.devices[${index}]`, 'an allowed GPU device node (docs/sandbox.md)');
     if (seen.has(path)) throw invalid(`profile.gpu.devices[${index}]`, 'named once');
     seen.add(path);
   });
   gpu.libraries.forEach((path: unknown, index) => {
-    if (typeof path !== 'string' || !isAllowedGpuLibrary(path)) throw invalid(`profile.gpu.libraries[${index}]`, 'an allowed GPU driver file (docs/sandbox.md)');
+    if (typeof path !== 'string' || !isAllowedGpuLibrary(path))
+      throw invalid(`profile.gpu.libraries[${index}]`, 'an allowed GPU driver file (docs/sandbox.md)');
     if (seen.has(path)) throw invalid(`profile.gpu.libraries[${index}]`, 'named once');
     seen.add(path);
   });

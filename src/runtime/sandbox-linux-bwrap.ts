@@ -41,14 +41,21 @@ const TOP_LEVEL_LIBS = ['/bin', '/lib', '/lib32', '/lib64', '/libx32'];
  * Reads the host's layout: `/usr` read-only, each of `/bin`, `/lib*` as the symlink it is (when it points
  * into `/usr`) or as a read-only bind, and the optional files above.
  */
-export function readLinuxSystemLayout(io: { lstat?: (path: string) => { isSymbolicLink(): boolean; isDirectory(): boolean } | null; readlink?: (path: string) => string } = {}): LinuxSystemLayout {
-  const lstat = io.lstat ?? ((path: string) => {
-    try {
-      return lstatSync(path);
-    } catch {
-      return null;
-    }
-  });
+export function readLinuxSystemLayout(
+  io: {
+    lstat?: (path: string) => { isSymbolicLink(): boolean; isDirectory(): boolean } | null;
+    readlink?: (path: string) => string;
+  } = {},
+): LinuxSystemLayout {
+  const lstat =
+    io.lstat ??
+    ((path: string) => {
+      try {
+        return lstatSync(path);
+      } catch {
+        return null;
+      }
+    });
   const readlink = io.readlink ?? ((path: string) => readlinkSync(path));
   const readOnly: string[] = ['/usr'];
   const symlinks: { path: string; target: string }[] = [];
@@ -58,7 +65,8 @@ export function readLinuxSystemLayout(io: { lstat?: (path: string) => { isSymbol
     if (stat.isSymbolicLink()) {
       const target = readlink(path);
       // Only a link into /usr is recreated; anything else is bound as the folder it resolves to.
-      if (/^(?:\/?usr\/)[A-Za-z0-9_./-]+$/.test(target) && !target.split('/').includes('..')) symlinks.push({ path, target });
+      if (/^(?:\/?usr\/)[A-Za-z0-9_./-]+$/.test(target) && !target.split('/').includes('..'))
+        symlinks.push({ path, target });
       else readOnly.push(path);
     } else if (stat.isDirectory()) {
       readOnly.push(path);
@@ -78,11 +86,18 @@ export interface BwrapOptions {
 
 /** Sorts mount targets so that a parent is mounted before anything inside it. */
 function parentsFirst<T extends { readonly path: string }>(items: readonly T[]): T[] {
-  return [...items].sort((a, b) => pathDepth(a.path) - pathDepth(b.path) || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return [...items].sort(
+    (a, b) => pathDepth(a.path) - pathDepth(b.path) || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0),
+  );
 }
 
 /** The bubblewrap argv (without the bwrap binary itself) for a checked profile. */
-export function bwrapArgs(command: SandboxCommandLine, profile: CheckedProfile, layout: LinuxSystemLayout, options: BwrapOptions): string[] {
+export function bwrapArgs(
+  command: SandboxCommandLine,
+  profile: CheckedProfile,
+  layout: LinuxSystemLayout,
+  options: BwrapOptions,
+): string[] {
   const args: string[] = ['--unshare-all'];
   if (options.disableUserns) args.push('--unshare-user', '--disable-userns');
   args.push('--die-with-parent');
@@ -105,13 +120,16 @@ export function bwrapArgs(command: SandboxCommandLine, profile: CheckedProfile, 
 
   const mounts = parentsFirst([
     // A read-only path already visible through /usr needs no mount of its own.
-    ...profile.readOnlyPaths.filter((path) => !systemRoots.some((root) => isInside(path, root))).map((path) => ({ path, writable: false })),
+    ...profile.readOnlyPaths
+      .filter((path) => !systemRoots.some((root) => isInside(path, root)))
+      .map((path) => ({ path, writable: false })),
     ...profile.writablePaths.map((path) => ({ path, writable: true })),
   ]);
   for (const mount of mounts) args.push(mount.writable ? '--bind' : '--ro-bind', mount.path, mount.path);
   // Why: a read-only mount of the descriptor, not the descriptor itself: bubblewrap closes it, and the
   // mount refuses a reopen for writing and a chmod (EROFS), which an inherited fd would allow.
-  if (profile.readOnlyFd !== undefined) args.push('--ro-bind-fd', String(profile.readOnlyFd.fd), profile.readOnlyFd.path);
+  if (profile.readOnlyFd !== undefined)
+    args.push('--ro-bind-fd', String(profile.readOnlyFd.fd), profile.readOnlyFd.path);
   // Why: without this the sandbox could create files in its (in-memory) root; /tmp and the binds stay as set.
   args.push('--remount-ro', '/', '--chdir', '/', '--', command.file, ...command.args);
   return args;

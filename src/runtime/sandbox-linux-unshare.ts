@@ -27,7 +27,12 @@ export interface UnshareTools {
  * `userNamespace` maps the caller to root in a new user namespace (needed when not root); the capabilities
  * that gives inside are dropped again by `setpriv` before the runtime starts.
  */
-export function unshareArgs(command: SandboxCommandLine, profile: CheckedProfile, tools: UnshareTools, userNamespace: boolean): string[] {
+export function unshareArgs(
+  command: SandboxCommandLine,
+  profile: CheckedProfile,
+  tools: UnshareTools,
+  userNamespace: boolean,
+): string[] {
   const args = ['--net', '--pid', '--ipc', '--uts', '--fork', '--kill-child', '--mount-proc'];
   if (userNamespace) args.push('--user', '--map-root-user');
   args.push('--', tools.setpriv, '--no-new-privs', '--inh-caps=-all', '--bounding-set=-all', '--');

@@ -19,7 +19,14 @@ import { isInside, type CheckedProfile, type SandboxCommandLine } from './sandbo
 export const MACOS_ENV = '/usr/bin/env';
 
 /** System locations the dynamic loader, libc and Node read (read-only). */
-const SYSTEM_READ = ['/usr/lib', '/usr/share/icu', '/System/Library', '/System/Volumes/Preboot/Cryptexes', '/private/var/db/dyld', '/Library/Apple/usr/lib'];
+const SYSTEM_READ = [
+  '/usr/lib',
+  '/usr/share/icu',
+  '/System/Library',
+  '/System/Volumes/Preboot/Cryptexes',
+  '/private/var/db/dyld',
+  '/Library/Apple/usr/lib',
+];
 const DEVICE_READ = ['/dev/null', '/dev/zero', '/dev/random', '/dev/urandom', '/private/etc/localtime'];
 const PRIVATE_LINKS = ['/tmp', '/var', '/etc'];
 
@@ -40,8 +47,15 @@ function spellings(path: string): string[] {
 }
 
 /** Builds the Seatbelt profile for a checked profile and the command's binary. */
-export function buildSeatbeltProfile(command: SandboxCommandLine, profile: CheckedProfile, options: SeatbeltOptions): SeatbeltProfile {
-  const params: [string, string][] = [['EXEC', command.file], ['ENV', MACOS_ENV]];
+export function buildSeatbeltProfile(
+  command: SandboxCommandLine,
+  profile: CheckedProfile,
+  options: SeatbeltOptions,
+): SeatbeltProfile {
+  const params: [string, string][] = [
+    ['EXEC', command.file],
+    ['ENV', MACOS_ENV],
+  ];
   const read: string[] = [];
   const write: string[] = [];
   profile.readOnlyPaths.forEach((path, index) => {
@@ -80,14 +94,20 @@ export function buildSeatbeltProfile(command: SandboxCommandLine, profile: Check
     lines.push(`(allow network-bind network-inbound (local unix-socket ${write.join(' ')}))`);
   }
   if (options.metal) {
-    lines.push('(allow iokit-open (iokit-user-client-class "AGXDeviceUserClient") (iokit-user-client-class "IOSurfaceRootUserClient"))');
+    lines.push(
+      '(allow iokit-open (iokit-user-client-class "AGXDeviceUserClient") (iokit-user-client-class "IOSurfaceRootUserClient"))',
+    );
     lines.push('(allow mach-lookup (global-name "com.apple.MTLCompilerService"))');
   }
   return { text: `${lines.join('\n')}\n`, params };
 }
 
 /** The `sandbox-exec` argv (without the binary): `-p PROFILE -D K=V … /usr/bin/env -i -- K=V … file args`. */
-export function sandboxExecArgs(command: SandboxCommandLine, profile: CheckedProfile, options: SeatbeltOptions): string[] {
+export function sandboxExecArgs(
+  command: SandboxCommandLine,
+  profile: CheckedProfile,
+  options: SeatbeltOptions,
+): string[] {
   const seatbelt = buildSeatbeltProfile(command, profile, options);
   const args = ['-p', seatbelt.text];
   for (const [name, value] of seatbelt.params) args.push('-D', `${name}=${value}`);

@@ -97,9 +97,12 @@ export function assertSandboxPath(path: unknown, name: string): asserts path is 
   assertString(path, name);
   if (path.includes('\0') || /[\n\r]/.test(path)) throw invalid(name, 'a path without NUL or line breaks');
   if (!posix.isAbsolute(path)) throw invalid(name, 'an absolute path');
-  if (path.split('/').some((segment) => segment === '..' || segment === '.')) throw invalid(name, 'a path without . or .. segments');
-  if (path === '/' || posix.normalize(path) !== path || path.endsWith('/')) throw invalid(name, 'a normal path other than /');
-  if (RESERVED_POSIX.some((root) => path === root || path.startsWith(`${root}/`))) throw invalid(name, 'outside /proc, /dev and /sys');
+  if (path.split('/').some((segment) => segment === '..' || segment === '.'))
+    throw invalid(name, 'a path without . or .. segments');
+  if (path === '/' || posix.normalize(path) !== path || path.endsWith('/'))
+    throw invalid(name, 'a normal path other than /');
+  if (RESERVED_POSIX.some((root) => path === root || path.startsWith(`${root}/`)))
+    throw invalid(name, 'outside /proc, /dev and /sys');
   // Why: a whole top-level folder (/home, /tmp, /run, /etc…) would undo the view; the runtime never needs one.
   if (pathDepth(path) < 2) throw invalid(name, 'a path below a top-level folder');
 }
@@ -112,7 +115,8 @@ export function assertWindowsSandboxPath(path: unknown, name: string): asserts p
   assertString(path, name);
   if (path.includes('\0') || /[\n\r"]/.test(path)) throw invalid(name, 'a path without NUL, quotes or line breaks');
   if (!/^[A-Za-z]:\\/.test(path) || !win32.isAbsolute(path)) throw invalid(name, 'an absolute path on a drive');
-  if (path.split(/[\\/]/).some((segment) => segment === '..' || segment === '.')) throw invalid(name, 'a path without . or .. segments');
+  if (path.split(/[\\/]/).some((segment) => segment === '..' || segment === '.'))
+    throw invalid(name, 'a path without . or .. segments');
   if (win32.normalize(path) !== path || (path.endsWith('\\') && path.length > 3)) throw invalid(name, 'a normal path');
 }
 
@@ -131,8 +135,13 @@ export interface CheckedProfile {
  * @throws TypeError ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE on anything outside the rules above,
  *   including `allowNetwork !== false`, a path named twice, or an env key that is not allowed.
  */
-export function checkProfile(command: SandboxCommandLine, profile: SandboxProfile, flavour: 'posix' | 'windows' = 'posix'): CheckedProfile {
-  const assertPath: (path: unknown, name: string) => asserts path is string = flavour === 'windows' ? assertWindowsSandboxPath : assertSandboxPath;
+export function checkProfile(
+  command: SandboxCommandLine,
+  profile: SandboxProfile,
+  flavour: 'posix' | 'windows' = 'posix',
+): CheckedProfile {
+  const assertPath: (path: unknown, name: string) => asserts path is string =
+    flavour === 'windows' ? assertWindowsSandboxPath : assertSandboxPath;
   assertObject(command, 'command');
   assertPath(command.file, 'command.file');
   if (!Array.isArray(command.args)) throw invalidType('command.args', 'an array of strings');
@@ -161,7 +170,8 @@ export function checkProfile(command: SandboxCommandLine, profile: SandboxProfil
       // Why: the environment is the classic leak into a child (P-f); only named, harmless keys pass.
       if (!isAllowedSandboxEnvKey(key)) throw invalid('profile.env', 'only allowed keys (docs/sandbox.md)');
       assertString(value, `profile.env.${key}`, true);
-      if (value.includes('\0') || value.length > MAX_ENV_VALUE) throw invalid(`profile.env.${key}`, `a string under ${MAX_ENV_VALUE} characters without NUL`);
+      if (value.includes('\0') || value.length > MAX_ENV_VALUE)
+        throw invalid(`profile.env.${key}`, `a string under ${MAX_ENV_VALUE} characters without NUL`);
       if (SECRET_ENV_VALUE.test(value)) throw invalid(`profile.env.${key}`, 'a value that is not a credential');
       env.set(key, value);
     }
@@ -170,9 +180,11 @@ export function checkProfile(command: SandboxCommandLine, profile: SandboxProfil
   if (profile.readOnlyFd !== undefined) {
     assertObject(profile.readOnlyFd, 'profile.readOnlyFd');
     const { fd, path } = profile.readOnlyFd;
-    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 3 || fd > 1023) throw invalid('profile.readOnlyFd.fd', 'an inherited descriptor from 3 to 1023');
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 3 || fd > 1023)
+      throw invalid('profile.readOnlyFd.fd', 'an inherited descriptor from 3 to 1023');
     assertPath(path, 'profile.readOnlyFd.path');
-    if (seen.has(flavour === 'windows' ? path.toLowerCase() : path)) throw invalid('profile.readOnlyFd.path', 'named once');
+    if (seen.has(flavour === 'windows' ? path.toLowerCase() : path))
+      throw invalid('profile.readOnlyFd.path', 'named once');
     readOnlyFd = { fd, path };
   }
   const gpu = profile.gpu === undefined ? undefined : checkGpuPassthrough(profile.gpu);

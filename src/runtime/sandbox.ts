@@ -23,9 +23,22 @@ import { bwrapArgs, readLinuxSystemLayout, type LinuxSystemLayout } from './sand
 import { unshareArgs } from './sandbox-linux-unshare.js';
 import { sandboxExecArgs } from './sandbox-macos.js';
 import { appContainerLauncherArgs, buildAppContainerPlan } from './sandbox-windows.js';
-import { assertSandboxPath, assertWindowsSandboxPath, checkProfile, SANDBOX_MODES, type SandboxCommandLine, type SandboxMode, type SandboxProfile } from './sandbox-profile.js';
+import {
+  assertSandboxPath,
+  assertWindowsSandboxPath,
+  checkProfile,
+  SANDBOX_MODES,
+  type SandboxCommandLine,
+  type SandboxMode,
+  type SandboxProfile,
+} from './sandbox-profile.js';
 
-export { runtimeSandboxProfile, isAllowedSandboxEnvKey, SANDBOX_ENV_DEFAULTS, SANDBOX_MODES } from './sandbox-profile.js';
+export {
+  runtimeSandboxProfile,
+  isAllowedSandboxEnvKey,
+  SANDBOX_ENV_DEFAULTS,
+  SANDBOX_MODES,
+} from './sandbox-profile.js';
 export type { RuntimeSandboxInputs, SandboxCommandLine, SandboxMode, SandboxProfile } from './sandbox-profile.js';
 export type { LinuxSystemLayout } from './sandbox-linux-bwrap.js';
 export { discoverGpuPassthrough, type GpuPassthrough, type GpuFsView } from './sandbox-gpu.js';
@@ -77,13 +90,15 @@ const MAX_REASON = 240;
 const MAX_OUTPUT = 1 << 16;
 
 // The proof: Node starts in the sandbox and sees no network interface but loopback.
-const PROOF_SCRIPT = "const n=Object.keys(require('os').networkInterfaces());process.exit(n.every((k)=>k==='lo'||k==='lo0')?0:3)";
+const PROOF_SCRIPT =
+  "const n=Object.keys(require('os').networkInterfaces());process.exit(n.every((k)=>k==='lo'||k==='lo0')?0:3)";
 // Where bubblewrap's proof shows its read-only descriptor (as the runtime's model is shown).
 const PROOF_FD_PATH = '/run/companion/proof';
 // bubblewrap's proof also shows a file through --ro-bind-fd (how the runtime gets its model; upstream
 // bubblewrap 0.10, backported to Debian 12's 0.8) and checks that it cannot be reopened for writing. A
 // bubblewrap without --ro-bind-fd fails here, at detection, instead of at every start.
-const PROOF_FD_SCRIPT = "const n=Object.keys(require('os').networkInterfaces());if(!n.every((k)=>k==='lo'||k==='lo0'))process.exit(3);" +
+const PROOF_FD_SCRIPT =
+  "const n=Object.keys(require('os').networkInterfaces());if(!n.every((k)=>k==='lo'||k==='lo0'))process.exit(3);" +
   `const f=require('fs');f.closeSync(f.openSync('${PROOF_FD_PATH}','r'));try{f.openSync('${PROOF_FD_PATH}','r+');process.exit(4)}catch(e){process.exit(e.code==='EROFS'?0:5)}`;
 
 const cache = new Map<string, Promise<SandboxSupport>>();
@@ -119,13 +134,31 @@ interface RunResult {
  */
 function run(file: string, args: string[], timeoutMs: number, fd3?: number): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(file, args, { env: {}, shell: false, windowsHide: true, stdio: ['ignore', 'pipe', 'pipe', ...(fd3 === undefined ? [] : [fd3])] });
+    const child = spawn(file, args, {
+      env: {},
+      shell: false,
+      windowsHide: true,
+      stdio: ['ignore', 'pipe', 'pipe', ...(fd3 === undefined ? [] : [fd3])],
+    });
     let stdout = '';
     let stderr = '';
     let killed = false;
-    const collect = (append: (text: string) => void) => (chunk: Buffer): void => append(chunk.toString('utf8'));
-    child.stdout?.on('data', collect((text) => { if (stdout.length < MAX_OUTPUT) stdout += text; }));
-    child.stderr?.on('data', collect((text) => { if (stderr.length < MAX_OUTPUT) stderr += text; }));
+    const collect =
+      (append: (text: string) => void) =>
+      (chunk: Buffer): void =>
+        append(chunk.toString('utf8'));
+    child.stdout?.on(
+      'data',
+      collect((text) => {
+        if (stdout.length < MAX_OUTPUT) stdout += text;
+      }),
+    );
+    child.stderr?.on(
+      'data',
+      collect((text) => {
+        if (stderr.length < MAX_OUTPUT) stderr += text;
+      }),
+    );
     const timer = setTimeout(() => {
       killed = true;
       child.kill('SIGKILL');
@@ -137,7 +170,14 @@ function run(file: string, args: string[], timeoutMs: number, fd3?: number): Pro
     child.once('close', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolve({ ok: true, stdout, detail: '' });
-      else resolve({ ok: false, stdout, detail: killed ? `timed out after ${timeoutMs} ms` : firstLine(stderr) || `exit status ${String(code ?? signal)}` });
+      else
+        resolve({
+          ok: false,
+          stdout,
+          detail: killed
+            ? `timed out after ${timeoutMs} ms`
+            : firstLine(stderr) || `exit status ${String(code ?? signal)}`,
+        });
     });
   });
 }
@@ -152,7 +192,11 @@ async function proveBubblewrap(candidate: SandboxSupport, nodeBinary: string, ti
   try {
     folder = mkdtempSync(join(tmpdir(), 'companion-proof-'));
   } catch (error) {
-    return { ok: false, stdout: '', detail: `cannot make a proof file (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+    return {
+      ok: false,
+      stdout: '',
+      detail: `cannot make a proof file (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    };
   }
   try {
     const file = join(folder, 'proof');
@@ -166,7 +210,11 @@ async function proveBubblewrap(candidate: SandboxSupport, nodeBinary: string, ti
       closeSync(fd);
     }
   } catch (error) {
-    return { ok: false, stdout: '', detail: `cannot make a proof file (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+    return {
+      ok: false,
+      stdout: '',
+      detail: `cannot make a proof file (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    };
   } finally {
     rmSync(folder, { recursive: true, force: true });
   }
@@ -180,7 +228,9 @@ function proofProfile(nodeBinary: string): SandboxProfile {
   return { readOnlyPaths: [nodeBinary], writablePaths: [], allowNetwork: false };
 }
 
-async function detectLinux(options: Required<Omit<DetectSandboxOptions, 'platform' | 'sandboxExecPath'>>): Promise<SandboxSupport> {
+async function detectLinux(
+  options: Required<Omit<DetectSandboxOptions, 'platform' | 'sandboxExecPath'>>,
+): Promise<SandboxSupport> {
   const reasons: string[] = [];
   if (!executable(options.bwrapPath)) {
     reasons.push('bubblewrap is not installed');
@@ -188,7 +238,12 @@ async function detectLinux(options: Required<Omit<DetectSandboxOptions, 'platfor
     const version = await run(options.bwrapPath, ['--version'], options.timeoutMs);
     const match = /(\d+)\.(\d+)/.exec(version.stdout);
     const disableUserns = match !== null && (Number(match[1]) > 0 || Number(match[2]) >= 8);
-    const candidate: SandboxSupport = { mode: 'bubblewrap', path: options.bwrapPath, disableUserns, layout: readLinuxSystemLayout() };
+    const candidate: SandboxSupport = {
+      mode: 'bubblewrap',
+      path: options.bwrapPath,
+      disableUserns,
+      layout: readLinuxSystemLayout(),
+    };
     if (!options.probe) return candidate;
     const proof = await proveBubblewrap(candidate, options.nodeBinary, options.timeoutMs);
     if (proof.ok) return candidate;
@@ -200,7 +255,13 @@ async function detectLinux(options: Required<Omit<DetectSandboxOptions, 'platfor
     return { mode: 'none', path: null, reason: reasons.join('; ') };
   }
   const userNamespace = typeof process.getuid === 'function' && process.getuid() !== 0;
-  const candidate: SandboxSupport = { mode: 'unshare', path: options.unsharePath, tools, userNamespace, reason: `${reasons.join('; ')}; unshare isolates the network and processes only, not files` };
+  const candidate: SandboxSupport = {
+    mode: 'unshare',
+    path: options.unsharePath,
+    tools,
+    userNamespace,
+    reason: `${reasons.join('; ')}; unshare isolates the network and processes only, not files`,
+  };
   if (!options.probe) return candidate;
   const wrapped = sandboxCommand(proofCommand(options.nodeBinary), proofProfile(options.nodeBinary), candidate);
   const proof = await run(wrapped.file, [...wrapped.args], options.timeoutMs);
@@ -213,8 +274,18 @@ async function detectDarwin(sandboxExecPath: string, probe: boolean, timeoutMs: 
   if (!executable(sandboxExecPath)) return { mode: 'none', path: null, reason: 'sandbox-exec is not available' };
   const candidate: SandboxSupport = { mode: 'sandbox-exec', path: sandboxExecPath, metal: true };
   if (!probe) return candidate;
-  const proof = await run(sandboxExecPath, ['-p', '(version 1)(deny default)(allow process-exec)(allow process-fork)(allow file-read*)(allow sysctl-read)', '/usr/bin/true'], timeoutMs);
-  return proof.ok ? candidate : { mode: 'none', path: null, reason: `sandbox-exec cannot make a sandbox here (${proof.detail})` };
+  const proof = await run(
+    sandboxExecPath,
+    [
+      '-p',
+      '(version 1)(deny default)(allow process-exec)(allow process-fork)(allow file-read*)(allow sysctl-read)',
+      '/usr/bin/true',
+    ],
+    timeoutMs,
+  );
+  return proof.ok
+    ? candidate
+    : { mode: 'none', path: null, reason: `sandbox-exec cannot make a sandbox here (${proof.detail})` };
 }
 
 /**
@@ -224,7 +295,8 @@ async function detectDarwin(sandboxExecPath: string, probe: boolean, timeoutMs: 
  * @throws TypeError ERR_INVALID_ARG_* on a bad option (relative path, non-boolean probe).
  */
 export function detectSandbox(options: DetectSandboxOptions = {}): Promise<SandboxSupport> {
-  if (typeof options !== 'object' || options === null) throw Object.assign(new TypeError('options must be an object'), { code: 'ERR_INVALID_ARG_TYPE' });
+  if (typeof options !== 'object' || options === null)
+    throw Object.assign(new TypeError('options must be an object'), { code: 'ERR_INVALID_ARG_TYPE' });
   const platform = options.platform ?? process.platform;
   assertString(platform, 'options.platform');
   const resolved = {
@@ -237,12 +309,23 @@ export function detectSandbox(options: DetectSandboxOptions = {}): Promise<Sandb
     probe: options.probe ?? true,
     timeoutMs: options.timeoutMs ?? DETECT_TIMEOUT_MS,
   };
-  if (typeof resolved.probe !== 'boolean') throw Object.assign(new TypeError('options.probe must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
+  if (typeof resolved.probe !== 'boolean')
+    throw Object.assign(new TypeError('options.probe must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
   if (!Number.isInteger(resolved.timeoutMs) || resolved.timeoutMs < 1 || resolved.timeoutMs > 60_000) {
-    throw Object.assign(new TypeError('options.timeoutMs must be an integer from 1 to 60000'), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw Object.assign(new TypeError('options.timeoutMs must be an integer from 1 to 60000'), {
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
   }
   if (platform !== 'win32') {
-    for (const field of ['bwrapPath', 'unsharePath', 'setprivPath', 'envPath', 'sandboxExecPath', 'nodeBinary'] as const) assertSandboxPath(resolved[field], `options.${field}`);
+    for (const field of [
+      'bwrapPath',
+      'unsharePath',
+      'setprivPath',
+      'envPath',
+      'sandboxExecPath',
+      'nodeBinary',
+    ] as const)
+      assertSandboxPath(resolved[field], `options.${field}`);
   }
   const key = JSON.stringify([platform, resolved]);
   const cached = cache.get(key);
@@ -254,7 +337,11 @@ export function detectSandbox(options: DetectSandboxOptions = {}): Promise<Sandb
   } else if (platform === 'darwin') {
     result = detectDarwin(resolved.sandboxExecPath, resolved.probe, resolved.timeoutMs);
   } else if (platform === 'win32') {
-    result = Promise.resolve({ mode: 'none', path: null, reason: 'the Windows AppContainer launcher is designed but not built yet (docs/sandbox.md)' });
+    result = Promise.resolve({
+      mode: 'none',
+      path: null,
+      reason: 'the Windows AppContainer launcher is designed but not built yet (docs/sandbox.md)',
+    });
   } else {
     result = Promise.resolve({ mode: 'none', path: null, reason: `no sandbox is known for platform ${platform}` });
   }
@@ -281,7 +368,11 @@ function unavailable(message: string): CompanionError {
  *   `allowNetwork` not false); CompanionError ERR_SANDBOX_UNAVAILABLE for mode `none` (a caller that the
  *   user allowed to run unsandboxed spawns the plain command instead).
  */
-export function sandboxCommand(command: SandboxCommandLine, profile: SandboxProfile, support: SandboxSupport): { file: string; args: string[]; modelPath?: string } {
+export function sandboxCommand(
+  command: SandboxCommandLine,
+  profile: SandboxProfile,
+  support: SandboxSupport,
+): { file: string; args: string[]; modelPath?: string } {
   assertObject(support, 'support');
   if (!(SANDBOX_MODES as readonly string[]).includes(support.mode)) {
     throw Object.assign(new TypeError('support.mode must be a sandbox mode'), { code: 'ERR_INVALID_ARG_VALUE' });
@@ -292,8 +383,15 @@ export function sandboxCommand(command: SandboxCommandLine, profile: SandboxProf
       assertSandboxPath(support.path, 'support.path');
       const checked = checkProfile(command, profile);
       const layout = support.layout ?? readLinuxSystemLayout();
-      const args = bwrapArgs(command, checked, layout, { disableUserns: support.disableUserns === true, newSession: false });
-      return { file: support.path, args, ...(checked.readOnlyFd === undefined ? {} : { modelPath: checked.readOnlyFd.path }) };
+      const args = bwrapArgs(command, checked, layout, {
+        disableUserns: support.disableUserns === true,
+        newSession: false,
+      });
+      return {
+        file: support.path,
+        args,
+        ...(checked.readOnlyFd === undefined ? {} : { modelPath: checked.readOnlyFd.path }),
+      };
     }
     case 'unshare': {
       assertSandboxPath(support.path, 'support.path');
@@ -320,7 +418,8 @@ export function sandboxCommand(command: SandboxCommandLine, profile: SandboxProf
 
 // `env` takes any leading NAME=VALUE word as an assignment: the command file may not look like one.
 function assertEnvSafeFile(file: string): void {
-  if (file.includes('=')) throw Object.assign(new TypeError('command.file must be a path without "="'), { code: 'ERR_INVALID_ARG_VALUE' });
+  if (file.includes('='))
+    throw Object.assign(new TypeError('command.file must be a path without "="'), { code: 'ERR_INVALID_ARG_VALUE' });
 }
 
 /** True when `mode` hides the user's files and the network (bubblewrap, sandbox-exec, AppContainer). */
@@ -336,9 +435,13 @@ export function isFullSandbox(mode: SandboxMode): boolean {
  */
 export function assertSandboxOrExplicitOptOut(support: SandboxSupport, allowUnsandboxed: boolean): void {
   assertObject(support, 'support');
-  if (typeof allowUnsandboxed !== 'boolean') throw Object.assign(new TypeError('allowUnsandboxed must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
+  if (typeof allowUnsandboxed !== 'boolean')
+    throw Object.assign(new TypeError('allowUnsandboxed must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
   if (isFullSandbox(support.mode) || allowUnsandboxed) return;
-  const why = support.mode === 'unshare' ? 'only a partial sandbox (unshare: no network, but the user\'s files stay visible) is available' : 'no sandbox could be made for the runtime';
+  const why =
+    support.mode === 'unshare'
+      ? "only a partial sandbox (unshare: no network, but the user's files stay visible) is available"
+      : 'no sandbox could be made for the runtime';
   const detail = support.reason === undefined ? '' : ` (${support.reason})`;
   throw unavailable(`${why}${detail}; install bubblewrap (apt-get install bubblewrap) or pass --allow-unsandboxed`);
 }

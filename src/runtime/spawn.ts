@@ -22,7 +22,20 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, closeSync, constants, linkSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  closeSync,
+  constants,
+  linkSync,
+  lstatSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+} from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
@@ -30,10 +43,22 @@ import { closeInheritedDescriptors } from '../common/descriptors.js';
 import { ensurePrivateDirSync } from '../common/private-file.js';
 import { CompanionError, assertString, assertInteger, type ErrorCode } from '../core/errors.js';
 import { Secret } from '../core/secret.js';
-import { CHILD_ERROR_CODES, MAX_PROTOCOL_LINE, type RuntimeEvent, type StartLine, type StartModel } from '../runtime-server/protocol.js';
+import {
+  CHILD_ERROR_CODES,
+  MAX_PROTOCOL_LINE,
+  type RuntimeEvent,
+  type StartLine,
+  type StartModel,
+} from '../runtime-server/protocol.js';
 import { checkHealth, socketIdentity, type RuntimeAddress } from './health.js';
 import { LISTEN_FD, MODEL_FD, type RuntimeProfile, type SpawnCommand } from './runtime-profile.js';
-import { clearRuntimeState, groupHasMembers, reclaimStaleRuntime, recordRuntimeState, type ReclaimOutcome } from './stale.js';
+import {
+  clearRuntimeState,
+  groupHasMembers,
+  reclaimStaleRuntime,
+  recordRuntimeState,
+  type ReclaimOutcome,
+} from './stale.js';
 
 export type { RuntimeAddress } from './health.js';
 export type { RuntimeProfile, SpawnCommand } from './runtime-profile.js';
@@ -120,11 +145,17 @@ export interface RuntimeBackend {
 }
 
 /** The ready line's backend fields, or null unless every one is well formed (the child is not trusted, P-k). */
-export function readyBackend(event: { backend?: unknown; gpuLayers?: unknown; fallback?: unknown }): RuntimeBackend | null {
+export function readyBackend(event: {
+  backend?: unknown;
+  gpuLayers?: unknown;
+  fallback?: unknown;
+}): RuntimeBackend | null {
   const { backend, gpuLayers, fallback } = event;
   if (backend !== 'cpu' && backend !== 'cuda' && backend !== 'vulkan' && backend !== 'metal') return null;
-  if (typeof gpuLayers !== 'number' || !Number.isInteger(gpuLayers) || gpuLayers < 0 || gpuLayers > 100_000) return null;
-  if (fallback !== undefined && (typeof fallback !== 'string' || !/^[A-Za-z0-9 _.:-]{1,120}$/.test(fallback))) return null;
+  if (typeof gpuLayers !== 'number' || !Number.isInteger(gpuLayers) || gpuLayers < 0 || gpuLayers > 100_000)
+    return null;
+  if (fallback !== undefined && (typeof fallback !== 'string' || !/^[A-Za-z0-9 _.:-]{1,120}$/.test(fallback)))
+    return null;
   return { backend, gpuLayers, ...(fallback === undefined ? {} : { fallback }) };
 }
 
@@ -138,14 +169,16 @@ export interface RuntimeShape {
 function shapeOf(event: RuntimeEvent): RuntimeShape | null {
   if (event.event !== 'ready') return null;
   const { parallel, contextSize } = event;
-  const sane = (value: unknown, max: number): value is number => typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= max;
+  const sane = (value: unknown, max: number): value is number =>
+    typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= max;
   return sane(parallel, 64) && sane(contextSize, 1 << 21) ? { parallel, contextSize } : null;
 }
 
 /** Environment names a child may inherit from the companion. Everything else is dropped. */
 const INHERITED_ENV = /^(PATH|HOME|LANG|LANGUAGE|LC_[A-Z_]+|TMPDIR|TZ)$/;
 /** Runtime-specific keys a profile may set: thread and GPU selection only. */
-const PROFILE_ENV = /^(OMP_NUM_THREADS|CUDA_VISIBLE_DEVICES|HIP_VISIBLE_DEVICES|ROCR_VISIBLE_DEVICES|GGML_VK_VISIBLE_DEVICES|GGML_[A-Z0-9_]+)$/;
+const PROFILE_ENV =
+  /^(OMP_NUM_THREADS|CUDA_VISIBLE_DEVICES|HIP_VISIBLE_DEVICES|ROCR_VISIBLE_DEVICES|GGML_VK_VISIBLE_DEVICES|GGML_[A-Z0-9_]+)$/;
 /** Names that look like they carry a secret are refused even when a pattern above would allow them. */
 const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH)/i;
 
@@ -157,13 +190,17 @@ function invalidArg(message: string): TypeError {
  * Builds the child's environment from the parent's: the allow-list only, plus the profile's keys.
  * Throws `ERR_INVALID_ARG_VALUE` when the profile asks for a key outside its allow-list.
  */
-export function childEnvironment(parent: NodeJS.ProcessEnv, profileEnv: Readonly<Record<string, string>>): Record<string, string> {
+export function childEnvironment(
+  parent: NodeJS.ProcessEnv,
+  profileEnv: Readonly<Record<string, string>>,
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(parent)) {
     if (value !== undefined && INHERITED_ENV.test(name) && !SECRET_NAME.test(name)) env[name] = value;
   }
   for (const [name, value] of Object.entries(profileEnv)) {
-    if (!PROFILE_ENV.test(name) || SECRET_NAME.test(name)) throw invalidArg(`profile environment key ${name} is not allowed`);
+    if (!PROFILE_ENV.test(name) || SECRET_NAME.test(name))
+      throw invalidArg(`profile environment key ${name} is not allowed`);
     env[name] = value;
   }
   return env;
@@ -273,7 +310,8 @@ interface Listener {
 function descriptorOf(server: Server): number {
   // Node exposes no public accessor for a listening socket's descriptor; `_handle.fd` is it on POSIX.
   const fd = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) throw new CompanionError('ERR_BIND_FAILED', 'the runtime socket has no descriptor');
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0)
+    throw new CompanionError('ERR_BIND_FAILED', 'the runtime socket has no descriptor');
   return fd;
 }
 
@@ -301,14 +339,20 @@ async function bindListener(bind: 'unix' | 'tcp', runDir: string): Promise<Liste
     if (bind === 'unix') {
       const path = join(runDir, SOCKET_NAME);
       const temp = join(runDir, `bind-${randomBytes(6).toString('hex')}.sock`);
-      if (path.length > MAX_SOCKET_PATH || temp.length > MAX_SOCKET_PATH) throw new CompanionError('ERR_SPAWN_FAILED', 'the runtime socket path is too long');
+      if (path.length > MAX_SOCKET_PATH || temp.length > MAX_SOCKET_PATH)
+        throw new CompanionError('ERR_SPAWN_FAILED', 'the runtime socket path is too long');
       await listenOn(server, { path: temp });
       chmodSync(temp, 0o600);
       linkSync(temp, path);
       // Unlinked now (libuv's own unlink on close then finds nothing), so that the inode's change time
       // is final before it is recorded.
       unlinkSync(temp);
-      return { fd: descriptorOf(server), address: { kind: 'unix', path, identity: socketIdentity(path) }, key: null, release };
+      return {
+        fd: descriptorOf(server),
+        address: { kind: 'unix', path, identity: socketIdentity(path) },
+        key: null,
+        release,
+      };
     }
     await listenOn(server, { host: '127.0.0.1', port: 0 });
     const key = new Secret(randomBytes(32).toString('base64url'));
@@ -350,7 +394,8 @@ function openModel(profile: RuntimeProfile, modelFd: number | undefined): { fd: 
 /** The per-spawn run folder: in `<dataDir>/run`, or the per-user fallback when a socket path would be too long. */
 function prepareRunDir(options: SpawnOptions, bind: 'unix' | 'tcp'): { runBase: string; runDir: string } {
   let runBase = options.runDir ?? join(options.dataDir, 'run');
-  if (bind === 'unix' && join(runBase, 'rt-XXXXXX', 'bind-XXXXXXXXXXXX.sock').length > MAX_SOCKET_PATH) runBase = fallbackRunBase();
+  if (bind === 'unix' && join(runBase, 'rt-XXXXXX', 'bind-XXXXXXXXXXXX.sock').length > MAX_SOCKET_PATH)
+    runBase = fallbackRunBase();
   try {
     return { runBase, runDir: makeRunDir(runBase) };
   } catch (error) {
@@ -385,7 +430,9 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
   const env = childEnvironment(process.env, profile.env);
   ensurePrivateDirSync(options.dataDir, 'ERR_SPAWN_FAILED');
   if (options.reclaim !== false) {
-    const outcome = await reclaimStaleRuntime(options.dataDir, { runBase: options.runDir ?? join(options.dataDir, 'run') });
+    const outcome = await reclaimStaleRuntime(options.dataDir, {
+      runBase: options.runDir ?? join(options.dataDir, 'run'),
+    });
     options.onReclaim?.(outcome);
   }
   const { runDir } = prepareRunDir(options, bind);
@@ -404,7 +451,11 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     model = openModel(profile, options.modelFd);
     command = { file: profile.file, args: [...profile.args] };
     if (options.wrap !== undefined) {
-      command = options.wrap(command, { readOnlyPaths: profile.readOnlyPaths, modelFd: MODEL_FD, gpu: profile.settings.gpu === 'auto' ? 'auto' : 'off' });
+      command = options.wrap(command, {
+        readOnlyPaths: profile.readOnlyPaths,
+        modelFd: MODEL_FD,
+        gpu: profile.settings.gpu === 'auto' ? 'auto' : 'off',
+      });
       checkBinary(command.file);
     }
   } catch (error) {
@@ -435,7 +486,14 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
   }
   child.stdin?.on('error', () => undefined);
   child.stdin?.write(`${JSON.stringify(start)}\n`);
-  const handle = handshake(child, { options, readyTimeoutMs, stopGraceMs, runDir, address: listener.address, removeRunDir });
+  const handle = handshake(child, {
+    options,
+    readyTimeoutMs,
+    stopGraceMs,
+    runDir,
+    address: listener.address,
+    removeRunDir,
+  });
   await listener.release();
   return handle;
 }
@@ -444,7 +502,13 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
  * Spawns the (wrapped) command with exactly stdin, stdout, stderr, the model (3) and the listener (4).
  * Synchronous up to exec: nothing else of ours runs between the descriptor sweep and the fork.
  */
-function launch(command: SpawnCommand, env: Record<string, string>, runDir: string, modelFd: number, listenFd: number): ChildProcess {
+function launch(
+  command: SpawnCommand,
+  env: Record<string, string>,
+  runDir: string,
+  modelFd: number,
+  listenFd: number,
+): ChildProcess {
   // Why: a descriptor the companion inherited without close-on-exec would reach the runtime (P-i).
   closeInheritedDescriptors(new Set([modelFd, listenFd]));
   // The child inherits umask 077: whatever it creates is private.
@@ -544,9 +608,11 @@ function handshake(child: ChildProcess, context: HandshakeContext): Promise<Runt
       if (!settled) {
         const detail = { exitCode: code ?? -1, signal: signal ?? '' };
         settled = true;
-        rejectHandle(reportedError !== null
-          ? new CompanionError(reportedError, undefined, { detail })
-          : new CompanionError('ERR_SPAWN_EXITED', undefined, { detail }));
+        rejectHandle(
+          reportedError !== null
+            ? new CompanionError(reportedError, undefined, { detail })
+            : new CompanionError('ERR_SPAWN_EXITED', undefined, { detail }),
+        );
         return;
       }
       if (ready) options.onExit?.({ code, signal, expected: stopping });
@@ -564,7 +630,9 @@ function handshake(child: ChildProcess, context: HandshakeContext): Promise<Runt
         let timer: NodeJS.Timeout | undefined;
         const timedOut = await Promise.race([
           exited.then(() => false),
-          new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), graceMs); }),
+          new Promise<boolean>((resolve) => {
+            timer = setTimeout(() => resolve(true), graceMs);
+          }),
         ]);
         clearTimeout(timer);
         if (!timedOut) return { forced: false };

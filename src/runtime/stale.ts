@@ -28,7 +28,6 @@ export interface RuntimeState {
   readonly runDir: string;
 }
 
-
 /**
  * True when some live process still belongs to process group `pgid` (Linux; false without /proc). While
  * one does, the kernel keeps the number `pgid` in use, so `kill(-pgid)` cannot reach an unrelated group.
@@ -62,11 +61,25 @@ export function readRuntimeState(dataDir: string): RuntimeState | null {
   }
   try {
     const value = JSON.parse(raw) as Record<string, unknown>;
-    if (value.version !== 1 || typeof value.pid !== 'number' || !Number.isInteger(value.pid) || value.pid <= 1) return null;
+    if (value.version !== 1 || typeof value.pid !== 'number' || !Number.isInteger(value.pid) || value.pid <= 1)
+      return null;
     if (typeof value.startTime !== 'string' || !/^\d+$/.test(value.startTime)) return null;
-    if (typeof value.exe !== 'string' || !value.exe.startsWith('/') || !isStringArray(value.cmdline) || value.cmdline.length === 0) return null;
+    if (
+      typeof value.exe !== 'string' ||
+      !value.exe.startsWith('/') ||
+      !isStringArray(value.cmdline) ||
+      value.cmdline.length === 0
+    )
+      return null;
     if (typeof value.runDir !== 'string') return null;
-    return { version: 1, pid: value.pid, startTime: value.startTime, exe: value.exe, cmdline: value.cmdline, runDir: value.runDir };
+    return {
+      version: 1,
+      pid: value.pid,
+      startTime: value.startTime,
+      exe: value.exe,
+      cmdline: value.cmdline,
+      runDir: value.runDir,
+    };
   } catch {
     return null;
   }
@@ -84,7 +97,14 @@ export function writeRuntimeState(dataDir: string, state: RuntimeState): void {
 export function recordRuntimeState(dataDir: string, pid: number, runDir: string): boolean {
   const identity = readProcessIdentity(pid);
   if (identity === null || identity.exe === null || identity.state === 'Z') return false;
-  writeRuntimeState(dataDir, { version: 1, pid, startTime: identity.startTime, exe: identity.exe, cmdline: identity.cmdline, runDir });
+  writeRuntimeState(dataDir, {
+    version: 1,
+    pid,
+    startTime: identity.startTime,
+    exe: identity.exe,
+    cmdline: identity.cmdline,
+    runDir,
+  });
   return true;
 }
 
@@ -102,7 +122,9 @@ export function clearRuntimeState(dataDir: string, pid: number): void {
 export function matchesState(identity: ProcessIdentity, state: RuntimeState): boolean {
   if (identity.startTime !== state.startTime) return false;
   if (identity.exe === null || identity.exe !== state.exe) return false;
-  return identity.cmdline.length === state.cmdline.length && identity.cmdline.every((arg, i) => arg === state.cmdline[i]);
+  return (
+    identity.cmdline.length === state.cmdline.length && identity.cmdline.every((arg, i) => arg === state.cmdline[i])
+  );
 }
 
 export type ReclaimOutcome =
@@ -169,7 +191,8 @@ export async function reclaimStaleRuntime(dataDir: string, options: ReclaimOptio
   }
   const finish = <T extends ReclaimOutcome>(outcome: T): T => {
     rmSync(statePath, { force: true });
-    if (outcome.outcome !== 'foreign' && outcome.outcome !== 'unverifiable') removeRunDir(state.runDir, options.runBase);
+    if (outcome.outcome !== 'foreign' && outcome.outcome !== 'unverifiable')
+      removeRunDir(state.runDir, options.runBase);
     return outcome;
   };
   let procAvailable = true;

@@ -5,7 +5,16 @@
  */
 import { openKeychain, keychainServiceFor, type OsKeychain } from '../authority/keychain.js';
 import { fetchManifestBytes } from '../authority/manifest-fetch.js';
-import { DEFAULT_CLIENT_ID, DEFAULT_SCOPE, freshAccessToken, signIn, signOut, type HubClient, type SignInResult, type SignOutOutcome } from '../authority/signin.js';
+import {
+  DEFAULT_CLIENT_ID,
+  DEFAULT_SCOPE,
+  freshAccessToken,
+  signIn,
+  signOut,
+  type HubClient,
+  type SignInResult,
+  type SignOutOutcome,
+} from '../authority/signin.js';
 import { createCustody, type Custody, type CustodyState } from '../core/custody.js';
 import { CompanionError, isCompanionError } from '../core/errors.js';
 import { createAttestor, type Attestor } from '../core/attest.js';
@@ -52,7 +61,12 @@ export interface AuthorityGroup {
   readonly client: HubClient;
   readonly keychain: OsKeychain;
   readonly custody: Custody;
-  signIn(options: { openBrowser?: (url: string) => Promise<void>; onOpen: (url: string, opened: boolean) => void; timeoutMs?: number; signal?: AbortSignal }): Promise<SignInResult>;
+  signIn(options: {
+    openBrowser?: (url: string) => Promise<void>;
+    onOpen: (url: string, opened: boolean) => void;
+    timeoutMs?: number;
+    signal?: AbortSignal;
+  }): Promise<SignInResult>;
   signOut(): Promise<SignOutOutcome>;
   state(): Promise<CustodyState>;
   /** Fetches and verifies the manifest (refreshing the access token once if the hub refuses it). */
@@ -85,12 +99,19 @@ async function writeLastVersion(file: string, version: number): Promise<void> {
 
 export function createAuthorityGroup(options: AuthorityOptions): AuthorityGroup {
   const now = options.now ?? Date.now;
-  const client: HubClient = { issuer: options.hub, clientId: options.clientId ?? DEFAULT_CLIENT_ID, scope: [...DEFAULT_SCOPE], scopeCeiling: [...DEFAULT_SCOPE] };
-  const keychain = options.keychainInstance ?? openKeychain({
-    backend: options.keychain,
-    service: keychainServiceFor(options.hub, options.installationKey),
-    ...(options.announce ? { announce: options.announce } : {}),
-  });
+  const client: HubClient = {
+    issuer: options.hub,
+    clientId: options.clientId ?? DEFAULT_CLIENT_ID,
+    scope: [...DEFAULT_SCOPE],
+    scopeCeiling: [...DEFAULT_SCOPE],
+  };
+  const keychain =
+    options.keychainInstance ??
+    openKeychain({
+      backend: options.keychain,
+      service: keychainServiceFor(options.hub, options.installationKey),
+      ...(options.announce ? { announce: options.announce } : {}),
+    });
   const custody = createCustody({ keychain, now });
   const fetch = options.fetch as unknown as OAuthFetch;
   const authorized = { client, fetch, custody, now };
@@ -105,11 +126,25 @@ export function createAuthorityGroup(options: AuthorityOptions): AuthorityGroup 
     client,
     keychain,
     custody,
-    signIn: (o) => signIn({ client, fetch, custody, now, onOpen: o.onOpen, ...(o.openBrowser ? { openBrowser: o.openBrowser } : {}), ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}), ...(o.signal ? { signal: o.signal } : {}) }),
+    signIn: (o) =>
+      signIn({
+        client,
+        fetch,
+        custody,
+        now,
+        onOpen: o.onOpen,
+        ...(o.openBrowser ? { openBrowser: o.openBrowser } : {}),
+        ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+        ...(o.signal ? { signal: o.signal } : {}),
+      }),
     signOut: () => signOut(authorized),
     state: () => custody.state(),
     async fetchManifest() {
-      if (options.manifestKeys === null) throw new CompanionError('ERR_CONFIG', 'no pinned manifest key: pass --manifest-key or set COMPANION_MANIFEST_KEY');
+      if (options.manifestKeys === null)
+        throw new CompanionError(
+          'ERR_CONFIG',
+          'no pinned manifest key: pass --manifest-key or set COMPANION_MANIFEST_KEY',
+        );
       const trustedKeys = parseTrustedKeys(options.manifestKeys);
       let token = await freshAccessToken(authorized);
       let bytes: Uint8Array;
@@ -122,10 +157,13 @@ export function createAuthorityGroup(options: AuthorityOptions): AuthorityGroup 
       }
       const lastSeenVersion = await readLastVersion(options.manifestVersionFile);
       const manifest = verifyManifest(bytes, {
-        trustedKeys, expectedIssuer: options.hub, now: now(),
+        trustedKeys,
+        expectedIssuer: options.hub,
+        now: now(),
         ...(lastSeenVersion !== undefined ? { lastSeenVersion } : {}),
       });
-      if (lastSeenVersion === undefined || manifest.version > lastSeenVersion) await writeLastVersion(options.manifestVersionFile, manifest.version);
+      if (lastSeenVersion === undefined || manifest.version > lastSeenVersion)
+        await writeLastVersion(options.manifestVersionFile, manifest.version);
       return manifest;
     },
     async rotateLoopbackToken() {

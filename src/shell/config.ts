@@ -37,9 +37,21 @@ export interface CompanionConfig {
 }
 
 /** A whole number from a flag (else the environment variable) within [min, max], or null when neither is set. */
-function wholeSetting(flags: ParsedFlags['values'], env: NodeJS.ProcessEnv, flag: string, variable: string, min: number, max: number): number | null {
+function wholeSetting(
+  flags: ParsedFlags['values'],
+  env: NodeJS.ProcessEnv,
+  flag: string,
+  variable: string,
+  min: number,
+  max: number,
+): number | null {
   const fromFlag = flags[flag];
-  const text = typeof fromFlag === 'string' ? fromFlag : env[variable] !== undefined && env[variable] !== '' ? env[variable] : undefined;
+  const text =
+    typeof fromFlag === 'string'
+      ? fromFlag
+      : env[variable] !== undefined && env[variable] !== ''
+        ? env[variable]
+        : undefined;
   if (text === undefined) return null;
   const value = Number(text);
   if (!/^[0-9]{1,8}$/.test(text) || value < min || value > max) {
@@ -49,10 +61,14 @@ function wholeSetting(flags: ParsedFlags['values'], env: NodeJS.ProcessEnv, flag
 }
 
 /** The platform's app-data folder for Companion. */
-export function defaultDataDir(env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform): string {
+export function defaultDataDir(
+  env: NodeJS.ProcessEnv = process.env,
+  platform: NodeJS.Platform = process.platform,
+): string {
   if (platform === 'darwin') return join(homedir(), 'Library', 'Application Support', 'Companion');
   if (platform === 'win32') return join(env.LOCALAPPDATA ?? join(homedir(), 'AppData', 'Local'), 'Companion');
-  const base = env.XDG_DATA_HOME && env.XDG_DATA_HOME.startsWith('/') ? env.XDG_DATA_HOME : join(homedir(), '.local', 'share');
+  const base =
+    env.XDG_DATA_HOME && env.XDG_DATA_HOME.startsWith('/') ? env.XDG_DATA_HOME : join(homedir(), '.local', 'share');
   return join(base, 'companion');
 }
 
@@ -81,7 +97,6 @@ export function installationKey(dataDir: string): string {
   return createHash('sha256').update(`companion-data-dir\0${path}`, 'utf8').digest('hex').slice(0, 16);
 }
 
-
 export interface ParsedFlags {
   readonly values: Readonly<Record<string, string | boolean | undefined>>;
   readonly positionals: readonly string[];
@@ -93,7 +108,12 @@ export type ConfigKey = (typeof CONFIG_KEYS)[number];
 /** Where a setting's value came from. */
 export type ConfigSource = 'flag' | 'env' | 'file';
 /** The environment variable of each key. */
-export const CONFIG_ENV: Readonly<Record<ConfigKey, string>> = { hub: 'COMPANION_HUB', ca: 'COMPANION_CA', 'manifest-key': 'COMPANION_MANIFEST_KEY', threads: 'COMPANION_THREADS' };
+export const CONFIG_ENV: Readonly<Record<ConfigKey, string>> = {
+  hub: 'COMPANION_HUB',
+  ca: 'COMPANION_CA',
+  'manifest-key': 'COMPANION_MANIFEST_KEY',
+  threads: 'COMPANION_THREADS',
+};
 /** The saved settings: only keys that are set. */
 export type ConfigValues = Partial<Record<ConfigKey, string>>;
 
@@ -131,7 +151,8 @@ export function normalizeSetting(key: ConfigKey, value: string): string {
       return value.trim();
     case 'threads': {
       const threads = Number(value);
-      if (!/^[0-9]{1,3}$/.test(value) || threads < 1 || threads > 256) throw new CompanionError('ERR_CONFIG', 'threads takes a whole number from 1 to 256');
+      if (!/^[0-9]{1,3}$/.test(value) || threads < 1 || threads > 256)
+        throw new CompanionError('ERR_CONFIG', 'threads takes a whole number from 1 to 256');
       return String(threads);
     }
   }
@@ -157,19 +178,35 @@ export function readConfigFile(dataDir: string): ConfigValues {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return {};
     // Why refuse: a planted symlink would let someone else choose the hub and the keys we trust.
-    if (code === 'ELOOP') throw unsafeConfig(file, 'is a symlink', `remove it (rm ${file}) and save the settings again with companion login or companion config set`);
+    if (code === 'ELOOP')
+      throw unsafeConfig(
+        file,
+        'is a symlink',
+        `remove it (rm ${file}) and save the settings again with companion login or companion config set`,
+      );
     throw unsafeConfig(file, `cannot be read (${code ?? 'error'})`, 'check its permissions');
   }
   let text: string;
   try {
     const stats = fstatSync(fd);
     const uid = process.getuid?.();
-    if (!stats.isFile()) throw unsafeConfig(file, 'is not a regular file', `remove it and save the settings again with companion config set`);
-    if (uid !== undefined && stats.uid !== uid) throw unsafeConfig(file, 'is owned by another user', `remove it (rm ${file}) and save the settings again`);
+    if (!stats.isFile())
+      throw unsafeConfig(
+        file,
+        'is not a regular file',
+        `remove it and save the settings again with companion config set`,
+      );
+    if (uid !== undefined && stats.uid !== uid)
+      throw unsafeConfig(file, 'is owned by another user', `remove it (rm ${file}) and save the settings again`);
     if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) {
-      throw unsafeConfig(file, `is readable or writable by others (mode ${(stats.mode & 0o777).toString(8).padStart(3, '0')})`, `check its contents, then run chmod 600 ${file}`);
+      throw unsafeConfig(
+        file,
+        `is readable or writable by others (mode ${(stats.mode & 0o777).toString(8).padStart(3, '0')})`,
+        `check its contents, then run chmod 600 ${file}`,
+      );
     }
-    if (stats.size > CONFIG_FILE_MAX_BYTES) throw unsafeConfig(file, 'is too large', `remove it (rm ${file}) and save the settings again`);
+    if (stats.size > CONFIG_FILE_MAX_BYTES)
+      throw unsafeConfig(file, 'is too large', `remove it (rm ${file}) and save the settings again`);
     const buffer = Buffer.alloc(stats.size);
     let offset = 0;
     while (offset < buffer.length) {
@@ -181,7 +218,12 @@ export function readConfigFile(dataDir: string): ConfigValues {
   } finally {
     closeSync(fd);
   }
-  const damaged = (what: string): CompanionError => unsafeConfig(file, `is damaged (${what})`, `fix it, or remove it (rm ${file}) and save the settings again with companion login or companion config set`);
+  const damaged = (what: string): CompanionError =>
+    unsafeConfig(
+      file,
+      `is damaged (${what})`,
+      `fix it, or remove it (rm ${file}) and save the settings again with companion login or companion config set`,
+    );
   let parsed: unknown;
   try {
     parsed = JSON.parse(text) as unknown;
@@ -228,7 +270,10 @@ export function resolveDataDir(flags: ParsedFlags['values'], env: NodeJS.Process
  * Each setting's value and where it came from (flag > environment > config file), null when unset. The
  * config file is read from the resolved data dir. @throws ERR_CONFIG_FILE (see {@link readConfigFile})
  */
-export function explainConfig(flags: ParsedFlags['values'], env: NodeJS.ProcessEnv = process.env): Record<ConfigKey, { value: string; source: ConfigSource } | null> {
+export function explainConfig(
+  flags: ParsedFlags['values'],
+  env: NodeJS.ProcessEnv = process.env,
+): Record<ConfigKey, { value: string; source: ConfigSource } | null> {
   const file = readConfigFile(resolveDataDir(flags, env));
   const out = {} as Record<ConfigKey, { value: string; source: ConfigSource } | null>;
   for (const key of CONFIG_KEYS) {
@@ -265,14 +310,17 @@ export function resolveConfig(flags: ParsedFlags['values'], env: NodeJS.ProcessE
     if (url.protocol !== 'https:') throw new CompanionError('ERR_CONFIG', 'the hub URL must be https');
   }
   const keychain = str('keychain') ?? 'os';
-  if (keychain !== 'os' && keychain !== 'memory') throw new CompanionError('ERR_CONFIG', '--keychain takes "memory" (or nothing for the OS keychain)');
+  if (keychain !== 'os' && keychain !== 'memory')
+    throw new CompanionError('ERR_CONFIG', '--keychain takes "memory" (or nothing for the OS keychain)');
   const threadsText = settings.threads?.value;
   let threads: number | null = null;
   if (threadsText !== undefined) {
     threads = Number(threadsText);
-    if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new CompanionError('ERR_CONFIG', '--threads takes a whole number from 1 to 256');
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256)
+      throw new CompanionError('ERR_CONFIG', '--threads takes a whole number from 1 to 256');
   }
-  const gpu = str('gpu') ?? (env.COMPANION_GPU !== undefined && env.COMPANION_GPU.length > 0 ? env.COMPANION_GPU : 'auto');
+  const gpu =
+    str('gpu') ?? (env.COMPANION_GPU !== undefined && env.COMPANION_GPU.length > 0 ? env.COMPANION_GPU : 'auto');
   if (gpu !== 'off' && gpu !== 'auto') throw new CompanionError('ERR_CONFIG', '--gpu takes "auto" or "off"');
   const sandbox = flags['allow-unsandboxed'] === true || env.COMPANION_ALLOW_UNSANDBOXED === '1' ? 'off' : 'required';
   const ca = settings.ca?.value ?? null;

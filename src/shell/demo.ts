@@ -59,10 +59,16 @@ export async function prepareDemoDataDir(dir: string): Promise<void> {
   if (await checkPrivateDir(dir)) {
     const names = await readdir(dir);
     if (names.length > 0) {
-      const marker = await lstat(join(dir, DEMO_MARKER)).then((s) => s.isFile(), () => false);
+      const marker = await lstat(join(dir, DEMO_MARKER)).then(
+        (s) => s.isFile(),
+        () => false,
+      );
       const record = marker ? await readJsonFile(join(dir, DEMO_MARKER)) : null;
       if ((record as { format?: unknown } | null)?.format !== DEMO_MARKER_FORMAT) {
-        throw new CompanionError('ERR_CONFIG', `${dir} is not empty and is not a folder an earlier demo made; the demo keeps its state only in a new or empty folder (never an installation's data dir: it would replace its model)`);
+        throw new CompanionError(
+          'ERR_CONFIG',
+          `${dir} is not empty and is not a folder an earlier demo made; the demo keeps its state only in a new or empty folder (never an installation's data dir: it would replace its model)`,
+        );
       }
     }
   }
@@ -110,18 +116,32 @@ export async function runDemo(options: DemoOptions): Promise<void> {
 
     let backend: 'os' | 'memory' = 'memory';
     if (options.keychain !== 'memory') {
-      const health = await openKeychain({ backend: 'os', service: keychainServiceFor(hub.issuer, installationKey(dataDir)), timeoutMs: 5_000 }).health().catch(() => null);
+      const health = await openKeychain({
+        backend: 'os',
+        service: keychainServiceFor(hub.issuer, installationKey(dataDir)),
+        timeoutMs: 5_000,
+      })
+        .health()
+        .catch(() => null);
       if (health?.state === 'available') backend = 'os';
     }
     authority = createAuthorityGroup({
-      hub: hub.issuer, installationKey: installationKey(dataDir), keychain: backend, fetch, manifestKeys: hub.manifestKey, manifestVersionFile: paths.manifestVersion,
+      hub: hub.issuer,
+      installationKey: installationKey(dataDir),
+      keychain: backend,
+      fetch,
+      manifestKeys: hub.manifestKey,
+      manifestVersionFile: paths.manifestVersion,
       announce: (line) => options.report({ event: 'note', text: line }),
     });
     const signedIn = authority;
     cleanups.push(() => signedIn.signOut().catch(() => undefined));
     step('keychain', { backend: authority.keychain.backend });
 
-    options.report({ event: 'note', text: 'the demo plays the browser\'s part: it fills in the reference hub\'s dev login and consent form over HTTPS' });
+    options.report({
+      event: 'note',
+      text: "the demo plays the browser's part: it fills in the reference hub's dev login and consent form over HTTPS",
+    });
     const hubUser = hub.user;
     const hubPassword = hub.password;
     await authority.signIn({

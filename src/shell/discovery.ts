@@ -73,41 +73,46 @@ function attest(url: string, token: string, timeoutMs: number): Promise<AttestOu
       req.destroy();
       resolve(outcome);
     };
-    const req = request({
-      host: target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname,
-      port: Number(target.port),
-      method: ATTEST_ROUTE.method,
-      path: ATTEST_ROUTE.path,
-      // Exactly these headers: the Host the MAC must name, the nonce, and no credential of any kind.
-      headers: { host, [ATTEST_NONCE_HEADER]: nonce, connection: 'close' },
-      agent: false,
-      maxHeaderSize: 16 * 1024,
-    }, (res) => {
-      if (res.statusCode !== 200) {
-        finish('refuted');
-        return;
-      }
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        body += chunk;
-        if (body.length > MAX_ATTEST_BODY) finish('refuted');
-      });
-      res.on('end', () => {
-        let mac: unknown;
-        try {
-          const parsed = JSON.parse(body) as unknown;
-          mac = typeof parsed === 'object' && parsed !== null ? (parsed as { mac?: unknown }).mac : undefined;
-        } catch {
-          mac = undefined;
+    const req = request(
+      {
+        host: target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname,
+        port: Number(target.port),
+        method: ATTEST_ROUTE.method,
+        path: ATTEST_ROUTE.path,
+        // Exactly these headers: the Host the MAC must name, the nonce, and no credential of any kind.
+        headers: { host, [ATTEST_NONCE_HEADER]: nonce, connection: 'close' },
+        agent: false,
+        maxHeaderSize: 16 * 1024,
+      },
+      (res) => {
+        if (res.statusCode !== 200) {
+          finish('refuted');
+          return;
         }
-        finish(verifyAttestation(token, host, nonce, mac) ? 'verified' : 'refuted');
-      });
-      res.on('error', () => finish('refuted'));
-    });
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          body += chunk;
+          if (body.length > MAX_ATTEST_BODY) finish('refuted');
+        });
+        res.on('end', () => {
+          let mac: unknown;
+          try {
+            const parsed = JSON.parse(body) as unknown;
+            mac = typeof parsed === 'object' && parsed !== null ? (parsed as { mac?: unknown }).mac : undefined;
+          } catch {
+            mac = undefined;
+          }
+          finish(verifyAttestation(token, host, nonce, mac) ? 'verified' : 'refuted');
+        });
+        res.on('error', () => finish('refuted'));
+      },
+    );
     // A listener that accepts and never answers is as bad as a wrong answer.
     const timer = setTimeout(() => finish('refuted'), timeoutMs);
-    req.on('error', (error: Error & { code?: string }) => finish(error.code === 'ECONNREFUSED' ? 'unreachable' : 'refuted'));
+    req.on('error', (error: Error & { code?: string }) =>
+      finish(error.code === 'ECONNREFUSED' ? 'unreachable' : 'refuted'),
+    );
     req.end();
   });
 }
@@ -122,7 +127,11 @@ function attest(url: string, token: string, timeoutMs: number): Promise<AttestOu
  *   nothing listens, `ERR_ENDPOINT_UNVERIFIED` when something answered and failed (wrong or no MAC, an error
  *   status, too slow or too large).
  */
-export async function verifyEndpoint(record: DiscoveryRecord, token: string | Secret, options: { timeoutMs?: number } = {}): Promise<EndpointCheck> {
+export async function verifyEndpoint(
+  record: DiscoveryRecord,
+  token: string | Secret,
+  options: { timeoutMs?: number } = {},
+): Promise<EndpointCheck> {
   const secret = typeof token === 'string' ? token : token.reveal();
   const outcome = await attest(record.url, secret, options.timeoutMs ?? ATTEST_TIMEOUT_MS);
   if (outcome === 'unreachable') return { ok: false, code: 'ERR_UPSTREAM_UNAVAILABLE' };
@@ -137,7 +146,11 @@ export async function verifyEndpoint(record: DiscoveryRecord, token: string | Se
  * `discoveryPath`, identity-checked ({@link readDiscovery}), then attested ({@link verifyEndpoint}).
  * Nothing is sent to the endpoint but the attestation challenge.
  */
-export async function connectVerified(discoveryPath: string, token: string | Secret, options: { timeoutMs?: number } = {}): Promise<EndpointCheck> {
+export async function connectVerified(
+  discoveryPath: string,
+  token: string | Secret,
+  options: { timeoutMs?: number } = {},
+): Promise<EndpointCheck> {
   const record = await readDiscovery(discoveryPath);
   if (record === null) return { ok: false, code: 'ERR_UPSTREAM_UNAVAILABLE' };
   return verifyEndpoint(record, token, options);
@@ -157,7 +170,11 @@ export async function endpointHealthy(endpoint: VerifiedEndpoint, token: string,
   // Why: the token goes only to a door that proved it is ours.
   if (!isVerifiedEndpoint(endpoint)) return false;
   try {
-    const response = await fetch(new URL('/health', endpoint.url), { headers: { authorization: `Bearer ${token}` }, redirect: 'error', signal: AbortSignal.timeout(timeoutMs) });
+    const response = await fetch(new URL('/health', endpoint.url), {
+      headers: { authorization: `Bearer ${token}` },
+      redirect: 'error',
+      signal: AbortSignal.timeout(timeoutMs),
+    });
     await response.body?.cancel();
     return response.status === 200;
   } catch {

@@ -95,7 +95,8 @@ function openChecked(path: string): number {
   try {
     fd = openSync(path, APPEND_FLAGS, 0o600);
   } catch (error) {
-    if ((error as { code?: unknown }).code === 'ELOOP') throw new CompanionError('ERR_STATE_UNSAFE', 'the log file is a symlink');
+    if ((error as { code?: unknown }).code === 'ELOOP')
+      throw new CompanionError('ERR_STATE_UNSAFE', 'the log file is a symlink');
     throw error;
   }
   const stats = fstatSync(fd);
@@ -115,11 +116,13 @@ export async function readLogText(path: string): Promise<string | null> {
     handle = await open(path, READ_FLAGS);
   } catch (error) {
     if ((error as { code?: unknown }).code === 'ENOENT') return null;
-    if ((error as { code?: unknown }).code === 'ELOOP') throw new CompanionError('ERR_STATE_UNSAFE', 'the log file is a symlink');
+    if ((error as { code?: unknown }).code === 'ELOOP')
+      throw new CompanionError('ERR_STATE_UNSAFE', 'the log file is a symlink');
     throw error;
   }
   try {
-    if (!(await handle.stat()).isFile()) throw new CompanionError('ERR_STATE_UNSAFE', 'the log file is not a regular file');
+    if (!(await handle.stat()).isFile())
+      throw new CompanionError('ERR_STATE_UNSAFE', 'the log file is not a regular file');
     return await handle.readFile('utf8');
   } finally {
     await handle.close().catch(() => undefined);
@@ -130,13 +133,20 @@ export async function readLogText(path: string): Promise<string | null> {
  * The last `count` lines of the log (the rotated file first when the current one has fewer), and how
  * many bytes of the current file were read (where `logs --follow` goes on); null when there is no log.
  */
-export async function tailLog(dataDir: string, count: number): Promise<{ readonly lines: string[]; readonly bytes: number } | null> {
+export async function tailLog(
+  dataDir: string,
+  count: number,
+): Promise<{ readonly lines: string[]; readonly bytes: number } | null> {
   const paths = logPaths(dataDir);
   if (!(await checkPrivateDir(paths.dir))) return null;
   const current = await readLogText(paths.file);
   const older = await readLogText(paths.rotated);
   if (current === null && older === null) return null;
-  const split = (text: string | null): string[] => (text === null || text === '' ? [] : text.replace(/\n$/, '').split('\n'));
+  const split = (text: string | null): string[] =>
+    text === null || text === '' ? [] : text.replace(/\n$/, '').split('\n');
   const lines = [...split(older), ...split(current)];
-  return { lines: count === 0 ? [] : lines.slice(-count), bytes: current === null ? 0 : Buffer.byteLength(current, 'utf8') };
+  return {
+    lines: count === 0 ? [] : lines.slice(-count),
+    bytes: current === null ? 0 : Buffer.byteLength(current, 'utf8'),
+  };
 }

@@ -48,7 +48,11 @@ function signalHolder(record: UpLockRecord, signal: NodeJS.Signals): boolean {
   } catch (error) {
     const code = (error as { code?: unknown }).code;
     if (code === 'ESRCH') return false;
-    throw new CompanionError('ERR_LOCKED_BY_OTHER', `the running companion (pid ${record.pid}) cannot be signalled (${String(code)})`, { detail: { pid: record.pid } });
+    throw new CompanionError(
+      'ERR_LOCKED_BY_OTHER',
+      `the running companion (pid ${record.pid}) cannot be signalled (${String(code)})`,
+      { detail: { pid: record.pid } },
+    );
   }
 }
 
@@ -76,16 +80,24 @@ async function waitReleased(lockPath: string, record: UpLockRecord, text: string
  *   cannot be verified (no /proc: it is left alone rather than risk signalling a reused pid), or when it
  *   is still alive after SIGKILL and the bound.
  */
-export async function stopUp(paths: { readonly dataDir: string; readonly run: string; readonly upLock: string }, options: StopUpOptions = {}): Promise<StopUpOutcome> {
+export async function stopUp(
+  paths: { readonly dataDir: string; readonly run: string; readonly upLock: string },
+  options: StopUpOptions = {},
+): Promise<StopUpOutcome> {
   const graceMs = options.graceMs ?? 20_000;
   const killWaitMs = options.killWaitMs ?? 5_000;
   const { text, record } = await readUpLock(paths.upLock);
   if (text === null || record === null || !upLockIsLive(record)) return { outcome: 'not-running' };
   if (record.startTime === null || record.exe === null || readProcessIdentity(process.pid) === null) {
-    throw new CompanionError('ERR_LOCKED_BY_OTHER', `the running companion (pid ${record.pid}) cannot be identified on this system; stop it with Ctrl-C where it runs`, { detail: { pid: record.pid } });
+    throw new CompanionError(
+      'ERR_LOCKED_BY_OTHER',
+      `the running companion (pid ${record.pid}) cannot be identified on this system; stop it with Ctrl-C where it runs`,
+      { detail: { pid: record.pid } },
+    );
   }
   if (!signalHolder(record, 'SIGTERM')) return { outcome: 'not-running' };
-  if (await waitReleased(paths.upLock, record, text, graceMs)) return { outcome: 'stopped', pid: record.pid, forced: false };
+  if (await waitReleased(paths.upLock, record, text, graceMs))
+    return { outcome: 'stopped', pid: record.pid, forced: false };
 
   let forced = false;
   if (upLockIsLive(record)) {
@@ -94,7 +106,11 @@ export async function stopUp(paths: { readonly dataDir: string; readonly run: st
     const deadline = Date.now() + killWaitMs;
     while (upLockIsLive(record) && Date.now() < deadline) await sleep(POLL_MS);
     if (upLockIsLive(record)) {
-      throw new CompanionError('ERR_LOCKED_BY_OTHER', `the running companion (pid ${record.pid}) did not exit after SIGKILL`, { detail: { pid: record.pid } });
+      throw new CompanionError(
+        'ERR_LOCKED_BY_OTHER',
+        `the running companion (pid ${record.pid}) did not exit after SIGKILL`,
+        { detail: { pid: record.pid } },
+      );
     }
   }
   // Its holder is gone: a lock still naming it is stale (moved aside and checked, so a new `up`'s lock stays).
@@ -111,7 +127,13 @@ export type DetachedStart =
   /** The background `up` is available at `endpoint`. */
   | { readonly outcome: 'available'; readonly pid: number; readonly endpoint: string }
   /** It failed to start, with its error (`detail`: the running one's pid and endpoint for ERR_LOCKED_BY_OTHER). */
-  | { readonly outcome: 'failed'; readonly pid: number; readonly code: ErrorCode; readonly message: string; readonly detail: Record<string, unknown> }
+  | {
+      readonly outcome: 'failed';
+      readonly pid: number;
+      readonly code: ErrorCode;
+      readonly message: string;
+      readonly detail: Record<string, unknown>;
+    }
   /** It exited before it said anything. */
   | { readonly outcome: 'exited'; readonly pid: number; readonly status: number | null }
   /** Not available within the bound; it keeps running and trying. */
@@ -176,7 +198,8 @@ export async function startDetachedUp(options: DetachedOptions): Promise<Detache
 
 function parseNotice(message: unknown, pid: number): DetachedStart {
   const value = (typeof message === 'object' && message !== null ? message : {}) as Record<string, unknown>;
-  if (value.event === 'available' && typeof value.endpoint === 'string') return { outcome: 'available', pid, endpoint: value.endpoint };
+  if (value.event === 'available' && typeof value.endpoint === 'string')
+    return { outcome: 'available', pid, endpoint: value.endpoint };
   const error = (typeof value.error === 'object' && value.error !== null ? value.error : {}) as Record<string, unknown>;
   const code = typeof error.code === 'string' && error.code in ERROR_CODES ? (error.code as ErrorCode) : 'ERR_INTERNAL';
   const { code: _code, message: text, ...detail } = error;

@@ -81,7 +81,12 @@ export function upLockIsLive(record: UpLockRecord): boolean {
   // Why all three: a pid alone is reused; the start time tells a new process apart, the executable a new program.
   if (record.startTime === null || record.exe === null) return false;
   const identity = readProcessIdentity(record.pid);
-  return identity !== null && identity.state !== 'Z' && identity.startTime === record.startTime && identity.exe === record.exe;
+  return (
+    identity !== null &&
+    identity.state !== 'Z' &&
+    identity.startTime === record.startTime &&
+    identity.exe === record.exe
+  );
 }
 
 /** The lock file's text (a symlink or a non-file is refused), or null when there is none. */
@@ -103,7 +108,6 @@ async function readLockText(path: string): Promise<string | null> {
     await handle.close().catch(() => undefined);
   }
 }
-
 
 /**
  * Moves a stale lock (whose text was `seen`) out of the way. If the file moved is not the one judged
@@ -134,7 +138,9 @@ async function removeStale(path: string, seen: string): Promise<void> {
  * The lock as it is now: its text (null when there is none) and its record (null for a file that is not
  * a lock record). Reads only; a symlink at the lock name is refused (read as a non-record).
  */
-export async function readUpLock(path: string): Promise<{ readonly text: string | null; readonly record: UpLockRecord | null }> {
+export async function readUpLock(
+  path: string,
+): Promise<{ readonly text: string | null; readonly record: UpLockRecord | null }> {
   const text = await readLockText(path);
   return { text, record: text === null ? null : parseUpLock(text) };
 }
@@ -179,7 +185,11 @@ export async function acquireUpLock(path: string): Promise<UpLock> {
     if (seen === null) continue;
     const holder = parseUpLock(seen);
     if (holder !== null && upLockIsLive(holder)) {
-      throw new CompanionError('ERR_LOCKED_BY_OTHER', `another companion (pid ${holder.pid}) is running with this data directory; stop it first or use another --data-dir`, { detail: { pid: holder.pid } });
+      throw new CompanionError(
+        'ERR_LOCKED_BY_OTHER',
+        `another companion (pid ${holder.pid}) is running with this data directory; stop it first or use another --data-dir`,
+        { detail: { pid: holder.pid } },
+      );
     }
     // Why it may go: its process is gone or is another process now; a live holder never reaches here.
     await removeStale(path, seen);

@@ -31,19 +31,32 @@ test('checkImportRules() reports each kind of violation in the bad fixture tree'
 
 test('each rule of the runtime layout is proved by a file of the bad tree that breaks it, and only by it', () => {
   const violations = checkImportRules(join(repoRoot, 'test/architecture/fixtures/bad-tree/src'));
-  const byRule = (from: string, file: string): string[] => violations.filter((v) => v.rule === from && v.file === file).map((v) => v.specifier).sort();
+  const byRule = (from: string, file: string): string[] =>
+    violations
+      .filter((v) => v.rule === from && v.file === file)
+      .map((v) => v.specifier)
+      .sort();
   // The manager's own rule (the general runtime rule does not forbid these two).
-  assert.deepEqual(byRule('runtime/manager', 'runtime/manager/loads-model.ts'), ['../../client/index.js', 'node-llama-cpp']);
+  assert.deepEqual(byRule('runtime/manager', 'runtime/manager/loads-model.ts'), [
+    '../../client/index.js',
+    'node-llama-cpp',
+  ]);
   // Layering: an adapter may not import the manager, and the manager's own imports of adapters are not flagged.
   assert.deepEqual(byRule('runtime', 'runtime/reaches-up.ts'), ['./manager/supervisor.js']);
-  assert.deepEqual(violations.filter((v) => v.file === 'runtime/manager/supervisor.ts'), []);
+  assert.deepEqual(
+    violations.filter((v) => v.file === 'runtime/manager/supervisor.ts'),
+    [],
+  );
   // The shell: runtime/manager is allowed, any other runtime folder and the inference library are not.
   assert.deepEqual(byRule('shell', 'shell/runs-runtime.ts'), ['../runtime/spawn.js', 'node-llama-cpp']);
 });
 
 test('checkImportRules() fails when a rule names a folder that does not exist', () => {
   assert.throws(
-    () => checkImportRules(join(repoRoot, 'src'), [{ from: 'core', forbidFolders: ['no-such-folder'], forbidModules: [], reason: 'x' }]),
+    () =>
+      checkImportRules(join(repoRoot, 'src'), [
+        { from: 'core', forbidFolders: ['no-such-folder'], forbidModules: [], reason: 'x' },
+      ]),
     /does not exist/,
   );
 });
@@ -59,7 +72,10 @@ test('importSpecifiers() finds static, type-only, re-export, dynamic and require
     "const f = await import('node:net');",
     "const g = require('child_process');",
   ].join('\n');
-  assert.deepEqual(importSpecifiers(source).sort(), ['../b.js', './a.js', './d.js', './e.js', './side-effect.js', 'child_process', 'node:fs', 'node:net'].sort());
+  assert.deepEqual(
+    importSpecifiers(source).sort(),
+    ['../b.js', './a.js', './d.js', './e.js', './side-effect.js', 'child_process', 'node:fs', 'node:net'].sort(),
+  );
 });
 
 test('every rule has a reason and names folders under src/', () => {

@@ -18,7 +18,23 @@ export interface ImportRule {
 }
 
 /** Node modules that do I/O: a core may use none of them. */
-export const IO_MODULES = ['net', 'http', 'https', 'http2', 'fs', 'fs/promises', 'child_process', 'dgram', 'tls', 'dns', 'dns/promises', 'worker_threads', 'cluster', 'readline', 'inspector'];
+export const IO_MODULES = [
+  'net',
+  'http',
+  'https',
+  'http2',
+  'fs',
+  'fs/promises',
+  'child_process',
+  'dgram',
+  'tls',
+  'dns',
+  'dns/promises',
+  'worker_threads',
+  'cluster',
+  'readline',
+  'inspector',
+];
 const ioSpecifiers = IO_MODULES.flatMap((m) => [m, `node:${m}`]);
 const ADAPTERS = ['authority', 'runtime', 'runtime-server', 'shell', 'client', 'hub', 'cli', 'common'];
 
@@ -39,21 +55,24 @@ export const RULES: readonly ImportRule[] = [
     from: 'runtime/manager',
     forbidFolders: ['authority', 'shell', 'cli', 'hub', 'client', 'runtime-server'],
     forbidModules: ['@napi-rs/keyring', 'oauth4webapi', 'open', 'node-llama-cpp'],
-    reason: 'the runtime manager (supervisor, install, discovery) gets a token verifier and an attestor, never the keychain, a token or the sign-in (D5.8); it reaches the runtime child only through spawn',
+    reason:
+      'the runtime manager (supervisor, install, discovery) gets a token verifier and an attestor, never the keychain, a token or the sign-in (D5.8); it reaches the runtime child only through spawn',
   },
   {
     from: 'runtime',
     exempt: ['runtime/manager'],
     forbidFolders: ['runtime/manager'],
     forbidModules: [],
-    reason: 'the runtime adapters (spawn, sandbox, front door, probes, download) are the parts the manager composes; a part that reached up into the manager would tie the layers in a cycle',
+    reason:
+      'the runtime adapters (spawn, sandbox, front door, probes, download) are the parts the manager composes; a part that reached up into the manager would tie the layers in a cycle',
   },
   {
     from: 'shell',
     forbidFolders: ['runtime', 'runtime-server'],
     allowFolders: ['runtime/manager'],
     forbidModules: ['node-llama-cpp'],
-    reason: 'the shell only wires the two groups: runtime logic (spawn, sandbox, health, probes, download, install) lives in the runtime group, which the shell reaches through src/runtime/manager/ alone',
+    reason:
+      'the shell only wires the two groups: runtime logic (spawn, sandbox, health, probes, download, install) lives in the runtime group, which the shell reaches through src/runtime/manager/ alone',
   },
   {
     from: 'runtime-server',
@@ -146,7 +165,9 @@ export function checkImportRules(srcRoot: string, rules: readonly ImportRule[] =
       for (const specifier of importSpecifiers(source)) {
         let broken = false;
         if (specifier.startsWith('.')) {
-          const target = relative(srcRoot, resolve(dirname(file), specifier)).split(sep).join('/');
+          const target = relative(srcRoot, resolve(dirname(file), specifier))
+            .split(sep)
+            .join('/');
           const forbidden = rule.forbidFolders.some((folder) => inFolder(target, folder));
           const allowed = (rule.allowFolders ?? []).some((folder) => inFolder(target, folder));
           broken = target.startsWith('..') || (forbidden && !allowed);

@@ -35,7 +35,14 @@ interface Graph {
 
 /** Parses a V8 heap snapshot into an adjacency view. */
 function parseSnapshot(json: string): Graph {
-  const snap = JSON.parse(json) as { snapshot: { meta: { node_fields: string[]; edge_fields: string[]; node_types: [string[]]; edge_types: [string[]] } }; nodes: number[]; edges: number[]; strings: string[] };
+  const snap = JSON.parse(json) as {
+    snapshot: {
+      meta: { node_fields: string[]; edge_fields: string[]; node_types: [string[]]; edge_types: [string[]] };
+    };
+    nodes: number[];
+    edges: number[];
+    strings: string[];
+  };
   const { node_fields: nf, edge_fields: ef, node_types: nt, edge_types: et } = snap.snapshot.meta;
   const N = nf.length;
   const E = ef.length;
@@ -97,16 +104,29 @@ function reachableFrom(graph: Graph, root: number): Map<number, [number, string]
       if (edge.type === 'weak' || edge.type === 'shortcut' || seen.has(edge.to)) continue;
       // Shared code, not instance state: prototypes, constructors and hidden classes lead into Node's
       // internals (event emitters, async hooks, the test runner) and from there to anything.
-      if (edge.name === '__proto__' || edge.name === 'prototype' || edge.name === 'constructor' || edge.name === 'map') continue;
+      if (edge.name === '__proto__' || edge.name === 'prototype' || edge.name === 'constructor' || edge.name === 'map')
+        continue;
       // Node links every timer of one duration into a process-wide list (`_idleNext`/`_idlePrev`): a
       // timer of the group and one of the authority that happen to share a duration are neighbours there.
       // That list is Node's global bookkeeping, as the global object is, not a reference the group holds.
       if (edge.name === '_idleNext' || edge.name === '_idlePrev') continue;
       // A closure's captured scope is followed for Companion's own code (where a reference to authority
       // would be); Node's built-in closures capture Node's shared module state, not the group's.
-      if (edge.name === 'context' && graph.type(node) === 'closure' && !scriptOf(graph, node).includes('/dist/src/') && !scriptOf(graph, node).includes('/dist/test/')) continue;
+      if (
+        edge.name === 'context' &&
+        graph.type(node) === 'closure' &&
+        !scriptOf(graph, node).includes('/dist/src/') &&
+        !scriptOf(graph, node).includes('/dist/test/')
+      )
+        continue;
       const name = graph.name(edge.to);
-      if (name === 'system / NativeContext' || name.startsWith('global') || name === 'Window' || graph.type(edge.to) === 'synthetic') continue;
+      if (
+        name === 'system / NativeContext' ||
+        name.startsWith('global') ||
+        name === 'Window' ||
+        graph.type(edge.to) === 'synthetic'
+      )
+        continue;
       seen.set(edge.to, [node, `${edge.type}:${edge.name}`]);
       queue.push(edge.to);
     }
@@ -131,7 +151,12 @@ test('the running runtime group reaches no authority object and no token', { tim
   await authority.signIn({ openBrowser: ch.browser(), onOpen: () => undefined });
   const manifest = await authority.fetchManifest();
   const paths = layout(ch.dir);
-  await pullModel({ model: findModel(manifest), manifestVersion: manifest.version, modelsDir: paths.models, dispatcher: ch.agent });
+  await pullModel({
+    model: findModel(manifest),
+    manifestVersion: manifest.version,
+    modelsDir: paths.models,
+    dispatcher: ch.agent,
+  });
   const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
   const companion = await startRuntimeGroup({ dataDir: ch.dir, verifyToken, attest, threads: 1, sandboxMode: 'none' });
   t.after(() => companion.close());
@@ -145,7 +170,13 @@ test('the running runtime group reaches no authority object and no token', { tim
   // Mark the roots, then take a heap snapshot: closures' captured variables are edges there.
   const custody = authority.custody;
   const leaky = { describe: () => custody.state() };
-  const markers = [new LeakyControl(leaky), new RuntimeGroupRoot(companion), new AuthorityTarget(authority), new AuthorityTarget(authority.custody), new AuthorityTarget(authority.keychain)];
+  const markers = [
+    new LeakyControl(leaky),
+    new RuntimeGroupRoot(companion),
+    new AuthorityTarget(authority),
+    new AuthorityTarget(authority.custody),
+    new AuthorityTarget(authority.keychain),
+  ];
   const graph = parseSnapshot(readFileSync(writeHeapSnapshot(join(ch.dir, 'heap.heapsnapshot')), 'utf8'));
   assert.equal(markers.length, 5);
   const [root] = targetOf(graph, 'RuntimeGroupRoot');
@@ -154,12 +185,24 @@ test('the running runtime group reaches no authority object and no token', { tim
   assert.equal(authorityNodes.length, 3);
   const seen = reachableFrom(graph, root);
   assert.ok(seen.size > 1_000, `the walk followed closures and contexts (${seen.size} nodes)`);
-  for (const node of authorityNodes) assert.ok(!seen.has(node), `an authority object is reachable from the runtime group:\n${seen.has(node) ? pathTo(graph, seen, node) : ''}`);
+  for (const node of authorityNodes)
+    assert.ok(
+      !seen.has(node),
+      `an authority object is reachable from the runtime group:\n${seen.has(node) ? pathTo(graph, seen, node) : ''}`,
+    );
   // Negative control: the same walk from an object whose closure captures custody does reach it.
   const [control] = targetOf(graph, 'LeakyControl');
-  assert.ok(control !== undefined && authorityNodes.some((n) => reachableFrom(graph, control).has(n)), 'the walk finds authority captured in a closure');
-  const reachableStrings = [...seen.keys()].filter((n) => graph.type(n) === 'string' || graph.type(n) === 'concatenated string' || graph.type(n) === 'sliced string').map((n) => graph.name(n));
-  for (const secret of secrets) assert.ok(!reachableStrings.some((s) => s.includes(secret)), 'no token string is reachable from the runtime group');
+  assert.ok(
+    control !== undefined && authorityNodes.some((n) => reachableFrom(graph, control).has(n)),
+    'the walk finds authority captured in a closure',
+  );
+  const reachableStrings = [...seen.keys()]
+    .filter(
+      (n) => graph.type(n) === 'string' || graph.type(n) === 'concatenated string' || graph.type(n) === 'sliced string',
+    )
+    .map((n) => graph.name(n));
+  for (const secret of secrets)
+    assert.ok(!reachableStrings.some((s) => s.includes(secret)), 'no token string is reachable from the runtime group');
   await companion.close();
   assert.equal(verifyToken(secrets[0]!), true, 'the verifier it holds does check the real token');
 });

@@ -11,15 +11,31 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { repoRoot } from '../helpers/paths.js';
 
-interface TapPoint { name: string; depth: number; ok: boolean; directive: 'skip' | 'todo' | null; reason: string }
-interface TapCount { points: TapPoint[]; passed: TapPoint[]; failed: TapPoint[]; skipped: TapPoint[]; optionalSkipped: TapPoint[]; realSkipped: TapPoint[]; todo: TapPoint[] }
+interface TapPoint {
+  name: string;
+  depth: number;
+  ok: boolean;
+  directive: 'skip' | 'todo' | null;
+  reason: string;
+}
+interface TapCount {
+  points: TapPoint[];
+  passed: TapPoint[];
+  failed: TapPoint[];
+  skipped: TapPoint[];
+  optionalSkipped: TapPoint[];
+  realSkipped: TapPoint[];
+  todo: TapPoint[];
+}
 interface TapCountModule {
   countTap(report: string): TapCount;
   requireAllProblems(count: TapCount): string[];
   OPTIONAL_PREFIX: string;
 }
 
-const { countTap, requireAllProblems } = await import(pathToFileURL(join(repoRoot, 'scripts', 'tap-count.mjs')).href) as TapCountModule;
+const { countTap, requireAllProblems } = (await import(
+  pathToFileURL(join(repoRoot, 'scripts', 'tap-count.mjs')).href
+)) as TapCountModule;
 
 const names = (points: readonly TapPoint[]): string[] => points.map((p) => p.name);
 
@@ -112,11 +128,14 @@ test('countTap() counts a skipped describe as a skip (the closing totals do not)
 
 test('countTap() counts skips and todos at any depth, each with its own reason, and ignores TAP text inside diagnostics', () => {
   const count = countTap(MIXED);
-  assert.deepEqual(count.skipped.map((p) => [p.name, p.depth, p.reason]), [
-    ['llama-server', 1, 'optional: no llama-server binary'],
-    ['keychain', 1, 'gnome-keyring is missing'],
-    ['deep', 2, ''],
-  ]);
+  assert.deepEqual(
+    count.skipped.map((p) => [p.name, p.depth, p.reason]),
+    [
+      ['llama-server', 1, 'optional: no llama-server binary'],
+      ['keychain', 1, 'gnome-keyring is missing'],
+      ['deep', 2, ''],
+    ],
+  );
   assert.deepEqual(names(count.todo), ['later']);
   assert.deepEqual(names(count.failed), ['a # in a name']);
   assert.deepEqual(names(count.passed), ['nested', 'suite ok']);
@@ -126,18 +145,24 @@ test('countTap() never lets an optional skip cancel out a real skip: only a reas
   const count = countTap(MIXED);
   assert.deepEqual(names(count.optionalSkipped), ['llama-server']);
   assert.deepEqual(names(count.realSkipped), ['keychain', 'deep']);
-  assert.deepEqual(requireAllProblems(count), ['skipped: keychain (gnome-keyring is missing)', 'skipped: deep', 'todo: later (write it)']);
+  assert.deepEqual(requireAllProblems(count), [
+    'skipped: keychain (gnome-keyring is missing)',
+    'skipped: deep',
+    'todo: later (write it)',
+  ]);
   // Only optional skips: nothing to refuse.
   const onlyOptional = countTap('TAP version 13\nok 1 - llama-server # SKIP optional: no llama-server binary\n1..1\n');
   assert.deepEqual(requireAllProblems(onlyOptional), []);
   // "optional" elsewhere in the reason, or in the test's name, does not make a skip optional.
-  const lookalikes = countTap([
-    'TAP version 13',
-    'ok 1 - optional: in the name # SKIP needs root',
-    'ok 2 - x # SKIP not optional: a real dependency',
-    'ok 3 - y # skip Optional: upper case is not the reserved prefix',
-    '1..3',
-  ].join('\n'));
+  const lookalikes = countTap(
+    [
+      'TAP version 13',
+      'ok 1 - optional: in the name # SKIP needs root',
+      'ok 2 - x # SKIP not optional: a real dependency',
+      'ok 3 - y # skip Optional: upper case is not the reserved prefix',
+      '1..3',
+    ].join('\n'),
+  );
   assert.deepEqual(names(lookalikes.realSkipped), ['optional: in the name', 'x', 'y']);
   assert.deepEqual(lookalikes.optionalSkipped, []);
 });
@@ -146,22 +171,32 @@ test('countTap() reads the TAP that node:test writes: a skipped describe, nested
   const dir = mkdtempSync(join(tmpdir(), 'companion-tap-count-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'fixture.test.mjs');
-  writeFileSync(file, [
-    "import { describe, it, test } from 'node:test';",
-    "describe('skipped suite', { skip: 'dependency missing' }, () => { it('never runs', () => {}); it('nor this', () => {}); });",
-    "describe('outer', () => {",
-    "  it('optional one', { skip: 'optional: no llama-server binary' }, () => {});",
-    "  it('real one', { skip: 'chromium is missing' }, () => {});",
-    "  describe('inner', () => { it('deep skip', { skip: true }, () => {}); it('runs', () => {}); });",
-    '});',
-    "test('with subtests', async (t) => { await t.test('sub optional', { skip: 'optional: external' }, () => {}); await t.test('sub todo', { todo: 'later' }, () => {}); });",
-    "test('skips itself', (t) => { t.skip('decided at run time'); });",
-    "test('passes', () => {});",
-  ].join('\n'));
-  const run = spawnSync(process.execPath, ['--test', '--test-reporter=tap', file], { encoding: 'utf8', timeout: 60_000, env: { PATH: process.env.PATH ?? '' } });
+  writeFileSync(
+    file,
+    [
+      "import { describe, it, test } from 'node:test';",
+      "describe('skipped suite', { skip: 'dependency missing' }, () => { it('never runs', () => {}); it('nor this', () => {}); });",
+      "describe('outer', () => {",
+      "  it('optional one', { skip: 'optional: no llama-server binary' }, () => {});",
+      "  it('real one', { skip: 'chromium is missing' }, () => {});",
+      "  describe('inner', () => { it('deep skip', { skip: true }, () => {}); it('runs', () => {}); });",
+      '});',
+      "test('with subtests', async (t) => { await t.test('sub optional', { skip: 'optional: external' }, () => {}); await t.test('sub todo', { todo: 'later' }, () => {}); });",
+      "test('skips itself', (t) => { t.skip('decided at run time'); });",
+      "test('passes', () => {});",
+    ].join('\n'),
+  );
+  const run = spawnSync(process.execPath, ['--test', '--test-reporter=tap', file], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { PATH: process.env.PATH ?? '' },
+  });
   assert.equal(run.status, 0, run.stderr);
   const count = countTap(run.stdout);
-  assert.deepEqual(names(count.skipped).sort(), ['deep skip', 'optional one', 'real one', 'skipped suite', 'skips itself', 'sub optional'].sort());
+  assert.deepEqual(
+    names(count.skipped).sort(),
+    ['deep skip', 'optional one', 'real one', 'skipped suite', 'skips itself', 'sub optional'].sort(),
+  );
   assert.deepEqual(names(count.optionalSkipped).sort(), ['optional one', 'sub optional']);
   assert.deepEqual(names(count.realSkipped).sort(), ['deep skip', 'real one', 'skipped suite', 'skips itself']);
   assert.deepEqual(names(count.todo), ['sub todo']);

@@ -81,7 +81,10 @@ test('every threat P-a … P-k has at least one test whose name starts with its 
 test('docs/threat-model.md has one table row per threat, each naming at least one test file', () => {
   const doc = readFileSync(DOC, 'utf8');
   const rows = doc.split('\n').filter((line) => /^\| P-[a-k] \|/.test(line));
-  assert.deepEqual(rows.map((row) => row.slice(2, 5)), [...THREATS]);
+  assert.deepEqual(
+    rows.map((row) => row.slice(2, 5)),
+    [...THREATS],
+  );
   for (const row of rows) assert.match(row, /`test\/[^`]+\.test\.ts`/, `${row.slice(2, 5)} names its tests`);
 });
 
@@ -98,5 +101,9 @@ test('every test name docs/threat-model.md lists is a test of that threat in tha
   const listed = documentedTests(readFileSync(DOC, 'utf8'));
   assert.ok(listed.length >= THREATS.length, 'the document lists test names');
   const stale = listed.filter(({ id, file, name }) => !(byThreat.get(id)?.get(file) ?? []).includes(name));
-  assert.deepEqual(stale.map((s) => `${s.id} ${s.file}: ${s.name}`), [], 'listed names that no test carries (renamed or removed?)');
+  assert.deepEqual(
+    stale.map((s) => `${s.id} ${s.file}: ${s.name}`),
+    [],
+    'listed names that no test carries (renamed or removed?)',
+  );
 });

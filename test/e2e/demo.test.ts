@@ -12,9 +12,18 @@ const STEPS = ['hub', 'keychain', 'signed-in', 'manifest', 'verified', 'availabl
 test('companion demo prints every step in order and exits 0', async () => {
   const result = await runCli(['demo', '--json', '--keychain', 'memory', '--threads', '1'], process.env, 90_000);
   assert.equal(result.status, 0, result.stderr);
-  const events = result.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-  assert.deepEqual(events.filter((e) => e.event === 'step').map((e) => e.step), STEPS);
-  const tokens = events.filter((e) => e.event === 'token').map((e) => String(e.text)).join('');
+  const events = result.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(
+    events.filter((e) => e.event === 'step').map((e) => e.step),
+    STEPS,
+  );
+  const tokens = events
+    .filter((e) => e.event === 'token')
+    .map((e) => String(e.text))
+    .join('');
   assert.ok(tokens.length > 0, 'the completion streamed text');
   const completion = events.find((e) => e.step === 'completion');
   assert.equal(completion?.lane, 'companion');
@@ -26,7 +35,14 @@ test('companion demo prints every step in order and exits 0', async () => {
 test('companion demo (human output) prints each step with timings', async () => {
   const result = await runCli(['demo', '--keychain', 'memory', '--threads', '1'], process.env, 90_000);
   assert.equal(result.status, 0, result.stderr);
-  for (const phrase of ['started the reference hub', 'signed in', 'verified', 'companion available', 'streamed a completion', 'stopped everything']) {
+  for (const phrase of [
+    'started the reference hub',
+    'signed in',
+    'verified',
+    'companion available',
+    'streamed a completion',
+    'stopped everything',
+  ]) {
     assert.match(result.stdout, new RegExp(phrase), phrase);
   }
   assert.match(result.stdout, /\[\s+\d+ ms\]/);
@@ -40,9 +56,19 @@ test('companion demo --keep-running --json serves any OpenAI client until SIGTER
   const client = new OpenAI({ baseURL: endpoint, apiKey: String(line.token), maxRetries: 0, timeout: 30_000 });
   const models = await client.models.list();
   assert.ok(models.data.length >= 1);
-  const chat = await client.chat.completions.create({ model: models.data[0]!.id, messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, temperature: 0 });
+  const chat = await client.chat.completions.create({
+    model: models.data[0]!.id,
+    messages: [{ role: 'user', content: 'hi' }],
+    max_tokens: 8,
+    temperature: 0,
+  });
   assert.equal(typeof chat.choices[0]?.message.content, 'string');
-  const stream = await client.chat.completions.create({ model: models.data[0]!.id, messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, stream: true });
+  const stream = await client.chat.completions.create({
+    model: models.data[0]!.id,
+    messages: [{ role: 'user', content: 'hi' }],
+    max_tokens: 8,
+    stream: true,
+  });
   let pieces = 0;
   for await (const chunk of stream) if (chunk.choices[0]?.delta.content) pieces++;
   assert.ok(pieces > 0);

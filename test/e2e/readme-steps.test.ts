@@ -82,7 +82,10 @@ function shell(command: string, env: NodeJS.ProcessEnv, cwd: string): Running {
     err: () => err,
     waitFor: (pattern, ms) =>
       new Promise((resolve, reject) => {
-        const timer = setTimeout(() => done(new Error(`timed out waiting for ${String(pattern)} from \`${command}\`:\n${out}\n${err}`)), ms);
+        const timer = setTimeout(
+          () => done(new Error(`timed out waiting for ${String(pattern)} from \`${command}\`:\n${out}\n${err}`)),
+          ms,
+        );
         const done = (error: Error | null, match?: RegExpExecArray): void => {
           clearTimeout(timer);
           wakers.delete(check);
@@ -92,7 +95,12 @@ function shell(command: string, env: NodeJS.ProcessEnv, cwd: string): Running {
         const check = (): void => {
           const match = pattern.exec(`${out}\n${err}`);
           if (match) done(null, match);
-          else if (child.exitCode !== null || child.signalCode !== null) done(new Error(`\`${command}\` exited (${child.exitCode ?? child.signalCode}) before ${String(pattern)}:\n${out}\n${err}`));
+          else if (child.exitCode !== null || child.signalCode !== null)
+            done(
+              new Error(
+                `\`${command}\` exited (${child.exitCode ?? child.signalCode}) before ${String(pattern)}:\n${out}\n${err}`,
+              ),
+            );
         };
         wakers.add(check);
         check();
@@ -100,7 +108,10 @@ function shell(command: string, env: NodeJS.ProcessEnv, cwd: string): Running {
     exited: (ms) =>
       new Promise((resolve, reject) => {
         if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
-        const timer = setTimeout(() => reject(new Error(`\`${command}\` did not exit within ${ms} ms:\n${out}\n${err}`)), ms);
+        const timer = setTimeout(
+          () => reject(new Error(`\`${command}\` did not exit within ${ms} ms:\n${out}\n${err}`)),
+          ms,
+        );
         child.once('exit', (code) => {
           clearTimeout(timer);
           resolve(code);
@@ -131,7 +142,11 @@ function stopGroup(running: Running): Promise<void> {
 test('the README step-by-step section, run as written in a fresh shell per step, works', options, async (t) => {
   const steps = readmeSteps(readFileSync(join(repoRoot, 'README.md'), 'utf8'));
   const names = steps.map((s) => s.command.split(/\s+/)[1]);
-  assert.deepEqual(names, ['hub', 'login', 'status', 'pull', 'up', 'status', 'run', 'logout'], 'the README walks through these commands');
+  assert.deepEqual(
+    names,
+    ['hub', 'login', 'status', 'pull', 'up', 'status', 'run', 'logout'],
+    'the README walks through these commands',
+  );
 
   const root = mkdtempSync(join(tmpdir(), 'companion-readme-'));
   t.after(() => rmSync(root, { recursive: true, force: true }));
@@ -140,7 +155,10 @@ test('the README step-by-step section, run as written in a fresh shell per step,
   mkdirSync(home, { mode: 0o700 });
   mkdirSync(bin);
   // What `npm link` puts on the PATH: a `companion` that runs this checkout's bin.
-  writeFileSync(join(bin, 'companion'), `#!/bin/sh\nexec '${process.execPath}' '${join(repoRoot, 'bin', 'companion.js')}' "$@"\n`);
+  writeFileSync(
+    join(bin, 'companion'),
+    `#!/bin/sh\nexec '${process.execPath}' '${join(repoRoot, 'bin', 'companion.js')}' "$@"\n`,
+  );
   chmodSync(join(bin, 'companion'), 0o755);
   // The desktop's browser: hands the URL to the test, which opens it in headless Chromium.
   const urls = join(root, 'opened-urls');
@@ -165,7 +183,8 @@ test('the README step-by-step section, run as written in a fresh shell per step,
   let manifestKey = '';
   let devLogin: { user: string; password: string } | null = null;
   let up: Running | null = null;
-  const fill = (command: string): string => command.replace('https://127.0.0.1:PORT', hubUrl).replace('ed25519:...', manifestKey);
+  const fill = (command: string): string =>
+    command.replace('https://127.0.0.1:PORT', hubUrl).replace('ed25519:...', manifestKey);
 
   for (const step of steps) {
     const command = fill(step.command);
@@ -217,8 +236,10 @@ test('the README step-by-step section, run as written in a fresh shell per step,
     const result = shell(command, env, home);
     const status = await result.exited(120_000);
     assert.equal(status, 0, `${label} exited ${status}:\n${result.out()}\n${result.err()}`);
-    if (name === 'status' && up !== null) assert.match(result.out(), /Available:\s+yes/, `${label}: the companion is available`);
-    if (name === 'status') assert.match(result.out(), /Signed in:\s+yes/, `${label}: signed in without flags or environment`);
+    if (name === 'status' && up !== null)
+      assert.match(result.out(), /Available:\s+yes/, `${label}: the companion is available`);
+    if (name === 'status')
+      assert.match(result.out(), /Signed in:\s+yes/, `${label}: signed in without flags or environment`);
     if (name === 'run') assert.ok(result.out().trim().length > 0, `${label} printed an answer`);
     if (name === 'logout') {
       assert.ok(up !== null);

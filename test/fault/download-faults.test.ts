@@ -14,7 +14,15 @@ import { createTlsAgent } from '../../src/common/tls.js';
 import { createHubTls } from '../../src/hub/ca.js';
 import { checkInstalledModel, readInstalled } from '../../src/runtime/manager/install.js';
 import { exited, jsonLines, spawnDownloadChild } from '../helpers/download-child.js';
-import { MIB, SMALL, hostGets, listTree, milestones, startDownloadHub, type DownloadHub } from '../helpers/download-hub.js';
+import {
+  MIB,
+  SMALL,
+  hostGets,
+  listTree,
+  milestones,
+  startDownloadHub,
+  type DownloadHub,
+} from '../helpers/download-hub.js';
 
 /** Asserts that nothing but an empty .partial folder is left: no final file, no record, no temp file. */
 async function assertNothingInstalled(dh: DownloadHub): Promise<void> {
@@ -31,7 +39,10 @@ test('pullModel() refuses a flipped byte with ERR_INTEGRITY_DIGEST and removes t
   await assertNothingInstalled(dh);
 });
 
-for (const [delta, code] of [[-100, 'ERR_INTEGRITY_SIZE_UNDER'], [100, 'ERR_INTEGRITY_SIZE_OVER']] as const) {
+for (const [delta, code] of [
+  [-100, 'ERR_INTEGRITY_SIZE_UNDER'],
+  [100, 'ERR_INTEGRITY_SIZE_OVER'],
+] as const) {
   test(`pullModel() refuses a ${delta < 0 ? 'short' : 'long'} file with ${code} before writing it`, async (t) => {
     const dh = await startDownloadHub(t);
     dh.hub.setMisbehaviour({ contentLengthDelta: delta });
@@ -103,40 +114,82 @@ test('pullModel() fails with ERR_DISK_WRITE on another write error, leaving no f
 // A real small file system: a tmpfs mounted in a private mount namespace of the child (root only).
 const tmpfsProbe = await (async () => {
   const dir = await mkdtemp(join(tmpdir(), 'companion-tmpfs-probe-'));
-  const result = spawnSync('unshare', ['-m', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs "$0"', dir], { stdio: 'ignore', timeout: 5000 });
+  const result = spawnSync('unshare', ['-m', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs "$0"', dir], {
+    stdio: 'ignore',
+    timeout: 5000,
+  });
   await rm(dir, { recursive: true, force: true });
   return result.status === 0;
 })();
-const tmpfsSkip = tmpfsProbe ? {} : { skip: 'needs root and unshare -m to mount a tmpfs (the ENOSPC hook test above covers the same path)' };
+const tmpfsSkip = tmpfsProbe
+  ? {}
+  : { skip: 'needs root and unshare -m to mount a tmpfs (the ENOSPC hook test above covers the same path)' };
 
-async function pullOnTmpfs(dh: DownloadHub, sizeKiB: number, fill: boolean): Promise<{ error?: unknown; tree?: unknown; events: Record<string, unknown>[] }> {
+async function pullOnTmpfs(
+  dh: DownloadHub,
+  sizeKiB: number,
+  fill: boolean,
+): Promise<{ error?: unknown; tree?: unknown; events: Record<string, unknown>[] }> {
   const mount = join(dh.dir, 'tmpfs');
   await mkdir(mount, { recursive: true });
-  const wrap = ['unshare', '-m', 'sh', '-c', `mount -t tmpfs -o size=${sizeKiB}k,mode=0700 tmpfs "${mount}" && exec "$0" "$@"`];
+  const wrap = [
+    'unshare',
+    '-m',
+    'sh',
+    '-c',
+    `mount -t tmpfs -o size=${sizeKiB}k,mode=0700 tmpfs "${mount}" && exec "$0" "$@"`,
+  ];
   const modelsDir = join(mount, 'models');
-  const child = spawnDownloadChild('pull', { model: dh.model(SMALL.id), modelsDir, caPem: dh.hub.caPem, progressMs: 0, reportTree: true, ...(fill ? { fillDiskAt: join(mount, 'filler') } : {}) }, wrap);
+  const child = spawnDownloadChild(
+    'pull',
+    {
+      model: dh.model(SMALL.id),
+      modelsDir,
+      caPem: dh.hub.caPem,
+      progressMs: 0,
+      reportTree: true,
+      ...(fill ? { fillDiskAt: join(mount, 'filler') } : {}),
+    },
+    wrap,
+  );
   const lines: Record<string, unknown>[] = [];
   jsonLines(child, (line) => lines.push(line));
   await exited(child, 30_000);
-  return { error: lines.find((l) => 'error' in l)?.error, tree: lines.find((l) => 'tree' in l)?.tree, events: lines.filter((l) => 'event' in l) };
+  return {
+    error: lines.find((l) => 'error' in l)?.error,
+    tree: lines.find((l) => 'tree' in l)?.tree,
+    events: lines.filter((l) => 'event' in l),
+  };
 }
 
-test('pullModel() on a real file system that fills up mid-way fails with ERR_DISK_SPACE and leaves no file', tmpfsSkip, async (t) => {
-  const dh = await startDownloadHub(t);
-  // Room for the model at the start (the up-front check passes), then a filler takes it all.
-  const result = await pullOnTmpfs(dh, 8 * 1024, true);
-  assert.equal(result.error, 'ERR_DISK_SPACE');
-  assert.deepEqual((result.tree as { path: string }[]).map((e) => e.path), ['.partial'], 'no final file, no temp file');
-  assert.ok(result.events.some((e) => e.event === 'progress'));
-});
+test(
+  'pullModel() on a real file system that fills up mid-way fails with ERR_DISK_SPACE and leaves no file',
+  tmpfsSkip,
+  async (t) => {
+    const dh = await startDownloadHub(t);
+    // Room for the model at the start (the up-front check passes), then a filler takes it all.
+    const result = await pullOnTmpfs(dh, 8 * 1024, true);
+    assert.equal(result.error, 'ERR_DISK_SPACE');
+    assert.deepEqual(
+      (result.tree as { path: string }[]).map((e) => e.path),
+      ['.partial'],
+      'no final file, no temp file',
+    );
+    assert.ok(result.events.some((e) => e.event === 'progress'));
+  },
+);
 
-test('pullModel() checks free space first: a 1 MiB file system refuses a 3 MiB model before any request', tmpfsSkip, async (t) => {
-  const dh = await startDownloadHub(t);
-  const result = await pullOnTmpfs(dh, 1024, false);
-  assert.equal(result.error, 'ERR_DISK_SPACE');
-  assert.deepEqual(result.events, []);
-  assert.equal(hostGets(dh.hub, dh.model(SMALL.id)).length, 0);
-});
+test(
+  'pullModel() checks free space first: a 1 MiB file system refuses a 3 MiB model before any request',
+  tmpfsSkip,
+  async (t) => {
+    const dh = await startDownloadHub(t);
+    const result = await pullOnTmpfs(dh, 1024, false);
+    assert.equal(result.error, 'ERR_DISK_SPACE');
+    assert.deepEqual(result.events, []);
+    assert.equal(hostGets(dh.hub, dh.model(SMALL.id)).length, 0);
+  },
+);
 
 test('a pull killed mid-download (SIGKILL) leaves no final file, and the next pull resumes and verifies', async (t) => {
   const dh = await startDownloadHub(t);
@@ -180,7 +233,10 @@ test('pullModel() promotes a partial that was already whole (killed before the r
   const requestsBefore = hostGets(dh.hub, model).length;
   const run = await dh.pull(model);
   assert.equal(run.error, null);
-  assert.deepEqual(milestones(run).map((e) => e.event), ['resume', 'verified']);
+  assert.deepEqual(
+    milestones(run).map((e) => e.event),
+    ['resume', 'verified'],
+  );
   assert.equal(hostGets(dh.hub, model).length, requestsBefore);
 });
 

@@ -31,12 +31,23 @@ function code(result: ChildResult): string | undefined {
 }
 
 /** Every operation on every account fails with `expected`; the secret appears in no answer. */
-async function expectAllFail(keychain: KeychainChild, expected: string | readonly string[], value: string): Promise<void> {
+async function expectAllFail(
+  keychain: KeychainChild,
+  expected: string | readonly string[],
+  value: string,
+): Promise<void> {
   const codes = typeof expected === 'string' ? [expected] : expected;
   for (const account of ACCOUNTS) {
-    for (const [op, v] of [['set', value], ['get', undefined], ['delete', undefined]] as const) {
+    for (const [op, v] of [
+      ['set', value],
+      ['get', undefined],
+      ['delete', undefined],
+    ] as const) {
       const result = await keychain.call(op, account, v);
-      assert.ok(codes.includes(code(result) ?? ''), `${op} ${account}: expected ${codes.join('|')}, got ${code(result)}`);
+      assert.ok(
+        codes.includes(code(result) ?? ''),
+        `${op} ${account}: expected ${codes.join('|')}, got ${code(result)}`,
+      );
       assert.ok(!JSON.stringify(result).includes(value), `${op} ${account}: the answer holds the value`);
     }
   }
@@ -63,122 +74,162 @@ function bareEnv(t: { after(fn: () => void): void }): { dir: string; env: Record
   return { dir, env };
 }
 
-test('no bus (DBUS_SESSION_BUS_ADDRESS points nowhere): every call fails ERR_KEYCHAIN_UNAVAILABLE and nothing is stored', options, async (t) => {
-  const since = Date.now() - 1_000;
-  const { dir, env } = bareEnv(t);
-  env.DBUS_SESSION_BUS_ADDRESS = `unix:path=${join(dir, 'run', 'no-such-bus')}`;
-  const service = hub();
-  const value = secret();
-  const keychain = await openKeychainChild(env, { service, timeoutMs: 5_000 });
-  t.after(() => keychain.close());
-  await expectAllFail(keychain, 'ERR_KEYCHAIN_UNAVAILABLE', value);
-  const health = await keychain.call('health');
-  assert.ok(health.ok);
-  assert.equal((health.value as { state: string }).state, 'unavailable');
-  assertStoredNowhere(value, service, [dir], since);
-});
+test(
+  'no bus (DBUS_SESSION_BUS_ADDRESS points nowhere): every call fails ERR_KEYCHAIN_UNAVAILABLE and nothing is stored',
+  options,
+  async (t) => {
+    const since = Date.now() - 1_000;
+    const { dir, env } = bareEnv(t);
+    env.DBUS_SESSION_BUS_ADDRESS = `unix:path=${join(dir, 'run', 'no-such-bus')}`;
+    const service = hub();
+    const value = secret();
+    const keychain = await openKeychainChild(env, { service, timeoutMs: 5_000 });
+    t.after(() => keychain.close());
+    await expectAllFail(keychain, 'ERR_KEYCHAIN_UNAVAILABLE', value);
+    const health = await keychain.call('health');
+    assert.ok(health.ok);
+    assert.equal((health.value as { state: string }).state, 'unavailable');
+    assertStoredNowhere(value, service, [dir], since);
+  },
+);
 
-test('no bus at all (no variable, no $XDG_RUNTIME_DIR/bus): ERR_KEYCHAIN_UNAVAILABLE, nothing started, nothing stored', options, async (t) => {
-  const since = Date.now() - 1_000;
-  const { dir, env } = bareEnv(t);
-  const service = hub();
-  const value = secret();
-  const keychain = await openKeychainChild(env, { service, timeoutMs: 5_000 });
-  t.after(() => keychain.close());
-  await expectAllFail(keychain, 'ERR_KEYCHAIN_UNAVAILABLE', value);
-  assert.deepEqual(readdirSync(join(dir, 'run')), [], 'no bus was launched in the runtime dir');
-  assertStoredNowhere(value, service, [dir], since);
-});
+test(
+  'no bus at all (no variable, no $XDG_RUNTIME_DIR/bus): ERR_KEYCHAIN_UNAVAILABLE, nothing started, nothing stored',
+  options,
+  async (t) => {
+    const since = Date.now() - 1_000;
+    const { dir, env } = bareEnv(t);
+    const service = hub();
+    const value = secret();
+    const keychain = await openKeychainChild(env, { service, timeoutMs: 5_000 });
+    t.after(() => keychain.close());
+    await expectAllFail(keychain, 'ERR_KEYCHAIN_UNAVAILABLE', value);
+    assert.deepEqual(readdirSync(join(dir, 'run')), [], 'no bus was launched in the runtime dir');
+    assertStoredNowhere(value, service, [dir], since);
+  },
+);
 
-test('no Secret Service on the bus: every call fails ERR_KEYCHAIN_UNAVAILABLE and nothing is stored', options, async (t) => {
-  const since = Date.now() - 1_000;
-  const store = await startSecretService();
-  t.after(() => store.stop());
-  await store.killDaemon();
-  const service = hub();
-  const value = secret();
-  const keychain = await openKeychainChild(store.env, { service, timeoutMs: 5_000 });
-  t.after(() => keychain.close());
-  await expectAllFail(keychain, 'ERR_KEYCHAIN_UNAVAILABLE', value);
-  const health = await keychain.call('health');
-  assert.ok(health.ok);
-  assert.deepEqual(health.value, { backend: 'secret-service', state: 'unavailable', detail: 'no Secret Service on the session bus; install and start gnome-keyring (or another Secret Service such as KeePassXC)' });
-  assertStoredNowhere(value, service, [store.dir], since);
-});
+test(
+  'no Secret Service on the bus: every call fails ERR_KEYCHAIN_UNAVAILABLE and nothing is stored',
+  options,
+  async (t) => {
+    const since = Date.now() - 1_000;
+    const store = await startSecretService();
+    t.after(() => store.stop());
+    await store.killDaemon();
+    const service = hub();
+    const value = secret();
+    const keychain = await openKeychainChild(store.env, { service, timeoutMs: 5_000 });
+    t.after(() => keychain.close());
+    await expectAllFail(keychain, 'ERR_KEYCHAIN_UNAVAILABLE', value);
+    const health = await keychain.call('health');
+    assert.ok(health.ok);
+    assert.deepEqual(health.value, {
+      backend: 'secret-service',
+      state: 'unavailable',
+      detail:
+        'no Secret Service on the session bus; install and start gnome-keyring (or another Secret Service such as KeePassXC)',
+    });
+    assertStoredNowhere(value, service, [store.dir], since);
+  },
+);
 
-test('a collection locked during the run: get (stored or never stored), set and delete fail ERR_KEYCHAIN_LOCKED, never null', options, async (t) => {
-  const since = Date.now() - 1_000;
-  const store = await startSecretService();
-  t.after(() => store.stop());
-  const service = hub();
-  const stored = secret();
-  const keychain = await openKeychainChild(store.env, { service, timeoutMs: 5_000 });
-  t.after(() => keychain.close());
-  assert.equal(code(await keychain.call('set', 'refresh-token', stored)), 'ok:null');
+test(
+  'a collection locked during the run: get (stored or never stored), set and delete fail ERR_KEYCHAIN_LOCKED, never null',
+  options,
+  async (t) => {
+    const since = Date.now() - 1_000;
+    const store = await startSecretService();
+    t.after(() => store.stop());
+    const service = hub();
+    const stored = secret();
+    const keychain = await openKeychainChild(store.env, { service, timeoutMs: 5_000 });
+    t.after(() => keychain.close());
+    assert.equal(code(await keychain.call('set', 'refresh-token', stored)), 'ok:null');
 
-  await store.lock();
-  const value = secret();
-  await expectAllFail(keychain, 'ERR_KEYCHAIN_LOCKED', value);
-  const health = await keychain.call('health');
-  assert.ok(health.ok);
-  assert.equal((health.value as { state: string }).state, 'locked');
+    await store.lock();
+    const value = secret();
+    await expectAllFail(keychain, 'ERR_KEYCHAIN_LOCKED', value);
+    const health = await keychain.call('health');
+    assert.ok(health.ok);
+    assert.equal((health.value as { state: string }).state, 'locked');
 
-  // A process that starts while the collection is locked is refused on its first call, too.
-  const fresh = await openKeychainChild(store.env, { service, timeoutMs: 5_000 });
-  t.after(() => fresh.close());
-  assert.equal(code(await fresh.call('get', 'access-token')), 'ERR_KEYCHAIN_LOCKED');
+    // A process that starts while the collection is locked is refused on its first call, too.
+    const fresh = await openKeychainChild(store.env, { service, timeoutMs: 5_000 });
+    t.after(() => fresh.close());
+    assert.equal(code(await fresh.call('get', 'access-token')), 'ERR_KEYCHAIN_LOCKED');
 
-  await store.unlock();
-  assert.equal(code(await keychain.call('get', 'refresh-token')), `ok:${JSON.stringify(stored)}`, 'the stored value survived');
-  assert.equal(code(await keychain.call('get', 'access-token')), 'ok:null', 'nothing was written while locked');
-  assertStoredNowhere(value, service, [store.dir], since);
-  // The keyring file holds the stored value encrypted, never in plain text.
-  assert.deepEqual(filesContaining([store.dir], [stored]), []);
-});
+    await store.unlock();
+    assert.equal(
+      code(await keychain.call('get', 'refresh-token')),
+      `ok:${JSON.stringify(stored)}`,
+      'the stored value survived',
+    );
+    assert.equal(code(await keychain.call('get', 'access-token')), 'ok:null', 'nothing was written while locked');
+    assertStoredNowhere(value, service, [store.dir], since);
+    // The keyring file holds the stored value encrypted, never in plain text.
+    assert.deepEqual(filesContaining([store.dir], [stored]), []);
+  },
+);
 
-test('the keyring daemon killed mid-run: every call fails ERR_KEYCHAIN_UNAVAILABLE; a restarted daemon serves the stored value again', options, async (t) => {
-  const since = Date.now() - 1_000;
-  const store = await startSecretService();
-  t.after(() => store.stop());
-  const service = hub();
-  const stored = secret();
-  const keychain = await openKeychainChild(store.env, { service, timeoutMs: 5_000 });
-  t.after(() => keychain.close());
-  assert.equal(code(await keychain.call('set', 'access-token', stored)), 'ok:null');
+test(
+  'the keyring daemon killed mid-run: every call fails ERR_KEYCHAIN_UNAVAILABLE; a restarted daemon serves the stored value again',
+  options,
+  async (t) => {
+    const since = Date.now() - 1_000;
+    const store = await startSecretService();
+    t.after(() => store.stop());
+    const service = hub();
+    const stored = secret();
+    const keychain = await openKeychainChild(store.env, { service, timeoutMs: 5_000 });
+    t.after(() => keychain.close());
+    assert.equal(code(await keychain.call('set', 'access-token', stored)), 'ok:null');
 
-  await store.killDaemon();
-  const value = secret();
-  await expectAllFail(keychain, 'ERR_KEYCHAIN_UNAVAILABLE', value);
-  const health = await keychain.call('health');
-  assert.ok(health.ok);
-  assert.equal((health.value as { state: string }).state, 'unavailable');
-  assertStoredNowhere(value, service, [store.dir], since);
+    await store.killDaemon();
+    const value = secret();
+    await expectAllFail(keychain, 'ERR_KEYCHAIN_UNAVAILABLE', value);
+    const health = await keychain.call('health');
+    assert.ok(health.ok);
+    assert.equal((health.value as { state: string }).state, 'unavailable');
+    assertStoredNowhere(value, service, [store.dir], since);
 
-  await store.unlock(); // a new daemon, unlocked, on the same bus and keyring files
-  assert.equal(code(await keychain.call('get', 'access-token')), `ok:${JSON.stringify(stored)}`);
-});
+    await store.unlock(); // a new daemon, unlocked, on the same bus and keyring files
+    assert.equal(code(await keychain.call('get', 'access-token')), `ok:${JSON.stringify(stored)}`);
+  },
+);
 
-test('a keyring daemon that stops answering: calls fail with ERR_KEYCHAIN_TIMEOUT (or UNAVAILABLE from the bounded probe), not a hang', options, async (t) => {
-  const since = Date.now() - 1_000;
-  const store = await startSecretService();
-  t.after(() => store.stop());
-  t.after(() => store.resumeDaemon());
-  const service = hub();
-  const keychain = await openKeychainChild(store.env, { service, timeoutMs: 1_000 });
-  t.after(() => keychain.close());
-  assert.equal(code(await keychain.call('set', 'loopback-token', secret())), 'ok:null');
+test(
+  'a keyring daemon that stops answering: calls fail with ERR_KEYCHAIN_TIMEOUT (or UNAVAILABLE from the bounded probe), not a hang',
+  options,
+  async (t) => {
+    const since = Date.now() - 1_000;
+    const store = await startSecretService();
+    t.after(() => store.stop());
+    t.after(() => store.resumeDaemon());
+    const service = hub();
+    const keychain = await openKeychainChild(store.env, { service, timeoutMs: 1_000 });
+    t.after(() => keychain.close());
+    assert.equal(code(await keychain.call('set', 'loopback-token', secret())), 'ok:null');
 
-  store.pauseDaemon();
-  // The entry already exists, so the call goes off-thread and our 1 s bound fires first.
-  assert.equal(code(await keychain.call('get', 'loopback-token')), 'ERR_KEYCHAIN_TIMEOUT');
-  const value = secret();
-  for (const [op, v] of [['get', undefined], ['set', value], ['delete', undefined]] as const) {
-    const result = await keychain.call(op, 'loopback-token', v);
-    assert.ok(['ERR_KEYCHAIN_TIMEOUT', 'ERR_KEYCHAIN_UNAVAILABLE'].includes(code(result) ?? ''), `${op}: ${code(result)}`);
-  }
-  const health = await keychain.call('health');
-  assert.ok(health.ok);
-  assert.equal((health.value as { state: string }).state, 'unavailable');
-  store.resumeDaemon();
-  assertStoredNowhere(value, service, [store.dir], since);
-});
+    store.pauseDaemon();
+    // The entry already exists, so the call goes off-thread and our 1 s bound fires first.
+    assert.equal(code(await keychain.call('get', 'loopback-token')), 'ERR_KEYCHAIN_TIMEOUT');
+    const value = secret();
+    for (const [op, v] of [
+      ['get', undefined],
+      ['set', value],
+      ['delete', undefined],
+    ] as const) {
+      const result = await keychain.call(op, 'loopback-token', v);
+      assert.ok(
+        ['ERR_KEYCHAIN_TIMEOUT', 'ERR_KEYCHAIN_UNAVAILABLE'].includes(code(result) ?? ''),
+        `${op}: ${code(result)}`,
+      );
+    }
+    const health = await keychain.call('health');
+    assert.ok(health.ok);
+    assert.equal((health.value as { state: string }).state, 'unavailable');
+    store.resumeDaemon();
+    assertStoredNowhere(value, service, [store.dir], since);
+  },
+);

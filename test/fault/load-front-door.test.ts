@@ -13,25 +13,44 @@ const PER_CONNECTION = Number(process.env.COMPANION_LOAD_REQUESTS_PER_CONNECTION
 /** The companion may grow by this much under the load (it measured ~50 MiB here). */
 const RSS_GROWTH_BOUND = 256 * 1024 * 1024;
 
-test(`500 concurrent connections × ${PER_CONNECTION} requests through the front door to the real runtime: 200 or 429/503 with Retry-After, no hang, bounded RSS, health green`, { timeout: 240_000 }, async (t) => {
-  const baseline = handleCounts();
-  const companion = await startTestCompanion();
-  t.after(() => companion.close());
-  const figures = await runLoad(companion, { connections: CONNECTIONS, requestsPerConnection: PER_CONNECTION, maxTokens: 2 });
-  t.diagnostic(`load: ${JSON.stringify(figures)}`);
-  assert.equal(figures.requests, CONNECTIONS * PER_CONNECTION);
-  assert.equal(figures.hung, 0, 'no request outlived its timeout');
-  assert.equal(figures.transportErrors, 0, 'no connection was reset or refused');
-  assert.deepEqual(figures.otherStatus, {}, 'only 200, 429 and 503');
-  assert.equal(figures.incomplete, 0, 'every 200 carried a complete answer');
-  assert.equal(figures.missingRetryAfter, 0, 'every 429/503 said when to come back');
-  assert.equal(figures.served + figures.refused429 + figures.refused503, figures.requests);
-  assert.ok(figures.served > 0, 'the runtime served some of the load');
-  assert.ok(figures.healthChecks > 0);
-  assert.equal(figures.healthNotOk, 0, 'the front door /health answered 200 and the companion stayed available throughout');
-  assert.ok(figures.companionPeakRssBytes - figures.companionRssBeforeBytes < RSS_GROWTH_BOUND, 'the companion\'s RSS stayed bounded');
-  assert.equal(figures.servesAfter, true, 'a request right after the load is served: no admission slot was left behind');
-  assert.equal(figures.availableAfter, true);
-  await companion.close();
-  assert.deepEqual(await settleHandles(baseline), {}, 'no socket left open after closing');
-});
+test(
+  `500 concurrent connections × ${PER_CONNECTION} requests through the front door to the real runtime: 200 or 429/503 with Retry-After, no hang, bounded RSS, health green`,
+  { timeout: 240_000 },
+  async (t) => {
+    const baseline = handleCounts();
+    const companion = await startTestCompanion();
+    t.after(() => companion.close());
+    const figures = await runLoad(companion, {
+      connections: CONNECTIONS,
+      requestsPerConnection: PER_CONNECTION,
+      maxTokens: 2,
+    });
+    t.diagnostic(`load: ${JSON.stringify(figures)}`);
+    assert.equal(figures.requests, CONNECTIONS * PER_CONNECTION);
+    assert.equal(figures.hung, 0, 'no request outlived its timeout');
+    assert.equal(figures.transportErrors, 0, 'no connection was reset or refused');
+    assert.deepEqual(figures.otherStatus, {}, 'only 200, 429 and 503');
+    assert.equal(figures.incomplete, 0, 'every 200 carried a complete answer');
+    assert.equal(figures.missingRetryAfter, 0, 'every 429/503 said when to come back');
+    assert.equal(figures.served + figures.refused429 + figures.refused503, figures.requests);
+    assert.ok(figures.served > 0, 'the runtime served some of the load');
+    assert.ok(figures.healthChecks > 0);
+    assert.equal(
+      figures.healthNotOk,
+      0,
+      'the front door /health answered 200 and the companion stayed available throughout',
+    );
+    assert.ok(
+      figures.companionPeakRssBytes - figures.companionRssBeforeBytes < RSS_GROWTH_BOUND,
+      "the companion's RSS stayed bounded",
+    );
+    assert.equal(
+      figures.servesAfter,
+      true,
+      'a request right after the load is served: no admission slot was left behind',
+    );
+    assert.equal(figures.availableAfter, true);
+    await companion.close();
+    assert.deepEqual(await settleHandles(baseline), {}, 'no socket left open after closing');
+  },
+);

@@ -44,7 +44,8 @@ function slowClient(port: number, first: string, drip: string, everyMs = 100): S
     }
   });
   return {
-    socket, ended,
+    socket,
+    ended,
     stop() {
       clearInterval(timer);
       socket.destroy();
@@ -55,19 +56,34 @@ function slowClient(port: number, first: string, drip: string, everyMs = 100): S
 async function servedMeanwhile(port: number, token: string, count: number): Promise<number[]> {
   const statuses: number[] = [];
   for (let i = 0; i < count; i++) {
-    const response = await rawRequest(port, ['GET /v1/models HTTP/1.1', `Host: 127.0.0.1:${port}`, `Authorization: Bearer ${token}`, 'Connection: close']);
+    const response = await rawRequest(port, [
+      'GET /v1/models HTTP/1.1',
+      `Host: 127.0.0.1:${port}`,
+      `Authorization: Bearer ${token}`,
+      'Connection: close',
+    ]);
     statuses.push(response.status);
   }
   return statuses;
 }
 
-test('slow request heads are cut off by the front door\'s head timeout while other clients are served', async (t) => {
+test("slow request heads are cut off by the front door's head timeout while other clients are served", async (t) => {
   const f = await startFrontDoorFixture({ door: { limits: LIMITS } });
   t.after(() => f.close());
   const P = f.door.port;
-  const slow = Array.from({ length: 20 }, () => slowClient(P, `GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:${P}\r\nAuthorization: Bearer ${f.token}\r\n`, 'X-Slow: 1\r\n'));
+  const slow = Array.from({ length: 20 }, () =>
+    slowClient(
+      P,
+      `GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:${P}\r\nAuthorization: Bearer ${f.token}\r\n`,
+      'X-Slow: 1\r\n',
+    ),
+  );
   t.after(() => slow.forEach((c) => c.stop()));
-  assert.deepEqual(await servedMeanwhile(P, f.token, 10), Array(10).fill(200), 'others are served while the slow heads dribble');
+  assert.deepEqual(
+    await servedMeanwhile(P, f.token, 10),
+    Array(10).fill(200),
+    'others are served while the slow heads dribble',
+  );
   for (const client of slow) {
     const answer = await client.ended;
     assert.notEqual(answer, 'still open', 'the slow head was cut off');
@@ -76,7 +92,7 @@ test('slow request heads are cut off by the front door\'s head timeout while oth
   assert.equal(f.upstream.seen.length, 10, 'only the complete requests reached the runtime');
 });
 
-test('a slow request body is cut off by the front door\'s request timeout, before the runtime sees it', async (t) => {
+test("a slow request body is cut off by the front door's request timeout, before the runtime sees it", async (t) => {
   const f = await startFrontDoorFixture({ door: { limits: LIMITS } });
   t.after(() => f.close());
   const P = f.door.port;
@@ -98,7 +114,11 @@ test('connections that send nothing, or go idle after an answer, are closed', as
   t.after(() => f.close());
   const P = f.door.port;
   const silent = Array.from({ length: 10 }, () => slowClient(P, '', ''));
-  const idle = slowClient(P, `GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:${P}\r\nAuthorization: Bearer ${f.token}\r\n\r\n`, '');
+  const idle = slowClient(
+    P,
+    `GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:${P}\r\nAuthorization: Bearer ${f.token}\r\n\r\n`,
+    '',
+  );
   t.after(() => [...silent, idle].forEach((c) => c.stop()));
   for (const client of silent) assert.notEqual(await client.ended, 'still open', 'a silent connection was closed');
   const answer = await idle.ended;
@@ -115,21 +135,31 @@ test('clients that leave early or pipeline behind a refused request hold no admi
   const streamed = post.replace('"stream":false', '"stream":true ');
   // Pipelined behind a refusal (which closes the connection); and streamed requests dropped mid-way.
   const leavers = [
-    ...Array.from({ length: 10 }, () => slowClient(P, `GET /v1/models HTTP/1.1\r\nHost: evil.example\r\n\r\n${post}`, '')),
+    ...Array.from({ length: 10 }, () =>
+      slowClient(P, `GET /v1/models HTTP/1.1\r\nHost: evil.example\r\n\r\n${post}`, ''),
+    ),
     ...Array.from({ length: 6 }, () => slowClient(P, streamed, '')),
   ];
-  await Promise.all(leavers.slice(10).map((c) => new Promise<void>((resolve) => {
-    c.socket.once('data', () => {
-      c.stop();
-      resolve();
-    });
-    setTimeout(resolve, 2_000);
-  })));
+  await Promise.all(
+    leavers.slice(10).map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          c.socket.once('data', () => {
+            c.stop();
+            resolve();
+          });
+          setTimeout(resolve, 2_000);
+        }),
+    ),
+  );
   await Promise.all(leavers.slice(0, 10).map((c) => c.ended));
   // Every slot comes back (bounded wait): two requests at once are served.
   const deadline = Date.now() + 5_000;
   while (f.admission.stats().active > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  assert.deepEqual({ active: f.admission.stats().active, queued: f.admission.stats().queued }, { active: 0, queued: 0 });
+  assert.deepEqual(
+    { active: f.admission.stats().active, queued: f.admission.stats().queued },
+    { active: 0, queued: 0 },
+  );
   const again = await Promise.all([servedMeanwhile(P, f.token, 1), servedMeanwhile(P, f.token, 1)]);
   assert.deepEqual(again.flat(), [200, 200]);
 });

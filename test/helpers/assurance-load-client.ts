@@ -35,14 +35,28 @@ function sleep(ms: number): Promise<void> {
 }
 
 export async function loadClients(options: LoadClientOptions): Promise<LoadClientFigures> {
-  const counts = { requests: 0, served: 0, r429: 0, r503: 0, missingRetryAfter: 0, incomplete: 0, transport: 0, hung: 0 };
+  const counts = {
+    requests: 0,
+    served: 0,
+    r429: 0,
+    r503: 0,
+    missingRetryAfter: 0,
+    incomplete: 0,
+    transport: 0,
+    hung: 0,
+  };
   const otherStatus: Record<string, number> = {};
   const servedMs: number[] = [];
   const allMs: number[] = [];
   let n = 0;
   const started = performance.now();
   const connection = async (): Promise<void> => {
-    const client = new Client(options.origin, { pipelining: 1, headersTimeout: options.requestTimeoutMs, bodyTimeout: options.requestTimeoutMs, keepAliveTimeout: 10_000 });
+    const client = new Client(options.origin, {
+      pipelining: 1,
+      headersTimeout: options.requestTimeoutMs,
+      bodyTimeout: options.requestTimeoutMs,
+      keepAliveTimeout: 10_000,
+    });
     try {
       for (let i = 0; i < options.requestsPerConnection; i++) {
         const stream = Math.random() < options.streamShare;
@@ -51,9 +65,21 @@ export async function loadClients(options: LoadClientOptions): Promise<LoadClien
         const signal = AbortSignal.timeout(options.requestTimeoutMs + 5_000);
         try {
           const response = await client.request({
-            path: '/v1/chat/completions', method: 'POST', signal,
-            headers: { authorization: `Bearer ${options.token}`, 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json' },
-            body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: `load ${++n}` }], max_tokens: options.maxTokens, temperature: 0, stream }),
+            path: '/v1/chat/completions',
+            method: 'POST',
+            signal,
+            headers: {
+              authorization: `Bearer ${options.token}`,
+              'content-type': 'application/json',
+              accept: stream ? 'text/event-stream' : 'application/json',
+            },
+            body: JSON.stringify({
+              model: 'tiny',
+              messages: [{ role: 'user', content: `load ${++n}` }],
+              max_tokens: options.maxTokens,
+              temperature: 0,
+              stream,
+            }),
           });
           const text = await response.body.text();
           const ms = performance.now() - t0;
@@ -87,9 +113,18 @@ export async function loadClients(options: LoadClientOptions): Promise<LoadClien
   };
   await Promise.all(Array.from({ length: options.connections }, () => connection()));
   return {
-    requests: counts.requests, served: counts.served, refused429: counts.r429, refused503: counts.r503, otherStatus,
-    missingRetryAfter: counts.missingRetryAfter, incomplete: counts.incomplete, transportErrors: counts.transport, hung: counts.hung,
-    servedMs, allMs, elapsedMs: performance.now() - started,
+    requests: counts.requests,
+    served: counts.served,
+    refused429: counts.r429,
+    refused503: counts.r503,
+    otherStatus,
+    missingRetryAfter: counts.missingRetryAfter,
+    incomplete: counts.incomplete,
+    transportErrors: counts.transport,
+    hung: counts.hung,
+    servedMs,
+    allMs,
+    elapsedMs: performance.now() - started,
   };
 }
 

@@ -104,10 +104,17 @@ export async function runLoad(companion: TestCompanion, options: LoadOptions): P
   // The clients run in their own process: the companion (this process) is measured alone.
   const result = await new Promise<LoadClientFigures>((resolve, reject) => {
     const child = spawn(process.execPath, [loadClientScript], { stdio: ['pipe', 'pipe', 'inherit'] });
-    child.stdin.end(JSON.stringify({
-      origin, token: companion.token, connections: options.connections, requestsPerConnection: options.requestsPerConnection,
-      maxTokens, streamShare, requestTimeoutMs: timeoutMs,
-    } satisfies LoadClientOptions));
+    child.stdin.end(
+      JSON.stringify({
+        origin,
+        token: companion.token,
+        connections: options.connections,
+        requestsPerConnection: options.requestsPerConnection,
+        maxTokens,
+        streamShare,
+        requestTimeoutMs: timeoutMs,
+      } satisfies LoadClientOptions),
+    );
     let out = '';
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {

@@ -28,9 +28,17 @@ export function installTinyModel(dataDir: string, seed = 1): { modelPath: string
   writeFileSync(modelPath, bytes, { mode: 0o600 });
   const info = statSync(modelPath, { bigint: true });
   const installed = {
-    id: TINY_MODEL_ID, name: 'tiny test model', file: `${TINY_MODEL_ID}.gguf`, size: bytes.length,
-    digestCheck: createHash('sha256').update(sha256).digest('hex'), inode: String(info.ino), dev: String(info.dev), mtimeNs: String(info.mtimeNs), ctimeNs: String(info.ctimeNs),
-    verifiedAt: Date.now(), manifestVersion: 1,
+    id: TINY_MODEL_ID,
+    name: 'tiny test model',
+    file: `${TINY_MODEL_ID}.gguf`,
+    size: bytes.length,
+    digestCheck: createHash('sha256').update(sha256).digest('hex'),
+    inode: String(info.ino),
+    dev: String(info.dev),
+    mtimeNs: String(info.mtimeNs),
+    ctimeNs: String(info.ctimeNs),
+    verifiedAt: Date.now(),
+    manifestVersion: 1,
   };
   writeFileSync(join(models, 'installed.json'), JSON.stringify(installed), { mode: 0o600 });
   return { modelPath, sha256 };
@@ -87,7 +95,11 @@ export async function startTestCompanion(options: TestCompanionOptions = {}): Pr
   }
   let closed: Promise<void> | null = null;
   return {
-    running, token, dataDir, stderr, events,
+    running,
+    token,
+    dataDir,
+    stderr,
+    events,
     close() {
       closed ??= running.close().finally(() => rmSync(dataDir, { recursive: true, force: true }));
       return closed;
@@ -95,16 +107,16 @@ export async function startTestCompanion(options: TestCompanionOptions = {}): Pr
   };
 }
 
-
-
-
 /** One GET /health over a runtime's Unix socket; true on 200 within `timeoutMs`. Never throws. */
 export function probeRuntimeSocket(socketPath: string, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = request({ socketPath, path: '/health', method: 'GET', timeout: timeoutMs, headers: { host: 'localhost' } }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
+    const req = request(
+      { socketPath, path: '/health', method: 'GET', timeout: timeoutMs, headers: { host: 'localhost' } },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      },
+    );
     req.on('error', () => resolve(false));
     req.on('timeout', () => {
       req.destroy();
@@ -113,7 +125,6 @@ export function probeRuntimeSocket(socketPath: string, timeoutMs = 500): Promise
     req.end();
   });
 }
-
 
 /** The resident set size of a process in bytes (from /proc/<pid>/statm), or null. */
 export function rssOf(pid: number): number | null {
@@ -129,10 +140,20 @@ export function rssOf(pid: number): number | null {
 export function frontDoorStatus(endpoint: string, path: string, token: string, timeoutMs = 2_000): Promise<number> {
   const url = new URL(endpoint);
   return new Promise((resolve) => {
-    const req = request({ host: url.hostname, port: url.port, path, method: 'GET', timeout: timeoutMs, headers: { authorization: `Bearer ${token}`, connection: 'close' } }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path,
+        method: 'GET',
+        timeout: timeoutMs,
+        headers: { authorization: `Bearer ${token}`, connection: 'close' },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
     req.on('error', () => resolve(0));
     req.on('timeout', () => {
       req.destroy();

@@ -4,7 +4,14 @@
 // (`companionAvailable()`, the front door's /health) with what is true (a runtime process whose socket
 // answers /health). Used by the fault tier (short) and the assurance bench (10 minutes by default).
 import OpenAI from 'openai';
-import { frontDoorStatus, listeningSocketOf, probeRuntimeSocket, runtimeDescendants, sleep, type TestCompanion } from './assurance-runtime.js';
+import {
+  frontDoorStatus,
+  listeningSocketOf,
+  probeRuntimeSocket,
+  runtimeDescendants,
+  sleep,
+  type TestCompanion,
+} from './assurance-runtime.js';
 
 export interface SoakOptions {
   readonly durationMs: number;
@@ -21,7 +28,8 @@ export interface SoakOptions {
   readonly seed?: number;
 }
 
-export type CallOutcome = 'ok' | 'http-error' | 'stream-cut' | 'connection-error' | 'silent-truncation' | 'hung' | 'other-error';
+export type CallOutcome =
+  'ok' | 'http-error' | 'stream-cut' | 'connection-error' | 'silent-truncation' | 'hung' | 'other-error';
 
 export interface SoakFigures {
   readonly durationMs: number;
@@ -100,7 +108,10 @@ export async function runSoak(companion: TestCompanion, options: SoakOptions): P
       const timer = setTimeout(() => guard.abort(), callTimeoutMs + 5_000);
       try {
         if (streamed) {
-          const stream = await openai.chat.completions.create({ model: 'tiny', messages, max_tokens: maxTokens, temperature: 0, stream: true }, { signal: guard.signal });
+          const stream = await openai.chat.completions.create(
+            { model: 'tiny', messages, max_tokens: maxTokens, temperature: 0, stream: true },
+            { signal: guard.signal },
+          );
           let finished = false;
           for await (const chunk of stream) {
             started = true;
@@ -108,24 +119,41 @@ export async function runSoak(companion: TestCompanion, options: SoakOptions): P
           }
           if (!finished) outcome = 'silent-truncation';
         } else {
-          const result = await openai.chat.completions.create({ model: 'tiny', messages, max_tokens: maxTokens, temperature: 0 }, { signal: guard.signal });
+          const result = await openai.chat.completions.create(
+            { model: 'tiny', messages, max_tokens: maxTokens, temperature: 0 },
+            { signal: guard.signal },
+          );
           if (result.choices[0]?.finish_reason === undefined) outcome = 'silent-truncation';
         }
       } catch (error) {
         outcome = guard.signal.aborted ? 'hung' : classify(error, streamed, started);
         if (error instanceof OpenAI.APIError && typeof error.status === 'number') status = error.status;
-        if (outcome === 'other-error' && otherSamples.length < 5) otherSamples.push(String((error as Error)?.message ?? error).slice(0, 200));
+        if (outcome === 'other-error' && otherSamples.length < 5)
+          otherSamples.push(String((error as Error)?.message ?? error).slice(0, 200));
       } finally {
         clearTimeout(timer);
       }
       switch (outcome) {
-        case 'ok': counts.ok++; break;
-        case 'http-error': httpErrors[String(status)] = (httpErrors[String(status)] ?? 0) + 1; break;
-        case 'stream-cut': counts.streamCut++; break;
-        case 'connection-error': counts.connection++; break;
-        case 'silent-truncation': counts.silent++; break;
-        case 'hung': counts.hung++; break;
-        default: counts.other++;
+        case 'ok':
+          counts.ok++;
+          break;
+        case 'http-error':
+          httpErrors[String(status)] = (httpErrors[String(status)] ?? 0) + 1;
+          break;
+        case 'stream-cut':
+          counts.streamCut++;
+          break;
+        case 'connection-error':
+          counts.connection++;
+          break;
+        case 'silent-truncation':
+          counts.silent++;
+          break;
+        case 'hung':
+          counts.hung++;
+          break;
+        default:
+          counts.other++;
       }
       // After a refusal, back off a little (the companion said when to come back; we are impatient).
       if (outcome !== 'ok') await sleep(50 + random() * 150);
@@ -202,13 +230,26 @@ export async function runSoak(companion: TestCompanion, options: SoakOptions): P
   const now = performance.now();
   if (since !== null) maxLag = Math.max(maxLag, now - since);
   if (healthSince !== null) maxHealthLag = Math.max(maxHealthLag, now - healthSince);
-  const restarts = companion.events.filter((e) => e.event.event === 'state' && e.event.state === 'ready').length - restartsBefore;
+  const restarts =
+    companion.events.filter((e) => e.event.event === 'state' && e.event.state === 'ready').length - restartsBefore;
   return {
     durationMs: Math.round(now - started),
-    calls: counts.calls, ok: counts.ok, httpErrors, streamCut: counts.streamCut, connectionErrors: counts.connection,
-    silentTruncations: counts.silent, hung: counts.hung, otherErrors: counts.other, otherErrorSamples: otherSamples,
-    kills: counts.kills, restarts,
-    maxAvailabilityLagMs: Math.round(maxLag), maxHealthLagMs: Math.round(maxHealthLag), lagEpisodes: episodes, worstLag, samples,
+    calls: counts.calls,
+    ok: counts.ok,
+    httpErrors,
+    streamCut: counts.streamCut,
+    connectionErrors: counts.connection,
+    silentTruncations: counts.silent,
+    hung: counts.hung,
+    otherErrors: counts.other,
+    otherErrorSamples: otherSamples,
+    kills: counts.kills,
+    restarts,
+    maxAvailabilityLagMs: Math.round(maxLag),
+    maxHealthLagMs: Math.round(maxHealthLag),
+    lagEpisodes: episodes,
+    worstLag,
+    samples,
     healthIntervalMs: options.healthIntervalMs,
   };
 }

@@ -32,7 +32,9 @@ if (readlinkSync('/proc/self/ns/net') === config.parentNetns) {
 }
 
 function listening(): string[] {
-  return tcpListeners().map((l) => `${l.address}:${l.port}`).sort();
+  return tcpListeners()
+    .map((l) => `${l.address}:${l.port}`)
+    .sort();
 }
 
 /** One ephemeral port in this namespace, held by a listener of ours: every later bind(0) fails. */
@@ -49,12 +51,21 @@ async function exhaustEphemeralPorts(): Promise<Server> {
 async function attempt(host: string | undefined): Promise<Record<string, unknown>> {
   const admission = createAdmission({ maxConcurrent: 1, maxQueue: 1, queueTimeoutMs: 100 });
   try {
-    const door = await startFrontDoor({ ...(host === undefined ? {} : { host }), verifyToken: () => false, upstream: () => null, admission });
+    const door = await startFrontDoor({
+      ...(host === undefined ? {} : { host }),
+      verifyToken: () => false,
+      upstream: () => null,
+      admission,
+    });
     const result = { host: host ?? 'default', started: door.url, listening: listening() };
     await door.close();
     return result;
   } catch (error) {
-    return { host: host ?? 'default', code: (error as { code?: string }).code ?? String(error), listening: listening() };
+    return {
+      host: host ?? 'default',
+      code: (error as { code?: string }).code ?? String(error),
+      listening: listening(),
+    };
   }
 }
 
@@ -68,8 +79,21 @@ if (config.mode === 'front-door') {
   console.log(JSON.stringify({ before, ipv6, ipv4, range, occupied: `127.0.0.1:${OCCUPIED_PORT}` }));
 } else {
   const occupant = await exhaustEphemeralPorts();
-  const run = spawnSync(process.execPath, config.argv ?? [], { env: config.env ?? {}, encoding: 'utf8', timeout: 60_000 });
+  const run = spawnSync(process.execPath, config.argv ?? [], {
+    env: config.env ?? {},
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   const after = listening();
   occupant.close();
-  console.log(JSON.stringify({ status: run.status, signal: run.signal, stdout: run.stdout, stderr: run.stderr, after, occupied: `127.0.0.1:${OCCUPIED_PORT}` }));
+  console.log(
+    JSON.stringify({
+      status: run.status,
+      signal: run.signal,
+      stdout: run.stdout,
+      stderr: run.stderr,
+      after,
+      occupied: `127.0.0.1:${OCCUPIED_PORT}`,
+    }),
+  );
 }

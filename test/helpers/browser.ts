@@ -14,11 +14,21 @@ export const CHROMIUM_PATH = '/usr/bin/chromium';
 export const chromiumPresent = existsSync(CHROMIUM_PATH);
 
 /** The flags every test browser starts with (PLATFORM.md), besides headless and the user-data-dir. */
-export const CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] as const;
+export const CHROMIUM_FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+] as const;
 
 /** base64 SHA-256 of a certificate's SubjectPublicKeyInfo: an entry of --ignore-certificate-errors-spki-list. */
 export function spkiPin(certPem: string): string {
-  return createHash('sha256').update(new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+  return createHash('sha256')
+    .update(new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' }))
+    .digest('base64');
 }
 
 export interface LaunchedChromium {
@@ -31,13 +41,19 @@ export interface LaunchedChromium {
  * Starts headless Chromium with a fresh profile. `trustCertificates` are server certificates (PEM) whose
  * keys the browser accepts (pinned by SPKI hash); every other certificate error still fails.
  */
-export async function launchChromium(options: { trustCertificates?: readonly string[]; extraArgs?: readonly string[] } = {}): Promise<LaunchedChromium> {
+export async function launchChromium(
+  options: { trustCertificates?: readonly string[]; extraArgs?: readonly string[] } = {},
+): Promise<LaunchedChromium> {
   const root = mkdtempSync(join(tmpdir(), 'companion-chromium-'));
   const profile = join(root, 'profile');
   const home = join(root, 'home');
   mkdirSync(home, { mode: 0o700 });
   const pins = (options.trustCertificates ?? []).map(spkiPin);
-  const args = [...CHROMIUM_FLAGS, ...(pins.length === 0 ? [] : [`--ignore-certificate-errors-spki-list=${pins.join(',')}`]), ...(options.extraArgs ?? [])];
+  const args = [
+    ...CHROMIUM_FLAGS,
+    ...(pins.length === 0 ? [] : [`--ignore-certificate-errors-spki-list=${pins.join(',')}`]),
+    ...(options.extraArgs ?? []),
+  ];
   let context: BrowserContext;
   try {
     context = await chromium.launchPersistentContext(profile, {
@@ -67,11 +83,14 @@ export async function launchChromium(options: { trustCertificates?: readonly str
 export function serverCertificate(hubUrl: string, caPem: string): Promise<string> {
   const url = new URL(hubUrl);
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host: url.hostname, port: Number(url.port), ca: caPem, rejectUnauthorized: true, timeout: 5_000 }, () => {
-      const raw = socket.getPeerCertificate().raw;
-      socket.end();
-      resolve(new X509Certificate(raw).toString());
-    });
+    const socket = tlsConnect(
+      { host: url.hostname, port: Number(url.port), ca: caPem, rejectUnauthorized: true, timeout: 5_000 },
+      () => {
+        const raw = socket.getPeerCertificate().raw;
+        socket.end();
+        resolve(new X509Certificate(raw).toString());
+      },
+    );
     socket.once('error', reject);
     socket.once('timeout', () => socket.destroy(new Error('TLS connect timeout')));
   });

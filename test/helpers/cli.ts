@@ -42,9 +42,17 @@ export interface LongRunning {
    * Waits for a JSON line matching `predicate` (already seen or future), looking only at lines from index
    * `fromLine` on (default 0). Resolves with the value and its line index.
    */
-  waitJson(predicate: (value: Record<string, unknown>) => boolean, timeoutMs?: number, fromLine?: number): Promise<Record<string, unknown>>;
+  waitJson(
+    predicate: (value: Record<string, unknown>) => boolean,
+    timeoutMs?: number,
+    fromLine?: number,
+  ): Promise<Record<string, unknown>>;
   /** Like `waitJson`, and also tells at which line index the match was. */
-  waitJsonLine(predicate: (value: Record<string, unknown>) => boolean, timeoutMs?: number, fromLine?: number): Promise<{ value: Record<string, unknown>; index: number }>;
+  waitJsonLine(
+    predicate: (value: Record<string, unknown>) => boolean,
+    timeoutMs?: number,
+    fromLine?: number,
+  ): Promise<{ value: Record<string, unknown>; index: number }>;
   /** SIGTERM, then waits for exit (SIGKILL after the bound). */
   stop(timeoutMs?: number): Promise<number | null>;
   /** Waits for the process to exit by itself (rejects after the bound). */
@@ -62,10 +70,12 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv): LongR
     for (const wake of listeners) wake();
   });
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => {
-    for (const wake of listeners) wake();
-    resolve(code);
-  }));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('close', (code) => {
+      for (const wake of listeners) wake();
+      resolve(code);
+    }),
+  );
   const parse = (line: string): Record<string, unknown> | null => {
     try {
       const value = JSON.parse(line) as unknown;
@@ -87,12 +97,20 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv): LongR
         }
         if (child.exitCode !== null || child.signalCode !== null) {
           cleanup();
-          reject(new Error(`companion ${args[0]} exited (${child.exitCode ?? child.signalCode}) before the expected line\nstdout: ${lines.join('\n')}\nstderr: ${stderr}`));
+          reject(
+            new Error(
+              `companion ${args[0]} exited (${child.exitCode ?? child.signalCode}) before the expected line\nstdout: ${lines.join('\n')}\nstderr: ${stderr}`,
+            ),
+          );
         }
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new Error(`companion ${args[0]}: no expected line in ${timeoutMs} ms\nstdout: ${lines.join('\n')}\nstderr: ${stderr}`));
+        reject(
+          new Error(
+            `companion ${args[0]}: no expected line in ${timeoutMs} ms\nstdout: ${lines.join('\n')}\nstderr: ${stderr}`,
+          ),
+        );
       }, timeoutMs);
       const cleanup = (): void => {
         clearTimeout(timer);
@@ -106,11 +124,15 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv): LongR
     child,
     lines,
     stderr: () => stderr,
-    waitJson: (predicate, timeoutMs = 60_000, fromLine = 0) => waitJsonLine(predicate, timeoutMs, fromLine).then(({ value }) => value),
+    waitJson: (predicate, timeoutMs = 60_000, fromLine = 0) =>
+      waitJsonLine(predicate, timeoutMs, fromLine).then(({ value }) => value),
     waitJsonLine,
     exit(timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`companion ${args[0]} did not exit in ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`companion ${args[0]} did not exit in ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         void exited.then((code) => {
           clearTimeout(timer);
           resolve(code);

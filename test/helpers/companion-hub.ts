@@ -33,13 +33,31 @@ export async function startCompanionHub(t: AfterHook, options: HubOptions = {}):
   });
   const fetch = fetchWith(agent);
   return {
-    hub, agent, fetch, dir,
-    authority: (overrides = {}) => createAuthorityGroup({
-      hub: hub.issuer, installationKey: installationKey(dir), keychain: 'memory', fetch, manifestKeys: hub.manifestKey, manifestVersionFile: join(dir, 'manifest-version.json'),
-      announce: () => undefined, ...overrides,
-    }),
-    browser: (consent = 'allow') => async (url: string) => {
-      await completeSignInAsDevUser({ authorizationUrl: url, fetch, user: hub.user, password: hub.password, consent });
-    },
+    hub,
+    agent,
+    fetch,
+    dir,
+    authority: (overrides = {}) =>
+      createAuthorityGroup({
+        hub: hub.issuer,
+        installationKey: installationKey(dir),
+        keychain: 'memory',
+        fetch,
+        manifestKeys: hub.manifestKey,
+        manifestVersionFile: join(dir, 'manifest-version.json'),
+        announce: () => undefined,
+        ...overrides,
+      }),
+    browser:
+      (consent = 'allow') =>
+      async (url: string) => {
+        await completeSignInAsDevUser({
+          authorizationUrl: url,
+          fetch,
+          user: hub.user,
+          password: hub.password,
+          consent,
+        });
+      },
   };
 }

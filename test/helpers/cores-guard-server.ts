@@ -18,16 +18,23 @@ export async function startGuardedServer(extra: Partial<GuardPolicy> = {}): Prom
   // Filled in once the port is known; no request can arrive before listen() returns.
   const bound: { policy?: GuardPolicy } = {};
   const server: Server = createServer((req, res) => {
-    const decision = verifyLoopbackRequest({
-      peerAddress: req.socket.remoteAddress ?? '',
-      method: req.method ?? '',
-      target: req.url ?? '',
-      rawHeaders: req.rawHeaders,
-      httpVersion: req.httpVersion,
-    }, bound.policy!);
+    const decision = verifyLoopbackRequest(
+      {
+        peerAddress: req.socket.remoteAddress ?? '',
+        method: req.method ?? '',
+        target: req.url ?? '',
+        rawHeaders: req.rawHeaders,
+        httpVersion: req.httpVersion,
+      },
+      bound.policy!,
+    );
     const reply = (status: number, value: unknown): void => {
       const text = JSON.stringify(value);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' });
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(text),
+        connection: 'close',
+      });
       res.end(text);
     };
     if (!decision.ok) {
@@ -42,14 +49,20 @@ export async function startGuardedServer(extra: Partial<GuardPolicy> = {}): Prom
     server.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  bound.policy = { allowedHosts: allowedHostsFor(port), verifyToken: createTokenVerifier(TOKEN), routes: ROUTES, ...extra };
+  bound.policy = {
+    allowedHosts: allowedHostsFor(port),
+    verifyToken: createTokenVerifier(TOKEN),
+    routes: ROUTES,
+    ...extra,
+  };
   return {
     port,
     hits,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -81,7 +94,10 @@ export function rawRequest(port: number, lines: readonly string[], body = ''): P
       const split = text.indexOf('\r\n\r\n');
       const head = split === -1 ? text : text.slice(0, split);
       const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
-      const headerNames = head.split('\r\n').slice(1).map((line) => line.slice(0, line.indexOf(':')).toLowerCase());
+      const headerNames = head
+        .split('\r\n')
+        .slice(1)
+        .map((line) => line.slice(0, line.indexOf(':')).toLowerCase());
       resolve({ status, head, body: split === -1 ? '' : text.slice(split + 4), headerNames });
     });
     socket.write(`${lines.join('\r\n')}\r\n\r\n${body}`);

@@ -1,5 +1,11 @@
 // Shared fixtures for the loopback guard tests (unit, property, security).
-import { allowedHostsFor, createTokenVerifier, type GuardPolicy, type GuardRequest, type GuardRoute } from '../../src/core/guard.js';
+import {
+  allowedHostsFor,
+  createTokenVerifier,
+  type GuardPolicy,
+  type GuardRequest,
+  type GuardRoute,
+} from '../../src/core/guard.js';
 
 export const PORT = 48123;
 export const TOKEN = 'tok_0123456789abcdefGHIJKLMNOPqrstuv-_';

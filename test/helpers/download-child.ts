@@ -55,7 +55,10 @@ async function runPull(request: PullRequest): Promise<void> {
   let filled = false;
   try {
     await pullModel({
-      model: request.model, manifestVersion: 1, modelsDir: request.modelsDir, dispatcher: agent,
+      model: request.model,
+      manifestVersion: 1,
+      modelsDir: request.modelsDir,
+      dispatcher: agent,
       progressIntervalMs: request.progressMs ?? 1000,
       ...(request.hashOn === undefined ? {} : { hashOn: request.hashOn }),
       onEvent: (event) => {
@@ -67,7 +70,9 @@ async function runPull(request: PullRequest): Promise<void> {
       },
     });
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
-    process.stdout.write(`${JSON.stringify({ done: true, ms, startRssKb, maxRssKb: process.resourceUsage().maxRSS, cpuMs: cpuMs(process.cpuUsage(cpuStart)), minorFaults: process.resourceUsage().minorPageFault - faultsStart })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ done: true, ms, startRssKb, maxRssKb: process.resourceUsage().maxRSS, cpuMs: cpuMs(process.cpuUsage(cpuStart)), minorFaults: process.resourceUsage().minorPageFault - faultsStart })}\n`,
+    );
   } catch (error) {
     process.stdout.write(`${JSON.stringify({ error: (error as { code?: unknown }).code ?? 'unknown' })}\n`);
     process.exitCode = 1;
@@ -98,12 +103,17 @@ function fillDisk(path: string): void {
 /** Relative path and size of every file under `dir`. */
 function tree(dir: string): { path: string; size: number }[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort().map((path) => ({ path, size: statSync(join(dir, path)).size }));
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .sort()
+    .map((path) => ({ path, size: statSync(join(dir, path)).size }));
 }
 
 async function runServe(request: ServeRequest): Promise<void> {
   const { startHub } = await import('../../src/hub/index.js');
-  const hub = await startHub({ extraModels: request.extraModels, ...(request.dataDir === undefined ? {} : { dataDir: request.dataDir }) });
+  const hub = await startHub({
+    extraModels: request.extraModels,
+    ...(request.dataDir === undefined ? {} : { dataDir: request.dataDir }),
+  });
   const reply: ServeReply = { modelHostUrl: hub.modelHostUrl, caPem: hub.caPem, models: hub.models };
   process.stdout.write(`${JSON.stringify(reply)}\n`);
   await new Promise<void>((resolve) => {
@@ -118,16 +128,26 @@ async function runServe(request: ServeRequest): Promise<void> {
  * Spawns the child in `mode` and writes `request` to its stdin (closed after, except for serve). With
  * `wrap` (e.g. `['unshare', '-m', 'sh', '-c', 'mount … && exec "$0" "$@"']`) the command runs through it.
  */
-export function spawnDownloadChild(mode: 'pull' | 'serve', request: PullRequest | ServeRequest, wrap: readonly string[] = []): ChildProcessWithoutNullStreams {
+export function spawnDownloadChild(
+  mode: 'pull' | 'serve',
+  request: PullRequest | ServeRequest,
+  wrap: readonly string[] = [],
+): ChildProcessWithoutNullStreams {
   const argv = [...wrap, process.execPath, CHILD_SCRIPT, mode];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const child = spawn(argv[0]!, argv.slice(1), {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+  });
   child.stdin.write(`${JSON.stringify(request)}\n`);
   if (mode === 'pull') child.stdin.end();
   return child;
 }
 
 /** Calls `onLine` with each JSON line the child prints on stdout. */
-export function jsonLines(child: ChildProcessWithoutNullStreams, onLine: (value: Record<string, unknown>) => void): void {
+export function jsonLines(
+  child: ChildProcessWithoutNullStreams,
+  onLine: (value: Record<string, unknown>) => void,
+): void {
   createInterface({ input: child.stdout }).on('line', (line) => {
     try {
       onLine(JSON.parse(line) as Record<string, unknown>);
@@ -138,7 +158,10 @@ export function jsonLines(child: ChildProcessWithoutNullStreams, onLine: (value:
 }
 
 /** Resolves with the child's exit code or signal (bounded by `timeoutMs`, then SIGKILL). */
-export function exited(child: ChildProcessWithoutNullStreams, timeoutMs = 60_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+export function exited(
+  child: ChildProcessWithoutNullStreams,
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) {
       resolve({ code: child.exitCode, signal: child.signalCode });

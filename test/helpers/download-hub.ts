@@ -61,13 +61,22 @@ export async function startDownloadHub(t: AfterHook, options: HubOptions = {}): 
     return found;
   };
   return {
-    hub, agent, modelsDir, dir, model, agentWith,
+    hub,
+    agent,
+    modelsDir,
+    dir,
+    model,
+    agentWith,
     async pull(id, extra = {}) {
       const events: PullEvent[] = [];
       try {
         const installed = await pullModel({
-          model: typeof id === 'string' ? model(id) : id, manifestVersion: hub.manifestVersion, modelsDir, dispatcher: agent,
-          progressIntervalMs: 0, ...extra,
+          model: typeof id === 'string' ? model(id) : id,
+          manifestVersion: hub.manifestVersion,
+          modelsDir,
+          dispatcher: agent,
+          progressIntervalMs: 0,
+          ...extra,
           onEvent: (event) => {
             events.push(event);
             extra.onEvent?.(event);

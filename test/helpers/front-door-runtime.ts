@@ -6,7 +6,12 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import { createAdmission } from '../../src/core/admission.js';
 import { createTokenVerifier } from '../../src/core/guard.js';
-import { startFrontDoor, type FrontDoor, type FrontDoorLimits, type FrontDoorRequestEvent } from '../../src/runtime/front-door.js';
+import {
+  startFrontDoor,
+  type FrontDoor,
+  type FrontDoorLimits,
+  type FrontDoorRequestEvent,
+} from '../../src/runtime/front-door.js';
 import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeExit, type RuntimeHandle, type SpawnWrap } from '../../src/runtime/spawn.js';
 import { tempDir, writeTinyModel } from './runtime-env.js';
@@ -48,17 +53,26 @@ export async function startRuntimeDoor(options: RuntimeDoorOptions = {}): Promis
   const ready = { value: false };
   let handle: RuntimeHandle;
   try {
-    handle = await spawnRuntime(bundledProfile({ modelPath, threads: 1, contextSize: options.contextSize ?? 32768, ...(options.parallel === undefined ? {} : { parallel: options.parallel }), modelId: 'tiny' }), {
-      dataDir,
-      readyTimeoutMs: 60_000,
-      ...(options.bind === undefined ? {} : { bind: options.bind }),
-      ...(options.wrap === undefined ? {} : { wrap: options.wrap }),
-      onStderr: (line) => stderr.push(line),
-      onExit: (exit) => {
-        ready.value = false;
-        exits.push(exit);
+    handle = await spawnRuntime(
+      bundledProfile({
+        modelPath,
+        threads: 1,
+        contextSize: options.contextSize ?? 32768,
+        ...(options.parallel === undefined ? {} : { parallel: options.parallel }),
+        modelId: 'tiny',
+      }),
+      {
+        dataDir,
+        readyTimeoutMs: 60_000,
+        ...(options.bind === undefined ? {} : { bind: options.bind }),
+        ...(options.wrap === undefined ? {} : { wrap: options.wrap }),
+        onStderr: (line) => stderr.push(line),
+        onExit: (exit) => {
+          ready.value = false;
+          exits.push(exit);
+        },
       },
-    });
+    );
   } catch (error) {
     dir.cleanup();
     throw error;
@@ -66,7 +80,12 @@ export async function startRuntimeDoor(options: RuntimeDoorOptions = {}): Promis
   ready.value = true;
   const token = randomBytes(32).toString('base64url');
   const requests: FrontDoorRequestEvent[] = [];
-  const admission = createAdmission({ maxConcurrent: options.maxConcurrent ?? 4, maxQueue: 16, queueTimeoutMs: 30_000, ready: true });
+  const admission = createAdmission({
+    maxConcurrent: options.maxConcurrent ?? 4,
+    maxQueue: 16,
+    queueTimeoutMs: 30_000,
+    ready: true,
+  });
   let door: FrontDoor;
   try {
     door = await startFrontDoor({
@@ -84,7 +103,15 @@ export async function startRuntimeDoor(options: RuntimeDoorOptions = {}): Promis
   const openai = new OpenAI({ baseURL: `${door.url}/v1`, apiKey: token, maxRetries: 0, timeout: 30_000 });
   let closed = false;
   return {
-    handle, door, token, openai, requests, stderr, exits, ready, dataDir,
+    handle,
+    door,
+    token,
+    openai,
+    requests,
+    stderr,
+    exits,
+    ready,
+    dataDir,
     async close() {
       if (closed) return;
       closed = true;

@@ -41,7 +41,10 @@ export interface UpstreamBehaviour {
 
 function chatBody(): string {
   return JSON.stringify({
-    id: 'chatcmpl-test', object: 'chat.completion', created: 0, model: 'tiny',
+    id: 'chatcmpl-test',
+    object: 'chat.completion',
+    created: 0,
+    model: 'tiny',
     choices: [{ index: 0, message: { role: 'assistant', content: 'hello' }, finish_reason: 'stop' }],
     usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
   });
@@ -64,7 +67,9 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
     const extra = behaviour.extraHeaders ?? {};
     if (req.url === '/v1/models') {
       res.writeHead(200, { 'content-type': 'application/json', ...extra });
-      res.end(JSON.stringify({ object: 'list', data: [{ id: 'tiny', object: 'model', created: 0, owned_by: 'companion' }] }));
+      res.end(
+        JSON.stringify({ object: 'list', data: [{ id: 'tiny', object: 'model', created: 0, owned_by: 'companion' }] }),
+      );
       return;
     }
     const parsed = body.length > 0 ? (JSON.parse(body) as { stream?: boolean }) : {};
@@ -85,7 +90,9 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
     });
     for (let i = 0; i < total && !closed; i++) {
       if (i === behaviour.stallAfterEvents) return;
-      const more = res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'tiny', choices: [{ index: 0, delta: { content: `t${i} ` }, finish_reason: null }], ...(pad === '' ? {} : { pad }) })}\n\n`);
+      const more = res.write(
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'tiny', choices: [{ index: 0, delta: { content: `t${i} ` }, finish_reason: null }], ...(pad === '' ? {} : { pad }) })}\n\n`,
+      );
       written.count++;
       if (!more) {
         backpressured.count++;
@@ -94,7 +101,9 @@ export async function startUpstream(behaviour: UpstreamBehaviour = {}): Promise<
       if (behaviour.eventDelayMs) await new Promise((r) => setTimeout(r, behaviour.eventDelayMs));
     }
     if (closed) return;
-    res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'tiny', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`);
+    res.write(
+      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'tiny', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`,
+    );
     res.end('data: [DONE]\n\n');
   });
   await new Promise<void>((resolve, reject) => {

@@ -14,16 +14,23 @@ export interface FrontDoorFixture {
   close(): Promise<void>;
 }
 
-export async function startFrontDoorFixture(options: {
-  behaviour?: UpstreamBehaviour;
-  maxConcurrent?: number;
-  maxQueue?: number;
-  door?: Partial<Omit<FrontDoorOptions, 'verifyToken' | 'upstream' | 'admission'>>;
-} = {}): Promise<FrontDoorFixture> {
+export async function startFrontDoorFixture(
+  options: {
+    behaviour?: UpstreamBehaviour;
+    maxConcurrent?: number;
+    maxQueue?: number;
+    door?: Partial<Omit<FrontDoorOptions, 'verifyToken' | 'upstream' | 'admission'>>;
+  } = {},
+): Promise<FrontDoorFixture> {
   const upstream = await startUpstream(options.behaviour ?? {});
   const token = randomBytes(32).toString('base64url');
   const ready = { value: true };
-  const admission = createAdmission({ maxConcurrent: options.maxConcurrent ?? 4, maxQueue: options.maxQueue ?? 16, queueTimeoutMs: 5_000, ready: true });
+  const admission = createAdmission({
+    maxConcurrent: options.maxConcurrent ?? 4,
+    maxQueue: options.maxQueue ?? 16,
+    queueTimeoutMs: 5_000,
+    ready: true,
+  });
   const door = await startFrontDoor({
     verifyToken: createTokenVerifier(token),
     upstream: () => (ready.value ? { kind: 'unix', path: upstream.socketPath } : null),
@@ -31,7 +38,11 @@ export async function startFrontDoorFixture(options: {
     ...options.door,
   });
   return {
-    door, upstream, token, ready, admission,
+    door,
+    upstream,
+    token,
+    ready,
+    admission,
     async close() {
       await door.close();
       await upstream.close();

@@ -98,7 +98,10 @@ export interface RequestModel {
 export function serialise(model: RequestModel): Buffer {
   if (model.raw !== undefined) return model.raw;
   const eol = model.eol ?? '\r\n';
-  let head = model.version === '' ? `${model.method} ${model.target}${eol}` : `${model.method} ${model.target} ${model.version}${eol}`;
+  let head =
+    model.version === ''
+      ? `${model.method} ${model.target}${eol}`
+      : `${model.method} ${model.target} ${model.version}${eol}`;
   for (const [name, value] of model.headers) head += `${name}:${value}${eol}`;
   head += eol;
   const headBytes = Buffer.from(head, 'latin1');
@@ -307,7 +310,11 @@ function runBatch(batch: FuzzBatch, options: RunOptions, report: RunReport): Pro
     let finished = false;
     const opened = performance.now();
     const received: Buffer[] = [];
-    const socket: Socket = connect({ host: options.host ?? '127.0.0.1', port: options.port, ...(batch.localAddress ? { localAddress: batch.localAddress } : {}) });
+    const socket: Socket = connect({
+      host: options.host ?? '127.0.0.1',
+      port: options.port,
+      ...(batch.localAddress ? { localAddress: batch.localAddress } : {}),
+    });
     socket.setNoDelay(true);
     const take = (responses: ParsedResponse[]): void => {
       for (const response of responses) {
@@ -329,7 +336,12 @@ function runBatch(batch: FuzzBatch, options: RunOptions, report: RunReport): Pro
         report.garbled++;
         const samples = (report.garbledSamples ??= []);
         const show = (b: Buffer): string => JSON.stringify(b.subarray(0, 800).toString('latin1'));
-        if (samples.length < 3) samples.push({ kinds: cases.map((c) => c.kind), sent: show(Buffer.concat(cases.map((c) => c.bytes))), received: show(Buffer.concat(received)) });
+        if (samples.length < 3)
+          samples.push({
+            kinds: cases.map((c) => c.kind),
+            sent: show(Buffer.concat(cases.map((c) => c.bytes))),
+            received: show(Buffer.concat(received)),
+          });
       }
       if (answered < cases.length) {
         let first = answered;
@@ -397,7 +409,10 @@ export function handleCounts(): Record<string, number> {
 }
 
 /** Waits (bounded) until no more TCP/pipe handles are active than in `baseline`; returns the extras left. */
-export async function settleHandles(baseline: Record<string, number>, timeoutMs = 5_000): Promise<Record<string, number>> {
+export async function settleHandles(
+  baseline: Record<string, number>,
+  timeoutMs = 5_000,
+): Promise<Record<string, number>> {
   const kinds = ['TCPSocketWrap', 'TCPServerWrap', 'PipeWrap', 'PipeServerWrap'];
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -428,13 +443,26 @@ export interface FuzzTally {
 }
 
 export function newTally(): FuzzTally {
-  return { judged: 0, acceptedButShouldRefuse: 0, refusedButShouldAccept: 0, accepted: 0, refused: 0, either: 0, byKind: new Map(), examples: [] };
+  return {
+    judged: 0,
+    acceptedButShouldRefuse: 0,
+    refusedButShouldAccept: 0,
+    accepted: 0,
+    refused: 0,
+    either: 0,
+    byKind: new Map(),
+    examples: [],
+  };
 }
 
 /** Escapes bytes for a failure message: printable ASCII as is, the rest as \xNN, cut at `max`. */
 export function escapeBytes(bytes: Buffer, max = 300): string {
   let out = '';
-  for (const byte of bytes.subarray(0, max)) out += byte >= 0x20 && byte < 0x7f && byte !== 0x5c ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`;
+  for (const byte of bytes.subarray(0, max))
+    out +=
+      byte >= 0x20 && byte < 0x7f && byte !== 0x5c
+        ? String.fromCharCode(byte)
+        : `\\x${byte.toString(16).padStart(2, '0')}`;
   return bytes.length > max ? `${out}…(${bytes.length} bytes)` : out;
 }
 
@@ -456,5 +484,8 @@ export function tallyOutcome(tally: FuzzTally, outcome: CaseOutcome): void {
   if (!wrong) return;
   if (fuzzCase.verdict === 'refuse') tally.acceptedButShouldRefuse++;
   else tally.refusedButShouldAccept++;
-  if (tally.examples.length < 8) tally.examples.push(`#${fuzzCase.id} ${fuzzCase.kind} verdict=${fuzzCase.verdict} status=${outcome.status}: ${escapeBytes(fuzzCase.bytes)}`);
+  if (tally.examples.length < 8)
+    tally.examples.push(
+      `#${fuzzCase.id} ${fuzzCase.kind} verdict=${fuzzCase.verdict} status=${outcome.status}: ${escapeBytes(fuzzCase.bytes)}`,
+    );
 }

@@ -5,7 +5,17 @@ import { CompanionError } from '../../src/core/errors.js';
 import { startRedirectListener } from '../../src/authority/redirect-listener.js';
 import { startFrontDoorFixture } from './front-door.js';
 import { frontDoorBatches } from './fuzz-front-door.js';
-import { escapeBytes, handleCounts, newTally, Prng, runFuzz, settleHandles, tallyOutcome, type FuzzCase, type FuzzTally } from './fuzz-http.js';
+import {
+  escapeBytes,
+  handleCounts,
+  newTally,
+  Prng,
+  runFuzz,
+  settleHandles,
+  tallyOutcome,
+  type FuzzCase,
+  type FuzzTally,
+} from './fuzz-http.js';
 import { finalState, listenerBatches } from './fuzz-listener.js';
 
 export interface FuzzFigures {
@@ -51,13 +61,31 @@ export interface FuzzRunOptions {
 /** 127/8 source addresses: spreads 100k short connections over more than one ephemeral port range. */
 const SOURCES = ['127.0.0.1', '127.0.0.2', '127.0.0.3', '127.0.0.4'];
 
-function figures(target: FuzzFigures['target'], seed: number, tally: FuzzTally, report: Awaited<ReturnType<typeof runFuzz>>, extra: Pick<FuzzFigures, 'reachedButShouldRefuse' | 'unattributed' | 'servesAfter' | 'leakedHandles' | 'slowConnections'>, examples: string[]): FuzzFigures {
+function figures(
+  target: FuzzFigures['target'],
+  seed: number,
+  tally: FuzzTally,
+  report: Awaited<ReturnType<typeof runFuzz>>,
+  extra: Pick<
+    FuzzFigures,
+    'reachedButShouldRefuse' | 'unattributed' | 'servesAfter' | 'leakedHandles' | 'slowConnections'
+  >,
+  examples: string[],
+): FuzzFigures {
   return {
-    target, seed,
-    requests: report.judged, unreached: report.unjudged, connections: report.connections,
-    accepted: tally.accepted, refused: tally.refused, either: tally.either,
-    acceptedButShouldRefuse: tally.acceptedButShouldRefuse, refusedButShouldAccept: tally.refusedButShouldAccept,
-    hung: report.hung, garbled: report.garbled, elapsedMs: Math.round(report.elapsedMs),
+    target,
+    seed,
+    requests: report.judged,
+    unreached: report.unjudged,
+    connections: report.connections,
+    accepted: tally.accepted,
+    refused: tally.refused,
+    either: tally.either,
+    acceptedButShouldRefuse: tally.acceptedButShouldRefuse,
+    refusedButShouldAccept: tally.refusedButShouldAccept,
+    hung: report.hung,
+    garbled: report.garbled,
+    elapsedMs: Math.round(report.elapsedMs),
     examples: [...tally.examples, ...examples].slice(0, 10),
     garbledSamples: report.garbledSamples ?? [],
     ...extra,
@@ -76,7 +104,9 @@ function describe(c: FuzzCase | undefined, why: string): string {
 export async function fuzzFrontDoor(options: FuzzRunOptions): Promise<FuzzFigures> {
   const baseline = handleCounts();
   const fixture = await startFrontDoorFixture({
-    maxConcurrent: 64, maxQueue: 4096, behaviour: { events: 1 },
+    maxConcurrent: 64,
+    maxQueue: 4096,
+    behaviour: { events: 1 },
     door: { limits: { headersTimeoutMs: 4_000, requestTimeoutMs: 6_000 } },
   });
   const ctx = { port: fixture.door.port, token: fixture.token };
@@ -115,10 +145,19 @@ export async function fuzzFrontDoor(options: FuzzRunOptions): Promise<FuzzFigure
     }
     // Still serving: one plain valid request.
     servesAfter = await new Promise<boolean>((resolve) => {
-      const req = httpRequest({ host: '127.0.0.1', port: ctx.port, path: '/v1/models', headers: { authorization: `Bearer ${ctx.token}`, connection: 'close' }, timeout: 5_000 }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode === 200));
-      });
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port: ctx.port,
+          path: '/v1/models',
+          headers: { authorization: `Bearer ${ctx.token}`, connection: 'close' },
+          timeout: 5_000,
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode === 200));
+        },
+      );
       req.on('error', () => resolve(false));
       req.on('timeout', () => req.destroy());
       req.end();
@@ -127,7 +166,14 @@ export async function fuzzFrontDoor(options: FuzzRunOptions): Promise<FuzzFigure
     await fixture.close();
   }
   const leakedHandles = await settleHandles(baseline);
-  return figures('front-door', options.seed, tally, report, { reachedButShouldRefuse, unattributed, servesAfter, leakedHandles, slowConnections: slow }, examples);
+  return figures(
+    'front-door',
+    options.seed,
+    tally,
+    report,
+    { reachedButShouldRefuse, unattributed, servesAfter, leakedHandles, slowConnections: slow },
+    examples,
+  );
 }
 
 /**
@@ -183,21 +229,36 @@ export async function fuzzRedirectListener(options: FuzzRunOptions): Promise<Fuz
     }
     // Still waiting for the browser: the one valid callback completes the flow and frees the port.
     const status = await new Promise<number>((resolve) => {
-      const req = httpRequest({ host: '127.0.0.1', port: ctx.port, path: `${ctx.path}?state=${finalValue}&code=x`, timeout: 5_000 }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      });
+      const req = httpRequest(
+        { host: '127.0.0.1', port: ctx.port, path: `${ctx.path}?state=${finalValue}&code=x`, timeout: 5_000 },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
       req.on('error', () => resolve(0));
       req.on('timeout', () => req.destroy());
       req.end();
     });
     let timer: NodeJS.Timeout | undefined;
-    const outcome = await Promise.race([listener.result, new Promise((r) => { timer = setTimeout(() => r('timeout'), 5_000); })]).catch(() => 'rejected');
+    const outcome = await Promise.race([
+      listener.result,
+      new Promise((r) => {
+        timer = setTimeout(() => r('timeout'), 5_000);
+      }),
+    ]).catch(() => 'rejected');
     clearTimeout(timer);
     servesAfter = status === 200 && outcome === 'signed-in';
   } finally {
     await listener.cancel();
   }
   const leakedHandles = await settleHandles(baseline);
-  return figures('redirect-listener', options.seed, tally, report, { reachedButShouldRefuse, unattributed, servesAfter, leakedHandles, slowConnections: slow }, examples);
+  return figures(
+    'redirect-listener',
+    options.seed,
+    tally,
+    report,
+    { reachedButShouldRefuse, unattributed, servesAfter, leakedHandles, slowConnections: slow },
+    examples,
+  );
 }

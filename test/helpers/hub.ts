@@ -2,12 +2,20 @@
 // TLS trusting only its generated CA, and drive its sign-in and consent pages by hand (a cookie jar,
 // manual redirects) the way a browser would.
 import { createHash, randomBytes } from 'node:crypto';
-import { Agent, fetch as undiciFetch, type RequestInit as UndiciRequestInit, type Response as UndiciResponse } from 'undici';
+import {
+  Agent,
+  fetch as undiciFetch,
+  type RequestInit as UndiciRequestInit,
+  type Response as UndiciResponse,
+} from 'undici';
 import * as oauth from 'oauth4webapi';
 import { startHub, type HubOptions, type RunningHub } from '../../src/hub/index.js';
 
 /** A customFetch that oauth4webapi accepts for its GET and POST requests. */
-export type OauthFetch = (url: string, options: oauth.CustomFetchOptions<'GET', undefined> | oauth.CustomFetchOptions<'POST', URLSearchParams>) => Promise<Response>;
+export type OauthFetch = (
+  url: string,
+  options: oauth.CustomFetchOptions<'GET', undefined> | oauth.CustomFetchOptions<'POST', URLSearchParams>,
+) => Promise<Response>;
 
 /** Anything with `after` (node:test's TestContext). */
 export interface AfterHook {
@@ -36,8 +44,10 @@ export async function startTestHub(t: AfterHook, options: HubOptions = {}): Prom
 
 /** Wraps an already running hub with an Agent trusting its CA (the caller closes both). */
 export function withAgent(hub: RunningHub, agent: Agent): TestHub {
-  const fetchVia = (url: string | URL, init: UndiciRequestInit = {}): Promise<UndiciResponse> => undiciFetch(url, { redirect: 'manual', ...init, dispatcher: agent });
-  const custom = ((url: string, init: UndiciRequestInit) => undiciFetch(url, { ...init, dispatcher: agent })) as unknown as OauthFetch;
+  const fetchVia = (url: string | URL, init: UndiciRequestInit = {}): Promise<UndiciResponse> =>
+    undiciFetch(url, { redirect: 'manual', ...init, dispatcher: agent });
+  const custom = ((url: string, init: UndiciRequestInit) =>
+    undiciFetch(url, { ...init, dispatcher: agent })) as unknown as OauthFetch;
   return { ...hub, agent, fetch: fetchVia, oauthOptions: { [oauth.customFetch]: custom } };
 }
 
@@ -69,7 +79,8 @@ export class CookieJar {
   header(url: URL): string | undefined {
     const parts: string[] = [];
     for (const [key, { value, path }] of this.#cookies) {
-      if (url.pathname === path || url.pathname.startsWith(path.endsWith('/') ? path : `${path}/`) || path === '/') parts.push(`${key.split('\0')[0]}=${value}`);
+      if (url.pathname === path || url.pathname.startsWith(path.endsWith('/') ? path : `${path}/`) || path === '/')
+        parts.push(`${key.split('\0')[0]}=${value}`);
     }
     return parts.length === 0 ? undefined : parts.join('; ');
   }
@@ -112,7 +123,11 @@ export function actionOf(html: string): string {
  * form, answers the consent form, until a redirect leaves the hub origin (the loopback callback) or a
  * page that is neither form is shown.
  */
-export async function walkAuthorization(hub: TestHub, authorizationUrl: URL, script: UserScript = {}): Promise<BrowserOutcome> {
+export async function walkAuthorization(
+  hub: TestHub,
+  authorizationUrl: URL,
+  script: UserScript = {},
+): Promise<BrowserOutcome> {
   const jar = script.jar ?? new CookieJar();
   const origin = new URL(hub.issuer).origin;
   let url = authorizationUrl;
@@ -142,7 +157,12 @@ export async function walkAuthorization(hub: TestHub, authorizationUrl: URL, scr
     if (response.status === 200 && html.includes('id="sign-in"')) {
       url = new URL(actionOf(html), origin);
       method = 'POST';
-      body = new URLSearchParams({ csrf: csrfOf(html), username: script.user ?? hub.user, password: script.password ?? hub.password, action: 'login' }).toString();
+      body = new URLSearchParams({
+        csrf: csrfOf(html),
+        username: script.user ?? hub.user,
+        password: script.password ?? hub.password,
+        action: 'login',
+      }).toString();
       continue;
     }
     if (response.status === 200 && html.includes('id="allow"')) {
@@ -165,7 +185,10 @@ export async function pkcePair(): Promise<{ verifier: string; challenge: string 
 /** The authorization server metadata via oauth4webapi discovery (issuer checked). */
 export async function discover(hub: TestHub): Promise<oauth.AuthorizationServer> {
   const issuer = new URL(hub.issuer);
-  return oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { algorithm: 'oidc', ...hub.oauthOptions }));
+  return oauth.processDiscoveryResponse(
+    issuer,
+    await oauth.discoveryRequest(issuer, { algorithm: 'oidc', ...hub.oauthOptions }),
+  );
 }
 
 /** A loopback redirect URI for the registered client, with a made-up port (nothing needs to listen). */
@@ -184,7 +207,11 @@ export interface AuthorizationRequestParams {
 }
 
 /** Builds an authorization URL for the hub's client (null drops a parameter). */
-export function authorizationUrl(as: oauth.AuthorizationServer, hub: TestHub, params: AuthorizationRequestParams & { codeChallenge: string | null }): URL {
+export function authorizationUrl(
+  as: oauth.AuthorizationServer,
+  hub: TestHub,
+  params: AuthorizationRequestParams & { codeChallenge: string | null },
+): URL {
   const url = new URL(as.authorization_endpoint!);
   url.searchParams.set('client_id', hub.clientId);
   url.searchParams.set('response_type', 'code');
@@ -192,7 +219,8 @@ export function authorizationUrl(as: oauth.AuthorizationServer, hub: TestHub, pa
   url.searchParams.set('scope', params.scope ?? hub.scopes.join(' '));
   url.searchParams.set('state', params.state ?? oauth.generateRandomState());
   if (params.codeChallenge !== null) url.searchParams.set('code_challenge', params.codeChallenge);
-  if (params.codeChallengeMethod !== null) url.searchParams.set('code_challenge_method', params.codeChallengeMethod ?? 'S256');
+  if (params.codeChallengeMethod !== null)
+    url.searchParams.set('code_challenge_method', params.codeChallengeMethod ?? 'S256');
   if (params.prompt !== undefined) url.searchParams.set('prompt', params.prompt);
   for (const [key, value] of Object.entries(params.extra ?? {})) url.searchParams.set(key, value);
   return url;
@@ -210,23 +238,46 @@ export interface SignedIn {
  * The whole native-app flow with oauth4webapi as the client: discovery, PKCE S256, authorization through
  * the hub's pages, `iss`-checked callback, code exchange. Returns the tokens.
  */
-export async function signIn(hub: TestHub, options: { scope?: string; prompt?: string; script?: UserScript } = {}): Promise<SignedIn> {
+export async function signIn(
+  hub: TestHub,
+  options: { scope?: string; prompt?: string; script?: UserScript } = {},
+): Promise<SignedIn> {
   const as = await discover(hub);
   const client: oauth.Client = { client_id: hub.clientId };
   const { verifier, challenge } = await pkcePair();
   const state = oauth.generateRandomState();
   const redirectUri = loopbackRedirect();
-  const outcome = await walkAuthorization(hub, authorizationUrl(as, hub, { redirectUri, scope: options.scope ?? hub.scopes.join(' '), state, codeChallenge: challenge, ...(options.prompt === undefined ? {} : { prompt: options.prompt }) }), options.script);
+  const outcome = await walkAuthorization(
+    hub,
+    authorizationUrl(as, hub, {
+      redirectUri,
+      scope: options.scope ?? hub.scopes.join(' '),
+      state,
+      codeChallenge: challenge,
+      ...(options.prompt === undefined ? {} : { prompt: options.prompt }),
+    }),
+    options.script,
+  );
   if (outcome.kind !== 'redirect') throw new Error(`sign-in ended on a page (status ${outcome.status})`);
   const params = oauth.validateAuthResponse(as, client, outcome.location, state);
-  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), params, redirectUri, verifier, hub.oauthOptions);
+  const response = await oauth.authorizationCodeGrantRequest(
+    as,
+    client,
+    oauth.None(),
+    params,
+    redirectUri,
+    verifier,
+    hub.oauthOptions,
+  );
   const tokens = await oauth.processAuthorizationCodeResponse(as, client, response);
   return { as, client, tokens, callback: outcome.location, redirectUri };
 }
 
 /** GET the manifest with a bearer token (or none). */
 export async function fetchManifest(hub: TestHub, accessToken?: string): Promise<UndiciResponse> {
-  return hub.fetch(new URL('/api/v1/companion/manifest', hub.issuer), { headers: accessToken === undefined ? {} : { authorization: `Bearer ${accessToken}` } });
+  return hub.fetch(new URL('/api/v1/companion/manifest', hub.issuer), {
+    headers: accessToken === undefined ? {} : { authorization: `Bearer ${accessToken}` },
+  });
 }
 
 /** SHA-256 (hex) of bytes. */

@@ -29,8 +29,17 @@ function secret(kind: string, value: string | null | undefined): void {
 }
 
 function fromParams(params: URLSearchParams, where: string): void {
-  for (const [name, kind] of [['code', 'authorization code'], ['state', 'state'], ['code_verifier', 'PKCE verifier'], ['refresh_token', 'refresh token'],
-    ['token', 'token'], ['password', 'hub password'], ['access_token', 'access token'], ['id_token', 'ID token'], ['csrf', 'csrf']] as const) {
+  for (const [name, kind] of [
+    ['code', 'authorization code'],
+    ['state', 'state'],
+    ['code_verifier', 'PKCE verifier'],
+    ['refresh_token', 'refresh token'],
+    ['token', 'token'],
+    ['password', 'hub password'],
+    ['access_token', 'access token'],
+    ['id_token', 'ID token'],
+    ['csrf', 'csrf'],
+  ] as const) {
     for (const value of params.getAll(name)) secret(`${kind} (${where})`, value);
   }
 }
@@ -65,10 +74,14 @@ subscribe('undici:request:create', (message) => {
   const path = typeof request.path === 'string' ? request.path : '';
   const q = path.indexOf('?');
   if (q !== -1) fromParams(new URLSearchParams(path.slice(q + 1)), 'request URL');
-  const headers = Array.isArray(request.headers) ? request.headers : typeof request.headers === 'string' ? request.headers.split('\r\n').flatMap((line) => {
-    const colon = line.indexOf(':');
-    return colon > 0 ? [line.slice(0, colon), line.slice(colon + 1).trim()] : [];
-  }) : [];
+  const headers = Array.isArray(request.headers)
+    ? request.headers
+    : typeof request.headers === 'string'
+      ? request.headers.split('\r\n').flatMap((line) => {
+          const colon = line.indexOf(':');
+          return colon > 0 ? [line.slice(0, colon), line.slice(colon + 1).trim()] : [];
+        })
+      : [];
   for (let i = 0; i + 1 < headers.length; i += 2) {
     const name = text(headers[i]).toLowerCase();
     const value = text(headers[i + 1]);
@@ -79,7 +92,12 @@ subscribe('undici:request:create', (message) => {
 
 subscribe('undici:request:bodyChunkSent', (message) => {
   const { chunk } = message as { chunk: unknown };
-  const body = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) || chunk instanceof Uint8Array ? Buffer.from(chunk).toString('utf8') : '';
+  const body =
+    typeof chunk === 'string'
+      ? chunk
+      : Buffer.isBuffer(chunk) || chunk instanceof Uint8Array
+        ? Buffer.from(chunk).toString('utf8')
+        : '';
   if (body.includes('=') && !body.trimStart().startsWith('{')) fromParams(new URLSearchParams(body), 'request body');
 });
 
@@ -115,7 +133,11 @@ subscribe('undici:request:trailers', (message) => {
   if (!body.trimStart().startsWith('{')) return;
   try {
     const value = JSON.parse(body) as Record<string, unknown>;
-    for (const [field, kind] of [['access_token', 'access token'], ['refresh_token', 'refresh token'], ['id_token', 'ID token']] as const) {
+    for (const [field, kind] of [
+      ['access_token', 'access token'],
+      ['refresh_token', 'refresh token'],
+      ['id_token', 'ID token'],
+    ] as const) {
       if (typeof value[field] === 'string') secret(`${kind} (token response)`, value[field] as string);
     }
   } catch {
@@ -150,7 +172,10 @@ fs.openSync = function openAndWatch(this: unknown, ...args: unknown[]): number {
 // The supervisor opens the installed model once (fs/promises open) and hands that descriptor on.
 const fsPromises = require('node:fs/promises') as typeof import('node:fs/promises');
 const originalOpen = fsPromises.open;
-fsPromises.open = function openAndWatch(this: unknown, ...args: unknown[]): Promise<import('node:fs/promises').FileHandle> {
+fsPromises.open = function openAndWatch(
+  this: unknown,
+  ...args: unknown[]
+): Promise<import('node:fs/promises').FileHandle> {
   const [path] = args;
   if (typeof path === 'string' && path.endsWith('.gguf')) send({ type: 'model-path', value: path });
   return (originalOpen as (...a: unknown[]) => Promise<import('node:fs/promises').FileHandle>).apply(this, args);

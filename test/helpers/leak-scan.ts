@@ -42,7 +42,8 @@ export class SecretBook {
   /** A SHA-256 digest in every printable form: hex (both cases), base64, base64url. */
   addDigest(kind: string, hex: string): void {
     const bytes = Buffer.from(hex, 'hex');
-    for (const form of [hex.toLowerCase(), hex.toUpperCase(), bytes.toString('base64'), bytes.toString('base64url')]) this.add(kind, form);
+    for (const form of [hex.toLowerCase(), hex.toUpperCase(), bytes.toString('base64'), bytes.toString('base64url')])
+      this.add(kind, form);
   }
 
   entries(): SecretEntry[] {
@@ -60,7 +61,11 @@ export function scanText(where: string, text: string, entries: readonly SecretEn
   for (const entry of entries) {
     let at = text.indexOf(entry.value);
     while (at !== -1) {
-      findings.push({ where, kind: entry.kind, before: text.slice(Math.max(0, at - 24), at).replace(/[^\x20-\x7e]/g, '.') });
+      findings.push({
+        where,
+        kind: entry.kind,
+        before: text.slice(Math.max(0, at - 24), at).replace(/[^\x20-\x7e]/g, '.'),
+      });
       at = text.indexOf(entry.value, at + entry.value.length);
     }
   }
@@ -114,8 +119,12 @@ export interface ProcessSnapshot {
 /** argv, environment and fd targets of a live process, or null. */
 export function snapshotProcess(pid: number, role: string): ProcessSnapshot | null {
   try {
-    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a.length > 0);
-    const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter((a) => a.length > 0);
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((a) => a.length > 0);
+    const environ = readFileSync(`/proc/${pid}/environ`, 'utf8')
+      .split('\0')
+      .filter((a) => a.length > 0);
     const fds: string[] = [];
     for (const fd of readdirSync(`/proc/${pid}/fd`)) {
       try {
@@ -215,7 +224,14 @@ export const companionBin = join(repoRoot, 'bin', 'companion.js');
 
 /** The environment of the demo child: only what it needs, every folder inside `root`. */
 export function demoEnvironment(root: string): NodeJS.ProcessEnv {
-  const dirs = { HOME: 'home', XDG_DATA_HOME: 'xdg/data', XDG_CONFIG_HOME: 'xdg/config', XDG_CACHE_HOME: 'xdg/cache', XDG_RUNTIME_DIR: 'xdg/run', TMPDIR: 'tmp' };
+  const dirs = {
+    HOME: 'home',
+    XDG_DATA_HOME: 'xdg/data',
+    XDG_CONFIG_HOME: 'xdg/config',
+    XDG_CACHE_HOME: 'xdg/cache',
+    XDG_RUNTIME_DIR: 'xdg/run',
+    TMPDIR: 'tmp',
+  };
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' };
   for (const [name, sub] of Object.entries(dirs)) {
     const path = join(root, sub);
@@ -249,8 +265,25 @@ function lines(stream: Readable, onLine: (line: string) => void): void {
  */
 export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
   const env = demoEnvironment(options.root);
-  const args = ['--import', preloadScript, companionBin, 'demo', '--json', '--keychain', 'memory', '--threads', '1', ...(options.keepRunning ? ['--keep-running'] : []), ...(options.prompt !== undefined ? ['--prompt', options.prompt] : []), ...(options.dataDir !== undefined ? ['--data-dir', options.dataDir] : [])];
-  const child: ChildProcess = spawn(process.execPath, args, { cwd: options.root, env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+  const args = [
+    '--import',
+    preloadScript,
+    companionBin,
+    'demo',
+    '--json',
+    '--keychain',
+    'memory',
+    '--threads',
+    '1',
+    ...(options.keepRunning ? ['--keep-running'] : []),
+    ...(options.prompt !== undefined ? ['--prompt', options.prompt] : []),
+    ...(options.dataDir !== undefined ? ['--data-dir', options.dataDir] : []),
+  ];
+  const child: ChildProcess = spawn(process.execPath, args, {
+    cwd: options.root,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+  });
   const demoPid = child.pid ?? 0;
   let stdout = '';
   let stderr = '';
@@ -329,22 +362,40 @@ export async function runDemoChild(options: DemoRunOptions): Promise<DemoRun> {
     const { code, signal } = await exited;
     await sampler;
     // The tree after exit: what is still alive, and what is left on disk.
-    const leftOver = [...new Set([
-      ...[...seen].filter(([pid, startTime]) => alive(pid) && readProcessIdentity(pid)?.startTime === startTime).map(([pid]) => pid),
-      ...processesWith(options.root),
-    ])];
+    const leftOver = [
+      ...new Set([
+        ...[...seen]
+          .filter(([pid, startTime]) => alive(pid) && readProcessIdentity(pid)?.startTime === startTime)
+          .map(([pid]) => pid),
+        ...processesWith(options.root),
+      ]),
+    ];
     for (const file of snapshotFiles(options.root, skip)) files.set(`${file.path}:${hash(file.content)}`, file);
-    const logParts = options.dataDir === undefined ? [] : ['companion.log.1', 'companion.log'].flatMap((name) => {
-      try {
-        return [readFileSync(join(options.dataDir!, 'logs', name), 'utf8')];
-      } catch {
-        return [];
-      }
-    });
+    const logParts =
+      options.dataDir === undefined
+        ? []
+        : ['companion.log.1', 'companion.log'].flatMap((name) => {
+            try {
+              return [readFileSync(join(options.dataDir!, 'logs', name), 'utf8')];
+            } catch {
+              return [];
+            }
+          });
     return {
-      exitCode: code, signal, stdout, stderr, channel,
-      runtimeStderr: channel.filter((m) => m.type === 'runtime-stderr').map((m) => m.text ?? '').join(''),
-      processes: [...processes.values()], files: [...files.values()], available, leftOver, demoPid,
+      exitCode: code,
+      signal,
+      stdout,
+      stderr,
+      channel,
+      runtimeStderr: channel
+        .filter((m) => m.type === 'runtime-stderr')
+        .map((m) => m.text ?? '')
+        .join(''),
+      processes: [...processes.values()],
+      files: [...files.values()],
+      available,
+      leftOver,
+      demoPid,
       logFile: logParts.length === 0 ? null : logParts.join(''),
     };
   } finally {
@@ -376,7 +427,9 @@ export interface ScanPolicy {
  */
 export function leakFindings(run: DemoRun, policy: ScanPolicy): Finding[] {
   const secrets = policy.book.entries();
-  const privates: SecretEntry[] = policy.privateTexts.filter((t) => t.length >= MIN_SECRET_LENGTH).map((t) => ({ kind: 'private text', value: t }));
+  const privates: SecretEntry[] = policy.privateTexts
+    .filter((t) => t.length >= MIN_SECRET_LENGTH)
+    .map((t) => ({ kind: 'private text', value: t }));
   const all = [...secrets, ...privates];
   const findings: Finding[] = [];
   for (const line of run.stdout.split('\n')) {
@@ -403,7 +456,13 @@ export function leakFindings(run: DemoRun, policy: ScanPolicy): Finding[] {
       const at = argv.indexOf('--prompt');
       if (at !== -1 && argv[at + 1] === policy.prompt) argv.splice(at, 2);
     }
-    findings.push(...scanText(`/proc/${proc.pid}/cmdline (${proc.role}: ${proc.argv[1] ?? proc.argv[0] ?? '?'})`, argv.join(' '), all));
+    findings.push(
+      ...scanText(
+        `/proc/${proc.pid}/cmdline (${proc.role}: ${proc.argv[1] ?? proc.argv[0] ?? '?'})`,
+        argv.join(' '),
+        all,
+      ),
+    );
     findings.push(...scanText(`/proc/${proc.pid}/environ (${proc.role})`, proc.environ.join('\n'), all));
   }
   for (const file of run.files) findings.push(...scanText(`file ${file.path}`, file.content, all));

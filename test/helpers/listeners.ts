@@ -61,5 +61,8 @@ export function socketInodesOf(pid: number | 'self' = 'self'): Set<string> {
 /** The listening sockets a process holds, as `address:port` strings, sorted. */
 export function listenersOf(pid: number | 'self' = 'self'): string[] {
   const mine = socketInodesOf(pid);
-  return tcpListeners().filter((l) => mine.has(l.inode)).map((l) => `${l.address}:${l.port}`).sort();
+  return tcpListeners()
+    .filter((l) => mine.has(l.inode))
+    .map((l) => `${l.address}:${l.port}`)
+    .sort();
 }

@@ -2,8 +2,15 @@
 // bytes (the hub's side, from manifest-format.ts).
 import type { KeyObject } from 'node:crypto';
 import {
-  MANIFEST_PURPOSE, encodeManifestKey, encodeManifestPayload, generateManifestKeyPair, parseTrustedKeys, signManifestPayload,
-  type ManifestEnvelope, type ManifestPayload, type TrustedKey,
+  MANIFEST_PURPOSE,
+  encodeManifestKey,
+  encodeManifestPayload,
+  generateManifestKeyPair,
+  parseTrustedKeys,
+  signManifestPayload,
+  type ManifestEnvelope,
+  type ManifestPayload,
+  type TrustedKey,
 } from '../../src/core/manifest-format.js';
 
 export const MANIFEST_ISSUER = 'https://hub.test';
@@ -15,7 +22,9 @@ export const keyA = generateManifestKeyPair();
 export const keyB = generateManifestKeyPair();
 export const outsider = generateManifestKeyPair();
 /** Both A and B pinned (a rotation in progress). */
-export const trusted: TrustedKey[] = parseTrustedKeys(`${encodeManifestKey(keyA.publicKey)},${encodeManifestKey(keyB.publicKey)}`);
+export const trusted: TrustedKey[] = parseTrustedKeys(
+  `${encodeManifestKey(keyA.publicKey)},${encodeManifestKey(keyB.publicKey)}`,
+);
 
 export const SHA = 'a'.repeat(64);
 
@@ -27,8 +36,21 @@ export function payload(overrides: Record<string, unknown> = {}): Record<string,
     issuedAt: nowSeconds - 3600,
     expiresAt: nowSeconds + 86_400,
     models: [
-      { id: 'tiny-llama', name: 'Tiny Llama (test)', url: 'https://models.hub.test/tiny.gguf', size: 401_408, sha256: SHA, runtime: { contextLength: 2048, minRamMiB: 256 } },
-      { id: 'other.model_v2', name: 'Other', url: 'https://models.hub.test/other.gguf', size: 1, sha256: 'b'.repeat(64) },
+      {
+        id: 'tiny-llama',
+        name: 'Tiny Llama (test)',
+        url: 'https://models.hub.test/tiny.gguf',
+        size: 401_408,
+        sha256: SHA,
+        runtime: { contextLength: 2048, minRamMiB: 256 },
+      },
+      {
+        id: 'other.model_v2',
+        name: 'Other',
+        url: 'https://models.hub.test/other.gguf',
+        size: 1,
+        sha256: 'b'.repeat(64),
+      },
     ],
     ...overrides,
   };

@@ -3,8 +3,16 @@
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { inspect } from 'node:util';
 import {
-  buildLoopbackRedirectUri, createPkcePair, createState, parseIssuerMetadata, validateAuthorizationResponse,
-  type IssuerMetadata, type OAuthFetch, type OAuthFetchInit, type PkcePair, type ValidatedCallback,
+  buildLoopbackRedirectUri,
+  createPkcePair,
+  createState,
+  parseIssuerMetadata,
+  validateAuthorizationResponse,
+  type IssuerMetadata,
+  type OAuthFetch,
+  type OAuthFetchInit,
+  type PkcePair,
+  type ValidatedCallback,
 } from '../../src/core/oauth.js';
 
 export const ISSUER = 'https://hub.test';
@@ -71,7 +79,10 @@ export function recordingFetch(answer: (request: RecordedRequest) => Response | 
 }
 
 export function jsonResponse(status: number, body: unknown, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers } });
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers },
+  });
 }
 
 export const ACCESS_TOKEN = 'at-0123456789abcdefghijklmnopqrstuvwxyzABCDEF';
@@ -130,7 +141,13 @@ export function signIn(code = CODE): SignInFixture {
     redirectUri,
     callbackUrl,
     validate(url = callbackUrl) {
-      return validateAuthorizationResponse({ callbackUrl: url, expectedState: state, expectedIssuer: ISSUER, issuerMetadata: md, clientId: CLIENT_ID });
+      return validateAuthorizationResponse({
+        callbackUrl: url,
+        expectedState: state,
+        expectedIssuer: ISSUER,
+        issuerMetadata: md,
+        clientId: CLIENT_ID,
+      });
     },
   };
 }
@@ -149,7 +166,11 @@ export function renderings(value: unknown): string[] {
     out.push(value.message, value.stack ?? '');
     out.push(String((value as { cause?: unknown }).cause ?? ''));
     out.push(JSON.stringify((value as { detail?: unknown }).detail ?? null));
-    out.push(JSON.stringify(Object.getOwnPropertyNames(value).map((k) => [k, String((value as unknown as Record<string, unknown>)[k])])));
+    out.push(
+      JSON.stringify(
+        Object.getOwnPropertyNames(value).map((k) => [k, String((value as unknown as Record<string, unknown>)[k])]),
+      ),
+    );
   }
   return out;
 }

@@ -49,7 +49,11 @@ function nextLine(lines: AsyncIterator<string>, timeoutMs: number, what: string)
 }
 
 export async function spawnProbeGroup(): Promise<ProbeGroup> {
-  const child: ChildProcess = spawn(process.execPath, ['-e', SCRIPT], { detached: true, stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: process.env.PATH ?? '' } });
+  const child: ChildProcess = spawn(process.execPath, ['-e', SCRIPT], {
+    detached: true,
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { PATH: process.env.PATH ?? '' },
+  });
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
     else child.once('exit', () => resolve());

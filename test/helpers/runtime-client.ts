@@ -7,7 +7,11 @@ import type { RuntimeAddress } from '../../src/runtime/health.js';
 export interface RuntimeClient {
   readonly openai: OpenAI;
   /** A raw request to the runtime; `headers` replace the defaults (Host, Authorization in TCP mode). */
-  raw(method: string, path: string, options?: { body?: string | Buffer; headers?: Record<string, string> }): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }>;
+  raw(
+    method: string,
+    path: string,
+    options?: { body?: string | Buffer; headers?: Record<string, string> },
+  ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }>;
   close(): Promise<void>;
 }
 
@@ -26,7 +30,8 @@ export function runtimeClient(address: RuntimeAddress): RuntimeClient {
   return {
     openai,
     async raw(method, path, options = {}) {
-      const headers: Record<string, string> = options.headers ?? (address.kind === 'tcp' ? { authorization: `Bearer ${apiKey}` } : {});
+      const headers: Record<string, string> =
+        options.headers ?? (address.kind === 'tcp' ? { authorization: `Bearer ${apiKey}` } : {});
       const response = await request(`${base}${path}`, {
         method: method as 'GET',
         dispatcher: agent,

@@ -13,9 +13,18 @@ export function tempDir(prefix = 'companion-rt-'): { path: string; cleanup: () =
 }
 
 /** Writes the tiny model (seed 1 unless given) into `dir` and returns its path. */
-export function writeTinyModel(dir: string, options: { seed?: number; omitMetadata?: string[]; name?: string } = {}): string {
+export function writeTinyModel(
+  dir: string,
+  options: { seed?: number; omitMetadata?: string[]; name?: string } = {},
+): string {
   const path = join(dir, options.name ?? 'tiny.gguf');
-  writeFileSync(path, generateTinyGguf({ seed: options.seed ?? 1, ...(options.omitMetadata === undefined ? {} : { omitMetadata: options.omitMetadata }) }));
+  writeFileSync(
+    path,
+    generateTinyGguf({
+      seed: options.seed ?? 1,
+      ...(options.omitMetadata === undefined ? {} : { omitMetadata: options.omitMetadata }),
+    }),
+  );
   return path;
 }
 
@@ -31,7 +40,11 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `predicate` every 25 ms until it holds; throws after `timeoutMs`. */
-export async function waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs: number, what = 'condition'): Promise<void> {
+export async function waitFor(
+  predicate: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await predicate()) return;
@@ -90,7 +103,10 @@ export function descendantsOf(pid: number): number[] {
       } catch {
         continue;
       }
-      for (const child of children.split(' ').filter((c) => c.length > 0).map(Number)) {
+      for (const child of children
+        .split(' ')
+        .filter((c) => c.length > 0)
+        .map(Number)) {
         if (!out.includes(child)) {
           out.push(child);
           walk(child);
@@ -111,7 +127,9 @@ export function runtimeDescendants(root = process.pid): number[] {
   return descendantsOf(root).filter((pid) => {
     try {
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      const runtime = argv.some((arg) => arg.endsWith('runtime-server/main.js') || arg.endsWith('runtime-fake.js')) || argv[0]?.endsWith('bwrap') === true;
+      const runtime =
+        argv.some((arg) => arg.endsWith('runtime-server/main.js') || arg.endsWith('runtime-fake.js')) ||
+        argv[0]?.endsWith('bwrap') === true;
       return runtime && alive(pid);
     } catch {
       return false;
@@ -128,20 +146,25 @@ export function runtimeDescendants(root = process.pid): number[] {
 export function listeningSocketOf(pid: number): string | null {
   let inodes: Set<string>;
   try {
-    inodes = new Set(readdirSync(`/proc/${pid}/fd`).map((fd) => {
-      try {
-        return /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '';
-      } catch {
-        return '';
-      }
-    }).filter((inode) => inode !== ''));
+    inodes = new Set(
+      readdirSync(`/proc/${pid}/fd`)
+        .map((fd) => {
+          try {
+            return /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '';
+          } catch {
+            return '';
+          }
+        })
+        .filter((inode) => inode !== ''),
+    );
   } catch {
     return null;
   }
   // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; flag 00010000 is __SO_ACCEPTCON (listening).
   for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
     const fields = line.trim().split(/\s+/);
-    if (fields.length >= 8 && fields[3] === '00010000' && inodes.has(fields[6]!) && fields[7]!.startsWith('/')) return join(dirname(fields[7]!), 'rt.sock');
+    if (fields.length >= 8 && fields[3] === '00010000' && inodes.has(fields[6]!) && fields[7]!.startsWith('/'))
+      return join(dirname(fields[7]!), 'rt.sock');
   }
   return null;
 }
@@ -152,7 +175,8 @@ export function processesWith(needle: string): number[] {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(needle) && alive(Number(entry))) found.push(Number(entry));
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(needle) && alive(Number(entry)))
+        found.push(Number(entry));
     } catch {
       // Gone meanwhile.
     }

@@ -60,7 +60,9 @@ if (errorCode !== undefined) {
     started = true;
     const line = JSON.parse(buffered.slice(0, newline)) as { listen: { fd: number }; model: unknown; key?: string };
     // Never print the key: the leak scans read stderr.
-    process.stderr.write(`start-line ${JSON.stringify({ ...line, key: line.key === undefined ? undefined : 'present' })}\n`);
+    process.stderr.write(
+      `start-line ${JSON.stringify({ ...line, key: line.key === undefined ? undefined : 'present' })}\n`,
+    );
     server.listen({ fd: line.listen.fd }, report);
   });
   process.stdin.on('end', () => undefined);

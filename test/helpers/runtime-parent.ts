@@ -7,7 +7,8 @@ import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { fakeProfile } from './runtime-env.js';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as { dataDir: string; model?: string; fake?: string[] };
-const profile = config.model !== undefined ? bundledProfile({ modelPath: config.model, threads: 1 }) : fakeProfile(config.fake ?? []);
+const profile =
+  config.model !== undefined ? bundledProfile({ modelPath: config.model, threads: 1 }) : fakeProfile(config.fake ?? []);
 const handle = await spawnRuntime(profile, { dataDir: config.dataDir, readyTimeoutMs: 60_000 });
 process.stdout.write(`${JSON.stringify({ pid: handle.pid })}\n`);
 process.on('SIGTERM', () => {

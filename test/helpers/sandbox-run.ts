@@ -34,9 +34,18 @@ export function killGroup(pid: number | undefined, signal: NodeJS.Signals = 'SIG
 }
 
 /** Runs a command detached, collects its output, kills its group after `timeoutMs`. */
-export function runDetached(command: { file: string; args: readonly string[] }, timeoutMs = 30_000, env: Record<string, string> = {}): Promise<Finished> {
+export function runDetached(
+  command: { file: string; args: readonly string[] },
+  timeoutMs = 30_000,
+  env: Record<string, string> = {},
+): Promise<Finished> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command.file, [...command.args], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env, cwd: '/' });
+    const child = spawn(command.file, [...command.args], {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env,
+      cwd: '/',
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -59,7 +68,9 @@ export function lastJson<T>(finished: Finished): T {
   try {
     return JSON.parse(line) as T;
   } catch {
-    throw new Error(`no JSON from the fixture (code ${String(finished.code)}, signal ${String(finished.signal)}): ${finished.stderr.slice(0, 2000)}`);
+    throw new Error(
+      `no JSON from the fixture (code ${String(finished.code)}, signal ${String(finished.signal)}): ${finished.stderr.slice(0, 2000)}`,
+    );
   }
 }
 
@@ -73,7 +84,12 @@ export interface Started {
 
 /** Starts a long-running command detached; the caller must kill its group (t.after). */
 export function startDetached(command: { file: string; args: readonly string[] }, timeoutMs = 30_000): Started {
-  const child = spawn(command.file, [...command.args], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: {}, cwd: '/' });
+  const child = spawn(command.file, [...command.args], {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {},
+    cwd: '/',
+  });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -81,7 +97,10 @@ export function startDetached(command: { file: string; args: readonly string[] }
   });
   const firstLine = new Promise<string>((resolve, reject) => {
     let buffer = '';
-    const timer = setTimeout(() => reject(new Error(`no line within ${timeoutMs} ms: ${stderr.slice(0, 2000)}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`no line within ${timeoutMs} ms: ${stderr.slice(0, 2000)}`)),
+      timeoutMs,
+    );
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       buffer += chunk;
       const end = buffer.indexOf('\n');

@@ -14,7 +14,17 @@
 // (docs/keychain.md), so tests never call it in the test process: `openKeychainChild` runs the real
 // `openKeychain` in a child process whose environment is the private bus's.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync, chmodSync, readdirSync, lstatSync, readFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  mkdirSync,
+  rmSync,
+  writeFileSync,
+  existsSync,
+  chmodSync,
+  readdirSync,
+  lstatSync,
+  readFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, delimiter } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -47,7 +57,9 @@ const LOGIN = '/org/freedesktop/secrets/collection/login';
 const WAIT_MS = 15_000;
 
 function which(name: string): boolean {
-  return (process.env.PATH ?? '/usr/bin:/bin').split(delimiter).some((dir) => dir !== '' && existsSync(join(dir, name)));
+  return (process.env.PATH ?? '/usr/bin:/bin')
+    .split(delimiter)
+    .some((dir) => dir !== '' && existsSync(join(dir, name)));
 }
 
 /** True when gnome-keyring-daemon, dbus-daemon and dbus-send are installed (for `gate`). */
@@ -56,12 +68,27 @@ export const secretServiceAvailable = which('gnome-keyring-daemon') && which('db
 export const secretToolAvailable = which('secret-tool');
 
 /** Runs a command bounded by `timeoutMs`; resolves with status and output (never rejects). */
-export function run(file: string, args: string[], env: Record<string, string>, timeoutMs = 5_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+export function run(
+  file: string,
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs = 5_000,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(file, args, { env, timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (error, stdout, stderr) => {
-      const status = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : null;
-      resolve({ status, stdout, stderr });
-    });
+    execFile(
+      file,
+      args,
+      { env, timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' },
+      (error, stdout, stderr) => {
+        const status =
+          error === null
+            ? 0
+            : typeof (error as { code?: unknown }).code === 'number'
+              ? (error as { code: number }).code
+              : null;
+        resolve({ status, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -81,7 +108,10 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
 function exited(child: ChildProcess, timeoutMs = 5_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`secret-service helper: pid ${child.pid} did not exit`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`secret-service helper: pid ${child.pid} did not exit`)),
+      timeoutMs,
+    );
     child.once('exit', () => {
       clearTimeout(timer);
       resolve();
@@ -119,26 +149,30 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
     HOME: join(dir, 'home'),
     PATH: process.env.PATH ?? '/usr/bin:/bin',
   };
-  for (const path of [runtime, env.XDG_DATA_HOME!, env.XDG_CONFIG_HOME!, env.XDG_CACHE_HOME!, env.HOME!]) mkdirSync(path, { recursive: true, mode: 0o700 });
+  for (const path of [runtime, env.XDG_DATA_HOME!, env.XDG_CONFIG_HOME!, env.XDG_CACHE_HOME!, env.HOME!])
+    mkdirSync(path, { recursive: true, mode: 0o700 });
   chmodSync(runtime, 0o700);
   const busPath = join(runtime, 'bus');
   const config = join(dir, 'bus.conf');
   // The session bus policy of /usr/share/dbus-1/session.conf, minus its service directories.
-  writeFileSync(config, [
-    '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">',
-    '<busconfig>',
-    '  <type>session</type>',
-    '  <keep_umask/>',
-    `  <listen>unix:path=${busPath}</listen>`,
-    '  <auth>EXTERNAL</auth>',
-    '  <policy context="default">',
-    '    <allow send_destination="*" eavesdrop="true"/>',
-    '    <allow eavesdrop="true"/>',
-    '    <allow own="*"/>',
-    '  </policy>',
-    '</busconfig>',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    config,
+    [
+      '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">',
+      '<busconfig>',
+      '  <type>session</type>',
+      '  <keep_umask/>',
+      `  <listen>unix:path=${busPath}</listen>`,
+      '  <auth>EXTERNAL</auth>',
+      '  <policy context="default">',
+      '    <allow send_destination="*" eavesdrop="true"/>',
+      '    <allow eavesdrop="true"/>',
+      '    <allow own="*"/>',
+      '  </policy>',
+      '</busconfig>',
+      '',
+    ].join('\n'),
+  );
 
   const password = randomBytes(18).toString('base64url');
   let logText = '';
@@ -167,9 +201,17 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
 
   try {
     // The XDG variables are in the bus's own environment before it starts (activation inherits it).
-    bus = track(spawn('dbus-daemon', ['--config-file', config, '--nofork', '--nopidfile', '--print-address=1'], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+    bus = track(
+      spawn('dbus-daemon', ['--config-file', config, '--nofork', '--nopidfile', '--print-address=1'], {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
     const address = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('secret-service helper: dbus-daemon did not print its address')), WAIT_MS);
+      const timer = setTimeout(
+        () => reject(new Error('secret-service helper: dbus-daemon did not print its address')),
+        WAIT_MS,
+      );
       const lines = createInterface({ input: bus!.stdout! });
       lines.once('line', (line) => {
         clearTimeout(timer);
@@ -184,11 +226,34 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
     record('dbus-daemon', bus);
 
     const nameHasOwner = async (): Promise<boolean> => {
-      const r = await run('dbus-send', [`--bus=${address}`, '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', 'string:org.freedesktop.secrets'], env);
+      const r = await run(
+        'dbus-send',
+        [
+          `--bus=${address}`,
+          '--print-reply',
+          '--dest=org.freedesktop.DBus',
+          '/org/freedesktop/DBus',
+          'org.freedesktop.DBus.NameHasOwner',
+          'string:org.freedesktop.secrets',
+        ],
+        env,
+      );
       return r.status === 0 && /boolean true/.test(r.stdout);
     };
     const locked = async (): Promise<boolean | undefined> => {
-      const r = await run('dbus-send', [`--bus=${address}`, '--print-reply', '--dest=org.freedesktop.secrets', LOGIN, 'org.freedesktop.DBus.Properties.Get', 'string:org.freedesktop.Secret.Collection', 'string:Locked'], env);
+      const r = await run(
+        'dbus-send',
+        [
+          `--bus=${address}`,
+          '--print-reply',
+          '--dest=org.freedesktop.secrets',
+          LOGIN,
+          'org.freedesktop.DBus.Properties.Get',
+          'string:org.freedesktop.Secret.Collection',
+          'string:Locked',
+        ],
+        env,
+      );
       if (r.status !== 0) return undefined;
       return /boolean true/.test(r.stdout) ? true : /boolean false/.test(r.stdout) ? false : undefined;
     };
@@ -203,7 +268,8 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
       daemon = child;
       // Ask the bus, not the service: asking the service could activate another daemon (PLATFORM.md).
       await waitFor('org.freedesktop.secrets on the bus', async () => {
-        if (child.exitCode !== null) throw new Error(`secret-service helper: gnome-keyring-daemon exited (${child.exitCode})`);
+        if (child.exitCode !== null)
+          throw new Error(`secret-service helper: gnome-keyring-daemon exited (${child.exitCode})`);
         return nameHasOwner();
       });
       await waitFor('the login collection to be unlocked', async () => (await locked()) === false);
@@ -216,7 +282,18 @@ export async function startSecretService(): Promise<SecretServiceHandle> {
       env,
       dir,
       async lock() {
-        const r = await run('dbus-send', [`--bus=${address}`, '--print-reply', '--dest=org.freedesktop.secrets', '/org/freedesktop/secrets', 'org.freedesktop.Secret.Service.Lock', `array:objpath:${LOGIN}`], env);
+        const r = await run(
+          'dbus-send',
+          [
+            `--bus=${address}`,
+            '--print-reply',
+            '--dest=org.freedesktop.secrets',
+            '/org/freedesktop/secrets',
+            'org.freedesktop.Secret.Service.Lock',
+            `array:objpath:${LOGIN}`,
+          ],
+          env,
+        );
         if (r.status !== 0) throw new Error(`secret-service helper: Lock failed: ${r.stderr.trim()}`);
         await waitFor('the login collection to be locked', async () => (await locked()) === true);
       },
@@ -254,15 +331,22 @@ export type ChildResult =
  * The value of a keychain child's answer; a failed call throws with its code and message (our coded
  * errors, which never carry a stored value) and the child's stderr, so a CI failure names its cause.
  */
-export function okValue(result: ChildResult, what: string, child?: KeychainChild, service?: SecretServiceHandle): unknown {
+export function okValue(
+  result: ChildResult,
+  what: string,
+  child?: KeychainChild,
+  service?: SecretServiceHandle,
+): unknown {
   if (result.ok) return result.value;
   const stderr = child?.stderr().trim() ?? '';
   const log = service?.log().trim() ?? '';
-  throw new Error([
-    `${what}: the keychain child answered ${result.code ?? '(no code)'}: ${result.message}`,
-    ...(stderr === '' ? [] : [`child stderr: ${stderr.slice(-500)}`]),
-    ...(log === '' ? [] : [`secret service log: ${log.slice(-1_500)}`]),
-  ].join('\n'));
+  throw new Error(
+    [
+      `${what}: the keychain child answered ${result.code ?? '(no code)'}: ${result.message}`,
+      ...(stderr === '' ? [] : [`child stderr: ${stderr.slice(-500)}`]),
+      ...(log === '' ? [] : [`secret service log: ${log.slice(-1_500)}`]),
+    ].join('\n'),
+  );
 }
 
 export interface KeychainChild {
@@ -282,9 +366,17 @@ export interface KeychainChildOptions {
  * Runs the real `openKeychain` in a child process with `env` (and nothing else from this process): one
  * JSON request per line on stdin, one JSON answer per line on stdout.
  */
-export async function openKeychainChild(env: Record<string, string>, options: KeychainChildOptions): Promise<KeychainChild> {
+export async function openKeychainChild(
+  env: Record<string, string>,
+  options: KeychainChildOptions,
+): Promise<KeychainChild> {
   const script = join(distRoot, 'test', 'helpers', 'secret-service-child.js');
-  const child = track(spawn(process.execPath, [script], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['pipe', 'pipe', 'pipe'] }));
+  const child = track(
+    spawn(process.execPath, [script], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    }),
+  );
   let errText = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
     errText += chunk;
@@ -298,23 +390,32 @@ export async function openKeychainChild(env: Record<string, string>, options: Ke
     resolve?.(answer as ChildResult);
   });
   child.once('exit', () => {
-    for (const resolve of pending.values()) resolve({ ok: false, code: 'CHILD_EXITED', message: 'the child exited', text: errText });
+    for (const resolve of pending.values())
+      resolve({ ok: false, code: 'CHILD_EXITED', message: 'the child exited', text: errText });
     pending.clear();
   });
   const send = (request: Record<string, unknown>): Promise<ChildResult> =>
     new Promise((resolve, reject) => {
       const id = nextId++;
-      const timer = setTimeout(() => {
-        pending.delete(id);
-        reject(new Error(`keychain child: no answer to ${String(request.op)} in time`));
-      }, WAIT_MS + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
+      const timer = setTimeout(
+        () => {
+          pending.delete(id);
+          reject(new Error(`keychain child: no answer to ${String(request.op)} in time`));
+        },
+        WAIT_MS + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
+      );
       pending.set(id, (result) => {
         clearTimeout(timer);
         resolve(result);
       });
       child.stdin!.write(`${JSON.stringify({ id, ...request })}\n`);
     });
-  const opened = await send({ op: 'open', service: options.service, backend: options.backend ?? 'os', timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS });
+  const opened = await send({
+    op: 'open',
+    service: options.service,
+    backend: options.backend ?? 'os',
+    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+  });
   if (!opened.ok) {
     child.kill('SIGKILL');
     throw new Error(`keychain child: open failed: ${opened.code ?? ''} ${opened.message}`);
@@ -333,13 +434,29 @@ export async function openKeychainChild(env: Record<string, string>, options: Ke
 
 /** The object paths of the items in the login collection (to count what a call stored). */
 export async function loginItems(env: Record<string, string>): Promise<string[]> {
-  const r = await run('dbus-send', [`--bus=${env.DBUS_SESSION_BUS_ADDRESS ?? ''}`, '--print-reply', '--dest=org.freedesktop.secrets', LOGIN, 'org.freedesktop.DBus.Properties.Get', 'string:org.freedesktop.Secret.Collection', 'string:Items'], env);
+  const r = await run(
+    'dbus-send',
+    [
+      `--bus=${env.DBUS_SESSION_BUS_ADDRESS ?? ''}`,
+      '--print-reply',
+      '--dest=org.freedesktop.secrets',
+      LOGIN,
+      'org.freedesktop.DBus.Properties.Get',
+      'string:org.freedesktop.Secret.Collection',
+      'string:Items',
+    ],
+    env,
+  );
   if (r.status !== 0) throw new Error(`secret-service helper: cannot list items: ${r.stderr.trim()}`);
   return [...r.stdout.matchAll(/object path "([^"]+)"/g)].map((m) => m[1]!);
 }
 
 /** `secret-tool lookup service S username A` against the private bus: the value, or null. */
-export async function secretToolLookup(env: Record<string, string>, service: string, account: string): Promise<string | null> {
+export async function secretToolLookup(
+  env: Record<string, string>,
+  service: string,
+  account: string,
+): Promise<string | null> {
   const r = await run('secret-tool', ['lookup', 'service', service, 'username', account], env);
   return r.status === 0 ? r.stdout : null;
 }
@@ -350,7 +467,11 @@ export async function secretToolLookup(env: Record<string, string>, service: str
  * folders such as the system temp dir.
  */
 export function filesContaining(roots: readonly string[], needles: readonly string[], since = 0): string[] {
-  const forms = needles.flatMap((n) => [Buffer.from(n, 'utf8'), Buffer.from(n, 'utf16le'), Buffer.from(Buffer.from(n, 'utf8').toString('base64').slice(0, 24), 'utf8')]);
+  const forms = needles.flatMap((n) => [
+    Buffer.from(n, 'utf8'),
+    Buffer.from(n, 'utf16le'),
+    Buffer.from(Buffer.from(n, 'utf8').toString('base64').slice(0, 24), 'utf8'),
+  ]);
   const hits: string[] = [];
   let budget = 20_000;
   const walk = (dir: string, depth: number): void => {
@@ -392,7 +513,9 @@ export function filesContaining(roots: readonly string[], needles: readonly stri
  */
 export function kernelKeysMentioning(text: string): string[] {
   try {
-    return readFileSync('/proc/keys', 'utf8').split('\n').filter((line) => line.includes(text));
+    return readFileSync('/proc/keys', 'utf8')
+      .split('\n')
+      .filter((line) => line.includes(text));
   } catch {
     return [];
   }

@@ -33,7 +33,11 @@ export interface CliOptions {
 }
 
 /** Starts `node bin/companion.js ...args`; `t.after` stops it if it has not exited. */
-export function startCli(t: { after(fn: () => Promise<void> | void): void }, args: readonly string[], options: CliOptions): CliChild {
+export function startCli(
+  t: { after(fn: () => Promise<void> | void): void },
+  args: readonly string[],
+  options: CliOptions,
+): CliChild {
   const nodeArgs = options.record === true ? ['--import', PRELOAD] : [];
   const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], {
     cwd: repoRoot,
@@ -50,7 +54,8 @@ export function startCli(t: { after(fn: () => Promise<void> | void): void }, arg
   createInterface({ input: child.stdout! }).on('line', (line) => {
     try {
       const value = JSON.parse(line) as unknown;
-      if (typeof value === 'object' && value !== null && !Array.isArray(value)) lines.push(value as Record<string, unknown>);
+      if (typeof value === 'object' && value !== null && !Array.isArray(value))
+        lines.push(value as Record<string, unknown>);
     } catch {
       // a human line
     }
@@ -68,11 +73,13 @@ export function startCli(t: { after(fn: () => Promise<void> | void): void }, arg
   }
   // 'close' (not 'exit'): every line the child printed has been read by then.
   let closed = false;
-  const exit = new Promise<number | null>((resolve) => child.once('close', (code) => {
-    closed = true;
-    for (const wake of waiters.splice(0)) wake();
-    resolve(code);
-  }));
+  const exit = new Promise<number | null>((resolve) =>
+    child.once('close', (code) => {
+      closed = true;
+      for (const wake of waiters.splice(0)) wake();
+      resolve(code);
+    }),
+  );
   const stop = async (): Promise<void> => {
     if (closed) return;
     // SIGTERM first (a hub removes its temporary CA folder on the way out), SIGKILL after 3 s.
@@ -96,9 +103,15 @@ export function startCli(t: { after(fn: () => Promise<void> | void): void }, arg
           const value = lines[seen++]!;
           if (match(value)) return value;
         }
-        if (closed) throw new Error(`companion ${args[0] ?? ''} exited (${child.exitCode ?? child.signalCode}) before the expected line; stderr: ${err.slice(0, 400)}`);
+        if (closed)
+          throw new Error(
+            `companion ${args[0] ?? ''} exited (${child.exitCode ?? child.signalCode}) before the expected line; stderr: ${err.slice(0, 400)}`,
+          );
         const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`companion ${args[0] ?? ''}: no expected line within ${timeoutMs} ms; stderr: ${err.slice(0, 400)}`);
+        if (left <= 0)
+          throw new Error(
+            `companion ${args[0] ?? ''}: no expected line within ${timeoutMs} ms; stderr: ${err.slice(0, 400)}`,
+          );
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, left);
           waiters.push(() => {
@@ -111,7 +124,10 @@ export function startCli(t: { after(fn: () => Promise<void> | void): void }, arg
     async exited(timeoutMs = 15_000) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`companion ${args[0] ?? ''} did not exit within ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(
+          () => reject(new Error(`companion ${args[0] ?? ''} did not exit within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
       });
       try {
         return await Promise.race([exit, timeout]);

@@ -53,7 +53,8 @@ export function recordingFetch(inner: typeof globalThis.fetch, options: Recordin
       if (isToken) {
         try {
           const json = (await response.clone().json()) as Record<string, unknown>;
-          for (const name of RESPONSE_SECRETS) if (typeof json[name] === 'string' && json[name] !== '') record.secrets.add(json[name]);
+          for (const name of RESPONSE_SECRETS)
+            if (typeof json[name] === 'string' && json[name] !== '') record.secrets.add(json[name]);
         } catch {
           // not JSON: nothing to record
         }
@@ -79,7 +80,11 @@ export function deferredBrowser(): { openBrowser: (url: string) => Promise<void>
 }
 
 /** Walks the hub's login and consent pages (dev user) and returns the callback URL, undelivered. */
-export async function callbackFor(ch: CompanionHub, authorizationUrl: string, consent: 'allow' | 'deny' = 'allow'): Promise<URL> {
+export async function callbackFor(
+  ch: CompanionHub,
+  authorizationUrl: string,
+  consent: 'allow' | 'deny' = 'allow',
+): Promise<URL> {
   const outcome = await walkAuthorization(withAgent(ch.hub, ch.agent), new URL(authorizationUrl), { consent });
   if (outcome.kind !== 'redirect') throw new Error(`the hub walk ended on a page (status ${outcome.status})`);
   return outcome.location;
@@ -145,10 +150,11 @@ export async function blackHole(): Promise<{ port: number; close(): Promise<void
   const port = (server.address() as { port: number }).port;
   return {
     port,
-    close: () => new Promise<void>((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
 

@@ -7,9 +7,15 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { distRoot, repoRoot } from '../helpers/paths.js';
 
-function runBench(args: string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function runBench(
+  args: string[],
+  timeoutMs: number,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(distRoot, 'bench', 'run.js'), ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(distRoot, 'bench', 'run.js'), ...args], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
@@ -33,8 +39,16 @@ test('bench workloads --json --quick prints one JSON line with every field, its 
   assert.equal(last.bench, 'workloads');
   assert.ok(Number.isInteger(last.threads) && (last.threads as number) >= 1, `threads ${String(last.threads)}`);
   assert.ok(Number(last.longPrefixTokens) >= 1000, `long prefix of ${String(last.longPrefixTokens)} tokens`);
-  assert.equal(typeof last.inProcessParallel4OverSerial, 'number', 'the profile of parallel4OverSerial (in-process, 4 sequences) is printed');
-  assert.equal(typeof last.runtimeStreamOverInProcess, 'number', 'the profile of streamOverInProcess (straight to the runtime) is printed');
+  assert.equal(
+    typeof last.inProcessParallel4OverSerial,
+    'number',
+    'the profile of parallel4OverSerial (in-process, 4 sequences) is printed',
+  );
+  assert.equal(
+    typeof last.runtimeStreamOverInProcess,
+    'number',
+    'the profile of streamOverInProcess (straight to the runtime) is printed',
+  );
   const targets: Record<string, string> = {
     companionOverInProcess: '>=0.95',
     streamOverInProcess: '>=0.95',

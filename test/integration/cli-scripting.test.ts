@@ -44,7 +44,11 @@ function humanLines(stderr: string): string[] {
 test('companion status piped into a reader that closes after one line exits 0 with nothing on stderr (EPIPE)', async (t) => {
   const dir = tempDir(t);
   for (let round = 0; round < 3; round += 1) {
-    const child = spawn(process.execPath, [BIN, 'status'], { cwd: repoRoot, env: bareEnv(dir), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'status'], {
+      cwd: repoRoot,
+      env: bareEnv(dir),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     let seen = '';
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
@@ -71,7 +75,11 @@ test('--json failures of pull, run, up, status and an unknown command print exac
   const env = bareEnv(dir);
   const hub = ['--hub', 'https://127.0.0.1:9', '--keychain', 'memory'];
   const cases: { args: string[]; code: string; status: number }[] = [
-    { args: ['pull', ...hub, '--manifest-key', `ed25519:${'A'.repeat(43)}`, '--json'], code: 'ERR_NOT_SIGNED_IN', status: 1 },
+    {
+      args: ['pull', ...hub, '--manifest-key', `ed25519:${'A'.repeat(43)}`, '--json'],
+      code: 'ERR_NOT_SIGNED_IN',
+      status: 1,
+    },
     { args: ['run', 'hello', '--tier', 'secret', '--json'], code: 'ERR_USAGE', status: 2 },
     { args: ['up', '--threads', '0', '--json'], code: 'ERR_USAGE', status: 2 },
     { args: ['status', '--thread', '2', '--json'], code: 'ERR_USAGE', status: 2 },
@@ -145,7 +153,8 @@ test('an unknown option is one readable line naming it (never node:util text, ne
   assert.equal(missing.stderr, 'companion status: --data-dir needs a value (see companion status --help)\n');
   const flag = await runCli(['status', '--json=1'], env, 30_000);
   assert.equal(flag.stderr, 'companion status: --json takes no value (see companion status --help)\n');
-  for (const result of [up, secret, missing, flag]) assert.doesNotMatch(result.stderr, /TypeError|ERR_PARSE_ARGS|To specify a positional/);
+  for (const result of [up, secret, missing, flag])
+    assert.doesNotMatch(result.stderr, /TypeError|ERR_PARSE_ARGS|To specify a positional/);
 });
 
 test('companion status exits 1 when the keychain is unavailable, and 0 when nothing is set up (not a fault)', async (t) => {

@@ -8,7 +8,18 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMANDS } from '../../src/cli/commands.js';
@@ -90,7 +101,11 @@ describe('help, "did you mean", examples and completion', () => {
       // Every --help has a short description, its options and an Examples: section that runs the command.
       assert.match(viaFlag.stdout, /^Usage: companion /, command.name);
       assert.match(viaFlag.stdout, /\nOptions:\n/, command.name);
-      assert.match(viaFlag.stdout, new RegExp(`\\nExamples:\\n(?: {2}.+\\n)*? {2}.*companion ${command.name}\\b`), command.name);
+      assert.match(
+        viaFlag.stdout,
+        new RegExp(`\\nExamples:\\n(?: {2}.+\\n)*? {2}.*companion ${command.name}\\b`),
+        command.name,
+      );
     }
   });
 
@@ -101,7 +116,9 @@ describe('help, "did you mean", examples and completion', () => {
     assert.equal(typo.stdout, '');
     const json = await runCli(['endpiont', '--json'], baseEnv(), 30_000);
     assert.equal(json.status, 2);
-    assert.deepEqual(JSON.parse(json.stdout), { error: { code: 'ERR_USAGE', message: 'unknown command endpiont; did you mean endpoint?' } });
+    assert.deepEqual(JSON.parse(json.stdout), {
+      error: { code: 'ERR_USAGE', message: 'unknown command endpiont; did you mean endpoint?' },
+    });
     const help = await runCli(['help', 'lgout'], baseEnv(), 30_000);
     assert.equal(help.status, 2);
     assert.equal(help.stderr, 'companion help: unknown command lgout; did you mean logout?\n');
@@ -214,17 +231,30 @@ describe('companion stop without a running up', () => {
     mkdirSync(join(dir, 'run'), { mode: 0o700 });
     const lockPath = join(dir, 'run', 'up.lock');
     // A node process standing in for a hung `up`: the lock names it with its real identity.
-    const stubborn = track(spawn(process.execPath, ['-e', 'process.on("SIGTERM", () => console.log("term")); console.log("ready"); setInterval(() => {}, 1000);'], { stdio: ['ignore', 'pipe', 'ignore'] }));
+    const stubborn = track(
+      spawn(
+        process.execPath,
+        ['-e', 'process.on("SIGTERM", () => console.log("term")); console.log("ready"); setInterval(() => {}, 1000);'],
+        { stdio: ['ignore', 'pipe', 'ignore'] },
+      ),
+    );
     let out = '';
-    await new Promise<void>((resolve) => stubborn.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk.toString('utf8');
-      if (out.includes('ready')) resolve();
-    }));
+    await new Promise<void>((resolve) =>
+      stubborn.stdout!.on('data', (chunk: Buffer) => {
+        out += chunk.toString('utf8');
+        if (out.includes('ready')) resolve();
+      }),
+    );
     writeFileSync(lockPath, lockRecordOf(stubborn.pid!), { mode: 0o600 });
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => stubborn.once('exit', (_code, signal) => resolve(signal)));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      stubborn.once('exit', (_code, signal) => resolve(signal)),
+    );
     const result = await runCli(['stop', '--timeout', '1', '--data-dir', dir], baseEnv(), 60_000);
     assert.equal(result.status, 0, result.stderr);
-    assert.equal(result.stderr, `companion (pid ${stubborn.pid}) did not exit within 1 s of SIGTERM; sending SIGKILL\n`);
+    assert.equal(
+      result.stderr,
+      `companion (pid ${stubborn.pid}) did not exit within 1 s of SIGTERM; sending SIGKILL\n`,
+    );
     assert.equal(result.stdout, `Stopped companion (pid ${stubborn.pid}) with SIGKILL.\n`);
     assert.equal(await exited, 'SIGKILL');
     assert.ok(out.includes('term'), 'it got SIGTERM first');
@@ -235,7 +265,11 @@ describe('companion stop without a running up', () => {
     const dir = dataDir('detach-fails', false);
     const env = baseEnv();
     stopAtEnd(dir, env);
-    const result = await runCli(['up', '--detach', ...UP_ARGS, '--keychain', 'memory', '--data-dir', dir], env, 120_000);
+    const result = await runCli(
+      ['up', '--detach', ...UP_ARGS, '--keychain', 'memory', '--data-dir', dir],
+      env,
+      120_000,
+    );
     assert.equal(result.status, 1, result.stderr);
     assert.match(result.stderr, /^companion up: .+ \[ERR_MODEL_NOT_INSTALLED\]\n$/);
     assert.equal(result.stdout, '');
@@ -247,157 +281,212 @@ describe('companion stop without a running up', () => {
   });
 });
 
-describe('companion up --detach, logs and stop on the real Secret Service', { ...gate('gnome-keyring', secretServiceAvailable, 'apt-get install gnome-keyring dbus'), timeout: 240_000 }, () => {
-  let secrets: SecretServiceHandle | null = null;
-  let env: NodeJS.ProcessEnv = {};
+describe(
+  'companion up --detach, logs and stop on the real Secret Service',
+  { ...gate('gnome-keyring', secretServiceAvailable, 'apt-get install gnome-keyring dbus'), timeout: 240_000 },
+  () => {
+    let secrets: SecretServiceHandle | null = null;
+    let env: NodeJS.ProcessEnv = {};
 
-  before(async () => {
-    secrets = await startSecretService();
-    env = baseEnv(secrets.env);
-  });
+    before(async () => {
+      secrets = await startSecretService();
+      env = baseEnv(secrets.env);
+    });
 
-  after(async () => {
-    await secrets?.stop();
-  });
+    after(async () => {
+      await secrets?.stop();
+    });
 
-  async function cli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
-    return runCli(args, env, timeoutMs);
-  }
-
-  test('up --detach returns once available with URL and pid; the endpoint serves; logs show events and runtime stderr, never the token; stop stops it', async () => {
-    const dir = dataDir('detached', false);
-    const { sha256, modelPath } = installTinyModel(dir);
-    stopAtEnd(dir, env);
-    const started = await cli(['up', '--detach', '--json', ...UP_ARGS, '--data-dir', dir], 180_000);
-    assert.equal(started.status, 0, started.stderr);
-    const event = JSON.parse(started.stdout) as { event: string; endpoint: string; pid: number };
-    assert.equal(event.event, 'available');
-    assert.match(event.endpoint, /^http:\/\/127\.0\.0\.1:\d+\/v1$/);
-    assert.ok(alive(event.pid), 'the background up runs after the command returned');
-    const lock = JSON.parse(readFileSync(join(dir, 'run', 'up.lock'), 'utf8')) as { pid: number };
-    assert.equal(lock.pid, event.pid, 'the background up holds the lock');
-
-    // A client in another process gets URL and token from `endpoint` and is served.
-    const handed = await cli(['endpoint', '--json', '--hub', HUB, '--data-dir', dir]);
-    assert.equal(handed.status, 0, handed.stderr);
-    const { url, token } = JSON.parse(handed.stdout) as { url: string; token: string };
-    assert.equal(url, event.endpoint);
-    const models = await fetch(`${url}/models`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });
-    assert.equal(models.status, 200);
-    await models.body?.cancel();
-
-    // A second --detach on the same data dir reports the running one and leaves it alone.
-    const second = await cli(['up', '--detach', ...UP_ARGS, '--data-dir', dir], 60_000);
-    assert.equal(second.status, 1);
-    assert.equal(second.stderr, `companion is already running at ${url} (pid ${event.pid})\n`);
-    assert.ok(alive(event.pid));
-
-    // The log: private, its events and the runtime's stderr, no secret.
-    const logFile = join(dir, 'logs', 'companion.log');
-    assert.equal(statSync(join(dir, 'logs')).mode & 0o777, 0o700);
-    assert.equal(statSync(logFile).mode & 0o777, 0o600);
-    const logs = await cli(['logs', '--lines', '1000', '--data-dir', dir]);
-    assert.equal(logs.status, 0, logs.stderr);
-    assert.match(logs.stdout, new RegExp(` up: started \\(pid ${event.pid}, in the background\\)\\n`));
-    assert.match(logs.stdout, new RegExp(` up: listening at ${url.replace(/[.]/g, '\\.')}\\n`));
-    assert.match(logs.stdout, / up: runtime ready \(pid \d+\)\n/);
-    assert.match(logs.stdout, / up: available \(\d+ parallel sequences? of \d+ tokens\)\n/);
-    assert.match(logs.stdout, / runtime: \S/, 'the runtime\'s stderr is in the log');
-    for (const [what, text] of [['logs output', logs.stdout], ['log file', readFileSync(logFile, 'utf8')]] as const) {
-      assert.ok(!text.includes(token), `${what}: no loopback token`);
-      assert.ok(!text.includes(encodeURIComponent(token)), `${what}: no encoded loopback token`);
-      assert.ok(!text.includes(modelPath) && !text.includes(join(dir, 'models')), `${what}: no model path`);
-      assert.ok(!text.toLowerCase().includes(sha256), `${what}: no model digest`);
+    async function cli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+      return runCli(args, env, timeoutMs);
     }
-    const tail = await cli(['logs', '--lines', '2', '--json', '--data-dir', dir]);
-    assert.equal(tail.status, 0, tail.stderr);
-    const tailLines = tail.stdout.trim().split('\n').map((line) => JSON.parse(line) as { time: string; source: string; text: string });
-    assert.equal(tailLines.length, 2);
-    for (const line of tailLines) assert.ok(!Number.isNaN(Date.parse(line.time)) && /^(up|runtime)$/.test(line.source) && line.text.length > 0, JSON.stringify(line));
 
-    // logs --follow prints what is written while it runs: the stop's lines.
-    const follower = startCli(['logs', '--follow', '--lines', '1', '--data-dir', dir], env);
-    cleanups.push(() => follower.stop());
-    // Its first line is the last one written so far: from then on it follows (nothing is lost in between).
-    const ready = Date.now() + 30_000;
-    while (follower.lines.length === 0 && Date.now() < ready) await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.equal(follower.lines.length, 1, follower.stderr());
-    const stopped = await cli(['stop', '--data-dir', dir], 60_000);
-    assert.equal(stopped.status, 0, stopped.stderr);
-    assert.equal(stopped.stdout, `Stopped companion (pid ${event.pid}).\n`);
-    assert.equal(stopped.stderr, '');
-    assert.equal(alive(event.pid), false, 'the background up exited');
-    assert.equal(existsSync(join(dir, 'run', 'up.lock')), false, 'its lock is released');
-    assert.equal(existsSync(join(dir, 'run', 'endpoint.json')), false, 'its discovery record is removed');
-    const runtimePid = Number(/ up: runtime ready \(pid (\d+)\)/.exec(logs.stdout)?.[1]);
-    assert.equal(alive(runtimePid), false, 'its runtime is gone too');
-    const deadline = Date.now() + 30_000;
-    while (!follower.lines.some((line) => / up: stopped$/.test(line)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.ok(follower.lines.some((line) => / up: SIGTERM: stopping$/.test(line)), follower.lines.join('\n'));
-    assert.ok(follower.lines.some((line) => / up: stopped$/.test(line)), follower.lines.join('\n'));
-    assert.equal(follower.lines.filter((line) => / up: (started|listening at) /.test(line)).length, 0, '--lines 1 printed only the last line from before');
-    assert.equal(await follower.stop(), 0, 'logs --follow ends with 0 on SIGTERM');
+    test('up --detach returns once available with URL and pid; the endpoint serves; logs show events and runtime stderr, never the token; stop stops it', async () => {
+      const dir = dataDir('detached', false);
+      const { sha256, modelPath } = installTinyModel(dir);
+      stopAtEnd(dir, env);
+      const started = await cli(['up', '--detach', '--json', ...UP_ARGS, '--data-dir', dir], 180_000);
+      assert.equal(started.status, 0, started.stderr);
+      const event = JSON.parse(started.stdout) as { event: string; endpoint: string; pid: number };
+      assert.equal(event.event, 'available');
+      assert.match(event.endpoint, /^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+      assert.ok(alive(event.pid), 'the background up runs after the command returned');
+      const lock = JSON.parse(readFileSync(join(dir, 'run', 'up.lock'), 'utf8')) as { pid: number };
+      assert.equal(lock.pid, event.pid, 'the background up holds the lock');
 
-    const again = await cli(['stop', '--data-dir', dir]);
-    assert.equal(again.status, 0);
-    assert.equal(again.stdout, `companion is not running (data dir ${dir})\n`);
-  });
+      // A client in another process gets URL and token from `endpoint` and is served.
+      const handed = await cli(['endpoint', '--json', '--hub', HUB, '--data-dir', dir]);
+      assert.equal(handed.status, 0, handed.stderr);
+      const { url, token } = JSON.parse(handed.stdout) as { url: string; token: string };
+      assert.equal(url, event.endpoint);
+      const models = await fetch(`${url}/models`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(10_000),
+      });
+      assert.equal(models.status, 200);
+      await models.body?.cancel();
 
-  test('logout stops the running up of its data dir first, then deletes the keychain items; the endpoint no longer serves', async () => {
-    const dir = dataDir('logout', false);
-    installTinyModel(dir);
-    stopAtEnd(dir, env);
-    const started = await cli(['up', '--detach', '--json', ...UP_ARGS, '--data-dir', dir], 180_000);
-    assert.equal(started.status, 0, started.stderr);
-    const event = JSON.parse(started.stdout) as { endpoint: string; pid: number };
-    const handed = await cli(['endpoint', '--json', '--hub', HUB, '--data-dir', dir]);
-    assert.equal(handed.status, 0, handed.stderr);
+      // A second --detach on the same data dir reports the running one and leaves it alone.
+      const second = await cli(['up', '--detach', ...UP_ARGS, '--data-dir', dir], 60_000);
+      assert.equal(second.status, 1);
+      assert.equal(second.stderr, `companion is already running at ${url} (pid ${event.pid})\n`);
+      assert.ok(alive(event.pid));
 
-    const logout = await cli(['logout', '--json', '--hub', HUB, '--data-dir', dir], 90_000);
-    assert.equal(logout.status, 0, logout.stderr);
-    const events = logout.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
-    assert.deepEqual(events[0], { event: 'stopped', pid: event.pid });
-    assert.equal(events[1]?.event, 'signed-out');
-    assert.equal(alive(event.pid), false, 'the up exited before logout returned');
-    assert.equal(existsSync(join(dir, 'run', 'up.lock')), false, 'its lock is released');
-    await assert.rejects(fetch(`${event.endpoint}/models`, { signal: AbortSignal.timeout(5_000) }), 'nothing listens on the endpoint any more');
-    const after = await cli(['endpoint', '--json', '--hub', HUB, '--data-dir', dir]);
-    assert.notEqual(after.status, 0, 'endpoint has nothing to hand out');
-    assert.ok(!after.stdout.includes((JSON.parse(handed.stdout) as { token: string }).token), 'the old token is gone');
+      // The log: private, its events and the runtime's stderr, no secret.
+      const logFile = join(dir, 'logs', 'companion.log');
+      assert.equal(statSync(join(dir, 'logs')).mode & 0o777, 0o700);
+      assert.equal(statSync(logFile).mode & 0o777, 0o600);
+      const logs = await cli(['logs', '--lines', '1000', '--data-dir', dir]);
+      assert.equal(logs.status, 0, logs.stderr);
+      assert.match(logs.stdout, new RegExp(` up: started \\(pid ${event.pid}, in the background\\)\\n`));
+      assert.match(logs.stdout, new RegExp(` up: listening at ${url.replace(/[.]/g, '\\.')}\\n`));
+      assert.match(logs.stdout, / up: runtime ready \(pid \d+\)\n/);
+      assert.match(logs.stdout, / up: available \(\d+ parallel sequences? of \d+ tokens\)\n/);
+      assert.match(logs.stdout, / runtime: \S/, "the runtime's stderr is in the log");
+      for (const [what, text] of [
+        ['logs output', logs.stdout],
+        ['log file', readFileSync(logFile, 'utf8')],
+      ] as const) {
+        assert.ok(!text.includes(token), `${what}: no loopback token`);
+        assert.ok(!text.includes(encodeURIComponent(token)), `${what}: no encoded loopback token`);
+        assert.ok(!text.includes(modelPath) && !text.includes(join(dir, 'models')), `${what}: no model path`);
+        assert.ok(!text.toLowerCase().includes(sha256), `${what}: no model digest`);
+      }
+      const tail = await cli(['logs', '--lines', '2', '--json', '--data-dir', dir]);
+      assert.equal(tail.status, 0, tail.stderr);
+      const tailLines = tail.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { time: string; source: string; text: string });
+      assert.equal(tailLines.length, 2);
+      for (const line of tailLines)
+        assert.ok(
+          !Number.isNaN(Date.parse(line.time)) && /^(up|runtime)$/.test(line.source) && line.text.length > 0,
+          JSON.stringify(line),
+        );
 
-    // Without a running up, logout says nothing about stopping.
-    const human = await cli(['logout', '--hub', HUB, '--data-dir', dir], 60_000);
-    assert.equal(human.status, 0, human.stderr);
-    assert.doesNotMatch(human.stdout, /Stopped/);
-  });
-});
+      // logs --follow prints what is written while it runs: the stop's lines.
+      const follower = startCli(['logs', '--follow', '--lines', '1', '--data-dir', dir], env);
+      cleanups.push(() => follower.stop());
+      // Its first line is the last one written so far: from then on it follows (nothing is lost in between).
+      const ready = Date.now() + 30_000;
+      while (follower.lines.length === 0 && Date.now() < ready) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(follower.lines.length, 1, follower.stderr());
+      const stopped = await cli(['stop', '--data-dir', dir], 60_000);
+      assert.equal(stopped.status, 0, stopped.stderr);
+      assert.equal(stopped.stdout, `Stopped companion (pid ${event.pid}).\n`);
+      assert.equal(stopped.stderr, '');
+      assert.equal(alive(event.pid), false, 'the background up exited');
+      assert.equal(existsSync(join(dir, 'run', 'up.lock')), false, 'its lock is released');
+      assert.equal(existsSync(join(dir, 'run', 'endpoint.json')), false, 'its discovery record is removed');
+      const runtimePid = Number(/ up: runtime ready \(pid (\d+)\)/.exec(logs.stdout)?.[1]);
+      assert.equal(alive(runtimePid), false, 'its runtime is gone too');
+      const deadline = Date.now() + 30_000;
+      while (!follower.lines.some((line) => / up: stopped$/.test(line)) && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.ok(
+        follower.lines.some((line) => / up: SIGTERM: stopping$/.test(line)),
+        follower.lines.join('\n'),
+      );
+      assert.ok(
+        follower.lines.some((line) => / up: stopped$/.test(line)),
+        follower.lines.join('\n'),
+      );
+      assert.equal(
+        follower.lines.filter((line) => / up: (started|listening at) /.test(line)).length,
+        0,
+        '--lines 1 printed only the last line from before',
+      );
+      assert.equal(await follower.stop(), 0, 'logs --follow ends with 0 on SIGTERM');
+
+      const again = await cli(['stop', '--data-dir', dir]);
+      assert.equal(again.status, 0);
+      assert.equal(again.stdout, `companion is not running (data dir ${dir})\n`);
+    });
+
+    test('logout stops the running up of its data dir first, then deletes the keychain items; the endpoint no longer serves', async () => {
+      const dir = dataDir('logout', false);
+      installTinyModel(dir);
+      stopAtEnd(dir, env);
+      const started = await cli(['up', '--detach', '--json', ...UP_ARGS, '--data-dir', dir], 180_000);
+      assert.equal(started.status, 0, started.stderr);
+      const event = JSON.parse(started.stdout) as { endpoint: string; pid: number };
+      const handed = await cli(['endpoint', '--json', '--hub', HUB, '--data-dir', dir]);
+      assert.equal(handed.status, 0, handed.stderr);
+
+      const logout = await cli(['logout', '--json', '--hub', HUB, '--data-dir', dir], 90_000);
+      assert.equal(logout.status, 0, logout.stderr);
+      const events = logout.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      assert.deepEqual(events[0], { event: 'stopped', pid: event.pid });
+      assert.equal(events[1]?.event, 'signed-out');
+      assert.equal(alive(event.pid), false, 'the up exited before logout returned');
+      assert.equal(existsSync(join(dir, 'run', 'up.lock')), false, 'its lock is released');
+      await assert.rejects(
+        fetch(`${event.endpoint}/models`, { signal: AbortSignal.timeout(5_000) }),
+        'nothing listens on the endpoint any more',
+      );
+      const after = await cli(['endpoint', '--json', '--hub', HUB, '--data-dir', dir]);
+      assert.notEqual(after.status, 0, 'endpoint has nothing to hand out');
+      assert.ok(
+        !after.stdout.includes((JSON.parse(handed.stdout) as { token: string }).token),
+        'the old token is gone',
+      );
+
+      // Without a running up, logout says nothing about stopping.
+      const human = await cli(['logout', '--hub', HUB, '--data-dir', dir], 60_000);
+      assert.equal(human.status, 0, human.stderr);
+      assert.doesNotMatch(human.stdout, /Stopped/);
+    });
+  },
+);
 
 describe('companion demo --data-dir', () => {
-  test('demo --data-dir keeps its state (model, log) in a new folder, runs again on it, and refuses a folder that is not a demo\'s', { timeout: 300_000 }, async () => {
-    const env = baseEnv({ XDG_RUNTIME_DIR: join(root, 'xdg-run'), TMPDIR: join(root, 'tmp') });
-    mkdirSync(join(root, 'xdg-run'), { recursive: true, mode: 0o700 });
-    mkdirSync(join(root, 'tmp'), { recursive: true, mode: 0o700 });
-    const dir = join(root, 'demo-state');
-    const first = await runCli(['demo', '--keychain', 'memory', '--threads', '1', '--data-dir', dir], env, 240_000);
-    assert.equal(first.status, 0, first.stderr);
-    assert.equal(statSync(dir).mode & 0o777, 0o700);
-    assert.ok(readdirSync(join(dir, 'models')).some((name) => name.endsWith('.gguf')), 'the model stays in the data dir');
-    const log = readFileSync(join(dir, 'logs', 'companion.log'), 'utf8');
-    assert.match(log, / demo: started/);
-    assert.match(log, / up: available \(\d+ parallel sequences? of \d+ tokens\)\n/);
-    assert.deepEqual(readdirSync(join(root, 'tmp')).filter((name) => name.startsWith('companion-demo-')), [], 'no temp data dir was used');
-    assert.equal(existsSync(join(dir, 'run', 'up.lock')), false, 'the demo released the data dir');
+  test(
+    "demo --data-dir keeps its state (model, log) in a new folder, runs again on it, and refuses a folder that is not a demo's",
+    { timeout: 300_000 },
+    async () => {
+      const env = baseEnv({ XDG_RUNTIME_DIR: join(root, 'xdg-run'), TMPDIR: join(root, 'tmp') });
+      mkdirSync(join(root, 'xdg-run'), { recursive: true, mode: 0o700 });
+      mkdirSync(join(root, 'tmp'), { recursive: true, mode: 0o700 });
+      const dir = join(root, 'demo-state');
+      const first = await runCli(['demo', '--keychain', 'memory', '--threads', '1', '--data-dir', dir], env, 240_000);
+      assert.equal(first.status, 0, first.stderr);
+      assert.equal(statSync(dir).mode & 0o777, 0o700);
+      assert.ok(
+        readdirSync(join(dir, 'models')).some((name) => name.endsWith('.gguf')),
+        'the model stays in the data dir',
+      );
+      const log = readFileSync(join(dir, 'logs', 'companion.log'), 'utf8');
+      assert.match(log, / demo: started/);
+      assert.match(log, / up: available \(\d+ parallel sequences? of \d+ tokens\)\n/);
+      assert.deepEqual(
+        readdirSync(join(root, 'tmp')).filter((name) => name.startsWith('companion-demo-')),
+        [],
+        'no temp data dir was used',
+      );
+      assert.equal(existsSync(join(dir, 'run', 'up.lock')), false, 'the demo released the data dir');
 
-    const second = await runCli(['demo', '--keychain', 'memory', '--threads', '1', '--data-dir', dir], env, 240_000);
-    assert.equal(second.status, 0, second.stderr);
-    assert.equal(readFileSync(join(dir, 'logs', 'companion.log'), 'utf8').split(' demo: started').length, 3, 'the second run appended to the same log');
+      const second = await runCli(['demo', '--keychain', 'memory', '--threads', '1', '--data-dir', dir], env, 240_000);
+      assert.equal(second.status, 0, second.stderr);
+      assert.equal(
+        readFileSync(join(dir, 'logs', 'companion.log'), 'utf8').split(' demo: started').length,
+        3,
+        'the second run appended to the same log',
+      );
 
-    // A folder with other files (an installation, a home folder…) is refused before anything starts.
-    const foreign = dataDir('not-a-demo');
-    const before = readdirSync(foreign).sort();
-    const refused = await runCli(['demo', '--keychain', 'memory', '--data-dir', foreign], env, 60_000);
-    assert.equal(refused.status, 2, refused.stderr);
-    assert.match(refused.stderr, /^companion demo: .*not-a-demo is not empty and is not a folder an earlier demo made; .* \(see companion demo --help\)\n$/);
-    assert.deepEqual(readdirSync(foreign).sort(), before, 'nothing was written there');
-  });
+      // A folder with other files (an installation, a home folder…) is refused before anything starts.
+      const foreign = dataDir('not-a-demo');
+      const before = readdirSync(foreign).sort();
+      const refused = await runCli(['demo', '--keychain', 'memory', '--data-dir', foreign], env, 60_000);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(
+        refused.stderr,
+        /^companion demo: .*not-a-demo is not empty and is not a folder an earlier demo made; .* \(see companion demo --help\)\n$/,
+      );
+      assert.deepEqual(readdirSync(foreign).sort(), before, 'nothing was written there');
+    },
+  );
 });

@@ -6,7 +6,16 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { keychainServiceFor } from '../../src/authority/keychain.js';
@@ -16,7 +25,14 @@ import { UP_LOCK_FORMAT } from '../../src/shell/up-lock.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runCli, startCli, type LongRunning } from '../helpers/cli.js';
 import { gate } from '../helpers/gate.js';
-import { okValue, openKeychainChild, secretServiceAvailable, startSecretService, type KeychainChild, type SecretServiceHandle } from '../helpers/secret-service.js';
+import {
+  okValue,
+  openKeychainChild,
+  secretServiceAvailable,
+  startSecretService,
+  type KeychainChild,
+  type SecretServiceHandle,
+} from '../helpers/secret-service.js';
 
 // The hub is never contacted by up, endpoint or status: it only names the keychain service.
 const HUB = 'https://127.0.0.1:9';
@@ -54,20 +70,32 @@ async function keychainOf(dataDir: string): Promise<KeychainChild> {
 
 async function storedToken(dataDir: string): Promise<string | null> {
   const keychain = await keychainOf(dataDir);
-  const value = okValue(await keychain.call('get', 'loopback-token'), 'get loopback-token', keychain, secrets ?? undefined);
+  const value = okValue(
+    await keychain.call('get', 'loopback-token'),
+    'get loopback-token',
+    keychain,
+    secrets ?? undefined,
+  );
   return typeof value === 'string' ? value : null;
 }
 
 /** Starts `companion up --json` on `dataDir` and waits until it is available. */
 async function startUp(dataDir: string): Promise<{ up: LongRunning; endpoint: string }> {
-  const up = startCli(['up', '--json', '--threads', '1', '--allow-unsandboxed', '--hub', HUB, '--data-dir', dataDir], env);
+  const up = startCli(
+    ['up', '--json', '--threads', '1', '--allow-unsandboxed', '--hub', HUB, '--data-dir', dataDir],
+    env,
+  );
   ups.push(up);
   const available = await up.waitJson((v) => v.event === 'available', 90_000);
   return { up, endpoint: String(available.endpoint) };
 }
 
 async function modelsStatus(endpoint: string, token: string): Promise<number> {
-  const response = await fetch(`${endpoint}/models`, { headers: { authorization: `Bearer ${token}` }, redirect: 'error', signal: AbortSignal.timeout(10_000) });
+  const response = await fetch(`${endpoint}/models`, {
+    headers: { authorization: `Bearer ${token}` },
+    redirect: 'error',
+    signal: AbortSignal.timeout(10_000),
+  });
   await response.body?.cancel();
   return response.status;
 }
@@ -118,15 +146,38 @@ describe('companion up: one instance per data dir', options, () => {
     const runtimeBefore = (JSON.parse(readRun(dataDir, 'state.json')) as { runtime: { pid: number } | null }).runtime;
     assert.ok(runtimeBefore !== null);
 
-    const second = await runCli(['up', '--threads', '1', '--allow-unsandboxed', '--hub', HUB, '--data-dir', dataDir], env, 30_000);
+    const second = await runCli(
+      ['up', '--threads', '1', '--allow-unsandboxed', '--hub', HUB, '--data-dir', dataDir],
+      env,
+      30_000,
+    );
     assert.equal(second.status, 1, second.stderr);
     assert.equal(second.stderr, `companion is already running at ${endpoint} (pid ${pid})\n`);
     assert.equal(second.stdout, '');
 
-    const json = await runCli(['up', '--json', '--threads', '1', '--allow-unsandboxed', '--hub', HUB, '--data-dir', dataDir], env, 30_000);
+    const json = await runCli(
+      ['up', '--json', '--threads', '1', '--allow-unsandboxed', '--hub', HUB, '--data-dir', dataDir],
+      env,
+      30_000,
+    );
     assert.equal(json.status, 1, json.stderr);
     assert.equal(json.stderr, `companion is already running at ${endpoint} (pid ${pid})\n`);
-    assert.deepEqual(json.stdout.trim().split('\n').map((line) => JSON.parse(line) as unknown), [{ error: { code: 'ERR_LOCKED_BY_OTHER', message: `companion is already running at ${endpoint} (pid ${pid})`, pid, endpoint } }]);
+    assert.deepEqual(
+      json.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as unknown),
+      [
+        {
+          error: {
+            code: 'ERR_LOCKED_BY_OTHER',
+            message: `companion is already running at ${endpoint} (pid ${pid})`,
+            pid,
+            endpoint,
+          },
+        },
+      ],
+    );
 
     // Nothing the first one owns was deleted or replaced.
     assert.equal(readRun(dataDir, 'endpoint.json'), record);
@@ -154,10 +205,24 @@ describe('companion up: one instance per data dir', options, () => {
       const identity = readProcessIdentity(sleeper.pid!);
       assert.ok(identity !== null);
       const stale: [string, string][] = [
-        ['a dead pid', JSON.stringify({ format: UP_LOCK_FORMAT, pid: await deadPid(), startTime: '4242', exe: NODE_EXE })],
+        [
+          'a dead pid',
+          JSON.stringify({ format: UP_LOCK_FORMAT, pid: await deadPid(), startTime: '4242', exe: NODE_EXE }),
+        ],
         // Same pid and start time, another program: the pid was reused.
-        ['a reused pid (another program)', JSON.stringify({ format: UP_LOCK_FORMAT, pid: sleeper.pid!, startTime: identity.startTime, exe: NODE_EXE })],
-        ['a reused pid (another start time)', JSON.stringify({ format: UP_LOCK_FORMAT, pid: sleeper.pid!, startTime: String(Number(identity.startTime) - 1), exe: identity.exe })],
+        [
+          'a reused pid (another program)',
+          JSON.stringify({ format: UP_LOCK_FORMAT, pid: sleeper.pid!, startTime: identity.startTime, exe: NODE_EXE }),
+        ],
+        [
+          'a reused pid (another start time)',
+          JSON.stringify({
+            format: UP_LOCK_FORMAT,
+            pid: sleeper.pid!,
+            startTime: String(Number(identity.startTime) - 1),
+            exe: identity.exe,
+          }),
+        ],
         ['a file that is not a lock', 'garbage'],
       ];
       for (const [name, text] of stale) {
@@ -178,7 +243,11 @@ describe('companion up: one instance per data dir', options, () => {
     // A failed start (no model installed) releases the lock too.
     const empty = join(root, 'no-model');
     mkdirSync(empty, { mode: 0o700 });
-    const failed = await runCli(['up', '--threads', '1', '--allow-unsandboxed', '--hub', HUB, '--data-dir', empty], env, 60_000);
+    const failed = await runCli(
+      ['up', '--threads', '1', '--allow-unsandboxed', '--hub', HUB, '--data-dir', empty],
+      env,
+      60_000,
+    );
     assert.notEqual(failed.status, 0);
     assert.equal(existsSync(join(empty, 'run', 'up.lock')), false, 'released after a failed start');
   });
@@ -190,7 +259,7 @@ describe('companion up: one instance per data dir', options, () => {
     const { endpoint } = await startUp(other);
     const a = await endpointOf(first.dataDir);
     const b = await endpointOf(other);
-    assert.equal(a.token, before, 'the second data dir did not replace the first one\'s token');
+    assert.equal(a.token, before, "the second data dir did not replace the first one's token");
     assert.notEqual(a.token, b.token);
     assert.equal(b.url, endpoint);
     assert.equal(await modelsStatus(a.url, a.token), 200);

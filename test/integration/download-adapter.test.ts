@@ -33,11 +33,18 @@ const FILE_SHA = createHash('sha256').update(FILE).digest('hex');
 
 async function startScripted(t: AfterHook): Promise<{ main: Scripted; other: Scripted; caPem: string }> {
   const tls = await createHubTls();
-  const make = (handle: (req: IncomingMessage, res: ServerResponse, origin: string) => void): { server: Server; scripted: Scripted & { origin: string } } => {
+  const make = (
+    handle: (req: IncomingMessage, res: ServerResponse, origin: string) => void,
+  ): { server: Server; scripted: Scripted & { origin: string } } => {
     const seen: Scripted['seen'] = [];
     const scripted = { origin: '', seen };
     const server = createServer({ key: tls.hub.keyPem, cert: tls.hub.certPem }, (req, res) => {
-      seen.push({ path: req.url ?? '', range: req.headers.range, ifRange: req.headers['if-range'] as string | undefined, authorization: 'authorization' in req.headers || 'cookie' in req.headers });
+      seen.push({
+        path: req.url ?? '',
+        range: req.headers.range,
+        ifRange: req.headers['if-range'] as string | undefined,
+        authorization: 'authorization' in req.headers || 'cookie' in req.headers,
+      });
       handle(req, res, scripted.origin);
     });
     return { server, scripted };
@@ -55,7 +62,10 @@ async function startScripted(t: AfterHook): Promise<{ main: Scripted; other: Scr
       res.end();
     } else if (path.startsWith('/hop/')) {
       const n = Number(path.slice(5));
-      res.writeHead(n === 0 ? 200 : 302, n === 0 ? { 'Content-Length': '2' } : { Location: `${origin}/hop/${n - 1}`, 'Content-Length': '0' });
+      res.writeHead(
+        n === 0 ? 200 : 302,
+        n === 0 ? { 'Content-Length': '2' } : { Location: `${origin}/hop/${n - 1}`, 'Content-Length': '0' },
+      );
       res.end(n === 0 ? 'ok' : undefined);
     } else if (path === '/elsewhere') {
       res.writeHead(307, { Location: `${other.scripted.origin}/file`, 'Content-Length': '0' });
@@ -74,7 +84,11 @@ async function startScripted(t: AfterHook): Promise<{ main: Scripted; other: Scr
       etagCounter += 1;
       const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
       const start = range ? Number(range[1]) : 0;
-      const headers: Record<string, string> = { ETag: `"v${etagCounter}"`, 'Content-Length': String(FILE.length - start), 'Accept-Ranges': 'bytes' };
+      const headers: Record<string, string> = {
+        ETag: `"v${etagCounter}"`,
+        'Content-Length': String(FILE.length - start),
+        'Accept-Ranges': 'bytes',
+      };
       if (range) headers['Content-Range'] = `bytes ${start}-${FILE.length - 1}/${FILE.length}`;
       res.writeHead(range ? 206 : 200, headers);
       if (cutNext) {
@@ -99,7 +113,11 @@ async function startScripted(t: AfterHook): Promise<{ main: Scripted; other: Scr
   return { main: main.scripted, other: other.scripted, caPem: tls.ca.certPem };
 }
 
-async function text(url: string, dispatcher: ReturnType<typeof createTlsAgent>, options: { maxRedirects?: number; signal?: AbortSignal } = {}): Promise<string> {
+async function text(
+  url: string,
+  dispatcher: ReturnType<typeof createTlsAgent>,
+  options: { maxRedirects?: number; signal?: AbortSignal } = {},
+): Promise<string> {
   const chunks: Buffer[] = [];
   await download(url, { dispatcher, onChunk: (chunk) => void chunks.push(chunk), ...options });
   return Buffer.concat(chunks).toString('utf8');
@@ -110,7 +128,9 @@ test('download() follows at most maxRedirects https redirects, then ERR_DOWNLOAD
   const agent = createTlsAgent({ extraCas: [caPem] });
   t.after(() => agent.close());
   assert.equal(await text(`${main.origin}/hop/5`, agent), 'ok');
-  await assert.rejects(text(`${main.origin}/hop/3`, agent, { maxRedirects: 2 }), { code: 'ERR_DOWNLOAD_TOO_MANY_REDIRECTS' });
+  await assert.rejects(text(`${main.origin}/hop/3`, agent, { maxRedirects: 2 }), {
+    code: 'ERR_DOWNLOAD_TOO_MANY_REDIRECTS',
+  });
   await assert.rejects(text(`${main.origin}/loop`, agent), { code: 'ERR_DOWNLOAD_TOO_MANY_REDIRECTS' });
   assert.equal(main.seen.filter((s) => s.path === '/loop').length, 6, 'the first request and 5 redirects');
 });
@@ -120,7 +140,10 @@ test('download() follows a redirect to another https origin, still without any c
   const agent = createTlsAgent({ extraCas: [caPem] });
   t.after(() => agent.close());
   assert.equal(await text(`${main.origin}/elsewhere`, agent), 'ok');
-  assert.deepEqual(other.seen.map((s) => s.path), ['/file']);
+  assert.deepEqual(
+    other.seen.map((s) => s.path),
+    ['/file'],
+  );
   assert.ok([...main.seen, ...other.seen].every((s) => !s.authorization));
 });
 
@@ -128,17 +151,23 @@ test('download() maps error statuses, an unparsable Location and a range not ask
   const { main, caPem } = await startScripted(t);
   const agent = createTlsAgent({ extraCas: [caPem] });
   t.after(() => agent.close());
-  await assert.rejects(text(`${main.origin}/missing`, agent), (error: { code?: string; detail?: unknown; message: string }) => {
-    assert.equal(error.code, 'ERR_DOWNLOAD_HTTP_STATUS');
-    assert.deepEqual(error.detail, { status: 404 });
-    return true;
-  });
+  await assert.rejects(
+    text(`${main.origin}/missing`, agent),
+    (error: { code?: string; detail?: unknown; message: string }) => {
+      assert.equal(error.code, 'ERR_DOWNLOAD_HTTP_STATUS');
+      assert.deepEqual(error.detail, { status: 404 });
+      return true;
+    },
+  );
   await assert.rejects(text(`${main.origin}/bad-location`, agent), (error: { code?: string; message: string }) => {
     assert.equal(error.code, 'ERR_DOWNLOAD_HTTP_STATUS');
     assert.ok(!error.message.includes('::1'), 'the Location is not quoted');
     return true;
   });
-  await assert.rejects(download(`${main.origin}/unasked-range`, { dispatcher: agent, offset: 5, onChunk: () => undefined }), { code: 'ERR_DOWNLOAD_HTTP_STATUS' });
+  await assert.rejects(
+    download(`${main.origin}/unasked-range`, { dispatcher: agent, offset: 5, onChunk: () => undefined }),
+    { code: 'ERR_DOWNLOAD_HTTP_STATUS' },
+  );
 });
 
 test('download() stops with ERR_DOWNLOAD_ABORTED when its signal is aborted mid-body', async (t) => {
@@ -146,7 +175,11 @@ test('download() stops with ERR_DOWNLOAD_ABORTED when its signal is aborted mid-
   const agent = createTlsAgent({ extraCas: [caPem] });
   t.after(() => agent.close());
   const controller = new AbortController();
-  const pending = download(`${main.origin}/silent`, { dispatcher: agent, signal: controller.signal, onChunk: () => controller.abort() });
+  const pending = download(`${main.origin}/silent`, {
+    dispatcher: agent,
+    signal: controller.signal,
+    onChunk: () => controller.abort(),
+  });
   await assert.rejects(pending, { code: 'ERR_DOWNLOAD_ABORTED' });
 });
 
@@ -160,11 +193,23 @@ test('pullModel() restarts from byte 0 when a ranged answer carries another ETag
   });
   const model = { id: 'moving', name: 'Moving', url: `${main.origin}/moving`, size: FILE.length, sha256: FILE_SHA };
   const modelsDir = join(dir, 'models');
-  await assert.rejects(pullModel({ model, manifestVersion: 1, modelsDir, dispatcher: agent }), { code: 'ERR_DOWNLOAD_NETWORK' });
+  await assert.rejects(pullModel({ model, manifestVersion: 1, modelsDir, dispatcher: agent }), {
+    code: 'ERR_DOWNLOAD_NETWORK',
+  });
   const events: PullEvent[] = [];
   await pullModel({ model, manifestVersion: 1, modelsDir, dispatcher: agent, onEvent: (e) => void events.push(e) });
-  assert.deepEqual(events.filter((e) => e.event !== 'progress').map((e) => e.event === 'restart' ? `restart:${e.reason}` : e.event), ['resume', 'restart:changed', 'verified']);
+  assert.deepEqual(
+    events.filter((e) => e.event !== 'progress').map((e) => (e.event === 'restart' ? `restart:${e.reason}` : e.event)),
+    ['resume', 'restart:changed', 'verified'],
+  );
   const moving = main.seen.filter((s) => s.path === '/moving');
-  assert.deepEqual(moving.map((s) => [s.range ?? null, s.ifRange ?? null]), [[null, null], ['bytes=100000-', '"v1"'], [null, null]]);
+  assert.deepEqual(
+    moving.map((s) => [s.range ?? null, s.ifRange ?? null]),
+    [
+      [null, null],
+      ['bytes=100000-', '"v1"'],
+      [null, null],
+    ],
+  );
   await checkInstalledModel(modelsDir);
 });

@@ -26,14 +26,22 @@ for (const hashOn of ['worker', 'main'] as const) {
     });
     assert.equal(run.error, null);
     assert.equal(finalSeenEarly, false, 'the final name appears only after verification');
-    assert.deepEqual(milestones(run), [{ event: 'verified', model: model.id, bytes: model.size, reused: false, active: true }]);
+    assert.deepEqual(milestones(run), [
+      { event: 'verified', model: model.id, bytes: model.size, reused: false, active: true },
+    ]);
     const progress = run.events.filter((e) => e.event === 'progress');
     assert.ok(progress.length >= 2);
     assert.equal(progress.at(-1)!.event === 'progress' && progress.at(-1)!.bytes, model.size);
 
     const bytes = await readFile(finalPath);
     assert.equal(createHash('sha256').update(bytes).digest('hex'), model.sha256);
-    assert.deepEqual(await listTree(dh.modelsDir), ['.partial', 'installed.json', 'records', `records/${model.id}.json`, `${model.id}.gguf`]);
+    assert.deepEqual(await listTree(dh.modelsDir), [
+      '.partial',
+      'installed.json',
+      'records',
+      `records/${model.id}.json`,
+      `${model.id}.gguf`,
+    ]);
     assert.equal(await modeOf(dh.modelsDir), 0o700);
     assert.equal(await modeOf(join(dh.modelsDir, '.partial')), 0o700);
     assert.equal(await modeOf(finalPath), 0o600);
@@ -49,7 +57,10 @@ for (const hashOn of ['worker', 'main'] as const) {
     const checked = await checkInstalledModel(dh.modelsDir);
     assert.equal(checked.path, finalPath);
     assert.deepEqual(checked.installed, record);
-    assert.deepEqual(hostGets(dh.hub, model).map((r) => r.range), [null]);
+    assert.deepEqual(
+      hostGets(dh.hub, model).map((r) => r.range),
+      [null],
+    );
   });
 }
 
@@ -59,7 +70,9 @@ test('pullModel() of a model that is installed and unchanged reuses it without a
   assert.equal((await dh.pull(model)).error, null);
   const again = await dh.pull(model);
   assert.equal(again.error, null);
-  assert.deepEqual(milestones(again), [{ event: 'verified', model: model.id, bytes: model.size, reused: true, active: true }]);
+  assert.deepEqual(milestones(again), [
+    { event: 'verified', model: model.id, bytes: model.size, reused: true, active: true },
+  ]);
   assert.equal(hostGets(dh.hub, model).length, 1);
 });
 
@@ -82,7 +95,10 @@ test('pullModel() resumes after a cut at a random offset: hashes the partial, as
     { event: 'resume', model: model.id, offset: cut },
     { event: 'verified', model: model.id, bytes: model.size, reused: false, active: true },
   ]);
-  assert.deepEqual(hostGets(dh.hub, model).map((r) => r.range), [null, `bytes=${cut}-`]);
+  assert.deepEqual(
+    hostGets(dh.hub, model).map((r) => r.range),
+    [null, `bytes=${cut}-`],
+  );
   await checkInstalledModel(dh.modelsDir);
   assert.deepEqual(await readdir(join(dh.modelsDir, '.partial')), []);
 });
@@ -130,7 +146,12 @@ test('pullModel() of a 256 MiB model keeps the peak RSS of its process flat (< 1
   const { tmpdir } = await import('node:os');
   const dir = await mkdtemp(join(tmpdir(), 'companion-download-rss-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const child = spawnDownloadChild('pull', { model, modelsDir: join(dir, 'models'), caPem: hub.caPem, progressMs: 60_000 });
+  const child = spawnDownloadChild('pull', {
+    model,
+    modelsDir: join(dir, 'models'),
+    caPem: hub.caPem,
+    progressMs: 60_000,
+  });
   t.after(() => child.kill('SIGKILL'));
   let result: Record<string, unknown> | undefined;
   jsonLines(child, (line) => {
@@ -140,7 +161,9 @@ test('pullModel() of a 256 MiB model keeps the peak RSS of its process flat (< 1
   assert.equal(exit.code, 0, JSON.stringify(result));
   assert.equal(result?.done, true);
   const growthMB = (((result.maxRssKb as number) - (result.startRssKb as number)) * 1024) / 1e6;
-  t.diagnostic(`256 MiB pull: peak RSS ${(((result.maxRssKb as number) * 1024) / 1e6).toFixed(0)} MB, growth ${growthMB.toFixed(0)} MB, ${((size / MIB) / ((result.ms as number) / 1000)).toFixed(0)} MiB/s`);
+  t.diagnostic(
+    `256 MiB pull: peak RSS ${(((result.maxRssKb as number) * 1024) / 1e6).toFixed(0)} MB, growth ${growthMB.toFixed(0)} MB, ${(size / MIB / ((result.ms as number) / 1000)).toFixed(0)} MiB/s`,
+  );
   assert.ok(growthMB < 150, `peak RSS grew by ${growthMB.toFixed(0)} MB`);
   await checkInstalledModel(join(dir, 'models'));
 });

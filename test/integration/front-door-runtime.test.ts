@@ -46,7 +46,12 @@ for (const mode of ['socket', 'sandboxed'] as const) {
     }
 
     test('the openai SDK gets a chat completion through the front door with the loopback token', async () => {
-      const reply = await rd.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 12, temperature: 0 });
+      const reply = await rd.openai.chat.completions.create({
+        model: 'tiny',
+        messages: ask,
+        max_tokens: 12,
+        temperature: 0,
+      });
       const text = reply.choices[0]?.message.content ?? '';
       assert.ok(text.length > 0, 'the model generated text');
       assert.equal(reply.choices[0]?.finish_reason, 'length');
@@ -57,7 +62,14 @@ for (const mode of ['socket', 'sandboxed'] as const) {
     });
 
     test('the openai SDK streams a chat completion through the front door, token by token, to the same text', async () => {
-      const stream = await rd.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true } });
+      const stream = await rd.openai.chat.completions.create({
+        model: 'tiny',
+        messages: ask,
+        max_tokens: 12,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      });
       let text = '';
       let chunks = 0;
       let finish: string | null = null;
@@ -76,7 +88,12 @@ for (const mode of ['socket', 'sandboxed'] as const) {
     });
 
     test('the openai SDK gets a text completion through the front door', async () => {
-      const reply = await rd.openai.completions.create({ model: 'tiny', prompt: 'Once upon', max_tokens: 8, temperature: 0 });
+      const reply = await rd.openai.completions.create({
+        model: 'tiny',
+        prompt: 'Once upon',
+        max_tokens: 8,
+        temperature: 0,
+      });
       assert.ok((reply.choices[0]?.text ?? '').length > 0);
       assert.equal(reply.usage?.completion_tokens, 8);
       assert.deepEqual(lastRequest(rd), { method: 'POST', path: '/v1/completions', status: 200 });
@@ -108,8 +125,16 @@ test('startFrontDoor() reaches a runtime on loopback TCP with its per-spawn key,
   t.after(() => rd.close());
   assert.equal(rd.handle.address.kind, 'tcp');
   const models = await rd.openai.models.list();
-  assert.deepEqual(models.data.map((m) => m.id), ['tiny']);
-  const reply = await rd.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 12, temperature: 0 });
+  assert.deepEqual(
+    models.data.map((m) => m.id),
+    ['tiny'],
+  );
+  const reply = await rd.openai.chat.completions.create({
+    model: 'tiny',
+    messages: ask,
+    max_tokens: 12,
+    temperature: 0,
+  });
   const plain = outputs.get('socket')?.chat;
   if (plain !== undefined && plain !== '') assert.equal(reply.choices[0]?.message.content, plain);
   else assert.ok((reply.choices[0]?.message.content ?? '').length > 0);

@@ -23,8 +23,14 @@ interface Ready {
   password: string;
 }
 
-async function startCli(t: { after(fn: () => Promise<void> | void): void }, args: string[]): Promise<{ child: ChildProcessWithoutNullStreams; ready: Ready; stderr: () => string }> {
-  const child = spawn(process.execPath, [BIN, 'hub', '--json', ...args], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+async function startCli(
+  t: { after(fn: () => Promise<void> | void): void },
+  args: string[],
+): Promise<{ child: ChildProcessWithoutNullStreams; ready: Ready; stderr: () => string }> {
+  const child = spawn(process.execPath, [BIN, 'hub', '--json', ...args], {
+    cwd: repoRoot,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => {
     stderr += chunk.toString('utf8');
@@ -65,7 +71,9 @@ test('companion hub --json prints exactly the contract line, serves over the pri
 
   const agent = new Agent({ connect: { ca: readFileSync(ready.ca, 'utf8') } });
   t.after(() => agent.close());
-  const discovery = (await (await fetch(`${ready.hub}/.well-known/openid-configuration`, { dispatcher: agent })).json()) as { issuer: string };
+  const discovery = (await (
+    await fetch(`${ready.hub}/.well-known/openid-configuration`, { dispatcher: agent })
+  ).json()) as { issuer: string };
   assert.equal(discovery.issuer, ready.hub);
   const head = await fetch(`${ready.modelHost}/models/tiny-demo.gguf`, { method: 'HEAD', dispatcher: agent });
   assert.equal(head.status, 200);
@@ -87,7 +95,11 @@ test('companion hub without --data-dir writes the CA to a private temp folder an
 
 test('companion hub refuses unknown arguments and bad ports with exit 2', () => {
   for (const args of [['--bogus'], ['--port', 'x'], ['--port', '70000'], ['--data-dir']]) {
-    const result = spawnSync(process.execPath, [BIN, 'hub', ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 20_000 });
+    const result = spawnSync(process.execPath, [BIN, 'hub', ...args], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
     assert.equal(result.status, 2, args.join(' '));
     assert.equal(result.stdout, '');
     assert.match(result.stderr, /^companion hub: /);
@@ -98,7 +110,11 @@ test('a second companion hub on a locked data directory fails with ERR_LOCKED_BY
   const dir = mkdtempSync(join(tmpdir(), 'companion-hub-cli-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const { child } = await startCli(t, ['--data-dir', dir]);
-  const second = spawnSync(process.execPath, [BIN, 'hub', '--json', '--data-dir', dir], { cwd: repoRoot, encoding: 'utf8', timeout: 20_000 });
+  const second = spawnSync(process.execPath, [BIN, 'hub', '--json', '--data-dir', dir], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
   assert.equal(second.status, 1);
   // With --json the failure is the one error object on stdout (src/cli/main.ts).
   assert.equal((JSON.parse(second.stdout) as { error: { code: string } }).error.code, 'ERR_LOCKED_BY_OTHER');

@@ -6,14 +6,26 @@ import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as oauth from 'oauth4webapi';
-import { MANIFEST_PURPOSE, fromBase64Url, keyIdOf, type ManifestEnvelope, type ManifestPayload } from '../../src/core/manifest-format.js';
+import {
+  MANIFEST_PURPOSE,
+  fromBase64Url,
+  keyIdOf,
+  type ManifestEnvelope,
+  type ManifestPayload,
+} from '../../src/core/manifest-format.js';
 import { fetchManifest, sha256Hex, signIn, startTestHub, type TestHub } from '../helpers/hub.js';
 
 let hub: TestHub;
 const teardown: (() => Promise<void> | void)[] = [];
 
 before(async () => {
-  hub = await startTestHub({ after: (fn) => teardown.push(fn) }, { manifestTtlSeconds: 600, extraModels: [{ id: 'synthetic-small', size: 3 * 1024 * 1024 + 7, seed: 42, contextLength: 512 }] });
+  hub = await startTestHub(
+    { after: (fn) => teardown.push(fn) },
+    {
+      manifestTtlSeconds: 600,
+      extraModels: [{ id: 'synthetic-small', size: 3 * 1024 * 1024 + 7, seed: 42, contextLength: 512 }],
+    },
+  );
 });
 after(async () => {
   for (const fn of teardown.reverse()) await fn();
@@ -21,7 +33,10 @@ after(async () => {
 
 function publicKeyOf(text: string) {
   const raw = Buffer.from(text.slice('ed25519:'.length), 'base64url');
-  return { raw, key: createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') }, format: 'jwk' }) };
+  return {
+    raw,
+    key: createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') }, format: 'jwk' }),
+  };
 }
 
 test('the manifest endpoint answers 401 with a Bearer challenge when no token is sent', async () => {
@@ -42,7 +57,9 @@ test('the manifest endpoint answers 401 invalid_token for an unknown token', asy
 });
 
 test('the manifest endpoint answers 400 for a malformed Authorization header or a token in the query', async () => {
-  const basic = await hub.fetch(new URL('/api/v1/companion/manifest', hub.issuer), { headers: { authorization: 'Basic Zm9vOmJhcg==' } });
+  const basic = await hub.fetch(new URL('/api/v1/companion/manifest', hub.issuer), {
+    headers: { authorization: 'Basic Zm9vOmJhcg==' },
+  });
   assert.equal(basic.status, 400);
   assert.match(basic.headers.get('www-authenticate') ?? '', /error="invalid_request"/);
   await basic.body?.cancel();
@@ -74,7 +91,10 @@ test('the manifest is an Ed25519 envelope that verifies against the printed key,
   const { raw, key } = publicKeyOf(hub.manifestKey);
   assert.equal(envelope.keyId, keyIdOf(raw));
   const payloadBytes = fromBase64Url(envelope.payload, 'payload');
-  assert.ok(verify(null, payloadBytes, key, fromBase64Url(envelope.signature, 'signature')), 'signature verifies over the exact payload bytes');
+  assert.ok(
+    verify(null, payloadBytes, key, fromBase64Url(envelope.signature, 'signature')),
+    'signature verifies over the exact payload bytes',
+  );
   const tampered = Buffer.from(payloadBytes);
   tampered[10] = tampered[10]! ^ 1;
   assert.ok(!verify(null, tampered, key, fromBase64Url(envelope.signature, 'signature')));
@@ -86,7 +106,10 @@ test('the manifest is an Ed25519 envelope that verifies against the printed key,
   assert.ok(Number.isSafeInteger(payload.issuedAt) && Math.abs(payload.issuedAt - Date.now() / 1000) < 60);
   assert.equal(payload.expiresAt - payload.issuedAt, 600);
   assert.deepEqual(payload.models, hub.models);
-  assert.deepEqual(payload.models.map((m) => m.id), ['tiny-demo', 'synthetic-small']);
+  assert.deepEqual(
+    payload.models.map((m) => m.id),
+    ['tiny-demo', 'synthetic-small'],
+  );
   for (const model of payload.models) {
     const url = new URL(model.url);
     assert.equal(url.protocol, 'https:');
@@ -126,7 +149,13 @@ test('the demo model is a GGUF file', async () => {
 
 test('the manifest is re-signed on every request with a fresh issuedAt and the same version', async () => {
   const { tokens } = await signIn(hub);
-  const read = async () => JSON.parse(fromBase64Url(((await (await fetchManifest(hub, tokens.access_token)).json()) as ManifestEnvelope).payload, 'payload').toString('utf8')) as ManifestPayload;
+  const read = async () =>
+    JSON.parse(
+      fromBase64Url(
+        ((await (await fetchManifest(hub, tokens.access_token)).json()) as ManifestEnvelope).payload,
+        'payload',
+      ).toString('utf8'),
+    ) as ManifestPayload;
   const first = await read();
   const second = await read();
   assert.equal(first.version, second.version);
@@ -147,6 +176,10 @@ test('an expired access token gets 401 invalid_token', async (t) => {
 
 test('a refresh gives an access token that reads the manifest again', async () => {
   const { as, client, tokens } = await signIn(hub);
-  const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, hub.oauthOptions));
+  const refreshed = await oauth.processRefreshTokenResponse(
+    as,
+    client,
+    await oauth.refreshTokenGrantRequest(as, client, oauth.None(), tokens.refresh_token!, hub.oauthOptions),
+  );
   assert.equal((await fetchManifest(hub, refreshed.access_token)).status, 200);
 });

@@ -11,7 +11,15 @@ const teardown: (() => Promise<void> | void)[] = [];
 const SIZE = 5 * 1024 * 1024 + 123;
 
 before(async () => {
-  hub = await startTestHub({ after: (fn) => teardown.push(fn) }, { extraModels: [{ id: 'big', size: SIZE, seed: 'fault-tests' }, { id: 'other', size: 1000, seed: 7 }] });
+  hub = await startTestHub(
+    { after: (fn) => teardown.push(fn) },
+    {
+      extraModels: [
+        { id: 'big', size: SIZE, seed: 'fault-tests' },
+        { id: 'other', size: 1000, seed: 7 },
+      ],
+    },
+  );
 });
 after(async () => {
   for (const fn of teardown.reverse()) await fn();
@@ -65,9 +73,21 @@ test('GET of a synthetic file streams exactly its size and digest, deterministic
   const first = Buffer.from(await (await hub.fetch(model('big').url)).arrayBuffer());
   assert.equal(first.length, SIZE);
   assert.equal(sha256Hex(first), model('big').sha256);
-  const other = await startTestHub({ after: (fn) => teardown.push(fn) }, { extraModels: [{ id: 'big', size: SIZE, seed: 'fault-tests' }, { id: 'other', size: 1000, seed: 8 }] });
+  const other = await startTestHub(
+    { after: (fn) => teardown.push(fn) },
+    {
+      extraModels: [
+        { id: 'big', size: SIZE, seed: 'fault-tests' },
+        { id: 'other', size: 1000, seed: 8 },
+      ],
+    },
+  );
   assert.equal(other.models.find((m) => m.id === 'big')!.sha256, model('big').sha256, 'same seed and size, same bytes');
-  assert.notEqual(other.models.find((m) => m.id === 'other')!.sha256, model('other').sha256, 'another seed, other bytes');
+  assert.notEqual(
+    other.models.find((m) => m.id === 'other')!.sha256,
+    model('other').sha256,
+    'another seed, other bytes',
+  );
 });
 
 for (const [range, start, end] of [
@@ -107,7 +127,9 @@ test('If-Range with the current ETag resumes (206); with another ETag sends the 
   const resumed = await hub.fetch(model('other').url, { headers: { range: 'bytes=500-', 'if-range': etag } });
   assert.equal(resumed.status, 206);
   assert.equal((await resumed.arrayBuffer()).byteLength, 500);
-  const stale = await hub.fetch(model('other').url, { headers: { range: 'bytes=500-', 'if-range': '"something-else"' } });
+  const stale = await hub.fetch(model('other').url, {
+    headers: { range: 'bytes=500-', 'if-range': '"something-else"' },
+  });
   assert.equal(stale.status, 200);
   assert.equal((await stale.arrayBuffer()).byteLength, 1000);
 });

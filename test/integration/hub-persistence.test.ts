@@ -35,7 +35,16 @@ test('startHub() with dataDir writes only owner-only files in a 0700 folder, CA 
   assert.equal(hub.caPath, join(dataDir, 'ca.pem'));
   assert.equal(readFileSync(hub.caPath, 'utf8'), hub.caPem);
   const files = listFiles(dataDir);
-  for (const name of ['ca.pem', 'ca-key.pem', 'manifest-signing-key.pem', 'oidc-jwks.json', 'cookie-keys.json', 'dev-login.json', 'hub.lock', 'manifest-state.json']) {
+  for (const name of [
+    'ca.pem',
+    'ca-key.pem',
+    'manifest-signing-key.pem',
+    'oidc-jwks.json',
+    'cookie-keys.json',
+    'dev-login.json',
+    'hub.lock',
+    'manifest-state.json',
+  ]) {
     assert.ok(files.includes(join(dataDir, name)), name);
   }
   for (const file of files) assert.equal(statSync(file).mode & 0o077, 0, `${file} is owner-only`);
@@ -64,11 +73,26 @@ test('a restarted hub keeps its CA, manifest key, dev login and grants: an old r
   // The issuer names the new port; the grant is found by the token, so the refresh works there.
   const as = await discover(second);
   const client: oauth.Client = { client_id: second.clientId };
-  const refreshed = await oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), signedIn.tokens.refresh_token!, second.oauthOptions));
+  const refreshed = await oauth.processRefreshTokenResponse(
+    as,
+    client,
+    await oauth.refreshTokenGrantRequest(as, client, oauth.None(), signedIn.tokens.refresh_token!, second.oauthOptions),
+  );
   assert.equal((await fetchManifest(second, refreshed.access_token)).status, 200);
   // And the rotation persisted too: the old one is now a reused token, which revokes the grant.
   await assert.rejects(
-    async () => oauth.processRefreshTokenResponse(as, client, await oauth.refreshTokenGrantRequest(as, client, oauth.None(), signedIn.tokens.refresh_token!, second.oauthOptions)),
+    async () =>
+      oauth.processRefreshTokenResponse(
+        as,
+        client,
+        await oauth.refreshTokenGrantRequest(
+          as,
+          client,
+          oauth.None(),
+          signedIn.tokens.refresh_token!,
+          second.oauthOptions,
+        ),
+      ),
     (error) => error instanceof oauth.ResponseBodyError && error.error === 'invalid_grant',
   );
 });
@@ -90,7 +114,9 @@ test('the data directory holds no access token, refresh token or code value', as
   const hub = await startTestHub(t, { dataDir });
   const { tokens } = await signIn(hub);
   await hub.close();
-  const everything = listFiles(dataDir).map((f) => readFileSync(f, 'utf8')).join('\n');
+  const everything = listFiles(dataDir)
+    .map((f) => readFileSync(f, 'utf8'))
+    .join('\n');
   assert.ok(!everything.includes(tokens.access_token));
   assert.ok(!everything.includes(tokens.refresh_token!));
 });
@@ -110,8 +136,19 @@ test('a second hub on the same data directory is refused with ERR_LOCKED_BY_OTHE
 });
 
 test('startHub() refuses bad options with a TypeError coded ERR_INVALID_ARG_VALUE', async () => {
-  for (const options of [{ port: -1 }, { port: 70000 }, { scopes: ['openid', 'admin'] }, { accessTokenTtlSeconds: 0 }, { extraModels: [{ id: 'Bad Id', size: 1, seed: 1 }] }, { extraModels: [{ id: 'tiny-demo', size: 1, seed: 1 }] }]) {
-    await assert.rejects(startHub(options), (error: { code?: string }) => error instanceof TypeError && error.code === 'ERR_INVALID_ARG_VALUE', JSON.stringify(options));
+  for (const options of [
+    { port: -1 },
+    { port: 70000 },
+    { scopes: ['openid', 'admin'] },
+    { accessTokenTtlSeconds: 0 },
+    { extraModels: [{ id: 'Bad Id', size: 1, seed: 1 }] },
+    { extraModels: [{ id: 'tiny-demo', size: 1, seed: 1 }] },
+  ]) {
+    await assert.rejects(
+      startHub(options),
+      (error: { code?: string }) => error instanceof TypeError && error.code === 'ERR_INVALID_ARG_VALUE',
+      JSON.stringify(options),
+    );
   }
 });
 

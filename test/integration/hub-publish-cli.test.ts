@@ -38,14 +38,32 @@ function scratch(t: { after(fn: () => void): void }): string {
 }
 
 /** Signs in as the dev user and returns the verified manifest's models. */
-async function manifestModels(t: { after(fn: () => Promise<void>): void }, ready: Ready, caPem: string): Promise<VerifiedModels> {
+async function manifestModels(
+  t: { after(fn: () => Promise<void>): void },
+  ready: Ready,
+  caPem: string,
+): Promise<VerifiedModels> {
   const agent = new Agent({ connect: { ca: caPem } });
   t.after(() => agent.close());
-  const hub = withAgent({ issuer: ready.hub, hubUrl: ready.hub, clientId: COMPANION_CLIENT_ID, scopes: COMPANION_SCOPES, user: ready.user, password: ready.password } as unknown as RunningHub, agent);
+  const hub = withAgent(
+    {
+      issuer: ready.hub,
+      hubUrl: ready.hub,
+      clientId: COMPANION_CLIENT_ID,
+      scopes: COMPANION_SCOPES,
+      user: ready.user,
+      password: ready.password,
+    } as unknown as RunningHub,
+    agent,
+  );
   const { tokens } = await signIn(hub);
   const response = await fetchManifest(hub, tokens.access_token);
   assert.equal(response.status, 200);
-  const manifest = verifyManifest(await response.text(), { trustedKeys: parseTrustedKeys(ready.manifestKey), expectedIssuer: ready.hub, now: Date.now() });
+  const manifest = verifyManifest(await response.text(), {
+    trustedKeys: parseTrustedKeys(ready.manifestKey),
+    expectedIssuer: ready.hub,
+    now: Date.now(),
+  });
   return { models: manifest.models, agent };
 }
 
@@ -54,7 +72,11 @@ interface VerifiedModels {
   agent: Agent;
 }
 
-async function startHubCli(t: { after(fn: () => Promise<void>): void }, home: string, args: string[]): Promise<{ cli: LongRunning; ready: Ready }> {
+async function startHubCli(
+  t: { after(fn: () => Promise<void>): void },
+  home: string,
+  args: string[],
+): Promise<{ cli: LongRunning; ready: Ready }> {
   const cli = startCli(['hub', '--json', ...args], env(home));
   t.after(async () => {
     await cli.stop();
@@ -74,10 +96,24 @@ test('companion hub --synthetic-model smol135m --model FILE --model-id ID lists 
   for (const chunk of smol.chunks()) smolHash.update(chunk);
   const smolSha = smolHash.digest('hex');
 
-  const first = await startHubCli(t, dir, ['--data-dir', dataDir, '--synthetic-model', 'smol135m', '--model', modelPath, '--model-id', 'operator-model', '--model', modelPath]);
+  const first = await startHubCli(t, dir, [
+    '--data-dir',
+    dataDir,
+    '--synthetic-model',
+    'smol135m',
+    '--model',
+    modelPath,
+    '--model-id',
+    'operator-model',
+    '--model',
+    modelPath,
+  ]);
   const caPem = readFileSync(first.ready.ca, 'utf8');
   const { models, agent } = await manifestModels(t, first.ready, caPem);
-  assert.deepEqual(models.map((m) => m.id), ['tiny-demo', 'smol135m', 'operator-model', 'my-model.q8_0']);
+  assert.deepEqual(
+    models.map((m) => m.id),
+    ['tiny-demo', 'smol135m', 'operator-model', 'my-model.q8_0'],
+  );
   const byId = new Map(models.map((m) => [m.id, m]));
   assert.equal(byId.get('smol135m')!.size, smol.size);
   assert.equal(byId.get('smol135m')!.sha256, smolSha);

@@ -21,7 +21,11 @@ import {
 } from '../helpers/secret-service.js';
 
 const options = gate('gnome-keyring', secretServiceAvailable, 'apt-get install gnome-keyring dbus');
-const secretToolOptions = gate('secret-tool', secretServiceAvailable && secretToolAvailable, 'apt-get install libsecret-tools');
+const secretToolOptions = gate(
+  'secret-tool',
+  secretServiceAvailable && secretToolAvailable,
+  'apt-get install libsecret-tools',
+);
 const MAX = 64 * 1024;
 
 let service: SecretServiceHandle | undefined;
@@ -66,7 +70,13 @@ test('health() reports the Secret Service available', options, async () => {
 
 test('set() then get() returns Unicode text exactly', options, async () => {
   const keychain = await open(hub());
-  for (const text of ['héllo wörld', '🔑🗝️ emoji with ZWJ 👩‍💻', '日本語のトークン', 'mixed\ttab and\nnewline', 'ᚠᛇᚻ᛫ᛒᛦᚦ']) {
+  for (const text of [
+    'héllo wörld',
+    '🔑🗝️ emoji with ZWJ 👩‍💻',
+    '日本語のトークン',
+    'mixed\ttab and\nnewline',
+    'ᚠᛇᚻ᛫ᛒᛦᚦ',
+  ]) {
     ok(await keychain.call('set', 'access-token', text));
     assert.equal(ok(await keychain.call('get', 'access-token')), text);
   }
@@ -74,7 +84,9 @@ test('set() then get() returns Unicode text exactly', options, async () => {
 
 test('set() then get() returns a 16 KiB JWT-like value and a value of exactly 64 KiB whole', options, async () => {
   const keychain = await open(hub());
-  const jwt = `eyJhbGciOiJFUzI1NiJ9.${randomBytes(12 * 1024).toString('base64url').slice(0, 16 * 1024)}.${randomBytes(64).toString('base64url')}`;
+  const jwt = `eyJhbGciOiJFUzI1NiJ9.${randomBytes(12 * 1024)
+    .toString('base64url')
+    .slice(0, 16 * 1024)}.${randomBytes(64).toString('base64url')}`;
   ok(await keychain.call('set', 'refresh-token', jwt));
   assert.equal(ok(await keychain.call('get', 'refresh-token')), jwt);
   const exact = randomBytes(MAX).toString('base64').slice(0, MAX);
@@ -82,17 +94,21 @@ test('set() then get() returns a 16 KiB JWT-like value and a value of exactly 64
   assert.equal(ok(await keychain.call('get', 'access-token')), exact);
 });
 
-test('set() refuses a value over 64 KiB with ERR_KEYCHAIN_VALUE_TOO_LARGE and keeps the old value', options, async () => {
-  const keychain = await open(hub());
-  const old = value('old');
-  ok(await keychain.call('set', 'access-token', old));
-  const before = await loginItems(service!.env);
-  const result = await keychain.call('set', 'access-token', 'x'.repeat(MAX + 1));
-  assert.equal(result.ok, false);
-  assert.equal(result.ok ? undefined : result.code, 'ERR_KEYCHAIN_VALUE_TOO_LARGE');
-  assert.equal(ok(await keychain.call('get', 'access-token')), old);
-  assert.deepEqual(await loginItems(service!.env), before);
-});
+test(
+  'set() refuses a value over 64 KiB with ERR_KEYCHAIN_VALUE_TOO_LARGE and keeps the old value',
+  options,
+  async () => {
+    const keychain = await open(hub());
+    const old = value('old');
+    ok(await keychain.call('set', 'access-token', old));
+    const before = await loginItems(service!.env);
+    const result = await keychain.call('set', 'access-token', 'x'.repeat(MAX + 1));
+    assert.equal(result.ok, false);
+    assert.equal(result.ok ? undefined : result.code, 'ERR_KEYCHAIN_VALUE_TOO_LARGE');
+    assert.equal(ok(await keychain.call('get', 'access-token')), old);
+    assert.deepEqual(await loginItems(service!.env), before);
+  },
+);
 
 test('set() twice replaces the item instead of adding a second one', options, async () => {
   const name = hub();
@@ -128,16 +144,20 @@ test('two hubs never share items: same account, different service names', option
   assert.equal(ok(await a.call('get', 'refresh-token')), va);
 });
 
-test('an item is in the real store: secret-tool lookup service/username finds it, and not after delete()', secretToolOptions, async () => {
-  const name = hub();
-  const keychain = await open(name);
-  const v = value('real');
-  ok(await keychain.call('set', 'access-token', v));
-  assert.equal(await secretToolLookup(service!.env, name, 'access-token'), v);
-  assert.equal(await secretToolLookup(service!.env, 'companion:https://other.example', 'access-token'), null);
-  ok(await keychain.call('delete', 'access-token'));
-  assert.equal(await secretToolLookup(service!.env, name, 'access-token'), null);
-});
+test(
+  'an item is in the real store: secret-tool lookup service/username finds it, and not after delete()',
+  secretToolOptions,
+  async () => {
+    const name = hub();
+    const keychain = await open(name);
+    const v = value('real');
+    ok(await keychain.call('set', 'access-token', v));
+    assert.equal(await secretToolLookup(service!.env, name, 'access-token'), v);
+    assert.equal(await secretToolLookup(service!.env, 'companion:https://other.example', 'access-token'), null);
+    ok(await keychain.call('delete', 'access-token'));
+    assert.equal(await secretToolLookup(service!.env, name, 'access-token'), null);
+  },
+);
 
 test('a value stored by one process is read by the next (it persists in the keyring)', options, async () => {
   const name = hub();
@@ -151,9 +171,18 @@ test('a value stored by one process is read by the next (it persists in the keyr
 
 test('`companion doctor --json` reports secret-service available with exit 0 and stores nothing', options, async () => {
   const before = await loginItems(service!.env);
-  const result = spawnSync(process.execPath, [join(repoRoot, 'bin', 'companion.js'), 'doctor', '--json'], { env: service!.env, encoding: 'utf8', timeout: 30_000 });
+  const result = spawnSync(process.execPath, [join(repoRoot, 'bin', 'companion.js'), 'doctor', '--json'], {
+    env: service!.env,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   assert.equal(result.status, 0, result.stderr);
-  const report = JSON.parse(result.stdout.trim()) as { keychain: unknown; sandbox: string; node: string; platform: string };
+  const report = JSON.parse(result.stdout.trim()) as {
+    keychain: unknown;
+    sandbox: string;
+    node: string;
+    platform: string;
+  };
   assert.deepEqual(report.keychain, { backend: 'secret-service', state: 'available' });
   // The sandbox in use on this machine (bubblewrap once it is installed), not a keychain matter.
   assert.ok((SANDBOX_MODES as readonly string[]).includes(report.sandbox), `sandbox mode ${String(report.sandbox)}`);

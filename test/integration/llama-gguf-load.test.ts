@@ -20,7 +20,14 @@ test('the smol135m preset loads in node-llama-cpp, tokenizes English and generat
     closeSync(fd);
   }
 
-  const llama = await getLlama({ gpu: false, build: 'never', skipDownload: true, progressLogs: false, maxThreads: 2, logLevel: LlamaLogLevel.error });
+  const llama = await getLlama({
+    gpu: false,
+    build: 'never',
+    skipDownload: true,
+    progressLogs: false,
+    maxThreads: 2,
+    logLevel: LlamaLogLevel.error,
+  });
   t.after(() => llama.dispose());
   const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
   assert.equal(model.trainContextSize, 8192);
@@ -37,7 +44,13 @@ test('the smol135m preset loads in node-llama-cpp, tokenizes English and generat
   for (let i = 0; i < 2; i++) {
     const session = new LlamaChatSession({ contextSequence: context.getSequence() });
     let count = 0;
-    answers.push(await session.prompt('Tell me a story about the sea.', { maxTokens: 16, temperature: 0, onToken: (chunk) => (count += chunk.length) }));
+    answers.push(
+      await session.prompt('Tell me a story about the sea.', {
+        maxTokens: 16,
+        temperature: 0,
+        onToken: (chunk) => (count += chunk.length),
+      }),
+    );
     assert.equal(count, 16, 'generates up to max tokens without stopping early');
     session.dispose();
   }

@@ -67,7 +67,10 @@ test('probe() answers concurrent callers from one walk against the real group', 
   const group = await spawnProbeGroup();
   t.after(() => group.kill());
   const stats: string[] = [];
-  const probe = createResourceProbe({ pgid: group.pgid, recorder: (access) => access.target.endsWith('/stat') && stats.push(access.target) });
+  const probe = createResourceProbe({
+    pgid: group.pgid,
+    recorder: (access) => access.target.endsWith('/stat') && stats.push(access.target),
+  });
   t.after(() => probe.close());
   const [a, b, c] = await Promise.all([probe.probe(), probe.probe(), probe.probe()]);
   assert.equal(a, b);

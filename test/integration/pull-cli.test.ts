@@ -24,16 +24,41 @@ test('companion pull --json fails with one coded line (ERR_NOT_SIGNED_IN) when n
   const caFile = join(dir, 'ca.pem');
   await writeFile(caFile, hub.caPem);
   const dataDir = join(dir, 'data');
-  const argv = [join(repoRoot, 'bin', 'companion.js'), 'pull', '--hub', hub.hubUrl, '--ca', caFile, '--manifest-key', hub.manifestKey, '--data-dir', dataDir, '--keychain', 'memory', '--json'];
-  const result = await run(process.execPath, argv, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir }, timeout: 30_000 }).then(
+  const argv = [
+    join(repoRoot, 'bin', 'companion.js'),
+    'pull',
+    '--hub',
+    hub.hubUrl,
+    '--ca',
+    caFile,
+    '--manifest-key',
+    hub.manifestKey,
+    '--data-dir',
+    dataDir,
+    '--keychain',
+    'memory',
+    '--json',
+  ];
+  const result = await run(process.execPath, argv, {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir },
+    timeout: 30_000,
+  }).then(
     () => assert.fail('companion pull succeeded without a sign-in'),
     (error: { code?: number; stdout: string; stderr: string }) => error,
   );
   assert.equal(result.code, 1, result.stderr);
   // stdout: the one JSON error object (src/cli/main.ts), and no event before it.
-  assert.deepEqual(result.stdout.split('\n').filter((line) => line.length > 0).map((line) => (JSON.parse(line) as { error?: { code?: string } }).error?.code), ['ERR_NOT_SIGNED_IN']);
+  assert.deepEqual(
+    result.stdout
+      .split('\n')
+      .filter((line) => line.length > 0)
+      .map((line) => (JSON.parse(line) as { error?: { code?: string } }).error?.code),
+    ['ERR_NOT_SIGNED_IN'],
+  );
   // Besides the announcement that --keychain memory is in use (by design), exactly one coded line.
-  const lines = result.stderr.split('\n').filter((line) => line.length > 0 && !line.startsWith('companion: using the in-memory keychain'));
+  const lines = result.stderr
+    .split('\n')
+    .filter((line) => line.length > 0 && !line.startsWith('companion: using the in-memory keychain'));
   assert.equal(lines.length, 1, result.stderr);
   assert.match(lines[0]!, /^companion pull: [^\n]+ \[ERR_NOT_SIGNED_IN\]$/);
   assert.equal(hub.modelHostRequests().length, 0, 'the model host was not asked');

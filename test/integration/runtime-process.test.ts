@@ -8,12 +8,28 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { spawnRuntime, type SpawnCommand, type WrapContext } from '../../src/runtime/spawn.js';
 import { readProcessIdentity } from '../../src/common/process-identity.js';
-import { readRuntimeState, reclaimStaleRuntime, writeRuntimeState, STATE_FILE, type ReclaimOutcome } from '../../src/runtime/stale.js';
-import { alive, fakeProfile, killQuietly, parentScript, tempDir, waitFor, writeTinyModel } from '../helpers/runtime-env.js';
+import {
+  readRuntimeState,
+  reclaimStaleRuntime,
+  writeRuntimeState,
+  STATE_FILE,
+  type ReclaimOutcome,
+} from '../../src/runtime/stale.js';
+import {
+  alive,
+  fakeProfile,
+  killQuietly,
+  parentScript,
+  tempDir,
+  waitFor,
+  writeTinyModel,
+} from '../helpers/runtime-env.js';
 
 /** Starts the intermediate parent and resolves with its pid and its runtime's pid. */
 async function startParent(config: object): Promise<{ parentPid: number; runtimePid: number }> {
-  const parent = spawn(process.execPath, [parentScript, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const parent = spawn(process.execPath, [parentScript, JSON.stringify(config)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const lines = createInterface({ input: parent.stdout! });
   const line = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('the parent did not report in time')), 60_000);
@@ -54,7 +70,11 @@ test('stop() escalates to SIGKILL after the bound and reports forced: true', asy
   const dir = tempDir();
   t.after(dir.cleanup);
   const exits: unknown[] = [];
-  const handle = await spawnRuntime(fakeProfile(['--ignore-term']), { dataDir: dir.path, readyTimeoutMs: 10_000, onExit: (exit) => exits.push(exit) });
+  const handle = await spawnRuntime(fakeProfile(['--ignore-term']), {
+    dataDir: dir.path,
+    readyTimeoutMs: 10_000,
+    onExit: (exit) => exits.push(exit),
+  });
   assert.deepEqual(await handle.stop(300), { forced: true });
   assert.deepEqual(await handle.exited, { code: null, signal: 'SIGKILL' });
   assert.deepEqual(exits, [{ code: null, signal: 'SIGKILL', expected: true }]);
@@ -76,30 +96,38 @@ test('the bundled runtime exits by itself when its parent is SIGKILLed', { timeo
   await waitFor(() => !alive(runtimePid), 15_000, 'the orphaned runtime to exit');
 });
 
-test('spawnRuntime() reclaims a runtime left running by a companion that was SIGKILLed', { timeout: 60_000 }, async (t) => {
-  const dir = tempDir();
-  t.after(dir.cleanup);
-  const dataDir = join(dir.path, 'data');
-  // The fake runtime does not watch its parent: it stays behind like a runtime that missed the signal.
-  const { parentPid, runtimePid } = await startParent({ dataDir, fake: ['--grandchild'] });
-  t.after(() => killQuietly(runtimePid));
-  process.kill(parentPid, 'SIGKILL');
-  await waitFor(() => !alive(parentPid), 5000, 'the parent to die');
-  assert.ok(alive(runtimePid), 'the stale runtime survived its parent');
-  const stale = readRuntimeState(dataDir);
-  assert.equal(stale?.pid, runtimePid);
-  assert.equal(lstatSync(join(dataDir, STATE_FILE)).mode & 0o777, 0o600);
-  assert.equal(stale?.cmdline[0], process.execPath);
-  assert.equal(stale?.exe, readProcessIdentity(runtimePid)?.exe);
+test(
+  'spawnRuntime() reclaims a runtime left running by a companion that was SIGKILLed',
+  { timeout: 60_000 },
+  async (t) => {
+    const dir = tempDir();
+    t.after(dir.cleanup);
+    const dataDir = join(dir.path, 'data');
+    // The fake runtime does not watch its parent: it stays behind like a runtime that missed the signal.
+    const { parentPid, runtimePid } = await startParent({ dataDir, fake: ['--grandchild'] });
+    t.after(() => killQuietly(runtimePid));
+    process.kill(parentPid, 'SIGKILL');
+    await waitFor(() => !alive(parentPid), 5000, 'the parent to die');
+    assert.ok(alive(runtimePid), 'the stale runtime survived its parent');
+    const stale = readRuntimeState(dataDir);
+    assert.equal(stale?.pid, runtimePid);
+    assert.equal(lstatSync(join(dataDir, STATE_FILE)).mode & 0o777, 0o600);
+    assert.equal(stale?.cmdline[0], process.execPath);
+    assert.equal(stale?.exe, readProcessIdentity(runtimePid)?.exe);
 
-  const outcomes: ReclaimOutcome[] = [];
-  const handle = await spawnRuntime(fakeProfile(), { dataDir, readyTimeoutMs: 10_000, onReclaim: (outcome) => outcomes.push(outcome) });
-  t.after(() => handle.stop(1000));
-  assert.deepEqual(outcomes, [{ outcome: 'reclaimed', pid: runtimePid, forced: false }]);
-  assert.equal(alive(runtimePid), false);
-  assert.equal(existsSync(stale!.runDir), false, 'the stale run directory is removed');
-  assert.equal(readRuntimeState(dataDir)?.pid, handle.pid, 'the state file now names the new runtime');
-});
+    const outcomes: ReclaimOutcome[] = [];
+    const handle = await spawnRuntime(fakeProfile(), {
+      dataDir,
+      readyTimeoutMs: 10_000,
+      onReclaim: (outcome) => outcomes.push(outcome),
+    });
+    t.after(() => handle.stop(1000));
+    assert.deepEqual(outcomes, [{ outcome: 'reclaimed', pid: runtimePid, forced: false }]);
+    assert.equal(alive(runtimePid), false);
+    assert.equal(existsSync(stale!.runDir), false, 'the stale run directory is removed');
+    assert.equal(readRuntimeState(dataDir)?.pid, handle.pid, 'the state file now names the new runtime');
+  },
+);
 
 test('reclaim never signals an unrelated process that holds the recorded pid', async (t) => {
   const dir = tempDir();
@@ -122,8 +150,17 @@ test('reclaim never signals an unrelated process that holds the recorded pid', a
     assert.equal(readRuntimeState(dir.path), null, 'the stale state file is dropped');
   }
   // Control: the same process recorded exactly is taken for ours (so the refusals above are not vacuous).
-  writeRuntimeState(dir.path, { ...base, startTime: identity.startTime, exe: identity.exe!, cmdline: identity.cmdline });
-  assert.deepEqual(await reclaimStaleRuntime(dir.path, { graceMs: 2000 }), { outcome: 'reclaimed', pid: unrelated.pid, forced: false });
+  writeRuntimeState(dir.path, {
+    ...base,
+    startTime: identity.startTime,
+    exe: identity.exe!,
+    cmdline: identity.cmdline,
+  });
+  assert.deepEqual(await reclaimStaleRuntime(dir.path, { graceMs: 2000 }), {
+    outcome: 'reclaimed',
+    pid: unrelated.pid,
+    forced: false,
+  });
   await waitFor(() => !alive(unrelated.pid!), 5000, 'the matching process to stop');
 });
 
@@ -136,7 +173,14 @@ test('reclaim reports gone for a dead pid and none for a missing or malformed st
   const runBase = join(dir.path, 'run');
   const runDir = join(runBase, 'rt-Zz0123');
   mkdirSync(runDir, { recursive: true });
-  writeRuntimeState(dir.path, { version: 1, pid: finished.pid!, startTime: '1', exe: '/bin/true', cmdline: ['/bin/true'], runDir });
+  writeRuntimeState(dir.path, {
+    version: 1,
+    pid: finished.pid!,
+    startTime: '1',
+    exe: '/bin/true',
+    cmdline: ['/bin/true'],
+    runDir,
+  });
   assert.deepEqual(await reclaimStaleRuntime(dir.path, { runBase }), { outcome: 'gone', pid: finished.pid });
   assert.equal(existsSync(runDir), false);
   for (const text of ['not json', '{"version":1,"pid":1}', '{"version":2}']) {

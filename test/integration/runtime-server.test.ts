@@ -22,11 +22,14 @@ const exits: RuntimeExit[] = [];
 before(async () => {
   model = writeTinyModel(dir.path);
   // A large context lets one request run long enough to be cancelled mid-way (the model is tiny).
-  handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1, contextSize: 32768, parallel: 1, modelId: 'tiny' }), {
-    dataDir,
-    readyTimeoutMs: 60_000,
-    onExit: (exit) => exits.push(exit),
-  });
+  handle = await spawnRuntime(
+    bundledProfile({ modelPath: model, threads: 1, contextSize: 32768, parallel: 1, modelId: 'tiny' }),
+    {
+      dataDir,
+      readyTimeoutMs: 60_000,
+      onExit: (exit) => exits.push(exit),
+    },
+  );
   client = runtimeClient(handle.address);
 });
 
@@ -56,7 +59,12 @@ test('healthCheck() succeeds against the ready runtime', async () => {
 });
 
 test('chat completions stream and not through the openai SDK, identical at temperature 0', async () => {
-  const first = await client.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 12, temperature: 0 });
+  const first = await client.openai.chat.completions.create({
+    model: 'tiny',
+    messages: ask,
+    max_tokens: 12,
+    temperature: 0,
+  });
   assert.equal(first.object, 'chat.completion');
   assert.equal(first.model, 'tiny');
   assert.equal(first.choices.length, 1);
@@ -68,10 +76,22 @@ test('chat completions stream and not through the openai SDK, identical at tempe
   assert.ok((first.usage?.prompt_tokens ?? 0) > 0);
   assert.equal(first.usage?.total_tokens, (first.usage?.prompt_tokens ?? 0) + 12);
 
-  const again = await client.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 12, temperature: 0 });
+  const again = await client.openai.chat.completions.create({
+    model: 'tiny',
+    messages: ask,
+    max_tokens: 12,
+    temperature: 0,
+  });
   assert.equal(again.choices[0]!.message.content, text);
 
-  const stream = await client.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const stream = await client.openai.chat.completions.create({
+    model: 'tiny',
+    messages: ask,
+    max_tokens: 12,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   let streamed = '';
   let finish: string | null = null;
   let usage: { completion_tokens: number } | null = null;
@@ -87,21 +107,43 @@ test('chat completions stream and not through the openai SDK, identical at tempe
 });
 
 test('a stop string ends the chat completion before it, with finish_reason stop', async () => {
-  const full = await client.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 16, temperature: 0 });
+  const full = await client.openai.chat.completions.create({
+    model: 'tiny',
+    messages: ask,
+    max_tokens: 16,
+    temperature: 0,
+  });
   const text = full.choices[0]!.message.content ?? '';
   const stop = text.slice(4, 6);
   assert.equal(stop.length, 2);
-  const stopped = await client.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 16, temperature: 0, stop: [stop] });
+  const stopped = await client.openai.chat.completions.create({
+    model: 'tiny',
+    messages: ask,
+    max_tokens: 16,
+    temperature: 0,
+    stop: [stop],
+  });
   assert.equal(stopped.choices[0]!.message.content, text.slice(0, text.indexOf(stop)));
   assert.equal(stopped.choices[0]!.finish_reason, 'stop');
 });
 
 test('completions stream and not through the openai SDK, and seeded sampling repeats', async () => {
-  const plain = await client.openai.completions.create({ model: 'tiny', prompt: 'Once upon', max_tokens: 8, temperature: 0 });
+  const plain = await client.openai.completions.create({
+    model: 'tiny',
+    prompt: 'Once upon',
+    max_tokens: 8,
+    temperature: 0,
+  });
   assert.equal(plain.object, 'text_completion');
   assert.equal(plain.choices[0]!.finish_reason, 'length');
   assert.equal(plain.usage?.completion_tokens, 8);
-  const stream = await client.openai.completions.create({ model: 'tiny', prompt: 'Once upon', max_tokens: 8, temperature: 0, stream: true });
+  const stream = await client.openai.completions.create({
+    model: 'tiny',
+    prompt: 'Once upon',
+    max_tokens: 8,
+    temperature: 0,
+    stream: true,
+  });
   let streamed = '';
   for await (const chunk of stream) streamed += chunk.choices[0]?.text ?? '';
   assert.equal(streamed, plain.choices[0]!.text);
@@ -114,19 +156,61 @@ test('completions stream and not through the openai SDK, and seeded sampling rep
 
 test('/v1/models lists the one model', async () => {
   const models = await client.openai.models.list();
-  assert.deepEqual(models.data.map((m) => [m.id, m.object, m.owned_by]), [['tiny', 'model', 'companion']]);
+  assert.deepEqual(
+    models.data.map((m) => [m.id, m.object, m.owned_by]),
+    [['tiny', 'model', 'companion']],
+  );
 });
 
 test('the runtime answers bad requests with OpenAI error bodies and never sends CORS headers', async () => {
   const cases: [string, string, { body?: string | Buffer; headers?: Record<string, string> }, number, string][] = [
     ['GET', '/v1/nothing', {}, 404, 'not_found'],
     ['GET', '/v1/chat/completions', {}, 405, 'method_not_allowed'],
-    ['OPTIONS', '/v1/chat/completions', { headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } }, 405, 'method_not_allowed'],
-    ['POST', '/v1/chat/completions', { body: '{}', headers: { 'content-type': 'text/plain' } }, 415, 'unsupported_media_type'],
-    ['POST', '/v1/chat/completions', { body: '{not json', headers: { 'content-type': 'application/json' } }, 400, 'invalid_json'],
-    ['POST', '/v1/chat/completions', { body: Buffer.alloc(1024 * 1024 + 1, 0x20), headers: { 'content-type': 'application/json' } }, 413, 'body_too_large'],
-    ['POST', '/v1/chat/completions', { body: JSON.stringify({ messages: ask, n: 3 }), headers: { 'content-type': 'application/json' } }, 400, 'unsupported_value'],
-    ['POST', '/v1/completions', { body: JSON.stringify({ prompt: 'ab '.repeat(20000), max_tokens: 1 }), headers: { 'content-type': 'application/json', origin: 'https://evil.example' } }, 400, 'context_length_exceeded'],
+    [
+      'OPTIONS',
+      '/v1/chat/completions',
+      { headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } },
+      405,
+      'method_not_allowed',
+    ],
+    [
+      'POST',
+      '/v1/chat/completions',
+      { body: '{}', headers: { 'content-type': 'text/plain' } },
+      415,
+      'unsupported_media_type',
+    ],
+    [
+      'POST',
+      '/v1/chat/completions',
+      { body: '{not json', headers: { 'content-type': 'application/json' } },
+      400,
+      'invalid_json',
+    ],
+    [
+      'POST',
+      '/v1/chat/completions',
+      { body: Buffer.alloc(1024 * 1024 + 1, 0x20), headers: { 'content-type': 'application/json' } },
+      413,
+      'body_too_large',
+    ],
+    [
+      'POST',
+      '/v1/chat/completions',
+      { body: JSON.stringify({ messages: ask, n: 3 }), headers: { 'content-type': 'application/json' } },
+      400,
+      'unsupported_value',
+    ],
+    [
+      'POST',
+      '/v1/completions',
+      {
+        body: JSON.stringify({ prompt: 'ab '.repeat(20000), max_tokens: 1 }),
+        headers: { 'content-type': 'application/json', origin: 'https://evil.example' },
+      },
+      400,
+      'context_length_exceeded',
+    ],
   ];
   for (const [method, path, options, status, code] of cases) {
     const response = await client.raw(method, path, options);
@@ -135,10 +219,19 @@ test('the runtime answers bad requests with OpenAI error bodies and never sends 
     assert.equal(body.error.code, code, `${method} ${path}`);
     assert.equal(typeof body.error.message, 'string');
     assert.equal(typeof body.error.type, 'string');
-    assert.deepEqual(Object.keys(response.headers).filter((name) => name.startsWith('access-control-')), [], `${method} ${path}`);
+    assert.deepEqual(
+      Object.keys(response.headers).filter((name) => name.startsWith('access-control-')),
+      [],
+      `${method} ${path}`,
+    );
   }
   const health = await client.raw('GET', '/health', { headers: { origin: 'https://evil.example' } });
-  assert.deepEqual(JSON.parse(health.text), { status: 'ok', parallel: 1, contextSize: 32768, sequences: { active: 0, peak: 1 } });
+  assert.deepEqual(JSON.parse(health.text), {
+    status: 'ok',
+    parallel: 1,
+    contextSize: 32768,
+    sequences: { active: 0, peak: 1 },
+  });
   assert.equal(health.headers['access-control-allow-origin'], undefined);
 });
 
@@ -158,17 +251,29 @@ test('a client that disconnects mid-stream cancels its generation and frees the 
   });
   assert.ok(chunks >= 3);
   // The next request needs the same (only) sequence: it is served because the first was cancelled.
-  const next = await client.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 1, temperature: 0 }, { timeout: 15_000 });
+  const next = await client.openai.chat.completions.create(
+    { model: 'tiny', messages: ask, max_tokens: 1, temperature: 0 },
+    { timeout: 15_000 },
+  );
   assert.equal(next.usage?.completion_tokens, 1);
 });
 
 test('stop() during a stream: the client sees an error event, the runtime exits 0 and its socket and run folder are removed', async () => {
   const path = handle.address.kind === 'unix' ? handle.address.path : '';
-  const stream = await client.openai.chat.completions.create({ model: 'tiny', messages: ask, max_tokens: 30_000, temperature: 0, stream: true });
+  const stream = await client.openai.chat.completions.create({
+    model: 'tiny',
+    messages: ask,
+    max_tokens: 30_000,
+    temperature: 0,
+    stream: true,
+  });
   let stopping: Promise<{ forced: boolean }> | undefined;
-  await assert.rejects(async () => {
-    for await (const _chunk of stream) stopping ??= handle.stop(10_000);
-  }, (error: unknown) => error instanceof APIError);
+  await assert.rejects(
+    async () => {
+      for await (const _chunk of stream) stopping ??= handle.stop(10_000);
+    },
+    (error: unknown) => error instanceof APIError,
+  );
   assert.deepEqual(await stopping, { forced: false });
   assert.deepEqual(await handle.exited, { code: 0, signal: null });
   assert.deepEqual(exits, [{ code: 0, signal: null, expected: true }]);
@@ -179,7 +284,11 @@ test('stop() during a stream: the client sees an error event, the runtime exits 
 });
 
 test('spawnRuntime({ bind: "tcp" }) serves 127.0.0.1 with a per-spawn key that the openai SDK uses as its API key', async (t) => {
-  const tcp = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1 }), { dataDir: join(dir.path, 'data-tcp'), bind: 'tcp', readyTimeoutMs: 60_000 });
+  const tcp = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1 }), {
+    dataDir: join(dir.path, 'data-tcp'),
+    bind: 'tcp',
+    readyTimeoutMs: 60_000,
+  });
   const tcpClient = runtimeClient(tcp.address);
   t.after(async () => {
     await tcpClient.close();
@@ -190,11 +299,19 @@ test('spawnRuntime({ bind: "tcp" }) serves 127.0.0.1 with a per-spawn key that t
   assert.equal(tcp.address.host, '127.0.0.1');
   assert.ok(tcp.address.port > 0);
   assert.equal(await tcp.healthCheck(2000), true);
-  const chat = await tcpClient.openai.chat.completions.create({ model: 'local', messages: ask, max_tokens: 4, temperature: 0 });
+  const chat = await tcpClient.openai.chat.completions.create({
+    model: 'local',
+    messages: ask,
+    max_tokens: 4,
+    temperature: 0,
+  });
   assert.equal(chat.usage?.completion_tokens, 4);
   // Without the key the SDK gets a 401 (the refusals are covered in the security tier, P-k).
   const keyless = runtimeClient({ ...tcp.address, key: new Secret('not-the-key-not-the-key-not-the-key') });
   t.after(() => keyless.close());
-  await assert.rejects(keyless.openai.models.list(), (error: unknown) => error instanceof APIError && error.status === 401);
+  await assert.rejects(
+    keyless.openai.models.list(),
+    (error: unknown) => error instanceof APIError && error.status === 401,
+  );
   assert.deepEqual(await tcp.stop(5000), { forced: false });
 });

@@ -8,7 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gate } from '../helpers/gate.js';
 import { bwrapPresent, fixture, lastJson, packageJson, runDetached } from '../helpers/sandbox-run.js';
-import { assertSandboxOrExplicitOptOut, clearSandboxDetectionCache, detectSandbox, sandboxCommand } from '../../src/runtime/sandbox.js';
+import {
+  assertSandboxOrExplicitOptOut,
+  clearSandboxDetectionCache,
+  detectSandbox,
+  sandboxCommand,
+} from '../../src/runtime/sandbox.js';
 import { detectSandboxMode } from '../../src/cli/sandbox-mode.js';
 import type { EscapeSpec } from '../fixtures/sandbox/escape-probe.js';
 
@@ -26,69 +31,116 @@ describe('detectSandbox()', () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  test('detectSandbox() picks bubblewrap when it can make a sandbox here', gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap'), async () => {
-    const support = await detectSandbox();
-    assert.equal(support.mode, 'bubblewrap');
-    assert.equal(support.path, '/usr/bin/bwrap');
-    assert.equal(support.reason, undefined);
-    assert.ok(Object.isFrozen(support));
-    assert.equal(await detectSandbox(), support, 'the answer is cached');
-    assert.equal(await detectSandboxMode(), 'bubblewrap');
-  });
+  test(
+    'detectSandbox() picks bubblewrap when it can make a sandbox here',
+    gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap'),
+    async () => {
+      const support = await detectSandbox();
+      assert.equal(support.mode, 'bubblewrap');
+      assert.equal(support.path, '/usr/bin/bwrap');
+      assert.equal(support.reason, undefined);
+      assert.ok(Object.isFrozen(support));
+      assert.equal(await detectSandbox(), support, 'the answer is cached');
+      assert.equal(await detectSandboxMode(), 'bubblewrap');
+    },
+  );
 
-  test('detectSandbox() falls back to the partial unshare mode, saying why, when bubblewrap is missing', gate('unshare', unsharePresent, 'apt-get install util-linux'), async () => {
-    const support = await detectSandbox({ bwrapPath: MISSING });
-    assert.equal(support.mode, 'unshare');
-    assert.equal(support.path, '/usr/bin/unshare');
-    assert.match(support.reason ?? '', /bubblewrap is not installed/);
-    assert.match(support.reason ?? '', /not files/);
-    assert.equal(await detectSandboxMode({ bwrapPath: MISSING }), 'unshare');
-  });
+  test(
+    'detectSandbox() falls back to the partial unshare mode, saying why, when bubblewrap is missing',
+    gate('unshare', unsharePresent, 'apt-get install util-linux'),
+    async () => {
+      const support = await detectSandbox({ bwrapPath: MISSING });
+      assert.equal(support.mode, 'unshare');
+      assert.equal(support.path, '/usr/bin/unshare');
+      assert.match(support.reason ?? '', /bubblewrap is not installed/);
+      assert.match(support.reason ?? '', /not files/);
+      assert.equal(await detectSandboxMode({ bwrapPath: MISSING }), 'unshare');
+    },
+  );
 
-  test('detectSandbox() falls back when bubblewrap is present but its proof run fails', gate('unshare', unsharePresent, 'apt-get install util-linux'), async () => {
-    const support = await detectSandbox({ bwrapPath: '/usr/bin/false' });
-    assert.equal(support.mode, 'unshare');
-    assert.match(support.reason ?? '', /bubblewrap cannot make a sandbox here \(exit status 1\)/);
-  });
+  test(
+    'detectSandbox() falls back when bubblewrap is present but its proof run fails',
+    gate('unshare', unsharePresent, 'apt-get install util-linux'),
+    async () => {
+      const support = await detectSandbox({ bwrapPath: '/usr/bin/false' });
+      assert.equal(support.mode, 'unshare');
+      assert.match(support.reason ?? '', /bubblewrap cannot make a sandbox here \(exit status 1\)/);
+    },
+  );
 
-  test('detectSandbox() does not pick a bubblewrap without --ro-bind-fd (older than 0.10 and not backported): the runtime could not get its model read-only', gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap'), async () => {
-    const old = join(root, 'old-bwrap');
-    writeFileSync(old, '#!/bin/sh\nfor a in "$@"; do [ "$a" = --ro-bind-fd ] && { echo "bwrap: Unknown option --ro-bind-fd" >&2; exit 1; }; done\nexec /usr/bin/bwrap "$@"\n');
-    chmodSync(old, 0o755);
-    const support = await detectSandbox({ bwrapPath: old });
-    assert.notEqual(support.mode, 'bubblewrap');
-    assert.match(support.reason ?? '', /bubblewrap cannot make a sandbox here \(bwrap: Unknown option --ro-bind-fd\)/);
-  });
+  test(
+    'detectSandbox() does not pick a bubblewrap without --ro-bind-fd (older than 0.10 and not backported): the runtime could not get its model read-only',
+    gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap'),
+    async () => {
+      const old = join(root, 'old-bwrap');
+      writeFileSync(
+        old,
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = --ro-bind-fd ] && { echo "bwrap: Unknown option --ro-bind-fd" >&2; exit 1; }; done\nexec /usr/bin/bwrap "$@"\n',
+      );
+      chmodSync(old, 0o755);
+      const support = await detectSandbox({ bwrapPath: old });
+      assert.notEqual(support.mode, 'bubblewrap');
+      assert.match(
+        support.reason ?? '',
+        /bubblewrap cannot make a sandbox here \(bwrap: Unknown option --ro-bind-fd\)/,
+      );
+    },
+  );
 
-  test('detectSandbox() does not pick a bubblewrap that shows the descriptor writable: the proof reopens it for writing', gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap'), async () => {
-    const loose = join(root, 'loose-bwrap');
-    // Rewrites --ro-bind-fd into the writable --bind-fd and otherwise runs the real bubblewrap.
-    writeFileSync(loose, '#!/bin/sh\nfor a in "$@"; do shift; if [ "$a" = --ro-bind-fd ]; then set -- "$@" --bind-fd; else set -- "$@" "$a"; fi; done\nexec /usr/bin/bwrap "$@"\n');
-    chmodSync(loose, 0o755);
-    const support = await detectSandbox({ bwrapPath: loose });
-    assert.notEqual(support.mode, 'bubblewrap');
-    assert.match(support.reason ?? '', /bubblewrap cannot make a sandbox here \(exit status [45]\)/);
-  });
+  test(
+    'detectSandbox() does not pick a bubblewrap that shows the descriptor writable: the proof reopens it for writing',
+    gate('bubblewrap', bwrapPresent, 'apt-get install bubblewrap'),
+    async () => {
+      const loose = join(root, 'loose-bwrap');
+      // Rewrites --ro-bind-fd into the writable --bind-fd and otherwise runs the real bubblewrap.
+      writeFileSync(
+        loose,
+        '#!/bin/sh\nfor a in "$@"; do shift; if [ "$a" = --ro-bind-fd ]; then set -- "$@" --bind-fd; else set -- "$@" "$a"; fi; done\nexec /usr/bin/bwrap "$@"\n',
+      );
+      chmodSync(loose, 0o755);
+      const support = await detectSandbox({ bwrapPath: loose });
+      assert.notEqual(support.mode, 'bubblewrap');
+      assert.match(support.reason ?? '', /bubblewrap cannot make a sandbox here \(exit status [45]\)/);
+    },
+  );
 
-  test('detectSandbox() bounds a proof run that hangs', gate('unshare', unsharePresent, 'apt-get install util-linux'), async () => {
-    const hanging = join(root, 'hanging-bwrap');
-    writeFileSync(hanging, '#!/bin/sh\nexec sleep 30\n');
-    chmodSync(hanging, 0o755);
-    const support = await detectSandbox({ bwrapPath: hanging, timeoutMs: 300 });
-    assert.equal(support.mode, 'unshare');
-    assert.match(support.reason ?? '', /timed out after 300 ms/);
-  });
+  test(
+    'detectSandbox() bounds a proof run that hangs',
+    gate('unshare', unsharePresent, 'apt-get install util-linux'),
+    async () => {
+      const hanging = join(root, 'hanging-bwrap');
+      writeFileSync(hanging, '#!/bin/sh\nexec sleep 30\n');
+      chmodSync(hanging, 0o755);
+      const support = await detectSandbox({ bwrapPath: hanging, timeoutMs: 300 });
+      assert.equal(support.mode, 'unshare');
+      assert.match(support.reason ?? '', /timed out after 300 ms/);
+    },
+  );
 
   test('detectSandbox() says none, with a reason, when nothing can make a sandbox; the gate refuses', async () => {
     const support = await detectSandbox({ bwrapPath: MISSING, unsharePath: '/nonexistent/companion-test/unshare' });
-    assert.deepEqual({ ...support }, { mode: 'none', path: null, reason: 'bubblewrap is not installed; unshare or setpriv is not installed' });
-    assert.throws(() => assertSandboxOrExplicitOptOut(support, false), (error: Error & { code?: string }) => {
-      assert.equal(error.code, 'ERR_SANDBOX_UNAVAILABLE');
-      assert.match(error.message, /install bubblewrap \(apt-get install bubblewrap\) or pass --allow-unsandboxed/);
-      return true;
-    });
+    assert.deepEqual(
+      { ...support },
+      { mode: 'none', path: null, reason: 'bubblewrap is not installed; unshare or setpriv is not installed' },
+    );
+    assert.throws(
+      () => assertSandboxOrExplicitOptOut(support, false),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'ERR_SANDBOX_UNAVAILABLE');
+        assert.match(error.message, /install bubblewrap \(apt-get install bubblewrap\) or pass --allow-unsandboxed/);
+        return true;
+      },
+    );
     assert.doesNotThrow(() => assertSandboxOrExplicitOptOut(support, true));
-    assert.throws(() => sandboxCommand({ file: process.execPath, args: [] }, { readOnlyPaths: [], writablePaths: [], allowNetwork: false }, support), { code: 'ERR_SANDBOX_UNAVAILABLE' });
+    assert.throws(
+      () =>
+        sandboxCommand(
+          { file: process.execPath, args: [] },
+          { readOnlyPaths: [], writablePaths: [], allowNetwork: false },
+          support,
+        ),
+      { code: 'ERR_SANDBOX_UNAVAILABLE' },
+    );
   });
 
   test('detectSandbox({ probe: false }) trusts the binary without running it', async () => {
@@ -121,15 +173,27 @@ describe('the unshare fallback, run for real', gate('unshare', unsharePresent, '
     writeFileSync(planted, 'visible under unshare');
     const spec: EscapeSpec = { routable: '192.0.2.1', readFiles: [planted] };
     const probe = fixture('escape-probe.js');
-    const command = sandboxCommand({ file: process.execPath, args: [probe, JSON.stringify(spec)] }, { readOnlyPaths: [probe, packageJson], writablePaths: [], allowNetwork: false }, support);
-    const result = lastJson<{ interfaces: string[]; udpRoute: { code?: string }; envKeys: string[]; proc: { value: Array<{ pid: number }> }; readFiles: Array<{ ok: boolean }>; status: { value: Record<string, string> } }>(
-      await runDetached(command, 30_000, { COMPANION_REFRESH_TOKEN: 'must-not-leak' }),
+    const command = sandboxCommand(
+      { file: process.execPath, args: [probe, JSON.stringify(spec)] },
+      { readOnlyPaths: [probe, packageJson], writablePaths: [], allowNetwork: false },
+      support,
     );
+    const result = lastJson<{
+      interfaces: string[];
+      udpRoute: { code?: string };
+      envKeys: string[];
+      proc: { value: Array<{ pid: number }> };
+      readFiles: Array<{ ok: boolean }>;
+      status: { value: Record<string, string> };
+    }>(await runDetached(command, 30_000, { COMPANION_REFRESH_TOKEN: 'must-not-leak' }));
     // A new network namespace made by unshare has lo, and leaves it down: no interface is up at all.
     assert.deepEqual(result.interfaces, []);
     assert.equal(result.udpRoute.code, 'ENETUNREACH');
     assert.deepEqual(result.envKeys, ['HOME', 'LANG', 'PATH', 'TMPDIR']);
-    assert.ok(result.proc.value.every((entry) => entry.pid <= 3), 'only its own pid namespace');
+    assert.ok(
+      result.proc.value.every((entry) => entry.pid <= 3),
+      'only its own pid namespace',
+    );
     assert.equal(result.status.value.NoNewPrivs, '1');
     assert.equal(result.status.value.CapEff, '0000000000000000');
     assert.equal(result.readFiles[0]?.ok, true, 'the limit: unshare hides no file');

@@ -10,8 +10,24 @@ import { join } from 'node:path';
 import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
 import { gate } from '../helpers/gate.js';
 import { repoRoot } from '../helpers/paths.js';
-import { bwrapPresent, descendants, fixture, groupOf, killGroup, lastJson, packageJson, runDetached, startDetached, waitGone } from '../helpers/sandbox-run.js';
-import { detectSandbox, runtimeSandboxProfile, sandboxCommand, type SandboxSupport } from '../../src/runtime/sandbox.js';
+import {
+  bwrapPresent,
+  descendants,
+  fixture,
+  groupOf,
+  killGroup,
+  lastJson,
+  packageJson,
+  runDetached,
+  startDetached,
+  waitGone,
+} from '../helpers/sandbox-run.js';
+import {
+  detectSandbox,
+  runtimeSandboxProfile,
+  sandboxCommand,
+  type SandboxSupport,
+} from '../../src/runtime/sandbox.js';
 
 interface Inference {
   text: string;
@@ -62,13 +78,27 @@ describe('sandboxCommand() with bubblewrap', gate('bubblewrap', bwrapPresent, 'a
     // The runtime's profile, with the fixtures folder standing in for the runtime's code folder.
     // These tests exercise bubblewrap itself (a model by path, a socket bound inside): the fixtures get the
     // model folder read-only and the socket folder writable on top of the runtime's own profile.
-    const base = runtimeSandboxProfile({ nodeBinary: process.execPath, codeDir: fixtures, packageJson, nodeModulesDir: join(repoRoot, 'node_modules'), model: { fd: 3, path: '/run/companion/model.gguf' }, env: { COMPANION_RUNTIME_THREADS: '1' } });
-    return { ...base, readOnlyPaths: [...base.readOnlyPaths, modelPath], writablePaths: [socketDir], readOnlyFd: undefined } as unknown as ReturnType<typeof runtimeSandboxProfile>;
+    const base = runtimeSandboxProfile({
+      nodeBinary: process.execPath,
+      codeDir: fixtures,
+      packageJson,
+      nodeModulesDir: join(repoRoot, 'node_modules'),
+      model: { fd: 3, path: '/run/companion/model.gguf' },
+      env: { COMPANION_RUNTIME_THREADS: '1' },
+    });
+    return {
+      ...base,
+      readOnlyPaths: [...base.readOnlyPaths, modelPath],
+      writablePaths: [socketDir],
+      readOnlyFd: undefined,
+    } as unknown as ReturnType<typeof runtimeSandboxProfile>;
   }
 
   test('node-llama-cpp loads the model and generates the same tokens inside the sandbox as outside', async () => {
     const plain = { file: process.execPath, args: [fixture('infer.js'), modelPath] };
-    const outside = lastJson<Inference>(await runDetached(plain, 60_000, { PATH: '/usr/bin:/bin', HOME: '/nonexistent' }));
+    const outside = lastJson<Inference>(
+      await runDetached(plain, 60_000, { PATH: '/usr/bin:/bin', HOME: '/nonexistent' }),
+    );
     const inside = lastJson<Inference>(await runDetached(sandboxCommand(plain, profile(), support), 60_000));
     assert.ok(outside.tokens > 0, 'the model generated something');
     assert.equal(inside.text, outside.text);
@@ -77,7 +107,9 @@ describe('sandboxCommand() with bubblewrap', gate('bubblewrap', bwrapPresent, 'a
 
   test('a server inside, on a Unix socket in the bound socket folder, answers an HTTP GET from outside', async () => {
     const socketPath = join(socketDir, 'runtime.sock');
-    const started = startDetached(sandboxCommand({ file: process.execPath, args: [fixture('socket-server.js'), socketPath] }, profile(), support));
+    const started = startDetached(
+      sandboxCommand({ file: process.execPath, args: [fixture('socket-server.js'), socketPath] }, profile(), support),
+    );
     groups.push(started.child.pid!);
     assert.deepEqual(JSON.parse(await started.firstLine), { ready: true });
     const response = await getOverSocket(socketPath, '/v1/models');
@@ -92,7 +124,9 @@ describe('sandboxCommand() with bubblewrap', gate('bubblewrap', bwrapPresent, 'a
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     test(`killing the process group with ${signal} ends every sandboxed process`, async () => {
       const socketPath = join(socketDir, `kill-${signal}.sock`);
-      const started = startDetached(sandboxCommand({ file: process.execPath, args: [fixture('socket-server.js'), socketPath] }, profile(), support));
+      const started = startDetached(
+        sandboxCommand({ file: process.execPath, args: [fixture('socket-server.js'), socketPath] }, profile(), support),
+      );
       const leader = started.child.pid!;
       groups.push(leader);
       await started.firstLine;
@@ -100,7 +134,7 @@ describe('sandboxCommand() with bubblewrap', gate('bubblewrap', bwrapPresent, 'a
       assert.ok(tree.length >= 2, 'bwrap forked its pid-1 and the runtime');
       // Without --new-session the whole sandbox stays in the adapter's group: the group kill and the
       // resource probe (which follows the group) reach every process.
-      for (const pid of tree) assert.equal(groupOf(pid), leader, 'every sandboxed process is in the leader\'s group');
+      for (const pid of tree) assert.equal(groupOf(pid), leader, "every sandboxed process is in the leader's group");
       process.kill(-leader, signal);
       await started.exited;
       assert.deepEqual(await waitGone([leader, ...tree]), [], 'no process of the sandbox is left');
@@ -109,7 +143,9 @@ describe('sandboxCommand() with bubblewrap', gate('bubblewrap', bwrapPresent, 'a
 
   test('killing only the bubblewrap process still ends the sandbox (--die-with-parent)', async () => {
     const socketPath = join(socketDir, 'die-with-parent.sock');
-    const started = startDetached(sandboxCommand({ file: process.execPath, args: [fixture('socket-server.js'), socketPath] }, profile(), support));
+    const started = startDetached(
+      sandboxCommand({ file: process.execPath, args: [fixture('socket-server.js'), socketPath] }, profile(), support),
+    );
     const leader = started.child.pid!;
     groups.push(leader);
     await started.firstLine;

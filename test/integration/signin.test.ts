@@ -40,7 +40,10 @@ test('fetchManifest() fetches and verifies the hub manifest with the access toke
   const manifest = await authority.fetchManifest();
   assert.equal(manifest.issuer, ch.hub.issuer);
   assert.equal(manifest.version, ch.hub.manifestVersion);
-  assert.deepEqual(manifest.models.map((m) => m.id), ch.hub.models.map((m) => m.id));
+  assert.deepEqual(
+    manifest.models.map((m) => m.id),
+    ch.hub.models.map((m) => m.id),
+  );
 });
 
 test('fetchManifest() refuses a manifest signed by a key that is not pinned (P-h)', async (t) => {
@@ -62,7 +65,12 @@ test('freshAccessToken() refreshes with rotation; a reused refresh token signs o
   assert.ok(first !== null && second !== null && refreshed !== null);
   assert.notEqual(first.reveal(), second.reveal(), 'the refresh token rotated');
   // Put the old (already used) refresh token back: the hub sees a reuse and revokes the grant.
-  await authority.custody.storeTokens({ accessToken: refreshed, refreshToken: first, expiresAt: 0, scope: ['openid', 'offline_access', 'companion:manifest'] });
+  await authority.custody.storeTokens({
+    accessToken: refreshed,
+    refreshToken: first,
+    expiresAt: 0,
+    scope: ['openid', 'offline_access', 'companion:manifest'],
+  });
   await assert.rejects(freshAccessToken(options, true), { code: 'ERR_OAUTH_REFRESH_REFUSED' });
   assert.equal((await authority.state()).signedIn, false, 'a refused refresh signs out');
 });
@@ -83,10 +91,13 @@ test('signIn() ends with ERR_OAUTH_AUTHORIZATION_DENIED when the user denies con
   const ch = await startCompanionHub(t);
   const authority = ch.authority();
   let port = 0;
-  await assert.rejects(authority.signIn({
-    openBrowser: ch.browser('deny'),
-    onOpen: (url) => (port = Number(new URL(new URL(url).searchParams.get('redirect_uri')!).port)),
-  }), { code: 'ERR_OAUTH_AUTHORIZATION_DENIED' });
+  await assert.rejects(
+    authority.signIn({
+      openBrowser: ch.browser('deny'),
+      onOpen: (url) => (port = Number(new URL(new URL(url).searchParams.get('redirect_uri')!).port)),
+    }),
+    { code: 'ERR_OAUTH_AUTHORIZATION_DENIED' },
+  );
   assert.ok(await portClosed(port));
   assert.equal((await authority.state()).signedIn, false);
 });

@@ -17,7 +17,11 @@ const runtimes: { mode: 'tcp' | 'unix'; handle: RuntimeHandle; client: RuntimeCl
 before(async () => {
   const model = writeTinyModel(dir.path);
   for (const mode of ['tcp', 'unix'] as const) {
-    const handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1, modelId: 'tiny' }), { dataDir: join(dir.path, `data-${mode}`), bind: mode, readyTimeoutMs: 60_000 });
+    const handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1, modelId: 'tiny' }), {
+      dataDir: join(dir.path, `data-${mode}`),
+      bind: mode,
+      readyTimeoutMs: 60_000,
+    });
     runtimes.push({ mode, handle, client: runtimeClient(handle.address) });
   }
 });
@@ -37,33 +41,114 @@ function corsHeaders(headers: Record<string, string | string[] | undefined>): st
 
 function baseHeaders(r: (typeof runtimes)[number], withKey: boolean): Record<string, string> {
   if (r.handle.address.kind !== 'tcp') return { host: 'localhost' };
-  return { host: `127.0.0.1:${r.handle.address.port}`, ...(withKey ? { authorization: `Bearer ${r.handle.address.key.reveal()}` } : {}) };
+  return {
+    host: `127.0.0.1:${r.handle.address.port}`,
+    ...(withKey ? { authorization: `Bearer ${r.handle.address.key.reveal()}` } : {}),
+  };
 }
 
-const chat = (stream: boolean): string => JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, temperature: 0, stream });
+const chat = (stream: boolean): string =>
+  JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, temperature: 0, stream });
 
-test('P-b the bundled runtime sends no CORS header to a cross-origin request, a preflight, a stream or a refusal (TCP and Unix socket)', { timeout: 120_000 }, async () => {
-  assert.equal(runtimes.length, 2);
-  for (const r of runtimes) {
-    const cases: { name: string; method: string; path: string; headers: Record<string, string>; body?: string; status: (s: number) => boolean }[] = [
-      { name: 'GET /health with Origin', method: 'GET', path: '/health', headers: { ...baseHeaders(r, true), origin: EVIL }, status: (s) => s === 200 },
-      { name: 'GET /v1/models with Origin', method: 'GET', path: '/v1/models', headers: { ...baseHeaders(r, true), origin: EVIL, 'sec-fetch-site': 'cross-site' }, status: (s) => s === 200 },
-      { name: 'chat with Origin', method: 'POST', path: '/v1/chat/completions', headers: { ...baseHeaders(r, true), origin: EVIL, 'content-type': 'application/json' }, body: chat(false), status: (s) => s === 200 },
-      { name: 'streamed chat with Origin', method: 'POST', path: '/v1/chat/completions', headers: { ...baseHeaders(r, true), origin: EVIL, 'content-type': 'application/json' }, body: chat(true), status: (s) => s === 200 },
-      { name: 'a form post (text/plain) with Origin', method: 'POST', path: '/v1/chat/completions', headers: { ...baseHeaders(r, true), origin: EVIL, 'content-type': 'text/plain' }, body: chat(false), status: (s) => s >= 400 },
-      { name: 'preflight', method: 'OPTIONS', path: '/v1/chat/completions', headers: { ...baseHeaders(r, true), origin: EVIL, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' }, status: (s) => s >= 400 },
-      { name: 'preflight without the key', method: 'OPTIONS', path: '/v1/models', headers: { ...baseHeaders(r, false), origin: EVIL, 'access-control-request-method': 'GET' }, status: (s) => s >= 400 },
-      { name: 'unknown path with Origin', method: 'GET', path: '/nope', headers: { ...baseHeaders(r, true), origin: EVIL }, status: (s) => s === 404 },
-    ];
-    if (r.mode === 'tcp') {
-      cases.push({ name: 'no key, with Origin', method: 'GET', path: '/v1/models', headers: { ...baseHeaders(r, false), origin: EVIL }, status: (s) => s === 401 });
+test(
+  'P-b the bundled runtime sends no CORS header to a cross-origin request, a preflight, a stream or a refusal (TCP and Unix socket)',
+  { timeout: 120_000 },
+  async () => {
+    assert.equal(runtimes.length, 2);
+    for (const r of runtimes) {
+      const cases: {
+        name: string;
+        method: string;
+        path: string;
+        headers: Record<string, string>;
+        body?: string;
+        status: (s: number) => boolean;
+      }[] = [
+        {
+          name: 'GET /health with Origin',
+          method: 'GET',
+          path: '/health',
+          headers: { ...baseHeaders(r, true), origin: EVIL },
+          status: (s) => s === 200,
+        },
+        {
+          name: 'GET /v1/models with Origin',
+          method: 'GET',
+          path: '/v1/models',
+          headers: { ...baseHeaders(r, true), origin: EVIL, 'sec-fetch-site': 'cross-site' },
+          status: (s) => s === 200,
+        },
+        {
+          name: 'chat with Origin',
+          method: 'POST',
+          path: '/v1/chat/completions',
+          headers: { ...baseHeaders(r, true), origin: EVIL, 'content-type': 'application/json' },
+          body: chat(false),
+          status: (s) => s === 200,
+        },
+        {
+          name: 'streamed chat with Origin',
+          method: 'POST',
+          path: '/v1/chat/completions',
+          headers: { ...baseHeaders(r, true), origin: EVIL, 'content-type': 'application/json' },
+          body: chat(true),
+          status: (s) => s === 200,
+        },
+        {
+          name: 'a form post (text/plain) with Origin',
+          method: 'POST',
+          path: '/v1/chat/completions',
+          headers: { ...baseHeaders(r, true), origin: EVIL, 'content-type': 'text/plain' },
+          body: chat(false),
+          status: (s) => s >= 400,
+        },
+        {
+          name: 'preflight',
+          method: 'OPTIONS',
+          path: '/v1/chat/completions',
+          headers: {
+            ...baseHeaders(r, true),
+            origin: EVIL,
+            'access-control-request-method': 'POST',
+            'access-control-request-headers': 'authorization, content-type',
+          },
+          status: (s) => s >= 400,
+        },
+        {
+          name: 'preflight without the key',
+          method: 'OPTIONS',
+          path: '/v1/models',
+          headers: { ...baseHeaders(r, false), origin: EVIL, 'access-control-request-method': 'GET' },
+          status: (s) => s >= 400,
+        },
+        {
+          name: 'unknown path with Origin',
+          method: 'GET',
+          path: '/nope',
+          headers: { ...baseHeaders(r, true), origin: EVIL },
+          status: (s) => s === 404,
+        },
+      ];
+      if (r.mode === 'tcp') {
+        cases.push({
+          name: 'no key, with Origin',
+          method: 'GET',
+          path: '/v1/models',
+          headers: { ...baseHeaders(r, false), origin: EVIL },
+          status: (s) => s === 401,
+        });
+      }
+      for (const c of cases) {
+        const response = await r.client.raw(c.method, c.path, {
+          headers: c.headers,
+          ...(c.body === undefined ? {} : { body: c.body }),
+        });
+        const where = `${r.mode}: ${c.name} (${response.status})`;
+        assert.ok(c.status(response.status), where);
+        assert.deepEqual(corsHeaders(response.headers), [], where);
+        if (c.name.startsWith('streamed'))
+          assert.match(String(response.headers['content-type']), /^text\/event-stream/, where);
+      }
     }
-    for (const c of cases) {
-      const response = await r.client.raw(c.method, c.path, { headers: c.headers, ...(c.body === undefined ? {} : { body: c.body }) });
-      const where = `${r.mode}: ${c.name} (${response.status})`;
-      assert.ok(c.status(response.status), where);
-      assert.deepEqual(corsHeaders(response.headers), [], where);
-      if (c.name.startsWith('streamed')) assert.match(String(response.headers['content-type']), /^text\/event-stream/, where);
-    }
-  }
-});
+  },
+);

@@ -18,7 +18,12 @@ import { distRoot, repoRoot } from '../helpers/paths.js';
 
 const admission = createAdmission({ maxConcurrent: 1, maxQueue: 1, queueTimeoutMs: 100 });
 const door = (host?: string): ReturnType<typeof startFrontDoor> =>
-  startFrontDoor({ ...(host === undefined ? {} : { host }), verifyToken: () => false, upstream: () => null, admission });
+  startFrontDoor({
+    ...(host === undefined ? {} : { host }),
+    verifyToken: () => false,
+    upstream: () => null,
+    admission,
+  });
 
 /** A routable address of this machine (first non-internal IPv4), or a documentation address. */
 function routableAddress(): string {
@@ -92,40 +97,47 @@ function reusePortBind(port: number, hold = false): { result: Promise<string>; r
 
 const perlPresent = spawnSync('perl', ['-MSocket', '-e', 'SO_REUSEPORT'], { stdio: 'ignore' }).status === 0;
 
-test('P-c the front door shares its port with no one: a second bind of 127.0.0.1:P with SO_REUSEPORT fails with EADDRINUSE', gate('perl with Socket (perl-base)', perlPresent, 'apt-get install perl-base'), async () => {
-  // Control: two SO_REUSEPORT sockets do share a port, so EADDRINUSE below is the front door's doing.
-  const free = createServer();
-  await new Promise<void>((resolve) => free.listen({ host: '127.0.0.1', port: 0 }, resolve));
-  const controlPort = (free.address() as { port: number }).port;
-  await new Promise<void>((resolve) => free.close(() => resolve()));
-  const sharer = reusePortBind(controlPort, true);
-  try {
-    assert.equal(await sharer.result, 'LISTENING');
-    assert.equal(await reusePortBind(controlPort).result, 'BOUND', 'SO_REUSEPORT sharing works on this machine');
-  } finally {
-    sharer.release();
-  }
-
-  const running = await door();
-  try {
-    assert.equal(await reusePortBind(running.port).result, 'EADDRINUSE');
-    // Node in this process, too: neither `exclusive: false` nor `reusePort` shares the port.
-    for (const options of [{ exclusive: false }, { reusePort: true } as object]) {
-      const second = createServer();
-      const code = await new Promise<string>((resolve) => {
-        second.once('error', (error: Error & { code?: string }) => resolve(error.code ?? 'error'));
-        second.listen({ host: '127.0.0.1', port: running.port, ...options }, () => {
-          second.close();
-          resolve('LISTENING');
-        });
-      });
-      assert.equal(code, 'EADDRINUSE', JSON.stringify(options));
+test(
+  'P-c the front door shares its port with no one: a second bind of 127.0.0.1:P with SO_REUSEPORT fails with EADDRINUSE',
+  gate('perl with Socket (perl-base)', perlPresent, 'apt-get install perl-base'),
+  async () => {
+    // Control: two SO_REUSEPORT sockets do share a port, so EADDRINUSE below is the front door's doing.
+    const free = createServer();
+    await new Promise<void>((resolve) => free.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    const controlPort = (free.address() as { port: number }).port;
+    await new Promise<void>((resolve) => free.close(() => resolve()));
+    const sharer = reusePortBind(controlPort, true);
+    try {
+      assert.equal(await sharer.result, 'LISTENING');
+      assert.equal(await reusePortBind(controlPort).result, 'BOUND', 'SO_REUSEPORT sharing works on this machine');
+    } finally {
+      sharer.release();
     }
-    assert.deepEqual(listenersOf().filter((l) => l.endsWith(`:${running.port}`)), [`127.0.0.1:${running.port}`]);
-  } finally {
-    await running.close();
-  }
-});
+
+    const running = await door();
+    try {
+      assert.equal(await reusePortBind(running.port).result, 'EADDRINUSE');
+      // Node in this process, too: neither `exclusive: false` nor `reusePort` shares the port.
+      for (const options of [{ exclusive: false }, { reusePort: true } as object]) {
+        const second = createServer();
+        const code = await new Promise<string>((resolve) => {
+          second.once('error', (error: Error & { code?: string }) => resolve(error.code ?? 'error'));
+          second.listen({ host: '127.0.0.1', port: running.port, ...options }, () => {
+            second.close();
+            resolve('LISTENING');
+          });
+        });
+        assert.equal(code, 'EADDRINUSE', JSON.stringify(options));
+      }
+      assert.deepEqual(
+        listenersOf().filter((l) => l.endsWith(`:${running.port}`)),
+        [`127.0.0.1:${running.port}`],
+      );
+    } finally {
+      await running.close();
+    }
+  },
+);
 
 const unshareWorks = spawnSync('unshare', ['-n', 'true'], { stdio: 'ignore' }).status === 0;
 const netns = gate('unshare -n (a private network namespace; root)', unshareWorks, 'util-linux, run as root');
@@ -133,39 +145,78 @@ const bindFailChild = join(distRoot, 'test', 'helpers', 'bind-fail-child.js');
 
 /** Runs test/helpers/bind-fail-child.ts in a private network namespace; resolves with its JSON line. */
 function inPrivateNetns(config: Record<string, unknown>): Record<string, unknown> {
-  const run = spawnSync('unshare', ['-n', process.execPath, bindFailChild, JSON.stringify({ ...config, parentNetns: readlinkSync('/proc/self/ns/net') })], {
-    encoding: 'utf8', timeout: 90_000, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-  });
+  const run = spawnSync(
+    'unshare',
+    [
+      '-n',
+      process.execPath,
+      bindFailChild,
+      JSON.stringify({ ...config, parentNetns: readlinkSync('/proc/self/ns/net') }),
+    ],
+    {
+      encoding: 'utf8',
+      timeout: 90_000,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    },
+  );
   assert.equal(run.status, 0, `the namespace child ran: ${run.stderr}`);
   return JSON.parse(run.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
 }
 
-test('P-c startFrontDoor() rejects with ERR_BIND_FAILED when the loopback bind fails, and listens on no other address', { ...netns, timeout: 60_000 }, () => {
-  const result = inPrivateNetns({ mode: 'front-door' });
-  assert.deepEqual(result.before, [], 'the namespace starts with nothing listening');
-  // ::1 is absent (loopback down): a bind error, and nothing listens, on 127.0.0.1 or anywhere.
-  assert.deepEqual(result.ipv6, { host: '::1', code: 'ERR_BIND_FAILED', listening: [] });
-  // 127.0.0.1 with every ephemeral port taken: the same, and only the occupant listens.
-  assert.equal(result.range, '40000 40000');
-  assert.deepEqual(result.ipv4, { host: 'default', code: 'ERR_BIND_FAILED', listening: [result.occupied] });
-});
+test(
+  'P-c startFrontDoor() rejects with ERR_BIND_FAILED when the loopback bind fails, and listens on no other address',
+  { ...netns, timeout: 60_000 },
+  () => {
+    const result = inPrivateNetns({ mode: 'front-door' });
+    assert.deepEqual(result.before, [], 'the namespace starts with nothing listening');
+    // ::1 is absent (loopback down): a bind error, and nothing listens, on 127.0.0.1 or anywhere.
+    assert.deepEqual(result.ipv6, { host: '::1', code: 'ERR_BIND_FAILED', listening: [] });
+    // 127.0.0.1 with every ephemeral port taken: the same, and only the occupant listens.
+    assert.equal(result.range, '40000 40000');
+    assert.deepEqual(result.ipv4, { host: 'default', code: 'ERR_BIND_FAILED', listening: [result.occupied] });
+  },
+);
 
-test('P-c companion up exits non-zero with one clear ERR_BIND_FAILED line when the loopback bind fails', { ...netns, timeout: 90_000 }, (t) => {
-  const home = mkdtempSync(join(tmpdir(), 'companion-bindfail-'));
-  t.after(() => rmSync(home, { recursive: true, force: true }));
-  const dataDir = join(home, 'data');
-  const result = inPrivateNetns({
-    mode: 'up',
-    argv: [join(repoRoot, 'bin', 'companion.js'), 'up', '--hub', 'https://127.0.0.1:9', '--data-dir', dataDir, '--keychain', 'memory', '--allow-unsandboxed', '--threads', '1'],
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, XDG_CONFIG_HOME: join(home, 'config'), XDG_DATA_HOME: join(home, 'share') },
-  });
-  assert.notEqual(result.status, 0);
-  assert.equal(result.signal, null, 'it exited by itself, promptly');
-  // The in-memory keychain announces itself (CONTRACT §6); apart from that, exactly one line.
-  const lines = String(result.stderr).trim().split('\n').filter((line) => !/in-memory keychain/.test(line));
-  assert.equal(lines.length, 1, String(result.stderr));
-  assert.match(lines[0]!, /^companion up: .*\[ERR_BIND_FAILED\]$/);
-  assert.equal(String(result.stdout), '');
-  assert.deepEqual(result.after, [result.occupied], 'nothing else listens in the namespace');
-  assert.equal(existsSync(join(dataDir, 'run', 'endpoint.json')), false, 'no endpoint was published');
-});
+test(
+  'P-c companion up exits non-zero with one clear ERR_BIND_FAILED line when the loopback bind fails',
+  { ...netns, timeout: 90_000 },
+  (t) => {
+    const home = mkdtempSync(join(tmpdir(), 'companion-bindfail-'));
+    t.after(() => rmSync(home, { recursive: true, force: true }));
+    const dataDir = join(home, 'data');
+    const result = inPrivateNetns({
+      mode: 'up',
+      argv: [
+        join(repoRoot, 'bin', 'companion.js'),
+        'up',
+        '--hub',
+        'https://127.0.0.1:9',
+        '--data-dir',
+        dataDir,
+        '--keychain',
+        'memory',
+        '--allow-unsandboxed',
+        '--threads',
+        '1',
+      ],
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: home,
+        XDG_CONFIG_HOME: join(home, 'config'),
+        XDG_DATA_HOME: join(home, 'share'),
+      },
+    });
+    assert.notEqual(result.status, 0);
+    assert.equal(result.signal, null, 'it exited by itself, promptly');
+    // The in-memory keychain announces itself (CONTRACT §6); apart from that, exactly one line.
+    const lines = String(result.stderr)
+      .trim()
+      .split('\n')
+      .filter((line) => !/in-memory keychain/.test(line));
+    assert.equal(lines.length, 1, String(result.stderr));
+    assert.match(lines[0]!, /^companion up: .*\[ERR_BIND_FAILED\]$/);
+    assert.equal(String(result.stdout), '');
+    assert.deepEqual(result.after, [result.occupied], 'nothing else listens in the namespace');
+    assert.equal(existsSync(join(dataDir, 'run', 'endpoint.json')), false, 'no endpoint was published');
+  },
+);

@@ -85,35 +85,47 @@ test('P-c fallbackRunBase() uses <tmp>/companion-<uid>, private and ours, when t
   assertOursPrivate(s.named);
 });
 
-test('P-c fallbackRunBase() makes a fresh private folder when another user already holds <tmp>/companion-<uid>', { ...root, ...linux }, (t) => {
-  const s = scratch(t);
-  theirFolder(s.named);
-  const base = fallbackRunBase({});
-  assertFreshFolder(s, base);
-  assertTheirsUntouched(s.named);
-  // Each call while the name is taken gets its own folder: the other user cannot guess it in advance.
-  const again = fallbackRunBase({});
-  assertFreshFolder(s, again);
-  assert.notEqual(again, base);
-});
+test(
+  'P-c fallbackRunBase() makes a fresh private folder when another user already holds <tmp>/companion-<uid>',
+  { ...root, ...linux },
+  (t) => {
+    const s = scratch(t);
+    theirFolder(s.named);
+    const base = fallbackRunBase({});
+    assertFreshFolder(s, base);
+    assertTheirsUntouched(s.named);
+    // Each call while the name is taken gets its own folder: the other user cannot guess it in advance.
+    const again = fallbackRunBase({});
+    assertFreshFolder(s, again);
+    assert.notEqual(again, base);
+  },
+);
 
-test('P-c fallbackRunBase() makes a fresh private folder when <tmp>/companion-<uid> is a symlink to a folder another user owns', { ...root, ...linux }, (t) => {
-  const s = scratch(t);
-  const target = theirFolder(join(s.dir, 'their-folder'));
-  symlinkSync(target, s.named);
-  const base = fallbackRunBase({});
-  assertFreshFolder(s, base);
-  assertTheirsUntouched(target);
-  assert.ok(lstatSync(s.named).isSymbolicLink(), 'the link is left as it was');
-});
+test(
+  'P-c fallbackRunBase() makes a fresh private folder when <tmp>/companion-<uid> is a symlink to a folder another user owns',
+  { ...root, ...linux },
+  (t) => {
+    const s = scratch(t);
+    const target = theirFolder(join(s.dir, 'their-folder'));
+    symlinkSync(target, s.named);
+    const base = fallbackRunBase({});
+    assertFreshFolder(s, base);
+    assertTheirsUntouched(target);
+    assert.ok(lstatSync(s.named).isSymbolicLink(), 'the link is left as it was');
+  },
+);
 
-test('P-c fallbackRunBase() makes a fresh private folder when <tmp>/companion-<uid> is a dangling symlink, and creates nothing at its target', { ...linux }, (t) => {
-  const s = scratch(t);
-  const target = join(s.dir, 'not-yet');
-  symlinkSync(target, s.named);
-  assertFreshFolder(s, fallbackRunBase({}));
-  assert.throws(() => lstatSync(target), { code: 'ENOENT' });
-});
+test(
+  'P-c fallbackRunBase() makes a fresh private folder when <tmp>/companion-<uid> is a dangling symlink, and creates nothing at its target',
+  { ...linux },
+  (t) => {
+    const s = scratch(t);
+    const target = join(s.dir, 'not-yet');
+    symlinkSync(target, s.named);
+    assertFreshFolder(s, fallbackRunBase({}));
+    assert.throws(() => lstatSync(target), { code: 'ENOENT' });
+  },
+);
 
 test('P-c fallbackRunBase() uses $XDG_RUNTIME_DIR/companion when XDG_RUNTIME_DIR is a private folder of ours', (t) => {
   const s = scratch(t);
@@ -126,44 +138,52 @@ test('P-c fallbackRunBase() uses $XDG_RUNTIME_DIR/companion when XDG_RUNTIME_DIR
   assert.deepEqual(readdirSync(s.tmp), [], 'the shared temp folder was not used');
 });
 
-test('P-c fallbackRunBase() ignores an XDG_RUNTIME_DIR that is another user\'s, open to others, a symlink or relative', { ...root, ...linux }, (t) => {
-  const s = scratch(t);
-  const theirs = theirFolder(join(s.dir, 'theirs'));
-  chmodSync(theirs, 0o700);
-  const open = join(s.dir, 'open');
-  mkdirSync(open);
-  chmodSync(open, 0o755);
-  const mine = join(s.dir, 'mine');
-  mkdirSync(mine, { mode: 0o700 });
-  const link = join(s.dir, 'link');
-  symlinkSync(mine, link);
-  for (const xdg of [theirs, open, link, 'relative/run']) {
-    assert.equal(fallbackRunBase({ XDG_RUNTIME_DIR: xdg }), s.named, `XDG_RUNTIME_DIR=${xdg} is not used`);
-  }
-  assert.deepEqual(readdirSync(theirs), []);
-  assert.deepEqual(readdirSync(open), []);
-  assert.deepEqual(readdirSync(mine), []);
-});
+test(
+  "P-c fallbackRunBase() ignores an XDG_RUNTIME_DIR that is another user's, open to others, a symlink or relative",
+  { ...root, ...linux },
+  (t) => {
+    const s = scratch(t);
+    const theirs = theirFolder(join(s.dir, 'theirs'));
+    chmodSync(theirs, 0o700);
+    const open = join(s.dir, 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o755);
+    const mine = join(s.dir, 'mine');
+    mkdirSync(mine, { mode: 0o700 });
+    const link = join(s.dir, 'link');
+    symlinkSync(mine, link);
+    for (const xdg of [theirs, open, link, 'relative/run']) {
+      assert.equal(fallbackRunBase({ XDG_RUNTIME_DIR: xdg }), s.named, `XDG_RUNTIME_DIR=${xdg} is not used`);
+    }
+    assert.deepEqual(readdirSync(theirs), []);
+    assert.deepEqual(readdirSync(open), []);
+    assert.deepEqual(readdirSync(mine), []);
+  },
+);
 
-test('P-c spawnRuntime() with a data dir too long for a socket path starts in a fresh folder of ours when another user holds <tmp>/companion-<uid> and <tmp>/companion-run', { ...root, ...linux, timeout: 30_000 }, async (t) => {
-  const s = scratch(t);
-  theirFolder(s.named);
-  const shared = theirFolder(join(s.tmp, 'companion-run'));
-  const dataDir = join(s.dir, 'd'.repeat(120), 'data');
-  assert.ok(join(dataDir, 'run', 'rt-XXXXXX', 'rt.sock').length > 108, 'the data dir is too long for a socket path');
+test(
+  'P-c spawnRuntime() with a data dir too long for a socket path starts in a fresh folder of ours when another user holds <tmp>/companion-<uid> and <tmp>/companion-run',
+  { ...root, ...linux, timeout: 30_000 },
+  async (t) => {
+    const s = scratch(t);
+    theirFolder(s.named);
+    const shared = theirFolder(join(s.tmp, 'companion-run'));
+    const dataDir = join(s.dir, 'd'.repeat(120), 'data');
+    assert.ok(join(dataDir, 'run', 'rt-XXXXXX', 'rt.sock').length > 108, 'the data dir is too long for a socket path');
 
-  const handle = await spawnRuntime(fakeProfile(), { dataDir, readyTimeoutMs: 15_000, stopGraceMs: 2000 });
-  t.after(() => handle.stop(2000));
-  assert.equal(handle.address.kind, 'unix');
-  const socket = handle.address.kind === 'unix' ? handle.address.path : '';
-  assert.equal(dirname(socket), handle.runDir);
-  assertFreshFolder(s, dirname(handle.runDir));
-  assertOursPrivate(handle.runDir);
-  assert.equal(lstatSync(socket).mode & 0o777, 0o600);
-  assert.equal(await handle.healthCheck(5000), true, 'the runtime serves on the socket the parent bound');
-  assertTheirsUntouched(s.named);
-  assertTheirsUntouched(shared);
+    const handle = await spawnRuntime(fakeProfile(), { dataDir, readyTimeoutMs: 15_000, stopGraceMs: 2000 });
+    t.after(() => handle.stop(2000));
+    assert.equal(handle.address.kind, 'unix');
+    const socket = handle.address.kind === 'unix' ? handle.address.path : '';
+    assert.equal(dirname(socket), handle.runDir);
+    assertFreshFolder(s, dirname(handle.runDir));
+    assertOursPrivate(handle.runDir);
+    assert.equal(lstatSync(socket).mode & 0o777, 0o600);
+    assert.equal(await handle.healthCheck(5000), true, 'the runtime serves on the socket the parent bound');
+    assertTheirsUntouched(s.named);
+    assertTheirsUntouched(shared);
 
-  await handle.stop(2000);
-  assert.throws(() => lstatSync(handle.runDir), { code: 'ENOENT' }, 'the run folder is removed with the runtime');
-});
+    await handle.stop(2000);
+    assert.throws(() => lstatSync(handle.runDir), { code: 'ENOENT' }, 'the run folder is removed with the runtime');
+  },
+);

@@ -4,14 +4,25 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
-import {
-  exchangeAuthorizationCode, refreshTokens, revokeToken, type OAuthFetch,
-} from '../../src/core/oauth.js';
+import { exchangeAuthorizationCode, refreshTokens, revokeToken, type OAuthFetch } from '../../src/core/oauth.js';
 import { createCustody } from '../../src/core/custody.js';
 import { verifyManifest } from '../../src/core/manifest.js';
 import { Secret } from '../../src/core/secret.js';
 import {
-  ACCESS_TOKEN, CEILING, CLIENT_ID, CODE, NOW, REFRESH_TOKEN, SCOPE, idToken, jsonResponse, metadata, recordingFetch, renderings, signIn, tokenBody,
+  ACCESS_TOKEN,
+  CEILING,
+  CLIENT_ID,
+  CODE,
+  NOW,
+  REFRESH_TOKEN,
+  SCOPE,
+  idToken,
+  jsonResponse,
+  metadata,
+  recordingFetch,
+  renderings,
+  signIn,
+  tokenBody,
 } from '../helpers/oauth-fixtures.js';
 import { createMemoryKeychain } from '../helpers/memory-keychain.js';
 import { payload, signValue, verifyOptions } from '../helpers/manifest-fixtures.js';
@@ -20,7 +31,8 @@ const ID_TOKEN = idToken();
 
 function assertClean(value: unknown, secrets: readonly string[], label: string): void {
   for (const shown of renderings(value)) {
-    for (const secret of secrets) assert.ok(!shown.includes(secret), `${label}: a secret shows in ${shown.slice(0, 200)}`);
+    for (const secret of secrets)
+      assert.ok(!shown.includes(secret), `${label}: a secret shows in ${shown.slice(0, 200)}`);
   }
 }
 
@@ -40,7 +52,10 @@ test('P-f callback refusals carry neither the code nor the state', () => {
     (p) => p.delete('iss'),
     (p) => p.append('code', 'x'),
     (p) => p.set('state', 'wrong-state-value-0123456789'),
-    (p) => { p.set('error', 'access_denied'); p.set('error_description', `denied ${CODE} ${s.state}`); },
+    (p) => {
+      p.set('error', 'access_denied');
+      p.set('error_description', `denied ${CODE} ${s.state}`);
+    },
     (p) => p.set('id_token', 'x'),
   ];
   for (const change of variants) {
@@ -60,19 +75,42 @@ test('P-f callback refusals carry neither the code nor the state', () => {
 test('P-f token-exchange refusals carry no code, verifier, token or ID token, even when the library put them on cause', async () => {
   const answers: [string, () => Response][] = [
     ['scope exceeded', () => jsonResponse(200, tokenBody({ scope: 'openid models:read admin' }))],
-    ['unsupported token type (library puts the body on cause)', () => jsonResponse(200, tokenBody({ token_type: 'mac' }))],
+    [
+      'unsupported token type (library puts the body on cause)',
+      () => jsonResponse(200, tokenBody({ token_type: 'mac' })),
+    ],
     ['bad expires_in (library puts the body on cause)', () => jsonResponse(200, tokenBody({ expires_in: 'x' }))],
-    ['ID token audience (library puts the claims on cause)', () => jsonResponse(200, tokenBody({ id_token: idToken({ aud: 'other' }) }))],
-    ['error body echoing the code', () => jsonResponse(400, { error: 'invalid_grant', error_description: `code ${CODE} is used`, access_token: ACCESS_TOKEN })],
+    [
+      'ID token audience (library puts the claims on cause)',
+      () => jsonResponse(200, tokenBody({ id_token: idToken({ aud: 'other' }) })),
+    ],
+    [
+      'error body echoing the code',
+      () =>
+        jsonResponse(400, {
+          error: 'invalid_grant',
+          error_description: `code ${CODE} is used`,
+          access_token: ACCESS_TOKEN,
+        }),
+    ],
     ['server error echoing the request', () => new Response(`code=${CODE}`, { status: 500 })],
     ['not JSON', () => new Response(`${ACCESS_TOKEN}`, { status: 200, headers: { 'content-type': 'text/plain' } })],
   ];
   for (const [label, answer] of answers) {
     const s = signIn();
-    const error = await failure(() => exchangeAuthorizationCode({
-      issuerMetadata: s.metadata, clientId: CLIENT_ID, redirectUri: s.redirectUri, callback: s.validate(), verifier: s.pkce.verifier,
-      fetch: recordingFetch(answer).fetch, requestedScope: SCOPE, scopeCeiling: CEILING, now: () => NOW,
-    }));
+    const error = await failure(() =>
+      exchangeAuthorizationCode({
+        issuerMetadata: s.metadata,
+        clientId: CLIENT_ID,
+        redirectUri: s.redirectUri,
+        callback: s.validate(),
+        verifier: s.pkce.verifier,
+        fetch: recordingFetch(answer).fetch,
+        requestedScope: SCOPE,
+        scopeCeiling: CEILING,
+        now: () => NOW,
+      }),
+    );
     assertClean(error, [CODE, s.pkce.verifier.reveal(), ACCESS_TOKEN, REFRESH_TOKEN, ID_TOKEN, s.state], label);
     assert.equal((error as Error).cause, undefined, label);
   }
@@ -83,24 +121,46 @@ test('P-f a failing fetch whose error quotes the request body is not passed on',
   const leaky: OAuthFetch = async (_url, init) => {
     throw Object.assign(new Error(`request failed: ${String(init.body)}`), { code: 'ECONNRESET' });
   };
-  const error = await failure(() => exchangeAuthorizationCode({
-    issuerMetadata: s.metadata, clientId: CLIENT_ID, redirectUri: s.redirectUri, callback: s.validate(), verifier: s.pkce.verifier,
-    fetch: leaky, requestedScope: SCOPE, scopeCeiling: CEILING, now: () => NOW,
-  }));
+  const error = await failure(() =>
+    exchangeAuthorizationCode({
+      issuerMetadata: s.metadata,
+      clientId: CLIENT_ID,
+      redirectUri: s.redirectUri,
+      callback: s.validate(),
+      verifier: s.pkce.verifier,
+      fetch: leaky,
+      requestedScope: SCOPE,
+      scopeCeiling: CEILING,
+      now: () => NOW,
+    }),
+  );
   assert.equal((error as { code?: string }).code, 'ERR_HUB_UNREACHABLE');
   assertClean(error, [CODE, s.pkce.verifier.reveal()], 'leaky fetch');
 });
 
 test('P-f refresh and revocation refusals carry no token', async () => {
-  const refreshError = await failure(() => refreshTokens({
-    issuerMetadata: metadata(), clientId: CLIENT_ID, refreshToken: new Secret(REFRESH_TOKEN), fetch: recordingFetch(() => jsonResponse(400, { error: 'invalid_grant', error_description: REFRESH_TOKEN })).fetch,
-    requestedScope: SCOPE, scopeCeiling: CEILING, now: () => NOW,
-  }));
+  const refreshError = await failure(() =>
+    refreshTokens({
+      issuerMetadata: metadata(),
+      clientId: CLIENT_ID,
+      refreshToken: new Secret(REFRESH_TOKEN),
+      fetch: recordingFetch(() => jsonResponse(400, { error: 'invalid_grant', error_description: REFRESH_TOKEN }))
+        .fetch,
+      requestedScope: SCOPE,
+      scopeCeiling: CEILING,
+      now: () => NOW,
+    }),
+  );
   assert.equal((refreshError as { code?: string }).code, 'ERR_OAUTH_REFRESH_REFUSED');
   assertClean(refreshError, [REFRESH_TOKEN], 'refresh');
-  const revokeError = await failure(() => revokeToken({
-    issuerMetadata: metadata(), clientId: CLIENT_ID, token: new Secret(REFRESH_TOKEN), fetch: recordingFetch(() => jsonResponse(400, { error: 'invalid_request', token: REFRESH_TOKEN })).fetch,
-  }));
+  const revokeError = await failure(() =>
+    revokeToken({
+      issuerMetadata: metadata(),
+      clientId: CLIENT_ID,
+      token: new Secret(REFRESH_TOKEN),
+      fetch: recordingFetch(() => jsonResponse(400, { error: 'invalid_request', token: REFRESH_TOKEN })).fetch,
+    }),
+  );
   assertClean(revokeError, [REFRESH_TOKEN], 'revoke');
 });
 
@@ -110,8 +170,15 @@ test('P-f token sets, validated callbacks, PKCE pairs and custody state print no
   assertClean(callback, [CODE], 'callback');
   assertClean(s.pkce, [s.pkce.verifier.reveal()], 'pkce');
   const set = await exchangeAuthorizationCode({
-    issuerMetadata: s.metadata, clientId: CLIENT_ID, redirectUri: s.redirectUri, callback, verifier: s.pkce.verifier,
-    fetch: recordingFetch(() => jsonResponse(200, tokenBody())).fetch, requestedScope: SCOPE, scopeCeiling: CEILING, now: () => NOW,
+    issuerMetadata: s.metadata,
+    clientId: CLIENT_ID,
+    redirectUri: s.redirectUri,
+    callback,
+    verifier: s.pkce.verifier,
+    fetch: recordingFetch(() => jsonResponse(200, tokenBody())).fetch,
+    requestedScope: SCOPE,
+    scopeCeiling: CEILING,
+    now: () => NOW,
   });
   assertClean(set, [ACCESS_TOKEN, REFRESH_TOKEN, ID_TOKEN], 'token set');
   const keychain = createMemoryKeychain();
@@ -123,7 +190,12 @@ test('P-f token sets, validated callbacks, PKCE pairs and custody state print no
 });
 
 test('P-f custody errors carry no token, whatever the keychain failure', async () => {
-  const set = { accessToken: new Secret(ACCESS_TOKEN), refreshToken: new Secret(REFRESH_TOKEN), expiresAt: NOW + 3600_000, scope: ['openid'] };
+  const set = {
+    accessToken: new Secret(ACCESS_TOKEN),
+    refreshToken: new Secret(REFRESH_TOKEN),
+    expiresAt: NOW + 3600_000,
+    scope: ['openid'],
+  };
   const keychain = createMemoryKeychain();
   const custody = createCustody({ keychain, now: () => NOW });
   keychain.failNext('set', 'access-token', 'ERR_KEYCHAIN_VALUE_TOO_LARGE');
@@ -138,9 +210,31 @@ test('P-f custody errors carry no token, whatever the keychain failure', async (
 test('P-f manifest refusals show no model digest or URL', () => {
   const digest = 'd'.repeat(64);
   const inputs = [
-    signValue(payload({ models: [{ id: 'm', name: 'M', url: 'http://models.hub.test/secret-path.gguf', size: 1, sha256: digest }] })),
-    signValue(payload({ models: [{ id: 'm', name: 'M', url: 'https://models.hub.test/secret-path.gguf', size: 1, sha256: digest.toUpperCase() }] })),
-    signValue(payload({ expiresAt: 1, issuedAt: 0, models: [{ id: 'm', name: 'M', url: 'https://models.hub.test/secret-path.gguf', size: 1, sha256: digest }] })),
+    signValue(
+      payload({
+        models: [{ id: 'm', name: 'M', url: 'http://models.hub.test/secret-path.gguf', size: 1, sha256: digest }],
+      }),
+    ),
+    signValue(
+      payload({
+        models: [
+          {
+            id: 'm',
+            name: 'M',
+            url: 'https://models.hub.test/secret-path.gguf',
+            size: 1,
+            sha256: digest.toUpperCase(),
+          },
+        ],
+      }),
+    ),
+    signValue(
+      payload({
+        expiresAt: 1,
+        issuedAt: 0,
+        models: [{ id: 'm', name: 'M', url: 'https://models.hub.test/secret-path.gguf', size: 1, sha256: digest }],
+      }),
+    ),
   ];
   for (const input of inputs) {
     let error: unknown;

@@ -14,7 +14,11 @@ import { MIB, SMALL, startDownloadHub, type PullRun } from '../helpers/download-
 
 function renderings(error: unknown): string[] {
   const out: string[] = [];
-  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth += 1) {
+  for (
+    let e = error, depth = 0;
+    e !== undefined && e !== null && depth < 5;
+    e = (e as { cause?: unknown }).cause, depth += 1
+  ) {
     out.push(String(e), inspect(e, { showHidden: true, depth: 10 }), JSON.stringify(e) ?? '');
     if (e instanceof Error) out.push(e.message, e.stack ?? '');
     out.push(JSON.stringify((e as { detail?: unknown }).detail ?? null));
@@ -28,8 +32,12 @@ test('P-f no error or event of a failing pull or check names the model digest or
   const runs: PullRun[] = [];
   const errors: unknown[] = [];
   const misbehaviours = [
-    { flipByteAt: randomInt(0, model.size) }, { contentLengthDelta: -7 }, { contentLengthDelta: 7 }, { cutAfterBytes: MIB },
-    { redirectToHttp: true }, { stallAfterBytes: 1000 },
+    { flipByteAt: randomInt(0, model.size) },
+    { contentLengthDelta: -7 },
+    { contentLengthDelta: 7 },
+    { cutAfterBytes: MIB },
+    { redirectToHttp: true },
+    { stallAfterBytes: 1000 },
   ];
   const stallAgent = dh.agentWith({ bodyTimeoutMs: 200 });
   // Each case in a models folder of its own (all under dh.dir, whose path must not show either).
@@ -46,8 +54,27 @@ test('P-f no error or event of a failing pull or check names the model digest or
   dh.hub.setMisbehaviour({ flipByteAt: 2 * MIB });
   runs.push(await dh.pull(model, { modelsDir: resumed }));
   dh.hub.setMisbehaviour({});
-  runs.push(await dh.pull(model, { modelsDir: fresh(), writeChunk: () => Promise.reject(Object.assign(new Error(`ENOSPC: no space left on device, write '${dh.modelsDir}'`), { code: 'ENOSPC', path: dh.modelsDir })) }));
-  runs.push(await dh.pull(model, { modelsDir: fresh(), writeChunk: () => Promise.reject(Object.assign(new Error(`EIO: i/o error, write '${dh.modelsDir}'`), { code: 'EIO', path: dh.modelsDir })) }));
+  runs.push(
+    await dh.pull(model, {
+      modelsDir: fresh(),
+      writeChunk: () =>
+        Promise.reject(
+          Object.assign(new Error(`ENOSPC: no space left on device, write '${dh.modelsDir}'`), {
+            code: 'ENOSPC',
+            path: dh.modelsDir,
+          }),
+        ),
+    }),
+  );
+  runs.push(
+    await dh.pull(model, {
+      modelsDir: fresh(),
+      writeChunk: () =>
+        Promise.reject(
+          Object.assign(new Error(`EIO: i/o error, write '${dh.modelsDir}'`), { code: 'EIO', path: dh.modelsDir }),
+        ),
+    }),
+  );
   const other = await createHubTls();
   const wrongCa = createTlsAgent({ extraCas: [other.ca.certPem] });
   t.after(() => wrongCa.close());
@@ -67,12 +94,33 @@ test('P-f no error or event of a failing pull or check names the model digest or
 
   const failed = runs.filter((r) => r.error !== null);
   const codes = failed.map((r) => r.error!.code);
-  for (const code of ['ERR_INTEGRITY_DIGEST', 'ERR_INTEGRITY_SIZE_UNDER', 'ERR_INTEGRITY_SIZE_OVER', 'ERR_DOWNLOAD_NETWORK', 'ERR_DOWNLOAD_NOT_HTTPS', 'ERR_DOWNLOAD_STALLED', 'ERR_DISK_SPACE', 'ERR_DISK_WRITE', 'ERR_DOWNLOAD_TLS']) {
+  for (const code of [
+    'ERR_INTEGRITY_DIGEST',
+    'ERR_INTEGRITY_SIZE_UNDER',
+    'ERR_INTEGRITY_SIZE_OVER',
+    'ERR_DOWNLOAD_NETWORK',
+    'ERR_DOWNLOAD_NOT_HTTPS',
+    'ERR_DOWNLOAD_STALLED',
+    'ERR_DISK_SPACE',
+    'ERR_DISK_WRITE',
+    'ERR_DOWNLOAD_TLS',
+  ]) {
     assert.ok(codes.includes(code), `${code} was exercised (got ${codes.join(', ')})`);
   }
-  assert.deepEqual(errors.map((e) => (e as { code?: string }).code), ['ERR_MODEL_NOT_INSTALLED', 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED']);
+  assert.deepEqual(
+    errors.map((e) => (e as { code?: string }).code),
+    ['ERR_MODEL_NOT_INSTALLED', 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED'],
+  );
 
-  const secrets = [model.sha256, model.sha256.toUpperCase(), createHash('sha256').update(model.sha256).digest('hex'), dh.dir, dh.modelsDir, `${model.id}.gguf`, '.part'];
+  const secrets = [
+    model.sha256,
+    model.sha256.toUpperCase(),
+    createHash('sha256').update(model.sha256).digest('hex'),
+    dh.dir,
+    dh.modelsDir,
+    `${model.id}.gguf`,
+    '.part',
+  ];
   const texts = [
     ...failed.flatMap((r) => renderings(r.error)),
     ...errors.flatMap(renderings),
@@ -80,6 +128,10 @@ test('P-f no error or event of a failing pull or check names the model digest or
   ];
   assert.ok(texts.length > 50);
   for (const text of texts) {
-    for (const secret of secrets) assert.ok(!text.includes(secret), `a rendering shows ${secret === model.sha256 ? 'the digest' : JSON.stringify(secret)}: ${text.slice(0, 200)}`);
+    for (const secret of secrets)
+      assert.ok(
+        !text.includes(secret),
+        `a rendering shows ${secret === model.sha256 ? 'the digest' : JSON.stringify(secret)}: ${text.slice(0, 200)}`,
+      );
   }
 });

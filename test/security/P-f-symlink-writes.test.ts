@@ -7,14 +7,25 @@
 // a bad folder is refused with ERR_STATE_UNSAFE. Real files, real TLS, real inotify.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, watch, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  watch,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { ensurePrivateDir, writePrivateJson } from '../../src/common/private-file.js';
 import { STATE_FILE, readRuntimeState, writeRuntimeState, type RuntimeState } from '../../src/runtime/stale.js';
 import { writePublishedState, type PublishedState } from '../../src/runtime/manager/discovery.js';
 
 /** The published-state writer `up` uses, fed arbitrary JSON. */
-const writePublishedJson = (path: string, value: unknown): Promise<void> => writePublishedState(path, value as PublishedState);
+const writePublishedJson = (path: string, value: unknown): Promise<void> =>
+  writePublishedState(path, value as PublishedState);
 import { readInstalled } from '../../src/runtime/manager/install.js';
 import { startCompanionHub } from '../helpers/companion-hub.js';
 import { SMALL, hostGets, listTree, startDownloadHub } from '../helpers/download-hub.js';
@@ -24,7 +35,10 @@ const NOBODY = 65534;
 const root = process.getuid?.() === 0 ? {} : { skip: 'needs root to make a folder owned by another user' };
 
 /** A victim file outside the companion's folders, and a check that it is exactly as planted. */
-function plantVictims(dir: string, names: readonly string[]): { paths: Record<string, string>; assertUntouched(): void } {
+function plantVictims(
+  dir: string,
+  names: readonly string[],
+): { paths: Record<string, string>; assertUntouched(): void } {
   const victims = join(dir, 'victims');
   mkdirSync(victims, { recursive: true });
   const paths: Record<string, string> = {};
@@ -37,7 +51,11 @@ function plantVictims(dir: string, names: readonly string[]): { paths: Record<st
     paths,
     assertUntouched() {
       for (const name of names) {
-        assert.equal(readFileSync(paths[name]!, 'utf8'), `victim ${name}: must never be written by the companion\n`, `victim ${name} was written through a link`);
+        assert.equal(
+          readFileSync(paths[name]!, 'utf8'),
+          `victim ${name}: must never be written by the companion\n`,
+          `victim ${name} was written through a link`,
+        );
         assert.equal(lstatSync(paths[name]!).mode & 0o777, 0o644, `victim ${name} was chmodded`);
       }
     },
@@ -88,7 +106,10 @@ test('P-f writePrivateJson() and the published-state writer replace links plante
   const victims = plantVictims(dir.path, ['tmp', 'pidTmp', 'target']);
   const run = join(dir.path, 'data', 'run');
   mkdirSync(run, { recursive: true, mode: 0o700 });
-  for (const [writer, file] of [[writePrivateJson, 'record.json'], [writePublishedJson, 'state.json']] as const) {
+  for (const [writer, file] of [
+    [writePrivateJson, 'record.json'],
+    [writePublishedJson, 'state.json'],
+  ] as const) {
     const path = join(run, file);
     symlinkSync(victims.paths.tmp!, `${path}.tmp`);
     symlinkSync(victims.paths.pidTmp!, `${path}.${process.pid}.tmp`);
@@ -99,9 +120,17 @@ test('P-f writePrivateJson() and the published-state writer replace links plante
     assert.deepEqual(JSON.parse(readFileSync(path, 'utf8')), { written: file });
   }
   // Only what was planted and the two targets: no temp file was left behind.
-  assert.deepEqual(readdirSync(run).sort(), [
-    'record.json', 'record.json.tmp', `record.json.${process.pid}.tmp`, 'state.json', 'state.json.tmp', `state.json.${process.pid}.tmp`,
-  ].sort());
+  assert.deepEqual(
+    readdirSync(run).sort(),
+    [
+      'record.json',
+      'record.json.tmp',
+      `record.json.${process.pid}.tmp`,
+      'state.json',
+      'state.json.tmp',
+      `state.json.${process.pid}.tmp`,
+    ].sort(),
+  );
 });
 
 test('P-f the published-state writer refuses a symlinked run folder with ERR_STATE_UNSAFE and writes nothing through it', async (t) => {
@@ -111,7 +140,9 @@ test('P-f the published-state writer refuses a symlinked run folder with ERR_STA
   mkdirSync(elsewhere, { mode: 0o755 });
   mkdirSync(join(dir.path, 'data'), { mode: 0o700 });
   symlinkSync(elsewhere, join(dir.path, 'data', 'run'));
-  await assert.rejects(writePublishedJson(join(dir.path, 'data', 'run', 'state.json'), { x: 1 }), { code: 'ERR_STATE_UNSAFE' });
+  await assert.rejects(writePublishedJson(join(dir.path, 'data', 'run', 'state.json'), { x: 1 }), {
+    code: 'ERR_STATE_UNSAFE',
+  });
   assert.deepEqual(readdirSync(elsewhere), []);
 });
 
@@ -136,7 +167,14 @@ test('P-f writeRuntimeState() replaces a link planted at runtime.state.json and 
   const dataDir = join(dir.path, 'data');
   mkdirSync(dataDir, { mode: 0o700 });
   symlinkSync(victims.paths.state!, join(dataDir, STATE_FILE));
-  const state: RuntimeState = { version: 1, pid: 4242, startTime: '123', exe: process.execPath, cmdline: [process.execPath, 'main.js'], runDir: join(dataDir, 'run', 'rt-abcdef') };
+  const state: RuntimeState = {
+    version: 1,
+    pid: 4242,
+    startTime: '123',
+    exe: process.execPath,
+    cmdline: [process.execPath, 'main.js'],
+    runDir: join(dataDir, 'run', 'rt-abcdef'),
+  };
   writeRuntimeState(dataDir, state);
   victims.assertUntouched();
   assertPrivateRegularFile(join(dataDir, STATE_FILE));
@@ -144,23 +182,27 @@ test('P-f writeRuntimeState() replaces a link planted at runtime.state.json and 
   assert.deepEqual(readdirSync(dataDir), [STATE_FILE], 'no temp file left');
 });
 
-test('P-f ensurePrivateDir() refuses a symlinked folder and a folder owned by another user with ERR_STATE_UNSAFE', root, async (t) => {
-  const dir = tempDir('companion-pf-');
-  t.after(dir.cleanup);
-  const elsewhere = join(dir.path, 'elsewhere');
-  mkdirSync(elsewhere, { mode: 0o755 });
-  chmodSync(elsewhere, 0o755);
-  symlinkSync(elsewhere, join(dir.path, 'linked'));
-  await assert.rejects(ensurePrivateDir(join(dir.path, 'linked')), { code: 'ERR_STATE_UNSAFE' });
-  assert.equal(lstatSync(elsewhere).mode & 0o777, 0o755);
-  const theirs = join(dir.path, 'theirs');
-  mkdirSync(theirs);
-  chmodSync(theirs, 0o777);
-  chownSync(theirs, NOBODY, NOBODY);
-  await assert.rejects(ensurePrivateDir(theirs), { code: 'ERR_STATE_UNSAFE' });
-  assert.equal(lstatSync(theirs).mode & 0o777, 0o777);
-  assert.equal(lstatSync(theirs).uid, NOBODY);
-});
+test(
+  'P-f ensurePrivateDir() refuses a symlinked folder and a folder owned by another user with ERR_STATE_UNSAFE',
+  root,
+  async (t) => {
+    const dir = tempDir('companion-pf-');
+    t.after(dir.cleanup);
+    const elsewhere = join(dir.path, 'elsewhere');
+    mkdirSync(elsewhere, { mode: 0o755 });
+    chmodSync(elsewhere, 0o755);
+    symlinkSync(elsewhere, join(dir.path, 'linked'));
+    await assert.rejects(ensurePrivateDir(join(dir.path, 'linked')), { code: 'ERR_STATE_UNSAFE' });
+    assert.equal(lstatSync(elsewhere).mode & 0o777, 0o755);
+    const theirs = join(dir.path, 'theirs');
+    mkdirSync(theirs);
+    chmodSync(theirs, 0o777);
+    chownSync(theirs, NOBODY, NOBODY);
+    await assert.rejects(ensurePrivateDir(theirs), { code: 'ERR_STATE_UNSAFE' });
+    assert.equal(lstatSync(theirs).mode & 0o777, 0o777);
+    assert.equal(lstatSync(theirs).uid, NOBODY);
+  },
+);
 
 test('P-f pullModel() refuses a symlinked models folder with ERR_STATE_UNSAFE before any request, and writes nothing through the link', async (t) => {
   const dh = await startDownloadHub(t);
@@ -177,26 +219,30 @@ test('P-f pullModel() refuses a symlinked models folder with ERR_STATE_UNSAFE be
   assert.deepEqual(hostGets(dh.hub, model), []);
 });
 
-test('P-f pullModel() refuses a models folder (or its .partial folder) owned by another user with ERR_STATE_UNSAFE and writes nothing there', root, async (t) => {
-  const dh = await startDownloadHub(t);
-  const model = dh.model(SMALL.id);
-  mkdirSync(dh.modelsDir, { mode: 0o777 });
-  chmodSync(dh.modelsDir, 0o777);
-  chownSync(dh.modelsDir, NOBODY, NOBODY);
-  assert.equal((await dh.pull(model)).error?.code, 'ERR_STATE_UNSAFE');
-  assert.deepEqual(await listTree(dh.modelsDir), []);
-  assert.equal(lstatSync(dh.modelsDir).mode & 0o777, 0o777);
+test(
+  'P-f pullModel() refuses a models folder (or its .partial folder) owned by another user with ERR_STATE_UNSAFE and writes nothing there',
+  root,
+  async (t) => {
+    const dh = await startDownloadHub(t);
+    const model = dh.model(SMALL.id);
+    mkdirSync(dh.modelsDir, { mode: 0o777 });
+    chmodSync(dh.modelsDir, 0o777);
+    chownSync(dh.modelsDir, NOBODY, NOBODY);
+    assert.equal((await dh.pull(model)).error?.code, 'ERR_STATE_UNSAFE');
+    assert.deepEqual(await listTree(dh.modelsDir), []);
+    assert.equal(lstatSync(dh.modelsDir).mode & 0o777, 0o777);
 
-  chownSync(dh.modelsDir, process.getuid!(), process.getgid!());
-  chmodSync(dh.modelsDir, 0o700);
-  const partialDir = join(dh.modelsDir, '.partial');
-  mkdirSync(partialDir, { mode: 0o777 });
-  chmodSync(partialDir, 0o777);
-  chownSync(partialDir, NOBODY, NOBODY);
-  assert.equal((await dh.pull(model)).error?.code, 'ERR_STATE_UNSAFE');
-  assert.deepEqual(await listTree(dh.modelsDir), ['.partial']);
-  assert.deepEqual(hostGets(dh.hub, model), []);
-});
+    chownSync(dh.modelsDir, process.getuid!(), process.getgid!());
+    chmodSync(dh.modelsDir, 0o700);
+    const partialDir = join(dh.modelsDir, '.partial');
+    mkdirSync(partialDir, { mode: 0o777 });
+    chmodSync(partialDir, 0o777);
+    chownSync(partialDir, NOBODY, NOBODY);
+    assert.equal((await dh.pull(model)).error?.code, 'ERR_STATE_UNSAFE');
+    assert.deepEqual(await listTree(dh.modelsDir), ['.partial']);
+    assert.deepEqual(hostGets(dh.hub, model), []);
+  },
+);
 
 test('P-f a symlink planted at the partial download path is removed, not followed: the pull ends verified and the victim is unchanged', async (t) => {
   const dh = await startDownloadHub(t);

@@ -16,7 +16,12 @@ const AT = 'p-g-access-token-0123456789abcdefghijklmnopq';
 const RT = 'p-g-refresh-token-0123456789abcdefghijklmnop';
 
 function tokens(refresh = RT): TokenSet {
-  return { accessToken: new Secret(AT), refreshToken: new Secret(refresh), expiresAt: NOW + 3600_000, scope: ['openid'] };
+  return {
+    accessToken: new Secret(AT),
+    refreshToken: new Secret(refresh),
+    expiresAt: NOW + 3600_000,
+    scope: ['openid'],
+  };
 }
 
 test('P-g custody refuses unknown account names before the keychain is called', async () => {
@@ -42,7 +47,10 @@ test('P-g custody only ever touches the four accounts', async () => {
   await custody.installationId();
   await custody.signOut();
   const touched = new Set(keychain.calls.map((c) => c.account));
-  assert.ok([...touched].every((a) => (KEYCHAIN_ACCOUNTS as readonly string[]).includes(a)), [...touched].join(','));
+  assert.ok(
+    [...touched].every((a) => (KEYCHAIN_ACCOUNTS as readonly string[]).includes(a)),
+    [...touched].join(','),
+  );
 });
 
 test('P-g a locked keychain error passes up and nothing is written elsewhere', async () => {
@@ -51,7 +59,10 @@ test('P-g a locked keychain error passes up and nothing is written elsewhere', a
   const envBefore = JSON.stringify(process.env);
   const globalsBefore = Object.getOwnPropertyNames(globalThis).sort().join(',');
   keychain.lock('ERR_KEYCHAIN_LOCKED');
-  await assert.rejects(custody.storeTokens(tokens()), { code: 'ERR_CUSTODY_STORE_FAILED', detail: { account: 'refresh-token', keychain: 'ERR_KEYCHAIN_LOCKED', scrubbed: false } });
+  await assert.rejects(custody.storeTokens(tokens()), {
+    code: 'ERR_CUSTODY_STORE_FAILED',
+    detail: { account: 'refresh-token', keychain: 'ERR_KEYCHAIN_LOCKED', scrubbed: false },
+  });
   await assert.rejects(custody.accessTokenIfFresh(), { code: 'ERR_KEYCHAIN_LOCKED' });
   await assert.rejects(custody.state(), { code: 'ERR_KEYCHAIN_LOCKED' });
   await assert.rejects(custody.ensureLoopbackToken(), { code: 'ERR_KEYCHAIN_LOCKED' });
@@ -79,9 +90,15 @@ test('P-g an unavailable keychain fails closed: no token is handed out', async (
 test('P-g a backend error without our code carries nothing of the backend out', async () => {
   const custody = createCustody({
     keychain: {
-      async get() { throw new Error(`secret service said ${AT}`); },
-      async set() { throw new Error('nope'); },
-      async delete() { throw new Error('nope'); },
+      async get() {
+        throw new Error(`secret service said ${AT}`);
+      },
+      async set() {
+        throw new Error('nope');
+      },
+      async delete() {
+        throw new Error('nope');
+      },
     },
     now: () => NOW,
   });
@@ -99,7 +116,9 @@ test('P-g a rotated refresh token that could not be stored is never used, and ne
   await custody.storeTokens(tokens());
   keychain.failNext('set', 'access-token', 'ERR_KEYCHAIN_TIMEOUT');
   keychain.failNext('delete', '*', 'ERR_KEYCHAIN_TIMEOUT', 2);
-  await assert.rejects(custody.storeRefreshedTokens(tokens('p-g-rotated-refresh-token-0123456789abcdef')), { code: 'ERR_CUSTODY_STORE_FAILED' });
+  await assert.rejects(custody.storeRefreshedTokens(tokens('p-g-rotated-refresh-token-0123456789abcdef')), {
+    code: 'ERR_CUSTODY_STORE_FAILED',
+  });
   assert.equal(await custody.accessTokenIfFresh(), null);
   assert.equal(await custody.refreshToken(), null);
   assert.equal((await custody.state()).damaged, true);
@@ -111,7 +130,14 @@ test('P-g sign-out deletes all four accounts and names the ones it could not del
   await custody.storeTokens(tokens());
   await custody.ensureLoopbackToken();
   keychain.failNext('delete', 'loopback-token', 'ERR_KEYCHAIN_LOCKED');
-  await assert.rejects(custody.signOut(), { code: 'ERR_CUSTODY_SIGNOUT_INCOMPLETE', detail: { failed: 'loopback-token', deleted: 'refresh-token,access-token,installation-id', keychain: 'ERR_KEYCHAIN_LOCKED' } });
+  await assert.rejects(custody.signOut(), {
+    code: 'ERR_CUSTODY_SIGNOUT_INCOMPLETE',
+    detail: {
+      failed: 'loopback-token',
+      deleted: 'refresh-token,access-token,installation-id',
+      keychain: 'ERR_KEYCHAIN_LOCKED',
+    },
+  });
   assert.deepEqual([...keychain.items.keys()], ['loopback-token']);
   assert.deepEqual(await custody.signOut(), { deleted: [...KEYCHAIN_ACCOUNTS], failed: [] });
   assert.equal(keychain.items.size, 0);

@@ -29,14 +29,19 @@ test('P-h the model host never receives an Authorization header or a cookie duri
   const model = findModel(manifest, SMALL.id);
   const modelsDir = join(ch.dir, 'models');
   ch.hub.setMisbehaviour({ cutAfterBytes: MIB + 1 });
-  await assert.rejects(pullModel({ model, manifestVersion: manifest.version, modelsDir, dispatcher: ch.agent }), { code: 'ERR_DOWNLOAD_NETWORK' });
+  await assert.rejects(pullModel({ model, manifestVersion: manifest.version, modelsDir, dispatcher: ch.agent }), {
+    code: 'ERR_DOWNLOAD_NETWORK',
+  });
   ch.hub.setMisbehaviour({});
   await pullModel({ model, manifestVersion: manifest.version, modelsDir, dispatcher: ch.agent });
   await checkInstalledModel(modelsDir);
 
   const requests = ch.hub.modelHostRequests();
   assert.equal(requests.length, 2);
-  assert.deepEqual(requests.map((r) => r.range), [null, `bytes=${MIB + 1}-`]);
+  assert.deepEqual(
+    requests.map((r) => r.range),
+    [null, `bytes=${MIB + 1}-`],
+  );
   for (const request of requests) {
     assert.equal(request.hadAuthorization, false);
     assert.equal(request.hadCookie, false);
@@ -85,7 +90,17 @@ test('P-h fetchManifest() refuses an older manifest after it accepted a newer on
     if (url.pathname !== MANIFEST_PATH || response.status !== 200) return response;
     await response.arrayBuffer();
     const nowSeconds = Math.floor(Date.now() / 1000);
-    const body = envelopeBytes(signValue(payload({ issuer: ch.hub.issuer, version: servedVersion, issuedAt: nowSeconds - 10, expiresAt: nowSeconds + 3600 }), key.privateKey));
+    const body = envelopeBytes(
+      signValue(
+        payload({
+          issuer: ch.hub.issuer,
+          version: servedVersion,
+          issuedAt: nowSeconds - 10,
+          expiresAt: nowSeconds + 3600,
+        }),
+        key.privateKey,
+      ),
+    );
     return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } });
   };
   const versionFile = join(ch.dir, 'manifest-version.json');
@@ -115,14 +130,29 @@ test('P-h a model URL pointing at http is refused by the manifest core, by pullM
   const httpUrl = model.url.replace(/^https:/, 'http:');
   // The manifest core: a correctly signed manifest naming an http URL.
   const key = generateManifestKeyPair();
-  const envelope = signValue(payload({ models: [{ id: 'm', name: 'M', url: httpUrl, size: 1, sha256: 'a'.repeat(64) }] }), key.privateKey);
-  assert.throws(() => verifyManifest(envelope, { trustedKeys: parseTrustedKeys(encodeManifestKey(key.publicKey)), expectedIssuer: 'https://hub.test', now: Date.UTC(2031, 0, 2, 3, 4, 5) }), { code: 'ERR_MANIFEST_MODEL_URL' });
+  const envelope = signValue(
+    payload({ models: [{ id: 'm', name: 'M', url: httpUrl, size: 1, sha256: 'a'.repeat(64) }] }),
+    key.privateKey,
+  );
+  assert.throws(
+    () =>
+      verifyManifest(envelope, {
+        trustedKeys: parseTrustedKeys(encodeManifestKey(key.publicKey)),
+        expectedIssuer: 'https://hub.test',
+        now: Date.UTC(2031, 0, 2, 3, 4, 5),
+      }),
+    { code: 'ERR_MANIFEST_MODEL_URL' },
+  );
   // The orchestrator and the adapter, each on its own.
   const run = await dh.pull({ ...model, url: httpUrl });
   assert.equal(run.error?.code, 'ERR_MANIFEST_MODEL_URL');
-  await assert.rejects(download(httpUrl, { dispatcher: dh.agent, onChunk: () => undefined }), { code: 'ERR_DOWNLOAD_NOT_HTTPS' });
+  await assert.rejects(download(httpUrl, { dispatcher: dh.agent, onChunk: () => undefined }), {
+    code: 'ERR_DOWNLOAD_NOT_HTTPS',
+  });
   const withCredentials = model.url.replace('https://', 'https://user:secret@');
-  await assert.rejects(download(withCredentials, { dispatcher: dh.agent, onChunk: () => undefined }), { code: 'ERR_DOWNLOAD_NOT_HTTPS' });
+  await assert.rejects(download(withCredentials, { dispatcher: dh.agent, onChunk: () => undefined }), {
+    code: 'ERR_DOWNLOAD_NOT_HTTPS',
+  });
   assert.equal(dh.hub.modelHostRequests().length, 0, 'nothing reached the model host');
   assert.equal(existsSync(dh.modelsDir), false, 'the orchestrator refused before touching the disk');
 });
@@ -137,14 +167,22 @@ test('P-h the final name never holds unverified bytes (the models folder watched
   const watcher = watch(dh.modelsDir, (_event, name) => {
     if (name !== finalName) return;
     try {
-      seen.push(createHash('sha256').update(readFileSync(join(dh.modelsDir, finalName))).digest('hex'));
+      seen.push(
+        createHash('sha256')
+          .update(readFileSync(join(dh.modelsDir, finalName)))
+          .digest('hex'),
+      );
     } catch {
       seen.push('gone');
     }
   });
   t.after(() => watcher.close());
 
-  for (const misbehaviour of [{ flipByteAt: randomInt(0, model.size) }, { cutAfterBytes: randomInt(1, model.size) }, { contentLengthDelta: -1 }]) {
+  for (const misbehaviour of [
+    { flipByteAt: randomInt(0, model.size) },
+    { cutAfterBytes: randomInt(1, model.size) },
+    { contentLengthDelta: -1 },
+  ]) {
     dh.hub.setMisbehaviour(misbehaviour);
     const run = await dh.pull(model);
     assert.ok(run.error !== null, JSON.stringify(misbehaviour));
@@ -170,7 +208,10 @@ test('P-h a partial left by another manifest entry (other digest) is not resumed
   const run = await dh.pull(replaced);
   assert.equal(run.error?.code, 'ERR_INTEGRITY_DIGEST');
   assert.deepEqual(milestones(run), []);
-  assert.deepEqual(hostGets(dh.hub, model).map((r) => r.range), [null, null]);
+  assert.deepEqual(
+    hostGets(dh.hub, model).map((r) => r.range),
+    [null, null],
+  );
   assert.deepEqual(await listTree(dh.modelsDir), ['.partial']);
 });
 

@@ -7,7 +7,17 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createNetServer, type Server } from 'node:net';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -81,7 +91,17 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
   let tcpCount: () => number = () => -1;
   let busCount: () => number = () => -1;
   let abstractCount: () => number = () => -1;
-  const paths = { home: '', homeSecret: '', sshKey: '', data: '', dataSecret: '', model: '', socketDir: '', bus: '', abstract: '' };
+  const paths = {
+    home: '',
+    homeSecret: '',
+    sshKey: '',
+    data: '',
+    dataSecret: '',
+    model: '',
+    socketDir: '',
+    bus: '',
+    abstract: '',
+  };
 
   before(async () => {
     root = mkdtempSync(join(tmpdir(), 'companion-p-i-'));
@@ -123,10 +143,25 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     const spec: EscapeSpec = {
       tcpPort: address.port,
       routable: '192.0.2.1',
-      readFiles: [paths.homeSecret, paths.sshKey, paths.dataSecret, '/etc/passwd', '/etc/hostname', join(homedir(), '.bashrc'), join(homedir(), '.profile')],
+      readFiles: [
+        paths.homeSecret,
+        paths.sshKey,
+        paths.dataSecret,
+        '/etc/passwd',
+        '/etc/hostname',
+        join(homedir(), '.bashrc'),
+        join(homedir(), '.profile'),
+      ],
       listDirs: [paths.home, paths.data, homedir(), '/home', '/run', '/etc', '/dev'],
       unixSockets: [paths.bus, paths.abstract],
-      writeFiles: ['/planted', '/usr/planted', '/tmp/private-scratch', join(paths.socketDir, 'written-inside'), join(paths.data, 'models', 'sibling.gguf'), '/run/companion/sibling.gguf'],
+      writeFiles: [
+        '/planted',
+        '/usr/planted',
+        '/tmp/private-scratch',
+        join(paths.socketDir, 'written-inside'),
+        join(paths.data, 'models', 'sibling.gguf'),
+        '/run/companion/sibling.gguf',
+      ],
     };
     // A stand-in package tree: the probe is the "runtime code" the production profile shows.
     const pkg = join(root, 'pkg');
@@ -148,15 +183,22 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     Object.assign(process.env, PARENT_ENV);
     const lines: string[] = [];
     try {
-      handle = await spawnRuntime(profile, { dataDir: paths.data, readyTimeoutMs: 30_000, wrap: runtimeWrap(support, pkg), onStderr: (line) => lines.push(line) });
+      handle = await spawnRuntime(profile, {
+        dataDir: paths.data,
+        readyTimeoutMs: 30_000,
+        wrap: runtimeWrap(support, pkg),
+        onStderr: (line) => lines.push(line),
+      });
     } finally {
       for (const key of Object.keys(PARENT_ENV)) Reflect.deleteProperty(process.env, key);
       Object.assign(process.env, saved);
     }
-    const entries = lines.filter((line) => line.startsWith('probe ') && line !== 'probe done').map((line) => {
-      const [, key, ...json] = line.split(' ');
-      return [key!, JSON.parse(json.join(' ')) as unknown] as const;
-    });
+    const entries = lines
+      .filter((line) => line.startsWith('probe ') && line !== 'probe done')
+      .map((line) => {
+        const [, key, ...json] = line.split(' ');
+        return [key!, JSON.parse(json.join(' ')) as unknown] as const;
+      });
     stderr = lines.filter((line) => !line.startsWith('probe ')).join('\n');
     result = Object.fromEntries(entries) as unknown as ProbeResult;
   });
@@ -187,7 +229,11 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     const [notes, sshKey, , , , bashrc, profile] = result.readFiles;
     for (const outcome of [notes, sshKey, bashrc, profile]) assert.deepEqual(outcome, { ok: false, code: 'ENOENT' });
     const [homeList, , realHome, homeRoot] = result.listDirs;
-    assert.deepEqual(homeList, { ok: false, code: 'ENOENT' }, 'nothing of HOME is shown: the model is not bound by its path');
+    assert.deepEqual(
+      homeList,
+      { ok: false, code: 'ENOENT' },
+      'nothing of HOME is shown: the model is not bound by its path',
+    );
     assert.deepEqual(realHome, { ok: false, code: 'ENOENT' });
     assert.deepEqual(homeRoot, { ok: false, code: 'ENOENT' });
     assert.equal(result.home, '/nonexistent');
@@ -198,30 +244,52 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     assert.deepEqual(result.listDirs[1], { ok: false, code: 'ENOENT' });
   });
 
-  test('P-i /etc and /run hold nothing but the loader cache, the time zone and the model\'s read-only view', () => {
+  test("P-i /etc and /run hold nothing but the loader cache, the time zone and the model's read-only view", () => {
     assert.deepEqual(result.readFiles[3], { ok: false, code: 'ENOENT' }, '/etc/passwd');
     assert.deepEqual(result.readFiles[4], { ok: false, code: 'ENOENT' }, '/etc/hostname');
     assert.deepEqual(result.listDirs[4], { ok: true, value: ['companion'] }, '/run');
     const etc = result.listDirs[5]?.value ?? [];
-    assert.ok(etc.every((name) => name === 'ld.so.cache' || name === 'localtime'), `/etc holds ${etc.join(', ')}`);
+    assert.ok(
+      etc.every((name) => name === 'ld.so.cache' || name === 'localtime'),
+      `/etc holds ${etc.join(', ')}`,
+    );
   });
 
-  test('P-i /dev (gpu auto profile) holds bubblewrap\'s minimal nodes and only the GPU nodes that exist on the host', () => {
+  test("P-i /dev (gpu auto profile) holds bubblewrap's minimal nodes and only the GPU nodes that exist on the host", () => {
     const gpuNodes = discoverGpuPassthrough().devices.map((path) => path.slice('/dev/'.length).split('/')[0]!);
-    const minimal = ['core', 'fd', 'full', 'null', 'ptmx', 'pts', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero'];
+    const minimal = [
+      'core',
+      'fd',
+      'full',
+      'null',
+      'ptmx',
+      'pts',
+      'random',
+      'shm',
+      'stderr',
+      'stdin',
+      'stdout',
+      'tty',
+      'urandom',
+      'zero',
+    ];
     const dev = result.listDirs[6];
     assert.equal(dev?.ok, true);
-    for (const name of dev?.value ?? []) assert.ok(minimal.includes(name) || gpuNodes.includes(name), `/dev holds ${name}`);
+    for (const name of dev?.value ?? [])
+      assert.ok(minimal.includes(name) || gpuNodes.includes(name), `/dev holds ${name}`);
     for (const name of gpuNodes) assert.ok(dev?.value?.includes(name), `the GPU node ${name} is passed`);
     assert.ok(dev?.value?.includes('null'), 'the minimal /dev is there');
   });
 
-  test('P-i listing /proc shows only the sandbox\'s own processes', () => {
+  test("P-i listing /proc shows only the sandbox's own processes", () => {
     assert.equal(result.proc.ok, true);
     const processes = result.proc.value ?? [];
     assert.ok(processes.length >= 1 && processes.length <= 3, `${processes.length} processes visible`);
     for (const entry of processes) {
-      assert.ok(entry.argv0 === 'bwrap' || entry.argv0 === '/usr/bin/bwrap' || entry.argv0 === process.execPath, `unexpected process ${entry.argv0}`);
+      assert.ok(
+        entry.argv0 === 'bwrap' || entry.argv0 === '/usr/bin/bwrap' || entry.argv0 === process.execPath,
+        `unexpected process ${entry.argv0}`,
+      );
       assert.ok(entry.pid <= 3);
     }
   });
@@ -245,10 +313,19 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
   });
 
   test('P-i the runtime holds no descriptor of the host but stdio and its listening socket', () => {
-    const foreign = result.descriptors.filter((entry) => entry.fd > 2 && (entry.target.startsWith('/') && entry.target !== '/dev/null' && !entry.target.startsWith('/proc/')));
+    const foreign = result.descriptors.filter(
+      (entry) =>
+        entry.fd > 2 &&
+        entry.target.startsWith('/') &&
+        entry.target !== '/dev/null' &&
+        !entry.target.startsWith('/proc/'),
+    );
     assert.deepEqual(foreign, [], 'no file or folder of the host is open');
     const sockets = result.descriptors.filter((entry) => entry.target.startsWith('socket:'));
-    assert.ok(sockets.some((entry) => entry.fd === 4), 'the listening socket arrived as descriptor 4');
+    assert.ok(
+      sockets.some((entry) => entry.fd === 4),
+      'the listening socket arrived as descriptor 4',
+    );
   });
 
   test('P-i the environment holds only the allow-listed keys', () => {
@@ -265,7 +342,11 @@ describe('P-i sandboxed runtime (bubblewrap)', gate('bubblewrap', bwrapPresent, 
     assert.equal(besideModel?.ok, false);
     assert.deepEqual(besideView, { ok: false, code: 'EROFS' });
     assert.equal(existsSync(join(paths.socketDir, 'written-inside')), false);
-    assert.equal(existsSync(join(paths.data, 'models', 'sibling.gguf')), false, 'nothing appears beside the host\'s model');
+    assert.equal(
+      existsSync(join(paths.data, 'models', 'sibling.gguf')),
+      false,
+      "nothing appears beside the host's model",
+    );
   });
 
   test('P-i no capabilities, no new privileges, no controlling terminal', () => {

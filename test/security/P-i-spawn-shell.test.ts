@@ -29,38 +29,54 @@ const CASES: { readonly name: string; readonly folder: (m: string) => string }[]
 test.after(() => rmSync(base, { recursive: true, force: true }));
 
 for (const [i, { name, folder }] of CASES.entries()) {
-  test(`P-i spawnRuntime() passes a run folder containing ${name} to the runtime literally: it starts there and no shell runs`, { timeout: 60_000 }, async (t) => {
-    const m = marker(i);
-    const dir = join(base, folder(m));
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const model = writeTinyModel(base, { name: `tiny-${i}.gguf` });
-    let handle: RuntimeHandle | null = null;
-    let startError: unknown = null;
-    try {
-      handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1 }), { dataDir: dir, runDir: dir, readyTimeoutMs: 60_000 });
-    } catch (error) {
-      startError = error;
-    }
-    t.after(() => handle?.stop(2000));
-    // First what a shell would have done, then that the start itself worked.
-    assert.equal(existsSync(m), false, `no shell ran the ${name} payload`);
-    assert.equal(startError, null);
-    assert.ok(handle !== null);
+  test(
+    `P-i spawnRuntime() passes a run folder containing ${name} to the runtime literally: it starts there and no shell runs`,
+    { timeout: 60_000 },
+    async (t) => {
+      const m = marker(i);
+      const dir = join(base, folder(m));
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const model = writeTinyModel(base, { name: `tiny-${i}.gguf` });
+      let handle: RuntimeHandle | null = null;
+      let startError: unknown = null;
+      try {
+        handle = await spawnRuntime(bundledProfile({ modelPath: model, threads: 1 }), {
+          dataDir: dir,
+          runDir: dir,
+          readyTimeoutMs: 60_000,
+        });
+      } catch (error) {
+        startError = error;
+      }
+      t.after(() => handle?.stop(2000));
+      // First what a shell would have done, then that the start itself worked.
+      assert.equal(existsSync(m), false, `no shell ran the ${name} payload`);
+      assert.equal(startError, null);
+      assert.ok(handle !== null);
 
-    // The payload reached the spawn intact: the runtime listens, and runs, inside the literal folder.
-    assert.equal(handle.address.kind, 'unix');
-    const socketPath = handle.address.kind === 'unix' ? handle.address.path : '';
-    assert.ok(socketPath.startsWith(`${dir}/rt-`), 'the runtime listens inside the literal folder');
-    assert.ok(readlinkSync(`/proc/${handle.pid}/cwd`).startsWith(`${dir}/rt-`), 'the runtime works inside the literal folder');
-    // …and its argv is node and its entry file only: no folder, no socket path, no model path.
-    const argv = readFileSync(`/proc/${handle.pid}/cmdline`, 'utf8').split('\0').filter((arg) => arg.length > 0);
-    assert.deepEqual(argv, [process.execPath, runtimeEntry]);
-    // No shell between us and the runtime: the runtime is our direct child and runs node itself.
-    assert.equal(Number(readFileSync(`/proc/${handle.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]), process.pid);
-    assert.equal(await handle.healthCheck(2000), true);
-    assert.equal(existsSync(m), false, `no shell ran the ${name} payload`);
-    await handle.stop(2000);
-    assert.equal(existsSync(m), false);
-    assert.deepEqual(readdirSync(base).filter((entry) => /^m\d+$/.test(entry)), []);
-  });
+      // The payload reached the spawn intact: the runtime listens, and runs, inside the literal folder.
+      assert.equal(handle.address.kind, 'unix');
+      const socketPath = handle.address.kind === 'unix' ? handle.address.path : '';
+      assert.ok(socketPath.startsWith(`${dir}/rt-`), 'the runtime listens inside the literal folder');
+      assert.ok(
+        readlinkSync(`/proc/${handle.pid}/cwd`).startsWith(`${dir}/rt-`),
+        'the runtime works inside the literal folder',
+      );
+      // …and its argv is node and its entry file only: no folder, no socket path, no model path.
+      const argv = readFileSync(`/proc/${handle.pid}/cmdline`, 'utf8')
+        .split('\0')
+        .filter((arg) => arg.length > 0);
+      assert.deepEqual(argv, [process.execPath, runtimeEntry]);
+      // No shell between us and the runtime: the runtime is our direct child and runs node itself.
+      assert.equal(Number(readFileSync(`/proc/${handle.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]), process.pid);
+      assert.equal(await handle.healthCheck(2000), true);
+      assert.equal(existsSync(m), false, `no shell ran the ${name} payload`);
+      await handle.stop(2000);
+      assert.equal(existsSync(m), false);
+      assert.deepEqual(
+        readdirSync(base).filter((entry) => /^m\d+$/.test(entry)),
+        [],
+      );
+    },
+  );
 }

@@ -14,7 +14,16 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +36,14 @@ import { claimDiscovery, DISCOVERY_FORMAT, readDiscovery } from '../../src/runti
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runCli, startCli, type CliResult, type LongRunning } from '../helpers/cli.js';
 import { gate } from '../helpers/gate.js';
-import { okValue, openKeychainChild, secretServiceAvailable, startSecretService, type KeychainChild, type SecretServiceHandle } from '../helpers/secret-service.js';
+import {
+  okValue,
+  openKeychainChild,
+  secretServiceAvailable,
+  startSecretService,
+  type KeychainChild,
+  type SecretServiceHandle,
+} from '../helpers/secret-service.js';
 
 const SETPRIV = '/usr/bin/setpriv';
 const NOBODY = 65534;
@@ -37,7 +53,11 @@ const HUB = 'https://127.0.0.1:9';
 const NODE_EXE = realpathSync(process.execPath);
 
 const options = {
-  ...gate('root (the squatter runs as user nobody through setpriv)', asRoot && existsSync(SETPRIV), 'run the security tier as root with util-linux setpriv'),
+  ...gate(
+    'root (the squatter runs as user nobody through setpriv)',
+    asRoot && existsSync(SETPRIV),
+    'run the security tier as root with util-linux setpriv',
+  ),
   ...gate('gnome-keyring', secretServiceAvailable, 'apt-get install gnome-keyring dbus'),
   timeout: 240_000,
 };
@@ -116,9 +136,15 @@ let squatterDir = '';
 
 async function startSquatter(mode: 'plain' | 'garbage' | 'relay', relayPort = 0): Promise<Squatter> {
   const script = join(squatterDir, 'squatter.cjs');
-  const child: ChildProcessWithoutNullStreams = spawn(SETPRIV, [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', NODE_EXE, script, mode, String(relayPort)], {
-    cwd: squatterDir, env: { PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const child: ChildProcessWithoutNullStreams = spawn(
+    SETPRIV,
+    [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', NODE_EXE, script, mode, String(relayPort)],
+    {
+      cwd: squatterDir,
+      env: { PATH: '/usr/bin:/bin' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   const events: SquatterEvent[] = [];
   const waiters = new Set<() => void>();
   let stderr = '';
@@ -127,22 +153,23 @@ async function startSquatter(mode: 'plain' | 'garbage' | 'relay', relayPort = 0)
     events.push(JSON.parse(line) as SquatterEvent);
     for (const wake of waiters) wake();
   });
-  const waitFor = (predicate: (e: SquatterEvent) => boolean, what: string): Promise<SquatterEvent> => new Promise((resolve, reject) => {
-    const check = (): void => {
-      const found = events.find(predicate);
-      if (found !== undefined) {
-        clearTimeout(timer);
+  const waitFor = (predicate: (e: SquatterEvent) => boolean, what: string): Promise<SquatterEvent> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        const found = events.find(predicate);
+        if (found !== undefined) {
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(found);
+        }
+      };
+      const timer = setTimeout(() => {
         waiters.delete(check);
-        resolve(found);
-      }
-    };
-    const timer = setTimeout(() => {
-      waiters.delete(check);
-      reject(new Error(`squatter: no ${what} in time; stderr: ${stderr.slice(0, 500)}`));
-    }, 10_000);
-    waiters.add(check);
-    check();
-  });
+        reject(new Error(`squatter: no ${what} in time; stderr: ${stderr.slice(0, 500)}`));
+      }, 10_000);
+      waiters.add(check);
+      check();
+    });
   const listening = await waitFor((e) => e.event === 'listening', 'listening line');
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   let syncs = 0;
@@ -172,14 +199,28 @@ interface HttpAnswer {
 }
 
 /** One raw HTTP/1.1 request to 127.0.0.1:port with exactly the given headers. */
-function httpCall(port: number, options: { method?: string; path: string; headers: Record<string, string | string[]> }): Promise<HttpAnswer> {
+function httpCall(
+  port: number,
+  options: { method?: string; path: string; headers: Record<string, string | string[]> },
+): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method: options.method ?? 'GET', path: options.path, headers: { connection: 'close', ...options.headers }, agent: false, timeout: 10_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: options.method ?? 'GET',
+        path: options.path,
+        headers: { connection: 'close', ...options.headers },
+        agent: false,
+        timeout: 10_000,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.end();
@@ -230,7 +271,14 @@ function writeRecord(dataDir: string, record: Record<string, unknown>): void {
 }
 
 function recordFor(port: number, identity: { pid: number; startTime: string; exe: string }): Record<string, unknown> {
-  return { format: DISCOVERY_FORMAT, url: `http://127.0.0.1:${port}/v1`, pid: identity.pid, startTime: identity.startTime, exe: identity.exe, startedAt: Date.now() - 60_000 };
+  return {
+    format: DISCOVERY_FORMAT,
+    url: `http://127.0.0.1:${port}/v1`,
+    pid: identity.pid,
+    startTime: identity.startTime,
+    exe: identity.exe,
+    startedAt: Date.now() - 60_000,
+  };
 }
 
 /** A pid that was alive a moment ago and is not now. */
@@ -267,23 +315,38 @@ async function runClients(dataDir: string): Promise<Clients> {
  * credential or a body, nothing holds the token or the prompt; no CLI output holds the token; `endpoint`
  * and `run` failed, `status` says unavailable with no endpoint.
  */
-async function assertRefused(clients: Clients, squatter: Squatter, expect: { challenges: 'none' | 'only'; endpointCode: string }): Promise<void> {
+async function assertRefused(
+  clients: Clients,
+  squatter: Squatter,
+  expect: { challenges: 'none' | 'only'; endpointCode: string },
+): Promise<void> {
   const token = await storedToken(clients.dataDir);
   const requests = await squatter.requests();
   for (const r of requests) {
     const headers = r.rawHeaders ?? [];
     const names = headers.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
-    assert.ok(!names.includes('authorization'), `the squatter received an Authorization header on ${r.method} ${r.url}`);
+    assert.ok(
+      !names.includes('authorization'),
+      `the squatter received an Authorization header on ${r.method} ${r.url}`,
+    );
     assert.equal(r.body, '', `the squatter received a body on ${r.method} ${r.url}`);
     const seen = JSON.stringify(r);
     assert.ok(!seen.includes(token), 'the squatter received the loopback token');
     assert.ok(!seen.includes(clients.prompt), 'the squatter received the prompt');
-    assert.equal(`${r.method} ${(r.url ?? '').split('?')[0]}`, `${ATTEST_ROUTE.method} ${ATTEST_ROUTE.path}`, `only attestation challenges reach a door not yet trusted, not ${r.method} ${r.url}`);
+    assert.equal(
+      `${r.method} ${(r.url ?? '').split('?')[0]}`,
+      `${ATTEST_ROUTE.method} ${ATTEST_ROUTE.path}`,
+      `only attestation challenges reach a door not yet trusted, not ${r.method} ${r.url}`,
+    );
   }
   if (expect.challenges === 'none') assert.deepEqual(requests, [], 'a stale record is not even contacted');
-  else assert.ok(requests.length >= 1, 'the clients challenged the live record\'s door');
+  else assert.ok(requests.length >= 1, "the clients challenged the live record's door");
 
-  for (const [name, result] of Object.entries({ endpoint: clients.endpoint, status: clients.status, run: clients.run })) {
+  for (const [name, result] of Object.entries({
+    endpoint: clients.endpoint,
+    status: clients.status,
+    run: clients.run,
+  })) {
     assert.ok(!result.stdout.includes(token) && !result.stderr.includes(token), `companion ${name} printed the token`);
     assert.ok(!result.stdout.includes('SQUATTED'), `companion ${name} showed the squatter's answer`);
   }
@@ -301,7 +364,10 @@ async function assertRefused(clients: Clients, squatter: Squatter, expect: { cha
   if (expect.endpointCode === 'ERR_ENDPOINT_UNVERIFIED') {
     assert.equal(clients.status.status, 1, clients.status.stderr);
     assert.equal(statusLines.length, 2, clients.status.stdout);
-    assert.equal((JSON.parse(statusLines[1]!) as { error?: { code?: unknown } }).error?.code, 'ERR_ENDPOINT_UNVERIFIED');
+    assert.equal(
+      (JSON.parse(statusLines[1]!) as { error?: { code?: unknown } }).error?.code,
+      'ERR_ENDPOINT_UNVERIFIED',
+    );
   } else {
     assert.equal(clients.status.status, 0, clients.status.stderr);
     assert.equal(statusLines.length, 1, clients.status.stdout);
@@ -355,7 +421,10 @@ describe('P-k endpoint squatting by another local user', options, () => {
     assert.equal(squatter.uid, NOBODY, 'the squatter is another user');
     const dataDir = freshDataDir('dead');
     writeRecord(dataDir, recordFor(squatter.port, { pid: await deadPid(), startTime: '4242', exe: NODE_EXE }));
-    await assertRefused(await runClients(dataDir), squatter, { challenges: 'none', endpointCode: 'ERR_UPSTREAM_UNAVAILABLE' });
+    await assertRefused(await runClients(dataDir), squatter, {
+      challenges: 'none',
+      endpointCode: 'ERR_UPSTREAM_UNAVAILABLE',
+    });
   });
 
   test('P-k P-c a stale endpoint file whose pid the squatter (another user) now has: nothing is sent to it and no token is printed', async (t) => {
@@ -365,11 +434,28 @@ describe('P-k endpoint squatting by another local user', options, () => {
     assert.ok(identity !== null && identity.exe !== null);
     // Same pid, same program (node) as the companion that wrote the record; only the start time tells them apart.
     const dataDir = freshDataDir('reused-by-squatter');
-    writeRecord(dataDir, recordFor(squatter.port, { pid: squatter.pid, startTime: String(Number(identity.startTime) - 100), exe: identity.exe }));
-    await assertRefused(await runClients(dataDir), squatter, { challenges: 'none', endpointCode: 'ERR_UPSTREAM_UNAVAILABLE' });
+    writeRecord(
+      dataDir,
+      recordFor(squatter.port, {
+        pid: squatter.pid,
+        startTime: String(Number(identity.startTime) - 100),
+        exe: identity.exe,
+      }),
+    );
+    await assertRefused(await runClients(dataDir), squatter, {
+      challenges: 'none',
+      endpointCode: 'ERR_UPSTREAM_UNAVAILABLE',
+    });
     // A record in the format written before identity was recorded ({url, pid, startedAt}) is stale too.
-    writeRecord(dataDir, { url: `http://127.0.0.1:${squatter.port}/v1`, pid: squatter.pid, startedAt: Date.now() - 60_000 });
-    await assertRefused(await runClients(dataDir), squatter, { challenges: 'none', endpointCode: 'ERR_UPSTREAM_UNAVAILABLE' });
+    writeRecord(dataDir, {
+      url: `http://127.0.0.1:${squatter.port}/v1`,
+      pid: squatter.pid,
+      startedAt: Date.now() - 60_000,
+    });
+    await assertRefused(await runClients(dataDir), squatter, {
+      challenges: 'none',
+      endpointCode: 'ERR_UPSTREAM_UNAVAILABLE',
+    });
   });
 
   test('P-k P-c a stale endpoint file whose pid an unrelated live process reused: nothing is sent to the squatter on the port', async (t) => {
@@ -380,11 +466,27 @@ describe('P-k endpoint squatting by another local user', options, () => {
     const identity = readProcessIdentity(unrelated.pid!);
     assert.ok(identity !== null);
     const dataDir = freshDataDir('reused-by-other');
-    writeRecord(dataDir, recordFor(squatter.port, { pid: unrelated.pid!, startTime: String(Number(identity.startTime) - 1), exe: NODE_EXE }));
-    await assertRefused(await runClients(dataDir), squatter, { challenges: 'none', endpointCode: 'ERR_UPSTREAM_UNAVAILABLE' });
+    writeRecord(
+      dataDir,
+      recordFor(squatter.port, {
+        pid: unrelated.pid!,
+        startTime: String(Number(identity.startTime) - 1),
+        exe: NODE_EXE,
+      }),
+    );
+    await assertRefused(await runClients(dataDir), squatter, {
+      challenges: 'none',
+      endpointCode: 'ERR_UPSTREAM_UNAVAILABLE',
+    });
     // Even the right start time with another program (the record says node, the process is sleep) is stale.
-    writeRecord(dataDir, recordFor(squatter.port, { pid: unrelated.pid!, startTime: identity.startTime, exe: NODE_EXE }));
-    await assertRefused(await runClients(dataDir), squatter, { challenges: 'none', endpointCode: 'ERR_UPSTREAM_UNAVAILABLE' });
+    writeRecord(
+      dataDir,
+      recordFor(squatter.port, { pid: unrelated.pid!, startTime: identity.startTime, exe: NODE_EXE }),
+    );
+    await assertRefused(await runClients(dataDir), squatter, {
+      challenges: 'none',
+      endpointCode: 'ERR_UPSTREAM_UNAVAILABLE',
+    });
   });
 
   test('P-k with a real companion up, endpoint, status and run work through the attestation (control)', async () => {
@@ -421,22 +523,74 @@ describe('P-k endpoint squatting by another local user', options, () => {
     assert.ok(!ok.body.includes(token));
     assert.equal(ok.headers['cache-control'], 'no-store');
     assert.equal(ok.headers['x-content-type-options'], 'nosniff');
-    assert.deepEqual(Object.keys(ok.headers).filter((h) => h.startsWith('access-control-')), []);
+    assert.deepEqual(
+      Object.keys(ok.headers).filter((h) => h.startsWith('access-control-')),
+      [],
+    );
     // Another accepted name of the door gets a MAC over that name, not over 127.0.0.1.
-    const named = await httpCall(real.port, { path: ATTEST_ROUTE.path, headers: { host: `localhost:${real.port}`, 'companion-nonce': nonce } });
-    assert.equal(verifyAttestation(token, `localhost:${real.port}`, nonce, (JSON.parse(named.body) as { mac: unknown }).mac), true);
+    const named = await httpCall(real.port, {
+      path: ATTEST_ROUTE.path,
+      headers: { host: `localhost:${real.port}`, 'companion-nonce': nonce },
+    });
+    assert.equal(
+      verifyAttestation(token, `localhost:${real.port}`, nonce, (JSON.parse(named.body) as { mac: unknown }).mac),
+      true,
+    );
     assert.equal(verifyAttestation(token, host, nonce, (JSON.parse(named.body) as { mac: unknown }).mac), false);
 
     const refused: [string, Parameters<typeof httpCall>[1], number, string][] = [
       ['no nonce', { path: ATTEST_ROUTE.path, headers: { host } }, 400, 'ERR_ATTEST_NONCE'],
-      ['a short nonce', { path: ATTEST_ROUTE.path, headers: { host, 'companion-nonce': 'abc' } }, 400, 'ERR_ATTEST_NONCE'],
-      ['two nonces', { path: ATTEST_ROUTE.path, headers: { host, 'companion-nonce': [nonce, nonce] } }, 400, 'ERR_ATTEST_NONCE'],
-      ['a relayed Host (another port)', { path: ATTEST_ROUTE.path, headers: { host: `127.0.0.1:${real.port + 1}`, 'companion-nonce': nonce } }, 403, 'ERR_GUARD_HOST_NOT_ALLOWED'],
-      ['a rebound Host', { path: ATTEST_ROUTE.path, headers: { host: `evil.example:${real.port}`, 'companion-nonce': nonce } }, 403, 'ERR_GUARD_HOST_NOT_ALLOWED'],
-      ['a cross-origin page', { path: ATTEST_ROUTE.path, headers: { host, origin: 'http://evil.example', 'companion-nonce': nonce } }, 403, 'ERR_GUARD_ORIGIN'],
-      ['Sec-Fetch-Site cross-site', { path: ATTEST_ROUTE.path, headers: { host, 'sec-fetch-site': 'cross-site', 'companion-nonce': nonce } }, 403, 'ERR_GUARD_FETCH_SITE'],
-      ['OPTIONS', { method: 'OPTIONS', path: ATTEST_ROUTE.path, headers: { host, 'companion-nonce': nonce } }, 405, 'ERR_GUARD_METHOD'],
-      ['a wrong bearer token', { path: ATTEST_ROUTE.path, headers: { host, authorization: `Bearer ${randomBytes(32).toString('base64url')}`, 'companion-nonce': nonce } }, 401, 'ERR_GUARD_TOKEN_INVALID'],
+      [
+        'a short nonce',
+        { path: ATTEST_ROUTE.path, headers: { host, 'companion-nonce': 'abc' } },
+        400,
+        'ERR_ATTEST_NONCE',
+      ],
+      [
+        'two nonces',
+        { path: ATTEST_ROUTE.path, headers: { host, 'companion-nonce': [nonce, nonce] } },
+        400,
+        'ERR_ATTEST_NONCE',
+      ],
+      [
+        'a relayed Host (another port)',
+        { path: ATTEST_ROUTE.path, headers: { host: `127.0.0.1:${real.port + 1}`, 'companion-nonce': nonce } },
+        403,
+        'ERR_GUARD_HOST_NOT_ALLOWED',
+      ],
+      [
+        'a rebound Host',
+        { path: ATTEST_ROUTE.path, headers: { host: `evil.example:${real.port}`, 'companion-nonce': nonce } },
+        403,
+        'ERR_GUARD_HOST_NOT_ALLOWED',
+      ],
+      [
+        'a cross-origin page',
+        { path: ATTEST_ROUTE.path, headers: { host, origin: 'http://evil.example', 'companion-nonce': nonce } },
+        403,
+        'ERR_GUARD_ORIGIN',
+      ],
+      [
+        'Sec-Fetch-Site cross-site',
+        { path: ATTEST_ROUTE.path, headers: { host, 'sec-fetch-site': 'cross-site', 'companion-nonce': nonce } },
+        403,
+        'ERR_GUARD_FETCH_SITE',
+      ],
+      [
+        'OPTIONS',
+        { method: 'OPTIONS', path: ATTEST_ROUTE.path, headers: { host, 'companion-nonce': nonce } },
+        405,
+        'ERR_GUARD_METHOD',
+      ],
+      [
+        'a wrong bearer token',
+        {
+          path: ATTEST_ROUTE.path,
+          headers: { host, authorization: `Bearer ${randomBytes(32).toString('base64url')}`, 'companion-nonce': nonce },
+        },
+        401,
+        'ERR_GUARD_TOKEN_INVALID',
+      ],
       ['GET /health without a token', { path: '/health', headers: { host } }, 401, 'ERR_GUARD_TOKEN_MISSING'],
       ['GET /v1/models without a token', { path: '/v1/models', headers: { host } }, 401, 'ERR_GUARD_TOKEN_MISSING'],
     ];
@@ -445,7 +599,11 @@ describe('P-k endpoint squatting by another local user', options, () => {
       assert.equal(answer.status, status, `${name}: ${answer.body}`);
       assert.equal((JSON.parse(answer.body) as { error: { code: string } }).error.code, code, name);
       assert.ok(!answer.body.includes(token), name);
-      assert.deepEqual(Object.keys(answer.headers).filter((h) => h.startsWith('access-control-')), [], name);
+      assert.deepEqual(
+        Object.keys(answer.headers).filter((h) => h.startsWith('access-control-')),
+        [],
+        name,
+      );
     }
   });
 
@@ -459,8 +617,15 @@ describe('P-k endpoint squatting by another local user', options, () => {
     // And its data dir holds the real door's token, so nothing but the attestation protects it.
     await seedToken(dataDir, await storedToken(real.dataDir));
     writeRecord(dataDir, { ...real.record, url: `http://127.0.0.1:${squatter.port}/v1` });
-    assert.notEqual(await readDiscovery(join(dataDir, 'run', 'endpoint.json')), null, 'the record passes the identity check');
-    await assertRefused(await runClients(dataDir), squatter, { challenges: 'only', endpointCode: 'ERR_ENDPOINT_UNVERIFIED' });
+    assert.notEqual(
+      await readDiscovery(join(dataDir, 'run', 'endpoint.json')),
+      null,
+      'the record passes the identity check',
+    );
+    await assertRefused(await runClients(dataDir), squatter, {
+      challenges: 'only',
+      endpointCode: 'ERR_ENDPOINT_UNVERIFIED',
+    });
   });
 
   test('P-k P-c a relay squatter that forwards the challenge to the real front door on another port gets a MAC over the wrong Host and nothing else', async (t) => {
@@ -474,14 +639,22 @@ describe('P-k endpoint squatting by another local user', options, () => {
     await assertRefused(clients, squatter, { challenges: 'only', endpointCode: 'ERR_ENDPOINT_UNVERIFIED' });
     // The relay really did get valid MACs from the real door: only the Host inside them gave it away.
     const relayed = squatter.relayed();
-    assert.ok(relayed.length >= 1 && relayed.every((r) => r.status === 200 && /^\{"mac":"[A-Za-z0-9_-]{43}"\}$/.test(r.body ?? '')), JSON.stringify(relayed));
+    assert.ok(
+      relayed.length >= 1 &&
+        relayed.every((r) => r.status === 200 && /^\{"mac":"[A-Za-z0-9_-]{43}"\}$/.test(r.body ?? '')),
+      JSON.stringify(relayed),
+    );
   });
 
-  test('P-k a second up on a live companion\'s data dir refuses with ERR_LOCKED_BY_OTHER and leaves its record and token alone', async () => {
+  test("P-k a second up on a live companion's data dir refuses with ERR_LOCKED_BY_OTHER and leaves its record and token alone", async () => {
     const real = await realUp();
     const before = readFileSync(join(real.dataDir, 'run', 'endpoint.json'), 'utf8');
     const token = await storedToken(real.dataDir);
-    const second = await runCli(['up', '--json', '--allow-unsandboxed', '--hub', HUB, '--data-dir', real.dataDir], env, 30_000);
+    const second = await runCli(
+      ['up', '--json', '--allow-unsandboxed', '--hub', HUB, '--data-dir', real.dataDir],
+      env,
+      30_000,
+    );
     assert.equal(second.status, 1, second.stderr);
     assert.equal(second.stderr, `companion is already running at ${real.endpoint} (pid ${String(real.record.pid)})\n`);
     assert.equal((JSON.parse(second.stdout) as { error?: { code?: unknown } }).error?.code, 'ERR_LOCKED_BY_OTHER');
@@ -496,7 +669,7 @@ describe('P-k endpoint squatting by another local user', options, () => {
     const path = join(dataDir, 'run', 'endpoint.json');
     writeRecord(dataDir, recordFor(1, { pid: await deadPid(), startTime: '1', exe: NODE_EXE }));
     await claimDiscovery(path);
-    assert.equal(existsSync(path), false, 'a dead pid\'s record is removed');
+    assert.equal(existsSync(path), false, "a dead pid's record is removed");
     writeRecord(dataDir, { url: 'http://127.0.0.1:1/v1', pid: process.pid, startedAt: 0 });
     await claimDiscovery(path);
     assert.equal(existsSync(path), false, 'a record without identity is removed');
@@ -505,9 +678,12 @@ describe('P-k endpoint squatting by another local user', options, () => {
     const identity = readProcessIdentity(live.pid!)!;
     writeRecord(dataDir, recordFor(1, { pid: live.pid!, startTime: identity.startTime, exe: identity.exe! }));
     await assert.rejects(claimDiscovery(path), { code: 'ERR_LOCKED_BY_OTHER' });
-    assert.equal(existsSync(path), true, 'a live companion\'s record stays');
-    writeRecord(dataDir, recordFor(1, { pid: live.pid!, startTime: String(Number(identity.startTime) + 1), exe: identity.exe! }));
+    assert.equal(existsSync(path), true, "a live companion's record stays");
+    writeRecord(
+      dataDir,
+      recordFor(1, { pid: live.pid!, startTime: String(Number(identity.startTime) + 1), exe: identity.exe! }),
+    );
     await claimDiscovery(path);
-    assert.equal(existsSync(path), false, 'a reused pid\'s record is removed');
+    assert.equal(existsSync(path), false, "a reused pid's record is removed");
   });
 });

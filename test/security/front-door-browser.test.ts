@@ -41,93 +41,129 @@ function attackPage(kind: Attack, door: string, token: string): string {
       window.attackResults = results;
     })();`;
   // A text/plain form whose single field spells a JSON body (the classic cross-site JSON POST trick).
-  const form = `<form id="attack" method="POST" enctype="text/plain" target="sink" action="${door}/v1/chat/completions">`
-    + `<input type="hidden" name='{"model":"tiny","messages":[{"role":"user","content":"hi"}],"pad":"' value='"}'></form>`
-    + '<iframe name="sink"></iframe>';
+  const form =
+    `<form id="attack" method="POST" enctype="text/plain" target="sink" action="${door}/v1/chat/completions">` +
+    `<input type="hidden" name='{"model":"tiny","messages":[{"role":"user","content":"hi"}],"pad":"' value='"}'></form>` +
+    '<iframe name="sink"></iframe>';
   return `<!doctype html><html><head><meta charset="utf-8"><title>another origin</title></head><body>${form}<script>${script}</script></body></html>`;
 }
 
-describe('P-b the front door against pages of another origin in headless Chromium', gate('chromium', chromiumPresent, 'apt-get install chromium'), () => {
-  let fixture: FrontDoorFixture;
-  let browser: LaunchedChromium;
-  let site: Server;
-  let siteUrl = '';
-  const seen: FrontDoorRequestEvent[] = [];
-  const corsHeaders: string[] = [];
+describe(
+  'P-b the front door against pages of another origin in headless Chromium',
+  gate('chromium', chromiumPresent, 'apt-get install chromium'),
+  () => {
+    let fixture: FrontDoorFixture;
+    let browser: LaunchedChromium;
+    let site: Server;
+    let siteUrl = '';
+    const seen: FrontDoorRequestEvent[] = [];
+    const corsHeaders: string[] = [];
 
-  before(async () => {
-    fixture = await startFrontDoorFixture({ door: { onRequest: (event) => seen.push(event) } });
-    site = createServer((req, res) => {
-      const kind = (req.url ?? '').slice(1) as Attack;
-      if (!['simple', 'preflight', 'form'].includes(kind)) {
-        res.writeHead(404).end();
-        return;
+    before(async () => {
+      fixture = await startFrontDoorFixture({ door: { onRequest: (event) => seen.push(event) } });
+      site = createServer((req, res) => {
+        const kind = (req.url ?? '').slice(1) as Attack;
+        if (!['simple', 'preflight', 'form'].includes(kind)) {
+          res.writeHead(404).end();
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+        res.end(attackPage(kind, fixture.door.url, fixture.token));
+      });
+      await new Promise<void>((resolve) => site.listen({ host: '127.0.0.1', port: 0, exclusive: true }, resolve));
+      siteUrl = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+      assert.notEqual(siteUrl, fixture.door.url, 'the page is on another origin');
+      browser = await launchChromium();
+      browser.context.on('response', (response) => {
+        if (!response.url().startsWith(fixture.door.url)) return;
+        for (const name of Object.keys(response.headers()))
+          if (name.startsWith('access-control-')) corsHeaders.push(name);
+      });
+    });
+
+    after(async () => {
+      await browser?.close();
+      site?.closeAllConnections();
+      await new Promise<void>((resolve) => (site ? site.close(() => resolve()) : resolve()));
+      await fixture?.close();
+    });
+
+    /** Loads the attack page, waits until the front door has seen `expected` requests, returns them and the page's results. */
+    async function run(
+      kind: Attack,
+      expected: number,
+    ): Promise<{
+      events: FrontDoorRequestEvent[];
+      results: Record<string, { type?: string; status?: number; text?: string; error?: string }>;
+    }> {
+      const from = seen.length;
+      const page = await browser.context.newPage();
+      try {
+        await page.goto(`${siteUrl}/${kind}`);
+        await waitFor(() => seen.length - from >= expected, 10_000, `${expected} request(s) at the front door`);
+        const results =
+          kind === 'form'
+            ? {}
+            : await page
+                .waitForFunction('window.attackResults', undefined, { timeout: 10_000 })
+                .then(
+                  (h) =>
+                    h.jsonValue() as Promise<
+                      Record<string, { type?: string; status?: number; text?: string; error?: string }>
+                    >,
+                );
+        // Give a stray extra request (a retry, a second navigation) the chance to show up before counting.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return { events: seen.slice(from), results };
+      } finally {
+        await page.close();
       }
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-      res.end(attackPage(kind, fixture.door.url, fixture.token));
-    });
-    await new Promise<void>((resolve) => site.listen({ host: '127.0.0.1', port: 0, exclusive: true }, resolve));
-    siteUrl = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
-    assert.notEqual(siteUrl, fixture.door.url, 'the page is on another origin');
-    browser = await launchChromium();
-    browser.context.on('response', (response) => {
-      if (!response.url().startsWith(fixture.door.url)) return;
-      for (const name of Object.keys(response.headers())) if (name.startsWith('access-control-')) corsHeaders.push(name);
-    });
-  });
-
-  after(async () => {
-    await browser?.close();
-    site?.closeAllConnections();
-    await new Promise<void>((resolve) => (site ? site.close(() => resolve()) : resolve()));
-    await fixture?.close();
-  });
-
-  /** Loads the attack page, waits until the front door has seen `expected` requests, returns them and the page's results. */
-  async function run(kind: Attack, expected: number): Promise<{ events: FrontDoorRequestEvent[]; results: Record<string, { type?: string; status?: number; text?: string; error?: string }> }> {
-    const from = seen.length;
-    const page = await browser.context.newPage();
-    try {
-      await page.goto(`${siteUrl}/${kind}`);
-      await waitFor(() => seen.length - from >= expected, 10_000, `${expected} request(s) at the front door`);
-      const results = kind === 'form' ? {} : await page.waitForFunction('window.attackResults', undefined, { timeout: 10_000 }).then((h) => h.jsonValue() as Promise<Record<string, { type?: string; status?: number; text?: string; error?: string }>>);
-      // Give a stray extra request (a retry, a second navigation) the chance to show up before counting.
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      return { events: seen.slice(from), results };
-    } finally {
-      await page.close();
     }
-  }
 
-  test('P-b simple cross-origin requests (no-cors GETs with and without Referer, a text/plain POST, a CORS GET) are refused and the runtime sees nothing', async () => {
-    const { events, results } = await run('simple', 4);
-    assert.deepEqual(events.map((e) => [e.method, e.status, e.code]), [
-      // No Origin on a no-cors GET: the Referer names the other origin.
-      ['GET', 403, 'ERR_GUARD_REFERER'],
-      // No Origin and no Referer: Sec-Fetch-Site says the request is not same-origin.
-      ['GET', 403, 'ERR_GUARD_FETCH_SITE'],
-      ['POST', 403, 'ERR_GUARD_ORIGIN'],
-      ['GET', 403, 'ERR_GUARD_ORIGIN'],
-    ]);
-    // The page reads nothing: `Cross-Origin-Resource-Policy: same-origin` makes Chromium turn even the
-    // opaque no-cors answers into network errors, and the CORS GET has no Access-Control-Allow-Origin.
-    assert.deepEqual(results, { noCorsGet: { error: 'TypeError' }, noCorsGetNoReferrer: { error: 'TypeError' }, textPost: { error: 'TypeError' }, corsGet: { error: 'TypeError' } });
-    assert.equal(fixture.upstream.seen.length, 0);
-    assert.deepEqual(corsHeaders, []);
-  });
+    test('P-b simple cross-origin requests (no-cors GETs with and without Referer, a text/plain POST, a CORS GET) are refused and the runtime sees nothing', async () => {
+      const { events, results } = await run('simple', 4);
+      assert.deepEqual(
+        events.map((e) => [e.method, e.status, e.code]),
+        [
+          // No Origin on a no-cors GET: the Referer names the other origin.
+          ['GET', 403, 'ERR_GUARD_REFERER'],
+          // No Origin and no Referer: Sec-Fetch-Site says the request is not same-origin.
+          ['GET', 403, 'ERR_GUARD_FETCH_SITE'],
+          ['POST', 403, 'ERR_GUARD_ORIGIN'],
+          ['GET', 403, 'ERR_GUARD_ORIGIN'],
+        ],
+      );
+      // The page reads nothing: `Cross-Origin-Resource-Policy: same-origin` makes Chromium turn even the
+      // opaque no-cors answers into network errors, and the CORS GET has no Access-Control-Allow-Origin.
+      assert.deepEqual(results, {
+        noCorsGet: { error: 'TypeError' },
+        noCorsGetNoReferrer: { error: 'TypeError' },
+        textPost: { error: 'TypeError' },
+        corsGet: { error: 'TypeError' },
+      });
+      assert.equal(fixture.upstream.seen.length, 0);
+      assert.deepEqual(corsHeaders, []);
+    });
 
-  test('P-b a preflighted fetch with the token and a JSON body dies at the refused preflight; the POST is never sent', async () => {
-    const { events, results } = await run('preflight', 1);
-    assert.deepEqual(events.map((e) => [e.method, e.status, e.code]), [['OPTIONS', 403, 'ERR_GUARD_ORIGIN']]);
-    assert.deepEqual(results.preflighted, { error: 'TypeError' });
-    assert.equal(fixture.upstream.seen.length, 0);
-    assert.deepEqual(corsHeaders, []);
-  });
+    test('P-b a preflighted fetch with the token and a JSON body dies at the refused preflight; the POST is never sent', async () => {
+      const { events, results } = await run('preflight', 1);
+      assert.deepEqual(
+        events.map((e) => [e.method, e.status, e.code]),
+        [['OPTIONS', 403, 'ERR_GUARD_ORIGIN']],
+      );
+      assert.deepEqual(results.preflighted, { error: 'TypeError' });
+      assert.equal(fixture.upstream.seen.length, 0);
+      assert.deepEqual(corsHeaders, []);
+    });
 
-  test('P-b an auto-submitted cross-origin form post (text/plain spelling JSON) is refused and the runtime sees nothing', async () => {
-    const { events } = await run('form', 1);
-    assert.deepEqual(events.map((e) => [e.method, e.status, e.code]), [['POST', 403, 'ERR_GUARD_ORIGIN']]);
-    assert.equal(fixture.upstream.seen.length, 0);
-    assert.deepEqual(corsHeaders, []);
-  });
-});
+    test('P-b an auto-submitted cross-origin form post (text/plain spelling JSON) is refused and the runtime sees nothing', async () => {
+      const { events } = await run('form', 1);
+      assert.deepEqual(
+        events.map((e) => [e.method, e.status, e.code]),
+        [['POST', 403, 'ERR_GUARD_ORIGIN']],
+      );
+      assert.equal(fixture.upstream.seen.length, 0);
+      assert.deepEqual(corsHeaders, []);
+    });
+  },
+);

@@ -22,13 +22,20 @@ const asOtherUser = gate('root and setpriv (to act as another user)', asRoot, 'r
 
 /** Tries to connect to a Unix socket as user `nobody`; resolves with "CONNECTED" or the error code. */
 function connectAsNobody(socketPath: string): Promise<string> {
-  const code = `require('net').connect(${JSON.stringify(socketPath)})`
-    + ".on('connect', function () { console.log('CONNECTED'); this.destroy(); })"
-    + ".on('error', (e) => console.log(e.code))";
+  const code =
+    `require('net').connect(${JSON.stringify(socketPath)})` +
+    ".on('connect', function () { console.log('CONNECTED'); this.destroy(); })" +
+    ".on('error', (e) => console.log(e.code))";
   return new Promise((resolve, reject) => {
-    const child = spawn(SETPRIV, [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', process.execPath, '-e', code], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin' }, cwd: '/',
-    });
+    const child = spawn(
+      SETPRIV,
+      [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', process.execPath, '-e', code],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { PATH: '/usr/bin:/bin' },
+        cwd: '/',
+      },
+    );
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
@@ -66,7 +73,7 @@ describe('P-c the runtime socket behind the front door', () => {
     dir?.cleanup();
   });
 
-  test('P-c the runtime socket is mode 0600 in a 0700 run directory, both owned by the companion\'s user', () => {
+  test("P-c the runtime socket is mode 0600 in a 0700 run directory, both owned by the companion's user", () => {
     const uid = process.getuid?.();
     const socket = lstatSync(socketPath);
     assert.ok(socket.isSocket());
@@ -79,27 +86,31 @@ describe('P-c the runtime socket behind the front door', () => {
     assert.equal(lstatSync(dirname(dirname(socketPath))).mode & 0o777, 0o700);
   });
 
-  test('P-c another user (nobody) cannot connect to the runtime socket: EACCES from the 0700 directory and from the 0600 socket', asOtherUser, async (t) => {
-    // Control: the same probe, as nobody, connects to a socket that allows it (so EACCES below is real).
-    const openDir = join(dir.path, 'open');
-    mkdirSync(openDir, { mode: 0o755 });
-    chmodSync(openDir, 0o755);
-    const openPath = join(openDir, 'open.sock');
-    const server: Server = createServer((socket) => socket.destroy());
-    await new Promise<void>((resolve) => server.listen(openPath, resolve));
-    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    chmodSync(openPath, 0o666);
-    assert.equal(await connectAsNobody(openPath), 'CONNECTED');
+  test(
+    'P-c another user (nobody) cannot connect to the runtime socket: EACCES from the 0700 directory and from the 0600 socket',
+    asOtherUser,
+    async (t) => {
+      // Control: the same probe, as nobody, connects to a socket that allows it (so EACCES below is real).
+      const openDir = join(dir.path, 'open');
+      mkdirSync(openDir, { mode: 0o755 });
+      chmodSync(openDir, 0o755);
+      const openPath = join(openDir, 'open.sock');
+      const server: Server = createServer((socket) => socket.destroy());
+      await new Promise<void>((resolve) => server.listen(openPath, resolve));
+      t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      chmodSync(openPath, 0o666);
+      assert.equal(await connectAsNobody(openPath), 'CONNECTED');
 
-    assert.equal(await connectAsNobody(socketPath), 'EACCES');
-    // With the run directory opened up, the socket's own 0600 still refuses the other user.
-    const runDir = dirname(socketPath);
-    chmodSync(runDir, 0o711);
-    try {
       assert.equal(await connectAsNobody(socketPath), 'EACCES');
-    } finally {
-      chmodSync(runDir, 0o700);
-    }
-    assert.equal(await handle.healthCheck(2000), true, 'the runtime itself is fine and still serves its owner');
-  });
+      // With the run directory opened up, the socket's own 0600 still refuses the other user.
+      const runDir = dirname(socketPath);
+      chmodSync(runDir, 0o711);
+      try {
+        assert.equal(await connectAsNobody(socketPath), 'EACCES');
+      } finally {
+        chmodSync(runDir, 0o700);
+      }
+      assert.equal(await handle.healthCheck(2000), true, 'the runtime itself is fine and still serves its owner');
+    },
+  );
 });

@@ -9,7 +9,10 @@ const auth = `Authorization: Bearer ${TOKEN}`;
 const body = '{"model":"m","messages":[]}';
 
 function noCors(response: RawResponse): void {
-  assert.deepEqual(response.headerNames.filter((name) => name.startsWith('access-control-')), []);
+  assert.deepEqual(
+    response.headerNames.filter((name) => name.startsWith('access-control-')),
+    [],
+  );
 }
 
 test('P-b rejects a simple cross-origin POST (Origin: http://evil.example), even one carrying the token', async (t) => {
@@ -17,8 +20,18 @@ test('P-b rejects a simple cross-origin POST (Origin: http://evil.example), even
   t.after(() => server.close());
   const host = `Host: 127.0.0.1:${server.port}`;
   for (const extra of [[auth], []]) {
-    const response = await rawRequest(server.port, ['POST /v1/chat/completions HTTP/1.1', host, 'Origin: http://evil.example',
-      'Content-Type: text/plain', `Content-Length: ${body.length}`, ...extra], body);
+    const response = await rawRequest(
+      server.port,
+      [
+        'POST /v1/chat/completions HTTP/1.1',
+        host,
+        'Origin: http://evil.example',
+        'Content-Type: text/plain',
+        `Content-Length: ${body.length}`,
+        ...extra,
+      ],
+      body,
+    );
     assert.deepEqual([response.status, codeIn(response)], [403, 'ERR_GUARD_ORIGIN']);
     noCors(response);
   }
@@ -28,8 +41,18 @@ test('P-b rejects a simple cross-origin POST (Origin: http://evil.example), even
 test('P-b rejects a form post from a sandboxed or file page (Origin: null)', async (t) => {
   const server = await startGuardedServer();
   t.after(() => server.close());
-  const response = await rawRequest(server.port, ['POST /v1/chat/completions HTTP/1.1', `Host: localhost:${server.port}`, 'Origin: null',
-    'Content-Type: application/x-www-form-urlencoded', 'Content-Length: 3', auth], 'a=b');
+  const response = await rawRequest(
+    server.port,
+    [
+      'POST /v1/chat/completions HTTP/1.1',
+      `Host: localhost:${server.port}`,
+      'Origin: null',
+      'Content-Type: application/x-www-form-urlencoded',
+      'Content-Length: 3',
+      auth,
+    ],
+    'a=b',
+  );
   assert.deepEqual([response.status, codeIn(response), server.hits.count], [403, 'ERR_GUARD_ORIGIN', 0]);
 });
 
@@ -37,8 +60,13 @@ test('P-b refuses a CORS preflight and any OPTIONS without CORS headers', async 
   const server = await startGuardedServer();
   t.after(() => server.close());
   const host = `Host: 127.0.0.1:${server.port}`;
-  const preflight = await rawRequest(server.port, ['OPTIONS /v1/chat/completions HTTP/1.1', host, 'Origin: http://evil.example',
-    'Access-Control-Request-Method: POST', 'Access-Control-Request-Headers: authorization, content-type']);
+  const preflight = await rawRequest(server.port, [
+    'OPTIONS /v1/chat/completions HTTP/1.1',
+    host,
+    'Origin: http://evil.example',
+    'Access-Control-Request-Method: POST',
+    'Access-Control-Request-Headers: authorization, content-type',
+  ]);
   assert.deepEqual([preflight.status, codeIn(preflight)], [403, 'ERR_GUARD_ORIGIN']);
   noCors(preflight);
   const bare = await rawRequest(server.port, ['OPTIONS /v1/chat/completions HTTP/1.1', host, auth]);
@@ -53,7 +81,12 @@ test('P-b rejects Sec-Fetch-Site: cross-site and same-site when no Origin is sen
   const server = await startGuardedServer();
   t.after(() => server.close());
   for (const site of ['cross-site', 'same-site']) {
-    const response = await rawRequest(server.port, ['GET /v1/models HTTP/1.1', `Host: 127.0.0.1:${server.port}`, `Sec-Fetch-Site: ${site}`, auth]);
+    const response = await rawRequest(server.port, [
+      'GET /v1/models HTTP/1.1',
+      `Host: 127.0.0.1:${server.port}`,
+      `Sec-Fetch-Site: ${site}`,
+      auth,
+    ]);
     assert.deepEqual([response.status, codeIn(response)], [403, 'ERR_GUARD_FETCH_SITE'], site);
   }
   assert.equal(server.hits.count, 0);
@@ -62,8 +95,17 @@ test('P-b rejects Sec-Fetch-Site: cross-site and same-site when no Origin is sen
 test('P-b rejects a Referer from another origin, including one that starts like ours', async (t) => {
   const server = await startGuardedServer();
   t.after(() => server.close());
-  for (const referer of ['http://evil.example/page', `http://127.0.0.1:${server.port}@evil.example/`, `http://127.0.0.1:${server.port}.evil.example/`]) {
-    const response = await rawRequest(server.port, ['GET /v1/models HTTP/1.1', `Host: 127.0.0.1:${server.port}`, `Referer: ${referer}`, auth]);
+  for (const referer of [
+    'http://evil.example/page',
+    `http://127.0.0.1:${server.port}@evil.example/`,
+    `http://127.0.0.1:${server.port}.evil.example/`,
+  ]) {
+    const response = await rawRequest(server.port, [
+      'GET /v1/models HTTP/1.1',
+      `Host: 127.0.0.1:${server.port}`,
+      `Referer: ${referer}`,
+      auth,
+    ]);
     assert.deepEqual([response.status, codeIn(response)], [403, 'ERR_GUARD_REFERER'], referer);
   }
   assert.equal(server.hits.count, 0);

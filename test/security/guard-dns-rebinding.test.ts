@@ -19,8 +19,20 @@ test('P-a rejects rebound and look-alike names on the bound port', async (t) => 
   const server = await startGuardedServer();
   t.after(() => server.close());
   const P = server.port;
-  for (const host of [`evil.example:${P}`, `127.0.0.1.nip.io:${P}`, `localhost.:${P}`, `127.0.0.1.:${P}`, `2130706433:${P}`, `127.1:${P}`,
-    `0x7f.0.0.1:${P}`, `0177.0.0.1:${P}`, `user@127.0.0.1:${P}`, '127.0.0.1', `127.0.0.1:${P + 1 > 65535 ? 1 : P + 1}`, `127.0.0.2:${P}`]) {
+  for (const host of [
+    `evil.example:${P}`,
+    `127.0.0.1.nip.io:${P}`,
+    `localhost.:${P}`,
+    `127.0.0.1.:${P}`,
+    `2130706433:${P}`,
+    `127.1:${P}`,
+    `0x7f.0.0.1:${P}`,
+    `0177.0.0.1:${P}`,
+    `user@127.0.0.1:${P}`,
+    '127.0.0.1',
+    `127.0.0.1:${P + 1 > 65535 ? 1 : P + 1}`,
+    `127.0.0.2:${P}`,
+  ]) {
     const response = await rawRequest(P, ['GET /v1/models HTTP/1.1', `Host: ${host}`, auth]);
     assert.deepEqual([response.status, codeIn(response)], [403, 'ERR_GUARD_HOST_NOT_ALLOWED'], host);
   }
@@ -30,8 +42,16 @@ test('P-a rejects rebound and look-alike names on the bound port', async (t) => 
 test('P-a rejects a second Host header even when the first one is allowed', async (t) => {
   const server = await startGuardedServer();
   t.after(() => server.close());
-  for (const pair of [[`127.0.0.1:${server.port}`, 'evil.example'], ['evil.example', `127.0.0.1:${server.port}`]]) {
-    const response = await rawRequest(server.port, ['GET /v1/models HTTP/1.1', `Host: ${pair[0]}`, `Host: ${pair[1]}`, auth]);
+  for (const pair of [
+    [`127.0.0.1:${server.port}`, 'evil.example'],
+    ['evil.example', `127.0.0.1:${server.port}`],
+  ]) {
+    const response = await rawRequest(server.port, [
+      'GET /v1/models HTTP/1.1',
+      `Host: ${pair[0]}`,
+      `Host: ${pair[1]}`,
+      auth,
+    ]);
     assert.deepEqual([response.status, codeIn(response)], [400, 'ERR_GUARD_HOST_DUPLICATE']);
   }
   assert.equal(server.hits.count, 0);
@@ -40,7 +60,11 @@ test('P-a rejects a second Host header even when the first one is allowed', asyn
 test('P-a rejects absolute-form and //host targets that would make the URL name another host', async (t) => {
   const server = await startGuardedServer();
   t.after(() => server.close());
-  for (const target of ['http://evil.example/v1/models', `http://127.0.0.1:${server.port}/v1/models`, '//evil.example/v1/models']) {
+  for (const target of [
+    'http://evil.example/v1/models',
+    `http://127.0.0.1:${server.port}/v1/models`,
+    '//evil.example/v1/models',
+  ]) {
     const response = await rawRequest(server.port, [`GET ${target} HTTP/1.1`, `Host: 127.0.0.1:${server.port}`, auth]);
     assert.deepEqual([response.status, codeIn(response)], [400, 'ERR_GUARD_TARGET_FORM'], target);
   }
@@ -57,7 +81,12 @@ test('P-a rejects an HTTP/1.0 request without Host', async (t) => {
 test('P-a accepts the three loopback names of the bound port (control)', async (t) => {
   const server = await startGuardedServer();
   t.after(() => server.close());
-  for (const host of [`127.0.0.1:${server.port}`, `localhost:${server.port}`, `[::1]:${server.port}`, `LocalHost:${server.port}`]) {
+  for (const host of [
+    `127.0.0.1:${server.port}`,
+    `localhost:${server.port}`,
+    `[::1]:${server.port}`,
+    `LocalHost:${server.port}`,
+  ]) {
     const response = await rawRequest(server.port, ['GET /v1/models HTTP/1.1', `Host: ${host}`, auth]);
     assert.equal(response.status, 200, host);
   }

@@ -24,8 +24,14 @@ test('P-c rejects wrong tokens: same length, one character off, a prefix, in the
     [['GET /v1/models HTTP/1.1', host, `Authorization: Bearer ${TOKEN.slice(0, 8)}`], 'ERR_GUARD_TOKEN_INVALID'],
     [['GET /v1/models HTTP/1.1', host, `Authorization: Bearer ${TOKEN}${TOKEN}`], 'ERR_GUARD_TOKEN_INVALID'],
     [[`GET /v1/models?access_token=${TOKEN} HTTP/1.1`, host], 'ERR_GUARD_TOKEN_MISSING'],
-    [['GET /v1/models HTTP/1.1', host, `Authorization: Basic ${Buffer.from(`user:${TOKEN}`).toString('base64')}`], 'ERR_GUARD_TOKEN_MISSING'],
-    [['GET /v1/models HTTP/1.1', host, `Authorization: Bearer ${TOKEN}`, `Authorization: Bearer ${TOKEN}`], 'ERR_GUARD_TOKEN_INVALID'],
+    [
+      ['GET /v1/models HTTP/1.1', host, `Authorization: Basic ${Buffer.from(`user:${TOKEN}`).toString('base64')}`],
+      'ERR_GUARD_TOKEN_MISSING',
+    ],
+    [
+      ['GET /v1/models HTTP/1.1', host, `Authorization: Bearer ${TOKEN}`, `Authorization: Bearer ${TOKEN}`],
+      'ERR_GUARD_TOKEN_INVALID',
+    ],
   ];
   for (const [lines, code] of cases) {
     const response = await rawRequest(server.port, lines);
@@ -54,7 +60,11 @@ test('P-c never shows the token in a refusal', async (t) => {
 test('P-c refuses a non-loopback peer before looking at anything else', () => {
   for (const peerAddress of ['192.168.1.20', '10.0.0.5', '::ffff:192.168.1.20', 'fe80::1', '169.254.1.1']) {
     const policy = makePolicy();
-    assert.deepEqual(verifyLoopbackRequest(goodRequest({ peerAddress }), policy), { ok: false, status: 403, code: 'ERR_GUARD_PEER_NOT_LOOPBACK' });
+    assert.deepEqual(verifyLoopbackRequest(goodRequest({ peerAddress }), policy), {
+      ok: false,
+      status: 403,
+      code: 'ERR_GUARD_PEER_NOT_LOOPBACK',
+    });
     assert.equal(policy.calls.count, 0, 'the token was not even checked');
   }
 });
@@ -62,7 +72,16 @@ test('P-c refuses a non-loopback peer before looking at anything else', () => {
 test('P-c accepts the exact token (control)', async (t) => {
   const server = await startGuardedServer();
   t.after(() => server.close());
-  const response = await rawRequest(server.port, ['POST /v1/chat/completions HTTP/1.1', `Host: 127.0.0.1:${server.port}`, `Authorization: Bearer ${TOKEN}`,
-    'Content-Type: application/json', 'Content-Length: 2'], '{}');
+  const response = await rawRequest(
+    server.port,
+    [
+      'POST /v1/chat/completions HTTP/1.1',
+      `Host: 127.0.0.1:${server.port}`,
+      `Authorization: Bearer ${TOKEN}`,
+      'Content-Type: application/json',
+      'Content-Length: 2',
+    ],
+    '{}',
+  );
   assert.deepEqual([response.status, server.hits.count], [200, 1]);
 });

@@ -26,7 +26,13 @@ const options = gate('gnome-keyring', secretServiceAvailable, 'apt-get install g
 const hub = (): string => `companion:https://sec-${randomBytes(4).toString('hex')}.example`;
 const secret = (): string => `sec-secret-${randomBytes(16).toString('hex')}`;
 // Library and platform text that must never reach our errors (it may quote a value).
-const FOREIGN = ['Platform failure', 'GenericFailure', 'DBus error', "Couldn't access platform storage", 'org.freedesktop'];
+const FOREIGN = [
+  'Platform failure',
+  'GenericFailure',
+  'DBus error',
+  "Couldn't access platform storage",
+  'org.freedesktop',
+];
 
 let store: SecretServiceHandle | undefined;
 const children: KeychainChild[] = [];
@@ -46,7 +52,11 @@ async function open(env: Record<string, string>, service: string): Promise<Keych
 
 test('P-g refuses an unknown account before the backend is called (a spy over the in-memory store)', async () => {
   const calls: string[] = [];
-  const memory = openKeychain({ backend: 'memory', service: 'companion:https://spy.example', announce: () => undefined });
+  const memory = openKeychain({
+    backend: 'memory',
+    service: 'companion:https://spy.example',
+    announce: () => undefined,
+  });
   const spy: KeychainBackend = {
     name: 'spy',
     maxValueBytes: 64 * 1024,
@@ -55,8 +65,19 @@ test('P-g refuses an unknown account before the backend is called (a spy over th
     delete: (a) => (calls.push(`delete ${a}`), memory.delete(a)),
     health: () => memory.health(),
   };
-  const keychain = guardKeychain(spy, 1_000) as unknown as { get(a: string): Promise<unknown>; set(a: string, v: string): Promise<void>; delete(a: string): Promise<unknown> };
-  for (const account of ['session-cookie', 'password', 'id-token', 'ACCESS-TOKEN', 'refresh-token\u0000', '../refresh-token']) {
+  const keychain = guardKeychain(spy, 1_000) as unknown as {
+    get(a: string): Promise<unknown>;
+    set(a: string, v: string): Promise<void>;
+    delete(a: string): Promise<unknown>;
+  };
+  for (const account of [
+    'session-cookie',
+    'password',
+    'id-token',
+    'ACCESS-TOKEN',
+    'refresh-token\u0000',
+    '../refresh-token',
+  ]) {
     await assert.rejects(keychain.get(account), { code: 'ERR_KEYCHAIN_ACCOUNT' });
     await assert.rejects(keychain.set(account, 'v'), { code: 'ERR_KEYCHAIN_ACCOUNT' });
     await assert.rejects(keychain.delete(account), { code: 'ERR_KEYCHAIN_ACCOUNT' });
@@ -69,7 +90,11 @@ test('P-g refuses an unknown account against the real Secret Service and stores 
   const keychain = await open(store!.env, service);
   const before = await loginItems(store!.env);
   for (const account of ['session-cookie', 'password', 'id-token', 'Refresh-Token']) {
-    for (const [op, v] of [['set', secret()], ['get', undefined], ['delete', undefined]] as const) {
+    for (const [op, v] of [
+      ['set', secret()],
+      ['get', undefined],
+      ['delete', undefined],
+    ] as const) {
       const result = await keychain.call(op, account, v);
       assert.equal(result.ok ? 'ok' : result.code, 'ERR_KEYCHAIN_ACCOUNT');
     }
@@ -77,7 +102,7 @@ test('P-g refuses an unknown account against the real Secret Service and stores 
   assert.deepEqual(await loginItems(store!.env), before);
 });
 
-test('P-g one hub cannot read or delete another hub\'s items', options, async () => {
+test("P-g one hub cannot read or delete another hub's items", options, async () => {
   const a = await open(store!.env, hub());
   const b = await open(store!.env, hub());
   const value = secret();
@@ -89,17 +114,20 @@ test('P-g one hub cannot read or delete another hub\'s items', options, async ()
   assert.ok(still.ok && still.value === value);
 });
 
-test('P-g the pinned binding refuses, and writes neither a kernel key nor a file, when the Secret Service is missing', options, async (t) => {
-  // Our health probe is told "available" so the call reaches the real binding with no bus behind it:
-  // pinned to secret-service it must fail (a DBus error), never fall back to the kernel keyring.
-  const since = Date.now() - 1_000;
-  const dir = mkdtempSync(join(tmpdir(), 'companion-keychain-pin-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const service = hub();
-  const value = secret();
-  const module = join(distRoot, 'src', 'authority', 'keychain-secret-service.js');
-  const guard = join(distRoot, 'src', 'authority', 'keychain.js');
-  const script = `
+test(
+  'P-g the pinned binding refuses, and writes neither a kernel key nor a file, when the Secret Service is missing',
+  options,
+  async (t) => {
+    // Our health probe is told "available" so the call reaches the real binding with no bus behind it:
+    // pinned to secret-service it must fail (a DBus error), never fall back to the kernel keyring.
+    const since = Date.now() - 1_000;
+    const dir = mkdtempSync(join(tmpdir(), 'companion-keychain-pin-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const service = hub();
+    const value = secret();
+    const module = join(distRoot, 'src', 'authority', 'keychain-secret-service.js');
+    const guard = join(distRoot, 'src', 'authority', 'keychain.js');
+    const script = `
     const { createSecretServiceBackend } = await import(${JSON.stringify(module)});
     const { guardKeychain } = await import(${JSON.stringify(guard)});
     const say = (stdout) => ({ kind: 'exited', status: 0, stderr: '', stdout });
@@ -114,79 +142,108 @@ test('P-g the pinned binding refuses, and writes neither a kernel key nor a file
     }
     process.stdout.write(JSON.stringify(out));
   `;
-  const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-    input: value,
-    encoding: 'utf8',
-    timeout: 30_000,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', SERVICE: service, HOME: dir, XDG_RUNTIME_DIR: dir, DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(dir, 'no-bus')}` },
-  });
-  assert.equal(result.status, 0, result.stderr);
-  assert.deepEqual(JSON.parse(result.stdout), ['ERR_KEYCHAIN_UNAVAILABLE', 'ERR_KEYCHAIN_UNAVAILABLE']);
-  assert.ok(!result.stderr.includes(value));
-  assert.deepEqual(kernelKeysMentioning(service), []);
-  assert.deepEqual(filesContaining([dir, tmpdir()], [value], since), []);
-});
+    const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      input: value,
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        SERVICE: service,
+        HOME: dir,
+        XDG_RUNTIME_DIR: dir,
+        DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(dir, 'no-bus')}`,
+      },
+    });
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout), ['ERR_KEYCHAIN_UNAVAILABLE', 'ERR_KEYCHAIN_UNAVAILABLE']);
+    assert.ok(!result.stderr.includes(value));
+    assert.deepEqual(kernelKeysMentioning(service), []);
+    assert.deepEqual(filesContaining([dir, tmpdir()], [value], since), []);
+  },
+);
 
-test('P-g the in-memory store is never chosen implicitly: no bus means an error, not an announced memory store', options, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'companion-keychain-nomem-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const keychain = await open({ HOME: dir, XDG_RUNTIME_DIR: dir, DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(dir, 'no-bus')}` }, hub());
-  const value = secret();
-  const set = await keychain.call('set', 'access-token', value);
-  assert.equal(set.ok ? 'ok' : set.code, 'ERR_KEYCHAIN_UNAVAILABLE');
-  const get = await keychain.call('get', 'access-token');
-  assert.equal(get.ok ? 'ok' : get.code, 'ERR_KEYCHAIN_UNAVAILABLE');
-  assert.doesNotMatch(keychain.stderr(), /in-memory/);
-});
+test(
+  'P-g the in-memory store is never chosen implicitly: no bus means an error, not an announced memory store',
+  options,
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'companion-keychain-nomem-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const keychain = await open(
+      { HOME: dir, XDG_RUNTIME_DIR: dir, DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(dir, 'no-bus')}` },
+      hub(),
+    );
+    const value = secret();
+    const set = await keychain.call('set', 'access-token', value);
+    assert.equal(set.ok ? 'ok' : set.code, 'ERR_KEYCHAIN_UNAVAILABLE');
+    const get = await keychain.call('get', 'access-token');
+    assert.equal(get.ok ? 'ok' : get.code, 'ERR_KEYCHAIN_UNAVAILABLE');
+    assert.doesNotMatch(keychain.stderr(), /in-memory/);
+  },
+);
 
-test('P-f no secret value or library text in any keychain error (message, stack, inspect, JSON) or stderr line', options, async (t) => {
-  const errors: ChildResult[] = [];
-  const value = secret();
-  const service = hub();
-  const own = await startSecretService();
-  t.after(() => own.stop());
-  const keychain = await open(own.env, service);
-  const record = async (op: 'get' | 'set' | 'delete', account: string, v?: string): Promise<void> => {
-    const result = await keychain.call(op, account, v);
-    assert.equal(result.ok, false, `${op} ${account} should fail`);
-    errors.push(result);
-  };
-  // A secret passed where the account goes, and a secret inside an oversized value.
-  await record('get', value);
-  await record('set', value, value);
-  await record('set', 'access-token', `${value}${'x'.repeat(64 * 1024)}`);
-  assert.ok((await keychain.call('set', 'refresh-token', value)).ok);
-  // Locked.
-  await own.lock();
-  await record('get', 'refresh-token');
-  await record('set', 'refresh-token', value);
-  await record('delete', 'refresh-token');
-  // Gone.
-  await own.killDaemon();
-  await record('get', 'refresh-token');
-  await record('set', 'access-token', value);
-  await record('delete', 'refresh-token');
-  // No bus at all.
-  const dir = mkdtempSync(join(tmpdir(), 'companion-keychain-leak-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const nobus = await open({ HOME: dir, XDG_RUNTIME_DIR: dir, DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(dir, 'no-bus')}` }, service);
-  for (const [op, v] of [['set', value], ['get', undefined]] as const) {
-    const result = await nobus.call(op, 'access-token', v);
-    assert.equal(result.ok, false);
-    errors.push(result);
-  }
-  const codes = new Set(errors.map((e) => (e.ok ? 'ok' : e.code)));
-  assert.deepEqual([...codes].sort(), ['ERR_KEYCHAIN_ACCOUNT', 'ERR_KEYCHAIN_LOCKED', 'ERR_KEYCHAIN_UNAVAILABLE', 'ERR_KEYCHAIN_VALUE_TOO_LARGE']);
-  for (const error of errors) {
-    assert.ok(!error.ok);
-    const text = `${error.message}\n${error.text}`;
-    assert.ok(!text.includes(value), `${error.code}: holds the value`);
-    for (const foreign of FOREIGN) assert.ok(!text.includes(foreign), `${error.code}: quotes "${foreign}"`);
-  }
-  for (const child of [keychain, nobus]) {
-    assert.ok(!child.stderr().includes(value));
-  }
-});
+test(
+  'P-f no secret value or library text in any keychain error (message, stack, inspect, JSON) or stderr line',
+  options,
+  async (t) => {
+    const errors: ChildResult[] = [];
+    const value = secret();
+    const service = hub();
+    const own = await startSecretService();
+    t.after(() => own.stop());
+    const keychain = await open(own.env, service);
+    const record = async (op: 'get' | 'set' | 'delete', account: string, v?: string): Promise<void> => {
+      const result = await keychain.call(op, account, v);
+      assert.equal(result.ok, false, `${op} ${account} should fail`);
+      errors.push(result);
+    };
+    // A secret passed where the account goes, and a secret inside an oversized value.
+    await record('get', value);
+    await record('set', value, value);
+    await record('set', 'access-token', `${value}${'x'.repeat(64 * 1024)}`);
+    assert.ok((await keychain.call('set', 'refresh-token', value)).ok);
+    // Locked.
+    await own.lock();
+    await record('get', 'refresh-token');
+    await record('set', 'refresh-token', value);
+    await record('delete', 'refresh-token');
+    // Gone.
+    await own.killDaemon();
+    await record('get', 'refresh-token');
+    await record('set', 'access-token', value);
+    await record('delete', 'refresh-token');
+    // No bus at all.
+    const dir = mkdtempSync(join(tmpdir(), 'companion-keychain-leak-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const nobus = await open(
+      { HOME: dir, XDG_RUNTIME_DIR: dir, DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(dir, 'no-bus')}` },
+      service,
+    );
+    for (const [op, v] of [
+      ['set', value],
+      ['get', undefined],
+    ] as const) {
+      const result = await nobus.call(op, 'access-token', v);
+      assert.equal(result.ok, false);
+      errors.push(result);
+    }
+    const codes = new Set(errors.map((e) => (e.ok ? 'ok' : e.code)));
+    assert.deepEqual([...codes].sort(), [
+      'ERR_KEYCHAIN_ACCOUNT',
+      'ERR_KEYCHAIN_LOCKED',
+      'ERR_KEYCHAIN_UNAVAILABLE',
+      'ERR_KEYCHAIN_VALUE_TOO_LARGE',
+    ]);
+    for (const error of errors) {
+      assert.ok(!error.ok);
+      const text = `${error.message}\n${error.text}`;
+      assert.ok(!text.includes(value), `${error.code}: holds the value`);
+      for (const foreign of FOREIGN) assert.ok(!text.includes(foreign), `${error.code}: quotes "${foreign}"`);
+    }
+    for (const child of [keychain, nobus]) {
+      assert.ok(!child.stderr().includes(value));
+    }
+  },
+);
 
 test('P-f `companion doctor` prints no stored value in any keychain state', options, async (t) => {
   const own = await startSecretService();
@@ -196,7 +253,11 @@ test('P-f `companion doctor` prints no stored value in any keychain state', opti
   const keychain = await open(own.env, service);
   assert.ok((await keychain.call('set', 'access-token', value)).ok);
   const doctor = (): string => {
-    const result = spawnSync(process.execPath, [join(repoRoot, 'bin', 'companion.js'), 'doctor', '--json'], { env: own.env, encoding: 'utf8', timeout: 30_000 });
+    const result = spawnSync(process.execPath, [join(repoRoot, 'bin', 'companion.js'), 'doctor', '--json'], {
+      env: own.env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     return `${result.status}\n${result.stdout}\n${result.stderr}`;
   };
   const outputs = [doctor()];

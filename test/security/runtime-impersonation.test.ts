@@ -19,7 +19,8 @@ import { createAdmission } from '../../src/core/admission.js';
 import { alive, fakeProfile, killQuietly, tempDir } from '../helpers/runtime-env.js';
 
 // An impostor: answers /health like a runtime would, counts what reaches it on stderr.
-const IMPOSTOR = "const s=require('http').createServer((q,r)=>{process.stderr.write('hit\\n');r.end('{\\\"status\\\":\\\"ok\\\"}')});s.listen(process.argv[1],()=>console.log('listening'))";
+const IMPOSTOR =
+  "const s=require('http').createServer((q,r)=>{process.stderr.write('hit\\n');r.end('{\\\"status\\\":\\\"ok\\\"}')});s.listen(process.argv[1],()=>console.log('listening'))";
 
 /** Starts an "impostor" process listening on `path`; resolves once it listens. */
 async function startImpostor(path: string): Promise<number> {
@@ -36,7 +37,7 @@ async function startImpostor(path: string): Promise<number> {
   return impostor.pid!;
 }
 
-test('P-k an impostor listening at the previous runtime\'s socket path, named in a stale state file, is neither used nor signalled', async (t) => {
+test("P-k an impostor listening at the previous runtime's socket path, named in a stale state file, is neither used nor signalled", async (t) => {
   const dir = tempDir();
   t.after(dir.cleanup);
   const first = await spawnRuntime(fakeProfile(), { dataDir: dir.path, readyTimeoutMs: 10_000 });
@@ -51,10 +52,21 @@ test('P-k an impostor listening at the previous runtime\'s socket path, named in
   t.after(() => killQuietly(impostor));
   const identity = readProcessIdentity(impostor)!;
   // And a state file that names the impostor's pid with another start time (a reused pid).
-  writeRuntimeState(dir.path, { version: 1, pid: impostor, startTime: String(Number(identity.startTime) + 7), exe: identity.exe!, cmdline: identity.cmdline, runDir: dirname(oldPath) });
+  writeRuntimeState(dir.path, {
+    version: 1,
+    pid: impostor,
+    startTime: String(Number(identity.startTime) + 7),
+    exe: identity.exe!,
+    cmdline: identity.cmdline,
+    runDir: dirname(oldPath),
+  });
 
   const outcomes: ReclaimOutcome[] = [];
-  const second = await spawnRuntime(fakeProfile(), { dataDir: dir.path, readyTimeoutMs: 10_000, onReclaim: (o) => outcomes.push(o) });
+  const second = await spawnRuntime(fakeProfile(), {
+    dataDir: dir.path,
+    readyTimeoutMs: 10_000,
+    onReclaim: (o) => outcomes.push(o),
+  });
   t.after(() => second.stop(1000));
   assert.deepEqual(outcomes, [{ outcome: 'foreign', pid: impostor }]);
   assert.ok(alive(impostor), 'the impostor is not signalled');
@@ -77,19 +89,23 @@ async function foreignListener(path: string): Promise<{ count: () => number; clo
     socket.end('HTTP/1.1 200 OK\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{"status":"ok"}');
   });
   await new Promise<void>((resolve) => server.listen(path, resolve));
-  const close = (): Promise<void> => new Promise<void>((resolve) => {
-    for (const socket of sockets) socket.destroy();
-    server.close(() => resolve());
-  });
+  const close = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    });
   return { count: () => connections, close };
 }
 
-test('P-k a child\'s ready line naming another socket is ignored: the parent reaches only the socket it bound', async (t) => {
+test("P-k a child's ready line naming another socket is ignored: the parent reaches only the socket it bound", async (t) => {
   const dir = tempDir();
   t.after(dir.cleanup);
   const foreign = await foreignListener(join(dir.path, 'foreign.sock'));
   t.after(foreign.close);
-  const handle = await spawnRuntime(fakeProfile(['--report-address', join(dir.path, 'foreign.sock')]), { dataDir: dir.path, readyTimeoutMs: 10_000 });
+  const handle = await spawnRuntime(fakeProfile(['--report-address', join(dir.path, 'foreign.sock')]), {
+    dataDir: dir.path,
+    readyTimeoutMs: 10_000,
+  });
   t.after(() => handle.stop(1000));
   assert.deepEqual(handle.address.kind === 'unix' ? handle.address.path : null, join(handle.runDir, 'rt.sock'));
   assert.equal(await handle.healthCheck(2000), true);
@@ -97,7 +113,9 @@ test('P-k a child\'s ready line naming another socket is ignored: the parent rea
 });
 
 /** A foreign listener and a stand-in runtime in a fresh folder; `swap()` puts a link to the foreign socket at the runtime's socket path. */
-async function runtimeNextToForeign(t: TestContext): Promise<{ handle: RuntimeHandle; foreign: Awaited<ReturnType<typeof foreignListener>>; swap: () => void }> {
+async function runtimeNextToForeign(
+  t: TestContext,
+): Promise<{ handle: RuntimeHandle; foreign: Awaited<ReturnType<typeof foreignListener>>; swap: () => void }> {
   const dir = tempDir();
   t.after(dir.cleanup);
   const foreign = await foreignListener(join(dir.path, 'foreign.sock'));
@@ -126,10 +144,15 @@ test('P-k the front door sends no request to a runtime socket file swapped for a
   const { handle, foreign, swap } = await runtimeNextToForeign(t);
   const token = 'a'.repeat(43);
   const admission = createAdmission({ maxConcurrent: 4, maxQueue: 4, queueTimeoutMs: 2_000, ready: true });
-  const door = await startFrontDoor({ verifyToken: (candidate) => candidate === token, upstream: () => handle.address, admission });
+  const door = await startFrontDoor({
+    verifyToken: (candidate) => candidate === token,
+    upstream: () => handle.address,
+    admission,
+  });
   let doorOpen = true;
   t.after(() => (doorOpen ? door.close() : undefined));
-  const call = (): Promise<Response> => fetch(`${door.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } });
+  const call = (): Promise<Response> =>
+    fetch(`${door.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } });
   const before = await call();
   // The stand-in runtime answers 404 to all but /health: the door reached the runtime it was given.
   assert.equal(before.status, 404, 'the door reaches the runtime it was given');
@@ -138,7 +161,11 @@ test('P-k the front door sends no request to a runtime socket file swapped for a
   // A new connection is needed: the pool's kept-alive one goes to the real runtime's inode.
   await door.close();
   doorOpen = false;
-  const again = await startFrontDoor({ verifyToken: (candidate) => candidate === token, upstream: () => handle.address, admission });
+  const again = await startFrontDoor({
+    verifyToken: (candidate) => candidate === token,
+    upstream: () => handle.address,
+    admission,
+  });
   t.after(() => again.close());
   const after = await fetch(`${again.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } });
   await after.arrayBuffer();
@@ -146,7 +173,7 @@ test('P-k the front door sends no request to a runtime socket file swapped for a
   assert.equal(foreign.count(), 0, 'the foreign socket never saw a connection');
 });
 
-test('P-k a health check never follows a path it was not given: a dead runtime\'s address fails closed', async (t) => {
+test("P-k a health check never follows a path it was not given: a dead runtime's address fails closed", async (t) => {
   const dir = tempDir();
   t.after(dir.cleanup);
   const handle = await spawnRuntime(fakeProfile(), { dataDir: dir.path, readyTimeoutMs: 10_000 });

@@ -60,15 +60,19 @@ function key(): string {
   return handle.address.kind === 'tcp' ? handle.address.key.reveal() : '';
 }
 
-test('P-i the runtime child\'s environment holds only allow-listed names and none of the planted secrets', () => {
+test("P-i the runtime child's environment holds only allow-listed names and none of the planted secrets", () => {
   const environ = readFileSync(`/proc/${handle.pid}/environ`, 'utf8');
-  const names = environ.split('\0').filter(Boolean).map((entry) => entry.slice(0, entry.indexOf('=')));
+  const names = environ
+    .split('\0')
+    .filter(Boolean)
+    .map((entry) => entry.slice(0, entry.indexOf('=')));
   for (const name of names) assert.match(name, /^(PATH|HOME|LANG|LANGUAGE|LC_[A-Z_]+|TMPDIR|TZ)$/);
   assert.ok(!names.includes('NODE_OPTIONS') && !names.includes('LC_SECRET_TOKEN'));
-  for (const value of [...Object.values(planted), key()]) assert.ok(!environ.includes(value), 'a secret reached the child environment');
+  for (const value of [...Object.values(planted), key()])
+    assert.ok(!environ.includes(value), 'a secret reached the child environment');
 });
 
-test('P-i the runtime child\'s argv holds no secret and no key', () => {
+test("P-i the runtime child's argv holds no secret and no key", () => {
   const cmdline = readFileSync(`/proc/${handle.pid}/cmdline`, 'utf8');
   for (const value of [...Object.values(planted), key()]) assert.ok(!cmdline.includes(value));
   assert.ok(!cmdline.includes('--api-key'));
@@ -106,7 +110,8 @@ test('P-i the runtime holds its model read-only: descriptor 3 (and any other des
     } catch {
       continue; // Closed meanwhile.
     }
-    if (target === modelReal) assert.equal(accessMode(fd), constants.O_RDONLY, `descriptor ${fd} on the model is read-only`);
+    if (target === modelReal)
+      assert.equal(accessMode(fd), constants.O_RDONLY, `descriptor ${fd} on the model is read-only`);
   }
 });
 
@@ -118,9 +123,21 @@ test('P-f the per-spawn key never shows when the handle is printed or serialised
 
 test('P-f the runtime logs neither prompts nor completions (nor its key) on stderr', async () => {
   const marker = 'PRIVATE-PROMPT-MARKER-4242';
-  const chat = await client.openai.chat.completions.create({ model: 'local', messages: [{ role: 'user', content: marker }], max_tokens: 16, temperature: 0 });
-  const completion = await client.openai.completions.create({ model: 'local', prompt: `${marker} completion`, max_tokens: 16, temperature: 0 });
-  const outputs = [chat.choices[0]!.message.content ?? '', completion.choices[0]!.text].filter((text) => text.trim().length >= 6);
+  const chat = await client.openai.chat.completions.create({
+    model: 'local',
+    messages: [{ role: 'user', content: marker }],
+    max_tokens: 16,
+    temperature: 0,
+  });
+  const completion = await client.openai.completions.create({
+    model: 'local',
+    prompt: `${marker} completion`,
+    max_tokens: 16,
+    temperature: 0,
+  });
+  const outputs = [chat.choices[0]!.message.content ?? '', completion.choices[0]!.text].filter(
+    (text) => text.trim().length >= 6,
+  );
   const log = stderr.join('\n');
   assert.ok(!log.includes(marker), 'a prompt was logged');
   for (const output of outputs) assert.ok(!log.includes(output.trim()), 'a completion was logged');

@@ -6,14 +6,30 @@ import { flush, manualTimers } from '../helpers/cores-timers.js';
 
 function setup(options: { maxConcurrent?: number; maxQueue?: number; queueTimeoutMs?: number; ready?: boolean } = {}) {
   const timers = manualTimers();
-  const admission = createAdmission({ maxConcurrent: 2, maxQueue: 2, queueTimeoutMs: 5_000, ready: true, timers, ...options });
+  const admission = createAdmission({
+    maxConcurrent: 2,
+    maxQueue: 2,
+    queueTimeoutMs: 5_000,
+    ready: true,
+    timers,
+    ...options,
+  });
   return { admission, timers };
 }
 
 /** Tracks how a promise settled without awaiting it. */
 function track<T>(promise: Promise<T>): { value?: T; error?: unknown; settled: boolean } {
   const state: { value?: T; error?: unknown; settled: boolean } = { settled: false };
-  promise.then((value) => { state.value = value; state.settled = true; }, (error: unknown) => { state.error = error; state.settled = true; });
+  promise.then(
+    (value) => {
+      state.value = value;
+      state.settled = true;
+    },
+    (error: unknown) => {
+      state.error = error;
+      state.settled = true;
+    },
+  );
   return state;
 }
 
@@ -123,7 +139,10 @@ test('setReady(false) refuses everything queued with ERR_ADMISSION_NOT_READY and
   const queued = [track(admission.acquire()), track(admission.acquire())];
   admission.setReady(false);
   await flush();
-  assert.deepEqual(queued.map((q) => (q.error as CompanionError).code), ['ERR_ADMISSION_NOT_READY', 'ERR_ADMISSION_NOT_READY']);
+  assert.deepEqual(
+    queued.map((q) => (q.error as CompanionError).code),
+    ['ERR_ADMISSION_NOT_READY', 'ERR_ADMISSION_NOT_READY'],
+  );
   assert.equal(timers.pending(), 0);
   assert.deepEqual([admission.stats().active, admission.stats().queued, admission.stats().ready], [1, 0, false]);
   held();
@@ -147,8 +166,12 @@ test('retryAfterSeconds() is the queue timeout in whole seconds, between 1 and 6
 });
 
 test('createAdmission() refuses bad options with a TypeError', () => {
-  for (const bad of [{ maxConcurrent: 0, maxQueue: 1, queueTimeoutMs: 1 }, { maxConcurrent: 1, maxQueue: -1, queueTimeoutMs: 1 },
-    { maxConcurrent: 1, maxQueue: 1, queueTimeoutMs: 0 }, { maxConcurrent: 1.5, maxQueue: 1, queueTimeoutMs: 1 }]) {
+  for (const bad of [
+    { maxConcurrent: 0, maxQueue: 1, queueTimeoutMs: 1 },
+    { maxConcurrent: 1, maxQueue: -1, queueTimeoutMs: 1 },
+    { maxConcurrent: 1, maxQueue: 1, queueTimeoutMs: 0 },
+    { maxConcurrent: 1.5, maxQueue: 1, queueTimeoutMs: 1 },
+  ]) {
     assert.throws(() => createAdmission(bad), { name: 'TypeError' });
   }
 });

@@ -5,7 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import {
-  ATTEST_CONTEXT, ATTEST_NONCE_HEADER, ATTEST_ROUTE, createAttestNonce, createAttestor, isAttestNonce, readAttestNonce, verifyAttestation,
+  ATTEST_CONTEXT,
+  ATTEST_NONCE_HEADER,
+  ATTEST_ROUTE,
+  createAttestNonce,
+  createAttestor,
+  isAttestNonce,
+  readAttestNonce,
+  verifyAttestation,
 } from '../../src/core/attest.js';
 import { Secret } from '../../src/core/secret.js';
 
@@ -15,7 +22,9 @@ const HOST = '127.0.0.1:48123';
 
 /** The MAC as the protocol defines it, computed without the code under test. */
 function reference(token: string, host: string, nonce: string): string {
-  return createHmac('sha256', Buffer.from(token, 'utf8')).update(`companion-attest-v1\n${host}\n${nonce}`, 'utf8').digest('base64url');
+  return createHmac('sha256', Buffer.from(token, 'utf8'))
+    .update(`companion-attest-v1\n${host}\n${nonce}`, 'utf8')
+    .digest('base64url');
 }
 
 test('createAttestor() gives the HMAC-SHA256 of "companion-attest-v1\\nHOST\\nNONCE" keyed with the token (known answer)', () => {
@@ -60,14 +69,31 @@ test('verifyAttestation() refuses a MAC made with a same-length near-miss token'
 test('verifyAttestation() refuses anything but the exact MAC string and never throws on the answer', () => {
   const good = reference(TOKEN, HOST, NONCE);
   const flipped = `${good.slice(0, -1)}${good.endsWith('A') ? 'B' : 'A'}`;
-  for (const answer of [undefined, null, 42, {}, [good], '', good.slice(1), `${good}=`, `${good} `, good.toUpperCase(), flipped, 'x'.repeat(10_000), TOKEN]) {
+  for (const answer of [
+    undefined,
+    null,
+    42,
+    {},
+    [good],
+    '',
+    good.slice(1),
+    `${good}=`,
+    `${good} `,
+    good.toUpperCase(),
+    flipped,
+    'x'.repeat(10_000),
+    TOKEN,
+  ]) {
     assert.equal(verifyAttestation(TOKEN, HOST, NONCE, answer), false, JSON.stringify(answer)?.slice(0, 40));
   }
 });
 
 test('createAttestor() refuses a short or ill-formed token without showing it', () => {
   for (const bad of ['short', 'has space in it 0123456789', 'a'.repeat(5000)]) {
-    assert.throws(() => createAttestor(bad), (error: Error & { code?: string }) => error.code === 'ERR_INVALID_ARG_VALUE' && !error.message.includes(bad));
+    assert.throws(
+      () => createAttestor(bad),
+      (error: Error & { code?: string }) => error.code === 'ERR_INVALID_ARG_VALUE' && !error.message.includes(bad),
+    );
   }
   assert.throws(() => createAttestor(42 as unknown as string), { code: 'ERR_INVALID_ARG_TYPE' });
 });
@@ -89,7 +115,16 @@ test('isAttestNonce() accepts only the canonical base64url of 32 bytes', () => {
   const lastFree = `${NONCE.slice(0, 42)}B`;
   assert.equal(Buffer.from(lastFree, 'base64url').length, 32);
   assert.equal(isAttestNonce(lastFree), false);
-  for (const bad of [undefined, 1, '', `${NONCE}=`, NONCE.slice(1), Buffer.alloc(31).toString('base64url'), Buffer.alloc(33).toString('base64url'), Buffer.alloc(32).toString('base64')]) {
+  for (const bad of [
+    undefined,
+    1,
+    '',
+    `${NONCE}=`,
+    NONCE.slice(1),
+    Buffer.alloc(31).toString('base64url'),
+    Buffer.alloc(33).toString('base64url'),
+    Buffer.alloc(32).toString('base64'),
+  ]) {
     assert.equal(isAttestNonce(bad), false, String(bad));
   }
 });

@@ -14,10 +14,19 @@ test('every command in COMMANDS prints an Examples: section (once) whose lines r
     const help = helpText(command);
     const sections = help.split('\n').filter((line) => line === 'Examples:');
     assert.equal(sections.length, 1, `${command.name}: one Examples: section`);
-    const examples = help.slice(help.indexOf('\nExamples:\n') + '\nExamples:\n'.length).split('\n').filter((line) => line.trim() !== '');
+    const examples = help
+      .slice(help.indexOf('\nExamples:\n') + '\nExamples:\n'.length)
+      .split('\n')
+      .filter((line) => line.trim() !== '');
     assert.ok(examples.length > 0, `${command.name}: at least one example`);
-    assert.ok(examples.every((line) => line.startsWith('  ')), `${command.name}: examples are indented`);
-    assert.ok(examples.some((line) => line.includes(`companion ${command.name}`)), `${command.name}: an example runs it`);
+    assert.ok(
+      examples.every((line) => line.startsWith('  ')),
+      `${command.name}: examples are indented`,
+    );
+    assert.ok(
+      examples.some((line) => line.includes(`companion ${command.name}`)),
+      `${command.name}: an example runs it`,
+    );
   }
 });
 
@@ -32,22 +41,40 @@ test('withExamples() keeps a help that has its own Examples: section and leaves 
 
 test('editDistance() counts insertions, deletions, substitutions and adjacent transpositions', () => {
   const cases: [string, string, number][] = [
-    ['status', 'status', 0], ['stauts', 'status', 1], ['statu', 'status', 1], ['sstatus', 'status', 1],
-    ['stotus', 'status', 1], ['', 'up', 2], ['pul', 'pull', 1], ['lgout', 'logout', 1], ['abc', 'xyz', 3],
+    ['status', 'status', 0],
+    ['stauts', 'status', 1],
+    ['statu', 'status', 1],
+    ['sstatus', 'status', 1],
+    ['stotus', 'status', 1],
+    ['', 'up', 2],
+    ['pul', 'pull', 1],
+    ['lgout', 'logout', 1],
+    ['abc', 'xyz', 3],
   ];
   for (const [a, b, d] of cases) assert.equal(editDistance(a, b), d, `${a} → ${b}`);
 });
 
 test('suggestCommand() names the closest command only when it is close enough', () => {
   const cases: [string, string | null][] = [
-    ['stauts', 'status'], ['STATUS', 'status'], ['stat', null], ['lgoin', 'login'], ['endpiont', 'endpoint'], ['pul', 'pull'],
-    ['completoin', 'completion'], ['hepl', 'help'], ['xyzzy', null], ['upp', 'up'], ['deployment', null], ['u', 'up'],
+    ['stauts', 'status'],
+    ['STATUS', 'status'],
+    ['stat', null],
+    ['lgoin', 'login'],
+    ['endpiont', 'endpoint'],
+    ['pul', 'pull'],
+    ['completoin', 'completion'],
+    ['hepl', 'help'],
+    ['xyzzy', null],
+    ['upp', 'up'],
+    ['deployment', null],
+    ['u', 'up'],
   ];
   for (const [typed, expected] of cases) assert.equal(suggestCommand(typed), expected, typed);
 });
 
 test('optionsOfHelp() reads the option lines of a help text, with their value placeholders', () => {
-  const help = 'Usage: x\n\nOptions:\n  --threads N            CPU threads\n  --allow-unsandboxed    start anyway\n  --keychain memory      explicit\nnot --an-option here';
+  const help =
+    'Usage: x\n\nOptions:\n  --threads N            CPU threads\n  --allow-unsandboxed    start anyway\n  --keychain memory      explicit\nnot --an-option here';
   assert.deepEqual(optionsOfHelp(help), [
     { name: '--threads', value: 'N', description: 'CPU threads' },
     { name: '--allow-unsandboxed', value: null, description: 'start anyway' },
@@ -55,13 +82,23 @@ test('optionsOfHelp() reads the option lines of a help text, with their value pl
   ]);
 });
 
-test('the completion model lists every command of the table plus help, and each command\'s documented options', () => {
+test("the completion model lists every command of the table plus help, and each command's documented options", () => {
   const model = completionModel(COMMANDS);
-  assert.deepEqual(model.map((c) => c.name), [...COMMANDS.map((c) => c.name), 'help']);
+  assert.deepEqual(
+    model.map((c) => c.name),
+    [...COMMANDS.map((c) => c.name), 'help'],
+  );
   const up = model.find((c) => c.name === 'up')!;
-  for (const option of ['--detach', '--threads', '--allow-unsandboxed', '--data-dir', '--json', '--help']) assert.ok(up.options.some((o) => o.name === option), option);
+  for (const option of ['--detach', '--threads', '--allow-unsandboxed', '--data-dir', '--json', '--help'])
+    assert.ok(
+      up.options.some((o) => o.name === option),
+      option,
+    );
   assert.deepEqual(model.find((c) => c.name === 'completion')?.positionals, ['bash', 'zsh', 'fish']);
-  assert.deepEqual(model.find((c) => c.name === 'help')?.positionals, COMMANDS.map((c) => c.name));
+  assert.deepEqual(
+    model.find((c) => c.name === 'help')?.positionals,
+    COMMANDS.map((c) => c.name),
+  );
   for (const shell of ['bash', 'zsh', 'fish'] as const) {
     const script = completionScript(shell, COMMANDS);
     for (const command of model) assert.ok(script.includes(command.name), `${shell}: ${command.name}`);

@@ -11,7 +11,15 @@ const AT = 'access-token-value-0123456789abcdefghijklmnop';
 const RT = 'refresh-token-value-0123456789abcdefghijklmno';
 const RT2 = 'refresh-token-rotated-0123456789abcdefghijklm';
 
-function tokenSet(overrides: Partial<{ accessToken: string; refreshToken: string | null; expiresAt: number; scope: string[]; sub: string }> = {}): TokenSet {
+function tokenSet(
+  overrides: Partial<{
+    accessToken: string;
+    refreshToken: string | null;
+    expiresAt: number;
+    scope: string[];
+    sub: string;
+  }> = {},
+): TokenSet {
   const refresh = overrides.refreshToken === undefined ? RT : overrides.refreshToken;
   return {
     accessToken: new Secret(overrides.accessToken ?? AT),
@@ -52,7 +60,9 @@ test('createCustody() honours skewMs', async () => {
   assert.ok(await custody.accessTokenIfFresh());
   clock.now = T0 + 3600_000;
   assert.equal(await custody.accessTokenIfFresh(), null);
-  assert.throws(() => createCustody({ keychain: createMemoryKeychain(), now: () => 0, skewMs: -1 }), { code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => createCustody({ keychain: createMemoryKeychain(), now: () => 0, skewMs: -1 }), {
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
 });
 
 test('nextStep() says use, then refresh, then sign-in', async () => {
@@ -75,10 +85,20 @@ test('state() reports signed-in, expiry, subject and scope without any token', a
   assert.deepEqual(await custody.state(), { signedIn: false, expiresAt: null, scope: [], damaged: false });
   await custody.storeTokens(tokenSet());
   const state = await custody.state();
-  assert.deepEqual(state, { signedIn: true, expiresAt: T0 + 3600_000, subject: 'user-42', scope: ['openid', 'models:read'], damaged: false });
+  assert.deepEqual(state, {
+    signedIn: true,
+    expiresAt: T0 + 3600_000,
+    subject: 'user-42',
+    scope: ['openid', 'models:read'],
+    damaged: false,
+  });
   assert.ok(!JSON.stringify(state).includes(AT));
   clock.now = T0 + 7200_000;
-  assert.equal((await custody.state()).signedIn, true, 'an expired access token with a refresh token is still signed in');
+  assert.equal(
+    (await custody.state()).signedIn,
+    true,
+    'an expired access token with a refresh token is still signed in',
+  );
 });
 
 test('storeRefreshedTokens() replaces the refresh token when the hub rotates it and forgets the old one', async () => {
@@ -93,7 +113,9 @@ test('storeRefreshedTokens() replaces the refresh token when the hub rotates it 
 test('storeRefreshedTokens() keeps the current refresh token when the hub does not rotate it', async () => {
   const { custody } = setup();
   await custody.storeTokens(tokenSet());
-  await custody.storeRefreshedTokens(tokenSet({ accessToken: 'new-access-token-value-0123456789', refreshToken: null }));
+  await custody.storeRefreshedTokens(
+    tokenSet({ accessToken: 'new-access-token-value-0123456789', refreshToken: null }),
+  );
   assert.equal((await custody.refreshToken())?.reveal(), RT);
   assert.equal((await custody.state()).damaged, false);
 });
@@ -108,7 +130,14 @@ test('storeTokens() of a new sign-in without a refresh token drops the earlier o
 
 test('storeTokens() refuses values that are not a token set', async () => {
   const { custody, keychain } = setup();
-  const bad: unknown[] = [null, {}, { ...tokenSet(), accessToken: AT }, { ...tokenSet(), refreshToken: RT }, { ...tokenSet(), expiresAt: 1.5 }, { ...tokenSet(), scope: 'openid' }];
+  const bad: unknown[] = [
+    null,
+    {},
+    { ...tokenSet(), accessToken: AT },
+    { ...tokenSet(), refreshToken: RT },
+    { ...tokenSet(), expiresAt: 1.5 },
+    { ...tokenSet(), scope: 'openid' },
+  ];
   for (const value of bad) await assert.rejects(custody.storeTokens(value as TokenSet), { name: 'TypeError' });
   assert.equal(keychain.writes().length, 0);
 });
@@ -118,7 +147,8 @@ test('a failed write of the new refresh token signs out with ERR_CUSTODY_STORE_F
   await custody.storeTokens(tokenSet());
   keychain.failNext('set', 'refresh-token', 'ERR_KEYCHAIN_LOCKED');
   await assert.rejects(custody.storeRefreshedTokens(tokenSet({ refreshToken: RT2 })), {
-    code: 'ERR_CUSTODY_STORE_FAILED', detail: { account: 'refresh-token', keychain: 'ERR_KEYCHAIN_LOCKED', scrubbed: true },
+    code: 'ERR_CUSTODY_STORE_FAILED',
+    detail: { account: 'refresh-token', keychain: 'ERR_KEYCHAIN_LOCKED', scrubbed: true },
   });
   assert.equal(keychain.items.size, 0);
   assert.deepEqual(await custody.state(), { signedIn: false, expiresAt: null, scope: [], damaged: false });
@@ -129,7 +159,10 @@ test('a failed write of the access item after the refresh token also signs out w
   const { custody, keychain } = setup();
   await custody.storeTokens(tokenSet());
   keychain.failNext('set', 'access-token', 'ERR_KEYCHAIN_VALUE_TOO_LARGE');
-  await assert.rejects(custody.storeRefreshedTokens(tokenSet({ refreshToken: RT2 })), { code: 'ERR_CUSTODY_STORE_FAILED', detail: { account: 'access-token', keychain: 'ERR_KEYCHAIN_VALUE_TOO_LARGE', scrubbed: true } });
+  await assert.rejects(custody.storeRefreshedTokens(tokenSet({ refreshToken: RT2 })), {
+    code: 'ERR_CUSTODY_STORE_FAILED',
+    detail: { account: 'access-token', keychain: 'ERR_KEYCHAIN_VALUE_TOO_LARGE', scrubbed: true },
+  });
   assert.equal(await custody.refreshToken(), null);
   assert.equal(await custody.accessTokenIfFresh(), null);
 });
@@ -139,7 +172,10 @@ test('a store that fails halfway and cannot be scrubbed leaves a damaged state t
   await custody.storeTokens(tokenSet());
   keychain.failNext('set', 'access-token', 'ERR_KEYCHAIN_FAILURE');
   keychain.failNext('delete', '*', 'ERR_KEYCHAIN_FAILURE', 2);
-  await assert.rejects(custody.storeRefreshedTokens(tokenSet({ refreshToken: RT2 })), { code: 'ERR_CUSTODY_STORE_FAILED', detail: { account: 'access-token', keychain: 'ERR_KEYCHAIN_FAILURE', scrubbed: false } });
+  await assert.rejects(custody.storeRefreshedTokens(tokenSet({ refreshToken: RT2 })), {
+    code: 'ERR_CUSTODY_STORE_FAILED',
+    detail: { account: 'access-token', keychain: 'ERR_KEYCHAIN_FAILURE', scrubbed: false },
+  });
   // The keychain now holds the new refresh token beside the old access item: they do not belong together.
   assert.equal(keychain.items.get('refresh-token'), RT2);
   assert.equal(await custody.accessTokenIfFresh(), null);
@@ -150,7 +186,11 @@ test('a store that fails halfway and cannot be scrubbed leaves a damaged state t
 });
 
 test('a refresh token without an access item, or an unreadable access item, counts as damaged', async () => {
-  for (const seed of [{ 'refresh-token': RT }, { 'access-token': 'not json', 'refresh-token': RT }, { 'access-token': JSON.stringify({ v: 2, accessToken: AT }) }]) {
+  for (const seed of [
+    { 'refresh-token': RT },
+    { 'access-token': 'not json', 'refresh-token': RT },
+    { 'access-token': JSON.stringify({ v: 2, accessToken: AT }) },
+  ]) {
     const keychain = createMemoryKeychain(seed);
     const custody = createCustody({ keychain, now: () => T0 });
     assert.equal((await custody.state()).damaged, true, JSON.stringify(Object.keys(seed)));
@@ -166,7 +206,10 @@ test('signOut() deletes all four accounts', async () => {
   await custody.installationId();
   assert.equal(keychain.items.size, 4);
   const result = await custody.signOut();
-  assert.deepEqual(result, { deleted: ['refresh-token', 'access-token', 'loopback-token', 'installation-id'], failed: [] });
+  assert.deepEqual(result, {
+    deleted: ['refresh-token', 'access-token', 'loopback-token', 'installation-id'],
+    failed: [],
+  });
   assert.equal(keychain.items.size, 0);
 });
 
@@ -176,7 +219,11 @@ test('signOut() deletes what it can and reports the rest with ERR_CUSTODY_SIGNOU
   keychain.failNext('delete', 'refresh-token', 'ERR_KEYCHAIN_LOCKED');
   await assert.rejects(custody.signOut(), {
     code: 'ERR_CUSTODY_SIGNOUT_INCOMPLETE',
-    detail: { failed: 'refresh-token', deleted: 'access-token,loopback-token,installation-id', keychain: 'ERR_KEYCHAIN_LOCKED' },
+    detail: {
+      failed: 'refresh-token',
+      deleted: 'access-token,loopback-token,installation-id',
+      keychain: 'ERR_KEYCHAIN_LOCKED',
+    },
   });
   assert.equal(keychain.items.has('access-token'), false);
   assert.equal(keychain.items.has('refresh-token'), true);
@@ -221,7 +268,15 @@ test('reads pass a locked keychain error up with its code', async () => {
   const { custody, keychain } = setup();
   await custody.storeTokens(tokenSet());
   keychain.lock();
-  for (const read of [() => custody.accessTokenIfFresh(), () => custody.refreshToken(), () => custody.state(), () => custody.needsRefresh(), () => custody.nextStep(), () => custody.loopbackToken(), () => custody.installationId()]) {
+  for (const read of [
+    () => custody.accessTokenIfFresh(),
+    () => custody.refreshToken(),
+    () => custody.state(),
+    () => custody.needsRefresh(),
+    () => custody.nextStep(),
+    () => custody.loopbackToken(),
+    () => custody.installationId(),
+  ]) {
     await assert.rejects(read(), { code: 'ERR_KEYCHAIN_LOCKED' });
   }
   keychain.lock('ERR_KEYCHAIN_UNAVAILABLE');
@@ -241,9 +296,15 @@ test('guardKeychain() refuses unknown accounts before calling the backend', asyn
 
 test('guardKeychain() turns an uncoded backend error into ERR_KEYCHAIN_FAILURE without its cause', async () => {
   const backend: Keychain = {
-    async get() { throw new Error('dbus said: secret=hunter2'); },
-    async set() { throw new Error('x'); },
-    async delete() { return true; },
+    async get() {
+      throw new Error('dbus said: secret=hunter2');
+    },
+    async set() {
+      throw new Error('x');
+    },
+    async delete() {
+      return true;
+    },
   };
   const guarded = guardKeychain(backend);
   await assert.rejects(guarded.get('access-token'), (error: Error & { code?: string }) => {

@@ -2,7 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ERROR_CODES, CompanionError, assertString, assertInteger, assertOneOf, isCompanionError } from '../../src/core/errors.js';
+import {
+  ERROR_CODES,
+  CompanionError,
+  assertString,
+  assertInteger,
+  assertOneOf,
+  isCompanionError,
+} from '../../src/core/errors.js';
 import { Secret } from '../../src/core/secret.js';
 import { inspect } from 'node:util';
 import { repoRoot } from '../helpers/paths.js';
@@ -41,7 +48,13 @@ test('assert helpers throw TypeError with ERR_INVALID_ARG_* codes', () => {
 test('Secret does not reveal its value through String, JSON, inspect or template literals', () => {
   const value = 'tok_0123456789abcdef';
   const secret = new Secret(value);
-  for (const shown of [String(secret), `${secret}`, JSON.stringify({ secret }), inspect(secret), inspect({ nested: { secret } })]) {
+  for (const shown of [
+    String(secret),
+    `${secret}`,
+    JSON.stringify({ secret }),
+    inspect(secret),
+    inspect({ nested: { secret } }),
+  ]) {
     assert.ok(!shown.includes(value), shown);
   }
   assert.equal(secret.reveal(), value);
@@ -54,7 +67,10 @@ test('every row of docs/errors.md has a meaning and a remedy ("what to do")', ()
   assert.equal(rows.length, Object.keys(ERROR_CODES).length, 'one row per code');
   const incomplete = rows.filter((line) => {
     // Cells split on unescaped pipes: code, meaning, remedy.
-    const cells = line.slice(1, -1).split(/(?<!\\)\|/).map((cell) => cell.trim());
+    const cells = line
+      .slice(1, -1)
+      .split(/(?<!\\)\|/)
+      .map((cell) => cell.trim());
     return cells.length !== 3 || cells.some((cell) => cell.length === 0);
   });
   assert.deepEqual(incomplete, []);

@@ -11,8 +11,20 @@ const SHA = createHash('sha256').update(DATA).digest('hex');
 /** Asserts that nothing an error shows holds the expected digest (hex, upper hex, base64, base64url). */
 function assertNoDigest(error: unknown, digest = SHA): void {
   const raw = Buffer.from(digest, 'hex');
-  const shown = [String(error), inspect(error, { depth: 5 }), JSON.stringify(error), JSON.stringify((error as CompanionError).detail ?? {}), (error as Error).stack ?? ''].join('\n');
-  for (const form of [digest.toLowerCase(), digest.toUpperCase(), raw.toString('base64'), raw.toString('base64url'), digest.slice(0, 16)]) {
+  const shown = [
+    String(error),
+    inspect(error, { depth: 5 }),
+    JSON.stringify(error),
+    JSON.stringify((error as CompanionError).detail ?? {}),
+    (error as Error).stack ?? '',
+  ].join('\n');
+  for (const form of [
+    digest.toLowerCase(),
+    digest.toUpperCase(),
+    raw.toString('base64'),
+    raw.toString('base64url'),
+    digest.slice(0, 16),
+  ]) {
     assert.ok(!shown.includes(form), 'the expected digest leaked into an error');
   }
 }
@@ -65,24 +77,52 @@ test('update() hashes exactly the bytes of a view, not its whole backing buffer'
 test('update() throws ERR_INTEGRITY_SIZE_OVER at once for bytes past the expected size, and the accumulator stays spent', () => {
   const acc = createIntegrityAccumulator({ expectedSize: DATA.length, expectedSha256: SHA });
   acc.update(DATA.subarray(0, 20));
-  assert.equal(codeOf(() => acc.update(DATA)), 'ERR_INTEGRITY_SIZE_OVER');
+  assert.equal(
+    codeOf(() => acc.update(DATA)),
+    'ERR_INTEGRITY_SIZE_OVER',
+  );
   assert.equal(acc.bytes, 20, 'nothing of the refused chunk is counted');
-  assert.equal(codeOf(() => acc.update(DATA.subarray(20))), 'ERR_INTEGRITY_SIZE_OVER');
-  assert.equal(codeOf(() => acc.finalize()), 'ERR_INTEGRITY_SIZE_OVER');
-  assert.equal(codeOf(() => acc.finalize()), 'ERR_INTEGRITY_FINALIZED');
+  assert.equal(
+    codeOf(() => acc.update(DATA.subarray(20))),
+    'ERR_INTEGRITY_SIZE_OVER',
+  );
+  assert.equal(
+    codeOf(() => acc.finalize()),
+    'ERR_INTEGRITY_SIZE_OVER',
+  );
+  assert.equal(
+    codeOf(() => acc.finalize()),
+    'ERR_INTEGRITY_FINALIZED',
+  );
 });
 
 test('update() refuses one byte too many even when it comes alone', () => {
   const acc = createIntegrityAccumulator({ expectedSize: DATA.length, expectedSha256: SHA });
   acc.update(DATA);
-  assert.equal(codeOf(() => acc.update(new Uint8Array(1))), 'ERR_INTEGRITY_SIZE_OVER');
-  assert.deepEqual((() => { try { acc.update(new Uint8Array(1)); } catch (e) { return (e as CompanionError).detail; } return null; })(), { expectedSize: DATA.length, received: DATA.length });
+  assert.equal(
+    codeOf(() => acc.update(new Uint8Array(1))),
+    'ERR_INTEGRITY_SIZE_OVER',
+  );
+  assert.deepEqual(
+    (() => {
+      try {
+        acc.update(new Uint8Array(1));
+      } catch (e) {
+        return (e as CompanionError).detail;
+      }
+      return null;
+    })(),
+    { expectedSize: DATA.length, received: DATA.length },
+  );
 });
 
 test('finalize() throws ERR_INTEGRITY_SIZE_UNDER for a short stream', () => {
   const acc = createIntegrityAccumulator({ expectedSize: DATA.length, expectedSha256: SHA });
   acc.update(DATA.subarray(0, DATA.length - 1));
-  assert.equal(codeOf(() => acc.finalize()), 'ERR_INTEGRITY_SIZE_UNDER');
+  assert.equal(
+    codeOf(() => acc.finalize()),
+    'ERR_INTEGRITY_SIZE_UNDER',
+  );
 });
 
 test('finalize() throws ERR_INTEGRITY_DIGEST for one flipped bit, without showing either digest', () => {
@@ -104,21 +144,34 @@ test('finalize() can be called once; update() after it throws ERR_INTEGRITY_FINA
   const acc = createIntegrityAccumulator({ expectedSize: DATA.length, expectedSha256: SHA });
   acc.update(DATA);
   acc.finalize();
-  assert.equal(codeOf(() => acc.finalize()), 'ERR_INTEGRITY_FINALIZED');
-  assert.equal(codeOf(() => acc.update(DATA)), 'ERR_INTEGRITY_FINALIZED');
+  assert.equal(
+    codeOf(() => acc.finalize()),
+    'ERR_INTEGRITY_FINALIZED',
+  );
+  assert.equal(
+    codeOf(() => acc.update(DATA)),
+    'ERR_INTEGRITY_FINALIZED',
+  );
 });
 
 test('createIntegrityAccumulator() and update() refuse bad arguments with a TypeError that shows no digest', () => {
   for (const bad of [
-    { expectedSize: -1, expectedSha256: SHA }, { expectedSize: 1.5, expectedSha256: SHA }, { expectedSize: '3', expectedSha256: SHA },
-    { expectedSize: 3, expectedSha256: SHA.slice(1) }, { expectedSize: 3, expectedSha256: `${SHA.slice(1)}g` }, { expectedSize: 3, expectedSha256: undefined },
+    { expectedSize: -1, expectedSha256: SHA },
+    { expectedSize: 1.5, expectedSha256: SHA },
+    { expectedSize: '3', expectedSha256: SHA },
+    { expectedSize: 3, expectedSha256: SHA.slice(1) },
+    { expectedSize: 3, expectedSha256: `${SHA.slice(1)}g` },
+    { expectedSize: 3, expectedSha256: undefined },
     { expectedSize: 3, expectedSha256: Buffer.from(SHA, 'hex').toString('base64') },
   ]) {
-    assert.throws(() => createIntegrityAccumulator(bad as never), (error: Error) => {
-      assert.equal(error.name, 'TypeError');
-      assertNoDigest(error);
-      return true;
-    });
+    assert.throws(
+      () => createIntegrityAccumulator(bad as never),
+      (error: Error) => {
+        assert.equal(error.name, 'TypeError');
+        assertNoDigest(error);
+        return true;
+      },
+    );
   }
   const acc = createIntegrityAccumulator({ expectedSize: 3, expectedSha256: SHA });
   for (const chunk of ['abc', [1, 2, 3], new ArrayBuffer(3), new DataView(new ArrayBuffer(3)), null]) {

@@ -11,7 +11,15 @@ import type { Io } from '../../src/cli/io.js';
 function captureIo(): Io & { stdout: string[]; stderr: string[] } {
   const stdout: string[] = [];
   const stderr: string[] = [];
-  return { stdout, stderr, out: (l) => stdout.push(l), err: (l) => stderr.push(l), write: (t) => stdout.push(t), isTty: false, env: {} };
+  return {
+    stdout,
+    stderr,
+    out: (l) => stdout.push(l),
+    err: (l) => stderr.push(l),
+    write: (t) => stdout.push(t),
+    isTty: false,
+    env: {},
+  };
 }
 
 function deps(health: KeychainHealth, calls: string[] = []): Partial<DoctorDeps> {
@@ -49,12 +57,25 @@ function deps(health: KeychainHealth, calls: string[] = []): Partial<DoctorDeps>
 test('doctor --json prints one JSON object with keychain, sandbox, node and platform and exits 0 when available', async () => {
   const io = captureIo();
   const calls: string[] = [];
-  const status = await createDoctorCommand(deps({ backend: 'secret-service', state: 'available' }, calls)).run(['--json'], io);
+  const status = await createDoctorCommand(deps({ backend: 'secret-service', state: 'available' }, calls)).run(
+    ['--json'],
+    io,
+  );
   assert.equal(status, 0);
   assert.equal(io.stdout.length, 1);
-  assert.deepEqual(JSON.parse(io.stdout[0]!), { keychain: { backend: 'secret-service', state: 'available' }, sandbox: 'none', gpu: { devices: [], backend: 'cpu' }, node: 'v20.20.2', platform: 'linux-x64' });
+  assert.deepEqual(JSON.parse(io.stdout[0]!), {
+    keychain: { backend: 'secret-service', state: 'available' },
+    sandbox: 'none',
+    gpu: { devices: [], backend: 'cpu' },
+    node: 'v20.20.2',
+    platform: 'linux-x64',
+  });
   assert.deepEqual(io.stderr, []);
-  assert.deepEqual(calls, ['open os companion:doctor', 'health'], 'only the health check: no item is read, written or deleted');
+  assert.deepEqual(
+    calls,
+    ['open os companion:doctor', 'health'],
+    'only the health check: no item is read, written or deleted',
+  );
 });
 
 for (const state of ['locked', 'unavailable'] as const) {
@@ -67,7 +88,10 @@ for (const state of ['locked', 'unavailable'] as const) {
     assert.equal(report.keychain.state, state);
     assert.equal(report.keychain.detail, detail);
     assert.equal(io.stdout.length, 2, 'the report, then the one error object');
-    assert.equal((JSON.parse(io.stdout[1]!) as { error: { code: string } }).error.code, state === 'locked' ? 'ERR_KEYCHAIN_LOCKED' : 'ERR_KEYCHAIN_UNAVAILABLE');
+    assert.equal(
+      (JSON.parse(io.stdout[1]!) as { error: { code: string } }).error.code,
+      state === 'locked' ? 'ERR_KEYCHAIN_LOCKED' : 'ERR_KEYCHAIN_UNAVAILABLE',
+    );
     assert.equal(io.stderr.length, 1);
     assert.match(io.stderr[0]!, new RegExp(`^companion doctor: keychain ${state} \\(secret-service\\): `));
   });
@@ -77,12 +101,25 @@ test('doctor without --json prints the human form', async () => {
   const io = captureIo();
   const status = await createDoctorCommand(deps({ backend: 'secret-service', state: 'available' })).run([], io);
   assert.equal(status, 0);
-  assert.deepEqual(io.stdout, ['keychain  secret-service: available', 'sandbox   none', 'gpu       cpu; devices: none', 'node      v20.20.2', 'platform  linux-x64']);
+  assert.deepEqual(io.stdout, [
+    'keychain  secret-service: available',
+    'sandbox   none',
+    'gpu       cpu; devices: none',
+    'node      v20.20.2',
+    'platform  linux-x64',
+  ]);
 });
 
 test('doctor --keychain memory checks the explicit in-memory store and it announces itself on stderr', async () => {
   const io = captureIo();
-  const status = await createDoctorCommand({ platform: 'linux', arch: 'x64', nodeVersion: 'v20', detectSandboxMode: async () => 'none', detectGpu: async () => ({ devices: [], backend: 'cpu' }), openKeychain }).run(['--keychain', 'memory', '--json'], io);
+  const status = await createDoctorCommand({
+    platform: 'linux',
+    arch: 'x64',
+    nodeVersion: 'v20',
+    detectSandboxMode: async () => 'none',
+    detectGpu: async () => ({ devices: [], backend: 'cpu' }),
+    openKeychain,
+  }).run(['--keychain', 'memory', '--json'], io);
   assert.equal(status, 0);
   assert.equal((JSON.parse(io.stdout[0]!) as { keychain: { backend: string } }).keychain.backend, 'memory');
   assert.equal(io.stderr.length, 1);
@@ -91,7 +128,14 @@ test('doctor --keychain memory checks the explicit in-memory store and it announ
 
 test('doctor on a platform without a backend reports backend none, unavailable, exit 1', async () => {
   const io = captureIo();
-  const status = await createDoctorCommand({ platform: 'aix', arch: 'ppc64', nodeVersion: 'v20', detectSandboxMode: async () => 'none', detectGpu: async () => ({ devices: [], backend: 'cpu' }), openKeychain: (o) => openKeychain({ ...o, platform: 'aix' }) }).run(['--json'], io);
+  const status = await createDoctorCommand({
+    platform: 'aix',
+    arch: 'ppc64',
+    nodeVersion: 'v20',
+    detectSandboxMode: async () => 'none',
+    detectGpu: async () => ({ devices: [], backend: 'cpu' }),
+    openKeychain: (o) => openKeychain({ ...o, platform: 'aix' }),
+  }).run(['--json'], io);
   assert.equal(status, 1);
   const report = JSON.parse(io.stdout[0]!) as { keychain: { backend: string; state: string } };
   assert.deepEqual([report.keychain.backend, report.keychain.state], ['none', 'unavailable']);

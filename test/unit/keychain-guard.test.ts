@@ -2,7 +2,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
-import { guardKeychain, keychainServiceFor, openKeychain, MAX_VALUE_BYTES, MEMORY_ANNOUNCEMENT, KEYCHAIN_ACCOUNTS, type KeychainBackend, type KeychainHealth } from '../../src/authority/keychain.js';
+import {
+  guardKeychain,
+  keychainServiceFor,
+  openKeychain,
+  MAX_VALUE_BYTES,
+  MEMORY_ANNOUNCEMENT,
+  KEYCHAIN_ACCOUNTS,
+  type KeychainBackend,
+  type KeychainHealth,
+} from '../../src/authority/keychain.js';
 import { CompanionError } from '../../src/core/errors.js';
 
 interface Spy extends KeychainBackend {
@@ -37,14 +46,38 @@ function spyBackend(overrides: Partial<KeychainBackend> = {}): Spy {
 }
 
 const TOKEN_LIKE = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1c2VyIn0.c2VjcmV0LXNpZ25hdHVyZQ';
-const BAD_ACCOUNTS: unknown[] = ['', 'bogus', 'Access-Token', 'access-token ', ' refresh-token', 'access_token', '__proto__', 'toString', 'constructor', TOKEN_LIKE, 42, null, undefined, {}, ['access-token']];
+const BAD_ACCOUNTS: unknown[] = [
+  '',
+  'bogus',
+  'Access-Token',
+  'access-token ',
+  ' refresh-token',
+  'access_token',
+  '__proto__',
+  'toString',
+  'constructor',
+  TOKEN_LIKE,
+  42,
+  null,
+  undefined,
+  {},
+  ['access-token'],
+];
 
 for (const account of BAD_ACCOUNTS) {
   test(`guard get/set/delete refuse account ${inspect(account)} with ERR_KEYCHAIN_ACCOUNT before the backend is called`, async () => {
     const spy = spyBackend();
     const keychain = guardKeychain(spy, 1_000);
-    const anyKeychain = keychain as unknown as { get(a: unknown): Promise<unknown>; set(a: unknown, v: string): Promise<unknown>; delete(a: unknown): Promise<unknown> };
-    for (const call of [() => anyKeychain.get(account), () => anyKeychain.set(account, 'value-1'), () => anyKeychain.delete(account)]) {
+    const anyKeychain = keychain as unknown as {
+      get(a: unknown): Promise<unknown>;
+      set(a: unknown, v: string): Promise<unknown>;
+      delete(a: unknown): Promise<unknown>;
+    };
+    for (const call of [
+      () => anyKeychain.get(account),
+      () => anyKeychain.set(account, 'value-1'),
+      () => anyKeychain.delete(account),
+    ]) {
       await assert.rejects(call(), (error: CompanionError) => {
         assert.equal(error.code, 'ERR_KEYCHAIN_ACCOUNT');
         // The refused name is never echoed: it might be a token passed by mistake.
@@ -117,11 +150,14 @@ test('guard set() fails with ERR_KEYCHAIN_TIMEOUT when the backend never answers
 });
 
 test('guard turns a foreign backend error into ERR_KEYCHAIN_FAILURE without its message or cause', async () => {
-  const keychain = guardKeychain(spyBackend({
-    get: async () => {
-      throw new Error(`Platform failure: item ${TOKEN_LIKE} is corrupt`);
-    },
-  }), 1_000);
+  const keychain = guardKeychain(
+    spyBackend({
+      get: async () => {
+        throw new Error(`Platform failure: item ${TOKEN_LIKE} is corrupt`);
+      },
+    }),
+    1_000,
+  );
   await assert.rejects(keychain.get('access-token'), (error: CompanionError) => {
     assert.equal(error.code, 'ERR_KEYCHAIN_FAILURE');
     assert.equal(error.cause, undefined);
@@ -135,31 +171,58 @@ test('guard health() reports unavailable when the backend health never answers o
   const health = await hung.health();
   assert.equal(health.state, 'unavailable');
   assert.equal(health.backend, 'spy');
-  const broken = guardKeychain(spyBackend({
-    health: async () => {
-      throw new Error('boom');
-    },
-  }), 1_000);
+  const broken = guardKeychain(
+    spyBackend({
+      health: async () => {
+        throw new Error('boom');
+      },
+    }),
+    1_000,
+  );
   assert.equal((await broken.health()).state, 'unavailable');
 });
 
 test('openKeychain() picks secret-service on linux, macos-keychain on darwin, windows-dpapi on win32', () => {
-  assert.equal(openKeychain({ backend: 'os', service: 'companion:https://a.example', platform: 'linux', env: {} }).backend, 'secret-service');
-  assert.equal(openKeychain({ backend: 'os', service: 'companion:https://a.example', platform: 'darwin', env: {} }).backend, 'macos-keychain');
-  assert.equal(openKeychain({ backend: 'os', service: 'companion:https://a.example', platform: 'win32', env: {} }).backend, 'windows-dpapi');
+  assert.equal(
+    openKeychain({ backend: 'os', service: 'companion:https://a.example', platform: 'linux', env: {} }).backend,
+    'secret-service',
+  );
+  assert.equal(
+    openKeychain({ backend: 'os', service: 'companion:https://a.example', platform: 'darwin', env: {} }).backend,
+    'macos-keychain',
+  );
+  assert.equal(
+    openKeychain({ backend: 'os', service: 'companion:https://a.example', platform: 'win32', env: {} }).backend,
+    'windows-dpapi',
+  );
 });
 
 for (const platform of ['freebsd', 'openbsd', 'aix', 'sunos', 'android'] as NodeJS.Platform[]) {
   test(`openKeychain() fails with ERR_KEYCHAIN_UNAVAILABLE on ${platform} and announces no fallback`, () => {
     const lines: string[] = [];
-    assert.throws(() => openKeychain({ backend: 'os', service: 'companion:https://a.example', platform, announce: (l) => lines.push(l) }), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
+    assert.throws(
+      () =>
+        openKeychain({
+          backend: 'os',
+          service: 'companion:https://a.example',
+          platform,
+          announce: (l) => lines.push(l),
+        }),
+      { code: 'ERR_KEYCHAIN_UNAVAILABLE' },
+    );
     assert.deepEqual(lines, []);
   });
 }
 
 test('openKeychain() on linux without a session bus fails with ERR_KEYCHAIN_UNAVAILABLE and never falls back to memory', async () => {
   const lines: string[] = [];
-  const keychain = openKeychain({ backend: 'os', service: 'companion:https://a.example', platform: 'linux', env: {}, announce: (l) => lines.push(l) });
+  const keychain = openKeychain({
+    backend: 'os',
+    service: 'companion:https://a.example',
+    platform: 'linux',
+    env: {},
+    announce: (l) => lines.push(l),
+  });
   await assert.rejects(keychain.set('access-token', 'value-1'), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
   await assert.rejects(keychain.get('access-token'), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
   assert.equal((await keychain.health()).state, 'unavailable');
@@ -168,15 +231,26 @@ test('openKeychain() on linux without a session bus fails with ERR_KEYCHAIN_UNAV
 
 for (const backend of ['file', 'plaintext', 'keyutils', '', 'MEMORY']) {
   test(`openKeychain() refuses backend ${JSON.stringify(backend)} with ERR_INVALID_ARG_VALUE`, () => {
-    assert.throws(() => openKeychain({ backend: backend as 'os', service: 'companion:x' }), { code: 'ERR_INVALID_ARG_VALUE' });
+    assert.throws(() => openKeychain({ backend: backend as 'os', service: 'companion:x' }), {
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
   });
 }
 
 test('openKeychain() refuses an empty, over-long or control-character service name', () => {
-  assert.throws(() => openKeychain({ backend: 'memory', service: '', announce: () => undefined }), { code: 'ERR_INVALID_ARG_VALUE' });
-  assert.throws(() => openKeychain({ backend: 'memory', service: 'x'.repeat(256), announce: () => undefined }), { code: 'ERR_INVALID_ARG_VALUE' });
-  assert.throws(() => openKeychain({ backend: 'memory', service: 'companion:\nx', announce: () => undefined }), { code: 'ERR_INVALID_ARG_VALUE' });
-  assert.throws(() => openKeychain({ backend: 'memory', service: 'companion:x', timeoutMs: 0, announce: () => undefined }), { code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => openKeychain({ backend: 'memory', service: '', announce: () => undefined }), {
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
+  assert.throws(() => openKeychain({ backend: 'memory', service: 'x'.repeat(256), announce: () => undefined }), {
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
+  assert.throws(() => openKeychain({ backend: 'memory', service: 'companion:\nx', announce: () => undefined }), {
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
+  assert.throws(
+    () => openKeychain({ backend: 'memory', service: 'companion:x', timeoutMs: 0, announce: () => undefined }),
+    { code: 'ERR_INVALID_ARG_VALUE' },
+  );
 });
 
 test('openKeychain({ backend: "memory" }) announces itself exactly once and keeps values in this object only', async () => {
@@ -191,7 +265,11 @@ test('openKeychain({ backend: "memory" }) announces itself exactly once and keep
   assert.equal(await b.get('access-token'), null, 'a second memory keychain starts empty: nothing persists');
   assert.equal(await a.delete('access-token'), true);
   assert.equal(await a.delete('access-token'), false);
-  assert.deepEqual(await a.health(), { backend: 'memory', state: 'available', detail: 'in-memory keychain (demo/tests only): nothing persists' });
+  assert.deepEqual(await a.health(), {
+    backend: 'memory',
+    state: 'available',
+    detail: 'in-memory keychain (demo/tests only): nothing persists',
+  });
 });
 
 test('keychainServiceFor() names the hub origin and tells two hubs apart', () => {
@@ -204,9 +282,21 @@ test('keychainServiceFor() names the hub origin and tells two hubs apart', () =>
 });
 
 test('keychainServiceFor() with an installation key names hub and data dir, tells two data dirs apart, and takes only 16 hex digits', () => {
-  assert.equal(keychainServiceFor('https://hub.example/x', '0123456789abcdef'), 'companion:https://hub.example#0123456789abcdef');
-  assert.notEqual(keychainServiceFor('https://hub.example', '0123456789abcdef'), keychainServiceFor('https://hub.example', 'fedcba9876543210'));
-  for (const bad of ['', '0123456789ABCDEF', '0123456789abcde', '/home/u/.local/share/companion', '0123456789abcdef0']) {
+  assert.equal(
+    keychainServiceFor('https://hub.example/x', '0123456789abcdef'),
+    'companion:https://hub.example#0123456789abcdef',
+  );
+  assert.notEqual(
+    keychainServiceFor('https://hub.example', '0123456789abcdef'),
+    keychainServiceFor('https://hub.example', 'fedcba9876543210'),
+  );
+  for (const bad of [
+    '',
+    '0123456789ABCDEF',
+    '0123456789abcde',
+    '/home/u/.local/share/companion',
+    '0123456789abcdef0',
+  ]) {
     assert.throws(() => keychainServiceFor('https://hub.example', bad), { code: 'ERR_INVALID_ARG_VALUE' }, bad);
   }
 });

@@ -26,7 +26,13 @@ interface ExecCall {
 }
 
 /** A D-Bus tool stand-in: answers ReadAlias and Get(Locked) from the given state. */
-function fakeDbus(state: { alias?: string; locked?: boolean; stderr?: string; missing?: string[]; timeout?: boolean }): Exec & { calls: ExecCall[] } {
+function fakeDbus(state: {
+  alias?: string;
+  locked?: boolean;
+  stderr?: string;
+  missing?: string[];
+  timeout?: boolean;
+}): Exec & { calls: ExecCall[] } {
   const calls: ExecCall[] = [];
   const exec = (async (file, args, options): Promise<ExecResult> => {
     calls.push({ file, args, input: options.input, env: options.env });
@@ -37,10 +43,20 @@ function fakeDbus(state: { alias?: string; locked?: boolean; stderr?: string; mi
     const busctl = file === 'busctl';
     if (isAlias) {
       const path = state.alias ?? '/org/freedesktop/secrets/collection/login';
-      return { kind: 'exited', status: 0, stdout: busctl ? `o "${path}"\n` : `method return time=1 sender=:1.0\n   object path "${path}"\n`, stderr: '' };
+      return {
+        kind: 'exited',
+        status: 0,
+        stdout: busctl ? `o "${path}"\n` : `method return time=1 sender=:1.0\n   object path "${path}"\n`,
+        stderr: '',
+      };
     }
     const flag = String(state.locked ?? false);
-    return { kind: 'exited', status: 0, stdout: busctl ? `b ${flag}\n` : `method return time=1 sender=:1.0\n   variant       boolean ${flag}\n`, stderr: '' };
+    return {
+      kind: 'exited',
+      status: 0,
+      stdout: busctl ? `b ${flag}\n` : `method return time=1 sender=:1.0\n   variant       boolean ${flag}\n`,
+      stderr: '',
+    };
   }) as Exec & { calls: ExecCall[] };
   exec.calls = calls;
   return exec;
@@ -70,7 +86,8 @@ function fakeBinding(): FakeBinding {
         this.#key = `${service}\u0000${account}`;
       }
       async getPassword(): Promise<string | null> {
-        if (this.#generation !== binding.generation) throw new Error('Platform failure: DBus error: The session does not exist');
+        if (this.#generation !== binding.generation)
+          throw new Error('Platform failure: DBus error: The session does not exist');
         if (binding.failWith) throw binding.failWith;
         return items.get(this.#key) ?? null;
       }
@@ -87,19 +104,26 @@ function fakeBinding(): FakeBinding {
   return binding;
 }
 
-function backend(state: Parameters<typeof fakeDbus>[0], binding = fakeBinding(), env: NodeJS.ProcessEnv = { DBUS_SESSION_BUS_ADDRESS: BUS, PATH: '/usr/bin' }) {
+function backend(
+  state: Parameters<typeof fakeDbus>[0],
+  binding = fakeBinding(),
+  env: NodeJS.ProcessEnv = { DBUS_SESSION_BUS_ADDRESS: BUS, PATH: '/usr/bin' },
+) {
   const exec = fakeDbus(state);
   let loads = 0;
-  const keychain = guardKeychain(createSecretServiceBackend({
-    service: 'companion:https://hub.example',
-    timeoutMs: 2_000,
-    exec,
-    env,
-    loadBinding: async () => {
-      loads += 1;
-      return binding;
-    },
-  }), 2_000);
+  const keychain = guardKeychain(
+    createSecretServiceBackend({
+      service: 'companion:https://hub.example',
+      timeoutMs: 2_000,
+      exec,
+      env,
+      loadBinding: async () => {
+        loads += 1;
+        return binding;
+      },
+    }),
+    2_000,
+  );
   return { keychain, exec, binding, loads: () => loads };
 }
 
@@ -145,7 +169,11 @@ test('the Secret Service backend round-trips a value and deletes it', async () =
 });
 
 test('no value reaches the argv, stdin or environment of any command the Secret Service backend runs', async () => {
-  const { keychain, exec } = backend({}, fakeBinding(), { DBUS_SESSION_BUS_ADDRESS: BUS, PATH: '/usr/bin', COMPANION_X: SECRET });
+  const { keychain, exec } = backend({}, fakeBinding(), {
+    DBUS_SESSION_BUS_ADDRESS: BUS,
+    PATH: '/usr/bin',
+    COMPANION_X: SECRET,
+  });
   await keychain.set('access-token', SECRET);
   await keychain.get('access-token');
   await keychain.get('refresh-token');
@@ -160,7 +188,10 @@ test('no value reaches the argv, stdin or environment of any command the Secret 
 });
 
 test('the Secret Service backend checks health before it makes the first entry, and never makes one when unavailable', async () => {
-  const { keychain, binding, loads, exec } = backend({ stderr: 'Error org.freedesktop.DBus.Error.ServiceUnknown: The name org.freedesktop.secrets was not provided by any .service files' });
+  const { keychain, binding, loads, exec } = backend({
+    stderr:
+      'Error org.freedesktop.DBus.Error.ServiceUnknown: The name org.freedesktop.secrets was not provided by any .service files',
+  });
   await assert.rejects(keychain.get('access-token'), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
   await assert.rejects(keychain.set('access-token', SECRET), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
   await assert.rejects(keychain.delete('access-token'), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
@@ -170,7 +201,10 @@ test('the Secret Service backend checks health before it makes the first entry, 
 });
 
 test('the Secret Service backend retries the health check after a failed first one', async () => {
-  const state: { stderr?: string } = { stderr: 'Failed to open connection to "session" message bus: Failed to connect to socket /x: No such file or directory' };
+  const state: { stderr?: string } = {
+    stderr:
+      'Failed to open connection to "session" message bus: Failed to connect to socket /x: No such file or directory',
+  };
   const { keychain, binding } = backend(state);
   await assert.rejects(keychain.get('access-token'), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
   delete state.stderr;
@@ -192,8 +226,14 @@ test('get() on a locked collection is ERR_KEYCHAIN_LOCKED, not null, even for an
 
 const BINDING_ERRORS: [string, string][] = [
   [`Couldn't access platform storage: Secret Service: unlock prompt was dismissed`, 'ERR_KEYCHAIN_LOCKED'],
-  ['Platform failure: DBus error: Failed to connect to socket /nonexistent/bus: No such file or directory', 'ERR_KEYCHAIN_UNAVAILABLE'],
-  ['Platform failure: DBus error: The name org.freedesktop.secrets was not provided by any .service files', 'ERR_KEYCHAIN_UNAVAILABLE'],
+  [
+    'Platform failure: DBus error: Failed to connect to socket /nonexistent/bus: No such file or directory',
+    'ERR_KEYCHAIN_UNAVAILABLE',
+  ],
+  [
+    'Platform failure: DBus error: The name org.freedesktop.secrets was not provided by any .service files',
+    'ERR_KEYCHAIN_UNAVAILABLE',
+  ],
   [`Couldn't access platform storage: Secret Service: no result found`, 'ERR_KEYCHAIN_UNAVAILABLE'],
   [`Attribute 'service' is longer than platform limit of 255 chars`, 'ERR_KEYCHAIN_VALUE_TOO_LARGE'],
   [`Entry is matched by 2 credentials: ${SECRET}`, 'ERR_KEYCHAIN_FAILURE'],
@@ -203,9 +243,16 @@ for (const [message, code] of BINDING_ERRORS) {
   test(`a binding error "${message.slice(0, 60)}" becomes ${code} without the library message`, async () => {
     const { keychain, binding } = backend({});
     await keychain.get('access-token'); // construct once while healthy
-    const error = Object.assign(new Error(`${message} ${SECRET}`), { code: 'GenericFailure', cause: new Error(SECRET) });
+    const error = Object.assign(new Error(`${message} ${SECRET}`), {
+      code: 'GenericFailure',
+      cause: new Error(SECRET),
+    });
     binding.failWith = error;
-    for (const call of [() => keychain.get('access-token'), () => keychain.set('access-token', 'v'), () => keychain.delete('access-token')]) {
+    for (const call of [
+      () => keychain.get('access-token'),
+      () => keychain.set('access-token', 'v'),
+      () => keychain.delete('access-token'),
+    ]) {
       await assert.rejects(call(), (thrown: CompanionError) => {
         assert.equal(thrown.code, code);
         assert.equal(thrown.cause, undefined);
@@ -231,10 +278,35 @@ const HEALTH_CASES: [string, Parameters<typeof fakeDbus>[0], string, RegExp][] =
   ['a locked default collection', { locked: true }, 'locked', /locked/],
   ['no default collection (alias "/")', { alias: '/' }, 'unavailable', /no default keyring/],
   ['an alias outside the collection namespace', { alias: '/evil/path' }, 'unavailable', /no default keyring/],
-  ['no service on the bus', { stderr: 'Error org.freedesktop.DBus.Error.ServiceUnknown: The name org.freedesktop.secrets was not provided by any .service files' }, 'unavailable', /no Secret Service/],
-  ['no service and no activation (NameHasNoOwner)', { stderr: 'Error org.freedesktop.DBus.Error.NameHasNoOwner: Could not get owner of name' }, 'unavailable', /no Secret Service/],
-  ['an unreachable bus', { stderr: 'Failed to open connection to "session" message bus: Failed to connect to socket /x: Connection refused' }, 'unavailable', /cannot connect/],
-  ['a service that does not answer', { stderr: 'Error org.freedesktop.DBus.Error.NoReply: Did not receive a reply.' }, 'unavailable', /did not answer/],
+  [
+    'no service on the bus',
+    {
+      stderr:
+        'Error org.freedesktop.DBus.Error.ServiceUnknown: The name org.freedesktop.secrets was not provided by any .service files',
+    },
+    'unavailable',
+    /no Secret Service/,
+  ],
+  [
+    'no service and no activation (NameHasNoOwner)',
+    { stderr: 'Error org.freedesktop.DBus.Error.NameHasNoOwner: Could not get owner of name' },
+    'unavailable',
+    /no Secret Service/,
+  ],
+  [
+    'an unreachable bus',
+    {
+      stderr: 'Failed to open connection to "session" message bus: Failed to connect to socket /x: Connection refused',
+    },
+    'unavailable',
+    /cannot connect/,
+  ],
+  [
+    'a service that does not answer',
+    { stderr: 'Error org.freedesktop.DBus.Error.NoReply: Did not receive a reply.' },
+    'unavailable',
+    /did not answer/,
+  ],
   ['an unexpected error', { stderr: 'Error org.example.Weird: ?' }, 'unavailable', /unexpected/],
   ['a tool that times out', { timeout: true }, 'unavailable', /did not answer/],
   ['no dbus-send and no busctl', { missing: ['dbus-send', 'busctl'] }, 'unavailable', /neither dbus-send/],
@@ -256,7 +328,13 @@ test('querySecretServiceHealth() falls back to busctl when dbus-send is missing,
     const busctl = exec.calls.filter((c) => c.file === 'busctl');
     assert.equal(busctl.length, 2);
     assert.ok(busctl.every((c) => c.args[0] === `--address=${BUS}`));
-    assert.deepEqual(busctl[1]!.args.slice(2), ['get-property', 'org.freedesktop.secrets', '/org/freedesktop/secrets/collection/login', 'org.freedesktop.Secret.Collection', 'Locked']);
+    assert.deepEqual(busctl[1]!.args.slice(2), [
+      'get-property',
+      'org.freedesktop.secrets',
+      '/org/freedesktop/secrets/collection/login',
+      'org.freedesktop.Secret.Collection',
+      'Locked',
+    ]);
   }
 });
 
@@ -264,15 +342,33 @@ test('querySecretServiceHealth() asks ReadAlias("default") then Get(Collection, 
   const exec = fakeDbus({});
   await querySecretServiceHealth({ exec, address: BUS, timeoutMs: 1_000, env: {} });
   assert.equal(exec.calls.length, 2);
-  assert.deepEqual(exec.calls[0]!.args.slice(-3), ['/org/freedesktop/secrets', 'org.freedesktop.Secret.Service.ReadAlias', 'string:default']);
-  assert.deepEqual(exec.calls[1]!.args.slice(-4), ['/org/freedesktop/secrets/collection/login', 'org.freedesktop.DBus.Properties.Get', 'string:org.freedesktop.Secret.Collection', 'string:Locked']);
+  assert.deepEqual(exec.calls[0]!.args.slice(-3), [
+    '/org/freedesktop/secrets',
+    'org.freedesktop.Secret.Service.ReadAlias',
+    'string:default',
+  ]);
+  assert.deepEqual(exec.calls[1]!.args.slice(-4), [
+    '/org/freedesktop/secrets/collection/login',
+    'org.freedesktop.DBus.Properties.Get',
+    'string:org.freedesktop.Secret.Collection',
+    'string:Locked',
+  ]);
   for (const call of exec.calls) assert.ok(call.args.includes('--print-reply') && call.args.includes(`--bus=${BUS}`));
 });
 
 test('sessionBusAddress() uses the variable, else $XDG_RUNTIME_DIR/bus when it exists, else nothing (no auto-launch)', () => {
   assert.equal(sessionBusAddress({ DBUS_SESSION_BUS_ADDRESS: BUS }), BUS);
-  assert.equal(sessionBusAddress({ XDG_RUNTIME_DIR: '/run/user/7' }, (p) => p === '/run/user/7/bus'), 'unix:path=/run/user/7/bus');
-  assert.equal(sessionBusAddress({ XDG_RUNTIME_DIR: '/run/user/7' }, () => false), undefined);
-  assert.equal(sessionBusAddress({ XDG_RUNTIME_DIR: 'relative/dir' }, () => true), undefined);
+  assert.equal(
+    sessionBusAddress({ XDG_RUNTIME_DIR: '/run/user/7' }, (p) => p === '/run/user/7/bus'),
+    'unix:path=/run/user/7/bus',
+  );
+  assert.equal(
+    sessionBusAddress({ XDG_RUNTIME_DIR: '/run/user/7' }, () => false),
+    undefined,
+  );
+  assert.equal(
+    sessionBusAddress({ XDG_RUNTIME_DIR: 'relative/dir' }, () => true),
+    undefined,
+  );
   assert.equal(sessionBusAddress({}), undefined);
 });

@@ -7,7 +7,12 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createWindowsBackend, dpapiFolder, powershellPath, POWERSHELL_ARGS } from '../../src/authority/keychain-windows.js';
+import {
+  createWindowsBackend,
+  dpapiFolder,
+  powershellPath,
+  POWERSHELL_ARGS,
+} from '../../src/authority/keychain-windows.js';
 import { guardKeychain } from '../../src/authority/keychain.js';
 import type { Exec, ExecResult } from '../../src/authority/keychain-exec.js';
 import type { KeychainAccount } from '../../src/core/keychain-port.js';
@@ -15,7 +20,12 @@ import type { KeychainAccount } from '../../src/core/keychain-port.js';
 const SECRET = 'win-secret-5e1b77-value';
 const SERVICE = 'companion:https://hub.example';
 
-interface Call { file: string; args: readonly string[]; input: string; env: Readonly<Record<string, string>> }
+interface Call {
+  file: string;
+  args: readonly string[];
+  input: string;
+  env: Readonly<Record<string, string>>;
+}
 
 /**
  * A DPAPI stand-in: "protect" returns MAGIC ‖ sha256(entropy) ‖ data XOR 0x5a, "unprotect" checks the
@@ -32,11 +42,21 @@ function fakePowershell(override?: ExecResult): Exec & { calls: Call[] } {
     const tag = createHash('sha256').update(entropy).digest();
     if (args === POWERSHELL_ARGS.protect) {
       const body = Buffer.from(data.map((b) => b ^ 0x5a));
-      return { kind: 'exited', status: 0, stdout: Buffer.concat([Buffer.from('DPAPI'), tag, body]).toString('base64'), stderr: '' };
+      return {
+        kind: 'exited',
+        status: 0,
+        stdout: Buffer.concat([Buffer.from('DPAPI'), tag, body]).toString('base64'),
+        stderr: '',
+      };
     }
     if (args === POWERSHELL_ARGS.unprotect) {
       if (!data.subarray(5, 37).equals(tag)) return { kind: 'exited', status: 3, stdout: '', stderr: '' };
-      return { kind: 'exited', status: 0, stdout: Buffer.from(data.subarray(37).map((b) => b ^ 0x5a)).toString('base64'), stderr: '' };
+      return {
+        kind: 'exited',
+        status: 0,
+        stdout: Buffer.from(data.subarray(37).map((b) => b ^ 0x5a)).toString('base64'),
+        stderr: '',
+      };
     }
     return { kind: 'exited', status: 4, stdout: '', stderr: '' };
   }) as Exec & { calls: Call[] };
@@ -48,7 +68,13 @@ function setup(t: { after(fn: () => void): void }, override?: ExecResult, envExt
   const dir = mkdtempSync(join(tmpdir(), 'companion-dpapi-unit-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const exec = fakePowershell(override);
-  const env: NodeJS.ProcessEnv = { LOCALAPPDATA: dir, APPDATA: join(dir, 'Roaming'), SystemRoot: 'C:\\Windows', USERPROFILE: 'C:\\Users\\u', ...envExtra };
+  const env: NodeJS.ProcessEnv = {
+    LOCALAPPDATA: dir,
+    APPDATA: join(dir, 'Roaming'),
+    SystemRoot: 'C:\\Windows',
+    USERPROFILE: 'C:\\Users\\u',
+    ...envExtra,
+  };
   const keychain = guardKeychain(createWindowsBackend({ service: SERVICE, timeoutMs: 1_000, exec, env }), 1_000);
   return { dir, exec, keychain, env };
 }
@@ -111,8 +137,14 @@ test('the Windows backend binds a blob to its account: a blob copied to another 
 
 test('the Windows backend keeps two services in two folders', async (t) => {
   const { dir, exec, env } = setup(t);
-  const a = guardKeychain(createWindowsBackend({ service: 'companion:https://a.example', timeoutMs: 1_000, exec, env }), 1_000);
-  const b = guardKeychain(createWindowsBackend({ service: 'companion:https://b.example', timeoutMs: 1_000, exec, env }), 1_000);
+  const a = guardKeychain(
+    createWindowsBackend({ service: 'companion:https://a.example', timeoutMs: 1_000, exec, env }),
+    1_000,
+  );
+  const b = guardKeychain(
+    createWindowsBackend({ service: 'companion:https://b.example', timeoutMs: 1_000, exec, env }),
+    1_000,
+  );
   await a.set('access-token', 'for-a');
   assert.equal(await b.get('access-token'), null);
   assert.notEqual(dpapiFolder(dir, 'companion:https://a.example'), dpapiFolder(dir, 'companion:https://b.example'));
@@ -138,9 +170,21 @@ test('the Windows backend overwrites atomically and leaves no temp file', async 
 const FAILURES: [string, ExecResult, string][] = [
   ['PowerShell is missing', { kind: 'not-found' }, 'ERR_KEYCHAIN_UNAVAILABLE'],
   ['PowerShell times out', { kind: 'timeout' }, 'ERR_KEYCHAIN_TIMEOUT'],
-  ['DPAPI throws a CryptographicException (exit 3)', { kind: 'exited', status: 3, stdout: '', stderr: SECRET }, 'ERR_KEYCHAIN_FAILURE'],
-  ['PowerShell fails otherwise (exit 4)', { kind: 'exited', status: 4, stdout: '', stderr: `#< CLIXML ${SECRET}` }, 'ERR_KEYCHAIN_FAILURE'],
-  ['PowerShell prints something that is not base64', { kind: 'exited', status: 0, stdout: `not base64 ${SECRET}`, stderr: '' }, 'ERR_KEYCHAIN_FAILURE'],
+  [
+    'DPAPI throws a CryptographicException (exit 3)',
+    { kind: 'exited', status: 3, stdout: '', stderr: SECRET },
+    'ERR_KEYCHAIN_FAILURE',
+  ],
+  [
+    'PowerShell fails otherwise (exit 4)',
+    { kind: 'exited', status: 4, stdout: '', stderr: `#< CLIXML ${SECRET}` },
+    'ERR_KEYCHAIN_FAILURE',
+  ],
+  [
+    'PowerShell prints something that is not base64',
+    { kind: 'exited', status: 0, stdout: `not base64 ${SECRET}`, stderr: '' },
+    'ERR_KEYCHAIN_FAILURE',
+  ],
 ];
 for (const [label, result, code] of FAILURES) {
   test(`the Windows backend fails with ${code} when ${label}, writes nothing and quotes no output`, async (t) => {

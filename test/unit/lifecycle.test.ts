@@ -1,9 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  transition, canTransition, initialLifecycle, createRestartPolicy, restartDelayMs, DEFAULT_RESTART_POLICY,
-  LIFECYCLE_STATES, LIFECYCLE_EVENTS, LIFECYCLE_TABLE, STOP_GRACE_MS,
-  type LifecycleEvent, type LifecycleSnapshot, type LifecycleState,
+  transition,
+  canTransition,
+  initialLifecycle,
+  createRestartPolicy,
+  restartDelayMs,
+  DEFAULT_RESTART_POLICY,
+  LIFECYCLE_STATES,
+  LIFECYCLE_EVENTS,
+  LIFECYCLE_TABLE,
+  STOP_GRACE_MS,
+  type LifecycleEvent,
+  type LifecycleSnapshot,
+  type LifecycleState,
 } from '../../src/core/lifecycle.js';
 
 const policy = createRestartPolicy({ baseDelayMs: 100, maxDelayMs: 1_000, maxCrashes: 4, windowMs: 60_000 });
@@ -35,8 +45,21 @@ const EXPECTED: Record<LifecycleState, Partial<Record<LifecycleEvent, string>>> 
   stopped: { start: 'verifying', stop: 'stopped' },
   verifying: { verified: 'starting', 'verify-failed': 'failed', stop: 'stopped' },
   starting: { 'spawned-ready': 'ready', crashed: 'backoff', stop: 'stopping' },
-  ready: { 'health-ok': 'ready', 'health-failed': 'degraded', degrade: 'degraded', crashed: 'backoff', stop: 'stopping' },
-  degraded: { 'health-ok': 'degraded', 'health-failed': 'degraded', degrade: 'degraded', recover: 'ready', crashed: 'backoff', stop: 'stopping' },
+  ready: {
+    'health-ok': 'ready',
+    'health-failed': 'degraded',
+    degrade: 'degraded',
+    crashed: 'backoff',
+    stop: 'stopping',
+  },
+  degraded: {
+    'health-ok': 'degraded',
+    'health-failed': 'degraded',
+    degrade: 'degraded',
+    recover: 'ready',
+    crashed: 'backoff',
+    stop: 'stopping',
+  },
   stopping: { stopped: 'stopped', killed: 'stopped', crashed: 'stopped', stop: 'stopping' },
   backoff: { retry: 'verifying', stop: 'stopped' },
   failed: { reset: 'stopped', stop: 'failed' },
@@ -50,7 +73,11 @@ for (const state of LIFECYCLE_STATES) {
       const want = EXPECTED[state][event];
       const now = Math.max(from.since + 1, from.restartAt ?? 0);
       if (want === undefined) {
-        assert.throws(() => transition(from, event, now), { name: 'CompanionError', code: 'ERR_LIFECYCLE_ILLEGAL_TRANSITION' }, `${state} + ${event}`);
+        assert.throws(
+          () => transition(from, event, now),
+          { name: 'CompanionError', code: 'ERR_LIFECYCLE_ILLEGAL_TRANSITION' },
+          `${state} + ${event}`,
+        );
         assert.equal(canTransition(from, event, now), false);
         assert.equal(LIFECYCLE_TABLE[state][event], undefined);
       } else {
@@ -110,9 +137,15 @@ test('transition() stops restarting after maxCrashes crashes in the window: fail
     s = transition(transition(s, 'retry', s.restartAt!), 'verified', s.restartAt! + 1);
   }
   s = transition(s, 'crashed', s.since + 1);
-  assert.deepEqual([s.state, s.code, s.crashTimes.length, s.restartAt], ['failed', 'ERR_LIFECYCLE_CRASH_LOOP', 4, null]);
+  assert.deepEqual(
+    [s.state, s.code, s.crashTimes.length, s.restartAt],
+    ['failed', 'ERR_LIFECYCLE_CRASH_LOOP', 4, null],
+  );
   for (const event of ['start', 'retry'] as const) {
-    assert.throws(() => transition(s, event, s.since + 1e9), { name: 'CompanionError', code: 'ERR_LIFECYCLE_CRASH_LOOP' });
+    assert.throws(() => transition(s, event, s.since + 1e9), {
+      name: 'CompanionError',
+      code: 'ERR_LIFECYCLE_CRASH_LOOP',
+    });
   }
   assert.equal(transition(s, 'stop', s.since + 1).state, 'failed');
   s = transition(s, 'reset', s.since + 1);
@@ -139,7 +172,10 @@ test('transition() does not count the exit caused by a stop as a crash', () => {
 
 test('transition() records why verification failed, ERR_MODEL_CHANGED by default', () => {
   assert.equal(run(['start', 'verify-failed']).code, 'ERR_MODEL_CHANGED');
-  assert.equal(transition(run(['start']), 'verify-failed', 5, 'ERR_MODEL_NOT_INSTALLED').code, 'ERR_MODEL_NOT_INSTALLED');
+  assert.equal(
+    transition(run(['start']), 'verify-failed', 5, 'ERR_MODEL_NOT_INSTALLED').code,
+    'ERR_MODEL_NOT_INSTALLED',
+  );
   assert.equal(run(['start', 'verify-failed', 'reset', 'start']).state, 'verifying');
 });
 
@@ -149,17 +185,24 @@ test('transition() returns frozen snapshots and never changes its input', () => 
   const after = transition(before, 'crashed', 50);
   assert.deepEqual({ ...before, policy: undefined }, copy);
   assert.ok(Object.isFrozen(after) && Object.isFrozen(after.crashTimes));
-  assert.throws(() => { (after as { state: string }).state = 'ready'; }, TypeError);
+  assert.throws(() => {
+    (after as { state: string }).state = 'ready';
+  }, TypeError);
 });
 
 test('transition() refuses unknown events and states with ERR_LIFECYCLE_ILLEGAL_TRANSITION, without echoing them', () => {
   const s = initialLifecycle(0, policy);
-  assert.throws(() => transition(s, 'explode' as LifecycleEvent, 1), (error: Error & { code?: string }) => {
-    assert.equal(error.code, 'ERR_LIFECYCLE_ILLEGAL_TRANSITION');
-    assert.ok(!error.message.includes('explode'));
-    return true;
+  assert.throws(
+    () => transition(s, 'explode' as LifecycleEvent, 1),
+    (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'ERR_LIFECYCLE_ILLEGAL_TRANSITION');
+      assert.ok(!error.message.includes('explode'));
+      return true;
+    },
+  );
+  assert.throws(() => transition({ ...s, state: 'zombie' as LifecycleState }, 'start', 1), {
+    code: 'ERR_LIFECYCLE_ILLEGAL_TRANSITION',
   });
-  assert.throws(() => transition({ ...s, state: 'zombie' as LifecycleState }, 'start', 1), { code: 'ERR_LIFECYCLE_ILLEGAL_TRANSITION' });
 });
 
 test('transition() throws a TypeError for a bad time, a forged snapshot or an unknown code', () => {
@@ -169,12 +212,18 @@ test('transition() throws a TypeError for a bad time, a forged snapshot or an un
   }
   assert.throws(() => transition({ ...s, policy: { ...policy } }, 'start', 1), { name: 'TypeError' });
   assert.throws(() => transition(null as unknown as LifecycleSnapshot, 'start', 1), { name: 'TypeError' });
-  assert.throws(() => transition(run(['start', 'verified']), 'crashed', 9, 'ERR_NOPE' as never), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => transition(run(['start', 'verified']), 'crashed', 9, 'ERR_NOPE' as never), {
+    name: 'TypeError',
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
   assert.throws(() => initialLifecycle(0, { ...policy }), { name: 'TypeError' });
 });
 
 test('createRestartPolicy() validates its numbers and restartDelayMs() doubles up to the cap', () => {
-  assert.deepEqual([1, 2, 3, 4, 5, 50].map((n) => restartDelayMs(policy, n)), [100, 200, 400, 800, 1_000, 1_000]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, 50].map((n) => restartDelayMs(policy, n)),
+    [100, 200, 400, 800, 1_000, 1_000],
+  );
   assert.equal(restartDelayMs(DEFAULT_RESTART_POLICY, 1), DEFAULT_RESTART_POLICY.baseDelayMs);
   for (const bad of [
     { baseDelayMs: 0, maxDelayMs: 10, maxCrashes: 1, windowMs: 1 },

@@ -43,8 +43,10 @@ test('syntheticLlamaGguf("tiny") is byte for byte the demo model of generateTiny
 test('syntheticLlamaGguf() refuses an unknown preset, a bad seed and a bad layer count with ERR_INVALID_ARG_VALUE', () => {
   assert.throws(() => syntheticLlamaGguf('huge'), { code: 'ERR_INVALID_ARG_VALUE' });
   assert.throws(() => syntheticLlamaGguf('__proto__'), { code: 'ERR_INVALID_ARG_VALUE' });
-  for (const seed of [-1, 1.5, 2 ** 32]) assert.throws(() => syntheticLlamaGguf('smol135m', { seed }), { code: 'ERR_INVALID_ARG_VALUE' });
-  for (const layers of [0, 31, 2.5]) assert.throws(() => syntheticLlamaGguf('smol135m', { layers }), { code: 'ERR_INVALID_ARG_VALUE' });
+  for (const seed of [-1, 1.5, 2 ** 32])
+    assert.throws(() => syntheticLlamaGguf('smol135m', { seed }), { code: 'ERR_INVALID_ARG_VALUE' });
+  for (const layers of [0, 31, 2.5])
+    assert.throws(() => syntheticLlamaGguf('smol135m', { layers }), { code: 'ERR_INVALID_ARG_VALUE' });
   assert.throws(() => syntheticLlamaGguf('tiny', { layers: 1 }), { code: 'ERR_INVALID_ARG_VALUE' });
 });
 

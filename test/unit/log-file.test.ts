@@ -2,7 +2,17 @@
 // characters replaced, a symlink at its name refused (never followed), tail across the rotation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cleanLogText, logPaths, openLogFile, tailLog } from '../../src/shell/log-file.js';
@@ -25,7 +35,10 @@ test('openLogFile() makes logs/ 0700 and companion.log 0600, and appends time-st
   const paths = logPaths(dir);
   assert.equal(statSync(paths.dir).mode & 0o777, 0o700);
   assert.equal(statSync(paths.file).mode & 0o777, 0o600);
-  assert.equal(readFileSync(paths.file, 'utf8'), '2026-01-02T03:04:05.678Z up: started\n2026-01-02T03:04:05.678Z runtime: ready\n');
+  assert.equal(
+    readFileSync(paths.file, 'utf8'),
+    '2026-01-02T03:04:05.678Z up: started\n2026-01-02T03:04:05.678Z runtime: ready\n',
+  );
   assert.deepEqual((await tailLog(dir, 1))?.lines, ['2026-01-02T03:04:05.678Z runtime: ready']);
 });
 
@@ -36,11 +49,18 @@ test('the log rotates once past its bound: the full file becomes companion.log.1
   log.close();
   const paths = logPaths(dir);
   assert.ok(existsSync(paths.rotated));
-  assert.ok(statSync(paths.file).size <= 200 && statSync(paths.rotated).size <= 200, 'both files stay within the bound');
+  assert.ok(
+    statSync(paths.file).size <= 200 && statSync(paths.rotated).size <= 200,
+    'both files stay within the bound',
+  );
   assert.equal(statSync(paths.rotated).mode & 0o777, 0o600);
   const tail = await tailLog(dir, 100);
   const numbers = tail!.lines.map((line) => Number(/line (\d+)/.exec(line)?.[1]));
-  assert.deepEqual(numbers, numbers.slice().sort((a, b) => a - b), 'in order');
+  assert.deepEqual(
+    numbers,
+    numbers.slice().sort((a, b) => a - b),
+    'in order',
+  );
   assert.equal(numbers.at(-1), 11);
   assert.ok(!numbers.includes(0), 'the oldest lines were dropped with the second rotation');
 });
@@ -57,7 +77,10 @@ test('openLogFile() refuses a symlink at the log name (ERR_STATE_UNSAFE) and wri
   const target = join(dir, 'elsewhere.txt');
   writeFileSync(target, 'untouched');
   symlinkSync(target, paths.file);
-  assert.throws(() => openLogFile(dir), (error: unknown) => (error as { code?: string }).code === 'ERR_STATE_UNSAFE');
+  assert.throws(
+    () => openLogFile(dir),
+    (error: unknown) => (error as { code?: string }).code === 'ERR_STATE_UNSAFE',
+  );
   assert.equal(readFileSync(target, 'utf8'), 'untouched');
   assert.ok(lstatSync(paths.file).isSymbolicLink());
 });

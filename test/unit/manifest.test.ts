@@ -1,16 +1,42 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { findModel, isVerifiedManifest, verifyManifest, MAX_MANIFEST_BYTES, type VerifiedManifest } from '../../src/core/manifest.js';
-import { encodeManifestKey, parseTrustedKeys, signManifestPayload, toBase64Url, MANIFEST_PURPOSE } from '../../src/core/manifest-format.js';
 import {
-  MANIFEST_ISSUER, MANIFEST_NOW, SHA, envelopeBytes, keyA, keyB, outsider, payload, signValue, verifyOptions,
+  findModel,
+  isVerifiedManifest,
+  verifyManifest,
+  MAX_MANIFEST_BYTES,
+  type VerifiedManifest,
+} from '../../src/core/manifest.js';
+import {
+  encodeManifestKey,
+  parseTrustedKeys,
+  signManifestPayload,
+  toBase64Url,
+  MANIFEST_PURPOSE,
+} from '../../src/core/manifest-format.js';
+import {
+  MANIFEST_ISSUER,
+  MANIFEST_NOW,
+  SHA,
+  envelopeBytes,
+  keyA,
+  keyB,
+  outsider,
+  payload,
+  signValue,
+  verifyOptions,
 } from '../helpers/manifest-fixtures.js';
 
 const nowSeconds = Math.floor(MANIFEST_NOW / 1000);
 
 test('verifyManifest() returns a branded, frozen manifest from envelope bytes, text or object', () => {
   const envelope = signValue(payload());
-  for (const input of [envelopeBytes(envelope), JSON.stringify(envelope), envelope, new Uint8Array(envelopeBytes(envelope))]) {
+  for (const input of [
+    envelopeBytes(envelope),
+    JSON.stringify(envelope),
+    envelope,
+    new Uint8Array(envelopeBytes(envelope)),
+  ]) {
     const manifest = verifyManifest(input, verifyOptions);
     assert.ok(isVerifiedManifest(manifest));
     assert.equal(manifest.version, 7);
@@ -28,7 +54,9 @@ test('verifyManifest() accepts either pinned key during a rotation', () => {
   assert.equal(verifyManifest(signValue(payload(), keyA.privateKey), verifyOptions).version, 7);
   assert.equal(verifyManifest(signValue(payload(), keyB.privateKey), verifyOptions).version, 7);
   const onlyB = parseTrustedKeys(encodeManifestKey(keyB.publicKey));
-  assert.throws(() => verifyManifest(signValue(payload(), keyA.privateKey), { ...verifyOptions, trustedKeys: onlyB }), { code: 'ERR_MANIFEST_UNKNOWN_KEY' });
+  assert.throws(() => verifyManifest(signValue(payload(), keyA.privateKey), { ...verifyOptions, trustedKeys: onlyB }), {
+    code: 'ERR_MANIFEST_UNKNOWN_KEY',
+  });
 });
 
 test('verifyManifest() accepts the same version as last seen and a newer one', () => {
@@ -38,8 +66,13 @@ test('verifyManifest() accepts the same version as last seen and a newer one', (
 
 test('verifyManifest() accepts times within the clock skew', () => {
   assert.ok(verifyManifest(signValue(payload({ issuedAt: nowSeconds + 59 })), verifyOptions));
-  assert.ok(verifyManifest(signValue(payload({ expiresAt: nowSeconds - 59, issuedAt: nowSeconds - 100 })), verifyOptions));
-  assert.throws(() => verifyManifest(signValue(payload({ issuedAt: nowSeconds + 59 })), { ...verifyOptions, clockSkewMs: 0 }), { code: 'ERR_MANIFEST_NOT_YET_VALID' });
+  assert.ok(
+    verifyManifest(signValue(payload({ expiresAt: nowSeconds - 59, issuedAt: nowSeconds - 100 })), verifyOptions),
+  );
+  assert.throws(
+    () => verifyManifest(signValue(payload({ issuedAt: nowSeconds + 59 })), { ...verifyOptions, clockSkewMs: 0 }),
+    { code: 'ERR_MANIFEST_NOT_YET_VALID' },
+  );
 });
 
 test('verifyManifest() accepts a manifest without models (findModel() then refuses)', () => {
@@ -70,15 +103,27 @@ test('verifyManifest() refuses each bad manifest with its code', () => {
     ['missing signature', { payload: good.payload, keyId: good.keyId }, 'ERR_MANIFEST_MALFORMED'],
     ['signature not a string', { ...good, signature: 1 }, 'ERR_MANIFEST_MALFORMED'],
     ['padded base64', { ...good, signature: `${good.signature}==` }, 'ERR_MANIFEST_MALFORMED'],
-    ['standard base64', { ...good, payload: Buffer.from(JSON.stringify(payload())).toString('base64') }, 'ERR_MANIFEST_MALFORMED'],
+    [
+      'standard base64',
+      { ...good, payload: Buffer.from(JSON.stringify(payload())).toString('base64') },
+      'ERR_MANIFEST_MALFORMED',
+    ],
     ['short signature', { ...good, signature: toBase64Url(Buffer.alloc(63)) }, 'ERR_MANIFEST_MALFORMED'],
     ['key id wrong shape', { ...good, keyId: 'short' }, 'ERR_MANIFEST_MALFORMED'],
     // Keys and signature
     ['unknown key id', { ...good, keyId: otherKeyId }, 'ERR_MANIFEST_UNKNOWN_KEY'],
-    ['signed by an outsider under a pinned key id', { ...signValue(payload(), outsider.privateKey), keyId: good.keyId }, 'ERR_MANIFEST_SIGNATURE'],
+    [
+      'signed by an outsider under a pinned key id',
+      { ...signValue(payload(), outsider.privateKey), keyId: good.keyId },
+      'ERR_MANIFEST_SIGNATURE',
+    ],
     ['zero signature', { ...good, signature: toBase64Url(Buffer.alloc(64)) }, 'ERR_MANIFEST_SIGNATURE'],
     ['payload swapped', { ...good, payload: signValue(payload({ version: 99 })).payload }, 'ERR_MANIFEST_SIGNATURE'],
-    ['signed with key B, named key A', { ...signValue(payload(), keyB.privateKey), keyId: good.keyId }, 'ERR_MANIFEST_SIGNATURE'],
+    [
+      'signed with key B, named key A',
+      { ...signValue(payload(), keyB.privateKey), keyId: good.keyId },
+      'ERR_MANIFEST_SIGNATURE',
+    ],
     // Payload
     ['payload not JSON', signManifestPayload(Buffer.from('not json'), keyA.privateKey), 'ERR_MANIFEST_MALFORMED'],
     ['payload not UTF-8', signManifestPayload(Buffer.from([0xc3, 0x28]), keyA.privateKey), 'ERR_MANIFEST_MALFORMED'],
@@ -96,7 +141,11 @@ test('verifyManifest() refuses each bad manifest with its code', () => {
     ['issuedAt text', signValue(payload({ issuedAt: 'yesterday' })), 'ERR_MANIFEST_MALFORMED'],
     ['expiresAt before issuedAt', signValue(payload({ expiresAt: nowSeconds - 7200 })), 'ERR_MANIFEST_MALFORMED'],
     ['models not a list', signValue(payload({ models: {} })), 'ERR_MANIFEST_MALFORMED'],
-    ['too many models', signValue(payload({ models: Array.from({ length: 257 }, (_, i) => model({ id: `m${i}` })) })), 'ERR_MANIFEST_MALFORMED'],
+    [
+      'too many models',
+      signValue(payload({ models: Array.from({ length: 257 }, (_, i) => model({ id: `m${i}` })) })),
+      'ERR_MANIFEST_MALFORMED',
+    ],
     // Models
     ['model not an object', signValue(payload({ models: ['m'] })), 'ERR_MANIFEST_MALFORMED'],
     ['model unknown field', signValue(withModel({ path: '/etc/passwd' })), 'ERR_MANIFEST_MALFORMED'],
@@ -118,14 +167,30 @@ test('verifyManifest() refuses each bad manifest with its code', () => {
     ['model url not a URL', signValue(withModel({ url: 'models/m.gguf' })), 'ERR_MANIFEST_MALFORMED'],
     ['model url http', signValue(withModel({ url: 'http://models.hub.test/m.gguf' })), 'ERR_MANIFEST_MODEL_URL'],
     ['model url file', signValue(withModel({ url: 'file:///etc/passwd' })), 'ERR_MANIFEST_MODEL_URL'],
-    ['model url with credentials', signValue(withModel({ url: 'https://u:p@models.hub.test/m.gguf' })), 'ERR_MANIFEST_MODEL_URL'],
+    [
+      'model url with credentials',
+      signValue(withModel({ url: 'https://u:p@models.hub.test/m.gguf' })),
+      'ERR_MANIFEST_MODEL_URL',
+    ],
     ['runtime hints unknown field', signValue(withModel({ runtime: { threads: 64 } })), 'ERR_MANIFEST_MALFORMED'],
     ['runtime hints not an object', signValue(withModel({ runtime: 'fast' })), 'ERR_MANIFEST_MALFORMED'],
     ['runtime contextLength zero', signValue(withModel({ runtime: { contextLength: 0 } })), 'ERR_MANIFEST_MALFORMED'],
-    ['duplicate model ids', signValue(payload({ models: [model({}), model({ name: 'again' })] })), 'ERR_MANIFEST_DUPLICATE_MODEL'],
+    [
+      'duplicate model ids',
+      signValue(payload({ models: [model({}), model({ name: 'again' })] })),
+      'ERR_MANIFEST_DUPLICATE_MODEL',
+    ],
     // Freshness and rollback
-    ['expired', signValue(payload({ issuedAt: nowSeconds - 7200, expiresAt: nowSeconds - 3600 })), 'ERR_MANIFEST_EXPIRED'],
-    ['not yet valid', signValue(payload({ issuedAt: nowSeconds + 3600, expiresAt: nowSeconds + 7200 })), 'ERR_MANIFEST_NOT_YET_VALID'],
+    [
+      'expired',
+      signValue(payload({ issuedAt: nowSeconds - 7200, expiresAt: nowSeconds - 3600 })),
+      'ERR_MANIFEST_EXPIRED',
+    ],
+    [
+      'not yet valid',
+      signValue(payload({ issuedAt: nowSeconds + 3600, expiresAt: nowSeconds + 7200 })),
+      'ERR_MANIFEST_NOT_YET_VALID',
+    ],
     ['rollback', signValue(payload({ version: 6 })), 'ERR_MANIFEST_ROLLBACK', { lastSeenVersion: 7 }],
   ];
   for (const [name, input, code, extra] of cases) {
@@ -136,10 +201,20 @@ test('verifyManifest() refuses each bad manifest with its code', () => {
 test('verifyManifest() refuses bad options with ERR_INVALID_ARG_*', () => {
   const envelope = signValue(payload());
   const cases: Record<string, unknown>[] = [
-    { trustedKeys: [] }, { trustedKeys: 'ed25519:x' }, { expectedIssuer: '' }, { now: -1 }, { now: 1.5 }, { lastSeenVersion: -1 }, { clockSkewMs: -5 },
+    { trustedKeys: [] },
+    { trustedKeys: 'ed25519:x' },
+    { expectedIssuer: '' },
+    { now: -1 },
+    { now: 1.5 },
+    { lastSeenVersion: -1 },
+    { clockSkewMs: -5 },
   ];
   for (const change of cases) {
-    assert.throws(() => verifyManifest(envelope, { ...verifyOptions, ...change } as typeof verifyOptions), { name: 'TypeError' }, JSON.stringify(change));
+    assert.throws(
+      () => verifyManifest(envelope, { ...verifyOptions, ...change } as typeof verifyOptions),
+      { name: 'TypeError' },
+      JSON.stringify(change),
+    );
   }
 });
 

@@ -4,10 +4,24 @@
 // root in the test environment; the ownership cases are skipped otherwise).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import {
-  ensurePrivateDir, ensurePrivateDirSync, readJsonFile, writePrivateFileAtomic, writePrivateFileAtomicSync, writePrivateJson,
+  ensurePrivateDir,
+  ensurePrivateDirSync,
+  readJsonFile,
+  writePrivateFileAtomic,
+  writePrivateFileAtomicSync,
+  writePrivateJson,
 } from '../../src/common/private-file.js';
 import { tempDir } from '../helpers/runtime-env.js';
 
@@ -77,7 +91,10 @@ for (const [name, write] of WRITERS) {
     const { state } = scratch(t);
     const target = join(state, 'taken');
     mkdirSync(join(target, 'inside'), { recursive: true });
-    await assert.rejects(async () => write(target, 'data'), (error: NodeJS.ErrnoException) => typeof error.code === 'string');
+    await assert.rejects(
+      async () => write(target, 'data'),
+      (error: NodeJS.ErrnoException) => typeof error.code === 'string',
+    );
     assert.deepEqual(readdirSync(state), ['taken'], 'no temp file left');
     assert.ok(lstatSync(target).isDirectory());
   });

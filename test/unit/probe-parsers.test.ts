@@ -4,9 +4,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { parseAuxv, parseProcChildren, parseProcStat, parseProcStatm, parseTaskList } from '../../src/runtime/probe-linux.js';
+import {
+  parseAuxv,
+  parseProcChildren,
+  parseProcStat,
+  parseProcStatm,
+  parseTaskList,
+} from '../../src/runtime/probe-linux.js';
 import { darwinPsArgs, darwinPsEnv, parseCpuTime, parseDarwinPs } from '../../src/runtime/probe-darwin.js';
-import { parseWin32Output, win32Args, win32Env, win32PowerShellPath, win32Script } from '../../src/runtime/probe-win32.js';
+import {
+  parseWin32Output,
+  win32Args,
+  win32Env,
+  win32PowerShellPath,
+  win32Script,
+} from '../../src/runtime/probe-win32.js';
 import { NVIDIA_SMI_ARGS, parseNvidiaSmiCsv } from '../../src/runtime/probe-vram.js';
 import { probeFixture } from '../helpers/probe-fake-proc.js';
 
@@ -18,7 +30,10 @@ function assertProbeFailed(fn: () => unknown, message?: string): void {
 
 test('parseProcStat() reads pid, state, pgrp, CPU ticks and start time from captured stat lines', () => {
   const cases: Array<[string, Partial<ReturnType<typeof parseProcStat>>]> = [
-    ['linux/node-leader.stat', { pid: 8584, state: 'S', ppid: 8581, pgrp: 8584, utime: 3, stime: 1, cutime: 0, cstime: 0, starttime: 503216 }],
+    [
+      'linux/node-leader.stat',
+      { pid: 8584, state: 'S', ppid: 8581, pgrp: 8584, utime: 3, stime: 1, cutime: 0, cstime: 0, starttime: 503216 },
+    ],
     ['linux/node-leader-after-child-reaped.stat', { pid: 8584, pgrp: 8584, utime: 3, stime: 1, starttime: 503216 }],
     ['linux/sleep-child.stat', { pid: 8591, state: 'S', ppid: 8584, pgrp: 8584, utime: 0, starttime: 503221 }],
     ['linux/odd-comm.stat', { pid: 8643, state: 'S', ppid: 8642, pgrp: 8620, starttime: 504055 }],
@@ -27,7 +42,8 @@ test('parseProcStat() reads pid, state, pgrp, CPU ticks and start time from capt
   ];
   for (const [file, expected] of cases) {
     const parsed = parseProcStat(probeFixture(file));
-    for (const [key, value] of Object.entries(expected)) assert.equal(parsed[key as keyof typeof parsed], value, `${file}: ${key}`);
+    for (const [key, value] of Object.entries(expected))
+      assert.equal(parsed[key as keyof typeof parsed], value, `${file}: ${key}`);
   }
 });
 
@@ -73,7 +89,8 @@ test('parseProcChildren() reads the captured children files, empty or with a tra
 });
 
 test('parseProcChildren() fails with ERR_PROBE_FAILED on anything but pids', () => {
-  for (const text of ['abc', '0 ', '12 -3', '4194305', '1.5', '../1']) assertProbeFailed(() => parseProcChildren(text), text);
+  for (const text of ['abc', '0 ', '12 -3', '4194305', '1.5', '../1'])
+    assertProbeFailed(() => parseProcChildren(text), text);
 });
 
 test('parseTaskList() reads the captured task listing and refuses other names', () => {
@@ -101,19 +118,29 @@ test('parseAuxv() returns no facts for text that is not a 64-bit vector', () => 
 });
 
 test('parseNvidiaSmiCsv() reads per-GPU used and total MiB as bytes', () => {
-  assert.deepEqual(parseNvidiaSmiCsv(probeFixture('nvidia-smi/one-gpu.csv')), [{ usedBytes: 523 * MIB, totalBytes: 16376 * MIB }]);
+  assert.deepEqual(parseNvidiaSmiCsv(probeFixture('nvidia-smi/one-gpu.csv')), [
+    { usedBytes: 523 * MIB, totalBytes: 16376 * MIB },
+  ]);
   assert.deepEqual(parseNvidiaSmiCsv(probeFixture('nvidia-smi/two-gpus.csv')), [
     { usedBytes: 20480 * MIB, totalBytes: 81920 * MIB },
     { usedBytes: 1 * MIB, totalBytes: 81920 * MIB },
   ]);
-  assert.deepEqual(parseNvidiaSmiCsv(probeFixture('nvidia-smi/mixed-supported.csv')), [{ usedBytes: 7900 * MIB, totalBytes: 24564 * MIB }]);
+  assert.deepEqual(parseNvidiaSmiCsv(probeFixture('nvidia-smi/mixed-supported.csv')), [
+    { usedBytes: 7900 * MIB, totalBytes: 24564 * MIB },
+  ]);
 });
 
 test('parseNvidiaSmiCsv() returns null for no GPU, N/A only, an error message or an impossible reading', () => {
-  for (const file of ['nvidia-smi/unified-na.csv', 'nvidia-smi/driver-error.txt', 'nvidia-smi/no-devices.txt', 'nvidia-smi/used-over-total.csv']) {
+  for (const file of [
+    'nvidia-smi/unified-na.csv',
+    'nvidia-smi/driver-error.txt',
+    'nvidia-smi/no-devices.txt',
+    'nvidia-smi/used-over-total.csv',
+  ]) {
     assert.equal(parseNvidiaSmiCsv(probeFixture(file)), null, file);
   }
-  for (const text of ['', '1, 2, 3', '-1, 100', '1.5, 100', '10, 0', 'pid, name']) assert.equal(parseNvidiaSmiCsv(text), null, text);
+  for (const text of ['', '1, 2, 3', '-1, 100', '1.5, 100', '10, 0', 'pid, name'])
+    assert.equal(parseNvidiaSmiCsv(text), null, text);
 });
 
 test('NVIDIA_SMI_ARGS is exactly the aggregate query and is frozen', () => {
@@ -122,7 +149,20 @@ test('NVIDIA_SMI_ARGS is exactly the aggregate query and is frozen', () => {
 });
 
 test('darwinPsArgs() asks for one process group with headerless columns', () => {
-  assert.deepEqual(darwinPsArgs(812), ['-o', 'pid=', '-o', 'pgid=', '-o', 'rss=', '-o', 'time=', '-o', 'lstart=', '-g', '812']);
+  assert.deepEqual(darwinPsArgs(812), [
+    '-o',
+    'pid=',
+    '-o',
+    'pgid=',
+    '-o',
+    'rss=',
+    '-o',
+    'time=',
+    '-o',
+    'lstart=',
+    '-g',
+    '812',
+  ]);
 });
 
 test('darwinPsEnv() pins UNIX 2003 -g semantics and the C locale', () => {
@@ -139,12 +179,18 @@ test('parseCpuTime() reads the ps time formats as seconds', () => {
     ['0:01,50', 1.5],
   ];
   for (const [text, seconds] of cases) assert.ok(Math.abs(parseCpuTime(text) - seconds) < 1e-9, text);
-  for (const text of ['', '7.42', '0:7.42', 'a:00.00', '-', '0:00.0000000']) assertProbeFailed(() => parseCpuTime(text), text);
+  for (const text of ['', '7.42', '0:7.42', 'a:00.00', '-', '0:00.0000000'])
+    assertProbeFailed(() => parseCpuTime(text), text);
 });
 
 test('parseDarwinPs() sums RSS (KiB) and CPU time of the group and counts its members', () => {
   const sample = parseDarwinPs(probeFixture('darwin/ps-group.txt'), 812);
-  assert.deepEqual(sample, { rssBytes: (153600 + 48212) * 1024, cpuSeconds: 7.42 + 0.31, processes: 2, leaderStart: 'Mon Nov 29 05:15:00 2025' });
+  assert.deepEqual(sample, {
+    rssBytes: (153600 + 48212) * 1024,
+    cpuSeconds: 7.42 + 0.31,
+    processes: 2,
+    leaderStart: 'Mon Nov 29 05:15:00 2025',
+  });
   const long = parseDarwinPs(probeFixture('darwin/ps-long-running.txt'), 812);
   assert.equal(long?.processes, 1);
   assert.equal(long?.leaderStart, 'Sat Nov 1 09:05:07 2025');
@@ -156,11 +202,20 @@ test('parseDarwinPs() returns null when the leader is not listed (the group is g
 });
 
 test('parseDarwinPs() fails closed when ps returned a process of another group', () => {
-  assert.throws(() => parseDarwinPs(probeFixture('darwin/ps-other-group.txt'), 812), (error: { code?: string; detail?: { step?: string } }) => error.code === 'ERR_PROBE_FAILED' && error.detail?.step === 'scope');
+  assert.throws(
+    () => parseDarwinPs(probeFixture('darwin/ps-other-group.txt'), 812),
+    (error: { code?: string; detail?: { step?: string } }) =>
+      error.code === 'ERR_PROBE_FAILED' && error.detail?.step === 'scope',
+  );
 });
 
 test('parseDarwinPs() fails with ERR_PROBE_FAILED on malformed lines', () => {
-  for (const text of ['  PID  PGID   RSS      TIME STARTED', '812 812 100 0:00.01', '812 812 x 0:00.01 Mon Nov 29 05:15:00 2025', '812 812 100 0:00.01 yesterday at noon ok ok']) {
+  for (const text of [
+    '  PID  PGID   RSS      TIME STARTED',
+    '812 812 100 0:00.01',
+    '812 812 x 0:00.01 Mon Nov 29 05:15:00 2025',
+    '812 812 100 0:00.01 yesterday at noon ok ok',
+  ]) {
     assertProbeFailed(() => parseDarwinPs(text, 812), text);
   }
 });
@@ -184,19 +239,39 @@ test('win32Script() starts from the root pid and filters every CIM query', () =>
 
 test('win32PowerShellPath() and win32Env() use SystemRoot and pass only what PowerShell needs', () => {
   assert.equal(win32PowerShellPath('C:\\Windows\\'), 'C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe');
-  assert.deepEqual(win32Env({ SystemRoot: 'C:\\Windows', PATH: 'C:\\Windows\\System32', COMPANION_TOKEN: 'secret', USERPROFILE: 'C:\\Users\\a' }), { SystemRoot: 'C:\\Windows', PATH: 'C:\\Windows\\System32' });
+  assert.deepEqual(
+    win32Env({
+      SystemRoot: 'C:\\Windows',
+      PATH: 'C:\\Windows\\System32',
+      COMPANION_TOKEN: 'secret',
+      USERPROFILE: 'C:\\Users\\a',
+    }),
+    { SystemRoot: 'C:\\Windows', PATH: 'C:\\Windows\\System32' },
+  );
 });
 
 test('parseWin32Output() sums working set and CPU (100 ns units) and counts members', () => {
   const sample = parseWin32Output(probeFixture('win32/walk-two.txt'));
-  assert.deepEqual(sample, { rssBytes: 162611200 + 50331648, cpuSeconds: (15625000 + 3125000 + 4687500 + 1562500) / 1e7, processes: 2, leaderStart: '134089247000000000' });
+  assert.deepEqual(sample, {
+    rssBytes: 162611200 + 50331648,
+    cpuSeconds: (15625000 + 3125000 + 4687500 + 1562500) / 1e7,
+    processes: 2,
+    leaderStart: '134089247000000000',
+  });
   assert.equal(parseWin32Output(probeFixture('win32/walk-root-only.txt'))?.processes, 1);
 });
 
 test('parseWin32Output() returns null without a root line and fails on malformed or unbounded walks', () => {
   assert.equal(parseWin32Output(''), null);
   assert.equal(parseWin32Output('\r\n'), null);
-  for (const text of [probeFixture('win32/walk-too-many.txt'), 'C 1 1 1 1', 'R 1 1 1 1\nR 1 1 1 1', 'R 1 1 1', 'R -1 1 1 1', 'Get-CimInstance : Access denied']) {
+  for (const text of [
+    probeFixture('win32/walk-too-many.txt'),
+    'C 1 1 1 1',
+    'R 1 1 1 1\nR 1 1 1 1',
+    'R 1 1 1',
+    'R -1 1 1 1',
+    'Get-CimInstance : Access denied',
+  ]) {
     assertProbeFailed(() => parseWin32Output(text), text);
   }
 });
@@ -217,8 +292,15 @@ test('every parser either parses arbitrary text or fails with ERR_PROBE_FAILED',
   const text = fc.oneof(
     fc.string(),
     fc.string({ unit: 'binary' }),
-    fc.array(fc.oneof(fc.nat().map(String), fc.constantFrom(' ', '(', ')', '\n', ',', ':', '.', '[N/A]', 'R', 'C', '-')), { maxLength: 60 }).map((parts) => parts.join('')),
-    fc.tuple(fc.nat({ max: leader.length }), fc.string()).map(([at, insert]) => leader.slice(0, at) + insert + leader.slice(at)),
+    fc
+      .array(
+        fc.oneof(fc.nat().map(String), fc.constantFrom(' ', '(', ')', '\n', ',', ':', '.', '[N/A]', 'R', 'C', '-')),
+        { maxLength: 60 },
+      )
+      .map((parts) => parts.join('')),
+    fc
+      .tuple(fc.nat({ max: leader.length }), fc.string())
+      .map(([at, insert]) => leader.slice(0, at) + insert + leader.slice(at)),
   );
   fc.assert(
     fc.property(text, (input) => {

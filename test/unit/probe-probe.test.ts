@@ -13,14 +13,26 @@ const LEADER = 500;
 /** A leader (two threads; thread 501 forked 510) and a child 510 that forked 520; 520 forked nothing. */
 function group(overrides: Partial<Record<number, Partial<FakeProcess>>> = {}): FakeProcess[] {
   const base: FakeProcess[] = [
-    { pid: LEADER, ppid: 1, pgrp: LEADER, utime: 100, stime: 20, residentPages: 1000, threads: { 500: [], 501: [510] } },
+    {
+      pid: LEADER,
+      ppid: 1,
+      pgrp: LEADER,
+      utime: 100,
+      stime: 20,
+      residentPages: 1000,
+      threads: { 500: [], 501: [510] },
+    },
     { pid: 510, ppid: LEADER, pgrp: LEADER, utime: 10, stime: 5, residentPages: 200, threads: { 510: [520] } },
     { pid: 520, ppid: 510, pgrp: LEADER, utime: 1, stime: 1, residentPages: 50 },
   ];
   return base.map((p) => ({ ...p, ...(overrides[p.pid] ?? {}) }));
 }
 
-function options(proc: ReturnType<typeof fakeProc>, clock: ReturnType<typeof fakeClock>, extra: Partial<ResourceProbeOptions> = {}): ResourceProbeOptions {
+function options(
+  proc: ReturnType<typeof fakeProc>,
+  clock: ReturnType<typeof fakeClock>,
+  extra: Partial<ResourceProbeOptions> = {},
+): ResourceProbeOptions {
   return {
     pgid: LEADER,
     now: clock.now,
@@ -148,7 +160,10 @@ test('probe() counts a zombie member for CPU but not as a process, and reads not
   const probe = createResourceProbe(options(proc, fakeClock()));
   const figures = await probe.probe();
   assert.equal(figures.processes, 2);
-  assert.deepEqual(proc.touched.filter((path) => path.startsWith('/proc/520/')), ['/proc/520/stat']);
+  assert.deepEqual(
+    proc.touched.filter((path) => path.startsWith('/proc/520/')),
+    ['/proc/520/stat'],
+  );
 });
 
 test('probe() does not follow a child that left the group', async () => {
@@ -157,7 +172,10 @@ test('probe() does not follow a child that left the group', async () => {
   const figures = await probe.probe();
   assert.equal(figures.processes, 1);
   assert.equal(figures.rssBytes, 1000 * PAGE);
-  assert.deepEqual(proc.touched.filter((path) => path.startsWith('/proc/510/')), ['/proc/510/stat']);
+  assert.deepEqual(
+    proc.touched.filter((path) => path.startsWith('/proc/510/')),
+    ['/proc/510/stat'],
+  );
   assert.ok(!proc.touched.some((path) => path.startsWith('/proc/520/')));
 });
 
@@ -178,7 +196,10 @@ test('probe() rejects with ERR_RUNTIME_GONE when the leader is gone, a zombie, o
   for (const [name, processes] of cases) {
     const proc = fakeProc(processes);
     await rejectsWith(createResourceProbe(options(proc, fakeClock())).probe(), 'ERR_RUNTIME_GONE');
-    assert.ok(!proc.touched.some((path) => path !== '/proc/self/auxv' && path !== `/proc/${LEADER}/stat`), `${name}: nothing read past the leader's stat`);
+    assert.ok(
+      !proc.touched.some((path) => path !== '/proc/self/auxv' && path !== `/proc/${LEADER}/stat`),
+      `${name}: nothing read past the leader's stat`,
+    );
   }
 });
 
@@ -202,10 +223,14 @@ test('probe() rejects with ERR_PROBE_FAILED, naming no pid or path, when a file 
   const unreadable = fakeProc(group());
   unreadable.failPath('/proc/510/task', 'EACCES');
   const error = await rejectsWith(createResourceProbe(options(unreadable, fakeClock())).probe(), 'ERR_PROBE_FAILED');
-  assert.doesNotMatch(`${error.message} ${JSON.stringify((error as { detail?: unknown }).detail)} ${String(error.cause)}`, /510|\/proc/);
+  assert.doesNotMatch(
+    `${error.message} ${JSON.stringify((error as { detail?: unknown }).detail)} ${String(error.cause)}`,
+    /510|\/proc/,
+  );
 
   const garbled = fakeProc(group());
-  const readFile = async (path: string): Promise<string> => (path === '/proc/520/statm' ? 'not statm' : garbled.readFile(path));
+  const readFile = async (path: string): Promise<string> =>
+    path === '/proc/520/statm' ? 'not statm' : garbled.readFile(path);
   await rejectsWith(createResourceProbe(options(garbled, fakeClock(), { readFile })).probe(), 'ERR_PROBE_FAILED');
 });
 
@@ -215,7 +240,10 @@ test('probe() wraps an unexpected hook error as ERR_PROBE_FAILED without its mes
     if (path === '/proc/510/stat') throw new TypeError('boom /secret/path');
     return proc.readFile(path);
   };
-  const error = await rejectsWith(createResourceProbe(options(proc, fakeClock(), { readFile })).probe(), 'ERR_PROBE_FAILED');
+  const error = await rejectsWith(
+    createResourceProbe(options(proc, fakeClock(), { readFile })).probe(),
+    'ERR_PROBE_FAILED',
+  );
   assert.doesNotMatch(error.message, /boom|secret/);
 });
 
@@ -255,7 +283,13 @@ test('probe() reports per-GPU VRAM from the one nvidia-smi aggregate query, with
     }),
   );
   const figures = await probe.probe();
-  assert.deepEqual(figures.vram, { gpus: [{ usedBytes: 20480 * MIB, totalBytes: 81920 * MIB }, { usedBytes: MIB, totalBytes: 81920 * MIB }], unifiedMemory: false });
+  assert.deepEqual(figures.vram, {
+    gpus: [
+      { usedBytes: 20480 * MIB, totalBytes: 81920 * MIB },
+      { usedBytes: MIB, totalBytes: 81920 * MIB },
+    ],
+    unifiedMemory: false,
+  });
   assert.equal(calls.length, 1);
   assert.equal(calls[0]!.file, '/usr/bin/nvidia-smi');
   assert.deepEqual(calls[0]!.args, [...NVIDIA_SMI_ARGS]);
@@ -272,7 +306,12 @@ test('probe() reports vram null, not an error, when nvidia-smi is absent, fails 
     async () => ({ stdout: probeFixture('nvidia-smi/no-devices.txt') }),
   ];
   for (const execFile of runs) {
-    const probe = createResourceProbe(options(fakeProc(group()), fakeClock(), { findExecutable: async () => '/usr/bin/nvidia-smi', ...(execFile ? { execFile } : {}) }));
+    const probe = createResourceProbe(
+      options(fakeProc(group()), fakeClock(), {
+        findExecutable: async () => '/usr/bin/nvidia-smi',
+        ...(execFile ? { execFile } : {}),
+      }),
+    );
     assert.equal((await probe.probe()).vram, null);
   }
   let lookups = 0;
@@ -294,13 +333,24 @@ test('probe() reports vram null, not an error, when nvidia-smi is absent, fails 
 test('probe() on Apple silicon reports unified memory and runs no GPU tool; Intel macOS reports null', async () => {
   const ps = async (): Promise<{ stdout: string }> => ({ stdout: probeFixture('darwin/ps-group.txt') });
   const commands: string[] = [];
-  const base = { pgid: 812, now: fakeClock().now, platform: 'darwin' as const, findExecutable: async () => '/opt/nvidia-smi' };
+  const base = {
+    pgid: 812,
+    now: fakeClock().now,
+    platform: 'darwin' as const,
+    findExecutable: async () => '/opt/nvidia-smi',
+  };
   const recorder = (access: { target: string }): void => {
     commands.push(access.target);
   };
-  assert.deepEqual((await createResourceProbe({ ...base, arch: 'arm64', execFile: ps, recorder }).probe()).vram, { gpus: [], unifiedMemory: true });
+  assert.deepEqual((await createResourceProbe({ ...base, arch: 'arm64', execFile: ps, recorder }).probe()).vram, {
+    gpus: [],
+    unifiedMemory: true,
+  });
   assert.equal((await createResourceProbe({ ...base, arch: 'x64', execFile: ps, recorder }).probe()).vram, null);
-  assert.ok(commands.every((command) => command.startsWith('/bin/ps ')), commands.join('\n'));
+  assert.ok(
+    commands.every((command) => command.startsWith('/bin/ps ')),
+    commands.join('\n'),
+  );
 });
 
 test('probe() on macOS runs /bin/ps -g with the UNIX 2003 environment and parses its lines', async () => {
@@ -326,11 +376,24 @@ test('probe() on macOS runs /bin/ps -g with the UNIX 2003 environment and parses
 });
 
 test('probe() on macOS: ps exiting 1 with no output is ERR_RUNTIME_GONE; other failures are ERR_PROBE_FAILED', async () => {
-  const make = (execFile: NonNullable<ResourceProbeOptions['execFile']>): Promise<unknown> => createResourceProbe({ pgid: 812, platform: 'darwin', arch: 'arm64', now: fakeClock().now, execFile }).probe();
-  await rejectsWith(make(async () => Promise.reject(Object.assign(new Error('x'), { code: 1, stdout: '' }))), 'ERR_RUNTIME_GONE');
-  await rejectsWith(make(async () => ({ stdout: probeFixture('darwin/ps-leader-missing.txt') })), 'ERR_RUNTIME_GONE');
-  await rejectsWith(make(async () => Promise.reject(Object.assign(new Error('timeout'), { code: undefined }))), 'ERR_PROBE_FAILED');
-  await rejectsWith(make(async () => ({ stdout: probeFixture('darwin/ps-other-group.txt') })), 'ERR_PROBE_FAILED');
+  const make = (execFile: NonNullable<ResourceProbeOptions['execFile']>): Promise<unknown> =>
+    createResourceProbe({ pgid: 812, platform: 'darwin', arch: 'arm64', now: fakeClock().now, execFile }).probe();
+  await rejectsWith(
+    make(async () => Promise.reject(Object.assign(new Error('x'), { code: 1, stdout: '' }))),
+    'ERR_RUNTIME_GONE',
+  );
+  await rejectsWith(
+    make(async () => ({ stdout: probeFixture('darwin/ps-leader-missing.txt') })),
+    'ERR_RUNTIME_GONE',
+  );
+  await rejectsWith(
+    make(async () => Promise.reject(Object.assign(new Error('timeout'), { code: undefined }))),
+    'ERR_PROBE_FAILED',
+  );
+  await rejectsWith(
+    make(async () => ({ stdout: probeFixture('darwin/ps-other-group.txt') })),
+    'ERR_PROBE_FAILED',
+  );
 });
 
 test('probe() on Windows runs PowerShell by absolute path with the encoded walk and parses it', async () => {
@@ -355,8 +418,24 @@ test('probe() on Windows runs PowerShell by absolute path with the encoded walk 
   assert.equal(calls[0]!.opts.timeoutMs, 5000);
   clock.advance(1000);
   assert.equal((await probe.probe()).cpuPercent, 0);
-  await rejectsWith(createResourceProbe({ pgid: 4321, platform: 'win32', findExecutable: async () => null, execFile: async () => ({ stdout: '' }) }).probe(), 'ERR_RUNTIME_GONE');
-  await rejectsWith(createResourceProbe({ pgid: 4321, platform: 'win32', findExecutable: async () => null, execFile: async () => Promise.reject(new Error('no powershell')) }).probe(), 'ERR_PROBE_FAILED');
+  await rejectsWith(
+    createResourceProbe({
+      pgid: 4321,
+      platform: 'win32',
+      findExecutable: async () => null,
+      execFile: async () => ({ stdout: '' }),
+    }).probe(),
+    'ERR_RUNTIME_GONE',
+  );
+  await rejectsWith(
+    createResourceProbe({
+      pgid: 4321,
+      platform: 'win32',
+      findExecutable: async () => null,
+      execFile: async () => Promise.reject(new Error('no powershell')),
+    }).probe(),
+    'ERR_PROBE_FAILED',
+  );
 });
 
 test('probe() on an unsupported platform rejects with ERR_PROBE_FAILED', async () => {
@@ -397,6 +476,10 @@ test('createResourceProbe() rejects bad options with ERR_INVALID_ARG_*', () => {
     [{ pgid: 500, recorder: {} }, 'ERR_INVALID_ARG_TYPE'],
   ];
   for (const [value, code] of bad) {
-    assert.throws(() => createResourceProbe(value as ResourceProbeOptions), (error: { code?: string }) => error instanceof TypeError && error.code === code, JSON.stringify(value));
+    assert.throws(
+      () => createResourceProbe(value as ResourceProbeOptions),
+      (error: { code?: string }) => error instanceof TypeError && error.code === code,
+      JSON.stringify(value),
+    );
   }
 });

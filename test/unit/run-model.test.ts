@@ -10,6 +10,9 @@ test('localModelProblem() lets the call go when no --model is given or it names 
 });
 
 test('localModelProblem() names the installed model when --model names another one', () => {
-  assert.equal(localModelProblem('llama-70b', 'tiny-demo'), '--model llama-70b is not the model the local companion serves (tiny-demo); to serve it: companion up --model llama-70b');
+  assert.equal(
+    localModelProblem('llama-70b', 'tiny-demo'),
+    '--model llama-70b is not the model the local companion serves (tiny-demo); to serve it: companion up --model llama-70b',
+  );
   assert.equal(localModelProblem('llama-70b', null), '--model llama-70b: the local companion has no installed model');
 });

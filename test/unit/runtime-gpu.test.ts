@@ -19,7 +19,10 @@ test('selectLlama("off") asks node-llama-cpp for the CPU only, never downloading
   });
   assert.equal(choice.backend, 'cpu');
   assert.equal(choice.fallback, undefined);
-  assert.deepEqual(calls.map((c) => [c.gpu, c.build, c.skipDownload, c.maxThreads]), [[false, 'never', true, 1]]);
+  assert.deepEqual(
+    calls.map((c) => [c.gpu, c.build, c.skipDownload, c.maxThreads]),
+    [[false, 'never', true, 1]],
+  );
 });
 
 test('selectLlama("auto") reports the GPU node-llama-cpp picked', async () => {
@@ -29,7 +32,10 @@ test('selectLlama("auto") reports the GPU node-llama-cpp picked', async () => {
     return fakeLlama('vulkan');
   });
   assert.equal(choice.backend, 'vulkan');
-  assert.deepEqual(calls.map((c) => c.gpu), ['auto']);
+  assert.deepEqual(
+    calls.map((c) => c.gpu),
+    ['auto'],
+  );
   assert.equal(calls[0]!.skipDownload, true);
   assert.equal(calls[0]!.build, 'never');
 });
@@ -37,21 +43,36 @@ test('selectLlama("auto") reports the GPU node-llama-cpp picked', async () => {
 test('selectLlama("auto") retries on the CPU when loading a GPU backend throws, and says why without the message', async () => {
   const calls: LlamaOptions[] = [];
   const logged: string[] = [];
-  const choice = await selectLlama('auto', {}, async (options) => {
-    calls.push(options);
-    if (options.gpu !== false) throw Object.assign(new Error('/home/alice/secret/path: libcuda.so.1 not found'), { name: 'GpuLoadError' });
-    return fakeLlama(false);
-  }, (line) => logged.push(line));
+  const choice = await selectLlama(
+    'auto',
+    {},
+    async (options) => {
+      calls.push(options);
+      if (options.gpu !== false)
+        throw Object.assign(new Error('/home/alice/secret/path: libcuda.so.1 not found'), { name: 'GpuLoadError' });
+      return fakeLlama(false);
+    },
+    (line) => logged.push(line),
+  );
   assert.equal(choice.backend, 'cpu');
   assert.equal(choice.fallback, 'auto unavailable: GpuLoadError');
-  assert.deepEqual(calls.map((c) => c.gpu), ['auto', false]);
-  assert.ok(logged.every((line) => !line.includes('/home/alice')), 'the error message (a path) is never repeated');
+  assert.deepEqual(
+    calls.map((c) => c.gpu),
+    ['auto', false],
+  );
+  assert.ok(
+    logged.every((line) => !line.includes('/home/alice')),
+    'the error message (a path) is never repeated',
+  );
 });
 
 test('selectLlama() gives up only when the CPU binary itself cannot load', async () => {
-  await assert.rejects(selectLlama('auto', {}, async () => {
-    throw new Error('NoBinaryFoundError');
-  }), /NoBinaryFoundError/);
+  await assert.rejects(
+    selectLlama('auto', {}, async () => {
+      throw new Error('NoBinaryFoundError');
+    }),
+    /NoBinaryFoundError/,
+  );
 });
 
 test('a backend that has no binary here (forced CUDA) falls back to the CPU through the real node-llama-cpp', async () => {
@@ -72,11 +93,24 @@ test('a backend that has no binary here (forced CUDA) falls back to the CPU thro
 
 test('readyBackend() accepts only a listed backend, a bounded layer count and a plain reason', () => {
   assert.deepEqual(readyBackend({ backend: 'cpu', gpuLayers: 0 }), { backend: 'cpu', gpuLayers: 0 });
-  assert.deepEqual(readyBackend({ backend: 'cuda', gpuLayers: 31, fallback: undefined }), { backend: 'cuda', gpuLayers: 31 });
-  assert.deepEqual(readyBackend({ backend: 'cpu', gpuLayers: 0, fallback: 'auto unavailable: NoBinaryFoundError' }), { backend: 'cpu', gpuLayers: 0, fallback: 'auto unavailable: NoBinaryFoundError' });
+  assert.deepEqual(readyBackend({ backend: 'cuda', gpuLayers: 31, fallback: undefined }), {
+    backend: 'cuda',
+    gpuLayers: 31,
+  });
+  assert.deepEqual(readyBackend({ backend: 'cpu', gpuLayers: 0, fallback: 'auto unavailable: NoBinaryFoundError' }), {
+    backend: 'cpu',
+    gpuLayers: 0,
+    fallback: 'auto unavailable: NoBinaryFoundError',
+  });
   for (const bad of [
-    {}, { backend: 'rocm', gpuLayers: 0 }, { backend: 'cpu' }, { backend: 'cpu', gpuLayers: -1 }, { backend: 'cpu', gpuLayers: 1.5 },
-    { backend: 'cpu', gpuLayers: '0' }, { backend: 'cpu', gpuLayers: 0, fallback: '\u001b[2Jspoof' }, { backend: 'cpu', gpuLayers: 0, fallback: 'x'.repeat(500) },
+    {},
+    { backend: 'rocm', gpuLayers: 0 },
+    { backend: 'cpu' },
+    { backend: 'cpu', gpuLayers: -1 },
+    { backend: 'cpu', gpuLayers: 1.5 },
+    { backend: 'cpu', gpuLayers: '0' },
+    { backend: 'cpu', gpuLayers: 0, fallback: '\u001b[2Jspoof' },
+    { backend: 'cpu', gpuLayers: 0, fallback: 'x'.repeat(500) },
   ]) {
     assert.equal(readyBackend(bad), null, JSON.stringify(bad));
   }

@@ -3,7 +3,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHealthMonitor, type HealthSample } from '../../src/runtime/health.js';
 
-function fakeTimers(): { timers: { setTimeout: (cb: () => void, ms: number) => unknown; clearTimeout: (h: unknown) => void }; fire: () => boolean; pending: () => number[] } {
+function fakeTimers(): {
+  timers: { setTimeout: (cb: () => void, ms: number) => unknown; clearTimeout: (h: unknown) => void };
+  fire: () => boolean;
+  pending: () => number[];
+} {
   let next = 1;
   const queue = new Map<number, { cb: () => void; ms: number }>();
   return {
@@ -56,10 +60,16 @@ test('createHealthMonitor() reports each check with its time and latency, on an 
   assert.deepEqual(pending(), [500]);
   assert.ok(fire());
   await flush();
-  assert.deepEqual(samples.map((s) => s.ok), [true, false]);
+  assert.deepEqual(
+    samples.map((s) => s.ok),
+    [true, false],
+  );
   assert.ok(fire());
   await flush();
-  assert.deepEqual(samples.map((s) => s.ok), [true, false, true]);
+  assert.deepEqual(
+    samples.map((s) => s.ok),
+    [true, false, true],
+  );
   assert.deepEqual(timeouts, [200, 200, 200]);
   assert.deepEqual(monitor.last, samples[2]);
   monitor.stop();
@@ -85,7 +95,10 @@ test('createHealthMonitor() counts a throwing or hanging-then-false probe as unh
   await flush();
   fire();
   await flush();
-  assert.deepEqual(samples.map((s) => s.ok), [false, false]);
+  assert.deepEqual(
+    samples.map((s) => s.ok),
+    [false, false],
+  );
   monitor.stop();
 });
 
@@ -96,7 +109,9 @@ test('checkNow() joins a check in flight instead of starting a second one', asyn
   const monitor = createHealthMonitor({
     probe: () => {
       calls++;
-      return new Promise<boolean>((resolve) => { release = resolve; });
+      return new Promise<boolean>((resolve) => {
+        release = resolve;
+      });
     },
     intervalMs: 100,
     timeoutMs: 50,

@@ -9,7 +9,14 @@ import { parseStartLine } from '../../src/runtime-server/args.js';
 const model = '/models/tiny.gguf';
 
 test('bundledProfile() runs process.execPath on the compiled entry with no argument; settings travel on stdin', () => {
-  const profile = bundledProfile({ modelPath: model, threads: 1, contextSize: 1024, parallel: 2, modelId: 'tiny', gpu: 'auto' });
+  const profile = bundledProfile({
+    modelPath: model,
+    threads: 1,
+    contextSize: 1024,
+    parallel: 2,
+    modelId: 'tiny',
+    gpu: 'auto',
+  });
   assert.equal(profile.file, process.execPath);
   assert.ok(isAbsolute(bundledEntryPath()));
   assert.ok(bundledEntryPath().endsWith('/dist/src/runtime-server/main.js'));
@@ -18,7 +25,9 @@ test('bundledProfile() runs process.execPath on the compiled entry with no argum
   assert.deepEqual(profile.settings, { contextSize: 1024, threads: 1, gpu: 'auto', parallel: 2, modelId: 'tiny' });
   assert.ok(!profile.readOnlyPaths.includes(model));
   // The start line the spawn adapter builds from the profile parses in the runtime.
-  const parsed = parseStartLine(JSON.stringify({ ...profile.settings, v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' } }));
+  const parsed = parseStartLine(
+    JSON.stringify({ ...profile.settings, v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' } }),
+  );
   assert.deepEqual(parsed.listen, { fd: 4, kind: 'unix' });
   assert.equal(parsed.threads, 1);
   assert.equal(parsed.modelId, 'tiny');
@@ -26,22 +35,49 @@ test('bundledProfile() runs process.execPath on the compiled entry with no argum
 });
 
 test('bundledProfile() refuses a relative model path and out-of-range settings with ERR_INVALID_ARG_*', () => {
-  for (const options of [{ modelPath: 'tiny.gguf' }, { modelPath: model, threads: 0 }, { modelPath: model, contextSize: 10 }, { modelPath: model, modelId: 'a b' }, { modelPath: model, gpu: 'cuda' as 'auto' }]) {
-    assert.throws(() => bundledProfile(options), (error: { code?: string }) => error instanceof TypeError && /^ERR_INVALID_ARG_/.test(error.code ?? ''));
+  for (const options of [
+    { modelPath: 'tiny.gguf' },
+    { modelPath: model, threads: 0 },
+    { modelPath: model, contextSize: 10 },
+    { modelPath: model, modelId: 'a b' },
+    { modelPath: model, gpu: 'cuda' as 'auto' },
+  ]) {
+    assert.throws(
+      () => bundledProfile(options),
+      (error: { code?: string }) => error instanceof TypeError && /^ERR_INVALID_ARG_/.test(error.code ?? ''),
+    );
   }
 });
 
 test('childEnvironment() keeps only PATH, HOME, locale, TMPDIR and TZ from the parent', () => {
-  const env = childEnvironment({
-    PATH: '/usr/bin', HOME: '/home/u', LANG: 'C.UTF-8', LC_ALL: 'C', TMPDIR: '/tmp', TZ: 'UTC',
-    NODE_OPTIONS: '--require /evil.js', COMPANION_TOKEN: 't', AWS_SECRET_ACCESS_KEY: 's', DBUS_SESSION_BUS_ADDRESS: 'unix:x',
-    LLAMA_API_KEY: 'k', SSH_AUTH_SOCK: '/s', LD_PRELOAD: '/x.so', NODE_LLAMA_CPP_DEBUG: 'true', LC_SECRET_TOKEN: 'x',
-  }, {});
+  const env = childEnvironment(
+    {
+      PATH: '/usr/bin',
+      HOME: '/home/u',
+      LANG: 'C.UTF-8',
+      LC_ALL: 'C',
+      TMPDIR: '/tmp',
+      TZ: 'UTC',
+      NODE_OPTIONS: '--require /evil.js',
+      COMPANION_TOKEN: 't',
+      AWS_SECRET_ACCESS_KEY: 's',
+      DBUS_SESSION_BUS_ADDRESS: 'unix:x',
+      LLAMA_API_KEY: 'k',
+      SSH_AUTH_SOCK: '/s',
+      LD_PRELOAD: '/x.so',
+      NODE_LLAMA_CPP_DEBUG: 'true',
+      LC_SECRET_TOKEN: 'x',
+    },
+    {},
+  );
   assert.deepEqual(env, { PATH: '/usr/bin', HOME: '/home/u', LANG: 'C.UTF-8', LC_ALL: 'C', TMPDIR: '/tmp', TZ: 'UTC' });
 });
 
 test('childEnvironment() adds thread/GPU keys of the profile and refuses anything else', () => {
-  assert.deepEqual(childEnvironment({}, { OMP_NUM_THREADS: '1', CUDA_VISIBLE_DEVICES: '0' }), { OMP_NUM_THREADS: '1', CUDA_VISIBLE_DEVICES: '0' });
+  assert.deepEqual(childEnvironment({}, { OMP_NUM_THREADS: '1', CUDA_VISIBLE_DEVICES: '0' }), {
+    OMP_NUM_THREADS: '1',
+    CUDA_VISIBLE_DEVICES: '0',
+  });
   for (const name of ['LLAMA_API_KEY', 'NODE_OPTIONS', 'GGML_API_TOKEN', 'LD_PRELOAD']) {
     assert.throws(() => childEnvironment({}, { [name]: 'x' }), { code: 'ERR_INVALID_ARG_VALUE' });
   }
@@ -50,13 +86,43 @@ test('childEnvironment() adds thread/GPU keys of the profile and refuses anythin
 const key = 'k'.repeat(43);
 
 test('parseStartLine() reads every setting and defaults the rest', () => {
-  assert.deepEqual(parseStartLine(JSON.stringify({ v: 1, model: { path: '/run/companion/model.gguf' }, listen: { fd: 4, kind: 'tcp' }, key })), {
-    modelPath: '/run/companion/model.gguf', listen: { fd: 4, kind: 'tcp' }, key, contextSize: undefined, threads: undefined, gpu: 'off', parallel: undefined, memoryBytes: undefined, modelId: 'local', shutdownGraceMs: 1000,
-  });
-  const full = parseStartLine(JSON.stringify({ v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' }, contextSize: 512, threads: 2, gpu: 'auto', parallel: 3, modelId: 'x', shutdownGraceMs: 0 }));
+  assert.deepEqual(
+    parseStartLine(
+      JSON.stringify({ v: 1, model: { path: '/run/companion/model.gguf' }, listen: { fd: 4, kind: 'tcp' }, key }),
+    ),
+    {
+      modelPath: '/run/companion/model.gguf',
+      listen: { fd: 4, kind: 'tcp' },
+      key,
+      contextSize: undefined,
+      threads: undefined,
+      gpu: 'off',
+      parallel: undefined,
+      memoryBytes: undefined,
+      modelId: 'local',
+      shutdownGraceMs: 1000,
+    },
+  );
+  const full = parseStartLine(
+    JSON.stringify({
+      v: 1,
+      model: { fd: 3 },
+      listen: { fd: 4, kind: 'unix' },
+      contextSize: 512,
+      threads: 2,
+      gpu: 'auto',
+      parallel: 3,
+      modelId: 'x',
+      shutdownGraceMs: 0,
+    }),
+  );
   assert.equal(full.contextSize, 512);
   assert.equal(full.parallel, 3);
-  assert.equal(parseStartLine(JSON.stringify({ v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' }, memoryBytes: 2 ** 33 })).memoryBytes, 2 ** 33);
+  assert.equal(
+    parseStartLine(JSON.stringify({ v: 1, model: { fd: 3 }, listen: { fd: 4, kind: 'unix' }, memoryBytes: 2 ** 33 }))
+      .memoryBytes,
+    2 ** 33,
+  );
   assert.equal(full.shutdownGraceMs, 0);
   assert.equal(full.key, null);
 });

@@ -18,7 +18,8 @@ test('generateTinyGguf() gives the same bytes for the same seed and others for a
 });
 
 test('generateTinyGguf() refuses a seed that is not an unsigned 32-bit integer', () => {
-  for (const seed of [-1, 1.5, 2 ** 32]) assert.throws(() => generateTinyGguf({ seed }), { code: 'ERR_INVALID_ARG_VALUE' });
+  for (const seed of [-1, 1.5, 2 ** 32])
+    assert.throws(() => generateTinyGguf({ seed }), { code: 'ERR_INVALID_ARG_VALUE' });
 });
 
 test('generateTinyGguf() writes the llama metadata, vocabulary and tensors that llama.cpp requires', async (t) => {
@@ -46,7 +47,8 @@ test('generateTinyGguf() writes the llama metadata, vocabulary and tensors that 
   assert.ok(tokens.length - 259 - 2 >= 90, `pieces: ${tokens.length - 261}`);
   assert.equal(tokenizer.chat_template, TINY_GGUF_CHAT_TEMPLATE);
   const names = (info.fullTensorInfo ?? []).map((tensor) => tensor.name);
-  for (const name of ['token_embd.weight', 'output_norm.weight', 'blk.0.attn_q.weight', 'blk.1.ffn_down.weight']) assert.ok(names.includes(name), name);
+  for (const name of ['token_embd.weight', 'output_norm.weight', 'blk.0.attn_q.weight', 'blk.1.ffn_down.weight'])
+    assert.ok(names.includes(name), name);
   assert.equal(names.length, 3 + 2 * 9);
 });
 

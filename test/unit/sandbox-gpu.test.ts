@@ -3,7 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runtimeSandboxProfile, sandboxCommand, type SandboxSupport } from '../../src/runtime/sandbox.js';
-import { checkGpuPassthrough, discoverGpuPassthrough, isAllowedGpuDevice, type GpuFsEntry, type GpuFsView } from '../../src/runtime/sandbox-gpu.js';
+import {
+  checkGpuPassthrough,
+  discoverGpuPassthrough,
+  isAllowedGpuDevice,
+  type GpuFsEntry,
+  type GpuFsView,
+} from '../../src/runtime/sandbox-gpu.js';
 import type { LinuxSystemLayout } from '../../src/runtime/sandbox-linux-bwrap.js';
 import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 
@@ -32,7 +38,9 @@ function fakeFs(entries: Record<string, Kind>): GpuFsView {
     },
     readdir: (path) => {
       if (kinds.get(path) !== 'dir') return null;
-      return [...kinds.keys()].filter((other) => other.startsWith(`${path}/`) && !other.slice(path.length + 1).includes('/')).map((other) => other.slice(path.length + 1));
+      return [...kinds.keys()]
+        .filter((other) => other.startsWith(`${path}/`) && !other.slice(path.length + 1).includes('/'))
+        .map((other) => other.slice(path.length + 1));
     },
   };
 }
@@ -41,19 +49,41 @@ const GPU_DEVICES = ['/dev/dri/renderD128', '/dev/kfd', '/dev/nvidia-uvm', '/dev
 
 /** A host with the five GPU nodes, plus nodes that must never pass, and driver files in and out of /usr. */
 const HOST: Record<string, Kind> = {
-  '/dev/nvidia0': 'char', '/dev/nvidiactl': 'char', '/dev/nvidia-uvm': 'char', '/dev/dri/renderD128': 'char', '/dev/kfd': 'char',
-  '/dev/sda': 'block', '/dev/mem': 'char', '/dev/kmem': 'char', '/dev/tty': 'char', '/dev/null': 'char', '/dev/fuse': 'char',
-  '/dev/nvidia-fake': 'char', '/dev/dri/by-path/pci-0000:01:00.0-render': 'link', '/dev/input/event0': 'char',
-  '/usr/lib/x86_64-linux-gnu/libcuda.so.1': 'link', '/usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05': 'file',
-  '/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1': 'file', '/usr/lib/x86_64-linux-gnu/libvulkan.so.1': 'file',
-  '/usr/lib/x86_64-linux-gnu/libssl.so.3': 'file', '/usr/lib/x86_64-linux-gnu/libc.so.6': 'file',
-  '/usr/share/vulkan/icd.d/nvidia_icd.json': 'file', '/etc/vulkan/icd.d/radeon_icd.json': 'file', '/etc/vulkan/icd.d/notes.txt': 'file',
-  '/etc/shadow': 'file', '/lib': 'link', '/lib64': 'link',
+  '/dev/nvidia0': 'char',
+  '/dev/nvidiactl': 'char',
+  '/dev/nvidia-uvm': 'char',
+  '/dev/dri/renderD128': 'char',
+  '/dev/kfd': 'char',
+  '/dev/sda': 'block',
+  '/dev/mem': 'char',
+  '/dev/kmem': 'char',
+  '/dev/tty': 'char',
+  '/dev/null': 'char',
+  '/dev/fuse': 'char',
+  '/dev/nvidia-fake': 'char',
+  '/dev/dri/by-path/pci-0000:01:00.0-render': 'link',
+  '/dev/input/event0': 'char',
+  '/usr/lib/x86_64-linux-gnu/libcuda.so.1': 'link',
+  '/usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05': 'file',
+  '/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1': 'file',
+  '/usr/lib/x86_64-linux-gnu/libvulkan.so.1': 'file',
+  '/usr/lib/x86_64-linux-gnu/libssl.so.3': 'file',
+  '/usr/lib/x86_64-linux-gnu/libc.so.6': 'file',
+  '/usr/share/vulkan/icd.d/nvidia_icd.json': 'file',
+  '/etc/vulkan/icd.d/radeon_icd.json': 'file',
+  '/etc/vulkan/icd.d/notes.txt': 'file',
+  '/etc/shadow': 'file',
+  '/lib': 'link',
+  '/lib64': 'link',
 };
 
 const LAYOUT: LinuxSystemLayout = {
   readOnly: ['/usr', '/etc/ld.so.cache', '/etc/localtime', '/sys/devices/system/cpu'],
-  symlinks: [{ path: '/bin', target: 'usr/bin' }, { path: '/lib', target: 'usr/lib' }, { path: '/lib64', target: 'usr/lib64' }],
+  symlinks: [
+    { path: '/bin', target: 'usr/bin' },
+    { path: '/lib', target: 'usr/lib' },
+    { path: '/lib64', target: 'usr/lib64' },
+  ],
 };
 const BWRAP: SandboxSupport = { mode: 'bubblewrap', path: '/usr/bin/bwrap', disableUserns: true, layout: LAYOUT };
 const INPUTS = {
@@ -98,19 +128,31 @@ test('discoverGpuPassthrough() passes no driver file when there is no GPU node, 
   const amdOnly = Object.fromEntries(Object.entries(HOST).filter(([path]) => !path.startsWith('/dev/nvidia')));
   const found = discoverGpuPassthrough(fakeFs(amdOnly));
   assert.deepEqual([...found.devices], ['/dev/dri/renderD128', '/dev/kfd']);
-  assert.ok(found.libraries.every((path) => !/libcuda|libnvidia/.test(path)), 'no NVIDIA library');
+  assert.ok(
+    found.libraries.every((path) => !/libcuda|libnvidia/.test(path)),
+    'no NVIDIA library',
+  );
   assert.ok(found.libraries.includes('/usr/lib/x86_64-linux-gnu/libvulkan.so.1'));
 });
 
 test('discoverGpuPassthrough() refuses a symlink or a non-character node under an allowed name', () => {
-  const found = discoverGpuPassthrough(fakeFs({ '/dev/nvidia0': 'link', '/dev/nvidiactl': 'block', '/dev/kfd': 'file', '/dev/dri/card0': 'char' }));
+  const found = discoverGpuPassthrough(
+    fakeFs({ '/dev/nvidia0': 'link', '/dev/nvidiactl': 'block', '/dev/kfd': 'file', '/dev/dri/card0': 'char' }),
+  );
   assert.deepEqual([...found.devices], ['/dev/dri/card0']);
   // A /dev/dri that is itself a symlink is not followed.
   assert.deepEqual(discoverGpuPassthrough(fakeFs({ '/dev/dri': 'link', '/dev/kfd': 'char' })).devices, ['/dev/kfd']);
 });
 
 test('discoverGpuPassthrough() skips a library folder reached through a symlink (merged /usr)', () => {
-  const found = discoverGpuPassthrough(fakeFs({ '/dev/nvidia0': 'char', '/lib': 'link', '/lib/x86_64-linux-gnu/libcuda.so.1': 'file', '/lib64/libcuda.so.1': 'file' }));
+  const found = discoverGpuPassthrough(
+    fakeFs({
+      '/dev/nvidia0': 'char',
+      '/lib': 'link',
+      '/lib/x86_64-linux-gnu/libcuda.so.1': 'file',
+      '/lib64/libcuda.so.1': 'file',
+    }),
+  );
   assert.deepEqual([...found.libraries], ['/lib64/libcuda.so.1']);
 });
 
@@ -126,7 +168,10 @@ test('the bubblewrap argv with gpu auto binds exactly the GPU nodes with --dev-b
   const gpu = discoverGpuPassthrough(fakeFs(HOST));
   const off = sandboxCommand(COMMAND, runtimeSandboxProfile(INPUTS), BWRAP).args;
   const args = sandboxCommand(COMMAND, runtimeSandboxProfile({ ...INPUTS, gpu }), BWRAP).args;
-  assert.deepEqual(triples(args, '--dev-bind'), GPU_DEVICES.map((path) => [path, path]));
+  assert.deepEqual(
+    triples(args, '--dev-bind'),
+    GPU_DEVICES.map((path) => [path, path]),
+  );
   // /usr is already visible read-only: only the ICD file under /etc needs its own bind.
   const offBinds = triples(off, '--ro-bind');
   const added = triples(args, '--ro-bind').filter(([source]) => !offBinds.some(([other]) => other === source));
@@ -134,27 +179,67 @@ test('the bubblewrap argv with gpu auto binds exactly the GPU nodes with --dev-b
   // Nothing else changed: remove the GPU additions and the argv is the gpu-off argv.
   const stripped: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--dev-bind' || (args[i] === '--ro-bind' && args[i + 1] === '/etc/vulkan/icd.d/radeon_icd.json')) i += 2;
+    if (args[i] === '--dev-bind' || (args[i] === '--ro-bind' && args[i + 1] === '/etc/vulkan/icd.d/radeon_icd.json'))
+      i += 2;
     else stripped.push(args[i]!);
   }
   assert.deepEqual(stripped, off);
   assert.ok(args.indexOf('--dev-bind') > args.indexOf('--dev'), 'the nodes are bound into the fresh /dev');
   assert.ok(args.lastIndexOf('--dev-bind') < args.indexOf('--remount-ro'));
-  for (const forbidden of ['/dev/sda', '/dev/mem', '/dev/kmem', '/dev/tty', '/dev/fuse', '/dev/nvidia-fake', '/dev/input/event0', '/etc/shadow', '/usr/lib/x86_64-linux-gnu/libssl.so.3']) {
+  for (const forbidden of [
+    '/dev/sda',
+    '/dev/mem',
+    '/dev/kmem',
+    '/dev/tty',
+    '/dev/fuse',
+    '/dev/nvidia-fake',
+    '/dev/input/event0',
+    '/etc/shadow',
+    '/usr/lib/x86_64-linux-gnu/libssl.so.3',
+  ]) {
     assert.ok(!args.includes(forbidden), forbidden);
   }
   assert.ok(args.includes('--unshare-all') && !args.includes('--share-net'), 'still no network');
 });
 
 test('the profile check refuses a device or driver path outside the allow list, whoever built the profile', () => {
-  for (const device of ['/dev/sda', '/dev/mem', '/dev/nvidia0/../mem', '/dev/dri/../sda', '/dev/nvidia', '/dev/nvidia1234', '/home/alice/nvidia0', '/dev/kfd2']) {
-    assert.throws(() => sandboxCommand(COMMAND, runtimeSandboxProfile({ ...INPUTS, gpu: { devices: [device], libraries: [] } }), BWRAP), { code: 'ERR_INVALID_ARG_VALUE' }, device);
+  for (const device of [
+    '/dev/sda',
+    '/dev/mem',
+    '/dev/nvidia0/../mem',
+    '/dev/dri/../sda',
+    '/dev/nvidia',
+    '/dev/nvidia1234',
+    '/home/alice/nvidia0',
+    '/dev/kfd2',
+  ]) {
+    assert.throws(
+      () =>
+        sandboxCommand(COMMAND, runtimeSandboxProfile({ ...INPUTS, gpu: { devices: [device], libraries: [] } }), BWRAP),
+      { code: 'ERR_INVALID_ARG_VALUE' },
+      device,
+    );
   }
-  for (const library of ['/etc/shadow', '/usr/lib/x86_64-linux-gnu/libssl.so.3', '/home/alice/libcuda.so.1', '/etc/vulkan/icd.d/../../shadow.json', '/tmp/vulkan/icd.d/x.json']) {
-    assert.throws(() => checkGpuPassthrough({ devices: [], libraries: [library] }), { code: 'ERR_INVALID_ARG_VALUE' }, library);
+  for (const library of [
+    '/etc/shadow',
+    '/usr/lib/x86_64-linux-gnu/libssl.so.3',
+    '/home/alice/libcuda.so.1',
+    '/etc/vulkan/icd.d/../../shadow.json',
+    '/tmp/vulkan/icd.d/x.json',
+  ]) {
+    assert.throws(
+      () => checkGpuPassthrough({ devices: [], libraries: [library] }),
+      { code: 'ERR_INVALID_ARG_VALUE' },
+      library,
+    );
   }
-  assert.throws(() => checkGpuPassthrough({ devices: ['/dev/kfd', '/dev/kfd'], libraries: [] }), { code: 'ERR_INVALID_ARG_VALUE' });
-  assert.deepEqual(checkGpuPassthrough({ devices: GPU_DEVICES, libraries: ['/usr/lib64/libcuda.so.1'] }).devices, GPU_DEVICES);
+  assert.throws(() => checkGpuPassthrough({ devices: ['/dev/kfd', '/dev/kfd'], libraries: [] }), {
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
+  assert.deepEqual(
+    checkGpuPassthrough({ devices: GPU_DEVICES, libraries: ['/usr/lib64/libcuda.so.1'] }).devices,
+    GPU_DEVICES,
+  );
 });
 
 test('the bundled profile asks for gpu auto by default; gpu off stays available', () => {

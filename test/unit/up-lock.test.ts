@@ -16,7 +16,11 @@ test('acquireUpLock() takes a 0600 lock naming this process, refuses a second ta
   const path = fresh(t);
   const lock = await acquireUpLock(path);
   assert.deepEqual(parseUpLock(readFileSync(path, 'utf8')), upLockRecordFor());
-  await assert.rejects(acquireUpLock(path), (error: { code?: string; detail?: { pid?: number } }) => error.code === 'ERR_LOCKED_BY_OTHER' && error.detail?.pid === process.pid);
+  await assert.rejects(
+    acquireUpLock(path),
+    (error: { code?: string; detail?: { pid?: number } }) =>
+      error.code === 'ERR_LOCKED_BY_OTHER' && error.detail?.pid === process.pid,
+  );
   assert.ok(existsSync(path), 'a live lock is never removed');
   await lock.release();
   assert.equal(existsSync(path), false);

@@ -49,7 +49,14 @@ export interface PublishedState {
 /** The record `up` writes for its front door at `url`: this process's pid, start time and executable. */
 export function discoveryRecordFor(url: string, now = Date.now()): DiscoveryRecord {
   const identity = procAvailable() ? readProcessIdentity(process.pid) : null;
-  return { format: DISCOVERY_FORMAT, url, pid: process.pid, startTime: identity?.startTime ?? null, exe: identity?.exe ?? null, startedAt: now };
+  return {
+    format: DISCOVERY_FORMAT,
+    url,
+    pid: process.pid,
+    startTime: identity?.startTime ?? null,
+    exe: identity?.exe ?? null,
+    startedAt: now,
+  };
 }
 
 /** A front-door base URL as `up` writes it: `http://<loopback literal>:<port>/v1`, nothing else. */
@@ -62,8 +69,17 @@ function isFrontDoorUrl(value: unknown): value is string {
     return false;
   }
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  return url.protocol === 'http:' && isLoopbackAddress(host) && url.port !== '' && url.pathname === '/v1'
-    && url.username === '' && url.password === '' && url.search === '' && url.hash === '' && url.href === value;
+  return (
+    url.protocol === 'http:' &&
+    isLoopbackAddress(host) &&
+    url.port !== '' &&
+    url.pathname === '/v1' &&
+    url.username === '' &&
+    url.password === '' &&
+    url.search === '' &&
+    url.hash === '' &&
+    url.href === value
+  );
 }
 
 /** The validated record, or null for anything that is not one (including a record without identity). */
@@ -75,7 +91,14 @@ export function parseDiscoveryRecord(value: unknown): DiscoveryRecord | null {
   if (r.startTime !== null && (typeof r.startTime !== 'string' || !/^\d{1,20}$/.test(r.startTime))) return null;
   if (r.exe !== null && (typeof r.exe !== 'string' || !r.exe.startsWith('/'))) return null;
   if (typeof r.startedAt !== 'number' || !Number.isFinite(r.startedAt)) return null;
-  return { format: DISCOVERY_FORMAT, url: r.url, pid: r.pid, startTime: r.startTime as string | null, exe: r.exe as string | null, startedAt: r.startedAt };
+  return {
+    format: DISCOVERY_FORMAT,
+    url: r.url,
+    pid: r.pid,
+    startTime: r.startTime as string | null,
+    exe: r.exe as string | null,
+    startedAt: r.startedAt,
+  };
 }
 
 /**
@@ -87,7 +110,12 @@ export function recordIsLive(record: DiscoveryRecord): boolean {
   // Why all three: a pid alone is reused; the start time tells a new process apart, the executable a new program.
   if (record.startTime === null || record.exe === null) return false;
   const identity = readProcessIdentity(record.pid);
-  return identity !== null && identity.state !== 'Z' && identity.startTime === record.startTime && identity.exe === record.exe;
+  return (
+    identity !== null &&
+    identity.state !== 'Z' &&
+    identity.startTime === record.startTime &&
+    identity.exe === record.exe
+  );
 }
 
 /**
@@ -110,7 +138,11 @@ export async function claimDiscovery(path: string): Promise<void> {
   await ensurePrivateDir(dirname(path));
   const record = parseDiscoveryRecord(await readJsonFile(path));
   if (record !== null && record.pid !== process.pid && recordIsLive(record)) {
-    throw new CompanionError('ERR_LOCKED_BY_OTHER', `another companion (pid ${record.pid}) is running with this data directory; stop it first or use another --data-dir`, { detail: { pid: record.pid } });
+    throw new CompanionError(
+      'ERR_LOCKED_BY_OTHER',
+      `another companion (pid ${record.pid}) is running with this data directory; stop it first or use another --data-dir`,
+      { detail: { pid: record.pid } },
+    );
   }
   await rm(path, { force: true });
 }
@@ -139,4 +171,3 @@ export async function writePublishedState(path: string, state: PublishedState): 
 export async function removeFile(path: string): Promise<void> {
   await rm(path, { force: true });
 }
-

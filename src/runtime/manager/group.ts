@@ -14,7 +14,14 @@ import { startFrontDoor, type FrontDoor } from '../front-door.js';
 import { reclaimStaleRuntime } from '../stale.js';
 import type { SpawnWrap } from '../spawn.js';
 import { layout } from '../../common/layout.js';
-import { claimDiscovery, removeDiscovery, removeFile, writeDiscovery, writePublishedState, type PublishedState } from './discovery.js';
+import {
+  claimDiscovery,
+  removeDiscovery,
+  removeFile,
+  writeDiscovery,
+  writePublishedState,
+  type PublishedState,
+} from './discovery.js';
 import { createSupervisor, type Supervisor, type SupervisorEvent } from './supervisor.js';
 
 export interface RuntimeGroupOptions {
@@ -61,12 +68,20 @@ export interface RuntimeGroupOptions {
 /** One log line for an event of the runtime group (never a secret: states, codes, the endpoint URL). */
 export function describeEvent(event: SupervisorEvent | { event: 'listening'; endpoint: string }): string | null {
   switch (event.event) {
-    case 'listening': return `listening at ${event.endpoint}`;
-    case 'state': return `runtime ${event.state}${event.pid !== null ? ` (pid ${event.pid})` : ''}${event.code !== null ? ` [${event.code}]` : ''}`;
-    case 'available': return event.available ? `available${event.parallel !== undefined ? ` (${event.parallel} parallel sequences of ${event.contextSize} tokens)` : ''}` : 'not available (the endpoint answers 503)';
-    case 'restart-scheduled': return `runtime restart in ${event.inMs} ms`;
-    case 'resources': return `resources ${event.decision}${event.reasons.length > 0 ? `: ${event.reasons.join(', ')}` : ''}`;
-    case 'health': return null;
+    case 'listening':
+      return `listening at ${event.endpoint}`;
+    case 'state':
+      return `runtime ${event.state}${event.pid !== null ? ` (pid ${event.pid})` : ''}${event.code !== null ? ` [${event.code}]` : ''}`;
+    case 'available':
+      return event.available
+        ? `available${event.parallel !== undefined ? ` (${event.parallel} parallel sequences of ${event.contextSize} tokens)` : ''}`
+        : 'not available (the endpoint answers 503)';
+    case 'restart-scheduled':
+      return `runtime restart in ${event.inMs} ms`;
+    case 'resources':
+      return `resources ${event.decision}${event.reasons.length > 0 ? `: ${event.reasons.join(', ')}` : ''}`;
+    case 'health':
+      return null;
   }
 }
 
@@ -88,18 +103,28 @@ export interface RunningCompanion {
 export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<RunningCompanion> {
   const paths = layout(options.dataDir);
   const log = options.log;
-  const onStderr = log === undefined ? options.onStderr : (line: string): void => {
-    log('runtime', line);
-    options.onStderr?.(line);
-  };
-  const onEvent = log === undefined ? options.onEvent : (event: SupervisorEvent | { event: 'listening'; endpoint: string }): void => {
-    const text = describeEvent(event);
-    if (text !== null) log('up', text);
-    options.onEvent?.(event);
-  };
+  const onStderr =
+    log === undefined
+      ? options.onStderr
+      : (line: string): void => {
+          log('runtime', line);
+          options.onStderr?.(line);
+        };
+  const onEvent =
+    log === undefined
+      ? options.onEvent
+      : (event: SupervisorEvent | { event: 'listening'; endpoint: string }): void => {
+          const text = describeEvent(event);
+          if (text !== null) log('up', text);
+          options.onEvent?.(event);
+        };
   // A record left by an unclean exit is removed; another live companion on this data dir stops us (P-k).
   await claimDiscovery(paths.discovery);
-  const admission = createAdmission({ maxConcurrent: options.maxConcurrent ?? options.parallel ?? 4, maxQueue: options.maxQueue ?? 32, queueTimeoutMs: 30_000 });
+  const admission = createAdmission({
+    maxConcurrent: options.maxConcurrent ?? options.parallel ?? 4,
+    maxQueue: options.maxQueue ?? 32,
+    queueTimeoutMs: 30_000,
+  });
   let published: Promise<unknown> = Promise.resolve();
   let closed = false;
   let door: FrontDoor | null = null;
@@ -122,7 +147,8 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
       if (event.event === 'available') {
         // Why: the runtime runs that many sequences; more at once would only wait inside it, past the
         // front door's bounded queue and its 429 (issue 17 item 6).
-        if (event.available && options.maxConcurrent === undefined && event.parallel !== undefined) admission.setMaxConcurrent(event.parallel);
+        if (event.available && options.maxConcurrent === undefined && event.parallel !== undefined)
+          admission.setMaxConcurrent(event.parallel);
         admission.setReady(event.available);
       }
       onEvent?.(event);
@@ -139,12 +165,26 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
       runtime: snap.state === 'stopped' ? null : { state: snap.state, pid: snap.pid },
       model: snap.model,
       companionAvailable: supervisor.companionAvailable(),
-      resources: figures === null ? null : { rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent, processes: figures.processes, vram: figures.vram },
+      resources:
+        figures === null
+          ? null
+          : {
+              rssBytes: figures.rssBytes,
+              cpuPercent: figures.cpuPercent,
+              processes: figures.processes,
+              vram: figures.vram,
+            },
       endpoint: endpoint === '' ? null : endpoint,
       sandbox: options.sandboxMode,
       parallel: snap.shape?.parallel ?? null,
       contextSize: snap.shape?.contextSize ?? null,
-      ...(snap.backend === null ? {} : { backend: snap.backend.backend, gpuLayers: snap.backend.gpuLayers, ...(snap.backend.fallback === undefined ? {} : { gpuFallback: snap.backend.fallback }) }),
+      ...(snap.backend === null
+        ? {}
+        : {
+            backend: snap.backend.backend,
+            gpuLayers: snap.backend.gpuLayers,
+            ...(snap.backend.fallback === undefined ? {} : { gpuFallback: snap.backend.fallback }),
+          }),
     };
     if (!closed) await writePublishedState(paths.state, state);
     return state;

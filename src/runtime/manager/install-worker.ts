@@ -150,6 +150,11 @@ function run(init: SinkInit, port: NonNullable<typeof parentPort>): void {
   });
 }
 
-if (parentPort !== null && typeof workerData === 'object' && workerData !== null && (workerData as { kind?: unknown }).kind === 'companion-install-sink') {
+if (
+  parentPort !== null &&
+  typeof workerData === 'object' &&
+  workerData !== null &&
+  (workerData as { kind?: unknown }).kind === 'companion-install-sink'
+) {
   run((workerData as { init: SinkInit }).init, parentPort);
 }

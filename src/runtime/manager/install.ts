@@ -23,7 +23,12 @@ import { CompanionError, isCompanionError, type ErrorCode } from '../../core/err
 import { createIntegrityAccumulator, type IntegrityAccumulator } from '../../core/integrity.js';
 import type { ManifestModel } from '../../core/manifest-format.js';
 import { download, isStrongEtag, type DownloadStart } from '../download.js';
-import { checkPrivateDir, ensurePrivateDir, readJsonFile as readJson, writePrivateJson } from '../../common/private-file.js';
+import {
+  checkPrivateDir,
+  ensurePrivateDir,
+  readJsonFile as readJson,
+  writePrivateJson,
+} from '../../common/private-file.js';
 import { writePieces, type SinkInit, type SinkReply, type SinkRequest } from './install-worker.js';
 
 export interface PullProgress {
@@ -44,7 +49,13 @@ export type PullEvent =
   | { readonly event: 'resume'; readonly model: string; readonly offset: number }
   | { readonly event: 'restart'; readonly model: string; readonly reason: 'range-ignored' | 'changed' }
   /** `active`: the model is the active one after this pull (the first installed one, or a new version of the active one). */
-  | { readonly event: 'verified'; readonly model: string; readonly bytes: number; readonly reused: boolean; readonly active: boolean };
+  | {
+      readonly event: 'verified';
+      readonly model: string;
+      readonly bytes: number;
+      readonly reused: boolean;
+      readonly active: boolean;
+    };
 
 /**
  * What the companion remembers about an installed, verified model: one record per model in
@@ -117,7 +128,8 @@ function digestCheckOf(sha256Hex: string): string {
 
 /** File name of a model inside the models directory. @throws ERR_MANIFEST_MALFORMED for an unsafe id. */
 export function modelFileName(id: string): string {
-  if (typeof id !== 'string' || !MODEL_ID.test(id) || id.includes('..')) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model id is not a safe file name');
+  if (typeof id !== 'string' || !MODEL_ID.test(id) || id.includes('..'))
+    throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model id is not a safe file name');
   return `${id}.gguf`;
 }
 
@@ -155,10 +167,21 @@ const isDecimal = (value: unknown): value is string => typeof value === 'string'
 function asInstalled(value: unknown): InstalledModel | null {
   if (typeof value !== 'object' || value === null) return null;
   const v = value as Record<string, unknown>;
-  const ok = typeof v.id === 'string' && MODEL_ID.test(v.id) && typeof v.name === 'string' && typeof v.file === 'string'
-    && Number.isSafeInteger(v.size) && (v.size as number) > 0 && typeof v.digestCheck === 'string' && SHA256_HEX.test(v.digestCheck)
-    && isDecimal(v.inode) && isDecimal(v.dev) && isDecimal(v.mtimeNs) && isDecimal(v.ctimeNs)
-    && typeof v.verifiedAt === 'number' && Number.isSafeInteger(v.manifestVersion);
+  const ok =
+    typeof v.id === 'string' &&
+    MODEL_ID.test(v.id) &&
+    typeof v.name === 'string' &&
+    typeof v.file === 'string' &&
+    Number.isSafeInteger(v.size) &&
+    (v.size as number) > 0 &&
+    typeof v.digestCheck === 'string' &&
+    SHA256_HEX.test(v.digestCheck) &&
+    isDecimal(v.inode) &&
+    isDecimal(v.dev) &&
+    isDecimal(v.mtimeNs) &&
+    isDecimal(v.ctimeNs) &&
+    typeof v.verifiedAt === 'number' &&
+    Number.isSafeInteger(v.manifestVersion);
   return ok ? (v as unknown as InstalledModel) : null;
 }
 
@@ -206,7 +229,12 @@ export async function listInstalled(modelsDir: string): Promise<InstalledModel[]
 
 /** True when `installed` is the very build the manifest entry `model` names (same id, size and digest). */
 export function isBuildOf(installed: InstalledModel, model: ManifestModel): boolean {
-  return installed.id === model.id && installed.size === model.size && typeof model.sha256 === 'string' && installed.digestCheck === digestCheckOf(model.sha256);
+  return (
+    installed.id === model.id &&
+    installed.size === model.size &&
+    typeof model.sha256 === 'string' &&
+    installed.digestCheck === digestCheckOf(model.sha256)
+  );
 }
 
 /** A download that was started and not finished (kept in `models/.partial/` for a resume). */
@@ -228,7 +256,7 @@ export async function listPartials(modelsDir: string): Promise<PartialDownload[]
     if (!isModelId(id)) continue;
     const identity = await identityOf(join(dir, name));
     if (typeof identity === 'string') continue;
-    const meta = await readJson(join(dir, `${name}.json`)) as Partial<PartialMeta> | null;
+    const meta = (await readJson(join(dir, `${name}.json`))) as Partial<PartialMeta> | null;
     const total = meta?.format === 'companion-partial-v1' && Number.isSafeInteger(meta.size) ? meta.size! : null;
     out.push({ id, bytes: identity.size, total });
   }
@@ -243,7 +271,8 @@ async function saveRecord(modelsDir: string, installed: InstalledModel, active: 
   await privateDir(join(modelsDir, RECORDS_DIR));
   await writePrivateJson(join(modelsDir, RECORDS_DIR, `${installed.id}.json`), installed);
   const current = active === 'if-active' ? await readInstalled(modelsDir) : null;
-  if (active === true || (active === 'if-active' && current?.id === installed.id)) await writePrivateJson(join(modelsDir, INSTALLED), installed);
+  if (active === true || (active === 'if-active' && current?.id === installed.id))
+    await writePrivateJson(join(modelsDir, INSTALLED), installed);
   await fsyncDir(modelsDir);
 }
 
@@ -270,11 +299,19 @@ export async function removePartials(modelsDir: string, id: string): Promise<num
   let removed = 0;
   await disk(async () => {
     if (!(await checkPrivateDir(modelsDir))) return;
-    for (const [dir, record] of [[join(modelsDir, PARTIAL_DIR), `${name}.part`], [join(modelsDir, RECORDS_DIR), `${id}.json`]] as const) {
+    for (const [dir, record] of [
+      [join(modelsDir, PARTIAL_DIR), `${name}.part`],
+      [join(modelsDir, RECORDS_DIR), `${id}.json`],
+    ] as const) {
       if (!(await checkPrivateDir(dir))) continue;
       for (const entry of await readdir(dir)) {
-        const ours = dir.endsWith(PARTIAL_DIR) ? entry === record || entry === `${record}.json` || isTempOf(entry, record) || isTempOf(entry, `${record}.json`) : isTempOf(entry, record);
-        if (ours && await removeEntry(dir, entry)) removed += 1;
+        const ours = dir.endsWith(PARTIAL_DIR)
+          ? entry === record ||
+            entry === `${record}.json` ||
+            isTempOf(entry, record) ||
+            isTempOf(entry, `${record}.json`)
+          : isTempOf(entry, record);
+        if (ours && (await removeEntry(dir, entry))) removed += 1;
       }
     }
   });
@@ -297,7 +334,10 @@ export function collectSuperseded(modelsDir: string, id: string): Promise<number
  * @returns the new active record and the id of the one it replaced (or null).
  * @throws ERR_MODEL_NOT_INSTALLED, ERR_MODEL_CHANGED, ERR_DISK_WRITE, ERR_STATE_UNSAFE
  */
-export async function useModel(modelsDir: string, id: string): Promise<{ installed: InstalledModel; previous: string | null }> {
+export async function useModel(
+  modelsDir: string,
+  id: string,
+): Promise<{ installed: InstalledModel; previous: string | null }> {
   const { installed } = await checkInstalledModel(modelsDir, id);
   const previous = await readInstalled(modelsDir);
   await disk(async () => {
@@ -314,7 +354,10 @@ export async function useModel(modelsDir: string, id: string): Promise<{ install
  * @returns whether it was installed and active, and how many partial files went.
  * @throws ERR_MODEL_NOT_INSTALLED (nothing of `id` is there), ERR_DISK_WRITE, ERR_STATE_UNSAFE
  */
-export async function removeModel(modelsDir: string, id: string): Promise<{ installed: boolean; wasActive: boolean; partials: number }> {
+export async function removeModel(
+  modelsDir: string,
+  id: string,
+): Promise<{ installed: boolean; wasActive: boolean; partials: number }> {
   if (!isModelId(id) || !(await checkPrivateDir(modelsDir))) throw new CompanionError('ERR_MODEL_NOT_INSTALLED');
   const record = await readInstalled(modelsDir, id);
   const active = await readInstalled(modelsDir);
@@ -323,7 +366,8 @@ export async function removeModel(modelsDir: string, id: string): Promise<{ inst
   const file = await disk(() => removeEntry(modelsDir, modelFileName(id)));
   const partials = await removePartials(modelsDir, id);
   await disk(async () => {
-    if (await checkPrivateDir(join(modelsDir, RECORDS_DIR))) await removeEntry(join(modelsDir, RECORDS_DIR), `${id}.json`);
+    if (await checkPrivateDir(join(modelsDir, RECORDS_DIR)))
+      await removeEntry(join(modelsDir, RECORDS_DIR), `${id}.json`);
     if (wasActive) await removeEntry(modelsDir, INSTALLED);
     await fsyncDir(modelsDir);
   });
@@ -344,11 +388,19 @@ async function identityOf(path: string): Promise<Identity | 'missing' | 'other'>
   const info = await lstat(path, { bigint: true }).catch(() => null);
   if (info === null) return 'missing';
   if (!info.isFile()) return 'other';
-  return { size: Number(info.size), inode: String(info.ino), dev: String(info.dev), mtimeNs: String(info.mtimeNs), ctimeNs: String(info.ctimeNs) };
+  return {
+    size: Number(info.size),
+    inode: String(info.ino),
+    dev: String(info.dev),
+    mtimeNs: String(info.mtimeNs),
+    ctimeNs: String(info.ctimeNs),
+  };
 }
 
 function sameIdentity(a: Identity, b: Identity): boolean {
-  return a.size === b.size && a.inode === b.inode && a.dev === b.dev && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+  return (
+    a.size === b.size && a.inode === b.inode && a.dev === b.dev && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs
+  );
 }
 
 /** Feeds the first `bytes` bytes of an open file to `update`, in large reads. */
@@ -426,7 +478,8 @@ class MainThreadSink implements Sink {
   push(chunk: Buffer): void | Promise<void> {
     if (this.#failure !== null) throw this.#failure;
     // Bytes past the expected size are refused before any of them is kept.
-    if (chunk.length > this.#expected.expectedSize - this.position) throw overSize(this.#expected.expectedSize, this.position + chunk.length);
+    if (chunk.length > this.#expected.expectedSize - this.position)
+      throw overSize(this.#expected.expectedSize, this.position + chunk.length);
     const n = chunk.copy(this.#batch, this.#fill);
     this.#fill += n;
     if (this.#fill < BATCH) return undefined;
@@ -498,7 +551,11 @@ class WorkerSink implements Sink {
     this.#handle = handle;
     this.#size = expected.expectedSize;
     const init: SinkInit = { fd: handle.fd, ...expected };
-    this.#worker = new Worker(WORKER_URL, { workerData: { kind: 'companion-install-sink', init }, stdout: false, stderr: false });
+    this.#worker = new Worker(WORKER_URL, {
+      workerData: { kind: 'companion-install-sink', init },
+      stdout: false,
+      stderr: false,
+    });
     this.#worker.on('message', (reply: SinkReply) => this.#onReply(reply));
     this.#worker.on('error', () => this.#lost(new CompanionError('ERR_INTERNAL', 'the hashing thread failed')));
     this.#worker.on('exit', () => this.#lost(new CompanionError('ERR_INTERNAL', 'the hashing thread stopped')));
@@ -540,7 +597,7 @@ class WorkerSink implements Sink {
     if (this.#failure !== null) return Promise.reject(this.#failure);
     return new Promise<void>((resolve, reject) => {
       this.#controls.push({ resolve, reject });
-      this.#worker.postMessage(type === 'adopt' ? { type, bytes } : { type } satisfies SinkRequest);
+      this.#worker.postMessage(type === 'adopt' ? { type, bytes } : ({ type } satisfies SinkRequest));
     });
   }
 
@@ -559,7 +616,9 @@ class WorkerSink implements Sink {
   async #nextBuffer(): Promise<void> {
     for (;;) {
       if (this.#failure !== null) throw this.#failure;
-      const buffer = this.#free.pop() ?? (this.#allocated < WORKER_BATCHES ? (this.#allocated++, new ArrayBuffer(BATCH)) : undefined);
+      const buffer =
+        this.#free.pop() ??
+        (this.#allocated < WORKER_BATCHES ? (this.#allocated++, new ArrayBuffer(BATCH)) : undefined);
       if (buffer !== undefined) {
         this.#current = Buffer.from(buffer);
         return;
@@ -572,7 +631,12 @@ class WorkerSink implements Sink {
 
   #send(): void {
     const current = this.#current!;
-    const request: SinkRequest = { type: 'data', buffer: current.buffer as ArrayBuffer, length: this.#fill, position: this.#batchStart };
+    const request: SinkRequest = {
+      type: 'data',
+      buffer: current.buffer as ArrayBuffer,
+      length: this.#fill,
+      position: this.#batchStart,
+    };
     this.#worker.postMessage(request, [current.buffer as ArrayBuffer]);
     this.#batchStart += this.#fill;
     this.#fill = 0;
@@ -633,10 +697,13 @@ function workerFailure(code: string, cause: string | undefined): CompanionError 
 class RestartFromZero extends Error {}
 
 function assertModel(model: ManifestModel): void {
-  if (typeof model !== 'object' || model === null) throw Object.assign(new TypeError('model must be a manifest model'), { code: 'ERR_INVALID_ARG_TYPE' });
+  if (typeof model !== 'object' || model === null)
+    throw Object.assign(new TypeError('model must be a manifest model'), { code: 'ERR_INVALID_ARG_TYPE' });
   modelFileName(model.id);
-  if (!Number.isSafeInteger(model.size) || model.size <= 0) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model size must be a positive integer');
-  if (typeof model.sha256 !== 'string' || !SHA256_HEX.test(model.sha256)) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model sha256 must be 64 lower-case hex characters');
+  if (!Number.isSafeInteger(model.size) || model.size <= 0)
+    throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model size must be a positive integer');
+  if (typeof model.sha256 !== 'string' || !SHA256_HEX.test(model.sha256))
+    throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model sha256 must be 64 lower-case hex characters');
   let url: URL;
   try {
     url = new URL(model.url);
@@ -644,14 +711,21 @@ function assertModel(model: ManifestModel): void {
     throw new CompanionError('ERR_MANIFEST_MODEL_URL');
   }
   // The manifest core refuses it already; refusing again here keeps the promise local (P-h).
-  if (url.protocol !== 'https:' || url.username !== '' || url.password !== '') throw new CompanionError('ERR_MANIFEST_MODEL_URL');
+  if (url.protocol !== 'https:' || url.username !== '' || url.password !== '')
+    throw new CompanionError('ERR_MANIFEST_MODEL_URL');
 }
 
 /** The identity of an open file (what was opened, not what the path names now). */
 async function identityOfHandle(handle: FileHandle): Promise<Identity | 'other'> {
   const info = await handle.stat({ bigint: true });
   if (!info.isFile()) return 'other';
-  return { size: Number(info.size), inode: String(info.ino), dev: String(info.dev), mtimeNs: String(info.mtimeNs), ctimeNs: String(info.ctimeNs) };
+  return {
+    size: Number(info.size),
+    inode: String(info.ino),
+    dev: String(info.dev),
+    mtimeNs: String(info.mtimeNs),
+    ctimeNs: String(info.ctimeNs),
+  };
 }
 
 /** An installed model, opened once and checked through that very descriptor (issue 16 item 8). */
@@ -682,7 +756,9 @@ export async function openInstalledModel(modelsDir: string, id?: string): Promis
     handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch (error) {
     // ELOOP: a symlink where the verified file was.
-    throw new CompanionError((error as { code?: unknown }).code === 'ENOENT' ? 'ERR_MODEL_NOT_INSTALLED' : 'ERR_MODEL_CHANGED');
+    throw new CompanionError(
+      (error as { code?: unknown }).code === 'ENOENT' ? 'ERR_MODEL_NOT_INSTALLED' : 'ERR_MODEL_CHANGED',
+    );
   }
   try {
     const identity = await identityOfHandle(handle);
@@ -696,7 +772,13 @@ export async function openInstalledModel(modelsDir: string, id?: string): Promis
     const after = await identityOfHandle(handle);
     if (after === 'other' || !sameIdentity(after, identity)) throw new CompanionError('ERR_MODEL_CHANGED');
     if (digestCheckOf(hash.digest('hex')) !== installed.digestCheck) throw new CompanionError('ERR_MODEL_CHANGED');
-    const refreshed: InstalledModel = { ...installed, inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs };
+    const refreshed: InstalledModel = {
+      ...installed,
+      inode: identity.inode,
+      dev: identity.dev,
+      mtimeNs: identity.mtimeNs,
+      ctimeNs: identity.ctimeNs,
+    };
     await disk(() => saveRecord(modelsDir, refreshed, 'if-active'));
     return { handle, path, installed: refreshed };
   } catch (error) {
@@ -710,7 +792,10 @@ export async function openInstalledModel(modelsDir: string, id?: string): Promis
  * @returns the absolute model path and the (possibly refreshed) record.
  * @throws ERR_MODEL_NOT_INSTALLED, ERR_MODEL_CHANGED
  */
-export async function checkInstalledModel(modelsDir: string, id?: string): Promise<{ path: string; installed: InstalledModel }> {
+export async function checkInstalledModel(
+  modelsDir: string,
+  id?: string,
+): Promise<{ path: string; installed: InstalledModel }> {
   const opened = await openInstalledModel(modelsDir, id);
   await opened.handle.close();
   return { path: opened.path, installed: opened.installed };
@@ -751,7 +836,12 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
 
   // Already installed and unchanged: nothing to fetch.
   const existing = await readInstalled(modelsDir, model.id);
-  if (existing !== null && existing.id === model.id && existing.size === model.size && existing.digestCheck === digestCheck) {
+  if (
+    existing !== null &&
+    existing.id === model.id &&
+    existing.size === model.size &&
+    existing.digestCheck === digestCheck
+  ) {
     const checked = await checkInstalledModel(modelsDir, model.id).catch((error: unknown) => {
       if (isCompanionError(error, 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED')) return null;
       throw error;
@@ -767,9 +857,16 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
   // A partial from an earlier pull of the same manifest entry is resumed; anything else is discarded.
   let offset = 0;
   let etag: string | null = null;
-  const meta = await readJson(metaPath) as Partial<PartialMeta> | null;
+  const meta = (await readJson(metaPath)) as Partial<PartialMeta> | null;
   const partial = await identityOf(partialPath);
-  if (meta?.format === 'companion-partial-v1' && typeof partial !== 'string' && meta.url === model.url && meta.size === model.size && meta.digestCheck === digestCheck && partial.size <= model.size) {
+  if (
+    meta?.format === 'companion-partial-v1' &&
+    typeof partial !== 'string' &&
+    meta.url === model.url &&
+    meta.size === model.size &&
+    meta.digestCheck === digestCheck &&
+    partial.size <= model.size
+  ) {
     offset = partial.size;
     etag = typeof meta.etag === 'string' && isStrongEtag(meta.etag) ? meta.etag : null;
   } else {
@@ -784,11 +881,20 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
   if (fsInfo.bavail * fsInfo.bsize < model.size - offset) throw new CompanionError('ERR_DISK_SPACE');
 
   // O_NOFOLLOW: the partial written is the partial in our folder, never a link planted there.
-  const handle = await disk(() => open(partialPath, offset > 0 ? constants.O_RDWR | constants.O_NOFOLLOW : constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600));
+  const handle = await disk(() =>
+    open(
+      partialPath,
+      offset > 0
+        ? constants.O_RDWR | constants.O_NOFOLLOW
+        : constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+      0o600,
+    ),
+  );
   const expected = { expectedSize: model.size, expectedSha256: model.sha256 };
-  const writer: Sink = options.writeChunk !== undefined || options.hashOn === 'main'
-    ? new MainThreadSink(handle, options.writeChunk ?? positionalWrite, expected)
-    : new WorkerSink(handle, expected);
+  const writer: Sink =
+    options.writeChunk !== undefined || options.hashOn === 'main'
+      ? new MainThreadSink(handle, options.writeChunk ?? positionalWrite, expected)
+      : new WorkerSink(handle, expected);
   try {
     if (offset > 0) {
       await writer.adopt(offset);
@@ -818,11 +924,20 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
     await fsyncDir(modelsDir);
     await rm(metaPath, { force: true });
     const identity = await identityOf(finalPath);
-    if (typeof identity === 'string' || identity.size !== model.size) throw new CompanionError('ERR_DISK_WRITE', 'the promoted file is not there');
+    if (typeof identity === 'string' || identity.size !== model.size)
+      throw new CompanionError('ERR_DISK_WRITE', 'the promoted file is not there');
     const installed: InstalledModel = {
-      id: model.id, name: model.name, file: finalName, size: model.size, digestCheck,
-      inode: identity.inode, dev: identity.dev, mtimeNs: identity.mtimeNs, ctimeNs: identity.ctimeNs,
-      verifiedAt: now(), manifestVersion: options.manifestVersion,
+      id: model.id,
+      name: model.name,
+      file: finalName,
+      size: model.size,
+      digestCheck,
+      inode: identity.inode,
+      dev: identity.dev,
+      mtimeNs: identity.mtimeNs,
+      ctimeNs: identity.ctimeNs,
+      verifiedAt: now(),
+      manifestVersion: options.manifestVersion,
     };
     await saveRecord(modelsDir, installed, makeActive);
     emit({ event: 'verified', model: model.id, bytes: model.size, reused: false, active: makeActive });
@@ -832,8 +947,13 @@ export async function pullModel(options: PullOptions): Promise<InstalledModel> {
 
 /** The network part: one request, or two when a ranged answer comes from a file that changed. */
 async function receive(
-  options: PullOptions, writer: Sink, knownEtag: string | null, metaPath: string, digestCheck: string,
-  emit: (event: PullEvent) => void, now: () => number,
+  options: PullOptions,
+  writer: Sink,
+  knownEtag: string | null,
+  metaPath: string,
+  digestCheck: string,
+  emit: (event: PullEvent) => void,
+  now: () => number,
 ): Promise<void> {
   const { model } = options;
   const interval = options.progressIntervalMs ?? 250;
@@ -848,8 +968,13 @@ async function receive(
       lastProgress = t;
       const rate = (writer.position - from) / (Math.max(1, t - started) / 1000);
       emit({
-        event: 'progress', model: model.id, bytes: writer.position, total: model.size, bytesPerSecond: Math.round(rate),
-        etaSeconds: rate > 0 ? Math.round((model.size - writer.position) / rate) : null, resumedFrom: from,
+        event: 'progress',
+        model: model.id,
+        bytes: writer.position,
+        total: model.size,
+        bytesPerSecond: Math.round(rate),
+        etaSeconds: rate > 0 ? Math.round((model.size - writer.position) / rate) : null,
+        resumedFrom: from,
       });
     };
     try {
@@ -862,17 +987,31 @@ async function receive(
           if (from > 0 && start.rangeHonoured && etag !== null && start.etag !== etag) throw new RestartFromZero();
           if (from > 0 && !start.rangeHonoured) {
             // The whole file came back (Range ignored, or If-Range saw another ETag): start over.
-            emit({ event: 'restart', model: model.id, reason: etag !== null && start.etag !== etag ? 'changed' : 'range-ignored' });
+            emit({
+              event: 'restart',
+              model: model.id,
+              reason: etag !== null && start.etag !== etag ? 'changed' : 'range-ignored',
+            });
             await writer.reset();
           }
           if (start.totalSize !== null && start.totalSize !== model.size) {
             // The host says the file has another size than the signed manifest: refuse before writing.
-            throw new CompanionError(start.totalSize > model.size ? 'ERR_INTEGRITY_SIZE_OVER' : 'ERR_INTEGRITY_SIZE_UNDER');
+            throw new CompanionError(
+              start.totalSize > model.size ? 'ERR_INTEGRITY_SIZE_OVER' : 'ERR_INTEGRITY_SIZE_UNDER',
+            );
           }
           if (writer.position === 0) {
             // Written before the first byte, so a partial on disk always names the ETag its bytes came with.
             etag = start.etag !== null && isStrongEtag(start.etag) ? start.etag : null;
-            await disk(() => writePrivateJson(metaPath, { format: 'companion-partial-v1', url: model.url, size: model.size, digestCheck, etag } satisfies PartialMeta));
+            await disk(() =>
+              writePrivateJson(metaPath, {
+                format: 'companion-partial-v1',
+                url: model.url,
+                size: model.size,
+                digestCheck,
+                etag,
+              } satisfies PartialMeta),
+            );
           }
           progress(true);
         },

@@ -5,7 +5,15 @@
  */
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertSandboxOrExplicitOptOut, detectSandbox, discoverGpuPassthrough, isFullSandbox, runtimeSandboxProfile, sandboxCommand, type SandboxSupport } from '../sandbox.js';
+import {
+  assertSandboxOrExplicitOptOut,
+  detectSandbox,
+  discoverGpuPassthrough,
+  isFullSandbox,
+  runtimeSandboxProfile,
+  sandboxCommand,
+  type SandboxSupport,
+} from '../sandbox.js';
 import { SANDBOX_MODEL_PATH } from '../runtime-profile.js';
 import type { SpawnWrap } from '../spawn.js';
 /** How `up` picks the runtime's sandbox: `auto` (the strongest found), `required` (fail closed without one), `off`. */
@@ -47,7 +55,9 @@ export async function resolveSandbox(choice: SandboxChoice, warn: (line: string)
   const support = await detectSandbox();
   assertSandboxOrExplicitOptOut(support, choice === 'off');
   if (!isFullSandbox(support.mode)) {
-    warn('companion: WARNING: the runtime starts WITHOUT a sandbox (--allow-unsandboxed): a malicious model could reach your files and the network');
+    warn(
+      'companion: WARNING: the runtime starts WITHOUT a sandbox (--allow-unsandboxed): a malicious model could reach your files and the network',
+    );
     return { mode: 'none' };
   }
   return { mode: support.mode, wrap: runtimeWrap(support) };

@@ -9,24 +9,58 @@
  */
 import { CompanionError, isCompanionError, type ErrorCode } from '../../core/errors.js';
 import {
-  DEFAULT_RESTART_POLICY, initialLifecycle, transition, canTransition,
-  type LifecycleEvent, type LifecycleSnapshot, type LifecycleState, type RestartPolicy,
+  DEFAULT_RESTART_POLICY,
+  initialLifecycle,
+  transition,
+  canTransition,
+  type LifecycleEvent,
+  type LifecycleSnapshot,
+  type LifecycleState,
+  type RestartPolicy,
 } from '../../core/lifecycle.js';
-import { DEFAULT_DEGRADE_AT, decideResources, startFigures, type ResourceDecisionKind, type ResourceLimits, type ResourceReason } from '../../core/resources.js';
+import {
+  DEFAULT_DEGRADE_AT,
+  decideResources,
+  startFigures,
+  type ResourceDecisionKind,
+  type ResourceLimits,
+  type ResourceReason,
+} from '../../core/resources.js';
 import { freemem } from 'node:os';
 import { createHealthMonitor, type HealthMonitor, type HealthSample } from '../health.js';
 import { createResourceProbe, type ResourceFigures } from '../probe.js';
 import { bundledProfile } from '../runtime-profile.js';
-import { spawnRuntime, type RuntimeAddress, type RuntimeBackend, type RuntimeHandle, type RuntimeShape, type SpawnWrap } from '../spawn.js';
+import {
+  spawnRuntime,
+  type RuntimeAddress,
+  type RuntimeBackend,
+  type RuntimeHandle,
+  type RuntimeShape,
+  type SpawnWrap,
+} from '../spawn.js';
 import { openInstalledModel, type OpenedModel } from './install.js';
 
 export type SupervisorEvent =
-  | { readonly event: 'state'; readonly state: LifecycleState; readonly pid: number | null; readonly code: ErrorCode | null }
+  | {
+      readonly event: 'state';
+      readonly state: LifecycleState;
+      readonly pid: number | null;
+      readonly code: ErrorCode | null;
+    }
   /** When available: the runtime's sequences and tokens per sequence, as it reported them. */
-  | { readonly event: 'available'; readonly available: boolean; readonly parallel?: number; readonly contextSize?: number }
+  | {
+      readonly event: 'available';
+      readonly available: boolean;
+      readonly parallel?: number;
+      readonly contextSize?: number;
+    }
   | { readonly event: 'health'; readonly ok: boolean; readonly latencyMs: number }
   | { readonly event: 'restart-scheduled'; readonly inMs: number }
-  | { readonly event: 'resources'; readonly decision: ResourceDecisionKind; readonly reasons: readonly ResourceReason[] };
+  | {
+      readonly event: 'resources';
+      readonly decision: ResourceDecisionKind;
+      readonly reasons: readonly ResourceReason[];
+    };
 
 export interface SupervisorOptions {
   readonly dataDir: string;
@@ -119,8 +153,12 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     const value = available();
     if (value !== lastAvailable) {
       lastAvailable = value;
-      const shape = value ? handle?.shape ?? null : null;
-      emit({ event: 'available', available: value, ...(shape === null ? {} : { parallel: shape.parallel, contextSize: shape.contextSize }) });
+      const shape = value ? (handle?.shape ?? null) : null;
+      emit({
+        event: 'available',
+        available: value,
+        ...(shape === null ? {} : { parallel: shape.parallel, contextSize: shape.contextSize }),
+      });
     }
     for (const wake of waiters) wake();
   }
@@ -187,7 +225,10 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     const maxRssBytes = startLimit();
     const decision = decideResources(startFigures(modelBytes), { ...options.resourceLimits, maxRssBytes });
     if (decision.decision === 'refuse-start') {
-      throw new CompanionError('ERR_RESOURCE_LIMIT', `the model needs at least ${Math.ceil(startFigures(modelBytes).rssBytes! / 2 ** 20)} MiB; ${Math.floor(maxRssBytes / 2 ** 20)} MiB are available`);
+      throw new CompanionError(
+        'ERR_RESOURCE_LIMIT',
+        `the model needs at least ${Math.ceil(startFigures(modelBytes).rssBytes! / 2 ** 20)} MiB; ${Math.floor(maxRssBytes / 2 ** 20)} MiB are available`,
+      );
     }
   }
 
@@ -281,8 +322,17 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     // A null CPU figure means "first sample, no interval yet" (src/runtime/probe.ts), not a failed read
     // (a failed read throws ERR_PROBE_FAILED): it counts as 0 until the next sample measures it.
     const gpus = figures.vram?.gpus ?? [];
-    const vram = gpus.length === 0 ? undefined : { usedBytes: gpus.reduce((sum, gpu) => sum + gpu.usedBytes, 0), totalBytes: gpus.reduce((sum, gpu) => sum + gpu.totalBytes, 0) };
-    const decision = decideResources({ rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent ?? 0, ...(vram === undefined ? {} : { vram }) }, options.resourceLimits);
+    const vram =
+      gpus.length === 0
+        ? undefined
+        : {
+            usedBytes: gpus.reduce((sum, gpu) => sum + gpu.usedBytes, 0),
+            totalBytes: gpus.reduce((sum, gpu) => sum + gpu.totalBytes, 0),
+          };
+    const decision = decideResources(
+      { rssBytes: figures.rssBytes, cpuPercent: figures.cpuPercent ?? 0, ...(vram === undefined ? {} : { vram }) },
+      options.resourceLimits,
+    );
     const over = decision.decision !== 'ok';
     if (over && !resourceDegraded) {
       resourceDegraded = true;
@@ -299,7 +349,8 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     async start() {
       stopping = false;
       if (life.state === 'failed') apply('reset');
-      if (!apply('start')) throw new CompanionError('ERR_LIFECYCLE_ILLEGAL_TRANSITION', `cannot start from state ${life.state}`);
+      if (!apply('start'))
+        throw new CompanionError('ERR_LIFECYCLE_ILLEGAL_TRANSITION', `cannot start from state ${life.state}`);
       await launch();
     },
     async stop() {
@@ -322,7 +373,16 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     },
     companionAvailable: available,
     snapshot() {
-      return { state: life.state, pid: handle?.pid ?? null, code: life.code, model, lastHealth, available: available(), backend: handle?.backend ?? null, shape: handle?.shape ?? null };
+      return {
+        state: life.state,
+        pid: handle?.pid ?? null,
+        code: life.code,
+        model,
+        lastHealth,
+        available: available(),
+        backend: handle?.backend ?? null,
+        shape: handle?.shape ?? null,
+      };
     },
     async resources() {
       if (probe === null) return null;
