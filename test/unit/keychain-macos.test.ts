@@ -9,9 +9,7 @@ import type { Exec, ExecResult } from '../../src/authority/keychain-exec.js';
 
 const SECRET = 'mac-secret-81d0c2-value';
 
-function fakeSecurity(
-  result: ExecResult,
-): Exec & {
+function fakeSecurity(result: ExecResult): Exec & {
   calls: { file: string; args: readonly string[]; input: string | undefined; env: Readonly<Record<string, string>> }[];
 } {
   const calls: {
