@@ -18,6 +18,7 @@ import {
   assertString,
   isCompanionError,
   type ErrorCode,
+  CodedTypeError,
 } from '../core/errors.js';
 import {
   DEFAULT_TIMEOUT_MS,
@@ -212,7 +213,5 @@ function assertService(service: unknown): asserts service is string {
 }
 
 function argError(code: ErrorCode, message: string): TypeError {
-  const error = new TypeError(message) as TypeError & { code: ErrorCode };
-  error.code = code;
-  return error;
+  return new CodedTypeError(code, message);
 }

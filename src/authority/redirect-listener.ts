@@ -24,7 +24,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { CompanionError, ERROR_CODES, isCompanionError, type ErrorCode } from '../core/errors.js';
+import { CompanionError, ERROR_CODES, isCompanionError, type ErrorCode, CodedTypeError } from '../core/errors.js';
 
 export interface RedirectListenerOptions<T> {
   /** Checks a callback URL; returns the validated result or throws a coded error. */
@@ -181,11 +181,7 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
     throw new CompanionError('ERR_OAUTH_REDIRECT_URI');
   const timeoutMs = options.timeoutMs ?? DEFAULT_CALLBACK_TIMEOUT_MS;
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 24 * 3600_000) {
-    const error = new TypeError('timeoutMs must be a whole number of milliseconds, 1 ms to 24 h') as TypeError & {
-      code: string;
-    };
-    error.code = 'ERR_INVALID_ARG_VALUE';
-    throw error;
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'timeoutMs must be a whole number of milliseconds, 1 ms to 24 h');
   }
   let settle: { resolve: (value: T) => void; reject: (error: Error) => void } | undefined;
   const result = new Promise<T>((resolve, reject) => {

@@ -8,7 +8,7 @@
  * both with `Retry-After: retryAfterSeconds()` (RFC 9110 §10.2.3, RFC 6585 §4), `ERR_ADMISSION_TIMEOUT`
  * → 503. No I/O: the only effect is a timer per queued request (injectable for tests).
  */
-import { CompanionError, assertInteger } from './errors.js';
+import { CompanionError, assertInteger, CodedTypeError } from './errors.js';
 
 /** Gives the slot back. Idempotent: a second call does nothing. */
 export type Release = () => void;
@@ -158,9 +158,7 @@ export function createAdmission(options: AdmissionOptions): Admission {
   return {
     acquire(signal?: AbortSignal): Promise<Release> {
       if (signal !== undefined && !isSignal(signal)) {
-        return Promise.reject(
-          Object.assign(new TypeError('signal must be an AbortSignal'), { code: 'ERR_INVALID_ARG_TYPE' }),
-        );
+        return Promise.reject(new CodedTypeError('ERR_INVALID_ARG_TYPE', 'signal must be an AbortSignal'));
       }
       if (signal?.aborted === true) {
         aborted++;
@@ -198,8 +196,7 @@ export function createAdmission(options: AdmissionOptions): Admission {
     },
 
     setReady(value: boolean): void {
-      if (typeof value !== 'boolean')
-        throw Object.assign(new TypeError('ready must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
+      if (typeof value !== 'boolean') throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'ready must be a boolean');
       ready = value;
       if (!ready) {
         // Why: queued requests would only time out against a runtime that is gone; tell them now.

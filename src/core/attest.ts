@@ -15,9 +15,9 @@
  */
 import { Buffer } from 'node:buffer';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { ErrorCode } from './errors.js';
 import { MAX_TOKEN_LENGTH, MIN_TOKEN_LENGTH, type GuardRoute } from './guard.js';
 import { Secret } from './secret.js';
+import { CodedTypeError } from './errors.js';
 
 /** Domain separation: the first line of every attested message (a new format gets a new version). */
 export const ATTEST_CONTEXT = 'companion-attest-v1';
@@ -38,9 +38,7 @@ const HOST_SHAPE = /^[\x21-\x7e]{1,262}$/;
 export type Attestor = (host: string, nonce: string) => string;
 
 function invalidArg(code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE', message: string): TypeError {
-  const error = new TypeError(message) as TypeError & { code: ErrorCode };
-  error.code = code;
-  return error;
+  return new CodedTypeError(code, message);
 }
 
 function tokenBytes(token: string | Secret): Buffer {

@@ -13,7 +13,14 @@
  * - `installation-id`: a random id of this installation (a UUID), not a secret.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { CompanionError, assertFunction, assertInteger, assertObject, isCompanionError } from './errors.js';
+import {
+  CompanionError,
+  assertFunction,
+  assertInteger,
+  assertObject,
+  isCompanionError,
+  CodedTypeError,
+} from './errors.js';
 import { KEYCHAIN_ACCOUNTS, isKeychainAccount, type Keychain, type KeychainAccount } from './keychain-port.js';
 import { Secret, isSecret } from './secret.js';
 import type { TokenSet } from './oauth.js';
@@ -191,9 +198,7 @@ function checkTokenSet(tokenSet: TokenSet): void {
 }
 
 function typeError(message: string): TypeError {
-  const error = new TypeError(message) as TypeError & { code: string };
-  error.code = 'ERR_INVALID_ARG_TYPE';
-  return error;
+  return new CodedTypeError('ERR_INVALID_ARG_TYPE', message);
 }
 
 /** The code of a keychain error, for `detail` (never the error itself: it is not ours to vouch for). */
@@ -370,11 +375,7 @@ export function createCustody(options: CustodyOptions): Custody {
     async setLoopbackToken(token: Secret): Promise<void> {
       if (!isSecret(token)) throw typeError('token must be a Secret');
       if (!LOOPBACK_TOKEN.test(token.reveal())) {
-        const error = new TypeError('the loopback token must be 43 to 128 base64url characters') as TypeError & {
-          code: string;
-        };
-        error.code = 'ERR_INVALID_ARG_VALUE';
-        throw error;
+        throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'the loopback token must be 43 to 128 base64url characters');
       }
       await keychain.set('loopback-token', token.reveal());
     },

@@ -165,10 +165,21 @@ export function isCompanionError(value: unknown, ...codes: ErrorCode[]): value i
   return value instanceof CompanionError && (codes.length === 0 || codes.includes(value.code));
 }
 
+/**
+ * A caller's bad argument (a programming error, not a user's): a `TypeError` with a stable `code`, the way
+ * Node's own `ERR_INVALID_ARG_TYPE` errors are. The one definition of it; the message must hold no secret.
+ */
+export class CodedTypeError extends TypeError {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
 function invalidArg(code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE', name: string, expected: string): TypeError {
-  const error = new TypeError(`${name} must be ${expected}`) as TypeError & { code: ErrorCode };
-  error.code = code;
-  return error;
+  return new CodedTypeError(code, `${name} must be ${expected}`);
 }
 
 /** Throws `ERR_INVALID_ARG_TYPE` unless `value` is a string (non-empty unless `allowEmpty`). */

@@ -17,7 +17,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { timingSafeEqual } from 'node:crypto';
-import { type ErrorCode, assertInteger } from './errors.js';
+import { type ErrorCode, assertInteger, CodedTypeError } from './errors.js';
 import { Secret } from './secret.js';
 
 /** What the guard needs to know about one request, exactly as Node's parser produced it. */
@@ -128,9 +128,7 @@ const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const HEX = /^[0-9A-Fa-f]{2}$/;
 
 function invalidPolicy(name: string, expected: string): TypeError {
-  const error = new TypeError(`${name} must be ${expected}`) as TypeError & { code: ErrorCode };
-  error.code = 'ERR_INVALID_ARG_VALUE';
-  return error;
+  return new CodedTypeError('ERR_INVALID_ARG_VALUE', `${name} must be ${expected}`);
 }
 
 /**
@@ -476,8 +474,7 @@ export function allowedHostsFor(port: number, options: { ipv6?: boolean } = {}):
  */
 export function createTokenVerifier(expected: string | Secret): (candidate: string) => boolean {
   const value = expected instanceof Secret ? expected.reveal() : expected;
-  if (typeof value !== 'string')
-    throw Object.assign(new TypeError('expected token must be a string'), { code: 'ERR_INVALID_ARG_TYPE' });
+  if (typeof value !== 'string') throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'expected token must be a string');
   if (value.length < MIN_TOKEN_LENGTH || value.length > MAX_TOKEN_LENGTH || !B64TOKEN.test(value)) {
     throw invalidPolicy(
       'expected token',

@@ -10,7 +10,7 @@
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { Buffer } from 'node:buffer';
-import { CompanionError, type ErrorCode, assertInteger } from './errors.js';
+import { CompanionError, type ErrorCode, assertInteger, CodedTypeError } from './errors.js';
 
 /** The proof that a byte stream matched its manifest entry. Only {@link createIntegrityAccumulator} makes one. */
 export interface VerifiedIntegrity {
@@ -58,9 +58,7 @@ export function createIntegrityAccumulator(expected: {
   const { expectedSize, expectedSha256 } = expected;
   assertInteger(expectedSize, 'expectedSize', 0);
   if (typeof expectedSha256 !== 'string' || !SHA256_HEX.test(expectedSha256)) {
-    throw Object.assign(new TypeError('expectedSha256 must be 64 hexadecimal characters'), {
-      code: 'ERR_INVALID_ARG_VALUE',
-    });
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'expectedSha256 must be 64 hexadecimal characters');
   }
   const expectedDigest = Buffer.from(expectedSha256, 'hex');
   const hash = createHash('sha256');
@@ -72,7 +70,7 @@ export function createIntegrityAccumulator(expected: {
     update(chunk: Uint8Array): void {
       if (finalized) throw new CompanionError('ERR_INTEGRITY_FINALIZED');
       if (!(chunk instanceof Uint8Array)) {
-        throw Object.assign(new TypeError('chunk must be a Uint8Array'), { code: 'ERR_INVALID_ARG_TYPE' });
+        throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'chunk must be a Uint8Array');
       }
       if (spent !== null) throw new CompanionError(spent, undefined, { detail: { expectedSize, received: bytes } });
       if (chunk.byteLength > expectedSize - bytes) {

@@ -7,7 +7,7 @@
  * {@link transition} and acts on the new state (spawn on `starting`, kill on `stopping`, wait until
  * `restartAt` in `backoff`, then send `retry`). The table is in docs/architecture.md, "Cores".
  */
-import { CompanionError, ERROR_CODES, type ErrorCode, assertInteger } from './errors.js';
+import { CompanionError, ERROR_CODES, type ErrorCode, assertInteger, CodedTypeError } from './errors.js';
 
 export const LIFECYCLE_STATES = Object.freeze([
   'stopped',
@@ -152,7 +152,7 @@ export interface LifecycleSnapshot {
 
 function assertTime(now: unknown): asserts now is number {
   if (typeof now !== 'number' || !Number.isFinite(now)) {
-    throw Object.assign(new TypeError('now must be a finite number (milliseconds)'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'now must be a finite number (milliseconds)');
   }
 }
 
@@ -160,7 +160,7 @@ function assertTime(now: unknown): asserts now is number {
 export function initialLifecycle(now: number, policy: RestartPolicy = DEFAULT_RESTART_POLICY): LifecycleSnapshot {
   assertTime(now);
   if (!POLICIES.has(policy))
-    throw Object.assign(new TypeError('policy must come from createRestartPolicy()'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'policy must come from createRestartPolicy()');
   return Object.freeze({
     state: 'stopped',
     since: now,
@@ -226,12 +226,10 @@ export function transition(
 ): LifecycleSnapshot {
   assertTime(now);
   if (typeof snapshot !== 'object' || snapshot === null || !POLICIES.has(snapshot.policy)) {
-    throw Object.assign(new TypeError('snapshot must come from initialLifecycle() or transition()'), {
-      code: 'ERR_INVALID_ARG_TYPE',
-    });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'snapshot must come from initialLifecycle() or transition()');
   }
   if (code !== undefined && !Object.hasOwn(ERROR_CODES, code)) {
-    throw Object.assign(new TypeError('code must be one of ERROR_CODES'), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'code must be one of ERROR_CODES');
   }
   const { state, policy } = snapshot;
   if (!isState(state) || !isEvent(event)) throw illegal(state, event);

@@ -5,7 +5,7 @@
  * format, the verification order and key rotation are in docs/manifest.md. Pure: node:crypto only.
  */
 import { verify } from 'node:crypto';
-import { CompanionError, assertInteger, assertString, type ErrorCode } from './errors.js';
+import { CompanionError, assertInteger, assertString, type ErrorCode, CodedTypeError } from './errors.js';
 import {
   MANIFEST_PURPOSE,
   fromBase64Url,
@@ -226,11 +226,9 @@ export function verifyManifest(
   options: VerifyManifestOptions,
 ): VerifiedManifest {
   if (typeof options !== 'object' || options === null)
-    throw Object.assign(new TypeError('options must be an object'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'options must be an object');
   if (!Array.isArray(options.trustedKeys) || options.trustedKeys.length === 0) {
-    throw Object.assign(new TypeError('trustedKeys must be a non-empty list (parseTrustedKeys())'), {
-      code: 'ERR_INVALID_ARG_VALUE',
-    });
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'trustedKeys must be a non-empty list (parseTrustedKeys())');
   }
   assertString(options.expectedIssuer, 'expectedIssuer');
   assertInteger(options.now, 'now', 0);
@@ -243,7 +241,7 @@ export function verifyManifest(
   const key = options.trustedKeys.find((k) => k.keyId === keyId);
   if (key === undefined) throw refuse('ERR_MANIFEST_UNKNOWN_KEY');
   if (key.publicKey.asymmetricKeyType !== 'ed25519')
-    throw Object.assign(new TypeError('trusted keys must be Ed25519'), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'trusted keys must be Ed25519');
   let ok = false;
   try {
     ok = verify(null, payload, key.publicKey, signature);
@@ -301,9 +299,7 @@ export function verifyManifest(
  */
 export function findModel(manifest: VerifiedManifest, id?: string): ManifestModel {
   if (!isVerifiedManifest(manifest)) {
-    throw Object.assign(new TypeError('manifest must be the result of verifyManifest()'), {
-      code: 'ERR_INVALID_ARG_VALUE',
-    });
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'manifest must be the result of verifyManifest()');
   }
   if (id !== undefined) assertString(id, 'id');
   const model = id === undefined ? manifest.models[0] : manifest.models.find((m) => m.id === id);

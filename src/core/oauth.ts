@@ -12,7 +12,14 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as oauth from 'oauth4webapi';
-import { CompanionError, assertFunction, assertObject, assertString, type ErrorCode } from './errors.js';
+import {
+  CompanionError,
+  assertFunction,
+  assertObject,
+  assertString,
+  type ErrorCode,
+  CodedTypeError,
+} from './errors.js';
 import { Secret, isSecret } from './secret.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -94,9 +101,7 @@ function refuse(code: ErrorCode, message?: string, detail?: Record<string, strin
 }
 
 function invalidArg(name: string, expected: string): TypeError {
-  const error = new TypeError(`${name} must be ${expected}`) as TypeError & { code: ErrorCode };
-  error.code = 'ERR_INVALID_ARG_VALUE';
-  return error;
+  return new CodedTypeError('ERR_INVALID_ARG_VALUE', `${name} must be ${expected}`);
 }
 
 function randomToken(): string {
@@ -122,9 +127,7 @@ export function sanitizeOAuthText(value: string, max: number, hide: readonly str
 
 function checkScopeList(value: unknown, name: string): readonly string[] {
   if (!Array.isArray(value)) {
-    const error = new TypeError(`${name} must be an array of scope tokens`) as TypeError & { code: ErrorCode };
-    error.code = 'ERR_INVALID_ARG_TYPE';
-    throw error;
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', `${name} must be an array of scope tokens`);
   }
   for (const token of value) {
     if (typeof token !== 'string' || !SCOPE_TOKEN.test(token))

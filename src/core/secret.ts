@@ -2,6 +2,8 @@
  * A value that holds a secret (a token, a code, a verifier). Printing it, logging it, serialising it or
  * inspecting it shows `[redacted]`; only `reveal()` gives the value, at the one place that sends it.
  */
+import { CodedTypeError } from './errors.js';
+
 const REDACTED = '[redacted]';
 const inspectSymbol = Symbol.for('nodejs.util.inspect.custom');
 
@@ -10,9 +12,7 @@ export class Secret {
 
   constructor(value: string) {
     if (typeof value !== 'string' || value.length === 0) {
-      const error = new TypeError('a secret must be a non-empty string') as TypeError & { code: string };
-      error.code = 'ERR_INVALID_ARG_TYPE';
-      throw error;
+      throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'a secret must be a non-empty string');
     }
     this.#value = value;
   }

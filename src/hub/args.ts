@@ -1,5 +1,5 @@
 /** Argument checks of the hub's public functions: a bad argument is a TypeError with a stable code. */
-import type { ErrorCode } from '../core/errors.js';
+import { CodedTypeError } from '../core/errors.js';
 
 /** A `TypeError` with `code` `ERR_INVALID_ARG_VALUE` (or `_TYPE`), as src/core/errors.ts makes them. */
 export function invalidArgument(
@@ -7,7 +7,5 @@ export function invalidArgument(
   expected: string,
   code: 'ERR_INVALID_ARG_VALUE' | 'ERR_INVALID_ARG_TYPE' = 'ERR_INVALID_ARG_VALUE',
 ): TypeError {
-  const error = new TypeError(`${name} must be ${expected}`) as TypeError & { code: ErrorCode };
-  error.code = code;
-  return error;
+  return new CodedTypeError(code, `${name} must be ${expected}`);
 }

@@ -12,6 +12,7 @@
  * Format reference: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
  */
 import { Buffer } from 'node:buffer';
+import { CodedTypeError } from '../core/errors.js';
 
 /** Options of {@link generateTinyGguf}. */
 export interface TinyGgufOptions {
@@ -312,9 +313,7 @@ interface Tensor {
 export function generateTinyGguf(options: TinyGgufOptions = {}): Buffer {
   const seed = options.seed ?? 1;
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
-    const error = new TypeError('seed must be an integer from 0 to 4294967295') as TypeError & { code: string };
-    error.code = 'ERR_INVALID_ARG_VALUE';
-    throw error;
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'seed must be an integer from 0 to 4294967295');
   }
   const omit = new Set(options.omitMetadata ?? []);
   const vocab = vocabulary();

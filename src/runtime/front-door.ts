@@ -27,7 +27,7 @@ import { connect as connectSocket, isIP, type Socket } from 'node:net';
 import { Pool, type buildConnector, type Dispatcher } from 'undici';
 import type { Admission, Release } from '../core/admission.js';
 import { ATTEST_ROUTE, readAttestNonce, type Attestor } from '../core/attest.js';
-import { CompanionError, isCompanionError, type ErrorCode } from '../core/errors.js';
+import { CompanionError, isCompanionError, type ErrorCode, CodedTypeError } from '../core/errors.js';
 import { allowedHostsFor, verifyLoopbackRequest, type GuardPolicy, type GuardRoute } from '../core/guard.js';
 import type { Secret } from '../core/secret.js';
 import { sameSocket, type SocketIdentity } from './health.js';
@@ -766,9 +766,7 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
 }
 
 function invalidArg(message: string): TypeError {
-  const error = new TypeError(message) as TypeError & { code: string };
-  error.code = 'ERR_INVALID_ARG_VALUE';
-  return error;
+  return new CodedTypeError('ERR_INVALID_ARG_VALUE', message);
 }
 
 /**

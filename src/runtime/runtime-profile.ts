@@ -14,7 +14,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { assertInteger, assertOneOf, assertString } from '../core/errors.js';
+import { assertInteger, assertOneOf, assertString, CodedTypeError } from '../core/errors.js';
 
 /** The descriptor the model is handed over on. */
 export const MODEL_FD = 3;
@@ -63,9 +63,7 @@ function packageRoot(): string {
 }
 
 function invalidValue(message: string): TypeError {
-  const error = new TypeError(message) as TypeError & { code: string };
-  error.code = 'ERR_INVALID_ARG_VALUE';
-  return error;
+  return new CodedTypeError('ERR_INVALID_ARG_VALUE', message);
 }
 
 export interface BundledProfileOptions {

@@ -17,6 +17,7 @@
  */
 import { lstatSync, readdirSync } from 'node:fs';
 import { posix } from 'node:path';
+import { CodedTypeError } from '../core/errors.js';
 
 /** What a `gpu auto` sandbox adds to its view. */
 export interface GpuPassthrough {
@@ -144,7 +145,7 @@ export function discoverGpuPassthrough(fs: GpuFsView = HOST_GPU_FS): GpuPassthro
 }
 
 function invalid(name: string, expected: string): TypeError {
-  return Object.assign(new TypeError(`${name} must be ${expected}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  return new CodedTypeError('ERR_INVALID_ARG_VALUE', `${name} must be ${expected}`);
 }
 
 /**
@@ -153,7 +154,7 @@ function invalid(name: string, expected: string): TypeError {
  */
 export function checkGpuPassthrough(gpu: GpuPassthrough): GpuPassthrough {
   if (typeof gpu !== 'object' || gpu === null || !Array.isArray(gpu.devices) || !Array.isArray(gpu.libraries)) {
-    throw Object.assign(new TypeError('profile.gpu must be {devices, libraries}'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'profile.gpu must be {devices, libraries}');
   }
   const seen = new Set<string>();
   gpu.devices.forEach((path: unknown, index) => {

@@ -7,7 +7,7 @@
  * sandbox-exec, AppContainer); the `unshare` fallback cannot hide files and says so (docs/sandbox.md).
  */
 import { posix, win32 } from 'node:path';
-import { assertObject, assertString } from '../core/errors.js';
+import { assertObject, assertString, CodedTypeError } from '../core/errors.js';
 import { checkGpuPassthrough, type GpuPassthrough } from './sandbox-gpu.js';
 
 /** The sandbox kinds, strongest first per platform. */
@@ -75,15 +75,11 @@ export function isAllowedSandboxEnvKey(key: string): boolean {
 }
 
 function invalid(name: string, expected: string): TypeError {
-  const error = new TypeError(`${name} must be ${expected}`) as TypeError & { code: string };
-  error.code = 'ERR_INVALID_ARG_VALUE';
-  return error;
+  return new CodedTypeError('ERR_INVALID_ARG_VALUE', `${name} must be ${expected}`);
 }
 
 function invalidType(name: string, expected: string): TypeError {
-  const error = new TypeError(`${name} must be ${expected}`) as TypeError & { code: string };
-  error.code = 'ERR_INVALID_ARG_TYPE';
-  return error;
+  return new CodedTypeError('ERR_INVALID_ARG_TYPE', `${name} must be ${expected}`);
 }
 
 /** Folders a wrapper builds itself; a profile may not bind anything into them. */

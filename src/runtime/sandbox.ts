@@ -18,7 +18,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CompanionError, assertObject, assertString } from '../core/errors.js';
+import { CompanionError, assertObject, assertString, CodedTypeError } from '../core/errors.js';
 import { bwrapArgs, readLinuxSystemLayout, type LinuxSystemLayout } from './sandbox-linux-bwrap.js';
 import { unshareArgs } from './sandbox-linux-unshare.js';
 import { sandboxExecArgs } from './sandbox-macos.js';
@@ -296,7 +296,7 @@ async function detectDarwin(sandboxExecPath: string, probe: boolean, timeoutMs: 
  */
 export function detectSandbox(options: DetectSandboxOptions = {}): Promise<SandboxSupport> {
   if (typeof options !== 'object' || options === null)
-    throw Object.assign(new TypeError('options must be an object'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'options must be an object');
   const platform = options.platform ?? process.platform;
   assertString(platform, 'options.platform');
   const resolved = {
@@ -310,11 +310,9 @@ export function detectSandbox(options: DetectSandboxOptions = {}): Promise<Sandb
     timeoutMs: options.timeoutMs ?? DETECT_TIMEOUT_MS,
   };
   if (typeof resolved.probe !== 'boolean')
-    throw Object.assign(new TypeError('options.probe must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'options.probe must be a boolean');
   if (!Number.isInteger(resolved.timeoutMs) || resolved.timeoutMs < 1 || resolved.timeoutMs > 60_000) {
-    throw Object.assign(new TypeError('options.timeoutMs must be an integer from 1 to 60000'), {
-      code: 'ERR_INVALID_ARG_VALUE',
-    });
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'options.timeoutMs must be an integer from 1 to 60000');
   }
   if (platform !== 'win32') {
     for (const field of [
@@ -375,7 +373,7 @@ export function sandboxCommand(
 ): { file: string; args: string[]; modelPath?: string } {
   assertObject(support, 'support');
   if (!(SANDBOX_MODES as readonly string[]).includes(support.mode)) {
-    throw Object.assign(new TypeError('support.mode must be a sandbox mode'), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'support.mode must be a sandbox mode');
   }
   if (support.mode === 'none' || support.path === null) throw unavailable('there is no sandbox to wrap the runtime in');
   switch (support.mode) {
@@ -418,8 +416,7 @@ export function sandboxCommand(
 
 // `env` takes any leading NAME=VALUE word as an assignment: the command file may not look like one.
 function assertEnvSafeFile(file: string): void {
-  if (file.includes('='))
-    throw Object.assign(new TypeError('command.file must be a path without "="'), { code: 'ERR_INVALID_ARG_VALUE' });
+  if (file.includes('=')) throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'command.file must be a path without "="');
 }
 
 /** True when `mode` hides the user's files and the network (bubblewrap, sandbox-exec, AppContainer). */
@@ -436,7 +433,7 @@ export function isFullSandbox(mode: SandboxMode): boolean {
 export function assertSandboxOrExplicitOptOut(support: SandboxSupport, allowUnsandboxed: boolean): void {
   assertObject(support, 'support');
   if (typeof allowUnsandboxed !== 'boolean')
-    throw Object.assign(new TypeError('allowUnsandboxed must be a boolean'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'allowUnsandboxed must be a boolean');
   if (isFullSandbox(support.mode) || allowUnsandboxed) return;
   const why =
     support.mode === 'unshare'

@@ -41,7 +41,7 @@ import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { closeInheritedDescriptors } from '../common/descriptors.js';
 import { ensurePrivateDirSync } from '../common/private-file.js';
-import { CompanionError, assertString, assertInteger, type ErrorCode } from '../core/errors.js';
+import { CompanionError, assertString, assertInteger, type ErrorCode, CodedTypeError } from '../core/errors.js';
 import { Secret } from '../core/secret.js';
 import {
   CHILD_ERROR_CODES,
@@ -183,7 +183,7 @@ const PROFILE_ENV =
 const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH)/i;
 
 function invalidArg(message: string): TypeError {
-  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG_VALUE' });
+  return new CodedTypeError('ERR_INVALID_ARG_VALUE', message);
 }
 
 /**

@@ -19,7 +19,7 @@ import { lstat, open, readdir, rename, rm, statfs, type FileHandle } from 'node:
 import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
 import { Worker } from 'node:worker_threads';
-import { CompanionError, isCompanionError, type ErrorCode } from '../../core/errors.js';
+import { CompanionError, isCompanionError, type ErrorCode, CodedTypeError } from '../../core/errors.js';
 import { createIntegrityAccumulator, type IntegrityAccumulator } from '../../core/integrity.js';
 import type { ManifestModel } from '../../core/manifest-format.js';
 import { download, isStrongEtag, type DownloadStart } from '../download.js';
@@ -698,7 +698,7 @@ class RestartFromZero extends Error {}
 
 function assertModel(model: ManifestModel): void {
   if (typeof model !== 'object' || model === null)
-    throw Object.assign(new TypeError('model must be a manifest model'), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'model must be a manifest model');
   modelFileName(model.id);
   if (!Number.isSafeInteger(model.size) || model.size <= 0)
     throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model size must be a positive integer');
