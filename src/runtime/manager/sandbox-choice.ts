@@ -27,7 +27,7 @@ export interface SandboxResolution {
 
 /** The package root: the folder holding dist/, node_modules/ and package.json. */
 function packageRoot(): string {
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 }
 
 /**
