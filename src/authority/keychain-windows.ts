@@ -11,13 +11,15 @@
  *
  * Protect/unprotect run in Windows PowerShell (`System.Security.Cryptography.ProtectedData`) from a fixed
  * script passed with `-EncodedCommand`: argv is the same for every call and holds no value; the value and
- * the entropy go over stdin, the result comes back over stdout. Node writes the blob (temp file + rename).
+ * the entropy go over stdin, the result comes back over stdout. Node writes the blob atomically
+ * (src/common/private-file.ts: a random O_EXCL temp file, fsynced, renamed into place).
  *
  * NOT YET RUN ON A REAL WINDOWS MACHINE (docs/keychain.md): unit tests check the argv, stdin, files.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { isAbsolute, join, win32 } from 'node:path';
+import { ensurePrivateDir, writePrivateFileAtomic } from '../common/private-file.js';
 import type { KeychainAccount } from '../core/keychain-port.js';
 import { isCompanionError } from '../core/errors.js';
 import { MAX_VALUE_BYTES, keychainError, type KeychainBackend, type KeychainHealth } from './keychain-common.js';
@@ -168,13 +170,10 @@ export function createWindowsBackend(options: WindowsBackendOptions): KeychainBa
       } finally {
         plain.fill(0);
       }
-      const temp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
       try {
-        await mkdir(folder(), { recursive: true, mode: 0o700 });
-        await writeFile(temp, blob, { flag: 'wx', mode: 0o600 });
-        await rename(temp, path);
+        await ensurePrivateDir(folder());
+        await writePrivateFileAtomic(path, blob);
       } catch {
-        await rm(temp, { force: true }).catch(() => undefined);
         throw keychainError('ERR_KEYCHAIN_FAILURE', name);
       }
     },

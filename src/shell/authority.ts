@@ -23,9 +23,8 @@ import { parseTrustedKeys } from '../core/manifest-format.js';
 import { verifyManifest, type VerifiedManifest } from '../core/manifest.js';
 import { Secret } from '../core/secret.js';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ensurePrivateDir, writePrivateFileAtomic } from '../common/private-file.js';
+import { ensurePrivateDir, readJsonFile, writePrivateFileAtomic } from '../common/private-file.js';
 import type { OAuthFetch } from '../core/oauth.js';
 
 export interface AuthorityOptions {
@@ -83,12 +82,9 @@ export interface AuthorityGroup {
 }
 
 async function readLastVersion(file: string): Promise<number | undefined> {
-  try {
-    const value = (JSON.parse(await readFile(file, 'utf8')) as { version?: unknown }).version;
-    return typeof value === 'number' && Number.isSafeInteger(value) ? value : undefined;
-  } catch {
-    return undefined;
-  }
+  const stored = await readJsonFile(file);
+  const value = typeof stored === 'object' && stored !== null ? (stored as { version?: unknown }).version : undefined;
+  return typeof value === 'number' && Number.isSafeInteger(value) ? value : undefined;
 }
 
 async function writeLastVersion(file: string, version: number): Promise<void> {
