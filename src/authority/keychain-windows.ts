@@ -23,7 +23,8 @@ import { ensurePrivateDir, writePrivateFileAtomic } from '../common/private-file
 import type { KeychainAccount } from '../core/keychain-port.js';
 import { isCompanionError } from '../core/errors.js';
 import { MAX_VALUE_BYTES, keychainError, type KeychainBackend, type KeychainHealth } from './keychain-common.js';
-import { pickEnv, runCommand, type Exec } from './keychain-exec.js';
+import type { OsBackendOptions } from './keychain-binding.js';
+import { pickEnv, runCommand } from './keychain-exec.js';
 
 export const WINDOWS_BACKEND = 'windows-dpapi';
 
@@ -91,20 +92,17 @@ const ADVICE = {
   failure: 'Windows PowerShell failed to run DPAPI',
 } as const;
 
-export interface WindowsBackendOptions {
-  readonly service: string;
-  readonly timeoutMs: number;
-  readonly exec?: Exec;
-  readonly env?: NodeJS.ProcessEnv;
-}
-
 /** The folder of one service's blobs (exported for tests and docs). */
 export function dpapiFolder(localAppData: string, service: string): string {
   const digest = createHash('sha256').update(service, 'utf8').digest('hex').slice(0, 32);
   return join(localAppData, 'Companion', 'keychain', digest);
 }
 
-export function createWindowsBackend(options: WindowsBackendOptions): KeychainBackend {
+/**
+ * Creates the Windows backend (DPAPI blobs under `%LOCALAPPDATA%`). Its calls reject with
+ * ERR_KEYCHAIN_UNAVAILABLE (no LOCALAPPDATA, no PowerShell), ERR_KEYCHAIN_TIMEOUT or ERR_KEYCHAIN_FAILURE.
+ */
+export function createWindowsBackend(options: Omit<OsBackendOptions, 'loadBinding'>): KeychainBackend {
   const exec = options.exec ?? runCommand;
   const env = options.env ?? process.env;
   const childEnv = pickEnv(env, CHILD_ENV);
