@@ -56,6 +56,7 @@ export interface LoopbackCapabilities {
   readonly attest: Attestor;
 }
 
+/** The authority group's capabilities, as the shell wires them (it never hands them to the runtime group). */
 export interface AuthorityGroup {
   readonly client: HubClient;
   readonly keychain: OsKeychain;
@@ -93,6 +94,13 @@ async function writeLastVersion(file: string, version: number): Promise<void> {
   await writePrivateFileAtomic(file, JSON.stringify({ version }));
 }
 
+/**
+ * Builds the authority group (D5.8): the hub client, the keychain, custody, sign-in and sign-out, the
+ * manifest fetch and the loopback token, apart from the runtime group. Throws what `openKeychain` and
+ * `keychainServiceFor` throw (ERR_KEYCHAIN_UNAVAILABLE, ERR_INVALID_ARG_VALUE). Its `fetchManifest()`
+ * rejects with ERR_CONFIG when no manifest key is pinned, and with the codes of the sign-in, the fetch
+ * and the manifest check otherwise.
+ */
 export function createAuthorityGroup(options: AuthorityOptions): AuthorityGroup {
   const now = options.now ?? Date.now;
   const client: HubClient = {
