@@ -38,21 +38,37 @@ export function printableHub(hubUrl: string): string {
   }
 }
 
-const CONNECT_REASONS: Readonly<Record<string, readonly [string, string]>> = {
-  ECONNREFUSED: ['connection refused', 'is the hub running (companion hub)? check --hub'],
-  ENOTFOUND: ['host name not found', 'check the host name in --hub'],
-  EAI_AGAIN: ['host name lookup failed', 'check the network and the host name in --hub'],
-  ETIMEDOUT: ['timed out', 'check the network and --hub'],
-  UND_ERR_CONNECT_TIMEOUT: ['connection timed out', 'check the network and --hub'],
-  UND_ERR_HEADERS_TIMEOUT: ['no answer in time', 'check that the hub is healthy'],
-  TimeoutError: ['timed out', 'check the network and --hub'],
-  AbortError: ['cancelled', 'run the command again'],
-  ECONNRESET: ['connection reset', 'check the network and that --hub names an https hub'],
-  UND_ERR_SOCKET: ['connection closed', 'check the network and that --hub names an https hub'],
-  EHOSTUNREACH: ['host unreachable', 'check the network and --hub'],
-  ENETUNREACH: ['network unreachable', 'check the network'],
-  BAD_PORT: ['a port that fetch refuses to use', 'give the hub another port in --hub'],
-};
+/**
+ * What to do about a transport failure, each with the failures it answers (transport code → what
+ * happened). One table of fixes: the same advice is written once, however many codes lead to it.
+ */
+const FIXES: readonly (readonly [fix: string, failures: Readonly<Record<string, string>>])[] = [
+  ['is the hub running (companion hub)? check --hub', { ECONNREFUSED: 'connection refused' }],
+  ['check the host name in --hub', { ENOTFOUND: 'host name not found' }],
+  ['check the network and the host name in --hub', { EAI_AGAIN: 'host name lookup failed' }],
+  [
+    'check the network and --hub',
+    {
+      ETIMEDOUT: 'timed out',
+      UND_ERR_CONNECT_TIMEOUT: 'connection timed out',
+      TimeoutError: 'timed out',
+      EHOSTUNREACH: 'host unreachable',
+    },
+  ],
+  ['check that the hub is healthy', { UND_ERR_HEADERS_TIMEOUT: 'no answer in time' }],
+  ['run the command again', { AbortError: 'cancelled' }],
+  [
+    'check the network and that --hub names an https hub',
+    { ECONNRESET: 'connection reset', UND_ERR_SOCKET: 'connection closed' },
+  ],
+  ['check the network', { ENETUNREACH: 'network unreachable' }],
+  ['give the hub another port in --hub', { BAD_PORT: 'a port that fetch refuses to use' }],
+];
+
+/** Transport code → [what happened, what to do], read from {@link FIXES}. */
+const CONNECT_REASONS: ReadonlyMap<string, readonly [string, string]> = new Map(
+  FIXES.flatMap(([fix, failures]) => Object.entries(failures).map(([code, what]) => [code, [what, fix]] as const)),
+);
 
 /**
  * ERR_HUB_UNREACHABLE for a transport failure talking to the hub at `hubUrl`. A certificate failure gets
@@ -73,7 +89,7 @@ export function hubUnreachable(hubUrl: string, error: unknown): CompanionError {
           : `the hub's TLS certificate at ${where} could not be verified: it is not trusted (${shown}); a hub with a private CA needs --ca FILE`;
     return new CompanionError('ERR_HUB_UNREACHABLE', message, { detail: { reason: 'tls', code: shown } });
   }
-  const [what, fix] = (code !== null ? CONNECT_REASONS[code] : undefined) ?? [
+  const [what, fix] = (code !== null ? CONNECT_REASONS.get(code) : undefined) ?? [
     code ?? 'network error',
     'check the network and --hub',
   ];

@@ -25,6 +25,7 @@ import {
   type KeychainHealth,
 } from './keychain-common.js';
 import type { CompanionError } from '../core/errors.js';
+import type { Exec } from './keychain-exec.js';
 
 /** The part of `@napi-rs/keyring`'s `AsyncEntry` that the backends use. */
 export interface BindingEntry {
@@ -48,6 +49,21 @@ export async function loadKeyringBinding(): Promise<KeyringBinding> {
   return { AsyncEntry: module.AsyncEntry };
 }
 
+/** What an OS backend over the binding is made from (macOS, Secret Service; Windows takes no binding). */
+export interface OsBackendOptions {
+  /** The service name every item is stored under. */
+  readonly service: string;
+  /** Bound on a health check's command, in ms. */
+  readonly timeoutMs: number;
+  /** Injected in unit tests; the real binding otherwise. */
+  readonly loadBinding?: () => Promise<KeyringBinding>;
+  /** Injected in unit tests; the real command runner otherwise. */
+  readonly exec?: Exec;
+  /** The environment the backend reads (default `process.env`). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** What {@link createBindingBackend} needs: the store's name, its entry options, health check and advice. */
 export interface BindingBackendOptions {
   readonly name: string;
   readonly service: string;
@@ -60,6 +76,11 @@ export interface BindingBackendOptions {
   readonly unavailableAdvice: string;
 }
 
+/**
+ * A backend over the native binding. Its calls reject with ERR_KEYCHAIN_LOCKED,
+ * ERR_KEYCHAIN_UNAVAILABLE, ERR_KEYCHAIN_VALUE_TOO_LARGE or ERR_KEYCHAIN_FAILURE (never a library's
+ * message); an empty answer is confirmed by the health check.
+ */
 export function createBindingBackend(options: BindingBackendOptions): KeychainBackend {
   const { name, service, entryOptions } = options;
   let loaded: Promise<KeyringBinding> | undefined;

@@ -12,7 +12,7 @@
  * NOT YET RUN ON A REAL MAC (docs/keychain.md).
  */
 import type { KeychainBackend, KeychainHealth } from './keychain-common.js';
-import { createBindingBackend, loadKeyringBinding, type KeyringBinding } from './keychain-binding.js';
+import { createBindingBackend, loadKeyringBinding, type OsBackendOptions } from './keychain-binding.js';
 import { pickEnv, runCommand, type Exec } from './keychain-exec.js';
 
 export const MACOS_BACKEND = 'macos-keychain';
@@ -45,15 +45,11 @@ export async function queryMacosHealth(
   return health('unavailable', ADVICE.unavailable);
 }
 
-export interface MacosBackendOptions {
-  readonly service: string;
-  readonly timeoutMs: number;
-  readonly loadBinding?: () => Promise<KeyringBinding>;
-  readonly exec?: Exec;
-  readonly env?: NodeJS.ProcessEnv;
-}
-
-export function createMacosBackend(options: MacosBackendOptions): KeychainBackend {
+/**
+ * Creates the macOS backend: login-keychain items through the binding, health from `security`. Its
+ * calls reject with our keychain codes only (see {@link createBindingBackend}).
+ */
+export function createMacosBackend(options: OsBackendOptions): KeychainBackend {
   const exec = options.exec ?? runCommand;
   const env = pickEnv(options.env ?? process.env, ['HOME', 'USER', 'LOGNAME', 'TMPDIR']);
   return createBindingBackend({

@@ -12,6 +12,7 @@ export const MEMORY_BACKEND = 'memory';
 export const MEMORY_ANNOUNCEMENT =
   'companion: using the in-memory keychain (demo/tests only): nothing is stored on this machine';
 
+/** Creates the in-memory backend and announces it once through `announce`. Its calls never reject. */
 export function createMemoryBackend(announce: (line: string) => void): KeychainBackend {
   const items = new Map<KeychainAccount, string>();
   announce(MEMORY_ANNOUNCEMENT);

@@ -17,7 +17,7 @@ import {
   createBindingBackend,
   loadKeyringBinding,
   type BindingEntryOptions,
-  type KeyringBinding,
+  type OsBackendOptions,
 } from './keychain-binding.js';
 import { pickEnv, runCommand, type Exec } from './keychain-exec.js';
 
@@ -138,18 +138,8 @@ export async function querySecretServiceHealth(options: DbusQueryOptions): Promi
   return health('unavailable', ADVICE.failure);
 }
 
-export interface SecretServiceBackendOptions {
-  readonly service: string;
-  readonly timeoutMs: number;
-  /** Injected in unit tests; the real binding and runner otherwise. */
-  readonly loadBinding?: () => Promise<KeyringBinding>;
-  readonly exec?: Exec;
-  /** The environment the bus address is read from (default `process.env`). */
-  readonly env?: NodeJS.ProcessEnv;
-}
-
 /** Creates the Secret Service backend. Calls fail with our codes; see `keychain.ts` for the guard. */
-export function createSecretServiceBackend(options: SecretServiceBackendOptions): KeychainBackend {
+export function createSecretServiceBackend(options: OsBackendOptions): KeychainBackend {
   const exec = options.exec ?? runCommand;
   const env = options.env ?? process.env;
   const healthCheck = async (): Promise<KeychainHealth> => {

@@ -11,17 +11,20 @@
  *
  * Protect/unprotect run in Windows PowerShell (`System.Security.Cryptography.ProtectedData`) from a fixed
  * script passed with `-EncodedCommand`: argv is the same for every call and holds no value; the value and
- * the entropy go over stdin, the result comes back over stdout. Node writes the blob (temp file + rename).
+ * the entropy go over stdin, the result comes back over stdout. Node writes the blob atomically
+ * (src/common/private-file.ts: a random O_EXCL temp file, fsynced, renamed into place).
  *
  * NOT YET RUN ON A REAL WINDOWS MACHINE (docs/keychain.md): unit tests check the argv, stdin, files.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { isAbsolute, join, win32 } from 'node:path';
+import { ensurePrivateDir, writePrivateFileAtomic } from '../common/private-file.js';
 import type { KeychainAccount } from '../core/keychain-port.js';
 import { isCompanionError } from '../core/errors.js';
 import { MAX_VALUE_BYTES, keychainError, type KeychainBackend, type KeychainHealth } from './keychain-common.js';
-import { pickEnv, runCommand, type Exec } from './keychain-exec.js';
+import type { OsBackendOptions } from './keychain-binding.js';
+import { pickEnv, runCommand } from './keychain-exec.js';
 
 export const WINDOWS_BACKEND = 'windows-dpapi';
 
@@ -89,20 +92,17 @@ const ADVICE = {
   failure: 'Windows PowerShell failed to run DPAPI',
 } as const;
 
-export interface WindowsBackendOptions {
-  readonly service: string;
-  readonly timeoutMs: number;
-  readonly exec?: Exec;
-  readonly env?: NodeJS.ProcessEnv;
-}
-
 /** The folder of one service's blobs (exported for tests and docs). */
 export function dpapiFolder(localAppData: string, service: string): string {
   const digest = createHash('sha256').update(service, 'utf8').digest('hex').slice(0, 32);
   return join(localAppData, 'Companion', 'keychain', digest);
 }
 
-export function createWindowsBackend(options: WindowsBackendOptions): KeychainBackend {
+/**
+ * Creates the Windows backend (DPAPI blobs under `%LOCALAPPDATA%`). Its calls reject with
+ * ERR_KEYCHAIN_UNAVAILABLE (no LOCALAPPDATA, no PowerShell), ERR_KEYCHAIN_TIMEOUT or ERR_KEYCHAIN_FAILURE.
+ */
+export function createWindowsBackend(options: Omit<OsBackendOptions, 'loadBinding'>): KeychainBackend {
   const exec = options.exec ?? runCommand;
   const env = options.env ?? process.env;
   const childEnv = pickEnv(env, CHILD_ENV);
@@ -168,13 +168,10 @@ export function createWindowsBackend(options: WindowsBackendOptions): KeychainBa
       } finally {
         plain.fill(0);
       }
-      const temp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
       try {
-        await mkdir(folder(), { recursive: true, mode: 0o700 });
-        await writeFile(temp, blob, { flag: 'wx', mode: 0o600 });
-        await rename(temp, path);
+        await ensurePrivateDir(folder());
+        await writePrivateFileAtomic(path, blob);
       } catch {
-        await rm(temp, { force: true }).catch(() => undefined);
         throw keychainError('ERR_KEYCHAIN_FAILURE', name);
       }
     },

@@ -101,18 +101,18 @@ export function openKeychain(options: OpenKeychainOptions): OsKeychain {
   assertInteger(timeoutMs, 'timeoutMs', 1, 600_000);
   if (options.backend === 'memory') {
     const announce = options.announce ?? ((line: string) => void process.stderr.write(`${line}\n`));
-    return guardKeychain(createMemoryBackend(announce), timeoutMs);
+    return guardKeychainBackend(createMemoryBackend(announce), timeoutMs);
   }
   const env = options.env ?? process.env;
   const common = { service: options.service, timeoutMs, env };
   const platform = options.platform ?? process.platform;
   switch (platform) {
     case 'linux':
-      return guardKeychain(createSecretServiceBackend(common), timeoutMs);
+      return guardKeychainBackend(createSecretServiceBackend(common), timeoutMs);
     case 'darwin':
-      return guardKeychain(createMacosBackend(common), timeoutMs);
+      return guardKeychainBackend(createMacosBackend(common), timeoutMs);
     case 'win32':
-      return guardKeychain(createWindowsBackend(common), timeoutMs);
+      return guardKeychainBackend(createWindowsBackend(common), timeoutMs);
     default:
       // Fail closed: no guessed store, no file.
       throw keychainError(
@@ -124,10 +124,14 @@ export function openKeychain(options: OpenKeychainOptions): OsKeychain {
 }
 
 /**
- * Wraps a backend in the guard described at the top of this file. Exported so tests can put a spy
- * backend behind the real guard.
+ * Wraps a backend in the guard described at the top of this file: the account and value checks, the
+ * deadline on each call, and only our own coded errors out. Exported so tests can put a spy backend
+ * behind the real guard. (Not custody's `guardKeychain` in src/core/custody.ts, which checks a port.)
+ * @throws ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE for a bad `timeoutMs`; its calls reject with
+ *   ERR_KEYCHAIN_ACCOUNT, ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_KEYCHAIN_VALUE_TOO_LARGE,
+ *   ERR_KEYCHAIN_TIMEOUT, ERR_KEYCHAIN_FAILURE or the backend's own coded error.
  */
-export function guardKeychain(backend: KeychainBackend, timeoutMs: number = DEFAULT_TIMEOUT_MS): OsKeychain {
+export function guardKeychainBackend(backend: KeychainBackend, timeoutMs: number = DEFAULT_TIMEOUT_MS): OsKeychain {
   assertInteger(timeoutMs, 'timeoutMs', 1, 600_000);
   const name = backend.name;
 

@@ -183,7 +183,7 @@ async function run(args: readonly string[], io: Io): Promise<number> {
   const options = parseHubArgs(args);
   // Loaded on use: the other commands never pay for oidc-provider and the certificate code.
   const { startHub } = await import('../hub/index.js');
-  const { writePrivateFileAtomic } = await import('../hub/files.js');
+  const { writePrivateFileAtomicSync } = await import('../common/private-file.js');
   // Listen before starting: a Ctrl-C during start-up still closes the hub cleanly.
   const signals = listenForSignals();
   let tempDir: string | null = null;
@@ -205,7 +205,7 @@ async function run(args: readonly string[], io: Io): Promise<number> {
     if (caPath === null) {
       tempDir = mkdtempSync(join(tmpdir(), 'companion-hub-'));
       caPath = join(tempDir, 'ca.pem');
-      writePrivateFileAtomic(caPath, hub.caPem);
+      writePrivateFileAtomicSync(caPath, hub.caPem);
     }
     const exports = exportLine(hub.hubUrl, caPath, hub.manifestKey);
     if (options.json) {

@@ -8,7 +8,8 @@
  *   name opened `O_CREAT | O_EXCL | O_NOFOLLOW` (a link or a file planted at the temp name is refused,
  *   never followed), written, fsynced, then renamed over the target. A reader sees the old file or the
  *   new one, never a torn one.
- * - {@link readJsonFile}: the parsed JSON of a regular file, opened `O_NOFOLLOW`, or null.
+ * - {@link readJsonFile} / {@link readJsonFileSync}: the parsed JSON of a file, opened `O_NOFOLLOW`; the
+ *   async one gives null on any failure, the sync one null only when the file is absent.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -19,6 +20,7 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readFileSync,
   renameSync,
   rmSync,
   writeSync,
@@ -132,14 +134,15 @@ export async function writePrivateFileAtomic(path: string, data: string | Uint8A
   }
 }
 
-/** The synchronous {@link writePrivateFileAtomic}. */
-export function writePrivateFileAtomicSync(path: string, data: string | Uint8Array): void {
+/**
+ * The synchronous {@link writePrivateFileAtomic}. `data` may also be a sequence of chunks, written one by
+ * one (a generated file of hundreds of MB is never held whole in memory).
+ */
+export function writePrivateFileAtomicSync(path: string, data: string | Uint8Array | Iterable<Uint8Array>): void {
   const temp = tempNameFor(path);
   const fd = openSync(temp, CREATE_FLAGS, 0o600);
   try {
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    let offset = 0;
-    while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+    for (const chunk of chunksOf(data)) writeAllSync(fd, chunk);
     fsyncSync(fd);
     closeSync(fd);
   } catch (error) {
@@ -159,9 +162,29 @@ export function writePrivateFileAtomicSync(path: string, data: string | Uint8Arr
   }
 }
 
+function chunksOf(data: string | Uint8Array | Iterable<Uint8Array>): Iterable<Uint8Array> {
+  if (typeof data === 'string') return [Buffer.from(data, 'utf8')];
+  return data instanceof Uint8Array ? [data] : data;
+}
+
+/** Writes all of `bytes` at the descriptor's position (writeSync may write fewer bytes than asked). */
+function writeAllSync(fd: number, bytes: Uint8Array): void {
+  let offset = 0;
+  while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+}
+
 /** {@link writePrivateFileAtomic} of `JSON.stringify(value)`. */
 export async function writePrivateJson(path: string, value: unknown): Promise<void> {
   await writePrivateFileAtomic(path, JSON.stringify(value));
+}
+
+/** The one JSON parser of the readers below: the value, or undefined when `text` is not JSON. */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The parsed JSON of the regular file at `path` (a symlink is refused), or null on any failure. */
@@ -174,10 +197,35 @@ export async function readJsonFile(path: string): Promise<unknown> {
   }
   try {
     if (!(await handle.stat()).isFile()) return null;
-    return JSON.parse(await handle.readFile('utf8')) as unknown;
+    return parseJson(await handle.readFile('utf8')) ?? null;
   } catch {
     return null;
   } finally {
     await handle.close().catch(() => undefined);
   }
+}
+
+/**
+ * The parsed JSON of the file at `path` (a symlink is refused), or null when nothing is there. A file
+ * that is there but unreadable throws its I/O error; one that is not JSON is a damaged file.
+ * @param what names the file in the error message (`a hub data file`); its folder is never shown.
+ * @throws `code` (default ERR_CONFIG) when the file is not valid JSON.
+ */
+export function readJsonFileSync(path: string, what: string, code: ErrorCode = 'ERR_CONFIG'): unknown {
+  let fd: number;
+  try {
+    fd = openSync(path, READ_FLAGS);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ENOENT') return null;
+    throw error;
+  }
+  let text: string;
+  try {
+    text = readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+  const value = parseJson(text);
+  if (value === undefined) throw new CompanionError(code, `${what} is not valid JSON (${basename(path)})`);
+  return value;
 }

@@ -135,6 +135,7 @@ export const ERROR_CODES = {
   ERR_INTERNAL: 'an unexpected internal error',
 } as const;
 
+/** Every code a Companion error can carry: a key of {@link ERROR_CODES} (docs/errors.md lists them). */
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 /** Options for {@link CompanionError}. `cause` must already be free of secrets. */

@@ -92,6 +92,7 @@ export const GUARD_REFUSALS = {
   ERR_GUARD_METHOD: 405,
 } as const satisfies Record<string, 400 | 401 | 403 | 404 | 405>;
 
+/** The code of one guard refusal: a key of {@link GUARD_REFUSALS}. */
 export type GuardRefusalCode = keyof typeof GUARD_REFUSALS;
 
 type Refusal = Extract<GuardDecision, { ok: false }>;
@@ -287,6 +288,7 @@ export function verifyLoopbackRequest(request: GuardRequest, policy: GuardPolicy
   }
 }
 
+/** The checks of {@link verifyLoopbackRequest}, in the order of the file comment; the first refusal decides. */
 function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   if (typeof request !== 'object' || request === null) return REFUSALS.ERR_GUARD_MALFORMED;
   const { peerAddress, method, target, rawHeaders, httpVersion } = request;
@@ -297,66 +299,96 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   // 2. Shape: method, version and a well-formed raw header list.
   if (typeof method !== 'string' || !METHOD_CHARS.test(method)) return REFUSALS.ERR_GUARD_MALFORMED;
   if (httpVersion !== undefined && httpVersion !== '1.1' && httpVersion !== '1.0') return REFUSALS.ERR_GUARD_MALFORMED;
-  if (!Array.isArray(rawHeaders) || rawHeaders.length % 2 !== 0) return REFUSALS.ERR_GUARD_MALFORMED;
-  let host: string | undefined,
-    hostCount = 0;
-  let origin: string | undefined,
-    originCount = 0;
-  let referer: string | undefined,
-    refererCount = 0;
-  let fetchSite: string | undefined,
-    fetchSiteCount = 0;
-  let authorization: string | undefined,
-    authorizationCount = 0;
+  const headers = readHeaders(rawHeaders);
+  if (headers === null) return REFUSALS.ERR_GUARD_MALFORMED;
+
+  // 3. Target: origin-form only, in normal form; the path is the target without its query.
+  const path = checkTarget(target);
+  if (typeof path !== 'string') return path;
+
+  // 4. Host (P-a) and 5. browser context (P-b).
+  const host = checkHost(headers.values[HOST], headers.counts[HOST], policy.allowedHosts);
+  if (typeof host !== 'string') return host;
+  const browser = checkBrowserContext(headers, host, policy.allowedOrigins ?? []);
+  if (browser !== null) return browser;
+
+  // 6. No CORS preflight is ever answered (D5.1): OPTIONS gets 405 and no CORS headers.
+  if (method === 'OPTIONS') return REFUSALS.ERR_GUARD_METHOD;
+
+  // 7. Attestation (P-k): a client proves the door is ours before it sends the token, so this one route
+  //    cannot need the token. Why no Authorization at all: a request that sends a token gets it checked.
+  const attest = policy.attestRoute;
+  if (attest !== undefined && headers.counts[AUTHORIZATION] === 0 && method === attest.method && path === attest.path)
+    return { ok: true, route: attest };
+
+  // 8. Token (P-c), then 9. route.
+  const token = checkToken(headers.values[AUTHORIZATION], headers.counts[AUTHORIZATION], policy.verifyToken);
+  if (token !== null) return token;
+  return matchRoute(policy.routes, attest, method, path);
+}
+
+/** Where {@link readHeaders} keeps each header the guard reads. */
+const HOST = 0;
+const ORIGIN = 1;
+const REFERER = 2;
+const FETCH_SITE = 3;
+const AUTHORIZATION = 4;
+
+/** The headers the guard reads, by slot: the last value of each and how many times it came. */
+interface SeenHeaders {
+  readonly values: [string | undefined, string | undefined, string | undefined, string | undefined, string | undefined];
+  readonly counts: [number, number, number, number, number];
+}
+
+/** The slot of a header the guard reads, or -1. Only a name of a length that can match is lower-cased. */
+function slotOf(
+  name: string,
+): -1 | typeof HOST | typeof ORIGIN | typeof REFERER | typeof FETCH_SITE | typeof AUTHORIZATION {
+  switch (name.length) {
+    case 4:
+      return name.toLowerCase() === 'host' ? HOST : -1;
+    case 6:
+      return name.toLowerCase() === 'origin' ? ORIGIN : -1;
+    case 7:
+      return name.toLowerCase() === 'referer' ? REFERER : -1;
+    case 13:
+      return name.toLowerCase() === 'authorization' ? AUTHORIZATION : -1;
+    case 14:
+      return name.toLowerCase() === 'sec-fetch-site' ? FETCH_SITE : -1;
+    default:
+      return -1;
+  }
+}
+
+/**
+ * The headers the guard reads, with every name and value checked (a token name, no CR, LF or NUL); null
+ * when the list is not an even list of such strings.
+ */
+function readHeaders(rawHeaders: unknown): SeenHeaders | null {
+  if (!Array.isArray(rawHeaders) || rawHeaders.length % 2 !== 0) return null;
+  const seen: SeenHeaders = {
+    values: [undefined, undefined, undefined, undefined, undefined],
+    counts: [0, 0, 0, 0, 0],
+  };
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name: unknown = rawHeaders[i];
     const value: unknown = rawHeaders[i + 1];
-    if (
-      typeof name !== 'string' ||
-      typeof value !== 'string' ||
-      !TOKEN_CHARS.test(name) ||
-      VALUE_FORBIDDEN.test(value)
-    ) {
-      return REFUSALS.ERR_GUARD_MALFORMED;
-    }
-    switch (name.length) {
-      case 4:
-        if (name.toLowerCase() === 'host') {
-          host = value;
-          hostCount++;
-        }
-        break;
-      case 6:
-        if (name.toLowerCase() === 'origin') {
-          origin = value;
-          originCount++;
-        }
-        break;
-      case 7:
-        if (name.toLowerCase() === 'referer') {
-          referer = value;
-          refererCount++;
-        }
-        break;
-      case 13:
-        if (name.toLowerCase() === 'authorization') {
-          authorization = value;
-          authorizationCount++;
-        }
-        break;
-      case 14:
-        if (name.toLowerCase() === 'sec-fetch-site') {
-          fetchSite = value;
-          fetchSiteCount++;
-        }
-        break;
-      default:
-        break;
-    }
+    if (typeof name !== 'string' || typeof value !== 'string' || !TOKEN_CHARS.test(name) || VALUE_FORBIDDEN.test(value))
+      return null;
+    const slot = slotOf(name);
+    if (slot === -1) continue;
+    seen.values[slot] = value;
+    seen.counts[slot]++;
   }
+  return seen;
+}
 
-  // 3. Target: origin-form only. After `GET http://evil/x` or `GET //evil/x`, `new URL(req.url, base)`
-  //    yields the attacker's host; `*` is only for OPTIONS, which we refuse anyway.
+/**
+ * The path of an origin-form target in normal form, or the refusal. After `GET http://evil/x` or
+ * `GET //evil/x`, `new URL(req.url, base)` yields the attacker's host; `*` is only for OPTIONS, which is
+ * refused anyway.
+ */
+function checkTarget(target: unknown): string | Refusal {
   if (
     typeof target !== 'string' ||
     target.length === 0 ||
@@ -375,21 +407,33 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   }
   const query = target.indexOf('?');
   const path = query === -1 ? target : target.slice(0, query);
-  if (!isNormalPath(path)) return REFUSALS.ERR_GUARD_MALFORMED;
+  return isNormalPath(path) ? path : REFUSALS.ERR_GUARD_MALFORMED;
+}
 
-  // 4. Host (P-a, DNS rebinding): exactly one, equal to a name of the bound port. Why exact: a rebound
-  //    name (`evil.example:P`, `127.0.0.1.nip.io:P`), a trailing dot, userinfo or a numeric IP variant
-  //    (`2130706433`, `127.1`) all mean the browser thinks it talks to another origin.
-  if (hostCount === 0 || host === undefined) return REFUSALS.ERR_GUARD_HOST_MISSING;
-  if (hostCount > 1) return REFUSALS.ERR_GUARD_HOST_DUPLICATE;
+/**
+ * The lower-cased `Host`, or the refusal (P-a, DNS rebinding): exactly one, equal to a name of the bound
+ * port. Why exact: a rebound name (`evil.example:P`, `127.0.0.1.nip.io:P`), a trailing dot, userinfo or a
+ * numeric IP variant (`2130706433`, `127.1`) all mean the browser thinks it talks to another origin.
+ */
+function checkHost(host: string | undefined, count: number, allowedHosts: ReadonlySet<string>): string | Refusal {
+  if (count === 0 || host === undefined) return REFUSALS.ERR_GUARD_HOST_MISSING;
+  if (count > 1) return REFUSALS.ERR_GUARD_HOST_DUPLICATE;
   const hostLower = host.toLowerCase();
-  if (!policy.allowedHosts.has(hostLower)) return REFUSALS.ERR_GUARD_HOST_NOT_ALLOWED;
+  return allowedHosts.has(hostLower) ? hostLower : REFUSALS.ERR_GUARD_HOST_NOT_ALLOWED;
+}
 
-  // 5. Browser context (P-b): no cross-origin page may drive the front door, not even a simple request.
-  const allowedOrigins = policy.allowedOrigins ?? [];
-  if (originCount > 1) return REFUSALS.ERR_GUARD_ORIGIN;
+/** The refusal of a cross-origin browser context (P-b), or null: no such page may drive the front door. */
+function checkBrowserContext(
+  headers: SeenHeaders,
+  hostLower: string,
+  allowedOrigins: readonly string[],
+): Refusal | null {
+  const { values, counts } = headers;
+  const origin = values[ORIGIN];
+  if (counts[ORIGIN] > 1) return REFUSALS.ERR_GUARD_ORIGIN;
   if (origin !== undefined && (origin === 'null' || !allowedOrigins.includes(origin))) return REFUSALS.ERR_GUARD_ORIGIN;
-  if (refererCount > 1) return REFUSALS.ERR_GUARD_REFERER;
+  const referer = values[REFERER];
+  if (counts[REFERER] > 1) return REFUSALS.ERR_GUARD_REFERER;
   if (
     referer !== undefined &&
     !refererIsOn(referer, `http://${hostLower}`) &&
@@ -397,39 +441,43 @@ function decide(request: GuardRequest, policy: GuardPolicy): GuardDecision {
   ) {
     return REFUSALS.ERR_GUARD_REFERER;
   }
-  if (fetchSiteCount > 1) return REFUSALS.ERR_GUARD_FETCH_SITE;
+  const fetchSite = values[FETCH_SITE];
+  if (counts[FETCH_SITE] > 1) return REFUSALS.ERR_GUARD_FETCH_SITE;
   if (fetchSite !== undefined && fetchSite !== 'same-origin' && fetchSite !== 'none')
     return REFUSALS.ERR_GUARD_FETCH_SITE;
+  return null;
+}
 
-  // 6. No CORS preflight is ever answered (D5.1): OPTIONS gets 405 and no CORS headers.
-  if (method === 'OPTIONS') return REFUSALS.ERR_GUARD_METHOD;
-
-  // 7. Attestation (P-k): a client proves the door is ours before it sends the token, so this one route
-  //    cannot need the token. Why no Authorization at all: a request that sends a token gets it checked.
-  const attest = policy.attestRoute;
-  if (attest !== undefined && authorizationCount === 0 && method === attest.method && path === attest.path)
-    return { ok: true, route: attest };
-
-  // 8. Token (P-c): exactly one `Authorization: Bearer <b64token>`, compared by the constant-time verifier.
-  if (authorizationCount === 0 || authorization === undefined) return REFUSALS.ERR_GUARD_TOKEN_MISSING;
+/**
+ * The refusal of a missing or wrong token (P-c), or null when exactly one `Authorization: Bearer
+ * <b64token>` passes the constant-time verifier.
+ */
+function checkToken(value: string | undefined, count: number, verifyToken: GuardPolicy['verifyToken']): Refusal | null {
+  if (count === 0 || value === undefined) return REFUSALS.ERR_GUARD_TOKEN_MISSING;
   // Why: two Authorization headers are ambiguous (which one would a proxy forward?); check neither.
-  if (authorizationCount > 1) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
-  if (authorization.length < 7 || authorization.slice(0, 7).toLowerCase() !== 'bearer ')
-    return REFUSALS.ERR_GUARD_TOKEN_MISSING;
-  const bearer = authorization.length > MAX_TOKEN_LENGTH + 16 ? null : BEARER.exec(authorization);
+  if (count > 1) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
+  if (value.length < 7 || value.slice(0, 7).toLowerCase() !== 'bearer ') return REFUSALS.ERR_GUARD_TOKEN_MISSING;
+  const bearer = value.length > MAX_TOKEN_LENGTH + 16 ? null : BEARER.exec(value);
   const candidate = bearer?.[1];
   if (candidate === undefined || candidate.length > MAX_TOKEN_LENGTH) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
   let verified = false;
   try {
-    verified = policy.verifyToken(candidate) === true;
+    verified = verifyToken(candidate) === true;
   } catch {
     verified = false;
   }
-  if (!verified) return REFUSALS.ERR_GUARD_TOKEN_INVALID;
+  return verified ? null : REFUSALS.ERR_GUARD_TOKEN_INVALID;
+}
 
-  // 9. Route: exact path (or a prefix route's one segment), then exact method.
+/** The served route: exact path (or a prefix route's one segment), then exact method; else 404 or 405. */
+function matchRoute(
+  routes: readonly GuardRoute[],
+  attest: GuardRoute | undefined,
+  method: string,
+  path: string,
+): GuardDecision {
   let pathServed = false;
-  for (const route of policy.routes) {
+  for (const route of routes) {
     if (route.segment !== undefined) {
       if (!segmentMatches(route, path)) continue;
       pathServed = true;

@@ -7,8 +7,10 @@
 
 /** The four accounts Companion stores (docs/decisions.md, "Keychain accounts"). */
 export const KEYCHAIN_ACCOUNTS = ['refresh-token', 'access-token', 'loopback-token', 'installation-id'] as const;
+/** One of the four {@link KEYCHAIN_ACCOUNTS}. */
 export type KeychainAccount = (typeof KEYCHAIN_ACCOUNTS)[number];
 
+/** True when `value` is exactly one of the four {@link KEYCHAIN_ACCOUNTS} (a type guard; never throws). */
 export function isKeychainAccount(value: unknown): value is KeychainAccount {
   return typeof value === 'string' && (KEYCHAIN_ACCOUNTS as readonly string[]).includes(value);
 }

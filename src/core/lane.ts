@@ -13,21 +13,26 @@ import type { ErrorCode } from './errors.js';
 export type ContextTier = 'public' | 'private' | 'local-only';
 /** The user's routing preference. `local-only` keeps every call on this machine. */
 export type LanePreference = 'prefer-local' | 'prefer-cloud' | 'local-only';
+/** Where one call goes: this machine's companion or the cloud. */
 export type Lane = 'companion' | 'cloud';
 
+/** Every {@link ContextTier}, most open first. */
 export const CONTEXT_TIERS: readonly ContextTier[] = Object.freeze(['public', 'private', 'local-only']);
+/** Every {@link LanePreference}. */
 export const LANE_PREFERENCES: readonly LanePreference[] = Object.freeze([
   'prefer-local',
   'prefer-cloud',
   'local-only',
 ]);
 
+/** The user's lane settings. */
 export interface LanePolicy {
   preference: LanePreference;
   /** Whether `private` calls may fall back to the cloud when the companion is not available. */
   privateMayUseCloud: boolean;
 }
 
+/** What {@link selectLane} decides over: the call's tier, the companion's availability and the policy. */
 export interface LaneRequest {
   tier: ContextTier;
   /** The shell's `companionAvailable` (D5.7); only `true` counts as available. */
@@ -35,6 +40,7 @@ export interface LaneRequest {
   policy: LanePolicy;
 }
 
+/** The chosen lane, or a refusal with `ERR_LANE_LOCAL_ONLY_UNAVAILABLE` / `ERR_LANE_CLOUD_NOT_ALLOWED`. */
 export type LaneDecision = { lane: Lane } | { refused: true; code: ErrorCode };
 
 const COMPANION: LaneDecision = Object.freeze({ lane: 'companion' });

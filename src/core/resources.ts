@@ -15,6 +15,7 @@
  */
 import { assertNumber } from './errors.js';
 
+/** What the resource probe measured; `null` is a figure it could not read. */
 export interface ResourceFigures {
   /** Resident memory of the runtime's process tree, in bytes. */
   rssBytes: number | null;
@@ -24,6 +25,7 @@ export interface ResourceFigures {
   vram?: { usedBytes: number; totalBytes: number } | null | undefined;
 }
 
+/** The configured limits; a limit left out is not checked. */
 export interface ResourceLimits {
   maxRssBytes?: number;
   maxCpuPercent?: number;
@@ -33,6 +35,7 @@ export interface ResourceLimits {
   degradeAt?: number;
 }
 
+/** The three outcomes, from best to worst (see the file comment). */
 export type ResourceDecisionKind = 'ok' | 'degraded' | 'refuse-start';
 
 /** Stable reason strings, in the order they are checked. */
@@ -47,14 +50,17 @@ export const RESOURCE_REASONS = Object.freeze([
   'vram-below-minimum',
   'vram-near-minimum',
 ] as const);
+/** One of {@link RESOURCE_REASONS}. */
 export type ResourceReason = (typeof RESOURCE_REASONS)[number];
 
+/** The decision and the reasons for it. */
 export interface ResourceDecision {
   decision: ResourceDecisionKind;
   /** Why, when not `ok` (empty when `ok`). */
   reasons: ResourceReason[];
 }
 
+/** The default `degradeAt`: a figure past 90% of its limit is `degraded`. */
 export const DEFAULT_DEGRADE_AT = 0.9;
 
 function known(value: unknown): value is number {

@@ -7,6 +7,11 @@ import { CodedTypeError } from './errors.js';
 const REDACTED = '[redacted]';
 const inspectSymbol = Symbol.for('nodejs.util.inspect.custom');
 
+/**
+ * A secret string that never shows itself: `toString`, `toJSON` and `util.inspect` give `[redacted]`;
+ * `reveal()` gives the value.
+ * @throws TypeError ERR_INVALID_ARG_TYPE (from the constructor) unless the value is a non-empty string.
+ */
 export class Secret {
   readonly #value: string;
 

@@ -1,51 +1,11 @@
 /**
- * The hub's data directory: private files written atomically, and a lock so two hubs never share one
- * directory. Everything the hub keeps (keys, CA, grants) is 0600 in a 0700 directory.
+ * The hub's data directory: optional reads and a lock so two hubs never share one directory. Everything
+ * the hub keeps (keys, CA, grants) is 0600 in a 0700 directory, written with the helpers of
+ * src/common/private-file.ts (`ensurePrivateDirSync`, `writePrivateFileAtomicSync`, `readJsonFileSync`).
  */
-import { randomBytes } from 'node:crypto';
-import {
-  chmodSync,
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CompanionError } from '../core/errors.js';
-
-/** Creates `dir` (and parents) and makes it 0700. */
-export function ensurePrivateDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
-}
-
-/**
- * Writes `data` to `path` atomically: a 0600 temp file in the same folder, fsync, rename. A reader sees
- * the old file or the new one, never a torn one.
- */
-export function writePrivateFileAtomic(path: string, data: string | Uint8Array): void {
-  const temp = join(dirname(path), `.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(temp, 'wx', 0o600);
-  try {
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    let offset = 0;
-    while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
-    fsyncSync(fd);
-  } catch (error) {
-    closeSync(fd);
-    rmSync(temp, { force: true });
-    throw error;
-  }
-  closeSync(fd);
-  renameSync(temp, path);
-}
 
 /** The file's bytes, or null when it does not exist. */
 export function readOptional(path: string): Buffer | null {
@@ -54,17 +14,6 @@ export function readOptional(path: string): Buffer | null {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw error;
-  }
-}
-
-/** Parsed JSON of a file, or null when it does not exist. A malformed file is a configuration error. */
-export function readJsonOptional(path: string): unknown {
-  const bytes = readOptional(path);
-  if (bytes === null) return null;
-  try {
-    return JSON.parse(bytes.toString('utf8')) as unknown;
-  } catch {
-    throw new CompanionError('ERR_CONFIG', `a hub data file is not valid JSON (${path.split('/').pop() ?? ''})`);
   }
 }
 

@@ -33,7 +33,8 @@ import {
   createAuthServer,
 } from './auth-server.js';
 import { createHubTls, isUsableCa, type CertificateAndKey } from './ca.js';
-import { acquireDirLock, ensurePrivateDir, readJsonOptional, readOptional, writePrivateFileAtomic } from './files.js';
+import { ensurePrivateDirSync, readJsonFileSync, writePrivateFileAtomicSync } from '../common/private-file.js';
+import { acquireDirLock, readOptional } from './files.js';
 import { MANIFEST_PATH, ManifestSigner, handleManifestRequest, resolveManifestVersion } from './manifest.js';
 import {
   startModelHost,
@@ -195,7 +196,7 @@ function loadOrCreateKeys(dataDir: string | null, user: string | undefined, pass
   const manifestPem = readOptional(file('manifest-signing-key.pem'));
   if (manifestPem === null) {
     manifestKey = generateManifestKeyPair().privateKey;
-    writePrivateFileAtomic(
+    writePrivateFileAtomicSync(
       file('manifest-signing-key.pem'),
       manifestKey.export({ type: 'pkcs8', format: 'pem' }) as string,
     );
@@ -203,26 +204,29 @@ function loadOrCreateKeys(dataDir: string | null, user: string | undefined, pass
     manifestKey = loadManifestPrivateKey(manifestPem.toString('utf8'));
   }
 
-  let jwks = readJsonOptional(file('oidc-jwks.json')) as { keys: JWK[] } | null;
+  let jwks = readJsonFileSync(file('oidc-jwks.json'), 'a hub data file') as { keys: JWK[] } | null;
   if (jwks === null || !Array.isArray(jwks.keys) || jwks.keys.length === 0) {
     jwks = newJwks();
-    writePrivateFileAtomic(file('oidc-jwks.json'), JSON.stringify(jwks));
+    writePrivateFileAtomicSync(file('oidc-jwks.json'), JSON.stringify(jwks));
   }
 
-  let cookieKeys = readJsonOptional(file('cookie-keys.json')) as string[] | null;
+  let cookieKeys = readJsonFileSync(file('cookie-keys.json'), 'a hub data file') as string[] | null;
   if (
     !Array.isArray(cookieKeys) ||
     cookieKeys.length === 0 ||
     !cookieKeys.every((k) => typeof k === 'string' && k.length >= 32)
   ) {
     cookieKeys = [newSecret(), newSecret()];
-    writePrivateFileAtomic(file('cookie-keys.json'), JSON.stringify(cookieKeys));
+    writePrivateFileAtomicSync(file('cookie-keys.json'), JSON.stringify(cookieKeys));
   }
 
-  let login = readJsonOptional(file('dev-login.json')) as { user?: unknown; password?: unknown } | null;
+  let login = readJsonFileSync(file('dev-login.json'), 'a hub data file') as {
+    user?: unknown;
+    password?: unknown;
+  } | null;
   if (login === null || typeof login.user !== 'string' || typeof login.password !== 'string') {
     login = { user: user ?? 'dev', password: newSecret().slice(0, 20) };
-    writePrivateFileAtomic(file('dev-login.json'), JSON.stringify(login));
+    writePrivateFileAtomicSync(file('dev-login.json'), JSON.stringify(login));
   }
   return {
     ca,
@@ -273,7 +277,7 @@ async function listen(server: Server, port: number): Promise<number> {
 
 /** The ports a hub with `rememberPorts` kept in its data directory, or null (none yet). @throws ERR_CONFIG when damaged */
 function readRememberedPorts(file: string): { hub: number; modelHost: number } | null {
-  const value = readJsonOptional(file) as { hub?: unknown; modelHost?: unknown } | null;
+  const value = readJsonFileSync(file, 'a hub data file') as { hub?: unknown; modelHost?: unknown } | null;
   if (value === null) return null;
   const isPort = (p: unknown): p is number => typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 65_535;
   if (typeof value !== 'object' || !isPort(value.hub) || !isPort(value.modelHost)) {
@@ -331,7 +335,7 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
   const dataDir = options.dataDir ?? null;
   let release: () => void = () => undefined;
   if (dataDir !== null) {
-    ensurePrivateDir(dataDir);
+    ensurePrivateDirSync(dataDir);
     release = acquireDirLock(dataDir);
   }
   const cleanups: (() => Promise<void> | void)[] = [release];
@@ -350,9 +354,9 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
     const tls = await createHubTls(keys.ca);
     let caPath: string | null = null;
     if (dataDir !== null) {
-      if (keys.ca === undefined) writePrivateFileAtomic(join(dataDir, 'ca-key.pem'), tls.ca.keyPem);
+      if (keys.ca === undefined) writePrivateFileAtomicSync(join(dataDir, 'ca-key.pem'), tls.ca.keyPem);
       caPath = join(dataDir, 'ca.pem');
-      writePrivateFileAtomic(caPath, tls.ca.certPem);
+      writePrivateFileAtomicSync(caPath, tls.ca.certPem);
     }
 
     // Closed after both servers (cleanups run in reverse), so in-flight requests still persist.
@@ -458,7 +462,7 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
     const issuer = `https://127.0.0.1:${hubPort}`;
     // Kept once both are bound: the next start reuses them, so the issuer stays the same.
     if (portsFile !== null)
-      writePrivateFileAtomic(
+      writePrivateFileAtomicSync(
         portsFile,
         JSON.stringify({ hub: hubPort, modelHost: Number(new URL(modelHost.url).port) }),
       );

@@ -16,7 +16,7 @@ import {
   type ManifestModel,
   type ManifestPayload,
 } from '../core/manifest-format.js';
-import { readJsonOptional, writePrivateFileAtomic } from './files.js';
+import { readJsonFileSync, writePrivateFileAtomicSync } from '../common/private-file.js';
 
 /** The scope an access token needs to read the manifest. */
 export const MANIFEST_SCOPE = 'companion:manifest';
@@ -43,17 +43,17 @@ export function resolveManifestVersion(
   const contentDigest = createHash('sha256').update(JSON.stringify({ issuer, models })).digest('hex');
   if (dataDir === null) return nowSeconds;
   const path = join(dataDir, 'manifest-state.json');
-  const stored = readJsonOptional(path) as VersionFile | null;
+  const stored = readJsonFileSync(path, 'a hub data file') as VersionFile | null;
   if (stored?.format === 'companion-hub-manifest-state-v1' && Number.isSafeInteger(stored.version)) {
     if (stored.contentDigest === contentDigest) return stored.version;
     const version = Math.max(stored.version + 1, nowSeconds);
-    writePrivateFileAtomic(
+    writePrivateFileAtomicSync(
       path,
       JSON.stringify({ format: 'companion-hub-manifest-state-v1', version, contentDigest } satisfies VersionFile),
     );
     return version;
   }
-  writePrivateFileAtomic(
+  writePrivateFileAtomicSync(
     path,
     JSON.stringify({
       format: 'companion-hub-manifest-state-v1',

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import { ensurePrivateDir, readJsonOptional, writePrivateFileAtomic } from './files.js';
+import { ensurePrivateDirSync, readJsonFileSync, writePrivateFileAtomicSync } from '../common/private-file.js';
 
 interface Entry {
   payload: AdapterPayload;
@@ -46,7 +46,7 @@ export class OidcStore {
   /** @param dir folder for the model files; null keeps everything in memory. */
   constructor(dir: string | null) {
     this.#dir = dir;
-    if (dir !== null) ensurePrivateDir(dir);
+    if (dir !== null) ensurePrivateDirSync(dir);
   }
 
   /** The adapter factory for oidc-provider (`new Provider(issuer, { adapter: store.adapter })`). */
@@ -84,7 +84,7 @@ export class OidcStore {
       table = new Map();
       const path = this.#path(model);
       if (path !== null) {
-        const stored = readJsonOptional(path) as ModelFile | null;
+        const stored = readJsonFileSync(path, 'a hub data file') as ModelFile | null;
         if (stored !== null && stored.format === 'companion-hub-oidc-store-v1' && typeof stored.entries === 'object') {
           const now = nowSeconds();
           for (const [key, entry] of Object.entries(stored.entries)) {
@@ -106,7 +106,7 @@ export class OidcStore {
       const entries: Record<string, Entry> = {};
       for (const [key, entry] of this.#table(model)) entries[key] = entry;
       const file: ModelFile = { format: 'companion-hub-oidc-store-v1', entries };
-      writePrivateFileAtomic(path, JSON.stringify(file));
+      writePrivateFileAtomicSync(path, JSON.stringify(file));
     });
     this.#writes.set(
       model,

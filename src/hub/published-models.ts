@@ -13,27 +13,14 @@
  * Without a data directory a synthetic model is generated into a private temporary folder that `close()`
  * removes. Log lines name models by id and size, never by digest.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  fsyncSync,
-  lstatSync,
-  mkdtempSync,
-  openSync,
-  read,
-  readSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, constants, fstatSync, lstatSync, mkdtempSync, openSync, read, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { CompanionError } from '../core/errors.js';
 import { invalidArgument } from './args.js';
-import { ensurePrivateDir, readJsonOptional, writePrivateFileAtomic } from './files.js';
+import { ensurePrivateDirSync, readJsonFileSync, writePrivateFileAtomicSync } from '../common/private-file.js';
 import {
   SYNTHETIC_LLAMA_FORMAT,
   SYNTHETIC_LLAMA_PRESETS,
@@ -176,25 +163,17 @@ interface DigestCacheFile {
 
 /** Generates `file` into `path` (0600, created exclusively, fsynced, renamed into place) and returns its digest. */
 function generateInto(path: string, file: ReturnType<typeof syntheticLlamaGguf>): string {
-  const temp = join(path, '..', `.${randomBytes(6).toString('hex')}.tmp`);
-  // 'wx' = O_CREAT | O_EXCL: never follows a planted symlink.
-  const fd = openSync(temp, 'wx', 0o600);
   const hash = createHash('sha256');
-  try {
-    for (const chunk of file.chunks()) {
-      hash.update(chunk);
-      let offset = 0;
-      while (offset < chunk.length) offset += writeSync(fd, chunk, offset, chunk.length - offset);
-    }
-    fsyncSync(fd);
-  } catch (error) {
-    closeSync(fd);
-    rmSync(temp, { force: true });
-    throw error;
-  }
-  closeSync(fd);
-  renameSync(temp, path);
+  writePrivateFileAtomicSync(path, hashed(file.chunks(), hash));
   return hash.digest('hex');
+}
+
+/** The chunks of `chunks`, each added to `hash` as it passes on its way to the file. */
+function* hashed(chunks: Iterable<Uint8Array>, hash: Hash): Iterable<Uint8Array> {
+  for (const chunk of chunks) {
+    hash.update(chunk);
+    yield chunk;
+  }
 }
 
 function isSymlink(path: string): boolean {
@@ -268,9 +247,10 @@ export async function preparePublishedModels(
       // The generated files are written into it: refuse a planted symlink in place of the folder.
       if (isSymlink(dir))
         throw new CompanionError('ERR_HUB_MODEL_FILE', `${dir} is a symlink, not a folder: remove it`);
-      ensurePrivateDir(dir);
+      ensurePrivateDirSync(dir);
       const cachePath = dataDir === null ? null : join(dataDir, 'synthetic-llama.json');
-      const stored = cachePath === null ? null : (readJsonOptional(cachePath) as LlamaCacheFile | null);
+      const stored =
+        cachePath === null ? null : (readJsonFileSync(cachePath, 'a hub data file') as LlamaCacheFile | null);
       const cache: Record<string, { size: number; sha256: string }> =
         stored?.format === 'companion-hub-synthetic-llama-v1' && typeof stored.files === 'object'
           ? { ...stored.files }
@@ -293,7 +273,7 @@ export async function preparePublishedModels(
           log(`model ${id}: generated in ${((performance.now() - started) / 1000).toFixed(1)} s`);
           cache[fileName] = { size: file.size, sha256 };
           if (cachePath !== null)
-            writePrivateFileAtomic(
+            writePrivateFileAtomicSync(
               cachePath,
               JSON.stringify({ format: 'companion-hub-synthetic-llama-v1', files: cache } satisfies LlamaCacheFile),
             );
@@ -317,7 +297,8 @@ export async function preparePublishedModels(
     }
 
     const digestPath = dataDir === null ? null : join(dataDir, 'model-file-sha256.json');
-    const storedDigests = digestPath === null ? null : (readJsonOptional(digestPath) as DigestCacheFile | null);
+    const storedDigests =
+      digestPath === null ? null : (readJsonFileSync(digestPath, 'a hub data file') as DigestCacheFile | null);
     const digests: Record<string, string> =
       storedDigests?.format === 'companion-hub-model-file-sha256-v1' && typeof storedDigests.digests === 'object'
         ? { ...storedDigests.digests }
@@ -352,7 +333,7 @@ export async function preparePublishedModels(
         sha256 = await hashFd(fd, size, `model ${id}`, log);
         digests[key] = sha256;
         if (digestPath !== null)
-          writePrivateFileAtomic(
+          writePrivateFileAtomicSync(
             digestPath,
             JSON.stringify({ format: 'companion-hub-model-file-sha256-v1', digests } satisfies DigestCacheFile),
           );

@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { assertInteger } from '../core/errors.js';
 import { invalidArgument } from './args.js';
-import { readJsonOptional, writePrivateFileAtomic } from './files.js';
+import { readJsonFileSync, writePrivateFileAtomicSync } from '../common/private-file.js';
 
 /** A synthetic model to serve and list in the manifest. */
 export interface SyntheticModelSpec {
@@ -111,7 +111,7 @@ export async function resolveSyntheticDigests(
   dataDir: string | null,
 ): Promise<string[]> {
   const path = dataDir === null ? null : join(dataDir, 'synthetic-sha256.json');
-  const stored = path === null ? null : (readJsonOptional(path) as DigestFile | null);
+  const stored = path === null ? null : (readJsonFileSync(path, 'a hub data file') as DigestFile | null);
   const digests: Record<string, string> =
     stored?.format === 'companion-hub-synthetic-sha256-v1' ? { ...stored.digests } : {};
   let changed = false;
@@ -129,7 +129,7 @@ export async function resolveSyntheticDigests(
     out.push(digest);
   }
   if (path !== null && changed)
-    writePrivateFileAtomic(
+    writePrivateFileAtomicSync(
       path,
       JSON.stringify({ format: 'companion-hub-synthetic-sha256-v1', digests } satisfies DigestFile),
     );

@@ -23,9 +23,8 @@ import { parseTrustedKeys } from '../core/manifest-format.js';
 import { verifyManifest, type VerifiedManifest } from '../core/manifest.js';
 import { Secret } from '../core/secret.js';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ensurePrivateDir, writePrivateFileAtomic } from '../common/private-file.js';
+import { ensurePrivateDir, readJsonFile, writePrivateFileAtomic } from '../common/private-file.js';
 import type { OAuthFetch } from '../core/oauth.js';
 
 export interface AuthorityOptions {
@@ -57,6 +56,7 @@ export interface LoopbackCapabilities {
   readonly attest: Attestor;
 }
 
+/** The authority group's capabilities, as the shell wires them (it never hands them to the runtime group). */
 export interface AuthorityGroup {
   readonly client: HubClient;
   readonly keychain: OsKeychain;
@@ -83,12 +83,9 @@ export interface AuthorityGroup {
 }
 
 async function readLastVersion(file: string): Promise<number | undefined> {
-  try {
-    const value = (JSON.parse(await readFile(file, 'utf8')) as { version?: unknown }).version;
-    return typeof value === 'number' && Number.isSafeInteger(value) ? value : undefined;
-  } catch {
-    return undefined;
-  }
+  const stored = await readJsonFile(file);
+  const value = typeof stored === 'object' && stored !== null ? (stored as { version?: unknown }).version : undefined;
+  return typeof value === 'number' && Number.isSafeInteger(value) ? value : undefined;
 }
 
 async function writeLastVersion(file: string, version: number): Promise<void> {
@@ -97,6 +94,13 @@ async function writeLastVersion(file: string, version: number): Promise<void> {
   await writePrivateFileAtomic(file, JSON.stringify({ version }));
 }
 
+/**
+ * Builds the authority group (D5.8): the hub client, the keychain, custody, sign-in and sign-out, the
+ * manifest fetch and the loopback token, apart from the runtime group. Throws what `openKeychain` and
+ * `keychainServiceFor` throw (ERR_KEYCHAIN_UNAVAILABLE, ERR_INVALID_ARG_VALUE). Its `fetchManifest()`
+ * rejects with ERR_CONFIG when no manifest key is pinned, and with the codes of the sign-in, the fetch
+ * and the manifest check otherwise.
+ */
 export function createAuthorityGroup(options: AuthorityOptions): AuthorityGroup {
   const now = options.now ?? Date.now;
   const client: HubClient = {

@@ -125,6 +125,17 @@ export function isConfigKey(key: string): key is ConfigKey {
 /** The config file is at most this large (it holds four short values). */
 const CONFIG_FILE_MAX_BYTES = 64 * 1024;
 
+/** @throws ERR_CONFIG unless `value` is an https URL (the value is never echoed). */
+function assertHubUrl(value: string): void {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new CompanionError('ERR_CONFIG', 'the hub URL is not a URL');
+  }
+  if (url.protocol !== 'https:') throw new CompanionError('ERR_CONFIG', 'the hub URL must be https');
+}
+
 /**
  * Checks and normalises one setting exactly as its flag is checked: `hub` an https URL (trailing slashes
  * dropped), `ca` made absolute (its readability and PEM are checked by the caller: reading is I/O), `manifest-key`
@@ -134,16 +145,9 @@ const CONFIG_FILE_MAX_BYTES = 64 * 1024;
 export function normalizeSetting(key: ConfigKey, value: string): string {
   if (value.length === 0) throw new CompanionError('ERR_CONFIG', `${key} needs a value`);
   switch (key) {
-    case 'hub': {
-      let url: URL;
-      try {
-        url = new URL(value);
-      } catch {
-        throw new CompanionError('ERR_CONFIG', 'the hub URL is not a URL');
-      }
-      if (url.protocol !== 'https:') throw new CompanionError('ERR_CONFIG', 'the hub URL must be https');
+    case 'hub':
+      assertHubUrl(value);
       return value.replace(/\/+$/, '');
-    }
     case 'ca':
       return resolve(value);
     case 'manifest-key':
@@ -300,15 +304,7 @@ export function resolveConfig(flags: ParsedFlags['values'], env: NodeJS.ProcessE
   const dataDir = resolveDataDir(flags, env);
   const settings = explainConfig(flags, env);
   const hub = settings.hub?.value ?? null;
-  if (hub !== null) {
-    let url: URL;
-    try {
-      url = new URL(hub);
-    } catch {
-      throw new CompanionError('ERR_CONFIG', 'the hub URL is not a URL');
-    }
-    if (url.protocol !== 'https:') throw new CompanionError('ERR_CONFIG', 'the hub URL must be https');
-  }
+  if (hub !== null) assertHubUrl(hub);
   const keychain = str('keychain') ?? 'os';
   if (keychain !== 'os' && keychain !== 'memory')
     throw new CompanionError('ERR_CONFIG', '--keychain takes "memory" (or nothing for the OS keychain)');

@@ -109,7 +109,10 @@ function openChecked(path: string): number {
   return fd;
 }
 
-/** The text of one log file (a symlink or a non-file is refused), or null when there is none. */
+/**
+ * The text of one log file, or null when there is none.
+ * @throws ERR_STATE_UNSAFE when a symlink or something other than a regular file holds its name.
+ */
 export async function readLogText(path: string): Promise<string | null> {
   let handle;
   try {

@@ -20,7 +20,7 @@ import {
   type KeychainChild,
   type ChildResult,
 } from '../helpers/secret-service.js';
-import { guardKeychain, openKeychain, type KeychainBackend } from '../../src/authority/keychain.js';
+import { guardKeychainBackend, openKeychain, type KeychainBackend } from '../../src/authority/keychain.js';
 
 const options = gate('gnome-keyring', secretServiceAvailable, 'apt-get install gnome-keyring dbus');
 const hub = (): string => `companion:https://sec-${randomBytes(4).toString('hex')}.example`;
@@ -65,7 +65,7 @@ test('P-g refuses an unknown account before the backend is called (a spy over th
     delete: (a) => (calls.push(`delete ${a}`), memory.delete(a)),
     health: () => memory.health(),
   };
-  const keychain = guardKeychain(spy, 1_000) as unknown as {
+  const keychain = guardKeychainBackend(spy, 1_000) as unknown as {
     get(a: string): Promise<unknown>;
     set(a: string, v: string): Promise<void>;
     delete(a: string): Promise<unknown>;
@@ -129,11 +129,11 @@ test(
     const guard = join(distRoot, 'src', 'authority', 'keychain.js');
     const script = `
     const { createSecretServiceBackend } = await import(${JSON.stringify(module)});
-    const { guardKeychain } = await import(${JSON.stringify(guard)});
+    const { guardKeychainBackend } = await import(${JSON.stringify(guard)});
     const say = (stdout) => ({ kind: 'exited', status: 0, stderr: '', stdout });
     const exec = async (file, args) => args.some((a) => a.includes('ReadAlias'))
       ? say('   object path "/org/freedesktop/secrets/collection/login"') : say('   variant       boolean false');
-    const keychain = guardKeychain(createSecretServiceBackend({ service: process.env.SERVICE, timeoutMs: 5000, exec }), 5000);
+    const keychain = guardKeychainBackend(createSecretServiceBackend({ service: process.env.SERVICE, timeoutMs: 5000, exec }), 5000);
     const value = await new Promise((resolve) => { let s = ''; process.stdin.on('data', (d) => s += d).on('end', () => resolve(s)); });
     const out = [];
     for (const op of ['set', 'get']) {

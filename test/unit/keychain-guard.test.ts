@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
 import {
-  guardKeychain,
+  guardKeychainBackend,
   keychainServiceFor,
   openKeychain,
   MAX_VALUE_BYTES,
@@ -67,7 +67,7 @@ const BAD_ACCOUNTS: unknown[] = [
 for (const account of BAD_ACCOUNTS) {
   test(`guard get/set/delete refuse account ${inspect(account)} with ERR_KEYCHAIN_ACCOUNT before the backend is called`, async () => {
     const spy = spyBackend();
-    const keychain = guardKeychain(spy, 1_000);
+    const keychain = guardKeychainBackend(spy, 1_000);
     const anyKeychain = keychain as unknown as {
       get(a: unknown): Promise<unknown>;
       set(a: unknown, v: string): Promise<unknown>;
@@ -91,7 +91,7 @@ for (const account of BAD_ACCOUNTS) {
 
 test('guard passes each of the four accounts to the backend', async () => {
   const spy = spyBackend();
-  const keychain = guardKeychain(spy, 1_000);
+  const keychain = guardKeychainBackend(spy, 1_000);
   for (const account of KEYCHAIN_ACCOUNTS) {
     await keychain.set(account, `v-${account}`);
     assert.equal(await keychain.get(account), `v-${account}`);
@@ -112,7 +112,7 @@ const BAD_VALUES: [string, unknown, string][] = [
 for (const [label, value, code] of BAD_VALUES) {
   test(`guard set() refuses ${label} with ${code} and never calls the backend`, async () => {
     const spy = spyBackend();
-    const keychain = guardKeychain(spy, 1_000);
+    const keychain = guardKeychainBackend(spy, 1_000);
     await assert.rejects(keychain.set('access-token', value as string), { code });
     assert.deepEqual(spy.calls, []);
   });
@@ -120,7 +120,7 @@ for (const [label, value, code] of BAD_VALUES) {
 
 test('guard set() stores a value of exactly the limit whole and a surrogate pair intact', async () => {
   const spy = spyBackend();
-  const keychain = guardKeychain(spy, 1_000);
+  const keychain = guardKeychainBackend(spy, 1_000);
   const big = 'y'.repeat(MAX_VALUE_BYTES);
   await keychain.set('access-token', big);
   assert.equal(await keychain.get('access-token'), big);
@@ -129,7 +129,7 @@ test('guard set() stores a value of exactly the limit whole and a surrogate pair
 });
 
 test('guard set() reports the limit, not the value, when it refuses a large value', async () => {
-  const keychain = guardKeychain(spyBackend(), 1_000);
+  const keychain = guardKeychainBackend(spyBackend(), 1_000);
   const value = `${TOKEN_LIKE}${'z'.repeat(MAX_VALUE_BYTES)}`;
   await assert.rejects(keychain.set('access-token', value), (error: CompanionError) => {
     assert.equal(error.code, 'ERR_KEYCHAIN_VALUE_TOO_LARGE');
@@ -140,17 +140,17 @@ test('guard set() reports the limit, not the value, when it refuses a large valu
 });
 
 test('guard get() fails with ERR_KEYCHAIN_TIMEOUT when the backend never answers', async () => {
-  const keychain = guardKeychain(spyBackend({ get: () => new Promise<never>(() => undefined) }), 30);
+  const keychain = guardKeychainBackend(spyBackend({ get: () => new Promise<never>(() => undefined) }), 30);
   await assert.rejects(keychain.get('access-token'), { code: 'ERR_KEYCHAIN_TIMEOUT' });
 });
 
 test('guard set() fails with ERR_KEYCHAIN_TIMEOUT when the backend never answers', async () => {
-  const keychain = guardKeychain(spyBackend({ set: () => new Promise<never>(() => undefined) }), 30);
+  const keychain = guardKeychainBackend(spyBackend({ set: () => new Promise<never>(() => undefined) }), 30);
   await assert.rejects(keychain.set('access-token', 'v'), { code: 'ERR_KEYCHAIN_TIMEOUT' });
 });
 
 test('guard turns a foreign backend error into ERR_KEYCHAIN_FAILURE without its message or cause', async () => {
-  const keychain = guardKeychain(
+  const keychain = guardKeychainBackend(
     spyBackend({
       get: async () => {
         throw new Error(`Platform failure: item ${TOKEN_LIKE} is corrupt`);
@@ -167,11 +167,11 @@ test('guard turns a foreign backend error into ERR_KEYCHAIN_FAILURE without its 
 });
 
 test('guard health() reports unavailable when the backend health never answers or throws', async () => {
-  const hung = guardKeychain(spyBackend({ health: () => new Promise<never>(() => undefined) }), 30);
+  const hung = guardKeychainBackend(spyBackend({ health: () => new Promise<never>(() => undefined) }), 30);
   const health = await hung.health();
   assert.equal(health.state, 'unavailable');
   assert.equal(health.backend, 'spy');
-  const broken = guardKeychain(
+  const broken = guardKeychainBackend(
     spyBackend({
       health: async () => {
         throw new Error('boom');

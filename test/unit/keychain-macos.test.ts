@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createMacosBackend, queryMacosHealth, SECURITY_TOOL } from '../../src/authority/keychain-macos.js';
-import { guardKeychain } from '../../src/authority/keychain.js';
+import { guardKeychainBackend } from '../../src/authority/keychain.js';
 import type { BindingEntry, BindingEntryOptions, KeyringBinding } from '../../src/authority/keychain-binding.js';
 import type { Exec, ExecResult } from '../../src/authority/keychain-exec.js';
 
@@ -68,7 +68,7 @@ const UNLOCKED: ExecResult = {
 test('the macOS backend stores through the binding with no store option and round-trips a value', async () => {
   const binding = fakeBinding();
   const exec = fakeSecurity(UNLOCKED);
-  const keychain = guardKeychain(
+  const keychain = guardKeychainBackend(
     createMacosBackend({
       service: 'companion:https://hub.example',
       timeoutMs: 1_000,
@@ -91,7 +91,7 @@ test('the macOS backend stores through the binding with no store option and roun
 
 test('the macOS backend never puts a value on a command line: it runs only `security show-keychain-info`', async () => {
   const exec = fakeSecurity(UNLOCKED);
-  const keychain = guardKeychain(
+  const keychain = guardKeychainBackend(
     createMacosBackend({
       service: 'companion:https://hub.example',
       timeoutMs: 1_000,
@@ -156,7 +156,7 @@ for (const [label, result, state] of HEALTH) {
 
 test('the macOS backend maps "User interaction is not allowed." from the binding to ERR_KEYCHAIN_LOCKED without the message', async () => {
   const binding = fakeBinding(new Error(`Platform failure: User interaction is not allowed. ${SECRET}`));
-  const keychain = guardKeychain(
+  const keychain = guardKeychainBackend(
     createMacosBackend({
       service: 'companion:https://hub.example',
       timeoutMs: 1_000,
@@ -176,7 +176,7 @@ test('the macOS backend maps "User interaction is not allowed." from the binding
 test('the macOS backend refuses to make an entry while the keychain reports locked', async () => {
   const binding = fakeBinding();
   const locked: ExecResult = { kind: 'exited', status: 36, stdout: '', stderr: 'User interaction is not allowed.' };
-  const keychain = guardKeychain(
+  const keychain = guardKeychainBackend(
     createMacosBackend({
       service: 'companion:https://hub.example',
       timeoutMs: 1_000,

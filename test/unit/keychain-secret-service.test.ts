@@ -9,7 +9,7 @@ import {
   sessionBusAddress,
   SECRET_SERVICE_ENTRY_OPTIONS,
 } from '../../src/authority/keychain-secret-service.js';
-import { guardKeychain } from '../../src/authority/keychain.js';
+import { guardKeychainBackend } from '../../src/authority/keychain.js';
 import { classifyBindingError } from '../../src/authority/keychain-common.js';
 import type { BindingEntry, BindingEntryOptions, KeyringBinding } from '../../src/authority/keychain-binding.js';
 import type { Exec, ExecResult } from '../../src/authority/keychain-exec.js';
@@ -111,7 +111,7 @@ function backend(
 ) {
   const exec = fakeDbus(state);
   let loads = 0;
-  const keychain = guardKeychain(
+  const keychain = guardKeychainBackend(
     createSecretServiceBackend({
       service: 'companion:https://hub.example',
       timeoutMs: 2_000,

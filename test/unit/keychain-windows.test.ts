@@ -13,7 +13,7 @@ import {
   powershellPath,
   POWERSHELL_ARGS,
 } from '../../src/authority/keychain-windows.js';
-import { guardKeychain } from '../../src/authority/keychain.js';
+import { guardKeychainBackend } from '../../src/authority/keychain.js';
 import type { Exec, ExecResult } from '../../src/authority/keychain-exec.js';
 import type { KeychainAccount } from '../../src/core/keychain-port.js';
 
@@ -75,7 +75,7 @@ function setup(t: { after(fn: () => void): void }, override?: ExecResult, envExt
     USERPROFILE: 'C:\\Users\\u',
     ...envExtra,
   };
-  const keychain = guardKeychain(createWindowsBackend({ service: SERVICE, timeoutMs: 1_000, exec, env }), 1_000);
+  const keychain = guardKeychainBackend(createWindowsBackend({ service: SERVICE, timeoutMs: 1_000, exec, env }), 1_000);
   return { dir, exec, keychain, env };
 }
 
@@ -137,11 +137,11 @@ test('the Windows backend binds a blob to its account: a blob copied to another 
 
 test('the Windows backend keeps two services in two folders', async (t) => {
   const { dir, exec, env } = setup(t);
-  const a = guardKeychain(
+  const a = guardKeychainBackend(
     createWindowsBackend({ service: 'companion:https://a.example', timeoutMs: 1_000, exec, env }),
     1_000,
   );
-  const b = guardKeychain(
+  const b = guardKeychainBackend(
     createWindowsBackend({ service: 'companion:https://b.example', timeoutMs: 1_000, exec, env }),
     1_000,
   );
@@ -206,7 +206,10 @@ test('the Windows backend refuses to work without an absolute LOCALAPPDATA (and 
     const env: NodeJS.ProcessEnv = { APPDATA: dir, SystemRoot: 'C:\\Windows' };
     if (local !== undefined) env.LOCALAPPDATA = local;
     const exec = fakePowershell();
-    const keychain = guardKeychain(createWindowsBackend({ service: SERVICE, timeoutMs: 1_000, exec, env }), 1_000);
+    const keychain = guardKeychainBackend(
+      createWindowsBackend({ service: SERVICE, timeoutMs: 1_000, exec, env }),
+      1_000,
+    );
     await assert.rejects(keychain.set('access-token', SECRET), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
     await assert.rejects(keychain.get('access-token'), { code: 'ERR_KEYCHAIN_UNAVAILABLE' });
     const health = await keychain.health();

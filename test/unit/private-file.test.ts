@@ -19,6 +19,7 @@ import {
   ensurePrivateDir,
   ensurePrivateDirSync,
   readJsonFile,
+  readJsonFileSync,
   writePrivateFileAtomic,
   writePrivateFileAtomicSync,
   writePrivateJson,
@@ -121,6 +122,47 @@ test('readJsonFile() returns null for a symlink (even to valid JSON), a folder, 
   assert.equal(await readJsonFile(join(state, 'folder.json')), null);
   assert.equal(await readJsonFile(join(state, 'missing.json')), null);
   assert.equal(await readJsonFile(join(state, 'bad.json')), null);
+});
+
+test('readJsonFileSync() reads JSON, gives null for a missing file, and names a damaged one by its name only', async (t) => {
+  const { state } = scratch(t);
+  const real = join(state, 'real.json');
+  writeFileSync(real, '{"ok":true}');
+  writeFileSync(join(state, 'bad.json'), '{not json');
+  assert.deepEqual(readJsonFileSync(real, 'a data file'), { ok: true });
+  assert.equal(readJsonFileSync(join(state, 'missing.json'), 'a data file'), null);
+  assert.throws(
+    () => readJsonFileSync(join(state, 'bad.json'), 'a hub data file'),
+    (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'ERR_CONFIG');
+      assert.equal(error.message, 'a hub data file is not valid JSON (bad.json)');
+      return true;
+    },
+  );
+  assert.throws(() => readJsonFileSync(join(state, 'bad.json'), 'x', 'ERR_STATE_UNSAFE'), { code: 'ERR_STATE_UNSAFE' });
+});
+
+test('readJsonFileSync() refuses a symlink (even to valid JSON) with its I/O error, never following it', async (t) => {
+  const { state } = scratch(t);
+  const real = join(state, 'real.json');
+  writeFileSync(real, '{"ok":true}');
+  const link = join(state, 'link.json');
+  symlinkSync(real, link);
+  assert.throws(() => readJsonFileSync(link, 'a data file'), { code: 'ELOOP' });
+});
+
+test('writePrivateFileAtomicSync() writes a sequence of chunks whole, in order', async (t) => {
+  const { state } = scratch(t);
+  const target = join(state, 'chunks.bin');
+  function* chunks(): Generator<Uint8Array> {
+    for (let i = 0; i < 3; i += 1) yield Buffer.alloc(70_000, 0x61 + i);
+  }
+  writePrivateFileAtomicSync(target, chunks());
+  const bytes = readFileSync(target);
+  assert.equal(bytes.length, 210_000);
+  assert.deepEqual([bytes[0], bytes[70_000], bytes[209_999]], [0x61, 0x62, 0x63]);
+  assert.equal(modeOf(target), 0o600);
+  assert.deepEqual(readdirSync(state), ['chunks.bin'], 'no temp file is left');
 });
 
 type Ensure = (dir: string, code?: 'ERR_STATE_UNSAFE' | 'ERR_SPAWN_FAILED') => Promise<void> | void;
