@@ -116,6 +116,19 @@ async function issueServerCert(
   return { certPem: cert.toString('pem'), keyPem: await pkcs8Pem(keys.privateKey) };
 }
 
+/** A loopback server certificate valid 30 days: for 127.0.0.1 and one DNS name. */
+function loopbackServerCert(ca: CertificateAndKey, commonName: string, dnsName: string): Promise<CertificateAndKey> {
+  return issueServerCert(
+    ca,
+    commonName,
+    [
+      { type: 'ip', value: '127.0.0.1' },
+      { type: 'dns', value: dnsName },
+    ],
+    30,
+  );
+}
+
 /**
  * The TLS material of one hub start: the given CA (or a new one) and fresh server certificates for the
  * hub and the model host, valid 30 days.
@@ -126,24 +139,8 @@ export async function createHubTls(existingCa?: CertificateAndKey): Promise<HubT
     throw new CompanionError('ERR_CONFIG', 'the stored hub CA is not usable');
   const ca = existingCa ?? (await createCa());
   const [hub, modelHost] = await Promise.all([
-    issueServerCert(
-      ca,
-      'Companion reference hub',
-      [
-        { type: 'ip', value: '127.0.0.1' },
-        { type: 'dns', value: 'localhost' },
-      ],
-      30,
-    ),
-    issueServerCert(
-      ca,
-      'Companion reference model host',
-      [
-        { type: 'ip', value: '127.0.0.1' },
-        { type: 'dns', value: 'model-host.localhost' },
-      ],
-      30,
-    ),
+    loopbackServerCert(ca, 'Companion reference hub', 'localhost'),
+    loopbackServerCert(ca, 'Companion reference model host', 'model-host.localhost'),
   ]);
   return { ca, hub, modelHost };
 }

@@ -65,6 +65,8 @@ function deliver(location: URL): Promise<number> {
 /**
  * Walks the authorization URL through the hub's pages and delivers the final redirect to the loopback
  * listener. Resolves with the listener's HTTP status.
+ * @throws ERR_OAUTH_REDIRECT_URI when the hub redirects anywhere but the loopback listener over http;
+ *   ERR_OAUTH_AUTHORIZATION_DENIED when a page is neither the sign-in nor the consent form, or after 20 steps
  */
 export async function completeSignInAsDevUser(options: DevBrowserOptions): Promise<number> {
   const jar = new Jar();

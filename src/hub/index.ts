@@ -11,9 +11,7 @@
  * ```
  */
 import { createHash, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { JWK } from 'oidc-provider';
@@ -31,22 +29,26 @@ import {
   COMPANION_REDIRECT_URI,
   COMPANION_SCOPES,
   createAuthServer,
+  type AuthServer,
 } from './auth-server.js';
-import { createHubTls, isUsableCa, type CertificateAndKey } from './ca.js';
+import { createHubTls, isUsableCa, type CertificateAndKey, type HubTlsMaterial } from './ca.js';
 import { ensurePrivateDirSync, readJsonFileSync, writePrivateFileAtomicSync } from '../common/private-file.js';
 import { acquireDirLock, readOptional } from './files.js';
 import { MANIFEST_PATH, ManifestSigner, handleManifestRequest, resolveManifestVersion } from './manifest.js';
+import { listenLoopbackHttps, sendPlainText, type LoopbackHttpsServer } from './https-server.js';
 import {
   startModelHost,
   type HostedFile,
   type ModelHostMisbehaviour,
   type ModelHostRequestRecord,
+  type RunningModelHost,
 } from './model-host.js';
 import { OidcStore } from './oidc-store.js';
 import {
   preparePublishedModels,
   publishedModelIds,
   type ModelFileSpec,
+  type PublishedModel,
   type SyntheticLlamaSpec,
 } from './published-models.js';
 import { assertSyntheticSpec, resolveSyntheticDigests, syntheticRange, type SyntheticModelSpec } from './synthetic.js';
@@ -252,29 +254,6 @@ function hostedBuffer(modelId: string, path: string, bytes: Buffer, sha256: stri
   };
 }
 
-function reply(res: ServerResponse, status: number, text: string, extra: Record<string, string> = {}): void {
-  const body = Buffer.from(`${text}\n`, 'utf8');
-  res.writeHead(status, {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': String(body.length),
-    'Cache-Control': 'no-store',
-    ...extra,
-  });
-  res.end(body);
-}
-
-async function listen(server: Server, port: number): Promise<number> {
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error) =>
-      reject(new CompanionError('ERR_BIND_FAILED', 'the hub could not listen on 127.0.0.1', { cause: error })),
-    );
-    server.listen({ port, host: '127.0.0.1', exclusive: true }, () => resolve());
-  });
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new CompanionError('ERR_BIND_FAILED');
-  return address.port;
-}
-
 /** The ports a hub with `rememberPorts` kept in its data directory, or null (none yet). @throws ERR_CONFIG when damaged */
 function readRememberedPorts(file: string): { hub: number; modelHost: number } | null {
   const value = readJsonFileSync(file, 'a hub data file') as { hub?: unknown; modelHost?: unknown } | null;
@@ -301,13 +280,22 @@ function rememberedBindError(error: unknown, what: string, port: number, file: s
   return error;
 }
 
-/**
- * Starts the reference hub and its model host on 127.0.0.1.
- * @throws TypeError ERR_INVALID_ARG_VALUE / ERR_INVALID_ARG_TYPE for bad options; ERR_CONFIG for an unusable data directory,
- *   ERR_LOCKED_BY_OTHER when another hub uses the data directory, ERR_BIND_FAILED when a port is taken,
- *   ERR_HUB_PORT_BUSY when a port remembered with `rememberPorts` is taken.
- */
-export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
+/** The options of {@link startHub}, checked and defaulted. */
+interface HubSettings {
+  readonly port: number;
+  readonly modelHostPort: number;
+  readonly accessTokenTtlSeconds: number;
+  readonly manifestTtlSeconds: number;
+  readonly scopes: string[];
+  readonly extraModels: readonly SyntheticModelSpec[];
+  readonly syntheticLlamas: readonly SyntheticLlamaSpec[];
+  readonly modelFiles: readonly ModelFileSpec[];
+  readonly dataDir: string | null;
+  readonly log: (line: string) => void;
+}
+
+/** Checks every option before anything is touched. @throws TypeError ERR_INVALID_ARG_VALUE / ERR_INVALID_ARG_TYPE */
+function hubSettings(options: HubOptions): HubSettings {
   const port = optionalInteger(options.port, 'port', 0, 0, 65_535);
   const modelHostPort = optionalInteger(options.modelHostPort, 'modelHostPort', 0, 0, 65_535);
   const accessTokenTtlSeconds = optionalInteger(options.accessTokenTtlSeconds, 'accessTokenTtlSeconds', 300, 1, 86_400);
@@ -330,215 +318,331 @@ export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
       'syntheticLlamas and modelFiles',
       'models with unique ids (another id is needed: a model has the id of another)',
     );
-  const log = options.log ?? (() => undefined);
-
   const dataDir = options.dataDir ?? null;
-  let release: () => void = () => undefined;
-  if (dataDir !== null) {
-    ensurePrivateDirSync(dataDir);
-    release = acquireDirLock(dataDir);
-  }
-  const cleanups: (() => Promise<void> | void)[] = [release];
-  const cleanup = async (): Promise<void> => {
-    for (const step of cleanups.reverse()) await step();
+  const log = options.log ?? (() => undefined);
+  return {
+    port,
+    modelHostPort,
+    accessTokenTtlSeconds,
+    manifestTtlSeconds,
+    scopes,
+    extraModels,
+    syntheticLlamas,
+    modelFiles,
+    dataDir,
+    log,
   };
+}
 
-  try {
-    const portsFile = dataDir !== null && options.rememberPorts === true ? join(dataDir, 'ports.json') : null;
-    const remembered = portsFile === null ? null : readRememberedPorts(portsFile);
-    const hubPortRemembered = options.port === undefined && remembered !== null;
-    const modelHostPortRemembered = options.modelHostPort === undefined && remembered !== null;
-    const hubPortWanted = hubPortRemembered ? remembered.hub : port;
-    const modelHostPortWanted = modelHostPortRemembered ? remembered.modelHost : modelHostPort;
-    const keys = loadOrCreateKeys(dataDir, options.user, options.password);
-    const tls = await createHubTls(keys.ca);
-    let caPath: string | null = null;
-    if (dataDir !== null) {
-      if (keys.ca === undefined) writePrivateFileAtomicSync(join(dataDir, 'ca-key.pem'), tls.ca.keyPem);
-      caPath = join(dataDir, 'ca.pem');
-      writePrivateFileAtomicSync(caPath, tls.ca.certPem);
-    }
+/** A port to bind, and whether it came from `<dataDir>/ports.json`. */
+interface WantedPort {
+  readonly port: number;
+  readonly remembered: boolean;
+}
 
-    // Closed after both servers (cleanups run in reverse), so in-flight requests still persist.
-    const store = new OidcStore(dataDir === null ? null : join(dataDir, 'oidc'));
-    cleanups.push(() => store.close());
+/** The ports to bind and, with `rememberPorts` and a data directory, the file that keeps them. */
+interface PortPlan {
+  readonly file: string | null;
+  readonly hub: WantedPort;
+  readonly modelHost: WantedPort;
+}
 
-    // Model files: the demo GGUF, then the synthetic ones.
-    const demo = generateTinyGguf({ seed: DEMO_MODEL_SEED });
-    const demoSha = createHash('sha256').update(demo).digest('hex');
-    const syntheticDigests = await resolveSyntheticDigests(extraModels, dataDir);
-    const files: HostedFile[] = [hostedBuffer(DEMO_MODEL_ID, `/models/${DEMO_MODEL_ID}.gguf`, demo, demoSha)];
-    extraModels.forEach((spec, i) => {
-      const sha = syntheticDigests[i]!;
-      files.push({
-        modelId: spec.id,
-        path: `/models/${spec.id}.bin`,
-        size: spec.size,
-        etag: etagOf(sha, spec.size),
-        open: (start, end) => syntheticRange(spec.seed, spec.size, start, end),
-      });
+/** The given ports, or the remembered ones for those not given. @throws ERR_CONFIG when the kept ports are damaged */
+function planPorts(options: HubOptions, settings: HubSettings): PortPlan {
+  const file =
+    settings.dataDir !== null && options.rememberPorts === true ? join(settings.dataDir, 'ports.json') : null;
+  const remembered = file === null ? null : readRememberedPorts(file);
+  const hubRemembered = options.port === undefined && remembered !== null;
+  const modelHostRemembered = options.modelHostPort === undefined && remembered !== null;
+  return {
+    file,
+    hub: { port: hubRemembered ? remembered.hub : settings.port, remembered: hubRemembered },
+    modelHost: {
+      port: modelHostRemembered ? remembered.modelHost : settings.modelHostPort,
+      remembered: modelHostRemembered,
+    },
+  };
+}
+
+/** Binds a wanted port; a remembered one that is busy fails with ERR_HUB_PORT_BUSY (see {@link rememberedBindError}). */
+async function bindWanted<T>(
+  plan: PortPlan,
+  which: 'hub' | 'modelHost',
+  bind: (port: number) => Promise<T>,
+): Promise<T> {
+  const wanted = plan[which];
+  return bind(wanted.port).catch((error: unknown) => {
+    throw wanted.remembered && plan.file !== null
+      ? rememberedBindError(error, which === 'hub' ? 'hub' : 'model host', wanted.port, plan.file)
+      : error;
+  });
+}
+
+/** Steps that undo a start, run once, last added first. */
+class Cleanups {
+  readonly #steps: (() => Promise<void> | void)[] = [];
+
+  add(step: () => Promise<void> | void): void {
+    this.#steps.push(step);
+  }
+
+  async run(): Promise<void> {
+    for (const step of this.#steps.splice(0).reverse()) await step();
+  }
+}
+
+/** Keeps the CA in the data directory (its key only when it is new); returns where the certificate is. */
+function storeCa(dataDir: string | null, keys: HubKeys, tls: HubTlsMaterial): string | null {
+  if (dataDir === null) return null;
+  if (keys.ca === undefined) writePrivateFileAtomicSync(join(dataDir, 'ca-key.pem'), tls.ca.keyPem);
+  const caPath = join(dataDir, 'ca.pem');
+  writePrivateFileAtomicSync(caPath, tls.ca.certPem);
+  return caPath;
+}
+
+/** Every model the hub serves: the demo GGUF, the synthetic files, then the published models. */
+interface Catalog {
+  readonly demo: Buffer;
+  readonly demoSha: string;
+  readonly extraModels: readonly SyntheticModelSpec[];
+  readonly extraDigests: readonly string[];
+  readonly published: readonly PublishedModel[];
+}
+
+async function prepareCatalog(settings: HubSettings, cleanups: Cleanups): Promise<Catalog> {
+  const demo = generateTinyGguf({ seed: DEMO_MODEL_SEED });
+  const demoSha = createHash('sha256').update(demo).digest('hex');
+  const extraDigests = await resolveSyntheticDigests(settings.extraModels, settings.dataDir);
+  const { syntheticLlamas, modelFiles, dataDir, log } = settings;
+  // Closed after the model host (cleanups run in reverse): no range is read from a closed descriptor.
+  const published = await preparePublishedModels(syntheticLlamas, modelFiles, dataDir, log);
+  cleanups.add(() => published.close());
+  return { demo, demoSha, extraModels: settings.extraModels, extraDigests, published: published.models };
+}
+
+function hostedFiles(catalog: Catalog): HostedFile[] {
+  const files: HostedFile[] = [
+    hostedBuffer(DEMO_MODEL_ID, `/models/${DEMO_MODEL_ID}.gguf`, catalog.demo, catalog.demoSha),
+  ];
+  catalog.extraModels.forEach((spec, i) => {
+    const sha = catalog.extraDigests[i]!;
+    files.push({
+      modelId: spec.id,
+      path: `/models/${spec.id}.bin`,
+      size: spec.size,
+      etag: etagOf(sha, spec.size),
+      open: (start, end) => syntheticRange(spec.seed, spec.size, start, end),
     });
-    // Closed after the model host (cleanups run in reverse): no range is read from a closed descriptor.
-    const published = await preparePublishedModels(syntheticLlamas, modelFiles, dataDir, log);
-    cleanups.push(() => published.close());
-    for (const model of published.models)
-      files.push({
-        modelId: model.id,
-        path: `/models/${model.id}.gguf`,
-        size: model.size,
-        etag: etagOf(model.sha256, model.size),
-        open: model.open,
-      });
+  });
+  for (const model of catalog.published)
+    files.push({
+      modelId: model.id,
+      path: `/models/${model.id}.gguf`,
+      size: model.size,
+      etag: etagOf(model.sha256, model.size),
+      open: model.open,
+    });
+  return files;
+}
 
-    const modelHost = await startModelHost({
-      port: modelHostPortWanted,
+/** The manifest's list, in the order served: the demo, the synthetic files, the published models. */
+function manifestModels(catalog: Catalog, modelHostUrl: string): ManifestModel[] {
+  const runtime = (contextLength: number | undefined): Pick<ManifestModel, 'runtime'> =>
+    contextLength === undefined ? {} : { runtime: { contextLength } };
+  return [
+    {
+      id: DEMO_MODEL_ID,
+      name: 'Tiny demo model (random weights, generated)',
+      url: `${modelHostUrl}/models/${DEMO_MODEL_ID}.gguf`,
+      size: catalog.demo.length,
+      sha256: catalog.demoSha,
+      runtime: { contextLength: 2048 },
+    },
+    ...catalog.extraModels.map((spec, i): ManifestModel => ({
+      id: spec.id,
+      name: spec.name ?? `Synthetic file ${spec.id}`,
+      url: `${modelHostUrl}/models/${spec.id}.bin`,
+      size: spec.size,
+      sha256: catalog.extraDigests[i]!,
+      ...runtime(spec.contextLength),
+    })),
+    ...catalog.published.map((model): ManifestModel => ({
+      id: model.id,
+      name: model.name,
+      url: `${modelHostUrl}/models/${model.id}.gguf`,
+      size: model.size,
+      sha256: model.sha256,
+      ...runtime(model.contextLength),
+    })),
+  ];
+}
+
+/** What the hub's request handler needs once the issuer is known. */
+interface HubRoutes {
+  readonly issuer: string;
+  readonly expectedHost: string;
+  readonly signer: ManifestSigner;
+  readonly auth: AuthServer;
+}
+
+async function handleHubRequest(routes: HubRoutes, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { issuer, signer, auth } = routes;
+  // One Host, exactly the issuer's: URLs the provider builds come from it, and it blocks rebinding.
+  const hosts = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host');
+  if (hosts.length !== 1 || req.headers.host !== routes.expectedHost || !(req.url ?? '').startsWith('/')) {
+    sendPlainText(res, 421, 'misdirected request: use the issuer URL');
+    return;
+  }
+  res.setHeader('Referrer-Policy', 'no-referrer');
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  const path = (req.url ?? '').split('?')[0] ?? '';
+  if (path === MANIFEST_PATH) {
+    await handleManifestRequest(req, res, signer, (token) => auth.checkManifestToken(token));
+    return;
+  }
+  if (await auth.handle(req, res)) return;
+  if (path === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
+    sendPlainText(
+      res,
+      200,
+      `Companion reference hub\nissuer ${issuer}\nauthorization server ${issuer}${AUTH_BASE}\nmanifest ${issuer}${MANIFEST_PATH}`,
+    );
+    return;
+  }
+  sendPlainText(res, 404, 'not found');
+}
+
+/** Answers 503 until the routes are set (the server binds before the issuer, which names its port, exists). */
+async function dispatch(slot: { routes: HubRoutes | null }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (slot.routes === null) sendPlainText(res, 503, 'starting');
+  else await handleHubRequest(slot.routes, req, res);
+}
+
+/** The hub's HTTPS server, bound first: the issuer names its real port. `route()` makes it answer. */
+async function startHubServer(
+  tls: HubTlsMaterial,
+  plan: PortPlan,
+): Promise<{ listener: LoopbackHttpsServer; route(routes: HubRoutes): void }> {
+  const slot: { routes: HubRoutes | null } = { routes: null };
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    dispatch(slot, req, res).catch(() => {
+      if (!res.headersSent) sendPlainText(res, 500, 'internal error');
+      else res.destroy();
+    });
+  };
+  const tlsOptions = { key: tls.hub.keyPem, cert: tls.hub.certPem };
+  const listener = await bindWanted(plan, 'hub', (port) => listenLoopbackHttps(tlsOptions, port, 'the hub', onRequest));
+  return { listener, route: (routes) => (slot.routes = routes) };
+}
+
+/** The parts a running hub reports and controls. */
+interface HubParts {
+  readonly issuer: string;
+  readonly tls: HubTlsMaterial;
+  readonly caPath: string | null;
+  readonly keys: HubKeys;
+  readonly scopes: readonly string[];
+  readonly models: readonly ManifestModel[];
+  readonly signer: ManifestSigner;
+  readonly modelHost: RunningModelHost;
+  readonly cleanups: Cleanups;
+}
+
+function runningHub(parts: HubParts): RunningHub {
+  const { issuer, tls, keys, modelHost } = parts;
+  let closing: Promise<void> | null = null;
+  return {
+    issuer,
+    hubUrl: issuer,
+    modelHostUrl: modelHost.url,
+    caPem: tls.ca.certPem,
+    caPath: parts.caPath,
+    hubCertPem: tls.hub.certPem,
+    modelHostCertPem: tls.modelHost.certPem,
+    manifestKey: encodeManifestKey(createPublicKey(keys.manifestKey)),
+    clientId: COMPANION_CLIENT_ID,
+    redirectUri: COMPANION_REDIRECT_URI,
+    scopes: parts.scopes,
+    user: keys.user,
+    password: keys.password,
+    models: parts.models,
+    manifestVersion: parts.signer.version,
+    setMisbehaviour: (m) => modelHost.setMisbehaviour(m),
+    modelHostRequests: () => modelHost.requests(),
+    close() {
+      closing ??= parts.cleanups.run();
+      return closing;
+    },
+  };
+}
+
+/** The start after the data directory is locked; the caller undoes what it did when it throws. */
+async function startHubParts(options: HubOptions, settings: HubSettings, cleanups: Cleanups): Promise<RunningHub> {
+  const { dataDir, log } = settings;
+  const ports = planPorts(options, settings);
+  const keys = loadOrCreateKeys(dataDir, options.user, options.password);
+  const tls = await createHubTls(keys.ca);
+  const caPath = storeCa(dataDir, keys, tls);
+  // Closed after both servers (cleanups run in reverse), so in-flight requests still persist.
+  const store = new OidcStore(dataDir === null ? null : join(dataDir, 'oidc'));
+  cleanups.add(() => store.close());
+  const catalog = await prepareCatalog(settings, cleanups);
+  const modelHost = await bindWanted(ports, 'modelHost', (port) =>
+    startModelHost({
+      port,
       key: tls.modelHost.keyPem,
       cert: tls.modelHost.certPem,
-      files,
+      files: hostedFiles(catalog),
       ...(options.misbehave === undefined ? {} : { misbehaviour: options.misbehave }),
-    }).catch((error: unknown) => {
-      throw modelHostPortRemembered && portsFile !== null
-        ? rememberedBindError(error, 'model host', modelHostPortWanted, portsFile)
-        : error;
-    });
-    cleanups.push(() => modelHost.close());
+    }),
+  );
+  cleanups.add(() => modelHost.close());
+  const models = manifestModels(catalog, modelHost.url);
+  const hub = await startHubServer(tls, ports);
+  cleanups.add(() => hub.listener.close());
+  const issuer = `https://127.0.0.1:${hub.listener.port}`;
+  // Kept once both are bound: the next start reuses them, so the issuer stays the same.
+  if (ports.file !== null)
+    writePrivateFileAtomicSync(ports.file, JSON.stringify({ hub: hub.listener.port, modelHost: modelHost.port }));
+  const auth = createAuthServer({
+    issuer,
+    store,
+    jwks: keys.jwks,
+    cookieKeys: keys.cookieKeys,
+    user: keys.user,
+    password: keys.password,
+    clientScopes: settings.scopes,
+    accessTokenTtlSeconds: settings.accessTokenTtlSeconds,
+    log,
+  });
+  const signer = new ManifestSigner({
+    issuer,
+    privateKey: keys.manifestKey,
+    ttlSeconds: settings.manifestTtlSeconds,
+    models,
+    version: resolveManifestVersion(models, issuer, dataDir, Math.floor(Date.now() / 1000)),
+  });
+  hub.route({ issuer, expectedHost: `127.0.0.1:${hub.listener.port}`, signer, auth });
+  return runningHub({ issuer, tls, caPath, keys, scopes: settings.scopes, models, signer, modelHost, cleanups });
+}
 
-    const models: ManifestModel[] = [
-      {
-        id: DEMO_MODEL_ID,
-        name: 'Tiny demo model (random weights, generated)',
-        url: `${modelHost.url}/models/${DEMO_MODEL_ID}.gguf`,
-        size: demo.length,
-        sha256: demoSha,
-        runtime: { contextLength: 2048 },
-      },
-      ...extraModels.map((spec, i): ManifestModel => ({
-        id: spec.id,
-        name: spec.name ?? `Synthetic file ${spec.id}`,
-        url: `${modelHost.url}/models/${spec.id}.bin`,
-        size: spec.size,
-        sha256: syntheticDigests[i]!,
-        ...(spec.contextLength === undefined ? {} : { runtime: { contextLength: spec.contextLength } }),
-      })),
-      ...published.models.map((model): ManifestModel => ({
-        id: model.id,
-        name: model.name,
-        url: `${modelHost.url}/models/${model.id}.gguf`,
-        size: model.size,
-        sha256: model.sha256,
-        ...(model.contextLength === undefined ? {} : { runtime: { contextLength: model.contextLength } }),
-      })),
-    ];
-
-    // The hub server listens first: the issuer names its real port.
-    let handler: (req: IncomingMessage, res: ServerResponse) => Promise<void> = async (_req, res) =>
-      reply(res, 503, 'starting');
-    const sockets = new Set<Socket>();
-    const server = createServer({ key: tls.hub.keyPem, cert: tls.hub.certPem, minVersion: 'TLSv1.2' }, (req, res) => {
-      handler(req, res).catch(() => {
-        if (!res.headersSent) reply(res, 500, 'internal error');
-        else res.destroy();
-      });
-    });
-    server.headersTimeout = 20_000;
-    server.requestTimeout = 30_000;
-    server.keepAliveTimeout = 5_000;
-    server.on('connection', (socket: Socket) => {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-    });
-    server.on('tlsClientError', () => undefined);
-    const hubPort = await listen(server, hubPortWanted).catch((error: unknown) => {
-      throw hubPortRemembered && portsFile !== null
-        ? rememberedBindError(error, 'hub', hubPortWanted, portsFile)
-        : error;
-    });
-    cleanups.push(async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      server.closeAllConnections();
-      await closed;
-    });
-    const issuer = `https://127.0.0.1:${hubPort}`;
-    // Kept once both are bound: the next start reuses them, so the issuer stays the same.
-    if (portsFile !== null)
-      writePrivateFileAtomicSync(
-        portsFile,
-        JSON.stringify({ hub: hubPort, modelHost: Number(new URL(modelHost.url).port) }),
-      );
-    const expectedHost = `127.0.0.1:${hubPort}`;
-
-    const auth = createAuthServer({
-      issuer,
-      store,
-      jwks: keys.jwks,
-      cookieKeys: keys.cookieKeys,
-      user: keys.user,
-      password: keys.password,
-      clientScopes: scopes,
-      accessTokenTtlSeconds,
-      log,
-    });
-    const signer = new ManifestSigner({
-      issuer,
-      privateKey: keys.manifestKey,
-      ttlSeconds: manifestTtlSeconds,
-      models,
-      version: resolveManifestVersion(models, issuer, dataDir, Math.floor(Date.now() / 1000)),
-    });
-
-    handler = async (req, res) => {
-      // One Host, exactly the issuer's: URLs the provider builds come from it, and it blocks rebinding.
-      const hosts = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host');
-      if (hosts.length !== 1 || req.headers.host !== expectedHost || !(req.url ?? '').startsWith('/')) {
-        reply(res, 421, 'misdirected request: use the issuer URL');
-        return;
-      }
-      res.setHeader('Referrer-Policy', 'no-referrer');
-      res.setHeader('X-Content-Type-Options', 'nosniff');
-      const path = (req.url ?? '').split('?')[0] ?? '';
-      if (path === MANIFEST_PATH) {
-        await handleManifestRequest(req, res, signer, (token) => auth.checkManifestToken(token));
-        return;
-      }
-      if (await auth.handle(req, res)) return;
-      if (path === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
-        reply(
-          res,
-          200,
-          `Companion reference hub\nissuer ${issuer}\nauthorization server ${issuer}${AUTH_BASE}\nmanifest ${issuer}${MANIFEST_PATH}`,
-        );
-        return;
-      }
-      reply(res, 404, 'not found');
-    };
-
-    let closing: Promise<void> | null = null;
-    return {
-      issuer,
-      hubUrl: issuer,
-      modelHostUrl: modelHost.url,
-      caPem: tls.ca.certPem,
-      caPath,
-      hubCertPem: tls.hub.certPem,
-      modelHostCertPem: tls.modelHost.certPem,
-      manifestKey: encodeManifestKey(createPublicKey(keys.manifestKey)),
-      clientId: COMPANION_CLIENT_ID,
-      redirectUri: COMPANION_REDIRECT_URI,
-      scopes,
-      user: keys.user,
-      password: keys.password,
-      models,
-      manifestVersion: signer.version,
-      setMisbehaviour: (m) => modelHost.setMisbehaviour(m),
-      modelHostRequests: () => modelHost.requests(),
-      close() {
-        closing ??= cleanup();
-        return closing;
-      },
-    };
+/**
+ * Starts the reference hub and its model host on 127.0.0.1.
+ * @throws TypeError ERR_INVALID_ARG_VALUE / ERR_INVALID_ARG_TYPE for bad options; ERR_CONFIG for an unusable data directory,
+ *   ERR_LOCKED_BY_OTHER when another hub uses the data directory, ERR_BIND_FAILED when a port is taken,
+ *   ERR_HUB_PORT_BUSY when a port remembered with `rememberPorts` is taken.
+ */
+export async function startHub(options: HubOptions = {}): Promise<RunningHub> {
+  const settings = hubSettings(options);
+  const cleanups = new Cleanups();
+  if (settings.dataDir !== null) {
+    ensurePrivateDirSync(settings.dataDir);
+    cleanups.add(acquireDirLock(settings.dataDir));
+  }
+  try {
+    return await startHubParts(options, settings, cleanups);
   } catch (error) {
-    await cleanup();
+    await cleanups.run();
     throw error;
   }
 }

@@ -14,25 +14,8 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import { Buffer } from 'node:buffer';
 import { invalidArgument } from './args.js';
-import {
-  SPACE,
-  TINY_GGUF_CHAT_TEMPLATE,
-  TOKEN_BYTE,
-  TOKEN_CONTROL,
-  TOKEN_NORMAL,
-  TOKEN_UNKNOWN,
-  T_ARRAY,
-  T_BOOL,
-  T_FLOAT32,
-  T_INT32,
-  T_STRING,
-  T_UINT32,
-  Writer,
-  generateTinyGguf,
-  pieces,
-  writeMetadata,
-  type MetadataValue,
-} from './tiny-gguf.js';
+import * as gguf from './gguf-writer.js';
+import { generateTinyGguf, pieces } from './tiny-gguf.js';
 
 /** The shape of a synthetic llama. */
 export interface LlamaShape {
@@ -91,8 +74,6 @@ export interface SyntheticLlamaFile {
 /** Bumped whenever the bytes for a given preset and seed change: caches key on it. */
 export const SYNTHETIC_LLAMA_FORMAT = 1;
 
-const ALIGNMENT = 32;
-const GGML_F32 = 0;
 const GGML_Q8_0 = 8;
 const QK8_0 = 32;
 const Q8_0_BLOCK_BYTES = 34;
@@ -234,58 +215,31 @@ const EXTRA_SINGLES = [
   '@',
 ];
 
-interface Vocabulary {
-  readonly tokens: string[];
-  readonly scores: number[];
-  readonly types: number[];
-  readonly imEnd: number;
-}
-
 /**
  * `size` tokens: the tiny model's pieces, more words, digits, capitals and punctuation, every bigram of
  * a–z (with and without a word start), then trigrams of the commonest letters until the size is reached.
  * Every bigram is present, so the SentencePiece merges reach the trigrams; byte fallback covers the rest.
  */
-function vocabulary(size: number): Vocabulary {
-  const tokens: string[] = ['<unk>', '<s>', '</s>'];
-  const types: number[] = [TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL];
-  for (let byte = 0; byte < 256; byte++) {
-    tokens.push(`<0x${byte.toString(16).toUpperCase().padStart(2, '0')}>`);
-    types.push(TOKEN_BYTE);
-  }
-  const wanted = size - tokens.length - 2;
+function vocabulary(size: number): gguf.LlamaVocabulary {
+  const wanted = size - gguf.NON_PIECE_TOKENS;
   const list = new Set<string>(pieces());
-  for (const word of MORE_WORDS) list.add(SPACE + word);
+  for (const word of MORE_WORDS) list.add(gguf.SPACE + word);
   for (const single of EXTRA_SINGLES) {
     list.add(single);
-    list.add(SPACE + single);
+    list.add(gguf.SPACE + single);
   }
   for (const a of LETTERS) for (const b of LETTERS) list.add(a + b);
-  for (const a of LETTERS) for (const b of LETTERS) list.add(SPACE + a + b);
+  for (const a of LETTERS) for (const b of LETTERS) list.add(gguf.SPACE + a + b);
   outer: for (const a of LETTERS) {
     for (const b of LETTERS) {
       for (const c of LETTERS) {
         if (list.size >= wanted) break outer;
         list.add(a + b + c);
-        if (list.size < wanted) list.add(SPACE + a + b + c);
+        if (list.size < wanted) list.add(gguf.SPACE + a + b + c);
       }
     }
   }
-  const chosen = [...list].slice(0, wanted);
-  const scores: number[] = tokens.map(() => 0);
-  chosen.forEach((piece, index) => {
-    tokens.push(piece);
-    scores.push(-(index + 1));
-    types.push(TOKEN_NORMAL);
-  });
-  tokens.push('<|im_start|>');
-  scores.push(0);
-  types.push(TOKEN_CONTROL);
-  const imEnd = tokens.length;
-  tokens.push('<|im_end|>');
-  scores.push(0);
-  types.push(TOKEN_CONTROL);
-  return { tokens, scores, types, imEnd };
+  return gguf.llamaVocabulary([...list].slice(0, wanted));
 }
 
 /** IEEE half-precision bits of a positive normal value (the Q8_0 block scale). */
@@ -310,23 +264,32 @@ interface TensorPlan {
   readonly name: string;
   /** ggml dimensions, ne0 (the contiguous one) first. */
   readonly dims: readonly [number] | readonly [number, number];
-  readonly type: typeof GGML_F32 | typeof GGML_Q8_0;
+  readonly type: typeof gguf.GGML_F32 | typeof GGML_Q8_0;
   readonly bytes: number;
   /** Largest absolute weight of each row (Q8_0); F32 tensors are all ones (norms). */
   readonly rowScale?: (row: number) => number;
 }
 
-function q8Plan(name: string, ne0: number, ne1: number, rowScale: (row: number) => number): TensorPlan {
-  return { name, dims: [ne0, ne1], type: GGML_Q8_0, bytes: (ne0 / QK8_0) * ne1 * Q8_0_BLOCK_BYTES, rowScale };
-}
-
-function normPlan(name: string, ne0: number): TensorPlan {
-  return { name, dims: [ne0], type: GGML_F32, bytes: ne0 * 4 };
+/**
+ * A norm is F32 ones; every other tensor is Q8_0 with a per-row scale: 0.5 for the token tables, except
+ * the small rows of quiet tokens in the output projection (as tiny does), sqrt(3 / fan-in) for weights.
+ */
+function planOf(slot: gguf.LlamaTensorSlot, vocab: gguf.LlamaVocabulary): TensorPlan {
+  const [ne0, ne1 = 1] = slot.dims;
+  if (slot.role === 'norm') return { name: slot.name, dims: slot.dims, type: gguf.GGML_F32, bytes: ne0 * 4 };
+  const weightScale = Math.sqrt(3 / slot.fanIn);
+  const rowScale =
+    slot.role === 'weight'
+      ? () => weightScale
+      : slot.role === 'output'
+        ? (token: number) => (gguf.isQuietToken(vocab, token) ? 0.01 : 0.5)
+        : () => 0.5;
+  return { name: slot.name, dims: slot.dims, type: GGML_Q8_0, bytes: (ne0 / QK8_0) * ne1 * Q8_0_BLOCK_BYTES, rowScale };
 }
 
 /** The bytes of one tensor: ones for a norm, random Q8_0 blocks with a per-row scale otherwise. */
 function tensorBytes(plan: TensorPlan, seed: number): Buffer {
-  if (plan.type === GGML_F32) {
+  if (plan.type === gguf.GGML_F32) {
     const out = Buffer.alloc(plan.bytes);
     for (let i = 0; i < plan.dims[0]; i++) out.writeFloatLE(1, i * 4);
     return out;
@@ -385,99 +348,15 @@ export function syntheticLlamaGguf(preset: string, options: SyntheticLlamaOption
     throw invalidArgument('layers', `an integer from 1 to ${shape.nLayer}`);
   const name = `companion-${preset}-${seed}${nLayer === shape.nLayer ? '' : `-l${nLayer}`}`;
   const vocab = vocabulary(shape.vocabSize);
-  const nVocab = vocab.tokens.length;
-  const { nEmbd, nFf, nHead, nHeadKv } = shape;
-  const headDim = nEmbd / nHead;
-  const nEmbdKv = headDim * nHeadKv;
-  const fanIn = (n: number): ((row: number) => number) => {
-    const scale = Math.sqrt(3 / n);
-    return () => scale;
-  };
-  // A separate output projection whose rows for control tokens and non-printable bytes are small: greedy
-  // decoding then prefers readable pieces and rarely ends at once on `</s>` / `<|im_end|>` (as tiny does).
-  const quiet = (token: number): boolean => {
-    const type = vocab.types[token];
-    const byte = token - 3;
-    return type === TOKEN_CONTROL || type === TOKEN_UNKNOWN || (type === TOKEN_BYTE && (byte < 0x20 || byte > 0x7e));
-  };
-  const plans: TensorPlan[] = [
-    q8Plan('token_embd.weight', nEmbd, nVocab, () => 0.5),
-    normPlan('output_norm.weight', nEmbd),
-    q8Plan('output.weight', nEmbd, nVocab, (token) => (quiet(token) ? 0.01 : 0.5)),
-  ];
-  for (let layer = 0; layer < nLayer; layer++) {
-    const prefix = `blk.${layer}`;
-    plans.push(
-      normPlan(`${prefix}.attn_norm.weight`, nEmbd),
-      q8Plan(`${prefix}.attn_q.weight`, nEmbd, nEmbd, fanIn(nEmbd)),
-      q8Plan(`${prefix}.attn_k.weight`, nEmbd, nEmbdKv, fanIn(nEmbd)),
-      q8Plan(`${prefix}.attn_v.weight`, nEmbd, nEmbdKv, fanIn(nEmbd)),
-      q8Plan(`${prefix}.attn_output.weight`, nEmbd, nEmbd, fanIn(nEmbd)),
-      normPlan(`${prefix}.ffn_norm.weight`, nEmbd),
-      q8Plan(`${prefix}.ffn_gate.weight`, nEmbd, nFf, fanIn(nEmbd)),
-      q8Plan(`${prefix}.ffn_up.weight`, nEmbd, nFf, fanIn(nEmbd)),
-      q8Plan(`${prefix}.ffn_down.weight`, nFf, nEmbd, fanIn(nFf)),
-    );
-  }
-
-  const metadata: [string, MetadataValue][] = [
-    ['general.architecture', { type: T_STRING, value: 'llama' }],
-    ['general.name', { type: T_STRING, value: name }],
-    ['general.file_type', { type: T_UINT32, value: FILE_TYPE_MOSTLY_Q8_0 }],
-    ['general.alignment', { type: T_UINT32, value: ALIGNMENT }],
-    ['llama.context_length', { type: T_UINT32, value: shape.contextLength }],
-    ['llama.embedding_length', { type: T_UINT32, value: nEmbd }],
-    ['llama.block_count', { type: T_UINT32, value: nLayer }],
-    ['llama.feed_forward_length', { type: T_UINT32, value: nFf }],
-    ['llama.attention.head_count', { type: T_UINT32, value: nHead }],
-    ['llama.attention.head_count_kv', { type: T_UINT32, value: nHeadKv }],
-    ['llama.attention.layer_norm_rms_epsilon', { type: T_FLOAT32, value: 1e-5 }],
-    ['llama.rope.dimension_count', { type: T_UINT32, value: headDim }],
-    ['llama.rope.freq_base', { type: T_FLOAT32, value: 100000 }],
-    ['llama.vocab_size', { type: T_UINT32, value: nVocab }],
-    ['tokenizer.ggml.model', { type: T_STRING, value: 'llama' }],
-    ['tokenizer.ggml.tokens', { type: T_ARRAY, itemType: T_STRING, value: vocab.tokens }],
-    ['tokenizer.ggml.scores', { type: T_ARRAY, itemType: T_FLOAT32, value: vocab.scores }],
-    ['tokenizer.ggml.token_type', { type: T_ARRAY, itemType: T_INT32, value: vocab.types }],
-    ['tokenizer.ggml.unknown_token_id', { type: T_UINT32, value: 0 }],
-    ['tokenizer.ggml.bos_token_id', { type: T_UINT32, value: 1 }],
-    ['tokenizer.ggml.eos_token_id', { type: T_UINT32, value: 2 }],
-    ['tokenizer.ggml.eot_token_id', { type: T_UINT32, value: vocab.imEnd }],
-    ['tokenizer.ggml.add_bos_token', { type: T_BOOL, value: true }],
-    ['tokenizer.ggml.add_eos_token', { type: T_BOOL, value: false }],
-    ['tokenizer.chat_template', { type: T_STRING, value: TINY_GGUF_CHAT_TEMPLATE }],
-  ];
-
-  const header = new Writer();
-  header.u32(0x46554747); // "GGUF" read as a little-endian uint32.
-  header.u32(3);
-  header.u64(plans.length);
-  header.u64(metadata.length);
-  for (const [key, entry] of metadata) writeMetadata(header, key, entry);
-  const padOf = (length: number): number => (ALIGNMENT - (length % ALIGNMENT)) % ALIGNMENT;
-  let offset = 0;
-  for (const plan of plans) {
-    header.string(plan.name);
-    header.u32(plan.dims.length);
-    for (const dim of plan.dims) header.u64(dim);
-    header.u32(plan.type);
-    header.u64(offset);
-    offset += plan.bytes + padOf(plan.bytes);
-  }
-  header.pad(ALIGNMENT);
-  const head = header.result();
-  const size = head.length + offset;
-
-  return {
+  const plans = gguf.llamaTensorSlots(shape, nLayer, vocab.tokens.length).map((slot) => planOf(slot, vocab));
+  const metadata = gguf.llamaMetadata({
+    ...shape,
     name,
-    size,
-    *chunks() {
-      yield Buffer.from(head);
-      for (const plan of plans) {
-        yield tensorBytes(plan, seed);
-        const pad = padOf(plan.bytes);
-        if (pad > 0) yield Buffer.alloc(pad);
-      }
-    },
-  };
+    fileType: FILE_TYPE_MOSTLY_Q8_0,
+    nLayer,
+    ropeFreqBase: 100000,
+    vocab,
+  });
+  const { head, size } = gguf.ggufHeader(metadata, plans);
+  return { name, size, chunks: () => gguf.ggufChunks(head, plans, (plan) => tensorBytes(plan, seed)) };
 }

@@ -7,11 +7,9 @@
  * For fault tests it can misbehave on purpose ({@link ModelHostMisbehaviour}), and it records the header
  * names of every request (never values, except `Range`) so a test can show no token or cookie reached it.
  */
-import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { CompanionError } from '../core/errors.js';
+import { listenLoopbackHttps, sendPlainText } from './https-server.js';
 
 /** Switches that make the model host misbehave on purpose (fault tests). All off by default. */
 export interface ModelHostMisbehaviour {
@@ -118,19 +116,172 @@ function record(req: IncomingMessage): ModelHostRequestRecord {
   };
 }
 
+/** A short text answer; the model host marks every answer `nosniff`. */
 function plain(res: ServerResponse, status: number, text: string, extra: Record<string, string> = {}): void {
-  const body = Buffer.from(`${text}\n`, 'utf8');
-  res.writeHead(status, {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': String(body.length),
-    'Cache-Control': 'no-store',
-    'X-Content-Type-Options': 'nosniff',
-    ...extra,
-  });
-  res.end(body);
+  sendPlainText(res, status, text, { 'X-Content-Type-Options': 'nosniff', ...extra });
 }
 
-/** Starts the model host on 127.0.0.1. @throws ERR_BIND_FAILED */
+/** What the request handler reads and keeps: the files, the current misbehaviour, the request log, the port. */
+interface ModelHostState {
+  readonly files: ReadonlyMap<string, HostedFile>;
+  misbehaviour: ModelHostMisbehaviour;
+  readonly log: ModelHostRequestRecord[];
+  port: number;
+}
+
+/** The part of a response that is sent: `[start, end]` of the file, or the whole file (200). */
+interface Selection {
+  readonly start: number;
+  readonly end: number;
+  readonly status: 200 | 206;
+}
+
+/** How the body ends: normally, cut (FIN mid-body), stalled (left open), or dropped after a too-long announce. */
+type Ending = 'end' | 'cut' | 'stall' | 'drop';
+
+function handleModelRequest(state: ModelHostState, req: IncomingMessage, res: ServerResponse): void {
+  state.log.push(record(req));
+  if (state.log.length > 10_000) state.log.splice(0, state.log.length - 10_000);
+  const method = req.method ?? '';
+  const path = (req.url ?? '').split('?')[0] ?? '';
+  const file = state.files.get(path);
+  if (file === undefined) return plain(res, 404, 'not found');
+  if (method !== 'GET' && method !== 'HEAD') return plain(res, 405, 'method not allowed', { Allow: 'GET, HEAD' });
+  const { misbehaviour } = state;
+  const bad = misbehaviour.onlyModel === undefined || misbehaviour.onlyModel === file.modelId ? misbehaviour : {};
+  if (bad.redirectToHttp === true) {
+    res.writeHead(302, {
+      Location: `http://127.0.0.1:${state.port}${path}`,
+      'Content-Length': '0',
+      'Cache-Control': 'no-store',
+    });
+    res.end();
+    return;
+  }
+  serveFile(req, res, file, bad);
+}
+
+/**
+ * The part to send: a single satisfiable `Range` (when `If-Range` matches) gives 206, anything else the
+ * whole file with 200; null for an unsatisfiable range (416).
+ */
+function select(req: IncomingMessage, file: HostedFile, etag: string, bad: ModelHostMisbehaviour): Selection | null {
+  const whole: Selection = { start: 0, end: file.size - 1, status: 200 };
+  const rangeHeader = req.headers.range;
+  const ifRange = req.headers['if-range'];
+  if (typeof rangeHeader !== 'string' || bad.ignoreRange === true || (ifRange !== undefined && ifRange !== etag))
+    return whole;
+  const range = parseRange(rangeHeader, file.size);
+  if (range === 'unsatisfiable') return null;
+  return range === 'ignore' ? whole : { ...range, status: 206 };
+}
+
+function serveFile(req: IncomingMessage, res: ServerResponse, file: HostedFile, bad: ModelHostMisbehaviour): void {
+  const etag = bad.changeEtag === true ? `"${file.etag.slice(1, -1)}-changed"` : file.etag;
+  const selection = select(req, file, etag, bad);
+  if (selection === null)
+    return plain(res, 416, 'range not satisfiable', {
+      'Content-Range': `bytes */${file.size}`,
+      ETag: etag,
+      'Accept-Ranges': 'bytes',
+    });
+  const { start, end, status } = selection;
+  const length = Math.max(0, end - start + 1);
+  const announced = Math.max(0, length + (bad.contentLengthDelta ?? 0));
+  const headers: Record<string, string> = {
+    'Accept-Ranges': 'bytes',
+    ETag: etag,
+    'Content-Type': 'application/octet-stream',
+    'Cache-Control': 'no-cache',
+    'X-Content-Type-Options': 'nosniff',
+    'Content-Length': String(announced),
+  };
+  if (status === 206) headers['Content-Range'] = `bytes ${start}-${end}/${file.size}`;
+  res.writeHead(status, headers);
+  if (req.method === 'HEAD' || length === 0) {
+    res.end();
+    return;
+  }
+  const { stopAt, ending } = stopPoint(start, end, announced, length, bad);
+  streamBody(res, file, start, stopAt, ending, bad.flipByteAt);
+}
+
+/**
+ * Where to stop, as a file offset (exclusive), and how to end: a cut or a stall inside this response, or
+ * the shorter announced length. A cut or stall at or before `start` does not apply (a resume succeeds).
+ */
+function stopPoint(
+  start: number,
+  end: number,
+  announced: number,
+  length: number,
+  bad: ModelHostMisbehaviour,
+): { stopAt: number; ending: Ending } {
+  let stopAt = end + 1;
+  let ending: Ending = 'end';
+  if (announced < length) stopAt = start + announced;
+  if (announced > length) ending = 'drop';
+  for (const [offset, kind] of [
+    [bad.cutAfterBytes, 'cut'],
+    [bad.stallAfterBytes, 'stall'],
+  ] as const) {
+    if (offset !== undefined && start < offset && offset < stopAt) {
+      stopAt = offset;
+      ending = kind;
+    }
+  }
+  return { stopAt, ending };
+}
+
+function finish(res: ServerResponse, ending: Ending): void {
+  if (ending === 'end') {
+    res.end();
+  } else if (ending === 'cut' || ending === 'drop') {
+    // Flush what was written, then close the connection mid-body (FIN); destroy later if need be.
+    const socket = res.socket;
+    socket?.end();
+    setTimeout(() => socket?.destroy(), 2000).unref();
+  }
+  // 'stall': leave the response open; the client or close() ends it.
+}
+
+/** Streams `[start, stopAt)` of the file with backpressure, flipping the byte at `flip` if asked, then ends. */
+function streamBody(
+  res: ServerResponse,
+  file: HostedFile,
+  start: number,
+  stopAt: number,
+  ending: Ending,
+  flip: number | undefined,
+): void {
+  const source = file.open(start, stopAt - 1 < start ? start : stopAt - 1);
+  if (stopAt <= start) {
+    source.destroy();
+    finish(res, ending);
+    return;
+  }
+  let position = start;
+  res.on('close', () => source.destroy());
+  source.on('error', () => res.socket?.destroy());
+  source.on('data', (chunk: Buffer) => {
+    let out = chunk;
+    if (flip !== undefined && flip >= position && flip < position + chunk.length) {
+      out = Buffer.from(chunk);
+      out[flip - position] = out[flip - position]! ^ 0x01;
+    }
+    position += chunk.length;
+    if (!res.write(out)) {
+      source.pause();
+      res.once('drain', () => source.resume());
+    }
+  });
+  source.on('end', () => finish(res, ending));
+}
+
+/**
+ * Starts the model host on 127.0.0.1.
+ * @throws ERR_BIND_FAILED when the port cannot be bound
+ */
 export async function startModelHost(options: {
   readonly port: number;
   readonly key: string;
@@ -138,151 +289,23 @@ export async function startModelHost(options: {
   readonly files: readonly HostedFile[];
   readonly misbehaviour?: ModelHostMisbehaviour;
 }): Promise<RunningModelHost> {
-  const files = new Map(options.files.map((f) => [f.path, f]));
-  let misbehaviour: ModelHostMisbehaviour = options.misbehaviour ?? {};
-  const log: ModelHostRequestRecord[] = [];
-  const sockets = new Set<Socket>();
-  let port = 0;
-
-  const handle = (req: IncomingMessage, res: ServerResponse): void => {
-    log.push(record(req));
-    if (log.length > 10_000) log.splice(0, log.length - 10_000);
-    const method = req.method ?? '';
-    const path = (req.url ?? '').split('?')[0] ?? '';
-    const file = files.get(path);
-    if (file === undefined) return plain(res, 404, 'not found');
-    if (method !== 'GET' && method !== 'HEAD') return plain(res, 405, 'method not allowed', { Allow: 'GET, HEAD' });
-
-    const bad = misbehaviour.onlyModel === undefined || misbehaviour.onlyModel === file.modelId ? misbehaviour : {};
-    if (bad.redirectToHttp === true) {
-      res.writeHead(302, {
-        Location: `http://127.0.0.1:${port}${path}`,
-        'Content-Length': '0',
-        'Cache-Control': 'no-store',
-      });
-      res.end();
-      return;
-    }
-    const etag = bad.changeEtag === true ? `"${file.etag.slice(1, -1)}-changed"` : file.etag;
-    const common = {
-      'Accept-Ranges': 'bytes',
-      ETag: etag,
-      'Content-Type': 'application/octet-stream',
-      'Cache-Control': 'no-cache',
-      'X-Content-Type-Options': 'nosniff',
-    };
-
-    let start = 0;
-    let end = file.size - 1;
-    let status = 200;
-    const rangeHeader = req.headers.range;
-    const ifRange = req.headers['if-range'];
-    if (typeof rangeHeader === 'string' && bad.ignoreRange !== true && (ifRange === undefined || ifRange === etag)) {
-      const range = parseRange(rangeHeader, file.size);
-      if (range === 'unsatisfiable')
-        return plain(res, 416, 'range not satisfiable', {
-          'Content-Range': `bytes */${file.size}`,
-          ETag: etag,
-          'Accept-Ranges': 'bytes',
-        });
-      if (range !== 'ignore') {
-        ({ start, end } = range);
-        status = 206;
-      }
-    }
-    const length = Math.max(0, end - start + 1);
-    const announced = Math.max(0, length + (bad.contentLengthDelta ?? 0));
-    const headers: Record<string, string> = { ...common, 'Content-Length': String(announced) };
-    if (status === 206) headers['Content-Range'] = `bytes ${start}-${end}/${file.size}`;
-    res.writeHead(status, headers);
-    if (method === 'HEAD' || length === 0) {
-      res.end();
-      return;
-    }
-
-    // Where to stop, as a file offset (exclusive): a cut or a stall inside this response, or the shorter
-    // announced length.
-    let stopAt = end + 1;
-    let after: 'end' | 'cut' | 'stall' | 'drop' = 'end';
-    if (announced < length) stopAt = start + announced;
-    if (announced > length) after = 'drop';
-    for (const [offset, kind] of [
-      [bad.cutAfterBytes, 'cut'],
-      [bad.stallAfterBytes, 'stall'],
-    ] as const) {
-      if (offset !== undefined && start < offset && offset < stopAt) {
-        stopAt = offset;
-        after = kind;
-      }
-    }
-
-    const source = file.open(start, stopAt - 1 < start ? start : stopAt - 1);
-    let position = start;
-    const finish = (): void => {
-      if (after === 'end') {
-        res.end();
-      } else if (after === 'cut' || after === 'drop') {
-        // Flush what was written, then close the connection mid-body (FIN); destroy later if need be.
-        const socket = res.socket;
-        socket?.end();
-        setTimeout(() => socket?.destroy(), 2000).unref();
-      }
-      // 'stall': leave the response open; the client or close() ends it.
-    };
-    if (stopAt <= start) {
-      source.destroy();
-      finish();
-      return;
-    }
-    res.on('close', () => source.destroy());
-    source.on('error', () => res.socket?.destroy());
-    source.on('data', (chunk: Buffer) => {
-      let out = chunk;
-      const flip = bad.flipByteAt;
-      if (flip !== undefined && flip >= position && flip < position + chunk.length) {
-        out = Buffer.from(chunk);
-        out[flip - position] = out[flip - position]! ^ 0x01;
-      }
-      position += chunk.length;
-      if (!res.write(out)) {
-        source.pause();
-        res.once('drain', () => source.resume());
-      }
-    });
-    source.on('end', finish);
+  const state: ModelHostState = {
+    files: new Map(options.files.map((f) => [f.path, f])),
+    misbehaviour: options.misbehaviour ?? {},
+    log: [],
+    port: 0,
   };
-
-  const server: Server = createServer({ key: options.key, cert: options.cert, minVersion: 'TLSv1.2' }, handle);
-  server.headersTimeout = 20_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  server.on('tlsClientError', () => undefined);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error) =>
-      reject(new CompanionError('ERR_BIND_FAILED', 'the model host could not listen on 127.0.0.1', { cause: error })),
-    );
-    server.listen({ port: options.port, host: '127.0.0.1', exclusive: true }, () => resolve());
-  });
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new CompanionError('ERR_BIND_FAILED');
-  port = address.port;
-
+  const listener = await listenLoopbackHttps(options, options.port, 'the model host', (req, res) =>
+    handleModelRequest(state, req, res),
+  );
+  state.port = listener.port;
   return {
-    url: `https://127.0.0.1:${port}`,
-    port,
+    url: `https://127.0.0.1:${listener.port}`,
+    port: listener.port,
     setMisbehaviour(next) {
-      misbehaviour = { ...next };
+      state.misbehaviour = { ...next };
     },
-    requests: () => log.slice(),
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      server.closeAllConnections();
-      await closed;
-    },
+    requests: () => state.log.slice(),
+    close: () => listener.close(),
   };
 }

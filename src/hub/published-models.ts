@@ -200,6 +200,198 @@ function openOwn(path: string, size: number): number | null {
   return fd;
 }
 
+/** Checks every spec before any file is touched. @throws TypeError ERR_INVALID_ARG_VALUE / ERR_INVALID_ARG_TYPE */
+function assertSpecs(synthetic: readonly SyntheticLlamaSpec[], files: readonly ModelFileSpec[]): void {
+  for (const spec of synthetic) {
+    if (!isSyntheticLlamaPreset(spec.preset))
+      throw invalidArgument('a synthetic model preset', `one of ${Object.keys(SYNTHETIC_LLAMA_PRESETS).join(', ')}`);
+    if (spec.id !== undefined && !isModelId(spec.id))
+      throw invalidArgument('a synthetic model id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
+  }
+  for (const spec of files) {
+    if (typeof spec.path !== 'string' || spec.path.length === 0)
+      throw invalidArgument('a model file path', 'a non-empty string', 'ERR_INVALID_ARG_TYPE');
+    if (spec.id !== undefined && !isModelId(spec.id))
+      throw invalidArgument('a model file id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
+    if (spec.id === undefined && modelIdFromFileName(spec.path) === null)
+      throw invalidArgument('a model file id', 'given: no id can be derived from the file name');
+  }
+}
+
+/** The descriptors that serve the models and the temporary folder, held until `close()`. */
+class OpenFiles {
+  readonly #fds: number[] = [];
+  #tempDir: string | null = null;
+
+  keep(fd: number): void {
+    this.#fds.push(fd);
+  }
+
+  /** A private temporary folder that `close()` removes. */
+  tempDir(): string {
+    this.#tempDir = mkdtempSync(join(tmpdir(), 'companion-hub-models-'));
+    return this.#tempDir;
+  }
+
+  close(): void {
+    for (const fd of this.#fds.splice(0)) closeSync(fd);
+    if (this.#tempDir !== null) rmSync(this.#tempDir, { recursive: true, force: true });
+    this.#tempDir = null;
+  }
+}
+
+/** Where the synthetic llamas go, and the cache of their sizes and digests (null: not remembered). */
+interface LlamaStore {
+  readonly dir: string;
+  readonly cachePath: string | null;
+  readonly cache: Record<string, { size: number; sha256: string }>;
+}
+
+function openLlamaStore(dataDir: string | null, open: OpenFiles): LlamaStore {
+  const dir = dataDir === null ? open.tempDir() : join(dataDir, 'synthetic-models');
+  // The generated files are written into it: refuse a planted symlink in place of the folder.
+  if (isSymlink(dir)) throw new CompanionError('ERR_HUB_MODEL_FILE', `${dir} is a symlink, not a folder: remove it`);
+  ensurePrivateDirSync(dir);
+  const cachePath = dataDir === null ? null : join(dataDir, 'synthetic-llama.json');
+  const stored = cachePath === null ? null : (readJsonFileSync(cachePath, 'a hub data file') as LlamaCacheFile | null);
+  const cache =
+    stored?.format === 'companion-hub-synthetic-llama-v1' && typeof stored.files === 'object'
+      ? { ...stored.files }
+      : {};
+  return { dir, cachePath, cache };
+}
+
+/**
+ * Generates a synthetic llama into the store, or reuses the file generated before when the cache knows
+ * its digest and it is still our regular file of the right size.
+ * @throws ERR_HUB_MODEL_FILE when the generated file cannot be opened again
+ */
+function publishSyntheticLlama(
+  spec: SyntheticLlamaSpec,
+  store: LlamaStore,
+  open: OpenFiles,
+  log: (line: string) => void,
+): PublishedModel {
+  const seed = spec.seed ?? 1;
+  const id = spec.id ?? spec.preset;
+  const file = syntheticLlamaGguf(spec.preset, { seed });
+  const fileName = `${spec.preset}-s${seed}-v${SYNTHETIC_LLAMA_FORMAT}.gguf`;
+  const path = join(store.dir, fileName);
+  const known = store.cache[fileName];
+  let sha256 =
+    known !== undefined && known.size === file.size && /^[0-9a-f]{64}$/.test(known.sha256) ? known.sha256 : null;
+  let fd = sha256 === null ? null : openOwn(path, file.size);
+  if (fd === null) {
+    const started = performance.now();
+    log(`model ${id}: generating the synthetic ${spec.preset} llama (${human(file.size)})…`);
+    rmSync(path, { force: true });
+    sha256 = generateInto(path, file);
+    log(`model ${id}: generated in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    store.cache[fileName] = { size: file.size, sha256 };
+    if (store.cachePath !== null)
+      writePrivateFileAtomicSync(
+        store.cachePath,
+        JSON.stringify({ format: 'companion-hub-synthetic-llama-v1', files: store.cache } satisfies LlamaCacheFile),
+      );
+    fd = openOwn(path, file.size);
+    if (fd === null)
+      throw new CompanionError('ERR_HUB_MODEL_FILE', `model ${id}: the generated file could not be opened again`);
+  } else {
+    log(`model ${id}: reusing the generated ${spec.preset} llama (${human(file.size)})`);
+  }
+  open.keep(fd);
+  const servedFd = fd;
+  const shape = SYNTHETIC_LLAMA_PRESETS[spec.preset as keyof typeof SYNTHETIC_LLAMA_PRESETS];
+  return {
+    id,
+    name: `Synthetic ${spec.preset} llama (random weights, seed ${seed})`,
+    size: file.size,
+    sha256: sha256!,
+    contextLength: shape.contextLength,
+    open: (start, end) => rangeOf(servedFd, start, end),
+  };
+}
+
+/** Digests of operator files remembered in the data directory (null: not remembered). */
+interface DigestStore {
+  readonly path: string | null;
+  readonly digests: Record<string, string>;
+}
+
+function openDigestStore(dataDir: string | null): DigestStore {
+  const path = dataDir === null ? null : join(dataDir, 'model-file-sha256.json');
+  const stored = path === null ? null : (readJsonFileSync(path, 'a hub data file') as DigestCacheFile | null);
+  const digests =
+    stored?.format === 'companion-hub-model-file-sha256-v1' && typeof stored.digests === 'object'
+      ? { ...stored.digests }
+      : {};
+  return { path, digests };
+}
+
+/**
+ * Opens an operator's GGUF file (kept open in `open`) and checks it is a regular file that starts with
+ * "GGUF"; returns its descriptor, size and the key its digest is remembered under.
+ * @throws ERR_HUB_MODEL_FILE for a file that cannot be opened, is not a regular file or is not GGUF
+ */
+function openModelFile(spec: ModelFileSpec, open: OpenFiles): { fd: number; size: number; key: string } {
+  let fd: number;
+  try {
+    // Reading may follow a symlink (model caches are often links to blobs); the hub never writes here.
+    fd = openSync(spec.path, constants.O_RDONLY);
+  } catch (error) {
+    throw new CompanionError(
+      'ERR_HUB_MODEL_FILE',
+      `the model file ${spec.path} cannot be opened (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  open.keep(fd);
+  const stat = fstatSync(fd, { bigint: true });
+  if (!stat.isFile())
+    throw new CompanionError('ERR_HUB_MODEL_FILE', `the model file ${spec.path} is not a regular file`);
+  const size = Number(stat.size);
+  const magic = Buffer.alloc(4);
+  const got = size >= 4 ? readSync(fd, magic, 0, 4, 0) : 0;
+  if (got !== 4 || !magic.equals(GGUF_MAGIC))
+    throw new CompanionError(
+      'ERR_HUB_MODEL_FILE',
+      `the model file ${spec.path} is not a GGUF file (it does not start with "GGUF")`,
+    );
+  return { fd, size, key: `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}` };
+}
+
+/** Publishes an operator's GGUF file: its digest is computed once, or recalled from the data directory. */
+async function publishModelFile(
+  spec: ModelFileSpec,
+  store: DigestStore,
+  open: OpenFiles,
+  log: (line: string) => void,
+): Promise<PublishedModel> {
+  const id = spec.id ?? modelIdFromFileName(spec.path)!;
+  const { fd, size, key } = openModelFile(spec, open);
+  let sha256 = store.digests[key];
+  if (sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256)) {
+    sha256 = await hashFd(fd, size, `model ${id}`, log);
+    store.digests[key] = sha256;
+    if (store.path !== null)
+      writePrivateFileAtomicSync(
+        store.path,
+        JSON.stringify({
+          format: 'companion-hub-model-file-sha256-v1',
+          digests: store.digests,
+        } satisfies DigestCacheFile),
+      );
+  } else {
+    log(`model ${id}: digest remembered in the data dir (${human(size)})`);
+  }
+  return {
+    id,
+    name: `Model ${id} (a GGUF file published by the operator)`,
+    size,
+    sha256,
+    open: (start, end) => rangeOf(fd, start, end),
+  };
+}
+
 /**
  * Prepares the files of every spec: generates (or reuses) the synthetic llamas, opens and checks the
  * operator's GGUF files, computes (or recalls) each digest.
@@ -215,139 +407,17 @@ export async function preparePublishedModels(
   dataDir: string | null,
   log: (line: string) => void,
 ): Promise<{ models: PublishedModel[]; close(): void }> {
-  for (const spec of synthetic) {
-    if (!isSyntheticLlamaPreset(spec.preset))
-      throw invalidArgument('a synthetic model preset', `one of ${Object.keys(SYNTHETIC_LLAMA_PRESETS).join(', ')}`);
-    if (spec.id !== undefined && !isModelId(spec.id))
-      throw invalidArgument('a synthetic model id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
-  }
-  for (const spec of files) {
-    if (typeof spec.path !== 'string' || spec.path.length === 0)
-      throw invalidArgument('a model file path', 'a non-empty string', 'ERR_INVALID_ARG_TYPE');
-    if (spec.id !== undefined && !isModelId(spec.id))
-      throw invalidArgument('a model file id', 'a name matching [a-z0-9][a-z0-9._-]{0,63}');
-    if (spec.id === undefined && modelIdFromFileName(spec.path) === null)
-      throw invalidArgument('a model file id', 'given: no id can be derived from the file name');
-  }
-
-  const fds: number[] = [];
-  let tempDir: string | null = null;
-  const close = (): void => {
-    for (const fd of fds.splice(0)) closeSync(fd);
-    if (tempDir !== null) rmSync(tempDir, { recursive: true, force: true });
-    tempDir = null;
-  };
+  assertSpecs(synthetic, files);
+  const open = new OpenFiles();
+  const close = (): void => open.close();
   const models: PublishedModel[] = [];
   try {
     if (synthetic.length > 0) {
-      const dir =
-        dataDir === null
-          ? (tempDir = mkdtempSync(join(tmpdir(), 'companion-hub-models-')))
-          : join(dataDir, 'synthetic-models');
-      // The generated files are written into it: refuse a planted symlink in place of the folder.
-      if (isSymlink(dir))
-        throw new CompanionError('ERR_HUB_MODEL_FILE', `${dir} is a symlink, not a folder: remove it`);
-      ensurePrivateDirSync(dir);
-      const cachePath = dataDir === null ? null : join(dataDir, 'synthetic-llama.json');
-      const stored =
-        cachePath === null ? null : (readJsonFileSync(cachePath, 'a hub data file') as LlamaCacheFile | null);
-      const cache: Record<string, { size: number; sha256: string }> =
-        stored?.format === 'companion-hub-synthetic-llama-v1' && typeof stored.files === 'object'
-          ? { ...stored.files }
-          : {};
-      for (const spec of synthetic) {
-        const seed = spec.seed ?? 1;
-        const id = spec.id ?? spec.preset;
-        const file = syntheticLlamaGguf(spec.preset, { seed });
-        const fileName = `${spec.preset}-s${seed}-v${SYNTHETIC_LLAMA_FORMAT}.gguf`;
-        const path = join(dir, fileName);
-        const known = cache[fileName];
-        let sha256 =
-          known !== undefined && known.size === file.size && /^[0-9a-f]{64}$/.test(known.sha256) ? known.sha256 : null;
-        let fd = sha256 === null ? null : openOwn(path, file.size);
-        if (fd === null) {
-          const started = performance.now();
-          log(`model ${id}: generating the synthetic ${spec.preset} llama (${human(file.size)})…`);
-          rmSync(path, { force: true });
-          sha256 = generateInto(path, file);
-          log(`model ${id}: generated in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-          cache[fileName] = { size: file.size, sha256 };
-          if (cachePath !== null)
-            writePrivateFileAtomicSync(
-              cachePath,
-              JSON.stringify({ format: 'companion-hub-synthetic-llama-v1', files: cache } satisfies LlamaCacheFile),
-            );
-          fd = openOwn(path, file.size);
-          if (fd === null)
-            throw new CompanionError('ERR_HUB_MODEL_FILE', `model ${id}: the generated file could not be opened again`);
-        } else {
-          log(`model ${id}: reusing the generated ${spec.preset} llama (${human(file.size)})`);
-        }
-        fds.push(fd);
-        const shape = SYNTHETIC_LLAMA_PRESETS[spec.preset as keyof typeof SYNTHETIC_LLAMA_PRESETS];
-        models.push({
-          id,
-          name: `Synthetic ${spec.preset} llama (random weights, seed ${seed})`,
-          size: file.size,
-          sha256: sha256!,
-          contextLength: shape.contextLength,
-          open: (start, end) => rangeOf(fd, start, end),
-        });
-      }
+      const store = openLlamaStore(dataDir, open);
+      for (const spec of synthetic) models.push(publishSyntheticLlama(spec, store, open, log));
     }
-
-    const digestPath = dataDir === null ? null : join(dataDir, 'model-file-sha256.json');
-    const storedDigests =
-      digestPath === null ? null : (readJsonFileSync(digestPath, 'a hub data file') as DigestCacheFile | null);
-    const digests: Record<string, string> =
-      storedDigests?.format === 'companion-hub-model-file-sha256-v1' && typeof storedDigests.digests === 'object'
-        ? { ...storedDigests.digests }
-        : {};
-    for (const spec of files) {
-      const id = spec.id ?? modelIdFromFileName(spec.path)!;
-      let fd: number;
-      try {
-        // Reading may follow a symlink (model caches are often links to blobs); the hub never writes here.
-        fd = openSync(spec.path, constants.O_RDONLY);
-      } catch (error) {
-        throw new CompanionError(
-          'ERR_HUB_MODEL_FILE',
-          `the model file ${spec.path} cannot be opened (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
-        );
-      }
-      fds.push(fd);
-      const stat = fstatSync(fd, { bigint: true });
-      if (!stat.isFile())
-        throw new CompanionError('ERR_HUB_MODEL_FILE', `the model file ${spec.path} is not a regular file`);
-      const size = Number(stat.size);
-      const magic = Buffer.alloc(4);
-      const got = size >= 4 ? readSync(fd, magic, 0, 4, 0) : 0;
-      if (got !== 4 || !magic.equals(GGUF_MAGIC))
-        throw new CompanionError(
-          'ERR_HUB_MODEL_FILE',
-          `the model file ${spec.path} is not a GGUF file (it does not start with "GGUF")`,
-        );
-      const key = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}`;
-      let sha256 = digests[key];
-      if (sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256)) {
-        sha256 = await hashFd(fd, size, `model ${id}`, log);
-        digests[key] = sha256;
-        if (digestPath !== null)
-          writePrivateFileAtomicSync(
-            digestPath,
-            JSON.stringify({ format: 'companion-hub-model-file-sha256-v1', digests } satisfies DigestCacheFile),
-          );
-      } else {
-        log(`model ${id}: digest remembered in the data dir (${human(size)})`);
-      }
-      models.push({
-        id,
-        name: `Model ${id} (a GGUF file published by the operator)`,
-        size,
-        sha256,
-        open: (start, end) => rangeOf(fd, start, end),
-      });
-    }
+    const digests = openDigestStore(dataDir);
+    for (const spec of files) models.push(await publishModelFile(spec, digests, open, log));
   } catch (error) {
     close();
     throw error;

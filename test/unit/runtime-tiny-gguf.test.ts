@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readGgufFileInfo } from 'node-llama-cpp';
-import { generateTinyGguf, TINY_GGUF_CHAT_TEMPLATE } from '../../src/hub/tiny-gguf.js';
+import { CHATML_TEMPLATE } from '../../src/hub/gguf-writer.js';
+import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
 import { tempDir } from '../helpers/runtime-env.js';
 
 test('generateTinyGguf() gives the same bytes for the same seed and others for another seed', () => {
@@ -45,7 +46,7 @@ test('generateTinyGguf() writes the llama metadata, vocabulary and tensors that 
   assert.equal(tokens[3 + 255], '<0xFF>');
   assert.equal(types.filter((type) => type === 6).length, 256);
   assert.ok(tokens.length - 259 - 2 >= 90, `pieces: ${tokens.length - 261}`);
-  assert.equal(tokenizer.chat_template, TINY_GGUF_CHAT_TEMPLATE);
+  assert.equal(tokenizer.chat_template, CHATML_TEMPLATE);
   const names = (info.fullTensorInfo ?? []).map((tensor) => tensor.name);
   for (const name of ['token_embd.weight', 'output_norm.weight', 'blk.0.attn_q.weight', 'blk.1.ffn_down.weight'])
     assert.ok(names.includes(name), name);
