@@ -47,6 +47,25 @@ export function modelNotFound(): ApiError {
   );
 }
 
+/** 503 `shutting_down`: the runtime is stopping and takes no more work. */
+export function shuttingDown(): ApiError {
+  return new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down');
+}
+
+/**
+ * 400 `context_length_exceeded`: `what` ("the prompt", "an input") has `tokens` tokens, which the context of
+ * `contextSize` tokens cannot hold.
+ */
+export function contextLengthExceeded(what: string, tokens: number, contextSize: number, param: string): ApiError {
+  return new ApiError(
+    400,
+    'invalid_request_error',
+    'context_length_exceeded',
+    `${what} has ${tokens} tokens; the context holds ${contextSize}`,
+    param,
+  );
+}
+
 export type Role = 'system' | 'user' | 'assistant' | 'tool';
 
 /** One tool call of an assistant message: `arguments` is the JSON text of the parameters object. */
