@@ -32,6 +32,15 @@ import {
 
 type GenerationRequest = ChatRequest | CompletionRequest;
 
+/** One generation being answered: the response, its ids, the request, the engine and the cancel signal. */
+interface Exchange {
+  readonly res: ServerResponse;
+  readonly meta: ResponseMeta;
+  readonly request: GenerationRequest;
+  readonly engine: Engine;
+  readonly signal: AbortSignal;
+}
+
 /** Answers a chat or completion request, streamed when it asks for a stream; cancelled if the client leaves. */
 export async function generate(
   inFlight: InFlight,
@@ -45,9 +54,10 @@ export async function generate(
     created: Math.floor(Date.now() / 1000),
     model: modelId,
   };
-  await inFlight.cancellable(res, (signal) =>
-    request.stream ? stream(res, meta, request, engine, signal) : answer(res, meta, request, engine, signal),
-  );
+  await inFlight.cancellable(res, (signal) => {
+    const exchange: Exchange = { res, meta, request, engine, signal };
+    return request.stream ? stream(exchange) : answer(exchange);
+  });
 }
 
 /** Answers an embeddings request; cancelled if the client leaves. */
@@ -77,13 +87,7 @@ function run(engine: Engine, request: GenerationRequest, hooks: GenerationHooks)
 }
 
 /** The whole answer as one JSON body. */
-async function answer(
-  res: ServerResponse,
-  meta: ResponseMeta,
-  request: GenerationRequest,
-  engine: Engine,
-  signal: AbortSignal,
-): Promise<void> {
+async function answer({ res, meta, request, engine, signal }: Exchange): Promise<void> {
   const result = await run(engine, request, { signal });
   const usage = usageOf(result.promptTokens, result.completionTokens);
   sendJson(
@@ -96,14 +100,9 @@ async function answer(
 }
 
 /** The answer as server-sent events: the text and tool calls as they come, then the finish (and usage). */
-async function stream(
-  res: ServerResponse,
-  meta: ResponseMeta,
-  request: GenerationRequest,
-  engine: Engine,
-  signal: AbortSignal,
-): Promise<void> {
-  const events = new EventStream(res, meta, request, signal);
+async function stream(exchange: Exchange): Promise<void> {
+  const { request, engine, signal } = exchange;
+  const events = new EventStream(exchange);
   let result: GenerationResult;
   try {
     // Validation errors (prompt too long, queue full) still get a plain JSON error: nothing was sent yet.
@@ -130,7 +129,7 @@ class EventStream {
   readonly #signal: AbortSignal;
   #started = false;
 
-  constructor(res: ServerResponse, meta: ResponseMeta, request: GenerationRequest, signal: AbortSignal) {
+  constructor({ res, meta, request, signal }: Exchange) {
     this.#res = res;
     this.#meta = meta;
     this.#request = request;
