@@ -70,6 +70,21 @@ interface Walk {
   readonly defs: ReadonlySet<string>;
 }
 
+/** One schema being converted: where it is, what it becomes, and `take` (marks a keyword as handled). */
+interface SchemaNode {
+  readonly schema: Json;
+  readonly pointer: string;
+  readonly walk: Walk;
+  readonly depth: number;
+  readonly out: Json;
+  readonly take: (key: string) => unknown;
+}
+
+/** Converts the subschema `value` of `node` found at `node.pointer/suffix`. */
+function child(node: SchemaNode, value: unknown, suffix: string): Json {
+  return convert(value, `${node.pointer}/${suffix}`, node.walk, node.depth + 1, false);
+}
+
 /**
  * Checks `schema` and returns the form node-llama-cpp takes (annotations dropped, `anyOf` → `oneOf`,
  * `definitions` → `$defs`).
@@ -115,6 +130,7 @@ function convert(schema: unknown, pointer: string, walk: Walk, depth: number, ro
     used.add(key);
     return schema[key];
   };
+  const node: SchemaNode = { schema, pointer, walk, depth, out, take };
   if (typeof schema.description === 'string') out.description = take('description');
   else if (schema.description !== undefined)
     throw new UnsupportedSchemaError(`${pointer}/description`, 'description must be a string');
@@ -171,13 +187,13 @@ function convert(schema: unknown, pointer: string, walk: Walk, depth: number, ro
       out.type = type;
     } else if (typeof type === 'string' && SCALAR_TYPES.has(type)) {
       out.type = type;
-      if (type === 'string') convertString(schema, pointer, out, take);
+      if (type === 'string') convertString(node);
     } else if (type === 'object') {
       out.type = type;
-      convertObject(schema, pointer, walk, depth, out, take);
+      convertObject(node);
     } else if (type === 'array') {
       out.type = type;
-      convertArray(schema, pointer, walk, depth, out, take);
+      convertArray(node);
     } else {
       throw new UnsupportedSchemaError(
         `${pointer}/type`,
@@ -193,7 +209,9 @@ function convert(schema: unknown, pointer: string, walk: Walk, depth: number, ro
   return out;
 }
 
-function convertString(schema: Json, pointer: string, out: Json, take: (key: string) => unknown): void {
+/** The `string` keywords: the lengths, or one `format`. */
+function convertString(node: SchemaNode): void {
+  const { schema, pointer, out, take } = node;
   const min = count(schema, 'minLength', pointer);
   const max = count(schema, 'maxLength', pointer);
   if (min !== undefined) out.minLength = take('minLength');
@@ -210,14 +228,9 @@ function convertString(schema: Json, pointer: string, out: Json, take: (key: str
   }
 }
 
-function convertObject(
-  schema: Json,
-  pointer: string,
-  walk: Walk,
-  depth: number,
-  out: Json,
-  take: (key: string) => unknown,
-): void {
+/** The `object` keywords: each property's schema, `additionalProperties`, `required` and the counts. */
+function convertObject(node: SchemaNode): void {
+  const { schema, pointer, out, take } = node;
   const names: string[] = [];
   if (schema.properties !== undefined) {
     const properties = take('properties');
@@ -226,7 +239,7 @@ function convertObject(
     const converted: Json = {};
     for (const [name, value] of Object.entries(properties)) {
       names.push(name);
-      converted[name] = convert(value, `${pointer}/properties/${escapePointer(name)}`, walk, depth + 1, false);
+      converted[name] = child(node, value, `properties/${escapePointer(name)}`);
     }
     out.properties = converted;
   }
@@ -234,7 +247,7 @@ function convertObject(
   if (additional !== undefined) {
     take('additionalProperties');
     if (typeof additional === 'boolean') out.additionalProperties = additional;
-    else out.additionalProperties = convert(additional, `${pointer}/additionalProperties`, walk, depth + 1, false);
+    else out.additionalProperties = child(node, additional, 'additionalProperties');
   }
   if (schema.required !== undefined) {
     const required = take('required');
@@ -266,14 +279,9 @@ function convertObject(
   }
 }
 
-function convertArray(
-  schema: Json,
-  pointer: string,
-  walk: Walk,
-  depth: number,
-  out: Json,
-  take: (key: string) => unknown,
-): void {
+/** The `array` keywords: `items`, `prefixItems` and the counts. */
+function convertArray(node: SchemaNode): void {
+  const { schema, pointer, out, take } = node;
   if (schema.items !== undefined) {
     const items = take('items');
     if (Array.isArray(items))
@@ -281,7 +289,7 @@ function convertArray(
         `${pointer}/items`,
         'a list of items schemas is not supported (use prefixItems)',
       );
-    out.items = convert(items, `${pointer}/items`, walk, depth + 1, false);
+    out.items = child(node, items, 'items');
   }
   let prefix = 0;
   if (schema.prefixItems !== undefined) {
@@ -289,7 +297,7 @@ function convertArray(
     if (!Array.isArray(items))
       throw new UnsupportedSchemaError(`${pointer}/prefixItems`, 'prefixItems must be a list of schemas');
     prefix = items.length;
-    out.prefixItems = items.map((item, i) => convert(item, `${pointer}/prefixItems/${i}`, walk, depth + 1, false));
+    out.prefixItems = items.map((item, i) => child(node, item, `prefixItems/${i}`));
   }
   const min = count(schema, 'minItems', pointer);
   const max = count(schema, 'maxItems', pointer);

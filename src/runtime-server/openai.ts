@@ -47,6 +47,25 @@ export function modelNotFound(): ApiError {
   );
 }
 
+/** 503 `shutting_down`: the runtime is stopping and takes no more work. */
+export function shuttingDown(): ApiError {
+  return new ApiError(503, 'server_error', 'shutting_down', 'the runtime is shutting down');
+}
+
+/**
+ * 400 `context_length_exceeded`: `what` ("the prompt", "an input") has `tokens` tokens, which the context of
+ * `contextSize` tokens cannot hold.
+ */
+export function contextLengthExceeded(what: string, tokens: number, contextSize: number, param: string): ApiError {
+  return new ApiError(
+    400,
+    'invalid_request_error',
+    'context_length_exceeded',
+    `${what} has ${tokens} tokens; the context holds ${contextSize}`,
+    param,
+  );
+}
+
 export type Role = 'system' | 'user' | 'assistant' | 'tool';
 
 /** One tool call of an assistant message: `arguments` is the JSON text of the parameters object. */
@@ -139,13 +158,12 @@ const MODEL_ID = /^[\x21-\x7e]{1,256}$/;
  * (an end-user id for abuse tracking), `n` 1, `logprobs` false, `parallel_tool_calls`, `best_of` 1,
  * `echo` false.
  */
-const CHAT_FIELDS = new Set([
-  'messages',
+/** The fields chat and completions share: the model, streaming and sampling. */
+const GENERATION_FIELDS = [
   'model',
   'stream',
   'stream_options',
   'max_tokens',
-  'max_completion_tokens',
   'temperature',
   'top_p',
   'top_k',
@@ -157,35 +175,19 @@ const CHAT_FIELDS = new Set([
   'presence_penalty',
   'logit_bias',
   'logprobs',
+  'user',
+];
+const CHAT_FIELDS = new Set([
+  ...GENERATION_FIELDS,
+  'messages',
+  'max_completion_tokens',
   'top_logprobs',
   'response_format',
   'tools',
   'tool_choice',
   'parallel_tool_calls',
-  'user',
 ]);
-const COMPLETION_FIELDS = new Set([
-  'prompt',
-  'model',
-  'stream',
-  'stream_options',
-  'max_tokens',
-  'temperature',
-  'top_p',
-  'top_k',
-  'min_p',
-  'seed',
-  'stop',
-  'n',
-  'frequency_penalty',
-  'presence_penalty',
-  'logit_bias',
-  'logprobs',
-  'echo',
-  'suffix',
-  'best_of',
-  'user',
-]);
+const COMPLETION_FIELDS = new Set([...GENERATION_FIELDS, 'prompt', 'echo', 'suffix', 'best_of']);
 const EMBEDDING_FIELDS = new Set(['input', 'model', 'encoding_format', 'dimensions', 'user']);
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -196,7 +198,9 @@ function present(body: Record<string, unknown>, key: string): boolean {
   return body[key] !== undefined && body[key] !== null;
 }
 
-function refuseUnknown(body: Record<string, unknown>, known: ReadonlySet<string>): void {
+/** Asserts that `body` is a JSON object holding only `known` fields. */
+function assertRequestObject(body: unknown, known: ReadonlySet<string>): asserts body is Record<string, unknown> {
+  if (!isObject(body)) throw invalid('body', 'the request body must be a JSON object', 'invalid_body');
   for (const key of Object.keys(body)) {
     // Why: a field we do not read would be silently ignored; the client must know it had no effect.
     if (!known.has(key))
@@ -206,6 +210,11 @@ function refuseUnknown(body: Record<string, unknown>, known: ReadonlySet<string>
         'unknown_parameter',
       );
   }
+}
+
+/** `user` (an end-user id, accepted without effect) must be a string when present. */
+function checkUser(body: Record<string, unknown>): void {
+  if (present(body, 'user') && typeof body.user !== 'string') throw invalid('user', 'user must be a string');
 }
 
 function numberIn(body: Record<string, unknown>, key: string, min: number, max: number): number | undefined {
@@ -512,8 +521,7 @@ function parseMessages(raw: unknown): ChatMessage[] {
 
 /** Validates a `POST /v1/chat/completions` body. Throws {@link ApiError} (400) on anything unsupported. */
 export function parseChatRequest(body: unknown): ChatRequest {
-  if (!isObject(body)) throw invalid('body', 'the request body must be a JSON object', 'invalid_body');
-  refuseUnknown(body, CHAT_FIELDS);
+  assertRequestObject(body, CHAT_FIELDS);
   const messages = parseMessages(body.messages);
   if (present(body, 'logprobs') && body.logprobs !== false)
     throw invalid('logprobs', 'logprobs are not supported', 'unsupported_value');
@@ -529,14 +537,13 @@ export function parseChatRequest(body: unknown): ChatRequest {
       'unsupported_value',
     );
   }
-  if (present(body, 'user') && typeof body.user !== 'string') throw invalid('user', 'user must be a string');
+  checkUser(body);
   return { kind: 'chat', messages, responseFormat, tools, toolChoice, parallelToolCalls, ...parseCommon(body) };
 }
 
 /** Validates a `POST /v1/completions` body (one prompt string, or an array holding one). */
 export function parseCompletionRequest(body: unknown): CompletionRequest {
-  if (!isObject(body)) throw invalid('body', 'the request body must be a JSON object', 'invalid_body');
-  refuseUnknown(body, COMPLETION_FIELDS);
+  assertRequestObject(body, COMPLETION_FIELDS);
   let prompt = body.prompt;
   if (Array.isArray(prompt) && prompt.length === 1) prompt = prompt[0];
   if (typeof prompt !== 'string') throw invalid('prompt', 'prompt must be a string (or an array of one string)');
@@ -546,7 +553,7 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
     throw invalid('best_of', 'only best_of = 1 is supported', 'unsupported_value');
   if (present(body, 'logprobs') && body.logprobs !== 0 && body.logprobs !== false)
     throw invalid('logprobs', 'logprobs are not supported', 'unsupported_value');
-  if (present(body, 'user') && typeof body.user !== 'string') throw invalid('user', 'user must be a string');
+  checkUser(body);
   return { kind: 'completion', prompt, ...parseCommon(body) };
 }
 
@@ -564,8 +571,7 @@ function isTokenArray(value: unknown): value is number[] {
  * absent (the model's own size is the only one).
  */
 export function parseEmbeddingRequest(body: unknown): EmbeddingRequest {
-  if (!isObject(body)) throw invalid('body', 'the request body must be a JSON object', 'invalid_body');
-  refuseUnknown(body, EMBEDDING_FIELDS);
+  assertRequestObject(body, EMBEDDING_FIELDS);
   const raw = body.input;
   let inputs: (string | number[])[];
   if (typeof raw === 'string') inputs = [raw];
@@ -587,7 +593,7 @@ export function parseEmbeddingRequest(body: unknown): EmbeddingRequest {
   }
   if (present(body, 'dimensions'))
     throw invalid('dimensions', 'dimensions is not supported: the model has one embedding size', 'unsupported_value');
-  if (present(body, 'user') && typeof body.user !== 'string') throw invalid('user', 'user must be a string');
+  checkUser(body);
   return { kind: 'embedding', model: modelOf(body), inputs, encoding };
 }
 
@@ -599,6 +605,7 @@ export interface Usage {
   readonly total_tokens: number;
 }
 
+/** The `usage` object of a response: the prompt's and the answer's tokens, and their sum. */
 export function usageOf(promptTokens: number, completionTokens: number): Usage {
   return {
     prompt_tokens: promptTokens,
@@ -613,6 +620,11 @@ export interface ResponseMeta {
   readonly model: string;
 }
 
+/** The fields every completion object and chunk starts with. */
+function envelope(meta: ResponseMeta, object: string): { id: string; object: string; created: number; model: string } {
+  return { id: meta.id, object, created: meta.created, model: meta.model };
+}
+
 /** The `tool_calls` of an assistant message in OpenAI's shape. */
 export function toolCallsBody(calls: readonly ToolCall[]): object[] {
   return calls.map((call) => ({
@@ -622,6 +634,7 @@ export function toolCallsBody(calls: readonly ToolCall[]): object[] {
   }));
 }
 
+/** A whole `chat.completion`: one choice holding the message (with its tool calls, if any) and the usage. */
 export function chatCompletionBody(
   meta: ResponseMeta,
   content: string,
@@ -639,10 +652,7 @@ export function chatCompletionBody(
           tool_calls: toolCallsBody(toolCalls),
         };
   return {
-    id: meta.id,
-    object: 'chat.completion',
-    created: meta.created,
-    model: meta.model,
+    ...envelope(meta, 'chat.completion'),
     choices: [{ index: 0, message, logprobs: null, finish_reason: finishReason }],
     usage,
   };
@@ -663,19 +673,20 @@ export function chatChunkBody(
   finishReason: FinishReason | null,
 ): object {
   return {
-    id: meta.id,
-    object: 'chat.completion.chunk',
-    created: meta.created,
-    model: meta.model,
+    ...envelope(meta, 'chat.completion.chunk'),
     choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
   };
 }
 
 /** The usage chunk sent last when `stream_options.include_usage` is true (empty `choices`). */
 export function chatUsageChunkBody(meta: ResponseMeta, usage: Usage): object {
-  return { id: meta.id, object: 'chat.completion.chunk', created: meta.created, model: meta.model, choices: [], usage };
+  return { ...envelope(meta, 'chat.completion.chunk'), choices: [], usage };
 }
 
+/**
+ * A `text_completion`: the whole answer with its usage, or (streaming) one piece of it with `usage` null,
+ * the last piece carrying `finishReason`.
+ */
 export function completionBody(
   meta: ResponseMeta,
   text: string,
@@ -683,17 +694,15 @@ export function completionBody(
   usage: Usage | null,
 ): object {
   return {
-    id: meta.id,
-    object: 'text_completion',
-    created: meta.created,
-    model: meta.model,
+    ...envelope(meta, 'text_completion'),
     choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason }],
     ...(usage === null ? {} : { usage }),
   };
 }
 
+/** The usage chunk a streamed completion sends last when `stream_options.include_usage` is true. */
 export function completionUsageChunkBody(meta: ResponseMeta, usage: Usage): object {
-  return { id: meta.id, object: 'text_completion', created: meta.created, model: meta.model, choices: [], usage };
+  return { ...envelope(meta, 'text_completion'), choices: [], usage };
 }
 
 /** One model object (`GET /v1/models/{id}`). */
@@ -701,6 +710,7 @@ export function modelBody(modelId: string, created: number): object {
   return { id: modelId, object: 'model', created, owned_by: 'companion' };
 }
 
+/** The model list (`GET /v1/models`): the one model served. */
 export function modelsBody(modelId: string, created: number): object {
   return { object: 'list', data: [modelBody(modelId, created)] };
 }
