@@ -22,7 +22,7 @@
  * refused by the hub. The per-flow secrets are `state` (checked by `validate`) and the PKCE verifier
  * (docs/signin.md).
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { CompanionError, ERROR_CODES, isCompanionError, type ErrorCode, CodedTypeError } from '../core/errors.js';
 
@@ -170,12 +170,32 @@ function singleHost(rawHeaders: readonly string[]): string | null {
   }
   return host;
 }
+/** A request that passed every guard (its callback URL), or why it is refused. */
+type GuardResult = { readonly url: URL } | { readonly status: number; readonly code: string };
 
 /**
- * Starts the listener. Resolves once it listens (so the redirect URI uses the real bound port).
- * @throws ERR_SIGNIN_LISTENER when the loopback bind fails, ERR_OAUTH_REDIRECT_URI for a bad `path`.
+ * The guards a request passes before `validate` sees it: `GET`, an origin-form target, exactly one
+ * `Host: 127.0.0.1:<port>`, the exact callback path, a URL that parses.
  */
-export async function startRedirectListener<T>(options: RedirectListenerOptions<T>): Promise<RedirectListener<T>> {
+function guardCallback(req: IncomingMessage, port: number, path: string): GuardResult {
+  const target = req.url ?? '';
+  if (req.method !== 'GET') return { status: 405, code: 'ERR_GUARD_METHOD' };
+  // Absolute-form (`GET http://evil/…`) and `//host/…` would let the request name another host.
+  if (!target.startsWith('/') || target.startsWith('//')) return { status: 400, code: 'ERR_GUARD_TARGET_FORM' };
+  // Exactly one Host, exactly the bound address (DNS rebinding, `localhost:P`, duplicates): raw headers.
+  if (singleHost(req.rawHeaders) !== `127.0.0.1:${port}`) return { status: 400, code: 'ERR_GUARD_HOST_NOT_ALLOWED' };
+  const queryAt = target.indexOf('?');
+  const targetPath = queryAt === -1 ? target : target.slice(0, queryAt);
+  if (targetPath !== path) return { status: 404, code: 'ERR_GUARD_PATH' };
+  try {
+    return { url: new URL(`http://127.0.0.1:${port}${target}`) };
+  } catch {
+    return { status: 400, code: 'ERR_GUARD_MALFORMED' };
+  }
+}
+
+/** The checked path and timeout. */
+function checkOptions<T>(options: RedirectListenerOptions<T>): { path: string; timeoutMs: number } {
   const path = options.path ?? '/callback';
   if (!/^\/[A-Za-z0-9._~/-]{0,128}$/.test(path) || path.includes('//') || path.includes('..'))
     throw new CompanionError('ERR_OAUTH_REDIRECT_URI');
@@ -183,23 +203,11 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 24 * 3600_000) {
     throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'timeoutMs must be a whole number of milliseconds, 1 ms to 24 h');
   }
-  let settle: { resolve: (value: T) => void; reject: (error: Error) => void } | undefined;
-  const result = new Promise<T>((resolve, reject) => {
-    settle = { resolve, reject };
-  });
-  result.catch(() => undefined); // the caller awaits it; avoid an unhandled rejection before it does
-  let done = false;
-  let isClosed = false;
-  let port = 0;
-  /** The wait for the browser, and the grace period of a response still being written once done. */
-  const timers: { wait?: NodeJS.Timeout; grace?: NodeJS.Timeout; outcome?: NodeJS.Timeout } = {};
-  const outcomeTimeoutMs = options.outcomeTimeoutMs ?? DEFAULT_OUTCOME_TIMEOUT_MS;
-  /** The response to the valid callback, held for the outcome (`awaitOutcome`). */
-  let held: ServerResponse | null = null;
-  const sockets = new Set<Socket>();
-  /** Sockets with a response being written (they close by themselves: `Connection: close`). */
-  const busy = new WeakSet<Socket>();
+  return { path, timeoutMs };
+}
 
+/** The loopback HTTP server with tight limits: it serves one browser redirect, nothing else. */
+function createLoopbackServer(): Server {
   // connectionsCheckingInterval: Node checks the two timeouts only this often (default 30 s).
   const server = createServer({
     requireHostHeader: false,
@@ -212,151 +220,213 @@ export async function startRedirectListener<T>(options: RedirectListenerOptions<
   // Node drops header fields past the 2000th without a word: a second Host placed after 2000 filler fields
   // would go unseen by singleHost(). No count limit; the head stays bounded by maxHeaderSize.
   server.maxHeadersCount = 0;
-  const closedPromise = new Promise<void>((resolve) => {
-    server.once('close', () => {
-      isClosed = true;
-      clearTimeout(timers.grace);
-      resolve();
+  return server;
+}
+
+/**
+ * Starts the listener. Resolves once it listens (so the redirect URI uses the real bound port).
+ * @throws ERR_SIGNIN_LISTENER when the loopback bind fails, ERR_OAUTH_REDIRECT_URI for a bad `path`,
+ *   TypeError ERR_INVALID_ARG_VALUE for a bad `timeoutMs`. `result` rejects with ERR_OAUTH_CALLBACK_TIMEOUT
+ *   when no valid callback came in time or on `cancel()`, or with the hub's error (ERR_OAUTH_AUTHORIZATION_DENIED).
+ */
+export async function startRedirectListener<T>(options: RedirectListenerOptions<T>): Promise<RedirectListener<T>> {
+  const { path, timeoutMs } = checkOptions(options);
+  const flow = new CallbackFlow(options, path);
+  await flow.listen();
+  flow.startWait(timeoutMs);
+  return {
+    origin: `http://127.0.0.1:${flow.port}`,
+    port: flow.port,
+    path,
+    result: flow.result,
+    closed: () => flow.isClosed,
+    cancel: () => flow.cancel(),
+    complete: (outcome) => flow.complete(outcome),
+  };
+}
+
+/**
+ * One flow's listener: the server and its connections, the one-shot state (`done`) and the page held for
+ * the outcome. Nothing after the first valid callback (or the end of the flow) reaches `validate`.
+ */
+class CallbackFlow<T> {
+  readonly server = createLoopbackServer();
+  readonly result: Promise<T>;
+  /** Resolves once the listener stopped listening and every connection is gone. */
+  readonly closedPromise: Promise<void>;
+  port = 0;
+  isClosed = false;
+  private done = false;
+  private settle: { resolve: (value: T) => void; reject: (error: Error) => void } | undefined;
+  /** The wait for the browser, the grace period of a response still being written, the held page's bound. */
+  private readonly timers: { wait?: NodeJS.Timeout; grace?: NodeJS.Timeout; outcome?: NodeJS.Timeout } = {};
+  /** The response to the valid callback, held for the outcome (`awaitOutcome`). */
+  private held: ServerResponse | null = null;
+  /** The longest a held page waits for the outcome. */
+  private readonly outcomeTimeoutMs: number;
+  private readonly sockets = new Set<Socket>();
+  /** Sockets with a response being written (they close by themselves: `Connection: close`). */
+  private readonly busy = new WeakSet<Socket>();
+
+  constructor(
+    private readonly options: RedirectListenerOptions<T>,
+    private readonly path: string,
+  ) {
+    this.result = new Promise<T>((resolve, reject) => {
+      this.settle = { resolve, reject };
     });
-  });
-
-  const startGrace = (): void => {
-    clearTimeout(timers.grace);
-    timers.grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-    timers.grace.unref();
-  };
-
-  /** Answers the held page (once) and lets the last connection close. */
-  const release = (status: number, which: readonly [string, string], code?: ErrorCode): void => {
-    const res = held;
-    if (res === null) return;
-    held = null;
-    clearTimeout(timers.outcome);
-    if (!res.writableEnded && !res.destroyed) send(res, status, which, code);
-    startGrace();
-  };
-
-  const finish = (outcome: { value: T } | { error: Error }, hold: ServerResponse | null = null): void => {
-    if (done) return;
-    done = true;
-    clearTimeout(timers.wait);
-    // The port is free from here on: no new connection is accepted.
-    server.close();
-    // A browser's pre-connected or a half-sent request would keep the server open: drop them now.
-    for (const socket of sockets) if (!busy.has(socket)) socket.destroy();
-    if (hold !== null) {
-      // Why hold: the page must tell the truth, and the truth (tokens stored or not) comes later.
-      held = hold;
-      hold.once('close', () => {
-        if (held === hold) release(200, PAGES.unknown);
+    this.result.catch(() => undefined); // the caller awaits it; avoid an unhandled rejection before it does
+    this.outcomeTimeoutMs = options.outcomeTimeoutMs ?? DEFAULT_OUTCOME_TIMEOUT_MS;
+    this.closedPromise = new Promise<void>((resolve) => {
+      this.server.once('close', () => {
+        this.isClosed = true;
+        clearTimeout(this.timers.grace);
+        resolve();
       });
-      timers.outcome = setTimeout(() => release(200, PAGES.unknown), outcomeTimeoutMs);
-      timers.outcome.unref();
-    } else {
-      startGrace();
+    });
+    this.server.on('connection', (socket: Socket) => this.track(socket));
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.answer(req, res));
+    this.server.on('clientError', (_error, socket) => socket.destroy());
+  }
+
+  /** Binds `127.0.0.1` on a port the system picks; ERR_SIGNIN_LISTENER when it cannot. */
+  async listen(): Promise<void> {
+    const server = this.server;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (): void => reject(new CompanionError('ERR_SIGNIN_LISTENER'));
+      server.once('error', onError);
+      server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+    // Errors after the bind (a socket-level failure) must not crash the process; the timeout still ends the flow.
+    server.on('error', () => undefined);
+    const address = server.address();
+    if (address === null || typeof address === 'string') {
+      server.close();
+      throw new CompanionError('ERR_SIGNIN_LISTENER');
     }
-    if ('value' in outcome) settle!.resolve(outcome.value);
-    else settle!.reject(outcome.error);
-  };
+    this.port = address.port;
+  }
 
-  const refuse = (
-    res: ServerResponse,
-    status: number,
-    code: string,
-    which: readonly [string, string] = PAGES.notHere,
-  ): void => {
-    options.onRefused?.(code);
-    send(res, status, which);
-  };
+  /** Ends the flow with ERR_OAUTH_CALLBACK_TIMEOUT when no valid callback came within `timeoutMs`. */
+  startWait(timeoutMs: number): void {
+    this.timers.wait = setTimeout(
+      () => this.finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT') }),
+      timeoutMs,
+    );
+  }
 
-  server.on('connection', (socket: Socket) => {
-    if (done) {
+  /** {@link RedirectListener.cancel}. */
+  async cancel(): Promise<void> {
+    this.finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT', 'the sign-in was cancelled') });
+    this.release(500, PAGES.stopped);
+    await this.closedPromise;
+  }
+
+  /** {@link RedirectListener.complete}. */
+  complete(outcome: SignInOutcome): void {
+    const shown = outcomePage(outcome);
+    this.release(shown.status, shown.which, shown.code);
+  }
+
+  private track(socket: Socket): void {
+    if (this.done) {
       socket.destroy();
       return;
     }
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+  }
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  private answer(req: IncomingMessage, res: ServerResponse): void {
     const socket = req.socket;
-    busy.add(socket);
+    this.busy.add(socket);
     res.once('close', () => {
-      busy.delete(socket);
-      if (done) socket.destroy();
+      this.busy.delete(socket);
+      if (this.done) socket.destroy();
     });
     // One shot: nothing after the first valid callback (or the end of the flow) reaches `validate`.
-    if (done) return refuse(res, 410, 'ERR_SIGNIN_LISTENER', PAGES.over);
-    const target = req.url ?? '';
-    if (req.method !== 'GET') return refuse(res, 405, 'ERR_GUARD_METHOD');
-    // Absolute-form (`GET http://evil/…`) and `//host/…` would let the request name another host.
-    if (!target.startsWith('/') || target.startsWith('//')) return refuse(res, 400, 'ERR_GUARD_TARGET_FORM');
-    // Exactly one Host, exactly the bound address (DNS rebinding, `localhost:P`, duplicates): raw headers.
-    if (singleHost(req.rawHeaders) !== `127.0.0.1:${port}`) return refuse(res, 400, 'ERR_GUARD_HOST_NOT_ALLOWED');
-    const queryAt = target.indexOf('?');
-    const targetPath = queryAt === -1 ? target : target.slice(0, queryAt);
-    if (targetPath !== path) return refuse(res, 404, 'ERR_GUARD_PATH');
-    let url: URL;
+    if (this.done) return this.refuse(res, 410, 'ERR_SIGNIN_LISTENER', PAGES.over);
+    const checked = guardCallback(req, this.port, this.path);
+    if (!('url' in checked)) return this.refuse(res, checked.status, checked.code);
+    this.answerCallback(checked.url, res);
+  }
+
+  /** Hands a guarded callback URL to `validate`; a valid one or a hub error ends the flow. */
+  private answerCallback(url: URL, res: ServerResponse): void {
     try {
-      url = new URL(`http://127.0.0.1:${port}${target}`);
-    } catch {
-      return refuse(res, 400, 'ERR_GUARD_MALFORMED');
-    }
-    try {
-      const value = options.validate(url);
-      if (options.awaitOutcome === true) {
-        finish({ value }, res);
+      const value = this.options.validate(url);
+      if (this.options.awaitOutcome === true) {
+        this.finish({ value }, res);
       } else {
         send(res, 200, PAGES.received);
-        finish({ value });
+        this.finish({ value });
       }
     } catch (error) {
       const code = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
       if (TERMINAL.has(code)) {
         // The user's own "Deny" (RFC 6749 §4.1.2.1 access_denied) reads differently from a hub refusal.
         const userDenied = isCompanionError(error) && error.detail?.error === 'access_denied';
-        refuse(res, 400, code, userDenied ? PAGES.userDenied : PAGES.denied);
-        finish({ error: error as Error });
+        this.refuse(res, 400, code, userDenied ? PAGES.userDenied : PAGES.denied);
+        this.finish({ error: error as Error });
       } else {
         // A forged or stale callback (wrong state, wrong issuer, …): refused, and the flow keeps waiting.
-        refuse(res, 400, code, PAGES.notAccepted);
+        this.refuse(res, 400, code, PAGES.notAccepted);
       }
     }
-  });
-  server.on('clientError', (_error, socket) => socket.destroy());
-
-  await new Promise<void>((resolve, reject) => {
-    const onError = (): void => reject(new CompanionError('ERR_SIGNIN_LISTENER'));
-    server.once('error', onError);
-    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-  // Errors after the bind (a socket-level failure) must not crash the process; the timeout still ends the flow.
-  server.on('error', () => undefined);
-  const address = server.address();
-  if (address === null || typeof address === 'string') {
-    server.close();
-    throw new CompanionError('ERR_SIGNIN_LISTENER');
   }
-  port = address.port;
-  timers.wait = setTimeout(() => finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT') }), timeoutMs);
 
-  return {
-    origin: `http://127.0.0.1:${port}`,
-    port,
-    path,
-    result,
-    closed: () => isClosed,
-    async cancel() {
-      finish({ error: new CompanionError('ERR_OAUTH_CALLBACK_TIMEOUT', 'the sign-in was cancelled') });
-      release(500, PAGES.stopped);
-      await closedPromise;
-    },
-    complete(outcome) {
-      const shown = outcomePage(outcome);
-      release(shown.status, shown.which, shown.code);
-    },
-  };
+  private refuse(
+    res: ServerResponse,
+    status: number,
+    code: string,
+    which: readonly [string, string] = PAGES.notHere,
+  ): void {
+    this.options.onRefused?.(code);
+    send(res, status, which);
+  }
+
+  /** Settles `result` once, frees the port at once, and holds the page (`hold`) or lets the last response finish. */
+  private finish(outcome: { value: T } | { error: Error }, hold: ServerResponse | null = null): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timers.wait);
+    // The port is free from here on: no new connection is accepted.
+    this.server.close();
+    // A browser's pre-connected or a half-sent request would keep the server open: drop them now.
+    for (const socket of this.sockets) if (!this.busy.has(socket)) socket.destroy();
+    if (hold !== null) this.hold(hold);
+    else this.startGrace();
+    if ('value' in outcome) this.settle!.resolve(outcome.value);
+    else this.settle!.reject(outcome.error);
+  }
+
+  /** Keeps the valid callback's page open until the outcome, bounded by `outcomeTimeoutMs`. */
+  private hold(res: ServerResponse): void {
+    // Why hold: the page must tell the truth, and the truth (tokens stored or not) comes later.
+    this.held = res;
+    res.once('close', () => {
+      if (this.held === res) this.release(200, PAGES.unknown);
+    });
+    this.timers.outcome = setTimeout(() => this.release(200, PAGES.unknown), this.outcomeTimeoutMs);
+    this.timers.outcome.unref();
+  }
+
+  /** Answers the held page (once) and lets the last connection close. */
+  private release(status: number, which: readonly [string, string], code?: ErrorCode): void {
+    const res = this.held;
+    if (res === null) return;
+    this.held = null;
+    clearTimeout(this.timers.outcome);
+    if (!res.writableEnded && !res.destroyed) send(res, status, which, code);
+    this.startGrace();
+  }
+
+  private startGrace(): void {
+    clearTimeout(this.timers.grace);
+    this.timers.grace = setTimeout(() => this.server.closeAllConnections(), CLOSE_GRACE_MS);
+    this.timers.grace.unref();
+  }
 }

@@ -20,7 +20,7 @@ import { layout } from '../common/layout.js';
 import { pullModel } from '../runtime/manager/install.js';
 import { checkPrivateDir, ensurePrivateDir, readJsonFile, writePrivateJson } from '../common/private-file.js';
 import { CompanionError } from '../core/errors.js';
-import { openLogFile } from './log-file.js';
+import { openLogFile, type LogFile } from './log-file.js';
 import { resolveSandbox } from '../runtime/manager/sandbox-choice.js';
 import { acquireUpLock } from './up-lock.js';
 
@@ -76,82 +76,35 @@ export async function prepareDemoDataDir(dir: string): Promise<void> {
   await writePrivateJson(join(dir, DEMO_MARKER), { format: DEMO_MARKER_FORMAT });
 }
 
+/** What every step of the demo uses: its options, the step reporter and the cleanups (run last first). */
+interface DemoRun {
+  readonly options: DemoOptions;
+  readonly step: (name: string, detail?: Record<string, unknown>) => void;
+  readonly cleanups: Array<() => Promise<unknown>>;
+}
+
+/**
+ * Runs the demo: starts the embedded hub, signs in as its dev user, pulls and verifies the model, starts
+ * the runtime group, streams one completion through the front door, and (`keepRunning`) waits until
+ * stopped. Reports each step with its timing; everything it started is closed at the end, failure or not.
+ * Errors pass up with their codes (the hub, keychain, sign-in, manifest, download, sandbox and runtime
+ * steps each throw their own); a runtime that does not become available in 60 s is a plain Error.
+ */
 export async function runDemo(options: DemoOptions): Promise<void> {
-  const t0 = performance.now();
-  let last = t0;
-  const step = (name: string, detail: Record<string, unknown> = {}): void => {
-    const now = performance.now();
-    options.report({ event: 'step', step: name, ms: Math.round(now - last), totalMs: Math.round(now - t0), ...detail });
-    last = now;
-  };
-  const cleanups: Array<() => Promise<unknown>> = [];
-  let hub: RunningHub | null = null;
-  let authority: AuthorityGroup | null = null;
-  let companion: RunningCompanion | null = null;
+  const run: DemoRun = { options, step: stepReporter(options.report), cleanups: [] };
+  const { step, cleanups } = run;
   try {
-    hub = await startHub();
-    const runningHub = hub;
-    cleanups.push(() => runningHub.close());
+    const hub = await startHub();
+    cleanups.push(() => hub.close());
     step('hub', { hub: hub.issuer, modelHost: hub.modelHostUrl });
 
     const agent = createTlsAgent({ extraCas: [hub.caPem] });
     cleanups.push(() => agent.close());
     const fetch = fetchWith(agent);
-    let dataDir: string;
-    if (options.dataDir === undefined) {
-      dataDir = await mkdtemp(join(tmpdir(), 'companion-demo-'));
-      const temp = dataDir;
-      cleanups.push(() => rm(temp, { recursive: true, force: true }));
-    } else {
-      dataDir = options.dataDir;
-      await prepareDemoDataDir(dataDir);
-    }
+    const dataDir = await openDataDir(run);
     const paths = layout(dataDir);
-    // As `up`: one companion per data dir (a demo kept in a folder could meet another there).
-    const lock = await acquireUpLock(paths.upLock);
-    cleanups.push(() => lock.release());
-    const log = openLogFile(dataDir);
-    cleanups.push(async () => log.close());
-    log.write('demo', `started (pid ${process.pid})`);
-
-    let backend: 'os' | 'memory' = 'memory';
-    if (options.keychain !== 'memory') {
-      const health = await openKeychain({
-        backend: 'os',
-        service: keychainServiceFor(hub.issuer, installationKey(dataDir)),
-        timeoutMs: 5_000,
-      })
-        .health()
-        .catch(() => null);
-      if (health?.state === 'available') backend = 'os';
-    }
-    authority = createAuthorityGroup({
-      hub: hub.issuer,
-      installationKey: installationKey(dataDir),
-      keychain: backend,
-      fetch,
-      manifestKeys: hub.manifestKey,
-      manifestVersionFile: paths.manifestVersion,
-      announce: (line) => options.report({ event: 'note', text: line }),
-    });
-    const signedIn = authority;
-    cleanups.push(() => signedIn.signOut().catch(() => undefined));
-    step('keychain', { backend: authority.keychain.backend });
-
-    options.report({
-      event: 'note',
-      text: "the demo plays the browser's part: it fills in the reference hub's dev login and consent form over HTTPS",
-    });
-    const hubUser = hub.user;
-    const hubPassword = hub.password;
-    await authority.signIn({
-      openBrowser: async (url) => {
-        await completeSignInAsDevUser({ authorizationUrl: url, fetch, user: hubUser, password: hubPassword });
-      },
-      onOpen: () => undefined,
-      timeoutMs: 60_000,
-    });
-    step('signed-in', { user: hub.user });
+    const log = await openDemoLog(run, dataDir, paths.upLock);
+    const authority = await signInAsDevUser(run, hub, dataDir, paths.manifestVersion, fetch);
 
     const manifest = await authority.fetchManifest();
     const model = findModel(manifest);
@@ -159,52 +112,152 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     await pullModel({ model, manifestVersion: manifest.version, modelsDir: paths.models, dispatcher: agent });
     step('verified', { model: model.id, bytes: model.size });
 
-    let sandbox;
-    try {
-      sandbox = await resolveSandbox('required', () => undefined);
-    } catch {
-      // The demo must run on a fresh machine: without a sandbox tool it goes on, and says so loudly.
-      sandbox = await resolveSandbox('off', (line) => options.report({ event: 'note', text: line }));
-    }
-    const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
-    companion = await startRuntimeGroup({
-      dataDir,
-      verifyToken,
-      attest,
-      threads: options.threads ?? Math.min(2, Math.max(1, availableParallelism() - 1)),
-      ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
-      sandboxMode: sandbox.mode,
-      log: (source, text) => log.write(source, text),
-    });
-    const running = companion;
-    const available = await companion.supervisor.waitAvailable(60_000);
-    if (!available) throw new Error('the companion did not become available');
-    const snap = companion.supervisor.snapshot();
-    step('available', { endpoint: companion.endpoint, sandbox: sandbox.mode, runtimePid: snap.pid });
-
+    const companion = await startDemoRuntime(run, authority, dataDir, log);
     const token = (await authority.loopbackToken())?.reveal() ?? '';
-    const client = createLlmClient({
-      local: () => ({ url: running.endpoint, token, model: model.id }),
-      companionAvailable: () => running.supervisor.companionAvailable(),
-    });
-    const result = await client.complete({
-      tier: 'private',
-      stream: true,
-      maxTokens: 24,
-      temperature: 0,
-      seed: 1,
-      messages: [{ role: 'user', content: options.prompt ?? 'Say hello from this machine.' }],
-      onToken: options.onToken,
-    });
-    step('completion', { lane: result.lane, tokens: result.usage?.completionTokens ?? null });
-
+    await completeOnce(run, companion, token, model.id);
     if (options.keepRunning) {
       options.report({ event: 'available', endpoint: companion.endpoint, token });
       await options.untilStopped;
     }
   } finally {
-    if (companion !== null) await companion.close().catch(() => undefined);
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
     step('stopped');
   }
+}
+
+/** Reports a step with the time since the last one and since the start. */
+function stepReporter(report: DemoOptions['report']): DemoRun['step'] {
+  const t0 = performance.now();
+  let last = t0;
+  return (name, detail = {}) => {
+    const now = performance.now();
+    report({ event: 'step', step: name, ms: Math.round(now - last), totalMs: Math.round(now - t0), ...detail });
+    last = now;
+  };
+}
+
+/** The demo's data dir: `--data-dir` (checked first), or a temp dir removed at the end. */
+async function openDataDir(run: DemoRun): Promise<string> {
+  if (run.options.dataDir !== undefined) {
+    await prepareDemoDataDir(run.options.dataDir);
+    return run.options.dataDir;
+  }
+  const temp = await mkdtemp(join(tmpdir(), 'companion-demo-'));
+  run.cleanups.push(() => rm(temp, { recursive: true, force: true }));
+  return temp;
+}
+
+/** Takes the data dir's `up` lock and opens its log. */
+async function openDemoLog(run: DemoRun, dataDir: string, upLock: string): Promise<LogFile> {
+  // As `up`: one companion per data dir (a demo kept in a folder could meet another there).
+  const lock = await acquireUpLock(upLock);
+  run.cleanups.push(() => lock.release());
+  const log = openLogFile(dataDir);
+  run.cleanups.push(async () => log.close());
+  log.write('demo', `started (pid ${process.pid})`);
+  return log;
+}
+
+/** The OS keychain when it answers as available (and not forced to memory), else the in-memory one. */
+async function keychainBackend(run: DemoRun, hub: RunningHub, dataDir: string): Promise<'os' | 'memory'> {
+  if (run.options.keychain === 'memory') return 'memory';
+  const health = await openKeychain({
+    backend: 'os',
+    service: keychainServiceFor(hub.issuer, installationKey(dataDir)),
+    timeoutMs: 5_000,
+  })
+    .health()
+    .catch(() => null);
+  return health?.state === 'available' ? 'os' : 'memory';
+}
+
+/** Builds the authority group and signs in, playing the browser's part against the hub's dev login. */
+async function signInAsDevUser(
+  run: DemoRun,
+  hub: RunningHub,
+  dataDir: string,
+  manifestVersionFile: string,
+  fetch: typeof globalThis.fetch,
+): Promise<AuthorityGroup> {
+  const { options, step } = run;
+  const backend = await keychainBackend(run, hub, dataDir);
+  const authority = createAuthorityGroup({
+    hub: hub.issuer,
+    installationKey: installationKey(dataDir),
+    keychain: backend,
+    fetch,
+    manifestKeys: hub.manifestKey,
+    manifestVersionFile,
+    announce: (line) => options.report({ event: 'note', text: line }),
+  });
+  run.cleanups.push(() => authority.signOut().catch(() => undefined));
+  step('keychain', { backend: authority.keychain.backend });
+
+  options.report({
+    event: 'note',
+    text: "the demo plays the browser's part: it fills in the reference hub's dev login and consent form over HTTPS",
+  });
+  const { user, password } = hub;
+  await authority.signIn({
+    openBrowser: async (url) => {
+      await completeSignInAsDevUser({ authorizationUrl: url, fetch, user, password });
+    },
+    onOpen: () => undefined,
+    timeoutMs: 60_000,
+  });
+  step('signed-in', { user: hub.user });
+  return authority;
+}
+
+/** Starts the runtime group (sandboxed when a sandbox tool is there) and waits until it is available. */
+async function startDemoRuntime(
+  run: DemoRun,
+  authority: AuthorityGroup,
+  dataDir: string,
+  log: LogFile,
+): Promise<RunningCompanion> {
+  const { options } = run;
+  let sandbox;
+  try {
+    sandbox = await resolveSandbox('required', () => undefined);
+  } catch {
+    // The demo must run on a fresh machine: without a sandbox tool it goes on, and says so loudly.
+    sandbox = await resolveSandbox('off', (line) => options.report({ event: 'note', text: line }));
+  }
+  const { verifyToken, attest } = await authority.rotateLoopbackCapabilities();
+  const companion = await startRuntimeGroup({
+    dataDir,
+    verifyToken,
+    attest,
+    threads: options.threads ?? Math.min(2, Math.max(1, availableParallelism() - 1)),
+    ...(sandbox.wrap ? { wrap: sandbox.wrap } : {}),
+    sandboxMode: sandbox.mode,
+    log: (source, text) => log.write(source, text),
+  });
+  // Closed first at the end (the cleanups run last first), before the authority signs out.
+  run.cleanups.push(() => companion.close());
+  const available = await companion.supervisor.waitAvailable(60_000);
+  if (!available) throw new Error('the companion did not become available');
+  const snap = companion.supervisor.snapshot();
+  run.step('available', { endpoint: companion.endpoint, sandbox: sandbox.mode, runtimePid: snap.pid });
+  return companion;
+}
+
+/** Streams one completion through the front door with the LLM client, as a local caller would. */
+async function completeOnce(run: DemoRun, companion: RunningCompanion, token: string, modelId: string): Promise<void> {
+  const { options } = run;
+  const client = createLlmClient({
+    local: () => ({ url: companion.endpoint, token, model: modelId }),
+    companionAvailable: () => companion.supervisor.companionAvailable(),
+  });
+  const result = await client.complete({
+    tier: 'private',
+    stream: true,
+    maxTokens: 24,
+    temperature: 0,
+    seed: 1,
+    messages: [{ role: 'user', content: options.prompt ?? 'Say hello from this machine.' }],
+    onToken: options.onToken,
+  });
+  run.step('completion', { lane: result.lane, tokens: result.usage?.completionTokens ?? null });
 }
