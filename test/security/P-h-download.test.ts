@@ -125,7 +125,7 @@ test('P-h fetchManifest() refuses an older manifest after it accepted a newer on
   assert.equal(existsSync(versionFile), true, 'the accepted version is kept on disk by the authority');
 });
 
-test('P-h a model URL pointing at http is refused by the manifest core, by pullModel (only a verified entry) and by the download adapter', async (t) => {
+test('P-h a model URL pointing at http is refused by the manifest core, by pullModel and by the download adapter', async (t) => {
   const dh = await startDownloadHub(t);
   const model = dh.model(SMALL.id);
   const httpUrl = model.url.replace(/^https:/, 'http:');
