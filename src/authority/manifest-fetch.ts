@@ -4,11 +4,11 @@
  * asked for a digest and never sees a token.
  */
 import { CompanionError } from '../core/errors.js';
+import { MAX_MANIFEST_BYTES } from '../core/manifest-format.js';
 import type { Secret } from '../core/secret.js';
 import { hubUnreachable } from './hub-errors.js';
 
 export const MANIFEST_PATH = '/api/v1/companion/manifest';
-const MAX_MANIFEST_BYTES = 1 << 20;
 
 export interface FetchManifestOptions {
   /** The hub's origin (https). */
@@ -21,9 +21,11 @@ export interface FetchManifestOptions {
 }
 
 /**
- * GETs the manifest envelope. Resolves with its raw bytes (at most 1 MiB).
- * @throws ERR_NOT_SIGNED_IN when the hub answers 401 (token expired or revoked: refresh and retry once),
- * ERR_MANIFEST_FETCH for any other failure (status in `detail`), ERR_HUB_UNREACHABLE on network errors.
+ * GETs the manifest envelope. Resolves with its raw bytes (at most `MAX_MANIFEST_BYTES`, the limit the
+ * verifier applies too: reading further would only fetch what it refuses).
+ * @throws ERR_CONFIG when `hubUrl` is not https, ERR_NOT_SIGNED_IN when the hub answers 401 (token expired
+ * or revoked: refresh and retry once), ERR_MANIFEST_FETCH for any other failure (status in `detail`; a
+ * manifest over the limit), ERR_HUB_UNREACHABLE on network errors.
  */
 export async function fetchManifestBytes(options: FetchManifestOptions): Promise<Uint8Array> {
   const url = new URL(MANIFEST_PATH, options.hubUrl);

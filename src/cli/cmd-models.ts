@@ -4,8 +4,7 @@
  * sizes and versions are shown: never a model's path or digest (P-f).
  */
 import { CompanionError, isCompanionError } from '../core/errors.js';
-import { findModel, type VerifiedManifest } from '../core/manifest.js';
-import type { ManifestModel } from '../core/manifest-format.js';
+import { findModel, type VerifiedManifest, type VerifiedModel } from '../core/manifest.js';
 import {
   checkInstalledModel,
   isBuildOf,
@@ -37,7 +36,7 @@ function idList(ids: readonly string[]): string {
  * The manifest's model `id` (default: the first), or ERR_MODEL_UNKNOWN whose message lists the
  * manifest's model ids (`pull nosuch`).
  */
-export function manifestModel(manifest: VerifiedManifest, id: string | undefined): ManifestModel {
+export function manifestModel(manifest: VerifiedManifest, id: string | undefined): VerifiedModel {
   try {
     return findModel(manifest, id);
   } catch (error) {

@@ -100,9 +100,10 @@ export type { Custody, CustodyOptions, CustodyState, CustodyNextStep, SignOutRes
 export {
   verifyManifest,
   isVerifiedManifest,
+  isVerifiedModel,
   findModel,
   DEFAULT_MANIFEST_CLOCK_SKEW_MS,
-  MAX_MANIFEST_BYTES,
   MAX_MANIFEST_MODELS,
 } from './manifest.js';
-export type { VerifiedManifest, VerifyManifestOptions } from './manifest.js';
+export type { VerifiedManifest, VerifiedModel, VerifyManifestOptions } from './manifest.js';
+export { MAX_MANIFEST_BYTES } from './manifest-format.js';

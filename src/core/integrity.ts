@@ -25,6 +25,7 @@ export function isVerifiedIntegrity(value: unknown): value is VerifiedIntegrity 
   return typeof value === 'object' && value !== null && VERIFIED.has(value);
 }
 
+/** Hashes one download as it streams and says, once, whether it matched ({@link createIntegrityAccumulator}). */
 export interface IntegrityAccumulator {
   /**
    * Hashes one chunk. Throws `ERR_INTEGRITY_SIZE_OVER` as soon as the total would pass the expected
@@ -50,6 +51,8 @@ const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
  * @param expected `expectedSize` (bytes, a safe integer ≥ 0) and `expectedSha256` (64 hex characters)
  *   from the verified manifest.
  * @throws TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` (the message never shows the digest).
+ *   Its methods throw `ERR_INTEGRITY_SIZE_OVER`, `ERR_INTEGRITY_SIZE_UNDER`, `ERR_INTEGRITY_DIGEST` and
+ *   `ERR_INTEGRITY_FINALIZED` as {@link IntegrityAccumulator} says.
  */
 export function createIntegrityAccumulator(expected: {
   expectedSize: number;

@@ -14,7 +14,18 @@ import { CompanionError, assertString } from './errors.js';
 
 /** The `purpose` every companion model manifest carries (a signature for another use is refused). */
 export const MANIFEST_PURPOSE = 'companion-model-manifest';
+/** The prefix of a public key's text form (`ed25519:<b64url of the raw 32-byte key>`). */
 export const MANIFEST_KEY_PREFIX = 'ed25519:';
+/**
+ * The largest manifest envelope accepted, in bytes: by the fetch (which stops reading there) and by the
+ * verifier (for bytes, text and the payload field). A manifest lists a handful of models; the reference
+ * hub's is under 2 KiB (docs/manifest.md).
+ */
+export const MAX_MANIFEST_BYTES = 256 * 1024;
+/** Model ids become file and directory names: a conservative charset (no dot segments: see `modelFileName`). */
+export const MODEL_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A lower-case hex SHA-256 digest. */
+export const SHA256_HEX_PATTERN = /^[0-9a-f]{64}$/;
 
 /** Runtime hints of one model (all optional, all advisory). */
 export interface ManifestRuntimeHints {
@@ -23,6 +34,7 @@ export interface ManifestRuntimeHints {
   readonly minRamMiB?: number;
 }
 
+/** One model entry of a manifest payload (its schema is in docs/manifest.md). */
 export interface ManifestModel {
   readonly id: string;
   readonly name: string;
@@ -35,7 +47,8 @@ export interface ManifestModel {
   readonly runtime?: ManifestRuntimeHints;
 }
 
-export interface ManifestPayload {
+/** The fields of a manifest payload other than its models (shared by the payload and the verified manifest). */
+export interface ManifestHeader {
   /** The hub's issuer URL (the OAuth issuer). */
   readonly issuer: string;
   readonly purpose: typeof MANIFEST_PURPOSE;
@@ -45,9 +58,14 @@ export interface ManifestPayload {
   readonly issuedAt: number;
   /** Unix seconds. */
   readonly expiresAt: number;
+}
+
+/** The signed payload: what the hub serialises and signs ({@link encodeManifestPayload}). */
+export interface ManifestPayload extends ManifestHeader {
   readonly models: readonly ManifestModel[];
 }
 
+/** The envelope the hub serves: the payload bytes, their signature and the signing key's id, each b64url. */
 export interface ManifestEnvelope {
   readonly payload: string;
   readonly signature: string;
@@ -56,11 +74,15 @@ export interface ManifestEnvelope {
 
 const B64URL = /^[A-Za-z0-9_-]*$/;
 
+/** The base64url text (no padding) of `bytes`. */
 export function toBase64Url(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('base64url');
 }
 
-/** Strict base64url decode: refuses padding, other alphabets and non-canonical encodings. */
+/**
+ * Strict base64url decode: refuses padding, other alphabets and non-canonical encodings.
+ * @throws ERR_MANIFEST_MALFORMED (the message names `name`, never the text).
+ */
 export function fromBase64Url(text: string, name: string): Buffer {
   if (typeof text !== 'string' || !B64URL.test(text))
     throw new CompanionError('ERR_MANIFEST_MALFORMED', `${name} is not base64url`);
@@ -70,7 +92,10 @@ export function fromBase64Url(text: string, name: string): Buffer {
   return bytes;
 }
 
-/** Raw 32-byte Ed25519 public key of a KeyObject. */
+/**
+ * Raw 32-byte Ed25519 public key of a KeyObject.
+ * @throws ERR_INVALID_ARG_VALUE when the key is not an Ed25519 key.
+ */
 export function rawPublicKey(key: KeyObject): Buffer {
   const jwk = key.export({ format: 'jwk' });
   if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') {
@@ -89,6 +114,7 @@ export function encodeManifestKey(publicKey: KeyObject): string {
   return `${MANIFEST_KEY_PREFIX}${toBase64Url(rawPublicKey(publicKey))}`;
 }
 
+/** A pinned manifest key: its key id and public key ({@link parseTrustedKeys}). */
 export interface TrustedKey {
   readonly keyId: string;
   readonly publicKey: KeyObject;
@@ -131,7 +157,10 @@ export function generateManifestKeyPair(): { privateKey: KeyObject; publicKey: K
   return generateKeyPairSync('ed25519');
 }
 
-/** Loads a PKCS#8 PEM Ed25519 private key. */
+/**
+ * Loads a PKCS#8 PEM Ed25519 private key.
+ * @throws ERR_CONFIG when the key is not Ed25519 (a PEM that does not parse throws Node's own error).
+ */
 export function loadManifestPrivateKey(pem: string): KeyObject {
   const key = createPrivateKey(pem);
   if (key.asymmetricKeyType !== 'ed25519')

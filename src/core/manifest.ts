@@ -8,26 +8,34 @@ import { verify } from 'node:crypto';
 import { CompanionError, assertInteger, assertString, type ErrorCode, CodedTypeError } from './errors.js';
 import {
   MANIFEST_PURPOSE,
+  MAX_MANIFEST_BYTES,
+  MODEL_ID_PATTERN,
+  SHA256_HEX_PATTERN,
   fromBase64Url,
+  type ManifestHeader,
   type ManifestModel,
   type ManifestRuntimeHints,
   type TrustedKey,
 } from './manifest-format.js';
 
+declare const verifiedModelBrand: unique symbol;
+
+/**
+ * A model entry of a manifest that {@link verifyManifest} accepted. The type brand keeps a plain
+ * `ManifestModel` out at compile time; {@link isVerifiedModel} (a private registry, as oauth4webapi keeps
+ * its validated values) refuses a copy or a look-alike at run time. The brand does not survive a copy
+ * (structured clone, JSON, spread): a value that crossed a boundary must be verified again.
+ */
+export type VerifiedModel = ManifestModel & { readonly [verifiedModelBrand]: true };
+
 /** A manifest that passed {@link verifyManifest}: deeply frozen and branded. */
-export interface VerifiedManifest {
-  readonly issuer: string;
-  readonly purpose: typeof MANIFEST_PURPOSE;
-  readonly version: number;
-  /** Unix seconds. */
-  readonly issuedAt: number;
-  /** Unix seconds. */
-  readonly expiresAt: number;
-  readonly models: readonly ManifestModel[];
+export interface VerifiedManifest extends ManifestHeader {
+  readonly models: readonly VerifiedModel[];
   /** The id of the pinned key that verified the signature. */
   readonly keyId: string;
 }
 
+/** What {@link verifyManifest} checks a manifest against: the pinned keys, the issuer, the clock, the last version. */
 export interface VerifyManifestOptions {
   /** The pinned keys (from `parseTrustedKeys`); several at once during a rotation. */
   readonly trustedKeys: readonly TrustedKey[];
@@ -41,14 +49,10 @@ export interface VerifyManifestOptions {
   readonly clockSkewMs?: number;
 }
 
+/** The default tolerance for `issuedAt`/`expiresAt` against the clock (60 s). */
 export const DEFAULT_MANIFEST_CLOCK_SKEW_MS = 60_000;
-/** The largest envelope accepted (a manifest lists a handful of models). */
-export const MAX_MANIFEST_BYTES = 256 * 1024;
+/** The most models one manifest may list. */
 export const MAX_MANIFEST_MODELS = 256;
-
-/** Model ids become file and directory names: a conservative charset, no dot segments. */
-const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const SHA256_HEX = /^[0-9a-f]{64}$/;
 const KEY_ID = /^[A-Za-z0-9_-]{22}$/;
 
 /** True when `value` holds a C0/C1 control character or a line/paragraph separator. */
@@ -60,11 +64,18 @@ function hasControl(value: string): boolean {
   return false;
 }
 
+// Why registries and not a property: a spread or a JSON round trip copies properties, never membership.
 const verified = new WeakSet<object>();
+const verifiedModels = new WeakSet<object>();
 
 /** True when `value` came from {@link verifyManifest}. */
 export function isVerifiedManifest(value: unknown): value is VerifiedManifest {
   return typeof value === 'object' && value !== null && verified.has(value);
+}
+
+/** True when `value` is a model entry of a manifest that {@link verifyManifest} returned (not a copy of one). */
+export function isVerifiedModel(value: unknown): value is VerifiedModel {
+  return typeof value === 'object' && value !== null && verifiedModels.has(value);
 }
 
 function refuse(code: ErrorCode, message?: string): CompanionError {
@@ -145,7 +156,7 @@ function checkModel(value: unknown): ManifestModel {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('a model must be an object');
   const v = value as Record<string, unknown>;
   exactKeys(v, ['id', 'name', 'url', 'size', 'sha256'], ['runtime'], 'model');
-  if (typeof v.id !== 'string' || !MODEL_ID.test(v.id))
+  if (typeof v.id !== 'string' || !MODEL_ID_PATTERN.test(v.id))
     throw malformed('a model id must be 1 to 128 of A-Z a-z 0-9 . _ - and start with a letter or digit');
   const name = text(v.name, 'a model name', 200);
   if (typeof v.url !== 'string' || v.url.length > 2048)
@@ -159,7 +170,7 @@ function checkModel(value: unknown): ManifestModel {
   // The download adapter refuses anything else too; refusing here keeps the manifest honest (P-h).
   if (url.protocol !== 'https:' || url.username !== '' || url.password !== '') throw refuse('ERR_MANIFEST_MODEL_URL');
   const size = positiveInteger(v.size, 'a model size');
-  if (typeof v.sha256 !== 'string' || !SHA256_HEX.test(v.sha256))
+  if (typeof v.sha256 !== 'string' || !SHA256_HEX_PATTERN.test(v.sha256))
     throw malformed('a model sha256 must be 64 lower-case hex characters');
   const model: ManifestModel = {
     id: v.id,
@@ -219,7 +230,10 @@ function readEnvelope(input: unknown): Envelope {
  *    ERR_MANIFEST_EXPIRED;
  * 9. `version` ≥ `lastSeenVersion` → else ERR_MANIFEST_ROLLBACK;
  * 10. model ids are unique → else ERR_MANIFEST_DUPLICATE_MODEL.
- * @throws TypeError ERR_INVALID_ARG_* for bad options.
+ *
+ * Its models are {@link VerifiedModel}s: only a manifest that passed every step brands them.
+ * @throws the codes above; TypeError ERR_INVALID_ARG_TYPE (options not an object), ERR_INVALID_ARG_VALUE
+ *   (no trusted key, a trusted key that is not Ed25519, a bad option value).
  */
 export function verifyManifest(
   envelope: Uint8Array | string | object,
@@ -285,19 +299,21 @@ export function verifyManifest(
     version,
     issuedAt,
     expiresAt,
-    models: Object.freeze(models),
+    models: Object.freeze(models) as readonly VerifiedModel[],
     keyId,
   });
+  for (const model of models) verifiedModels.add(model);
   verified.add(manifest);
   return manifest;
 }
 
 /**
- * The model named `id` in a verified manifest, or its first model when `id` is omitted.
+ * The model named `id` in a verified manifest, or its first model when `id` is omitted: a
+ * {@link VerifiedModel}, what `pullModel` requires.
  * @throws ERR_MODEL_UNKNOWN when there is no such model (or none at all); TypeError ERR_INVALID_ARG_VALUE
  *   when `manifest` did not come from {@link verifyManifest}.
  */
-export function findModel(manifest: VerifiedManifest, id?: string): ManifestModel {
+export function findModel(manifest: VerifiedManifest, id?: string): VerifiedModel {
   if (!isVerifiedManifest(manifest)) {
     throw new CodedTypeError('ERR_INVALID_ARG_VALUE', 'manifest must be the result of verifyManifest()');
   }

@@ -86,28 +86,36 @@ test('pullModel() fails with ERR_DOWNLOAD_TLS when the model host is signed by a
   await assertNothingInstalled(dh);
 });
 
+// The write faults are injected into the sink's writes, on the worker thread that production uses.
 test('pullModel() fails with ERR_DISK_SPACE when a write hits ENOSPC mid-way, leaving no file behind', async (t) => {
   const dh = await startDownloadHub(t);
-  let writes = 0;
-  const run = await dh.pull(SMALL.id, {
-    writeChunk: async (handle, chunk, position) => {
-      writes += 1;
-      if (writes > 1) throw Object.assign(new Error('no space left on device, write'), { code: 'ENOSPC' });
-      await handle.write(chunk, 0, chunk.length, position);
-    },
-  });
+  const run = await dh.pull(SMALL.id, { writeFault: { afterBatches: 1, error: 'ENOSPC' } });
   assert.equal(run.error?.code, 'ERR_DISK_SPACE');
-  assert.ok(writes >= 2);
+  // Mid-way: the first 1 MiB batch was written, the failure came with a later one.
+  assert.ok(run.events.some((e) => e.event === 'progress' && e.bytes > MIB));
+  await assertNothingInstalled(dh);
+});
+
+test('pullModel() fails with ERR_DISK_SPACE when a write reports 0 bytes written (a short write), leaving no file behind', async (t) => {
+  const dh = await startDownloadHub(t);
+  const run = await dh.pull(SMALL.id, { writeFault: { afterBatches: 2, error: 'short' } });
+  assert.equal(run.error?.code, 'ERR_DISK_SPACE');
+  assert.ok(run.events.some((e) => e.event === 'progress' && e.bytes > 2 * MIB));
   await assertNothingInstalled(dh);
 });
 
 test('pullModel() fails with ERR_DISK_WRITE on another write error, leaving no file behind', async (t) => {
   const dh = await startDownloadHub(t);
-  const run = await dh.pull(SMALL.id, {
-    writeChunk: () => Promise.reject(Object.assign(new Error('i/o error, write'), { code: 'EIO' })),
-  });
+  const run = await dh.pull(SMALL.id, { writeFault: { afterBatches: 0, error: 'EIO' } });
   assert.equal(run.error?.code, 'ERR_DISK_WRITE');
   assert.deepEqual((run.error as { detail?: unknown }).detail, { cause: 'EIO' });
+  await assertNothingInstalled(dh);
+});
+
+test('pullModel() with the sink on the main thread (hashOn: main) maps a write fault the same way', async (t) => {
+  const dh = await startDownloadHub(t);
+  const run = await dh.pull(SMALL.id, { hashOn: 'main', writeFault: { afterBatches: 1, error: 'EDQUOT' } });
+  assert.equal(run.error?.code, 'ERR_DISK_SPACE');
   await assertNothingInstalled(dh);
 });
 
@@ -123,7 +131,7 @@ const tmpfsProbe = await (async () => {
 })();
 const tmpfsSkip = tmpfsProbe
   ? {}
-  : { skip: 'needs root and unshare -m to mount a tmpfs (the ENOSPC hook test above covers the same path)' };
+  : { skip: 'needs root and unshare -m to mount a tmpfs (the injected ENOSPC test above covers the same path)' };
 
 async function pullOnTmpfs(
   dh: DownloadHub,

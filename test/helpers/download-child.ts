@@ -47,7 +47,10 @@ async function readStdin(): Promise<string> {
 async function runPull(request: PullRequest): Promise<void> {
   const { createTlsAgent } = await import('../../src/common/tls.js');
   const { pullModel } = await import('../../src/runtime/manager/install.js');
+  const { verifiedModel } = await import('./download-verified.js');
   const agent = createTlsAgent({ extraCas: [request.caPem] });
+  // The entry came over stdin as JSON, which drops the brand: it is verified again (a manifest of its own).
+  const model = verifiedModel(request.model);
   const startRssKb = Math.round(process.memoryUsage().rss / 1024);
   const started = process.hrtime.bigint();
   const cpuStart = process.cpuUsage();
@@ -55,7 +58,7 @@ async function runPull(request: PullRequest): Promise<void> {
   let filled = false;
   try {
     await pullModel({
-      model: request.model,
+      model,
       manifestVersion: 1,
       modelsDir: request.modelsDir,
       dispatcher: agent,

@@ -10,7 +10,9 @@ import { createTlsAgent, type TlsAgentOptions } from '../../src/common/tls.js';
 import type { ManifestModel } from '../../src/core/manifest-format.js';
 import { startHub, type HubOptions, type RunningHub } from '../../src/hub/index.js';
 import type { SyntheticModelSpec } from '../../src/hub/synthetic.js';
+import type { VerifiedModel } from '../../src/core/manifest.js';
 import { pullModel, type InstalledModel, type PullEvent, type PullOptions } from '../../src/runtime/manager/install.js';
+import { verifiedModel } from './download-verified.js';
 import type { AfterHook } from './hub.js';
 
 export const MIB = 1024 * 1024;
@@ -26,9 +28,10 @@ export interface DownloadHub {
   readonly modelsDir: string;
   /** The scratch folder holding `modelsDir` (for extra files). */
   readonly dir: string;
-  model(id: string): ManifestModel;
+  /** The hub's model `id` as a verified manifest entry (what `pullModel` takes). */
+  model(id: string): VerifiedModel;
   /** pullModel() into `modelsDir` through `agent`, recording events; rejects like pullModel. */
-  pull(id: string | ManifestModel, options?: Partial<PullOptions>): Promise<PullRun>;
+  pull(id: string | VerifiedModel, options?: Partial<PullOptions>): Promise<PullRun>;
   /** An agent with other options (closed with the test). */
   agentWith(options: TlsAgentOptions): Agent;
 }
@@ -55,10 +58,10 @@ export async function startDownloadHub(t: AfterHook, options: HubOptions = {}): 
     await hub.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const model = (id: string): ManifestModel => {
+  const model = (id: string): VerifiedModel => {
     const found = hub.models.find((m) => m.id === id);
     if (found === undefined) throw new Error(`no model ${id}`);
-    return found;
+    return verifiedModel(found);
   };
   return {
     hub,

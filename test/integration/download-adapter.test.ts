@@ -14,6 +14,7 @@ import { createTlsAgent } from '../../src/common/tls.js';
 import { createHubTls } from '../../src/hub/ca.js';
 import { download } from '../../src/runtime/download.js';
 import { checkInstalledModel, pullModel, type PullEvent } from '../../src/runtime/manager/install.js';
+import { verifiedModel } from '../helpers/download-verified.js';
 import type { AfterHook } from '../helpers/hub.js';
 
 interface Scripted {
@@ -191,7 +192,13 @@ test('pullModel() restarts from byte 0 when a ranged answer carries another ETag
     await agent.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const model = { id: 'moving', name: 'Moving', url: `${main.origin}/moving`, size: FILE.length, sha256: FILE_SHA };
+  const model = verifiedModel({
+    id: 'moving',
+    name: 'Moving',
+    url: `${main.origin}/moving`,
+    size: FILE.length,
+    sha256: FILE_SHA,
+  });
   const modelsDir = join(dir, 'models');
   await assert.rejects(pullModel({ model, manifestVersion: 1, modelsDir, dispatcher: agent }), {
     code: 'ERR_DOWNLOAD_NETWORK',

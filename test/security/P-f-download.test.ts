@@ -57,22 +57,23 @@ test('P-f no error or event of a failing pull or check names the model digest or
   runs.push(
     await dh.pull(model, {
       modelsDir: fresh(),
-      writeChunk: () =>
-        Promise.reject(
-          Object.assign(new Error(`ENOSPC: no space left on device, write '${dh.modelsDir}'`), {
-            code: 'ENOSPC',
-            path: dh.modelsDir,
-          }),
-        ),
+      writeFault: {
+        afterBatches: 0,
+        error: 'ENOSPC',
+        message: `ENOSPC: no space left on device, write '${dh.modelsDir}'`,
+        path: dh.modelsDir,
+      },
     }),
   );
   runs.push(
     await dh.pull(model, {
       modelsDir: fresh(),
-      writeChunk: () =>
-        Promise.reject(
-          Object.assign(new Error(`EIO: i/o error, write '${dh.modelsDir}'`), { code: 'EIO', path: dh.modelsDir }),
-        ),
+      writeFault: {
+        afterBatches: 0,
+        error: 'EIO',
+        message: `EIO: i/o error, write '${dh.modelsDir}'`,
+        path: dh.modelsDir,
+      },
     }),
   );
   const other = await createHubTls();

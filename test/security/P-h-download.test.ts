@@ -16,6 +16,7 @@ import { download } from '../../src/runtime/download.js';
 import { checkInstalledModel, pullModel } from '../../src/runtime/manager/install.js';
 import { startCompanionHub } from '../helpers/companion-hub.js';
 import { MIB, SMALL, hostGets, listTree, milestones, startDownloadHub } from '../helpers/download-hub.js';
+import { verifiedModel } from '../helpers/download-verified.js';
 import { envelopeBytes, signValue, payload } from '../helpers/manifest-fixtures.js';
 
 /** Header names the download adapter may send to the model host (undici adds host and connection). */
@@ -143,9 +144,14 @@ test('P-h a model URL pointing at http is refused by the manifest core, by pullM
       }),
     { code: 'ERR_MANIFEST_MODEL_URL' },
   );
-  // The orchestrator and the adapter, each on its own.
-  const run = await dh.pull({ ...model, url: httpUrl });
-  assert.equal(run.error?.code, 'ERR_MANIFEST_MODEL_URL');
+  // The orchestrator takes only an entry the manifest core verified: a look-alike (a copy of a verified
+  // entry with the URL swapped) is refused before anything is asked or written.
+  await assert.rejects(
+    pullModel({ model: { ...model, url: httpUrl }, manifestVersion: 1, modelsDir: dh.modelsDir, dispatcher: dh.agent }),
+    { code: 'ERR_INVALID_ARG_TYPE' },
+  );
+  assert.throws(() => verifiedModel({ ...model, url: httpUrl }), { code: 'ERR_MANIFEST_MODEL_URL' });
+  // The adapter, on its own.
   await assert.rejects(download(httpUrl, { dispatcher: dh.agent, onChunk: () => undefined }), {
     code: 'ERR_DOWNLOAD_NOT_HTTPS',
   });
@@ -204,7 +210,7 @@ test('P-h a partial left by another manifest entry (other digest) is not resumed
   assert.equal((await dh.pull(model)).error?.code, 'ERR_DOWNLOAD_NETWORK');
   dh.hub.setMisbehaviour({});
   // The manifest now names other bytes for the same id and URL: the old partial must not count.
-  const replaced = { ...model, sha256: createHash('sha256').update('another model').digest('hex') };
+  const replaced = verifiedModel({ ...model, sha256: createHash('sha256').update('another model').digest('hex') });
   const run = await dh.pull(replaced);
   assert.equal(run.error?.code, 'ERR_INTEGRITY_DIGEST');
   assert.deepEqual(milestones(run), []);

@@ -24,7 +24,7 @@ import { generateTinyGguf } from '../../src/hub/tiny-gguf.js';
 import { bundledProfile } from '../../src/runtime/runtime-profile.js';
 import { spawnRuntime, type RuntimeHandle } from '../../src/runtime/spawn.js';
 import { STATE_FILE } from '../../src/runtime/stale.js';
-import { openInstalledModel } from '../../src/runtime/manager/install.js';
+import { isOpenedModel, openInstalledModel } from '../../src/runtime/manager/install.js';
 import { createSupervisor } from '../../src/runtime/manager/supervisor.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { runtimeDescendants, tempDir } from '../helpers/runtime-env.js';
@@ -105,6 +105,9 @@ test(
     assert.equal(sha256(await readThrough(opened.handle)), m.sha256, 'the descriptor still reads what was verified');
     assert.equal(Number((await opened.handle.stat({ bigint: true })).ino), m.ino);
     assert.equal(accessMode(process.pid, opened.handle.fd), constants.O_RDONLY);
+    // Branded: only what openInstalledModel() returned counts as a checked descriptor, not a copy of it.
+    assert.equal(isOpenedModel(opened), true);
+    assert.equal(isOpenedModel({ ...opened }), false);
   },
 );
 

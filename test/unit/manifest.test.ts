@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import {
   findModel,
   isVerifiedManifest,
+  isVerifiedModel,
   verifyManifest,
-  MAX_MANIFEST_BYTES,
   type VerifiedManifest,
 } from '../../src/core/manifest.js';
 import {
+  MAX_MANIFEST_BYTES,
   encodeManifestKey,
   parseTrustedKeys,
   signManifestPayload,
@@ -224,4 +225,13 @@ test('findModel() returns the named model or the first, and refuses unknown ids 
   assert.equal(findModel(manifest, 'other.model_v2').size, 1);
   assert.throws(() => findModel(manifest, 'nope'), { code: 'ERR_MODEL_UNKNOWN' });
   assert.throws(() => findModel({ ...manifest } as VerifiedManifest), { code: 'ERR_INVALID_ARG_VALUE' });
+});
+
+test('findModel() returns a VerifiedModel that isVerifiedModel() accepts, and a copy of it is refused', () => {
+  const manifest = verifyManifest(signValue(payload()), verifyOptions);
+  const model = findModel(manifest, 'tiny-llama');
+  assert.equal(isVerifiedModel(model), true);
+  assert.equal(Object.isFrozen(model), true);
+  for (const lookalike of [{ ...model }, JSON.parse(JSON.stringify(model)), structuredClone(model), null, 'tiny-llama'])
+    assert.equal(isVerifiedModel(lookalike), false);
 });

@@ -1,7 +1,9 @@
 /**
- * The hashing and writing half of a verified pull (src/runtime/manager/install.ts), on its own thread so that
- * receiving (main thread) overlaps hashing and writing (here): a model download on Node is CPU-bound, and
- * this is what lets the one-pass pull keep up with `curl` + `openssl dgst` (docs/download.md).
+ * The hashing and writing half of a verified pull (src/runtime/manager/install.ts): the one sink of a
+ * download. It runs on its own thread so that receiving (main thread) overlaps hashing and writing
+ * (here): a model download on Node is CPU-bound, and this is what lets the one-pass pull keep up with
+ * `curl` + `openssl dgst` (docs/download.md). For a comparison the same sink can answer on a
+ * `MessageChannel` of the main thread (`hashOn: 'main'`).
  *
  * It owns the integrity accumulator (the core) for one temp file, whose descriptor the main thread keeps
  * open. Messages are handled strictly in order; each batch is hashed *then* written at its file offset,
@@ -30,16 +32,41 @@ export type SinkRequest =
 /**
  * What it answers. Every adopt/reset/drain/verify gets exactly one `done` or `refused`, in order; a batch
  * that could not be hashed or written is reported once with `failed` (and its buffer still comes back).
+ * `code` is a CompanionError code, or `fs` with the errno name in `cause` (never a message: it would
+ * quote a path).
  */
 export type SinkReply =
   | { readonly type: 'free'; readonly buffer: ArrayBuffer }
   | { readonly type: 'done' }
   | { readonly type: 'refused' | 'failed'; readonly code: string; readonly cause?: string };
 
+/**
+ * A write fault, for fault tests only (production passes none): the batches after the first
+ * `afterBatches` fail, through the same error path a real full disk or I/O error takes.
+ */
+export interface WriteFault {
+  /** Batches written normally before the fault (0: the first batch fails). */
+  readonly afterBatches: number;
+  /** `short`: the write system call reports 0 bytes written; else the errno name it fails with (ENOSPC, EIO…). */
+  readonly error: string;
+  /** The failing error's message and `path`, as Node's carry them (neither may ever cross back). */
+  readonly message?: string;
+  readonly path?: string;
+}
+
+/** What a sink is started with (the worker's init data). */
 export interface SinkInit {
   readonly fd: number;
   readonly expectedSize: number;
   readonly expectedSha256: string;
+  /** Fault tests only: replaces the writes from a given batch on. */
+  readonly fault?: WriteFault;
+}
+
+/** Where a sink takes requests and answers: the worker's `parentPort`, or one end of a `MessageChannel`. */
+export interface SinkPort {
+  postMessage(reply: SinkReply, transfer?: ArrayBuffer[]): void;
+  on(event: 'message', listener: (request: SinkRequest) => void): unknown;
 }
 
 interface Failure {
@@ -47,107 +74,157 @@ interface Failure {
   readonly cause?: string;
 }
 
+/** One positional write system call: `writeSync`'s shape. */
+type PieceWrite = (fd: number, bytes: Uint8Array, offset: number, length: number, position: number) => number;
+
 /** Bytes per write system call. */
 export const WRITE_PIECE = 16 * 1024;
 /** Bytes written between two background flushes. */
 export const FLUSH_EVERY = 64 * 1024 * 1024;
+/** Bytes per read when a resume hashes the partial already on disk. */
+const ADOPT_READ = 4 << 20;
 
 /** Writes all of `bytes` at `position` in pieces (a short write continues; 0 bytes means a full disk). */
-export function writePieces(fd: number, bytes: Uint8Array, position: number): void {
+function writePieces(fd: number, bytes: Uint8Array, position: number, write: PieceWrite): void {
   for (let done = 0; done < bytes.length;) {
-    const written = writeSync(fd, bytes, done, Math.min(WRITE_PIECE, bytes.length - done), position + done);
+    const written = write(fd, bytes, done, Math.min(WRITE_PIECE, bytes.length - done), position + done);
     if (written === 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
     done += written;
   }
 }
 
-function run(init: SinkInit, port: NonNullable<typeof parentPort>): void {
-  const expected = { expectedSize: init.expectedSize, expectedSha256: init.expectedSha256 };
-  let accumulator: IntegrityAccumulator = createIntegrityAccumulator(expected);
-  // After the first failure nothing is hashed or written; control requests are refused with it.
-  let failure: Failure | null = null;
-  let unflushed = 0;
-  let flushing = false;
-  // Control requests (and whatever follows them) wait while a background flush runs.
-  const held: SinkRequest[] = [];
-
-  const failureOf = (error: unknown): Failure => {
-    if (isCompanionError(error)) return { code: error.code };
-    // A file system error: only its errno name crosses back (the message would quote a path).
-    const code = (error as { code?: unknown } | null)?.code;
-    return { code: 'fs', ...(typeof code === 'string' ? { cause: code } : {}) };
+/** The write a {@link WriteFault} puts in place of `writeSync`. */
+function faultyWrite(fault: WriteFault): PieceWrite {
+  return () => {
+    if (fault.error === 'short') return 0;
+    const error = new Error(fault.message ?? `${fault.error}: injected fault, write`);
+    throw Object.assign(error, { code: fault.error }, fault.path === undefined ? {} : { path: fault.path });
   };
+}
 
-  const data = (request: Extract<SinkRequest, { type: 'data' }>): void => {
-    if (failure === null) {
+/** A failure as it may cross back: a CompanionError's code, or a file system error's errno name only. */
+function failureOf(error: unknown): Failure {
+  if (isCompanionError(error)) return { code: error.code };
+  const code = (error as { code?: unknown } | null)?.code;
+  return { code: 'fs', ...(typeof code === 'string' ? { cause: code } : {}) };
+}
+
+/** The sink: hashes then writes each batch; adopts, resets, drains and verifies on request. */
+class HashingWriter {
+  readonly #init: SinkInit;
+  readonly #port: SinkPort;
+  #accumulator: IntegrityAccumulator;
+  // After the first failure nothing is hashed or written; control requests are refused with it.
+  #failure: Failure | null = null;
+  #batches = 0;
+  #unflushed = 0;
+  #flushing = false;
+  // Control requests (and whatever follows them) wait while a background flush runs.
+  readonly #held: SinkRequest[] = [];
+
+  constructor(init: SinkInit, port: SinkPort) {
+    this.#init = init;
+    this.#port = port;
+    this.#accumulator = createIntegrityAccumulator(init);
+  }
+
+  /** Takes one request: a batch goes straight through unless something is held before it. */
+  receive(request: SinkRequest): void {
+    if (request.type === 'data' && this.#held.length === 0) {
+      this.#data(request);
+      return;
+    }
+    this.#held.push(request);
+    this.#release();
+  }
+
+  /** Runs held requests while no flush is running (a batch may start one). */
+  #release(): void {
+    while (this.#held.length > 0 && !this.#flushing) {
+      const request = this.#held.shift()!;
+      if (request.type === 'data') this.#data(request);
+      else this.#control(request);
+    }
+  }
+
+  #data(request: Extract<SinkRequest, { type: 'data' }>): void {
+    if (this.#failure === null) {
       const bytes = new Uint8Array(request.buffer, 0, request.length);
       try {
         // Hashed first: a batch past the expected size is refused before any of it is written.
-        accumulator.update(bytes);
-        writePieces(init.fd, bytes, request.position);
-        unflushed += bytes.length;
-        if (unflushed >= FLUSH_EVERY && !flushing) {
-          unflushed = 0;
-          flushing = true;
-          fdatasync(init.fd, () => {
-            // Best effort: the final fsync is the one that counts (and reports).
-            flushing = false;
-            release();
-          });
-        }
+        this.#accumulator.update(bytes);
+        this.#write(bytes, request.position);
       } catch (error) {
-        failure = failureOf(error);
-        port.postMessage({ type: 'failed', ...failure } satisfies SinkReply);
+        this.#failure = failureOf(error);
+        this.#port.postMessage({ type: 'failed', ...this.#failure });
       }
     }
-    port.postMessage({ type: 'free', buffer: request.buffer } satisfies SinkReply, [request.buffer]);
-  };
+    this.#port.postMessage({ type: 'free', buffer: request.buffer }, [request.buffer]);
+  }
 
-  const control = (request: Exclude<SinkRequest, { type: 'data' }>): void => {
-    if (failure !== null) {
-      port.postMessage({ type: 'refused', ...failure } satisfies SinkReply);
-      return;
-    }
-    try {
-      if (request.type === 'adopt') {
-        const buffer = Buffer.allocUnsafe(4 << 20);
-        for (let position = 0; position < request.bytes;) {
-          const read = readSync(init.fd, buffer, 0, Math.min(buffer.length, request.bytes - position), position);
-          if (read === 0) throw Object.assign(new Error('short read'), { code: 'EIO' });
-          accumulator.update(buffer.subarray(0, read));
-          position += read;
-        }
-      } else if (request.type === 'reset') {
-        ftruncateSync(init.fd, 0);
-        accumulator = createIntegrityAccumulator(expected);
-      } else if (request.type === 'verify') {
-        accumulator.finalize();
-        fsyncSync(init.fd);
+  #write(bytes: Uint8Array, position: number): void {
+    const fault = this.#init.fault;
+    const write = fault !== undefined && this.#batches >= fault.afterBatches ? faultyWrite(fault) : writeSync;
+    this.#batches += 1;
+    writePieces(this.#init.fd, bytes, position, write);
+    this.#unflushed += bytes.length;
+    if (this.#unflushed >= FLUSH_EVERY && !this.#flushing) this.#flushInBackground();
+  }
+
+  #flushInBackground(): void {
+    this.#unflushed = 0;
+    this.#flushing = true;
+    fdatasync(this.#init.fd, () => {
+      // Best effort: the final fsync is the one that counts (and reports).
+      this.#flushing = false;
+      this.#release();
+    });
+  }
+
+  #control(request: Exclude<SinkRequest, { type: 'data' }>): void {
+    if (this.#failure === null) {
+      try {
+        this.#apply(request);
+        this.#port.postMessage({ type: 'done' });
+        return;
+      } catch (error) {
+        this.#failure = failureOf(error);
       }
-      port.postMessage({ type: 'done' } satisfies SinkReply);
-    } catch (error) {
-      failure = failureOf(error);
-      port.postMessage({ type: 'refused', ...failure } satisfies SinkReply);
     }
-  };
+    this.#port.postMessage({ type: 'refused', ...this.#failure });
+  }
 
-  /** Runs held requests while no flush is running (a data request may start one). */
-  const release = (): void => {
-    while (held.length > 0 && !flushing) {
-      const request = held.shift()!;
-      if (request.type === 'data') data(request);
-      else control(request);
+  #apply(request: Exclude<SinkRequest, { type: 'data' }>): void {
+    if (request.type === 'adopt') {
+      this.#adopt(request.bytes);
+    } else if (request.type === 'reset') {
+      ftruncateSync(this.#init.fd, 0);
+      this.#accumulator = createIntegrityAccumulator(this.#init);
+    } else if (request.type === 'verify') {
+      this.#accumulator.finalize();
+      fsyncSync(this.#init.fd);
     }
-  };
+  }
 
-  port.on('message', (request: SinkRequest) => {
-    if (request.type === 'data' && held.length === 0) {
-      data(request);
-      return;
+  /** Hashes the first `bytes` bytes already in the file (a resume). */
+  #adopt(bytes: number): void {
+    const buffer = Buffer.allocUnsafe(Math.min(ADOPT_READ, Math.max(1, bytes)));
+    for (let position = 0; position < bytes;) {
+      const read = readSync(this.#init.fd, buffer, 0, Math.min(buffer.length, bytes - position), position);
+      if (read === 0) throw Object.assign(new Error('short read'), { code: 'EIO' });
+      this.#accumulator.update(buffer.subarray(0, read));
+      position += read;
     }
-    held.push(request);
-    release();
-  });
+  }
+}
+
+/**
+ * Starts the sink for `init`, taking requests from and answering on `port` (the worker does this with
+ * its `parentPort`; `hashOn: 'main'` with one end of a `MessageChannel`).
+ */
+export function startSink(init: SinkInit, port: SinkPort): void {
+  const writer = new HashingWriter(init, port);
+  port.on('message', (request) => writer.receive(request));
 }
 
 if (
@@ -156,5 +233,5 @@ if (
   workerData !== null &&
   (workerData as { kind?: unknown }).kind === 'companion-install-sink'
 ) {
-  run((workerData as { init: SinkInit }).init, parentPort);
+  startSink((workerData as { init: SinkInit }).init, parentPort);
 }

@@ -14,14 +14,13 @@
  * event carries the digest or a path (P-f).
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { lstat, open, readdir, rename, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
-import { Worker } from 'node:worker_threads';
-import { CompanionError, isCompanionError, type ErrorCode, CodedTypeError } from '../../core/errors.js';
-import { createIntegrityAccumulator, type IntegrityAccumulator } from '../../core/integrity.js';
-import type { ManifestModel } from '../../core/manifest-format.js';
+import { CompanionError, isCompanionError, CodedTypeError } from '../../core/errors.js';
+import { MODEL_ID_PATTERN, SHA256_HEX_PATTERN, type ManifestModel } from '../../core/manifest-format.js';
+import { isVerifiedModel, type VerifiedModel } from '../../core/manifest.js';
 import { download, isStrongEtag, type DownloadStart } from '../download.js';
 import {
   checkPrivateDir,
@@ -29,7 +28,8 @@ import {
   readJsonFile as readJson,
   writePrivateJson,
 } from '../../common/private-file.js';
-import { writePieces, type SinkInit, type SinkReply, type SinkRequest } from './install-worker.js';
+import type { WriteFault } from './install-worker.js';
+import { InstallSink, diskError, type SinkPlacement } from './install-sink.js';
 
 export interface PullProgress {
   readonly event: 'progress';
@@ -80,12 +80,10 @@ export interface InstalledModel {
   readonly manifestVersion: number;
 }
 
-/** Writes `chunk` at `position` of the temp file; a test may replace it to inject a failure (disk full). */
-export type WriteChunk = (handle: FileHandle, chunk: Buffer, position: number) => Promise<void>;
-
+/** What {@link pullModel} installs, from where, and whom it tells. */
 export interface PullOptions {
-  /** The model entry of a manifest that `verifyManifest()` accepted. */
-  readonly model: ManifestModel;
+  /** A model entry of a manifest that `verifyManifest()` accepted (`findModel()`); nothing else is taken. */
+  readonly model: VerifiedModel;
   readonly manifestVersion: number;
   /** The models directory (created 0700). */
   readonly modelsDir: string;
@@ -96,12 +94,15 @@ export interface PullOptions {
   /** Minimum time between progress events (default 250 ms). */
   readonly progressIntervalMs?: number;
   /**
-   * Where hashing and writing run: on a worker thread (default: receiving, hashing and writing overlap)
-   * or on the main thread (for comparison; also what the `writeChunk` hook implies).
+   * Where the sink that hashes and writes runs: on a worker thread (default: receiving, hashing and
+   * writing overlap) or on the main thread (the same sink, for the download benchmark's comparison).
    */
-  readonly hashOn?: 'worker' | 'main';
-  /** Fault-test hook: replaces the positional write of each batch (e.g. to throw ENOSPC). Main thread. */
-  readonly writeChunk?: WriteChunk;
+  readonly hashOn?: SinkPlacement;
+  /**
+   * Fault tests only: makes the sink's writes fail from a given batch on (ENOSPC, EIO, a short write),
+   * at the same write boundary and through the same error path as a real failure. Never set in production.
+   */
+  readonly writeFault?: WriteFault;
   readonly now?: () => number;
 }
 
@@ -113,14 +114,12 @@ interface PartialMeta {
   readonly etag: string | null;
 }
 
-/** Bytes per batch handed to the hashing and writing side (written in smaller pieces, see install-worker). */
-const BATCH = 1 << 20;
+/** Bytes per read when a file is hashed again (a changed identity). */
+const HASH_READ = 4 << 20;
 const INSTALLED = 'installed.json';
 const RECORDS_DIR = 'records';
 const PARTIAL_DIR = '.partial';
 const PART_SUFFIX = '.gguf.part';
-const SHA256_HEX = /^[0-9a-f]{64}$/;
-const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 function digestCheckOf(sha256Hex: string): string {
   return createHash('sha256').update(sha256Hex.toLowerCase()).digest('hex');
@@ -128,17 +127,8 @@ function digestCheckOf(sha256Hex: string): string {
 
 /** File name of a model inside the models directory. @throws ERR_MANIFEST_MALFORMED for an unsafe id. */
 export function modelFileName(id: string): string {
-  if (typeof id !== 'string' || !MODEL_ID.test(id) || id.includes('..'))
-    throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model id is not a safe file name');
+  if (!isModelId(id)) throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model id is not a safe file name');
   return `${id}.gguf`;
-}
-
-/** A file system failure as a coded error, without the library's message (it quotes paths). */
-function diskError(error: unknown): CompanionError {
-  if (error instanceof CompanionError) return error;
-  const code = (error as { code?: unknown } | null)?.code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new CompanionError('ERR_DISK_SPACE');
-  return new CompanionError('ERR_DISK_WRITE', undefined, typeof code === 'string' ? { detail: { cause: code } } : {});
 }
 
 /** Runs a file system step; its failure becomes ERR_DISK_SPACE / ERR_DISK_WRITE. */
@@ -169,13 +159,13 @@ function asInstalled(value: unknown): InstalledModel | null {
   const v = value as Record<string, unknown>;
   const ok =
     typeof v.id === 'string' &&
-    MODEL_ID.test(v.id) &&
+    MODEL_ID_PATTERN.test(v.id) &&
     typeof v.name === 'string' &&
     typeof v.file === 'string' &&
     Number.isSafeInteger(v.size) &&
     (v.size as number) > 0 &&
     typeof v.digestCheck === 'string' &&
-    SHA256_HEX.test(v.digestCheck) &&
+    SHA256_HEX_PATTERN.test(v.digestCheck) &&
     isDecimal(v.inode) &&
     isDecimal(v.dev) &&
     isDecimal(v.mtimeNs) &&
@@ -187,7 +177,7 @@ function asInstalled(value: unknown): InstalledModel | null {
 
 /** True when `id` is a model id that can name a file (the check {@link modelFileName} throws for). */
 export function isModelId(id: unknown): id is string {
-  return typeof id === 'string' && MODEL_ID.test(id) && !id.includes('..');
+  return typeof id === 'string' && MODEL_ID_PATTERN.test(id) && !id.includes('..');
 }
 
 /**
@@ -387,6 +377,11 @@ interface Identity {
 async function identityOf(path: string): Promise<Identity | 'missing' | 'other'> {
   const info = await lstat(path, { bigint: true }).catch(() => null);
   if (info === null) return 'missing';
+  return identityFrom(info);
+}
+
+/** The identity in `info`, or 'other' when it is not a regular file. */
+function identityFrom(info: BigIntStats): Identity | 'other' {
   if (!info.isFile()) return 'other';
   return {
     size: Number(info.size),
@@ -405,7 +400,7 @@ function sameIdentity(a: Identity, b: Identity): boolean {
 
 /** Feeds the first `bytes` bytes of an open file to `update`, in large reads. */
 async function hashFile(handle: FileHandle, bytes: number, update: (chunk: Buffer) => void): Promise<void> {
-  const buffer = Buffer.allocUnsafe(Math.min(BATCH * 4, Math.max(1, bytes)));
+  const buffer = Buffer.allocUnsafe(Math.min(HASH_READ, Math.max(1, bytes)));
   for (let position = 0; position < bytes;) {
     const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, bytes - position), position);
     if (bytesRead === 0) throw new CompanionError('ERR_DISK_WRITE', 'the file is shorter than expected');
@@ -414,326 +409,38 @@ async function hashFile(handle: FileHandle, bytes: number, update: (chunk: Buffe
   }
 }
 
-/** The default write: synchronous, in small pieces (cheap on Linux page-cache folios, see install-worker). */
-const positionalWrite: WriteChunk = async (handle, chunk, position) => {
-  writePieces(handle.fd, chunk, position);
-};
-
-/** The temp file plus its integrity accumulator: what `pullModel` feeds the received bytes to. */
-interface Sink {
-  /** File offset of the next byte (bytes counted, written or queued). */
-  readonly position: number;
-  /** Hashes the first `bytes` bytes already in the file (a resume). */
-  adopt(bytes: number): Promise<void>;
-  /** Starts over at byte 0 with an empty file. */
-  reset(): Promise<void>;
-  /** Hashes and queues a chunk; returns a promise only when the caller must wait (backpressure). */
-  push(chunk: Buffer): void | Promise<void>;
-  /** Writes whatever is queued (after a network failure too, so a resume keeps those bytes). */
-  drain(): Promise<void>;
-  /** Drains, checks size and digest (ERR_INTEGRITY_*), fsyncs the file. */
-  verify(): Promise<void>;
-  /** Waits for any write still running, then releases everything (the file handle included). */
-  close(): Promise<void>;
-}
-
-/**
- * The sink on the main thread: chunks are copied into a 1 MiB batch; a full batch is hashed and then
- * written at its file offset before more is taken (the caller waits). Used with the `writeChunk` fault
- * hook, and with `hashOn: 'main'`.
- */
-class MainThreadSink implements Sink {
-  readonly #handle: FileHandle;
-  readonly #write: WriteChunk;
-  readonly #expected: { expectedSize: number; expectedSha256: string };
-  #accumulator: IntegrityAccumulator;
-  readonly #batch = Buffer.allocUnsafe(BATCH);
-  #fill = 0;
-  #batchStart = 0;
-  #failure: CompanionError | null = null;
-
-  constructor(handle: FileHandle, write: WriteChunk, expected: { expectedSize: number; expectedSha256: string }) {
-    this.#handle = handle;
-    this.#write = write;
-    this.#expected = expected;
-    this.#accumulator = createIntegrityAccumulator(expected);
-  }
-
-  get position(): number {
-    return this.#batchStart + this.#fill;
-  }
-
-  async adopt(bytes: number): Promise<void> {
-    await disk(() => hashFile(this.#handle, bytes, (chunk) => this.#accumulator.update(chunk)));
-    this.#batchStart = bytes;
-  }
-
-  async reset(): Promise<void> {
-    await this.drain();
-    await disk(() => this.#handle.truncate(0));
-    this.#accumulator = createIntegrityAccumulator(this.#expected);
-    this.#batchStart = 0;
-  }
-
-  push(chunk: Buffer): void | Promise<void> {
-    if (this.#failure !== null) throw this.#failure;
-    // Bytes past the expected size are refused before any of them is kept.
-    if (chunk.length > this.#expected.expectedSize - this.position)
-      throw overSize(this.#expected.expectedSize, this.position + chunk.length);
-    const n = chunk.copy(this.#batch, this.#fill);
-    this.#fill += n;
-    if (this.#fill < BATCH) return undefined;
-    return this.#flush().then(() => {
-      if (n < chunk.length) return this.push(chunk.subarray(n));
-      return undefined;
-    });
-  }
-
-  /** Hashes the batch, then writes it at its offset. */
-  async #flush(): Promise<void> {
-    if (this.#fill === 0) return;
-    const batch = this.#batch.subarray(0, this.#fill);
-    try {
-      this.#accumulator.update(batch);
-      await this.#write(this.#handle, batch, this.#batchStart);
-    } catch (error) {
-      this.#failure = diskError(error);
-      throw this.#failure;
-    }
-    this.#batchStart += this.#fill;
-    this.#fill = 0;
-  }
-
-  async drain(): Promise<void> {
-    if (this.#failure !== null) throw this.#failure;
-    await this.#flush();
-  }
-
-  async verify(): Promise<void> {
-    await this.drain();
-    this.#accumulator.finalize();
-    await disk(() => this.#handle.sync());
-  }
-
-  async close(): Promise<void> {
-    await this.#handle.close().catch(() => undefined);
-  }
-}
-
-function overSize(expectedSize: number, received: number): CompanionError {
-  return new CompanionError('ERR_INTEGRITY_SIZE_OVER', undefined, { detail: { expectedSize, received } });
-}
-
-/** Batch buffers a worker sink may have at once (in its hands or in flight): bounds the memory. */
-const WORKER_BATCHES = 4;
-const WORKER_URL = new URL('./install-worker.js', import.meta.url);
-
-/**
- * The sink on a worker thread (src/runtime/manager/install-worker.ts): the main thread only receives and copies
- * each chunk into a 1 MiB batch; the worker hashes each batch with the accumulator and then writes it at
- * its offset. Batches are transferred, not copied, and come back for reuse: at most four exist.
- */
-class WorkerSink implements Sink {
-  readonly #handle: FileHandle;
-  readonly #size: number;
-  readonly #worker: Worker;
-  readonly #free: ArrayBuffer[] = [];
-  #allocated = 0;
-  #current: Buffer | null = null;
-  #fill = 0;
-  #batchStart = 0;
-  #failure: CompanionError | null = null;
-  #bufferWaiter: (() => void) | null = null;
-  readonly #controls: { resolve: () => void; reject: (error: CompanionError) => void }[] = [];
-  #gone = false;
-
-  constructor(handle: FileHandle, expected: { expectedSize: number; expectedSha256: string }) {
-    this.#handle = handle;
-    this.#size = expected.expectedSize;
-    const init: SinkInit = { fd: handle.fd, ...expected };
-    this.#worker = new Worker(WORKER_URL, {
-      workerData: { kind: 'companion-install-sink', init },
-      stdout: false,
-      stderr: false,
-    });
-    this.#worker.on('message', (reply: SinkReply) => this.#onReply(reply));
-    this.#worker.on('error', () => this.#lost(new CompanionError('ERR_INTERNAL', 'the hashing thread failed')));
-    this.#worker.on('exit', () => this.#lost(new CompanionError('ERR_INTERNAL', 'the hashing thread stopped')));
-  }
-
-  get position(): number {
-    return this.#batchStart + this.#fill;
-  }
-
-  #onReply(reply: SinkReply): void {
-    if (reply.type === 'free') {
-      this.#free.push(reply.buffer);
-      this.#wake();
-    } else if (reply.type === 'done') {
-      this.#controls.shift()?.resolve();
-    } else {
-      const error = workerFailure(reply.code, reply.cause);
-      this.#failure ??= error;
-      if (reply.type === 'refused') this.#controls.shift()?.reject(error);
-      this.#wake();
-    }
-  }
-
-  #lost(error: CompanionError): void {
-    if (this.#gone) return;
-    this.#gone = true;
-    this.#failure ??= error;
-    for (const control of this.#controls.splice(0)) control.reject(this.#failure);
-    this.#wake();
-  }
-
-  #wake(): void {
-    const waiter = this.#bufferWaiter;
-    this.#bufferWaiter = null;
-    waiter?.();
-  }
-
-  #control(type: 'adopt' | 'reset' | 'drain' | 'verify', bytes = 0): Promise<void> {
-    if (this.#failure !== null) return Promise.reject(this.#failure);
-    return new Promise<void>((resolve, reject) => {
-      this.#controls.push({ resolve, reject });
-      this.#worker.postMessage(type === 'adopt' ? { type, bytes } : ({ type } satisfies SinkRequest));
-    });
-  }
-
-  async adopt(bytes: number): Promise<void> {
-    await this.#control('adopt', bytes);
-    this.#batchStart = bytes;
-  }
-
-  async reset(): Promise<void> {
-    await this.drain();
-    await this.#control('reset');
-    this.#batchStart = 0;
-  }
-
-  /** A free batch buffer, allocating up to the bound, else waiting for one to come back. */
-  async #nextBuffer(): Promise<void> {
-    for (;;) {
-      if (this.#failure !== null) throw this.#failure;
-      const buffer =
-        this.#free.pop() ??
-        (this.#allocated < WORKER_BATCHES ? (this.#allocated++, new ArrayBuffer(BATCH)) : undefined);
-      if (buffer !== undefined) {
-        this.#current = Buffer.from(buffer);
-        return;
-      }
-      await new Promise<void>((resolve) => {
-        this.#bufferWaiter = resolve;
-      });
-    }
-  }
-
-  #send(): void {
-    const current = this.#current!;
-    const request: SinkRequest = {
-      type: 'data',
-      buffer: current.buffer as ArrayBuffer,
-      length: this.#fill,
-      position: this.#batchStart,
-    };
-    this.#worker.postMessage(request, [current.buffer as ArrayBuffer]);
-    this.#batchStart += this.#fill;
-    this.#fill = 0;
-    this.#current = null;
-  }
-
-  push(chunk: Buffer): void | Promise<void> {
-    if (this.#failure !== null) throw this.#failure;
-    // The worker's accumulator refuses it too; refusing here stops the transfer at once.
-    if (chunk.length > this.#size - this.position) throw overSize(this.#size, this.position + chunk.length);
-    let offset = 0;
-    while (offset < chunk.length) {
-      if (this.#current === null) return this.#pushSlow(chunk, offset);
-      const n = chunk.copy(this.#current, this.#fill, offset);
-      this.#fill += n;
-      offset += n;
-      if (this.#fill === BATCH) this.#send();
-    }
-    return undefined;
-  }
-
-  async #pushSlow(chunk: Buffer, from: number): Promise<void> {
-    for (let offset = from; offset < chunk.length;) {
-      if (this.#current === null) await this.#nextBuffer();
-      const n = chunk.copy(this.#current!, this.#fill, offset);
-      this.#fill += n;
-      offset += n;
-      if (this.#fill === BATCH) this.#send();
-    }
-  }
-
-  async drain(): Promise<void> {
-    if (this.#fill > 0 && this.#failure === null) this.#send();
-    await this.#control('drain');
-  }
-
-  async verify(): Promise<void> {
-    await this.drain();
-    await this.#control('verify');
-  }
-
-  async close(): Promise<void> {
-    // Every request before a drain is handled before its answer: no write runs once it comes back.
-    if (!this.#gone) await this.#control('drain').catch(() => undefined);
-    this.#gone = true;
-    await this.#worker.terminate().catch(() => undefined);
-    await this.#handle.close().catch(() => undefined);
-  }
-}
-
-function workerFailure(code: string, cause: string | undefined): CompanionError {
-  if (code === 'fs') return diskError({ code: cause });
-  if (code.startsWith('ERR_INTEGRITY_')) return new CompanionError(code as ErrorCode);
-  return new CompanionError('ERR_DISK_WRITE');
-}
-
-/** Thrown inside `onStart` to drop a ranged response whose ETag is not the one the partial came from. */
-class RestartFromZero extends Error {}
-
-function assertModel(model: ManifestModel): void {
-  if (typeof model !== 'object' || model === null)
-    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'model must be a manifest model');
-  modelFileName(model.id);
-  if (!Number.isSafeInteger(model.size) || model.size <= 0)
-    throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model size must be a positive integer');
-  if (typeof model.sha256 !== 'string' || !SHA256_HEX.test(model.sha256))
-    throw new CompanionError('ERR_MANIFEST_MALFORMED', 'a model sha256 must be 64 lower-case hex characters');
-  let url: URL;
-  try {
-    url = new URL(model.url);
-  } catch {
-    throw new CompanionError('ERR_MANIFEST_MODEL_URL');
-  }
-  // The manifest core refuses it already; refusing again here keeps the promise local (P-h).
-  if (url.protocol !== 'https:' || url.username !== '' || url.password !== '')
-    throw new CompanionError('ERR_MANIFEST_MODEL_URL');
-}
-
 /** The identity of an open file (what was opened, not what the path names now). */
 async function identityOfHandle(handle: FileHandle): Promise<Identity | 'other'> {
-  const info = await handle.stat({ bigint: true });
-  if (!info.isFile()) return 'other';
-  return {
-    size: Number(info.size),
-    inode: String(info.ino),
-    dev: String(info.dev),
-    mtimeNs: String(info.mtimeNs),
-    ctimeNs: String(info.ctimeNs),
-  };
+  return identityFrom(await handle.stat({ bigint: true }));
 }
 
-/** An installed model, opened once and checked through that very descriptor (issue 16 item 8). */
+declare const openedModelBrand: unique symbol;
+
+/**
+ * An installed model, opened once and checked through that very descriptor (issue 16 item 8). Only
+ * {@link openInstalledModel} makes one: the type brand keeps look-alikes out at compile time and
+ * {@link isOpenedModel} at run time, so whoever starts the runtime can require a checked descriptor.
+ */
 export interface OpenedModel {
   /** Read-only, O_NOFOLLOW; the caller closes it. Its bytes are the ones that were checked. */
   readonly handle: FileHandle;
   readonly path: string;
   readonly installed: InstalledModel;
+  readonly [openedModelBrand]: true;
+}
+
+// Why a registry: a copy of an OpenedModel (spread, structured clone) is not a checked descriptor.
+const openedModels = new WeakSet<object>();
+
+/** True only for a value that {@link openInstalledModel} returned. */
+export function isOpenedModel(value: unknown): value is OpenedModel {
+  return typeof value === 'object' && value !== null && openedModels.has(value);
+}
+
+function openedModel(handle: FileHandle, path: string, installed: InstalledModel): OpenedModel {
+  const opened = Object.freeze({ handle, path, installed }) as OpenedModel;
+  openedModels.add(opened);
+  return opened;
 }
 
 /**
@@ -763,7 +470,7 @@ export async function openInstalledModel(modelsDir: string, id?: string): Promis
   try {
     const identity = await identityOfHandle(handle);
     if (identity === 'other' || identity.size !== installed.size) throw new CompanionError('ERR_MODEL_CHANGED');
-    if (sameIdentity(identity, installed)) return { handle, path, installed };
+    if (sameIdentity(identity, installed)) return openedModel(handle, path, installed);
     const hash = createHash('sha256');
     await hashFile(handle, installed.size, (chunk) => hash.update(chunk)).catch(() => {
       throw new CompanionError('ERR_MODEL_CHANGED');
@@ -780,7 +487,7 @@ export async function openInstalledModel(modelsDir: string, id?: string): Promis
       ctimeNs: identity.ctimeNs,
     };
     await disk(() => saveRecord(modelsDir, refreshed, 'if-active'));
-    return { handle, path, installed: refreshed };
+    return openedModel(handle, path, refreshed);
   } catch (error) {
     await handle.close().catch(() => undefined);
     throw error;
@@ -801,6 +508,30 @@ export async function checkInstalledModel(
   return { path: opened.path, installed: opened.installed };
 }
 
+/** The paths and fixed facts of one pull. */
+interface PullPlan {
+  readonly model: VerifiedModel;
+  readonly modelsDir: string;
+  readonly finalName: string;
+  readonly finalPath: string;
+  readonly partialDir: string;
+  readonly partialPath: string;
+  readonly metaPath: string;
+  /** The hash of the expected digest (what the partial metadata and the record keep). */
+  readonly digestCheck: string;
+  readonly emit: (event: PullEvent) => void;
+  readonly now: () => number;
+}
+
+/** Where a download starts: 0, or the size of a partial of the same manifest entry (and its ETag). */
+interface ResumePoint {
+  readonly offset: number;
+  readonly etag: string | null;
+}
+
+/** Thrown inside `onStart` to drop a ranged response whose ETag is not the one the partial came from. */
+class RestartFromZero extends Error {}
+
 /**
  * Downloads, verifies and promotes one model (D5.5). Resolves with the installed record; when that very
  * model (same id, size and digest) is installed and still checks, resolves at once (`reused`). The model
@@ -809,224 +540,281 @@ export async function checkInstalledModel(
  * The temp file lives in `<modelsDir>/.partial/`; it is kept for a resume after a transport failure
  * (ERR_DOWNLOAD_*: network, stall, cancel; and after a kill), removed after anything else (integrity,
  * disk full, write error).
- * @throws ERR_MANIFEST_MALFORMED / ERR_MANIFEST_MODEL_URL (a bad model entry), ERR_DISK_SPACE,
- * ERR_DISK_WRITE, ERR_INTEGRITY_SIZE_OVER, ERR_INTEGRITY_SIZE_UNDER, ERR_INTEGRITY_DIGEST, and the
+ * @throws TypeError ERR_INVALID_ARG_TYPE when `model` is not a {@link VerifiedModel} (a copy or a plain
+ * object), ERR_MANIFEST_MALFORMED (a model id that cannot name a file), ERR_DISK_SPACE, ERR_DISK_WRITE,
+ * ERR_STATE_UNSAFE, ERR_INTEGRITY_SIZE_OVER, ERR_INTEGRITY_SIZE_UNDER, ERR_INTEGRITY_DIGEST, and the
  * adapter's ERR_DOWNLOAD_* codes. No message names the digest or a path.
  */
 export async function pullModel(options: PullOptions): Promise<InstalledModel> {
-  const { model, modelsDir } = options;
-  assertModel(model);
-  const now = options.now ?? Date.now;
-  const emit = options.onEvent ?? (() => undefined);
-  const finalName = modelFileName(model.id);
-  const finalPath = join(modelsDir, finalName);
-  const partialDir = join(modelsDir, PARTIAL_DIR);
-  const partialPath = join(partialDir, `${finalName}.part`);
-  const metaPath = `${partialPath}.json`;
-  const digestCheck = digestCheckOf(model.sha256);
+  // The manifest core checked the entry (id, https URL, size, digest); only its own values are taken.
+  if (!isVerifiedModel(options.model))
+    throw new CodedTypeError('ERR_INVALID_ARG_TYPE', 'model must come from findModel() of a verified manifest');
+  const plan = planPull(options);
   await disk(async () => {
-    await privateDir(modelsDir);
-    await privateDir(partialDir);
+    await privateDir(plan.modelsDir);
+    await privateDir(plan.partialDir);
   });
-
   // The first model installed becomes the active one, and so does a new version of the active one; any
   // other keeps the active model (docs/decisions.md, "a second pull does not switch the active model").
-  const activeNow = await readInstalled(modelsDir);
-  const makeActive = activeNow === null || activeNow.id === model.id;
+  const activeNow = await readInstalled(plan.modelsDir);
+  const makeActive = activeNow === null || activeNow.id === plan.model.id;
+  const reused = await reuseInstalled(plan, makeActive);
+  if (reused !== null) return reused;
+  const start = await resumePoint(plan);
+  // Free space for what is still to come (the partial bytes are already on disk).
+  const fsInfo = await disk(() => statfs(plan.modelsDir));
+  if (fsInfo.bavail * fsInfo.bsize < plan.model.size - start.offset) throw new CompanionError('ERR_DISK_SPACE');
+  await fillPartial(options, plan, start);
+  return promote(plan, makeActive, options.manifestVersion);
+}
 
-  // Already installed and unchanged: nothing to fetch.
+function planPull(options: PullOptions): PullPlan {
+  const { model, modelsDir } = options;
+  const finalName = modelFileName(model.id);
+  const partialDir = join(modelsDir, PARTIAL_DIR);
+  const partialPath = join(partialDir, `${finalName}.part`);
+  return {
+    model,
+    modelsDir,
+    finalName,
+    finalPath: join(modelsDir, finalName),
+    partialDir,
+    partialPath,
+    metaPath: `${partialPath}.json`,
+    digestCheck: digestCheckOf(model.sha256),
+    emit: options.onEvent ?? (() => undefined),
+    now: options.now ?? Date.now,
+  };
+}
+
+/** The installed record when this very build is installed and its file still checks; else null. */
+async function reuseInstalled(plan: PullPlan, makeActive: boolean): Promise<InstalledModel | null> {
+  const { model, modelsDir } = plan;
   const existing = await readInstalled(modelsDir, model.id);
-  if (
-    existing !== null &&
-    existing.id === model.id &&
-    existing.size === model.size &&
-    existing.digestCheck === digestCheck
-  ) {
-    const checked = await checkInstalledModel(modelsDir, model.id).catch((error: unknown) => {
-      if (isCompanionError(error, 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED')) return null;
-      throw error;
-    });
-    if (checked !== null) {
-      // Written again: an install by an older version has no record of its own yet.
-      await disk(() => saveRecord(modelsDir, checked.installed, makeActive));
-      emit({ event: 'verified', model: model.id, bytes: model.size, reused: true, active: makeActive });
-      return checked.installed;
-    }
-  }
+  if (existing === null || !isBuildOf(existing, model)) return null;
+  const checked = await checkInstalledModel(modelsDir, model.id).catch((error: unknown) => {
+    if (isCompanionError(error, 'ERR_MODEL_CHANGED', 'ERR_MODEL_NOT_INSTALLED')) return null;
+    throw error;
+  });
+  if (checked === null) return null;
+  // Written again: an install by an older version has no record of its own yet.
+  await disk(() => saveRecord(modelsDir, checked.installed, makeActive));
+  plan.emit({ event: 'verified', model: model.id, bytes: model.size, reused: true, active: makeActive });
+  return checked.installed;
+}
 
-  // A partial from an earlier pull of the same manifest entry is resumed; anything else is discarded.
-  let offset = 0;
-  let etag: string | null = null;
-  const meta = (await readJson(metaPath)) as Partial<PartialMeta> | null;
-  const partial = await identityOf(partialPath);
+/** A partial from an earlier pull of the same manifest entry is resumed; anything else is discarded. */
+async function resumePoint(plan: PullPlan): Promise<ResumePoint> {
+  const { model } = plan;
+  const meta = (await readJson(plan.metaPath)) as Partial<PartialMeta> | null;
+  const partial = await identityOf(plan.partialPath);
   if (
     meta?.format === 'companion-partial-v1' &&
     typeof partial !== 'string' &&
     meta.url === model.url &&
     meta.size === model.size &&
-    meta.digestCheck === digestCheck &&
+    meta.digestCheck === plan.digestCheck &&
     partial.size <= model.size
   ) {
-    offset = partial.size;
-    etag = typeof meta.etag === 'string' && isStrongEtag(meta.etag) ? meta.etag : null;
-  } else {
-    await disk(async () => {
-      await rm(partialPath, { force: true });
-      await rm(metaPath, { force: true });
-    });
+    return { offset: partial.size, etag: typeof meta.etag === 'string' && isStrongEtag(meta.etag) ? meta.etag : null };
   }
+  await disk(async () => {
+    await rm(plan.partialPath, { force: true });
+    await rm(plan.metaPath, { force: true });
+  });
+  return { offset: 0, etag: null };
+}
 
-  // Free space for what is still to come (the partial bytes are already on disk).
-  const fsInfo = await disk(() => statfs(modelsDir));
-  if (fsInfo.bavail * fsInfo.bsize < model.size - offset) throw new CompanionError('ERR_DISK_SPACE');
-
+/** Opens the partial for writing: as it is for a resume, else created empty. */
+function openPartial(partialPath: string, offset: number): Promise<FileHandle> {
   // O_NOFOLLOW: the partial written is the partial in our folder, never a link planted there.
-  const handle = await disk(() =>
-    open(
-      partialPath,
-      offset > 0
-        ? constants.O_RDWR | constants.O_NOFOLLOW
-        : constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
-      0o600,
-    ),
-  );
+  const flags =
+    offset > 0
+      ? constants.O_RDWR | constants.O_NOFOLLOW
+      : constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
+  return disk(() => open(partialPath, flags, 0o600));
+}
+
+/** Brings the partial to the whole, verified and fsynced file; on failure keeps or removes it. */
+async function fillPartial(options: PullOptions, plan: PullPlan, start: ResumePoint): Promise<void> {
+  const { model } = plan;
+  const handle = await openPartial(plan.partialPath, start.offset);
   const expected = { expectedSize: model.size, expectedSha256: model.sha256 };
-  const writer: Sink =
-    options.writeChunk !== undefined || options.hashOn === 'main'
-      ? new MainThreadSink(handle, options.writeChunk ?? positionalWrite, expected)
-      : new WorkerSink(handle, expected);
+  const sink = new InstallSink(handle, expected, options.hashOn ?? 'worker', options.writeFault);
   try {
-    if (offset > 0) {
-      await writer.adopt(offset);
-      emit({ event: 'resume', model: model.id, offset });
+    if (start.offset > 0) {
+      await sink.adopt(start.offset);
+      plan.emit({ event: 'resume', model: model.id, offset: start.offset });
     }
     // A partial that is already whole (killed before the promote) needs no request.
-    if (writer.position < model.size) await receive(options, writer, etag, metaPath, digestCheck, emit, now);
-    await writer.verify();
+    if (sink.position < model.size) await receive(options, plan, sink, start.etag);
+    await sink.verify();
   } catch (error) {
-    // Only a transport failure keeps the partial for a resume, and only once it holds bytes: after an
-    // integrity or disk failure its bytes are not worth keeping (a full disk also gets its space back).
-    const resumable = isCompanionError(error) && error.code.startsWith('ERR_DOWNLOAD_');
-    if (resumable) await writer.drain().catch(() => undefined);
-    const keep = resumable && writer.position > 0;
-    await writer.close();
-    if (!keep) {
-      await rm(partialPath, { force: true }).catch(() => undefined);
-      await rm(metaPath, { force: true }).catch(() => undefined);
-    }
+    await abandon(plan, sink, error);
     throw error;
   }
-  await writer.close();
+  await sink.close();
+}
 
+/** After a failed fill: closes the sink, and removes the partial unless a resume can use it. */
+async function abandon(plan: PullPlan, sink: InstallSink, error: unknown): Promise<void> {
+  // Only a transport failure keeps the partial for a resume, and only once it holds bytes: after an
+  // integrity or disk failure its bytes are not worth keeping (a full disk also gets its space back).
+  const resumable = isCompanionError(error) && error.code.startsWith('ERR_DOWNLOAD_');
+  if (resumable) await sink.drain().catch(() => undefined);
+  const keep = resumable && sink.position > 0;
+  await sink.close();
+  if (!keep) {
+    await rm(plan.partialPath, { force: true }).catch(() => undefined);
+    await rm(plan.metaPath, { force: true }).catch(() => undefined);
+  }
+}
+
+/** Gives the verified, fsynced partial its final name and writes the record. */
+function promote(plan: PullPlan, makeActive: boolean, manifestVersion: number): Promise<InstalledModel> {
+  const { model, modelsDir } = plan;
   // Verified and fsynced: only now does the file get its final name.
   return disk(async () => {
-    await rename(partialPath, finalPath);
+    await rename(plan.partialPath, plan.finalPath);
     await fsyncDir(modelsDir);
-    await rm(metaPath, { force: true });
-    const identity = await identityOf(finalPath);
+    await rm(plan.metaPath, { force: true });
+    const identity = await identityOf(plan.finalPath);
     if (typeof identity === 'string' || identity.size !== model.size)
       throw new CompanionError('ERR_DISK_WRITE', 'the promoted file is not there');
     const installed: InstalledModel = {
       id: model.id,
       name: model.name,
-      file: finalName,
+      file: plan.finalName,
       size: model.size,
-      digestCheck,
+      digestCheck: plan.digestCheck,
       inode: identity.inode,
       dev: identity.dev,
       mtimeNs: identity.mtimeNs,
       ctimeNs: identity.ctimeNs,
-      verifiedAt: now(),
-      manifestVersion: options.manifestVersion,
+      verifiedAt: plan.now(),
+      manifestVersion,
     };
     await saveRecord(modelsDir, installed, makeActive);
-    emit({ event: 'verified', model: model.id, bytes: model.size, reused: false, active: makeActive });
+    plan.emit({ event: 'verified', model: model.id, bytes: model.size, reused: false, active: makeActive });
     return installed;
   });
+}
+
+/** The ETag the partial's bytes came with; updated when a download starts at byte 0. */
+interface EtagState {
+  etag: string | null;
 }
 
 /** The network part: one request, or two when a ranged answer comes from a file that changed. */
 async function receive(
   options: PullOptions,
-  writer: Sink,
+  plan: PullPlan,
+  sink: InstallSink,
   knownEtag: string | null,
-  metaPath: string,
-  digestCheck: string,
-  emit: (event: PullEvent) => void,
-  now: () => number,
 ): Promise<void> {
-  const { model } = options;
-  const interval = options.progressIntervalMs ?? 250;
-  let etag = knownEtag;
+  const state: EtagState = { etag: knownEtag };
   for (let attempt = 0; attempt < 2; attempt += 1) {
-    const from = writer.position;
-    const started = now();
-    let lastProgress = started;
-    const progress = (force: boolean): void => {
-      const t = now();
-      if (!force && t - lastProgress < interval) return;
-      lastProgress = t;
-      const rate = (writer.position - from) / (Math.max(1, t - started) / 1000);
-      emit({
-        event: 'progress',
-        model: model.id,
-        bytes: writer.position,
-        total: model.size,
-        bytesPerSecond: Math.round(rate),
-        etaSeconds: rate > 0 ? Math.round((model.size - writer.position) / rate) : null,
-        resumedFrom: from,
-      });
-    };
     try {
-      await download(model.url, {
-        dispatcher: options.dispatcher,
-        offset: from,
-        ...(etag !== null && from > 0 ? { ifRange: etag } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
-        onStart: async (start: DownloadStart) => {
-          if (from > 0 && start.rangeHonoured && etag !== null && start.etag !== etag) throw new RestartFromZero();
-          if (from > 0 && !start.rangeHonoured) {
-            // The whole file came back (Range ignored, or If-Range saw another ETag): start over.
-            emit({
-              event: 'restart',
-              model: model.id,
-              reason: etag !== null && start.etag !== etag ? 'changed' : 'range-ignored',
-            });
-            await writer.reset();
-          }
-          if (start.totalSize !== null && start.totalSize !== model.size) {
-            // The host says the file has another size than the signed manifest: refuse before writing.
-            throw new CompanionError(
-              start.totalSize > model.size ? 'ERR_INTEGRITY_SIZE_OVER' : 'ERR_INTEGRITY_SIZE_UNDER',
-            );
-          }
-          if (writer.position === 0) {
-            // Written before the first byte, so a partial on disk always names the ETag its bytes came with.
-            etag = start.etag !== null && isStrongEtag(start.etag) ? start.etag : null;
-            await disk(() =>
-              writePrivateJson(metaPath, {
-                format: 'companion-partial-v1',
-                url: model.url,
-                size: model.size,
-                digestCheck,
-                etag,
-              } satisfies PartialMeta),
-            );
-          }
-          progress(true);
-        },
-        onChunk: (chunk: Buffer) => {
-          progress(false);
-          return writer.push(chunk);
-        },
-      });
-      progress(true);
+      await requestOnce(options, plan, sink, state);
       return;
     } catch (error) {
       if (!(error instanceof RestartFromZero) || attempt > 0) throw error;
-      emit({ event: 'restart', model: model.id, reason: 'changed' });
-      await writer.reset();
-      etag = null;
+      plan.emit({ event: 'restart', model: plan.model.id, reason: 'changed' });
+      await sink.reset();
+      state.etag = null;
     }
+  }
+}
+
+/** One request from the sink's position on (with `If-Range` when resuming with a known ETag). */
+async function requestOnce(options: PullOptions, plan: PullPlan, sink: InstallSink, state: EtagState): Promise<void> {
+  const from = sink.position;
+  const meter = new ProgressMeter(plan, sink, options.progressIntervalMs ?? 250);
+  await download(plan.model.url, {
+    dispatcher: options.dispatcher,
+    offset: from,
+    ...(state.etag !== null && from > 0 ? { ifRange: state.etag } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    onStart: async (start: DownloadStart) => {
+      await acceptStart(plan, sink, state, from, start);
+      meter.report(true);
+    },
+    onChunk: (chunk: Buffer) => {
+      meter.report(false);
+      return sink.push(chunk);
+    },
+  });
+  meter.report(true);
+}
+
+/** Checks a response's start against the partial and the manifest, before any of its bytes is taken. */
+async function acceptStart(
+  plan: PullPlan,
+  sink: InstallSink,
+  state: EtagState,
+  from: number,
+  start: DownloadStart,
+): Promise<void> {
+  const { model } = plan;
+  const etag = state.etag;
+  if (from > 0 && start.rangeHonoured && etag !== null && start.etag !== etag) throw new RestartFromZero();
+  if (from > 0 && !start.rangeHonoured) {
+    // The whole file came back (Range ignored, or If-Range saw another ETag): start over.
+    const reason = etag !== null && start.etag !== etag ? 'changed' : 'range-ignored';
+    plan.emit({ event: 'restart', model: model.id, reason });
+    await sink.reset();
+  }
+  if (start.totalSize !== null && start.totalSize !== model.size) {
+    // The host says the file has another size than the signed manifest: refuse before writing.
+    throw new CompanionError(start.totalSize > model.size ? 'ERR_INTEGRITY_SIZE_OVER' : 'ERR_INTEGRITY_SIZE_UNDER');
+  }
+  if (sink.position === 0) {
+    // Written before the first byte, so a partial on disk always names the ETag its bytes came with.
+    state.etag = start.etag !== null && isStrongEtag(start.etag) ? start.etag : null;
+    const meta: PartialMeta = {
+      format: 'companion-partial-v1',
+      url: model.url,
+      size: model.size,
+      digestCheck: plan.digestCheck,
+      etag: state.etag,
+    };
+    await disk(() => writePrivateJson(plan.metaPath, meta));
+  }
+}
+
+/** Progress events of one request, at most one per interval (unless forced). */
+class ProgressMeter {
+  readonly #plan: PullPlan;
+  readonly #sink: InstallSink;
+  readonly #interval: number;
+  readonly #from: number;
+  readonly #started: number;
+  #last: number;
+
+  constructor(plan: PullPlan, sink: InstallSink, interval: number) {
+    this.#plan = plan;
+    this.#sink = sink;
+    this.#interval = interval;
+    this.#from = sink.position;
+    this.#started = plan.now();
+    this.#last = this.#started;
+  }
+
+  report(force: boolean): void {
+    const t = this.#plan.now();
+    if (!force && t - this.#last < this.#interval) return;
+    this.#last = t;
+    const { model } = this.#plan;
+    const position = this.#sink.position;
+    const rate = (position - this.#from) / (Math.max(1, t - this.#started) / 1000);
+    this.#plan.emit({
+      event: 'progress',
+      model: model.id,
+      bytes: position,
+      total: model.size,
+      bytesPerSecond: Math.round(rate),
+      etaSeconds: rate > 0 ? Math.round((model.size - position) / rate) : null,
+      resumedFrom: this.#from,
+    });
   }
 }
