@@ -101,148 +101,182 @@ function exchange(
   offset: number,
   options: DownloadOptions,
 ): Promise<Exchange> {
-  const { signal, onChunk } = options;
   return new Promise<Exchange>((resolve, reject) => {
-    let controller: Dispatcher.DispatchController | null = null;
-    let settled = false;
-    let fromCallback: { readonly error: unknown } | null = null;
-    let start: DownloadStart | null = null;
-    let bytes = 0;
-    let busy = false;
-    let ended = false;
-    const queue: Buffer[] = [];
-
-    const finish = (settle: () => void): void => {
-      if (settled) return;
-      settled = true;
-      signal?.removeEventListener('abort', onAbort);
-      settle();
-    };
-    const abort = (): void => controller?.abort(new undiciErrors.RequestAbortedError());
-    function onAbort(): void {
-      abort();
-    }
-    /** A callback failed: that error is the outcome, and the exchange stops. */
-    const stop = (error: unknown): void => {
-      fromCallback ??= { error };
-      finish(() => reject(error));
-      abort();
-    };
-    const done = (): void => finish(() => resolve({ kind: 'done', start: start!, bytes }));
-    /** Runs a callback; a promise pauses reading until it settles, then the queue drains in order. */
-    const run = (call: () => void | Promise<void>): void => {
-      let pending: void | Promise<void>;
-      try {
-        pending = call();
-      } catch (error) {
-        stop(error);
-        return;
-      }
-      if (pending === undefined) return;
-      busy = true;
-      controller?.pause();
-      pending.then(() => {
-        busy = false;
-        while (!busy && !settled && queue.length > 0) {
-          const chunk = queue.shift()!;
-          run(() => onChunk(chunk));
-        }
-        if (busy || settled) return;
-        if (ended) done();
-        else controller?.resume();
-      }, stop);
-    };
-
-    if (signal?.aborted === true) {
+    if (options.signal?.aborted === true) {
       reject(new CompanionError('ERR_DOWNLOAD_ABORTED'));
       return;
     }
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const handler: Dispatcher.DispatchHandler = {
-      onRequestStart(c) {
-        controller = c;
-        if (signal?.aborted === true) abort();
-      },
-      onResponseStart(_c, statusCode, responseHeaders) {
-        if (statusCode < 200) return;
-        const head = responseHeaders as Record<string, string | string[] | undefined>;
-        if (statusCode >= 300 && statusCode < 400 && statusCode !== 304) {
-          finish(() => resolve({ kind: 'redirect', status: statusCode, location: header(head, 'location') }));
-          abort();
-          return;
-        }
-        const ranged = offset > 0 && statusCode === 206;
-        if (statusCode !== 200 && !ranged) {
-          finish(() =>
-            reject(
-              new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `the model host answered ${statusCode}`, {
-                detail: { status: statusCode },
-              }),
-            ),
-          );
-          abort();
-          return;
-        }
-        if (ranged) {
-          const range = parseContentRange(header(head, 'content-range'));
-          if (range === null || range.start !== offset) {
-            finish(() =>
-              reject(
-                new CompanionError(
-                  'ERR_DOWNLOAD_HTTP_STATUS',
-                  'the model host answered a range that was not asked for',
-                  { detail: { status: statusCode } },
-                ),
-              ),
-            );
-            abort();
-            return;
-          }
-          start = {
-            status: 206,
-            rangeHonoured: true,
-            offset,
-            totalSize: range.total,
-            etag: header(head, 'etag') ?? null,
-          };
-        } else {
-          const length = header(head, 'content-length');
-          const total = length !== undefined && /^\d+$/.test(length) ? Number(length) : null;
-          start = {
-            status: 200,
-            rangeHonoured: false,
-            offset: 0,
-            totalSize: total,
-            etag: header(head, 'etag') ?? null,
-          };
-        }
-        const known = start;
-        if (options.onStart !== undefined) run(() => options.onStart!(known));
-      },
-      onResponseData(_c, chunk) {
-        if (settled) return;
-        bytes += chunk.length;
-        if (busy) queue.push(chunk);
-        else run(() => onChunk(chunk));
-      },
-      onResponseEnd() {
-        ended = true;
-        if (!busy) done();
-      },
-      onResponseError(_c, error) {
-        if (fromCallback !== null) return;
-        finish(() => reject(mapError(error, signal)));
-      },
-    };
+    const handler = new ExchangeHandler(offset, options, resolve, reject);
     try {
       options.dispatcher.dispatch(
         { origin: target.origin, path: `${target.pathname}${target.search}`, method: 'GET', headers },
         handler,
       );
     } catch (error) {
-      finish(() => reject(mapError(error, signal)));
+      handler.fail(mapError(error, options.signal));
     }
   });
+}
+
+/**
+ * The head of a 200 or 206 answer, or the error for any other status (a 206 only when a range was asked
+ * for, from exactly that offset).
+ */
+function responseStart(
+  statusCode: number,
+  head: Record<string, string | string[] | undefined>,
+  offset: number,
+): DownloadStart | CompanionError {
+  const ranged = offset > 0 && statusCode === 206;
+  if (statusCode !== 200 && !ranged)
+    return new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', `the model host answered ${statusCode}`, {
+      detail: { status: statusCode },
+    });
+  const etag = header(head, 'etag') ?? null;
+  if (ranged) {
+    const range = parseContentRange(header(head, 'content-range'));
+    if (range === null || range.start !== offset)
+      return new CompanionError('ERR_DOWNLOAD_HTTP_STATUS', 'the model host answered a range that was not asked for', {
+        detail: { status: statusCode },
+      });
+    return { status: 206, rangeHonoured: true, offset, totalSize: range.total, etag };
+  }
+  const length = header(head, 'content-length');
+  const total = length !== undefined && /^\d+$/.test(length) ? Number(length) : null;
+  return { status: 200, rangeHonoured: false, offset: 0, totalSize: total, etag };
+}
+
+/**
+ * The dispatch handler of one {@link exchange}: settles its promise once, with a redirect, the delivered
+ * body, an error status, a transport error, or the first error a callback threw.
+ */
+class ExchangeHandler implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | null = null;
+  private settled = false;
+  /** Set when a callback failed: that error is the outcome, whatever the transport reports after it. */
+  private fromCallback: { readonly error: unknown } | null = null;
+  private start: DownloadStart | null = null;
+  private bytes = 0;
+  /** A callback's promise is pending: reading is paused and chunks queue. */
+  private busy = false;
+  private ended = false;
+  private readonly queue: Buffer[] = [];
+  private readonly offset: number;
+  private readonly options: DownloadOptions;
+  private readonly resolve: (outcome: Exchange) => void;
+  private readonly reject: (error: unknown) => void;
+
+  constructor(
+    offset: number,
+    options: DownloadOptions,
+    resolve: (outcome: Exchange) => void,
+    reject: (error: unknown) => void,
+  ) {
+    this.offset = offset;
+    this.options = options;
+    this.resolve = resolve;
+    this.reject = reject;
+    options.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /** Rejects with `error` (unless settled already). */
+  fail(error: unknown): void {
+    this.finish(() => this.reject(error));
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.options.signal?.aborted === true) this.abort();
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: unknown): void {
+    if (statusCode < 200) return;
+    const head = headers as Record<string, string | string[] | undefined>;
+    if (statusCode >= 300 && statusCode < 400 && statusCode !== 304) {
+      this.finish(() => this.resolve({ kind: 'redirect', status: statusCode, location: header(head, 'location') }));
+      this.abort();
+      return;
+    }
+    const start = responseStart(statusCode, head, this.offset);
+    if (start instanceof CompanionError) {
+      this.fail(start);
+      this.abort();
+      return;
+    }
+    this.start = start;
+    const { onStart } = this.options;
+    if (onStart !== undefined) this.run(() => onStart(start));
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.settled) return;
+    this.bytes += chunk.length;
+    const { onChunk } = this.options;
+    if (this.busy) this.queue.push(chunk);
+    else this.run(() => onChunk(chunk));
+  }
+
+  onResponseEnd(): void {
+    this.ended = true;
+    if (!this.busy) this.done();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.fromCallback !== null) return;
+    this.fail(mapError(error, this.options.signal));
+  }
+
+  private finish(settle: () => void): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.options.signal?.removeEventListener('abort', this.onAbort);
+    settle();
+  }
+
+  private abort(): void {
+    this.controller?.abort(new undiciErrors.RequestAbortedError());
+  }
+
+  private readonly onAbort = (): void => this.abort();
+
+  private done(): void {
+    this.finish(() => this.resolve({ kind: 'done', start: this.start!, bytes: this.bytes }));
+  }
+
+  /** A callback failed: that error is the outcome, and the exchange stops. */
+  private readonly stop = (error: unknown): void => {
+    this.fromCallback ??= { error };
+    this.fail(error);
+    this.abort();
+  };
+
+  /** Runs a callback; a promise pauses reading until it settles, then the queue drains in order. */
+  private run(call: () => void | Promise<void>): void {
+    let pending: void | Promise<void>;
+    try {
+      pending = call();
+    } catch (error) {
+      this.stop(error);
+      return;
+    }
+    if (pending === undefined) return;
+    this.busy = true;
+    this.controller?.pause();
+    pending.then(this.resume, this.stop);
+  }
+
+  /** A callback's promise settled: deliver what queued meanwhile, then read on (or finish). */
+  private readonly resume = (): void => {
+    this.busy = false;
+    const { onChunk } = this.options;
+    while (!this.busy && !this.settled && this.queue.length > 0) {
+      const chunk = this.queue.shift()!;
+      this.run(() => onChunk(chunk));
+    }
+    if (this.busy || this.settled) return;
+    if (this.ended) this.done();
+    else this.controller?.resume();
+  };
 }
 
 /**

@@ -382,6 +382,10 @@ function bodyAllowedFor(rawPacket: unknown): boolean {
   return !(Buffer.isBuffer(rawPacket) && /^HEAD /.test(rawPacket.subarray(0, 5).toString('latin1')));
 }
 
+/** A refused or failed request's extra headers: nothing, or `Connection: close` (plus the 401 challenge). */
+const CLOSE: readonly string[] = ['Connection', 'close'];
+const CHALLENGE_AND_CLOSE: readonly string[] = ['WWW-Authenticate', 'Bearer', 'Connection', 'close'];
+
 /**
  * Starts the front door. Resolves once it listens.
  * @throws ERR_BIND_NOT_LOOPBACK for a non-loopback host, ERR_BIND_FAILED when the bind fails (never
@@ -390,263 +394,47 @@ function bodyAllowedFor(rawPacket: unknown): boolean {
 export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDoor> {
   const host = options.host ?? '127.0.0.1';
   if (!isLoopbackBindAddress(host)) throw new CompanionError('ERR_BIND_NOT_LOOPBACK');
-  const limits: FrontDoorLimits = { ...DEFAULT_FRONT_DOOR_LIMITS, ...options.limits };
+  const limits = checkLimits(options.limits);
+  const door = new Door(options, limits);
+  const server = createDoorServer(limits);
+  door.attach(server);
+  const port = await listenOnLoopback(server, host);
+  door.policy = {
+    allowedHosts: allowedHostsFor(port, { ipv6: host === '::1' }),
+    verifyToken: options.verifyToken,
+    routes: FRONT_DOOR_ROUTES,
+    ...(options.attest !== undefined ? { attestRoute: ATTEST_ROUTE } : {}),
+    ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}),
+  };
+  const url = host === '::1' ? `http://[::1]:${port}` : `http://${host}:${port}`;
+  return {
+    url,
+    port,
+    host,
+    async close() {
+      await new Promise<void>((resolveClose) => {
+        server.close(() => resolveClose());
+        server.closeAllConnections();
+      });
+      await door.pools.close();
+    },
+  };
+}
+
+/** The limits with defaults filled in. Throws `ERR_INVALID_ARG_VALUE` when one is not a positive integer. */
+function checkLimits(overrides: Partial<FrontDoorLimits> | undefined): FrontDoorLimits {
+  const limits: FrontDoorLimits = { ...DEFAULT_FRONT_DOOR_LIMITS, ...overrides };
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isSafeInteger(value) || value < 1) throw invalidArg(`limits.${name} must be a positive integer`);
   }
   if (limits.headersTimeoutMs > limits.requestTimeoutMs)
     throw invalidArg('limits.headersTimeoutMs must not exceed limits.requestTimeoutMs');
-  const { admission, onRequest } = options;
-  let policy: GuardPolicy | null = null;
-  let upstream: Upstream | null = null;
-  let lastAddress: UpstreamAddress | null = null;
-  const retiring = new Set<Pool>();
-  /** The latest response on each connection, so that a late client error never writes into it. */
-  // Requests still being answered, per connection (pipelining), and the last request dispatched on it.
-  // A parse error must not be answered in place of a pending response: the client would read our error
-  // as the answer to an earlier, valid request.
-  const inFlight = new WeakMap<Socket, Set<IncomingMessage>>();
-  const lastRequest = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
-  const closeWhenIdle = new WeakSet<Socket>();
-  const track = (req: IncomingMessage, res: ServerResponse): void => {
-    const socket = req.socket;
-    let pending = inFlight.get(socket);
-    if (pending === undefined) {
-      pending = new Set();
-      inFlight.set(socket, pending);
-    }
-    pending.add(req);
-    lastRequest.set(socket, { req, res });
-    res.once('close', () => {
-      pending.delete(req);
-      if (pending.size === 0 && closeWhenIdle.has(socket)) {
-        // Half-close first (a reset could cut the last answer on its way), then close for good.
-        socket.end();
-        setTimeout(() => socket.destroy(), 1_000).unref();
-      }
-    });
-  };
+  return limits;
+}
 
-  function upstreamFor(address: UpstreamAddress): Upstream {
-    if (address === lastAddress && upstream !== null) return upstream;
-    const key = address.kind === 'unix' ? `unix:${address.path}` : `tcp:${address.port}`;
-    let pool = upstream?.key === key ? upstream.pool : null;
-    if (pool === null) {
-      // A new runtime address (a restarted runtime gets a new socket or port): retire the old pool.
-      if (upstream !== null) {
-        const old = upstream.pool;
-        retiring.add(old);
-        void old
-          .close()
-          .catch(() => undefined)
-          .finally(() => retiring.delete(old));
-      }
-      const settings = {
-        connections: POOL_CONNECTIONS,
-        pipelining: 1,
-        keepAliveTimeout: POOL_KEEP_ALIVE_MS,
-        headersTimeout: limits.upstreamHeadersTimeoutMs,
-        bodyTimeout: limits.upstreamBodyTimeoutMs,
-      };
-      pool =
-        address.kind === 'unix'
-          ? new Pool('http://localhost', { ...settings, connect: unixConnector(address.path, address.identity) })
-          : new Pool(`http://127.0.0.1:${address.port}`, settings);
-    }
-    // The per-spawn key of a TCP runtime goes to the runtime only (never to a log or the client).
-    const headers: Record<string, string> =
-      address.kind === 'unix'
-        ? { host: 'localhost' }
-        : { host: `127.0.0.1:${address.port}`, authorization: `Bearer ${address.key.reveal()}` };
-    upstream = { key, pool, headers };
-    lastAddress = address;
-    return upstream;
-  }
-
-  function report(method: string, path: string, status: number, started: number, code?: ErrorCode): void {
-    onRequest?.({ method, path, status, ...(code === undefined ? {} : { code }), ms: performance.now() - started });
-  }
-
-  /** A slot from admission; an AbortController only when the request may have to wait. */
-  function acquire(res: ServerResponse, socket: Socket): Promise<Release> {
-    const stats = admission.stats();
-    if (stats.ready && stats.active < stats.maxConcurrent && stats.queued === 0) return admission.acquire();
-    const abort = new AbortController();
-    const onClose = (): void => abort.abort();
-    // The socket too: a pipelined response queued behind one that closed the connection never emits
-    // 'close' itself, and would otherwise wait (and then hold a slot) for good.
-    res.once('close', onClose);
-    socket.once('close', onClose);
-    return admission.acquire(abort.signal).finally(() => {
-      res.off('close', onClose);
-      socket.off('close', onClose);
-    });
-  }
-
-  function forward(
-    res: ServerResponse,
-    socket: Socket,
-    route: GuardRoute,
-    contentType: string | undefined,
-    accept: string | undefined,
-    body: Buffer | null,
-    release: Release,
-    started: number,
-  ): void {
-    const address = options.upstream();
-    if (address === null) {
-      release();
-      sendError(res, 503, 'ERR_ADMISSION_NOT_READY', MESSAGES.ERR_ADMISSION_NOT_READY!, [
-        'Retry-After',
-        String(admission.retryAfterSeconds()),
-      ]);
-      report(route.method, route.path, 503, started, 'ERR_ADMISSION_NOT_READY');
-      return;
-    }
-    const target = upstreamFor(address);
-    const handler = new Forward(res, () => {
-      socket.off('close', handler.onClientClose);
-      release();
-      if (onRequest !== undefined) report(route.method, route.path, res.statusCode, started);
-    });
-    res.on('close', handler.onClientClose);
-    // A connection that closes under a queued pipelined response ends it too (its 'close' never comes).
-    socket.once('close', handler.onClientClose);
-    // Accept (and Content-Type for a body) are the client's own negotiation; nothing else passes.
-    const base = accept === undefined ? target.headers : { ...target.headers, accept };
-    const headers =
-      body === null
-        ? base
-        : { ...base, 'content-type': contentType ?? 'application/octet-stream', 'content-length': String(body.length) };
-    target.pool.dispatch({ path: route.path, method: route.method as Dispatcher.HttpMethod, headers, body }, handler);
-  }
-
-  async function serve(req: IncomingMessage, res: ServerResponse, route: GuardRoute, started: number): Promise<void> {
-    let release: Release | undefined;
-    try {
-      const body = route.method === 'POST' ? await readBody(req, limits.maxBodyBytes) : null;
-      release = await acquire(res, req.socket);
-      if (res.destroyed || req.socket.destroyed) {
-        release();
-        return;
-      }
-      forward(res, req.socket, route, req.headers['content-type'], req.headers.accept, body, release, started);
-    } catch (error) {
-      release?.();
-      const code: ErrorCode = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
-      if (code === 'ERR_ADMISSION_ABORTED' || res.destroyed) return;
-      const status = statusOf(code);
-      let extra =
-        status === 429 || status === 503 ? ['Retry-After', String(Math.max(1, admission.retryAfterSeconds()))] : [];
-      if (status === 413) {
-        if (Number(req.headers['content-length']) > limits.maxBodyBytes) {
-          // Announced too large: nothing of it was read, and nothing more will be.
-          extra = ['Connection', 'close'];
-        } else {
-          // Found too large while reading: drop the rest after the answer so that the client can read it
-          // (a reset would hide it); a client that keeps sending past a bound is cut off.
-          let discarded = 0;
-          req.on('data', (chunk: Buffer) => {
-            discarded += chunk.length;
-            if (discarded > DISCARD_LIMIT) req.socket.destroy();
-          });
-        }
-      }
-      sendError(res, status, code, MESSAGES[code] ?? 'request not served', extra);
-      report(route.method, route.path, status, started, code);
-    }
-  }
-
-  /**
-   * `GET /companion/attest`: the MAC of (the request's Host, its nonce) under the loopback token, so that a
-   * client can check the door before it sends the token. The guard has already checked the peer, the
-   * target, that Host is exactly one of ours, the browser headers and that no Authorization came. Nothing
-   * else is read, the runtime is not touched; no CORS header, no-store (in SECURITY_HEADERS).
-   */
-  function answerAttestation(req: IncomingMessage, res: ServerResponse, attest: Attestor, started: number): void {
-    const nonce = readAttestNonce(req.rawHeaders);
-    const host = req.headers.host;
-    if (nonce === null || typeof host !== 'string') {
-      sendError(res, 400, 'ERR_ATTEST_NONCE', 'request refused', ['Connection', 'close']);
-      report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 400, started, 'ERR_ATTEST_NONCE');
-      return;
-    }
-    let mac: string;
-    try {
-      mac = attest(host.toLowerCase(), nonce);
-    } catch {
-      sendError(res, 500, 'ERR_INTERNAL', 'internal error', ['Connection', 'close']);
-      report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 500, started, 'ERR_INTERNAL');
-      return;
-    }
-    const body = JSON.stringify({ mac });
-    res.writeHead(200, [
-      ...SECURITY_HEADERS,
-      'Content-Type',
-      'application/json; charset=utf-8',
-      'Content-Length',
-      String(Buffer.byteLength(body)),
-    ]);
-    res.end(body);
-    report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 200, started);
-  }
-
-  function handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
-    track(req, res);
-    const started = onRequest === undefined ? 0 : performance.now();
-    const decision = verifyLoopbackRequest(
-      {
-        peerAddress: req.socket.remoteAddress ?? '',
-        method: req.method ?? '',
-        target: req.url ?? '',
-        rawHeaders: req.rawHeaders,
-        httpVersion: req.httpVersion,
-      },
-      policy!,
-    );
-    if (!decision.ok) {
-      // Refused before any body is read or any upstream is touched; the connection is not reused.
-      sendError(
-        res,
-        decision.status,
-        decision.code,
-        'request refused',
-        decision.status === 401 ? ['WWW-Authenticate', 'Bearer', 'Connection', 'close'] : ['Connection', 'close'],
-      );
-      report(req.method ?? '', '-', decision.status, started, decision.code);
-      return;
-    }
-    const route = decision.route;
-    if (route === ATTEST_ROUTE && options.attest !== undefined) {
-      answerAttestation(req, res, options.attest, started);
-      return;
-    }
-    if (route.path === '/health') {
-      // Ready or not, nothing more: the runtime's details stay behind the door.
-      const ready = options.upstream() !== null;
-      const body = ready ? '{"status":"ready"}' : '{"status":"not-ready"}';
-      res.writeHead(ready ? 200 : 503, [
-        ...SECURITY_HEADERS,
-        'Content-Type',
-        'application/json; charset=utf-8',
-        'Content-Length',
-        String(body.length),
-        ...(ready ? [] : ['Retry-After', String(admission.retryAfterSeconds())]),
-      ]);
-      res.end(body);
-      report(route.method, route.path, res.statusCode, started);
-      return;
-    }
-    // `Expect: 100-continue`: invite the body only now, after the guard (Node would have sent the 100 first).
-    if (expectsContinue && route.method === 'POST' && !(Number(req.headers['content-length']) > limits.maxBodyBytes))
-      res.writeContinue();
-    serve(req, res, route, started).catch(() => {
-      if (!res.headersSent) sendError(res, 500, 'ERR_INTERNAL', 'internal error');
-      else res.destroy();
-    });
-  }
-
-  const server: Server = createServer({
+/** The HTTP server with the door's bounds; its handlers are attached by {@link Door.attach}. */
+function createDoorServer(limits: FrontDoorLimits): Server {
+  const server = createServer({
     maxHeaderSize: limits.maxHeaderBytes,
     requestTimeout: limits.requestTimeoutMs,
     headersTimeout: limits.headersTimeoutMs,
@@ -662,70 +450,11 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
   // Authorization placed after the filler would never reach the guard. No count limit (0); the head
   // stays bounded by maxHeaderSize.
   server.maxHeadersCount = 0;
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req, res));
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
-  // CONNECT and Upgrade never reach a handler: no tunnel, no WebSocket.
-  server.on('connect', (_req: IncomingMessage, socket: Socket) => socket.destroy());
-  server.on('upgrade', (_req: IncomingMessage, socket: Socket) => socket.destroy());
-  // An expectation other than 100-continue (RFC 9110 §10.1.1): 417 and close; nothing is served.
-  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    track(req, res);
-    sendError(res, 417, 'ERR_GUARD_MALFORMED', 'request refused', ['Connection', 'close']);
-  });
-  server.on('clientError', (error: Error & { code?: string; rawPacket?: unknown }, socket: Socket) => {
-    if (error.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const pending = inFlight.get(socket) ?? new Set<IncomingMessage>();
-    const last = lastRequest.get(socket);
-    const brokenDispatched = last !== undefined && !last.req.complete;
-    if (brokenDispatched && !last.res.writableEnded) {
-      // A request whose head was fine and whose body is broken (or too slow) is still being handled: it
-      // waits for bytes that will never come. Answer it (408/400) when it is the only one owed, then close.
-      if (!last.res.headersSent && pending.size <= 1) {
-        const timeout = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-        sendError(
-          last.res,
-          timeout ? 408 : 400,
-          timeout ? 'ERR_REQUEST_TIMEOUT' : 'ERR_GUARD_MALFORMED',
-          'request not served',
-          ['Connection', 'close'],
-        );
-        setTimeout(() => socket.destroy(), 1_000).unref();
-      } else {
-        socket.destroy();
-      }
-      return;
-    }
-    if (pending.size > 0) {
-      // Requests read in full are being answered: finish them, then close; nothing more is read.
-      closeWhenIdle.add(socket);
-      return;
-    }
-    if (brokenDispatched || error.code === 'HPE_CLOSED_CONNECTION') {
-      // Already answered (refused from its head), or bytes after a request that asked to close.
-      socket.end();
-      return;
-    }
-    // A request head too large, too slow or malformed: answer once (our headers), then close.
-    const [status, code] =
-      error.code === 'HPE_HEADER_OVERFLOW'
-        ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
-        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT']
-          : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
-    // No JSON body for a HEAD request (RFC 9110 §9.3.2: a response to HEAD has no content).
-    const body = bodyAllowedFor(error.rawPacket)
-      ? `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}`
-      : '';
-    socket.end(
-      `HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}${body === '' ? '' : 'Content-Type: application/json; charset=utf-8\r\n'}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
-    );
-    // end() waits for the peer only so long: a sender that keeps the socket half-open is cut.
-    setTimeout(() => socket.destroy(), 1_000).unref();
-  });
+  return server;
+}
 
+/** Listens on `host`, port 0, and returns the port. Throws `ERR_BIND_FAILED` (never another address). */
+async function listenOnLoopback(server: Server, host: string): Promise<number> {
   await new Promise<void>((resolvePromise, reject) => {
     const onError = (): void => reject(new CompanionError('ERR_BIND_FAILED'));
     server.once('error', onError);
@@ -739,30 +468,426 @@ export async function startFrontDoor(options: FrontDoorOptions): Promise<FrontDo
     server.close();
     throw new CompanionError('ERR_BIND_FAILED');
   }
-  const port = address.port;
-  policy = {
-    allowedHosts: allowedHostsFor(port, { ipv6: host === '::1' }),
-    verifyToken: options.verifyToken,
-    routes: FRONT_DOOR_ROUTES,
-    ...(options.attest !== undefined ? { attestRoute: ATTEST_ROUTE } : {}),
-    ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}),
-  };
-  const url = host === '::1' ? `http://[::1]:${port}` : `http://${host}:${port}`;
+  return address.port;
+}
 
-  return {
-    url,
-    port,
-    host,
-    async close() {
-      await new Promise<void>((resolveClose) => {
-        server.close(() => resolveClose());
-        server.closeAllConnections();
-      });
-      const pools = [...retiring, ...(upstream === null ? [] : [upstream.pool])];
-      upstream = null;
-      await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
-    },
+/**
+ * One undici pool per runtime address. A restarted runtime gets a new socket or port: its pool replaces
+ * the old one, which is retired (closed once its requests are done).
+ */
+class UpstreamPools {
+  private upstream: Upstream | null = null;
+  private lastAddress: UpstreamAddress | null = null;
+  private readonly retiring = new Set<Pool>();
+  private readonly limits: FrontDoorLimits;
+
+  constructor(limits: FrontDoorLimits) {
+    this.limits = limits;
+  }
+
+  /** The pool and request headers for `address` (the same object while the address does not change). */
+  for(address: UpstreamAddress): Upstream {
+    if (address === this.lastAddress && this.upstream !== null) return this.upstream;
+    const key = address.kind === 'unix' ? `unix:${address.path}` : `tcp:${address.port}`;
+    let pool = this.upstream?.key === key ? this.upstream.pool : null;
+    if (pool === null) {
+      this.retireCurrent();
+      pool = this.createPool(address);
+    }
+    // The per-spawn key of a TCP runtime goes to the runtime only (never to a log or the client).
+    const headers: Record<string, string> =
+      address.kind === 'unix'
+        ? { host: 'localhost' }
+        : { host: `127.0.0.1:${address.port}`, authorization: `Bearer ${address.key.reveal()}` };
+    this.upstream = { key, pool, headers };
+    this.lastAddress = address;
+    return this.upstream;
+  }
+
+  /** Destroys every pool, retiring ones included. */
+  async close(): Promise<void> {
+    const pools = [...this.retiring, ...(this.upstream === null ? [] : [this.upstream.pool])];
+    this.upstream = null;
+    await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
+  }
+
+  private retireCurrent(): void {
+    if (this.upstream === null) return;
+    const old = this.upstream.pool;
+    this.retiring.add(old);
+    void old
+      .close()
+      .catch(() => undefined)
+      .finally(() => this.retiring.delete(old));
+  }
+
+  private createPool(address: UpstreamAddress): Pool {
+    const settings = {
+      connections: POOL_CONNECTIONS,
+      pipelining: 1,
+      keepAliveTimeout: POOL_KEEP_ALIVE_MS,
+      headersTimeout: this.limits.upstreamHeadersTimeoutMs,
+      bodyTimeout: this.limits.upstreamBodyTimeoutMs,
+    };
+    return address.kind === 'unix'
+      ? new Pool('http://localhost', { ...settings, connect: unixConnector(address.path, address.identity) })
+      : new Pool(`http://127.0.0.1:${address.port}`, settings);
+  }
+}
+
+/**
+ * What each client connection owes. Requests still being answered, per connection (pipelining), and the
+ * last request dispatched on it: a parse error must not be answered in place of a pending response (the
+ * client would read our error as the answer to an earlier, valid request).
+ */
+class Connections {
+  private readonly inFlight = new WeakMap<Socket, Set<IncomingMessage>>();
+  private readonly lastRequest = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
+  private readonly closeWhenIdle = new WeakSet<Socket>();
+
+  /** Records a request until its response closes; closes a connection marked to close once it is idle. */
+  track(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket;
+    let pending = this.inFlight.get(socket);
+    if (pending === undefined) {
+      pending = new Set();
+      this.inFlight.set(socket, pending);
+    }
+    pending.add(req);
+    this.lastRequest.set(socket, { req, res });
+    res.once('close', () => {
+      pending.delete(req);
+      if (pending.size === 0 && this.closeWhenIdle.has(socket)) {
+        // Half-close first (a reset could cut the last answer on its way), then close for good.
+        socket.end();
+        setTimeout(() => socket.destroy(), 1_000).unref();
+      }
+    });
+  }
+
+  /** Node's parser failed on `socket` (or timed it out): answer what is owed, once, then close. */
+  readonly onClientError = (error: Error & { code?: string; rawPacket?: unknown }, socket: Socket): void => {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const pending = this.inFlight.get(socket) ?? new Set<IncomingMessage>();
+    const last = this.lastRequest.get(socket);
+    const brokenDispatched = last !== undefined && !last.req.complete;
+    if (brokenDispatched && !last.res.writableEnded) {
+      answerBrokenBody(error, socket, last.res, pending.size);
+      return;
+    }
+    if (pending.size > 0) {
+      // Requests read in full are being answered: finish them, then close; nothing more is read.
+      this.closeWhenIdle.add(socket);
+      return;
+    }
+    if (brokenDispatched || error.code === 'HPE_CLOSED_CONNECTION') {
+      // Already answered (refused from its head), or bytes after a request that asked to close.
+      socket.end();
+      return;
+    }
+    answerOnRawSocket(error, socket);
   };
+}
+
+/**
+ * A request whose head was fine and whose body is broken (or too slow) is still being handled: it waits
+ * for bytes that will never come. Answer it (408/400) when it is the only one owed, then close.
+ */
+function answerBrokenBody(error: Error & { code?: string }, socket: Socket, res: ServerResponse, owed: number): void {
+  if (res.headersSent || owed > 1) {
+    socket.destroy();
+    return;
+  }
+  const timeout = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  sendError(
+    res,
+    timeout ? 408 : 400,
+    timeout ? 'ERR_REQUEST_TIMEOUT' : 'ERR_GUARD_MALFORMED',
+    'request not served',
+    CLOSE,
+  );
+  setTimeout(() => socket.destroy(), 1_000).unref();
+}
+
+/** A request head too large, too slow or malformed: answer once (our headers), then close. */
+function answerOnRawSocket(error: Error & { code?: string; rawPacket?: unknown }, socket: Socket): void {
+  const [status, code] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? ['431 Request Header Fields Too Large', 'ERR_GUARD_MALFORMED']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? ['408 Request Timeout', 'ERR_REQUEST_TIMEOUT']
+        : ['400 Bad Request', 'ERR_GUARD_MALFORMED'];
+  // No JSON body for a HEAD request (RFC 9110 §9.3.2: a response to HEAD has no content).
+  const body = bodyAllowedFor(error.rawPacket)
+    ? `{"error":{"message":"request not served","type":"invalid_request_error","code":"${code}"}}`
+    : '';
+  socket.end(
+    `HTTP/1.1 ${status}\r\n${SECURITY_HEADER_LINES}${body === '' ? '' : 'Content-Type: application/json; charset=utf-8\r\n'}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+  );
+  // end() waits for the peer only so long: a sender that keeps the socket half-open is cut.
+  setTimeout(() => socket.destroy(), 1_000).unref();
+}
+
+/** What {@link Door.forward} sends upstream for one admitted request. */
+interface Admitted {
+  readonly route: GuardRoute;
+  readonly contentType: string | undefined;
+  readonly accept: string | undefined;
+  readonly body: Buffer | null;
+  readonly release: Release;
+  readonly started: number;
+}
+
+/**
+ * The door's request handling: guard decision, then attestation, `/health` or admission and the proxy.
+ * `policy` is set once the server listens (the allowed hosts name its port); no request is served before.
+ */
+class Door {
+  policy: GuardPolicy | null = null;
+  readonly pools: UpstreamPools;
+  private readonly connections = new Connections();
+  private readonly options: FrontDoorOptions;
+  private readonly limits: FrontDoorLimits;
+  private readonly admission: Admission;
+  private readonly onRequest: ((event: FrontDoorRequestEvent) => void) | undefined;
+
+  constructor(options: FrontDoorOptions, limits: FrontDoorLimits) {
+    this.options = options;
+    this.limits = limits;
+    this.admission = options.admission;
+    this.onRequest = options.onRequest;
+    this.pools = new UpstreamPools(limits);
+  }
+
+  /** Attaches the door's handlers to `server`. */
+  attach(server: Server): void {
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res));
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res, true));
+    // CONNECT and Upgrade never reach a handler: no tunnel, no WebSocket.
+    server.on('connect', (_req: IncomingMessage, socket: Socket) => socket.destroy());
+    server.on('upgrade', (_req: IncomingMessage, socket: Socket) => socket.destroy());
+    // An expectation other than 100-continue (RFC 9110 §10.1.1): 417 and close; nothing is served.
+    server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      this.connections.track(req, res);
+      sendError(res, 417, 'ERR_GUARD_MALFORMED', 'request refused', CLOSE);
+    });
+    server.on('clientError', this.connections.onClientError);
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
+    this.connections.track(req, res);
+    const started = this.onRequest === undefined ? 0 : performance.now();
+    const decision = verifyLoopbackRequest(
+      {
+        peerAddress: req.socket.remoteAddress ?? '',
+        method: req.method ?? '',
+        target: req.url ?? '',
+        rawHeaders: req.rawHeaders,
+        httpVersion: req.httpVersion,
+      },
+      this.policy!,
+    );
+    if (!decision.ok) {
+      // Refused before any body is read or any upstream is touched; the connection is not reused.
+      sendError(
+        res,
+        decision.status,
+        decision.code,
+        'request refused',
+        decision.status === 401 ? CHALLENGE_AND_CLOSE : CLOSE,
+      );
+      this.report(req.method ?? '', '-', decision.status, started, decision.code);
+      return;
+    }
+    const route = decision.route;
+    if (route === ATTEST_ROUTE && this.options.attest !== undefined) {
+      this.answerAttestation(req, res, this.options.attest, started);
+      return;
+    }
+    if (route.path === '/health') {
+      this.answerHealth(res, route, started);
+      return;
+    }
+    // `Expect: 100-continue`: invite the body only now, after the guard (Node would have sent the 100 first).
+    if (
+      expectsContinue &&
+      route.method === 'POST' &&
+      !(Number(req.headers['content-length']) > this.limits.maxBodyBytes)
+    )
+      res.writeContinue();
+    this.serve(req, res, route, started).catch(() => {
+      if (!res.headersSent) sendError(res, 500, 'ERR_INTERNAL', 'internal error');
+      else res.destroy();
+    });
+  }
+
+  private report(method: string, path: string, status: number, started: number, code?: ErrorCode): void {
+    this.onRequest?.({
+      method,
+      path,
+      status,
+      ...(code === undefined ? {} : { code }),
+      ms: performance.now() - started,
+    });
+  }
+
+  /**
+   * `GET /companion/attest`: the MAC of (the request's Host, its nonce) under the loopback token, so that a
+   * client can check the door before it sends the token. The guard has already checked the peer, the
+   * target, that Host is exactly one of ours, the browser headers and that no Authorization came. Nothing
+   * else is read, the runtime is not touched; no CORS header, no-store (in SECURITY_HEADERS).
+   */
+  private answerAttestation(req: IncomingMessage, res: ServerResponse, attest: Attestor, started: number): void {
+    const nonce = readAttestNonce(req.rawHeaders);
+    const host = req.headers.host;
+    if (nonce === null || typeof host !== 'string') {
+      sendError(res, 400, 'ERR_ATTEST_NONCE', 'request refused', CLOSE);
+      this.report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 400, started, 'ERR_ATTEST_NONCE');
+      return;
+    }
+    let mac: string;
+    try {
+      mac = attest(host.toLowerCase(), nonce);
+    } catch {
+      sendError(res, 500, 'ERR_INTERNAL', 'internal error', CLOSE);
+      this.report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 500, started, 'ERR_INTERNAL');
+      return;
+    }
+    const body = JSON.stringify({ mac });
+    res.writeHead(200, [
+      ...SECURITY_HEADERS,
+      'Content-Type',
+      'application/json; charset=utf-8',
+      'Content-Length',
+      String(Buffer.byteLength(body)),
+    ]);
+    res.end(body);
+    this.report(ATTEST_ROUTE.method, ATTEST_ROUTE.path, 200, started);
+  }
+
+  /** `GET /health`: ready or not, nothing more: the runtime's details stay behind the door. */
+  private answerHealth(res: ServerResponse, route: GuardRoute, started: number): void {
+    const ready = this.options.upstream() !== null;
+    const body = ready ? '{"status":"ready"}' : '{"status":"not-ready"}';
+    res.writeHead(ready ? 200 : 503, [
+      ...SECURITY_HEADERS,
+      'Content-Type',
+      'application/json; charset=utf-8',
+      'Content-Length',
+      String(body.length),
+      ...(ready ? [] : ['Retry-After', String(this.admission.retryAfterSeconds())]),
+    ]);
+    res.end(body);
+    this.report(route.method, route.path, res.statusCode, started);
+  }
+
+  /** Reads a POST's body (bounded), waits for admission, then proxies; a failure is answered here. */
+  private async serve(req: IncomingMessage, res: ServerResponse, route: GuardRoute, started: number): Promise<void> {
+    let release: Release | undefined;
+    try {
+      const body = route.method === 'POST' ? await readBody(req, this.limits.maxBodyBytes) : null;
+      release = await this.acquire(res, req.socket);
+      if (res.destroyed || req.socket.destroyed) {
+        release();
+        return;
+      }
+      const { 'content-type': contentType, accept } = req.headers;
+      this.forward(res, req.socket, { route, contentType, accept, body, release, started });
+    } catch (error) {
+      release?.();
+      this.answerServeFailure(req, res, route, started, error);
+    }
+  }
+
+  private answerServeFailure(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: GuardRoute,
+    started: number,
+    error: unknown,
+  ): void {
+    const code: ErrorCode = isCompanionError(error) ? error.code : 'ERR_INTERNAL';
+    if (code === 'ERR_ADMISSION_ABORTED' || res.destroyed) return;
+    const status = statusOf(code);
+    let extra: readonly string[] =
+      status === 429 || status === 503 ? ['Retry-After', String(Math.max(1, this.admission.retryAfterSeconds()))] : [];
+    if (status === 413) {
+      if (Number(req.headers['content-length']) > this.limits.maxBodyBytes) {
+        // Announced too large: nothing of it was read, and nothing more will be.
+        extra = CLOSE;
+      } else {
+        discardRest(req);
+      }
+    }
+    sendError(res, status, code, MESSAGES[code] ?? 'request not served', extra);
+    this.report(route.method, route.path, status, started, code);
+  }
+
+  /** A slot from admission; an AbortController only when the request may have to wait. */
+  private acquire(res: ServerResponse, socket: Socket): Promise<Release> {
+    const stats = this.admission.stats();
+    if (stats.ready && stats.active < stats.maxConcurrent && stats.queued === 0) return this.admission.acquire();
+    const abort = new AbortController();
+    const onClose = (): void => abort.abort();
+    // The socket too: a pipelined response queued behind one that closed the connection never emits
+    // 'close' itself, and would otherwise wait (and then hold a slot) for good.
+    res.once('close', onClose);
+    socket.once('close', onClose);
+    return this.admission.acquire(abort.signal).finally(() => {
+      res.off('close', onClose);
+      socket.off('close', onClose);
+    });
+  }
+
+  /** Rebuilds the request for the runtime and dispatches it; {@link Forward} relays the answer. */
+  private forward(res: ServerResponse, socket: Socket, admitted: Admitted): void {
+    const { route, release, started, body } = admitted;
+    const address = this.options.upstream();
+    if (address === null) {
+      release();
+      sendError(res, 503, 'ERR_ADMISSION_NOT_READY', MESSAGES.ERR_ADMISSION_NOT_READY!, [
+        'Retry-After',
+        String(this.admission.retryAfterSeconds()),
+      ]);
+      this.report(route.method, route.path, 503, started, 'ERR_ADMISSION_NOT_READY');
+      return;
+    }
+    const target = this.pools.for(address);
+    const handler = new Forward(res, () => {
+      socket.off('close', handler.onClientClose);
+      release();
+      if (this.onRequest !== undefined) this.report(route.method, route.path, res.statusCode, started);
+    });
+    res.on('close', handler.onClientClose);
+    // A connection that closes under a queued pipelined response ends it too (its 'close' never comes).
+    socket.once('close', handler.onClientClose);
+    // Accept (and Content-Type for a body) are the client's own negotiation; nothing else passes.
+    const base = admitted.accept === undefined ? target.headers : { ...target.headers, accept: admitted.accept };
+    const headers =
+      body === null
+        ? base
+        : {
+            ...base,
+            'content-type': admitted.contentType ?? 'application/octet-stream',
+            'content-length': String(body.length),
+          };
+    target.pool.dispatch({ path: route.path, method: route.method as Dispatcher.HttpMethod, headers, body }, handler);
+  }
+}
+
+/**
+ * A body found too large while reading: drop the rest after the answer so that the client can read it (a
+ * reset would hide it); a client that keeps sending past a bound is cut off.
+ */
+function discardRest(req: IncomingMessage): void {
+  let discarded = 0;
+  req.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > DISCARD_LIMIT) req.socket.destroy();
+  });
 }
 
 function invalidArg(message: string): TypeError {

@@ -11,6 +11,7 @@
  * another group. (On Linux procps, `-g` means session or effective group: the Linux probe never uses ps.)
  */
 import { CompanionError } from '../core/errors.js';
+import { unparsableOutput, type GroupSample } from './probe-sample.js';
 
 /** Absolute path: no PATH lookup for a tool that ships with the OS. */
 export const DARWIN_PS = '/bin/ps';
@@ -28,18 +29,8 @@ export function darwinPsEnv(): Record<string, string> {
   return { COMMAND_MODE: 'unix2003', LC_ALL: 'C', PATH: '/usr/bin:/bin:/usr/sbin:/sbin' };
 }
 
-export interface DarwinGroupSample {
-  readonly rssBytes: number;
-  readonly cpuSeconds: number;
-  readonly processes: number;
-  /** The leader's `lstart`: the identity the next sample must match. */
-  readonly leaderStart: string;
-}
-
 function malformed(): CompanionError {
-  return new CompanionError('ERR_PROBE_FAILED', 'the resource probe could not parse the ps output', {
-    detail: { step: 'parse', file: 'ps' },
-  });
+  return unparsableOutput('ps', 'ps');
 }
 
 /**
@@ -59,7 +50,7 @@ export function parseCpuTime(text: string): number {
  * @throws CompanionError ERR_PROBE_FAILED on a malformed line, and on a line of another group (fail
  *   closed: ps selected more than it was asked to).
  */
-export function parseDarwinPs(stdout: string, pgid: number): DarwinGroupSample | null {
+export function parseDarwinPs(stdout: string, pgid: number): GroupSample | null {
   let rssKiB = 0;
   let cpuSeconds = 0;
   let processes = 0;

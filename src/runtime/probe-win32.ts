@@ -10,6 +10,7 @@
  * The script prints no pid and no name: one line per member with its working set and CPU times.
  */
 import { CompanionError } from '../core/errors.js';
+import { unparsableOutput, type GroupSample } from './probe-sample.js';
 
 /** The most members the script walks (as on Linux). */
 export const WIN32_MAX_MEMBERS = 1024;
@@ -19,7 +20,10 @@ export function win32PowerShellPath(systemRoot: string): string {
   return `${systemRoot.replace(/[\\/]+$/, '')}\\System32\\WindowsPowerShell\\v1.0\\powershell.exe`;
 }
 
-/** The PowerShell script for the group rooted at `pgid` (an integer checked by the caller). */
+/**
+ * The PowerShell script for the group rooted at `pgid` (an integer checked by the caller).
+ * @throws CompanionError ERR_PROBE_FAILED when `pgid` is not a positive safe integer (never put in a script).
+ */
 export function win32Script(pgid: number): string {
   if (!Number.isSafeInteger(pgid) || pgid < 1) throw new CompanionError('ERR_PROBE_FAILED');
   return [
@@ -63,18 +67,8 @@ export function win32Env(parent: Readonly<Record<string, string | undefined>>): 
   return env;
 }
 
-export interface Win32GroupSample {
-  readonly rssBytes: number;
-  readonly cpuSeconds: number;
-  readonly processes: number;
-  /** The root's creation time (FILETIME): the identity the next sample must match. */
-  readonly leaderStart: string;
-}
-
 function malformed(): CompanionError {
-  return new CompanionError('ERR_PROBE_FAILED', 'the resource probe could not parse the PowerShell output', {
-    detail: { step: 'parse', file: 'powershell' },
-  });
+  return unparsableOutput('PowerShell', 'powershell');
 }
 
 /**
@@ -82,7 +76,7 @@ function malformed(): CompanionError {
  * Returns `null` when there is no root line (the runtime is gone).
  * @throws CompanionError ERR_PROBE_FAILED on a malformed line or when the walk hit its bound.
  */
-export function parseWin32Output(stdout: string): Win32GroupSample | null {
+export function parseWin32Output(stdout: string): GroupSample | null {
   let rssBytes = 0;
   let hundredNs = 0;
   let processes = 0;

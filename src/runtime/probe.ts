@@ -30,6 +30,7 @@ import { LINUX_DEFAULTS, parseAuxv, sampleLinuxGroup } from './probe-linux.js';
 import { DARWIN_PS, darwinPsArgs, darwinPsEnv, parseDarwinPs } from './probe-darwin.js';
 import { parseWin32Output, win32Args, win32Env, win32PowerShellPath } from './probe-win32.js';
 import { NVIDIA_SMI_ARGS, findOnPath, parseNvidiaSmiCsv, type GpuMemory } from './probe-vram.js';
+import type { GroupSample } from './probe-sample.js';
 
 /** What one probe reports. Frozen: callers that share a cached result cannot change it for each other. */
 export interface ResourceFigures {
@@ -114,13 +115,6 @@ export const POWERSHELL_TIMEOUT_MS = 5000;
 /** Largest pgid accepted (Windows pids are 32-bit). */
 const MAX_PGID = 0xffff_ffff;
 
-interface GroupSample {
-  readonly rssBytes: number;
-  readonly cpuSeconds: number;
-  readonly processes: number;
-  readonly leaderStart: string;
-}
-
 function failed(step: string): CompanionError {
   return new CompanionError('ERR_PROBE_FAILED', undefined, { detail: { step } });
 }
@@ -197,11 +191,41 @@ function freeze(figures: ResourceFigures): ResourceFigures {
 }
 
 /**
- * Creates the resource probe of one runtime process group.
+ * Creates the resource probe of one runtime process group. Its `probe()` rejects with ERR_RUNTIME_GONE or
+ * ERR_PROBE_FAILED (see {@link ResourceProbe}).
  * @throws TypeError ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE on a bad option (pgid not an integer
  *   ≥ 2, cacheMs outside 0–500, a hook that is not a function).
  */
 export function createResourceProbe(options: ResourceProbeOptions): ResourceProbe {
+  const group = new GroupProbe(probeSettings(options));
+  return {
+    probe: (): Promise<ResourceFigures> => group.probe(),
+    close: (): void => group.close(),
+  };
+}
+
+/** The probe's file and command access, each reported to the recorder first. */
+interface ProbeIo {
+  readFile(path: string): Promise<string>;
+  listDir(path: string): Promise<string[]>;
+  exec(file: string, args: string[], timeoutMs: number, env: Record<string, string>): Promise<{ stdout: string }>;
+}
+
+/** The checked options with their defaults. */
+interface ProbeSettings {
+  readonly pgid: number;
+  readonly cacheMs: number;
+  readonly platform: string;
+  readonly arch: string;
+  readonly now: () => number;
+  readonly findExecutable: (name: string) => Promise<string | null>;
+  readonly io: ProbeIo;
+  /** Aborted by `close()`: ends running commands. */
+  readonly abort: AbortController;
+}
+
+/** Checks the options (TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE`) and fills in defaults. */
+function probeSettings(options: ResourceProbeOptions): ProbeSettings {
   assertObject(options, 'options');
   assertInteger(options.pgid, 'options.pgid', 2, MAX_PGID);
   const cacheMs = options.cacheMs ?? MAX_CACHE_MS;
@@ -213,17 +237,25 @@ export function createResourceProbe(options: ResourceProbeOptions): ResourceProb
   assertString(platform, 'options.platform');
   const arch = options.arch ?? process.arch;
   assertString(arch, 'options.arch');
+  const abort = new AbortController();
+  return {
+    pgid: options.pgid,
+    cacheMs,
+    platform,
+    arch,
+    now: options.now ?? defaultNow,
+    findExecutable: options.findExecutable ?? ((name: string) => findOnPath(name, process.env.PATH, delimiter)),
+    io: recordedIo(options, abort.signal),
+    abort,
+  };
+}
 
-  const pgid = options.pgid;
-  const now = options.now ?? defaultNow;
+function recordedIo(options: ResourceProbeOptions, signal: AbortSignal): ProbeIo {
   const readFile = options.readFile ?? defaultReadFile;
   const listDir = options.listDir ?? defaultListDir;
   const execFile = options.execFile ?? defaultExecFile;
-  const findExecutable = options.findExecutable ?? ((name: string) => findOnPath(name, process.env.PATH, delimiter));
   const recorder = options.recorder;
-  const abort = new AbortController();
-
-  const io = {
+  return {
     readFile(path: string): Promise<string> {
       recorder?.({ kind: 'read', target: path });
       return readFile(path);
@@ -234,21 +266,140 @@ export function createResourceProbe(options: ResourceProbeOptions): ResourceProb
     },
     exec(file: string, args: string[], timeoutMs: number, env: Record<string, string>): Promise<{ stdout: string }> {
       recorder?.({ kind: 'exec', target: [file, ...args].join(' ') });
-      return execFile(file, args, { timeoutMs, env, signal: abort.signal });
+      return execFile(file, args, { timeoutMs, env, signal });
     },
   };
+}
 
-  let cache: ResourceFigures | null = null;
-  let inflight: Promise<ResourceFigures> | null = null;
-  let previous: { readonly at: number; readonly cpuSeconds: number } | null = null;
+/** macOS: one `ps -g` call. ERR_RUNTIME_GONE when no member is left, ERR_PROBE_FAILED when ps fails. */
+async function sampleDarwinGroup(io: ProbeIo, pgid: number): Promise<GroupSample> {
+  let stdout: string;
+  try {
+    ({ stdout } = await io.exec(DARWIN_PS, darwinPsArgs(pgid), EXEC_TIMEOUT_MS, darwinPsEnv()));
+  } catch (error) {
+    const status = exitStatus(error);
+    // ps exits 1 with nothing printed when no process matched: the group is gone.
+    if (status.code === 1 && status.stdout.trim() === '') throw gone();
+    throw failed('exec');
+  }
+  const sample = parseDarwinPs(stdout, pgid);
+  if (sample === null) throw gone();
+  return sample;
+}
+
+/** Windows: one PowerShell walk. ERR_RUNTIME_GONE when the root is gone, ERR_PROBE_FAILED when it fails. */
+async function sampleWin32Group(io: ProbeIo, pgid: number): Promise<GroupSample> {
+  const systemRoot = process.env.SystemRoot ?? 'C:\\Windows';
+  let stdout: string;
+  try {
+    ({ stdout } = await io.exec(
+      win32PowerShellPath(systemRoot),
+      win32Args(pgid),
+      POWERSHELL_TIMEOUT_MS,
+      win32Env(process.env),
+    ));
+  } catch {
+    throw failed('exec');
+  }
+  const sample = parseWin32Output(stdout);
+  if (sample === null) throw gone();
+  return sample;
+}
+
+/**
+ * The state of one probe: the cache, the one probe in flight, the previous sample (for the CPU interval),
+ * the leader's identity, and the per-platform facts read once.
+ */
+class GroupProbe {
+  private cache: ResourceFigures | null = null;
+  private inflight: Promise<ResourceFigures> | null = null;
+  private previous: { readonly at: number; readonly cpuSeconds: number } | null = null;
   /** The leader's start time from the first sample: a pid reused later is not the runtime. */
-  let leaderStart: string | undefined;
-  let linuxUnits: Promise<{ pageSize: number; clockTicks: number }> | null = null;
-  let nvidiaSmi: Promise<string | null> | null = null;
-  let closed = false;
+  private leaderStart: string | undefined;
+  private linuxUnits: Promise<{ pageSize: number; clockTicks: number }> | null = null;
+  private nvidiaSmi: Promise<string | null> | null = null;
+  private closed = false;
+  private readonly settings: ProbeSettings;
 
-  function unitsOnLinux(): Promise<{ pageSize: number; clockTicks: number }> {
-    linuxUnits ??= io.readFile('/proc/self/auxv').then(
+  constructor(settings: ProbeSettings) {
+    this.settings = settings;
+  }
+
+  /** See {@link ResourceProbe.probe}: rejects with ERR_PROBE_FAILED after close. */
+  probe(): Promise<ResourceFigures> {
+    if (this.closed)
+      return Promise.reject(
+        new CompanionError('ERR_PROBE_FAILED', 'the resource probe is closed', { detail: { step: 'closed' } }),
+      );
+    const { now, cacheMs } = this.settings;
+    const t = now();
+    const cache = this.cache;
+    if (cache !== null && t >= cache.at && t - cache.at < cacheMs) return Promise.resolve(cache);
+    if (this.inflight !== null) return this.inflight;
+    const running = this.collect().then((figures) => {
+      if (!this.closed) this.cache = figures;
+      return figures;
+    });
+    this.inflight = running;
+    const clear = (): void => {
+      if (this.inflight === running) this.inflight = null;
+    };
+    running.then(clear, clear);
+    return running;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.cache = null;
+    this.settings.abort.abort();
+  }
+
+  private async collect(): Promise<ResourceFigures> {
+    const { now } = this.settings;
+    const at = now();
+    let group: GroupSample;
+    let vram: ResourceFigures['vram'];
+    try {
+      [group, vram] = await Promise.all([this.sampleGroup(), this.sampleVram()]);
+    } catch (error) {
+      if (isCompanionError(error, 'ERR_RUNTIME_GONE', 'ERR_PROBE_FAILED')) throw error;
+      // Anything else (a hook that threw): coded, without its message, which may hold a path.
+      throw failed('internal');
+    }
+    if (this.leaderStart !== undefined && group.leaderStart !== this.leaderStart) throw gone();
+    this.leaderStart = group.leaderStart;
+    const cpuPercent = this.cpuPercentSince(at, group.cpuSeconds);
+    this.previous = { at, cpuSeconds: group.cpuSeconds };
+    return freeze({ at, rssBytes: group.rssBytes, cpuPercent, processes: group.processes, vram });
+  }
+
+  /** The group's CPU use since the previous sample, in percent of one core; null on the first sample. */
+  private cpuPercentSince(at: number, cpuSeconds: number): number | null {
+    const previous = this.previous;
+    if (previous === null || at <= previous.at) return null;
+    // A member that exited and was not reaped by a member takes its CPU time with it: never below 0.
+    const percent = ((cpuSeconds - previous.cpuSeconds) / ((at - previous.at) / 1000)) * 100;
+    return Math.max(0, Math.round(percent * 100) / 100);
+  }
+
+  /** The platform's group sample. ERR_PROBE_FAILED on an unsupported platform. */
+  private async sampleGroup(): Promise<GroupSample> {
+    const { platform, io, pgid } = this.settings;
+    if (platform === 'linux') {
+      const units = await this.unitsOnLinux();
+      const expected = this.leaderStart === undefined ? undefined : Number(this.leaderStart);
+      const sample = await sampleLinuxGroup(io, pgid, units, expected);
+      return { ...sample, leaderStart: String(sample.leaderStart) };
+    }
+    if (platform === 'darwin') return sampleDarwinGroup(io, pgid);
+    if (platform === 'win32') return sampleWin32Group(io, pgid);
+    throw new CompanionError('ERR_PROBE_FAILED', 'the resource probe does not support this platform', {
+      detail: { step: 'platform', platform },
+    });
+  }
+
+  private unitsOnLinux(): Promise<{ pageSize: number; clockTicks: number }> {
+    this.linuxUnits ??= this.settings.io.readFile('/proc/self/auxv').then(
       (text) => {
         const facts = parseAuxv(text);
         return {
@@ -258,57 +409,15 @@ export function createResourceProbe(options: ResourceProbeOptions): ResourceProb
       },
       () => ({ ...LINUX_DEFAULTS }),
     );
-    return linuxUnits;
+    return this.linuxUnits;
   }
 
-  async function sampleGroup(): Promise<GroupSample> {
-    if (platform === 'linux') {
-      const units = await unitsOnLinux();
-      const expected = leaderStart === undefined ? undefined : Number(leaderStart);
-      const sample = await sampleLinuxGroup(io, pgid, units, expected);
-      return { ...sample, leaderStart: String(sample.leaderStart) };
-    }
-    if (platform === 'darwin') {
-      let stdout: string;
-      try {
-        ({ stdout } = await io.exec(DARWIN_PS, darwinPsArgs(pgid), EXEC_TIMEOUT_MS, darwinPsEnv()));
-      } catch (error) {
-        const status = exitStatus(error);
-        // ps exits 1 with nothing printed when no process matched: the group is gone.
-        if (status.code === 1 && status.stdout.trim() === '') throw gone();
-        throw failed('exec');
-      }
-      const sample = parseDarwinPs(stdout, pgid);
-      if (sample === null) throw gone();
-      return sample;
-    }
-    if (platform === 'win32') {
-      const systemRoot = process.env.SystemRoot ?? 'C:\\Windows';
-      let stdout: string;
-      try {
-        ({ stdout } = await io.exec(
-          win32PowerShellPath(systemRoot),
-          win32Args(pgid),
-          POWERSHELL_TIMEOUT_MS,
-          win32Env(process.env),
-        ));
-      } catch {
-        throw failed('exec');
-      }
-      const sample = parseWin32Output(stdout);
-      if (sample === null) throw gone();
-      return sample;
-    }
-    throw new CompanionError('ERR_PROBE_FAILED', 'the resource probe does not support this platform', {
-      detail: { step: 'platform', platform },
-    });
-  }
-
-  async function sampleVram(): Promise<ResourceFigures['vram']> {
+  private async sampleVram(): Promise<ResourceFigures['vram']> {
+    const { platform, arch, io, findExecutable } = this.settings;
     if (platform === 'darwin') return arch === 'arm64' ? { gpus: [], unifiedMemory: true } : null;
     if (platform !== 'linux' && platform !== 'win32') return null;
-    nvidiaSmi ??= findExecutable(platform === 'win32' ? 'nvidia-smi.exe' : 'nvidia-smi').catch(() => null);
-    const file = await nvidiaSmi;
+    this.nvidiaSmi ??= findExecutable(platform === 'win32' ? 'nvidia-smi.exe' : 'nvidia-smi').catch(() => null);
+    const file = await this.nvidiaSmi;
     if (file === null) return null;
     const env = platform === 'win32' ? win32Env(process.env) : { LC_ALL: 'C', PATH: '/usr/bin:/bin' };
     try {
@@ -320,54 +429,4 @@ export function createResourceProbe(options: ResourceProbeOptions): ResourceProb
       return null;
     }
   }
-
-  async function collect(): Promise<ResourceFigures> {
-    const at = now();
-    let group: GroupSample;
-    let vram: ResourceFigures['vram'];
-    try {
-      [group, vram] = await Promise.all([sampleGroup(), sampleVram()]);
-    } catch (error) {
-      if (isCompanionError(error, 'ERR_RUNTIME_GONE', 'ERR_PROBE_FAILED')) throw error;
-      // Anything else (a hook that threw): coded, without its message, which may hold a path.
-      throw failed('internal');
-    }
-    if (leaderStart !== undefined && group.leaderStart !== leaderStart) throw gone();
-    leaderStart = group.leaderStart;
-    let cpuPercent: number | null = null;
-    if (previous !== null && at > previous.at) {
-      // A member that exited and was not reaped by a member takes its CPU time with it: never below 0.
-      const percent = ((group.cpuSeconds - previous.cpuSeconds) / ((at - previous.at) / 1000)) * 100;
-      cpuPercent = Math.max(0, Math.round(percent * 100) / 100);
-    }
-    previous = { at, cpuSeconds: group.cpuSeconds };
-    return freeze({ at, rssBytes: group.rssBytes, cpuPercent, processes: group.processes, vram });
-  }
-
-  return {
-    probe(): Promise<ResourceFigures> {
-      if (closed)
-        return Promise.reject(
-          new CompanionError('ERR_PROBE_FAILED', 'the resource probe is closed', { detail: { step: 'closed' } }),
-        );
-      const t = now();
-      if (cache !== null && t >= cache.at && t - cache.at < cacheMs) return Promise.resolve(cache);
-      if (inflight !== null) return inflight;
-      const running = collect().then((figures) => {
-        if (!closed) cache = figures;
-        return figures;
-      });
-      inflight = running;
-      const clear = (): void => {
-        if (inflight === running) inflight = null;
-      };
-      running.then(clear, clear);
-      return running;
-    },
-    close(): void {
-      closed = true;
-      cache = null;
-      abort.abort();
-    },
-  };
 }

@@ -292,7 +292,8 @@ async function detectDarwin(sandboxExecPath: string, probe: boolean, timeoutMs: 
  * Finds the strongest sandbox this machine can make, proving it with one sandboxed run (bounded by
  * `timeoutMs`), and caches the answer per options. Never rejects: failures become mode `none` with a
  * reason.
- * @throws TypeError ERR_INVALID_ARG_* on a bad option (relative path, non-boolean probe).
+ * @throws TypeError ERR_INVALID_ARG_TYPE (options not an object, a non-boolean probe) or
+ *   ERR_INVALID_ARG_VALUE (a relative path, a timeout outside 1–60000 ms) on a bad option.
  */
 export function detectSandbox(options: DetectSandboxOptions = {}): Promise<SandboxSupport> {
   if (typeof options !== 'object' || options === null)
@@ -428,7 +429,8 @@ export function isFullSandbox(mode: SandboxMode): boolean {
  * The start gate: returns when `support` is a full sandbox, or when the user explicitly allowed an
  * unsandboxed start (`--allow-unsandboxed`); the partial `unshare` mode counts as unsandboxed here, since
  * it leaves the user's files and the keychain's D-Bus socket reachable.
- * @throws CompanionError ERR_SANDBOX_UNAVAILABLE otherwise, with a message that says how to fix it.
+ * @throws CompanionError ERR_SANDBOX_UNAVAILABLE otherwise, with a message that says how to fix it;
+ *   TypeError ERR_INVALID_ARG_TYPE when `support` is not an object or `allowUnsandboxed` not a boolean.
  */
 export function assertSandboxOrExplicitOptOut(support: SandboxSupport, allowUnsandboxed: boolean): void {
   assertObject(support, 'support');

@@ -113,8 +113,7 @@ export interface SpawnOptions {
   readonly onStderr?: (line: string) => void;
   /** Sandbox hook. */
   readonly wrap?: SpawnWrap;
-  /** Reclaim a stale runtime before starting (default true); the outcome goes to `onReclaim`. */
-  readonly reclaim?: boolean;
+  /** Told what became of a stale runtime: every start reclaims one first (stale.ts). */
   readonly onReclaim?: (outcome: ReclaimOutcome) => void;
 }
 
@@ -429,15 +428,11 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
   checkBinary(profile.file);
   const env = childEnvironment(process.env, profile.env);
   ensurePrivateDirSync(options.dataDir, 'ERR_SPAWN_FAILED');
-  if (options.reclaim !== false) {
-    const outcome = await reclaimStaleRuntime(options.dataDir, {
-      runBase: options.runDir ?? join(options.dataDir, 'run'),
-    });
-    options.onReclaim?.(outcome);
-  }
+  options.onReclaim?.(
+    await reclaimStaleRuntime(options.dataDir, { runBase: options.runDir ?? join(options.dataDir, 'run') }),
+  );
   const { runDir } = prepareRunDir(options, bind);
   const removeRunDir = (): void => rmSync(runDir, { recursive: true, force: true });
-
   let listener: Listener;
   try {
     listener = await bindListener(bind, runDir);
@@ -445,47 +440,14 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
     removeRunDir();
     throw error;
   }
-  let model: { fd: number; owned: boolean } | undefined;
-  let command: WrappedCommand;
-  try {
-    model = openModel(profile, options.modelFd);
-    command = { file: profile.file, args: [...profile.args] };
-    if (options.wrap !== undefined) {
-      command = options.wrap(command, {
-        readOnlyPaths: profile.readOnlyPaths,
-        modelFd: MODEL_FD,
-        gpu: profile.settings.gpu === 'auto' ? 'auto' : 'off',
-      });
-      checkBinary(command.file);
-    }
-  } catch (error) {
-    if (model?.owned === true) closeSync(model.fd);
-    await listener.release();
-    removeRunDir();
-    throw error;
-  }
-  const startModel: StartModel = command.modelPath === undefined ? { fd: MODEL_FD } : { path: command.modelPath };
-  const start: StartLine = {
-    ...profile.settings,
-    v: 1,
-    model: startModel,
-    listen: { fd: LISTEN_FD, kind: listener.address.kind },
-    ...(listener.key === null ? {} : { key: listener.key.reveal() }),
-  };
-
   let child: ChildProcess;
   try {
-    child = launch(command, env, runDir, model.fd, listener.fd);
+    child = startChild(profile, options, { env, runDir, listener });
   } catch (error) {
     await listener.release();
     removeRunDir();
     throw error;
-  } finally {
-    // The child has its own copies; ours are not needed any more.
-    if (model.owned) closeSync(model.fd);
   }
-  child.stdin?.on('error', () => undefined);
-  child.stdin?.write(`${JSON.stringify(start)}\n`);
   const handle = handshake(child, {
     options,
     readyTimeoutMs,
@@ -496,6 +458,57 @@ export async function spawnRuntime(profile: RuntimeProfile, options: SpawnOption
   });
   await listener.release();
   return handle;
+}
+
+/**
+ * Opens the model, wraps the command, launches it and writes its start line. A model descriptor opened
+ * here is closed before returning (the child holds its own copy).
+ */
+function startChild(
+  profile: RuntimeProfile,
+  options: SpawnOptions,
+  place: { env: Record<string, string>; runDir: string; listener: Listener },
+): ChildProcess {
+  const { env, runDir, listener } = place;
+  const model = openModel(profile, options.modelFd);
+  let child: ChildProcess;
+  let start: StartLine;
+  try {
+    const command = wrapCommand(profile, options.wrap);
+    start = startLine(profile, command, listener);
+    child = launch(command, env, runDir, model.fd, listener.fd);
+  } finally {
+    // The child has its own copies; ours are not needed any more.
+    if (model.owned) closeSync(model.fd);
+  }
+  child.stdin?.on('error', () => undefined);
+  child.stdin?.write(`${JSON.stringify(start)}\n`);
+  return child;
+}
+
+/** The profile's command, through the sandbox hook when there is one (its binary checked again). */
+function wrapCommand(profile: RuntimeProfile, wrap: SpawnWrap | undefined): WrappedCommand {
+  const command: SpawnCommand = { file: profile.file, args: [...profile.args] };
+  if (wrap === undefined) return command;
+  const wrapped = wrap(command, {
+    readOnlyPaths: profile.readOnlyPaths,
+    modelFd: MODEL_FD,
+    gpu: profile.settings.gpu === 'auto' ? 'auto' : 'off',
+  });
+  checkBinary(wrapped.file);
+  return wrapped;
+}
+
+/** The one line the child reads on stdin: its settings, where the model and the socket are, the TCP key. */
+function startLine(profile: RuntimeProfile, command: WrappedCommand, listener: Listener): StartLine {
+  const model: StartModel = command.modelPath === undefined ? { fd: MODEL_FD } : { path: command.modelPath };
+  return {
+    ...profile.settings,
+    v: 1,
+    model,
+    listen: { fd: LISTEN_FD, kind: listener.address.kind },
+    ...(listener.key === null ? {} : { key: listener.key.reveal() }),
+  };
 }
 
 /**
@@ -543,144 +556,192 @@ interface HandshakeContext {
   readonly removeRunDir: () => void;
 }
 
+/** How a child ended: its exit code or the signal that ended it. */
+interface ExitStatus {
+  readonly code: number | null;
+  readonly signal: string | null;
+}
+
 /** Waits for the child's `ready` (or `error`, exit, timeout) and builds the handle. */
 function handshake(child: ChildProcess, context: HandshakeContext): Promise<RuntimeHandle> {
-  const { options, address, runDir, removeRunDir } = context;
-  return new Promise<RuntimeHandle>((resolveHandle, rejectHandle) => {
-    let ready = false;
-    let settled = false;
-    let stopping = false;
-    let exitInfo: { code: number | null; signal: string | null } | null = null;
-    let reportedError: ErrorCode | null = null;
-    let resolveExited: (value: { code: number | null; signal: string | null }) => void = () => undefined;
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
-      resolveExited = resolve;
+  return new RuntimeProcess(child, context).handshake();
+}
+
+/**
+ * One started child, from its first protocol line to its exit. The start settles once (`outcome`): ready,
+ * or failed by the child's error line and exit, its exit alone, or the ready timeout. Whatever way it
+ * ends, the exit sweeps the group, clears the state file and removes the run folder.
+ */
+class RuntimeProcess {
+  private outcome: 'pending' | 'ready' | 'failed' = 'pending';
+  /** Set once the exit is ours (stop, or an abandoned start): `onExit` reports it as expected. */
+  private stopping = false;
+  private exitStatus: ExitStatus | null = null;
+  /** The code of the child's `error` line; the exit that follows rejects with it. */
+  private reportedError: ErrorCode | null = null;
+  private readyTimer: NodeJS.Timeout | undefined;
+  private stopPromise: Promise<{ forced: boolean }> | null = null;
+  private resolveExited: (status: ExitStatus) => void = () => undefined;
+  private resolveHandle: (handle: RuntimeHandle) => void = () => undefined;
+  private rejectHandle: (error: CompanionError) => void = () => undefined;
+  private readonly exited: Promise<ExitStatus>;
+  private readonly child: ChildProcess;
+  private readonly context: HandshakeContext;
+  /** Known synchronously after spawn() (the 'spawn' event may already have fired). */
+  private readonly pid: number;
+
+  constructor(child: ChildProcess, context: HandshakeContext) {
+    this.child = child;
+    this.context = context;
+    this.pid = child.pid ?? 0;
+    this.exited = new Promise<ExitStatus>((resolve) => {
+      this.resolveExited = resolve;
     });
-    // Known synchronously after spawn() (the 'spawn' event may already have fired).
-    const pid = child.pid ?? 0;
+  }
 
-    // The state file for the next start's reclaim; best effort (the runtime also exits when we die).
-    const record = (): void => {
-      try {
-        recordRuntimeState(options.dataDir, pid, runDir);
-      } catch {
-        // Not recorded: reclaim falls back to the runtime's own parent-death exit.
-      }
-    };
-
-    const abandon = (error: CompanionError): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(readyTimer);
-      stopping = true;
-      if (exitInfo === null && pid > 0) killGroup(pid, 'SIGKILL');
-      // Reject once the child is really gone: a rejected start leaves nothing running.
-      void exited.then(() => rejectHandle(error));
-    };
-
-    child.on('error', () => {
-      // spawn failed (ENOENT, EACCES...): no 'exit' follows when there is no pid.
-      if (child.pid === undefined) {
-        removeRunDir();
-        settled = true;
-        clearTimeout(readyTimer);
-        rejectHandle(new CompanionError('ERR_SPAWN_FAILED'));
-      }
+  /** Wires the child's events, stdout (protocol lines) and stderr, and arms the ready timeout. */
+  handshake(): Promise<RuntimeHandle> {
+    const settled = new Promise<RuntimeHandle>((resolve, reject) => {
+      this.resolveHandle = resolve;
+      this.rejectHandle = reject;
     });
+    this.child.on('error', () => this.onSpawnError());
+    if (this.pid > 0) this.record();
+    this.child.on('exit', (code, signal) => this.onExit({ code, signal }));
+    this.readyTimer = setTimeout(
+      () => this.abandon(new CompanionError('ERR_SPAWN_READY_TIMEOUT')),
+      this.context.readyTimeoutMs,
+    );
+    if (this.child.stdout !== null) onLines(this.child.stdout, (line) => this.onProtocolLine(line));
+    const { onStderr } = this.context.options;
+    if (this.child.stderr !== null) onLines(this.child.stderr, (line) => onStderr?.(line));
+    return settled;
+  }
 
-    if (pid > 0) record();
-
-    child.on('exit', (code, signal) => {
-      exitInfo = { code, signal };
-      clearTimeout(readyTimer);
-      // Sweep what is left of the group (forks, helpers); the number is pinned while members remain.
-      if (pid > 0 && groupHasMembers(pid)) killGroup(pid, 'SIGKILL');
-      if (pid > 0) {
-        try {
-          clearRuntimeState(options.dataDir, pid);
-        } catch {
-          // Nothing to clear.
-        }
-      }
-      removeRunDir();
-      child.stdin?.destroy();
-      resolveExited(exitInfo);
-      if (!settled) {
-        const detail = { exitCode: code ?? -1, signal: signal ?? '' };
-        settled = true;
-        rejectHandle(
-          reportedError !== null
-            ? new CompanionError(reportedError, undefined, { detail })
-            : new CompanionError('ERR_SPAWN_EXITED', undefined, { detail }),
-        );
-        return;
-      }
-      if (ready) options.onExit?.({ code, signal, expected: stopping });
-    });
-
-    // Handlers above only run from events, after this line.
-    const readyTimer = setTimeout(() => abandon(new CompanionError('ERR_SPAWN_READY_TIMEOUT')), context.readyTimeoutMs);
-
-    let stopPromise: Promise<{ forced: boolean }> | null = null;
-    const stop = (graceMs: number = context.stopGraceMs): Promise<{ forced: boolean }> => {
-      stopPromise ??= (async () => {
-        stopping = true;
-        if (exitInfo !== null) return { forced: false };
-        killGroup(pid, 'SIGTERM');
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = await Promise.race([
-          exited.then(() => false),
-          new Promise<boolean>((resolve) => {
-            timer = setTimeout(() => resolve(true), graceMs);
-          }),
-        ]);
-        clearTimeout(timer);
-        if (!timedOut) return { forced: false };
-        killGroup(pid, 'SIGKILL');
-        await exited;
-        return { forced: true };
-      })();
-      return stopPromise;
-    };
-
-    const becomeReady = (backend: RuntimeBackend | null, shape: RuntimeShape | null): void => {
-      if (settled) return;
-      settled = true;
-      ready = true;
-      clearTimeout(readyTimer);
-      // Again now that the child is settled: a wrapper that execs is recorded as what it became.
-      record();
-      resolveHandle({
-        pid,
-        address,
-        runDir,
-        stop,
-        exited,
-        shape,
-        async healthCheck(timeoutMs = 2000) {
-          if (exitInfo !== null) return false;
-          const result = await checkHealth(address, timeoutMs);
-          return result.ok && exitInfo === null;
-        },
-        backend,
-      });
-    };
-
-    if (child.stdout !== null) {
-      onLines(child.stdout, (line) => {
-        if (settled) return;
-        const event = parseEvent(line);
-        if (event === null) return;
-        if (event.event === 'ready') {
-          becomeReady(readyBackend(event), shapeOf(event));
-          return;
-        }
-        const code = (CHILD_ERROR_CODES as readonly string[]).includes(event.code) ? event.code : 'ERR_SPAWN_FAILED';
-        // ERR_USAGE / ERR_INTERNAL from the child are our bug, not the user's command line.
-        reportedError = code === 'ERR_USAGE' || code === 'ERR_INTERNAL' ? 'ERR_SPAWN_FAILED' : (code as ErrorCode);
-        // The child exits next; 'exit' rejects with this code.
-      });
+  /** The state file for the next start's reclaim; best effort (the runtime also exits when we die). */
+  private record(): void {
+    try {
+      recordRuntimeState(this.context.options.dataDir, this.pid, this.context.runDir);
+    } catch {
+      // Not recorded: reclaim falls back to the runtime's own parent-death exit.
     }
-    if (child.stderr !== null) onLines(child.stderr, (line) => options.onStderr?.(line));
-  });
+  }
+
+  /** spawn failed (ENOENT, EACCES...): no 'exit' follows when there is no pid. */
+  private onSpawnError(): void {
+    if (this.child.pid !== undefined) return;
+    this.context.removeRunDir();
+    this.outcome = 'failed';
+    clearTimeout(this.readyTimer);
+    this.rejectHandle(new CompanionError('ERR_SPAWN_FAILED'));
+  }
+
+  /** Ends a start that did not become ready: kills the group, rejects once it is really gone. */
+  private abandon(error: CompanionError): void {
+    if (this.outcome !== 'pending') return;
+    this.outcome = 'failed';
+    clearTimeout(this.readyTimer);
+    this.stopping = true;
+    if (this.exitStatus === null && this.pid > 0) killGroup(this.pid, 'SIGKILL');
+    // Reject once the child is really gone: a rejected start leaves nothing running.
+    void this.exited.then(() => this.rejectHandle(error));
+  }
+
+  /** One stdout line: `ready` settles the start, `error` names the code the exit rejects with. */
+  private onProtocolLine(line: string): void {
+    if (this.outcome !== 'pending') return;
+    const event = parseEvent(line);
+    if (event === null) return;
+    if (event.event === 'ready') {
+      this.becomeReady(readyBackend(event), shapeOf(event));
+      return;
+    }
+    const code = (CHILD_ERROR_CODES as readonly string[]).includes(event.code) ? event.code : 'ERR_SPAWN_FAILED';
+    // ERR_USAGE / ERR_INTERNAL from the child are our bug, not the user's command line.
+    this.reportedError = code === 'ERR_USAGE' || code === 'ERR_INTERNAL' ? 'ERR_SPAWN_FAILED' : (code as ErrorCode);
+    // The child exits next; 'exit' rejects with this code.
+  }
+
+  private becomeReady(backend: RuntimeBackend | null, shape: RuntimeShape | null): void {
+    this.outcome = 'ready';
+    clearTimeout(this.readyTimer);
+    // Again now that the child is settled: a wrapper that execs is recorded as what it became.
+    this.record();
+    const { address, runDir } = this.context;
+    this.resolveHandle({
+      pid: this.pid,
+      address,
+      runDir,
+      stop: (graceMs) => this.stop(graceMs),
+      exited: this.exited,
+      shape,
+      healthCheck: (timeoutMs) => this.healthCheck(timeoutMs),
+      backend,
+    });
+  }
+
+  private onExit(status: ExitStatus): void {
+    this.exitStatus = status;
+    clearTimeout(this.readyTimer);
+    this.cleanUpAfterExit();
+    this.resolveExited(status);
+    if (this.outcome === 'pending') {
+      this.outcome = 'failed';
+      const detail = { exitCode: status.code ?? -1, signal: status.signal ?? '' };
+      this.rejectHandle(new CompanionError(this.reportedError ?? 'ERR_SPAWN_EXITED', undefined, { detail }));
+      return;
+    }
+    if (this.outcome === 'ready') this.context.options.onExit?.({ ...status, expected: this.stopping });
+  }
+
+  /** After the exit: sweep the group, clear the state file, remove the run folder, drop stdin. */
+  private cleanUpAfterExit(): void {
+    const { pid } = this;
+    // Sweep what is left of the group (forks, helpers); the number is pinned while members remain.
+    if (pid > 0 && groupHasMembers(pid)) killGroup(pid, 'SIGKILL');
+    if (pid > 0) {
+      try {
+        clearRuntimeState(this.context.options.dataDir, pid);
+      } catch {
+        // Nothing to clear.
+      }
+    }
+    this.context.removeRunDir();
+    this.child.stdin?.destroy();
+  }
+
+  /** SIGTERM to the group, SIGKILL after `graceMs`. Idempotent: every call gets the first call's result. */
+  private stop(graceMs: number = this.context.stopGraceMs): Promise<{ forced: boolean }> {
+    this.stopPromise ??= this.terminate(graceMs);
+    return this.stopPromise;
+  }
+
+  private async terminate(graceMs: number): Promise<{ forced: boolean }> {
+    this.stopping = true;
+    if (this.exitStatus !== null) return { forced: false };
+    killGroup(this.pid, 'SIGTERM');
+    if (await this.exitsWithin(graceMs)) return { forced: false };
+    killGroup(this.pid, 'SIGKILL');
+    await this.exited;
+    return { forced: true };
+  }
+
+  /** True when the child exits within `ms`. */
+  private async exitsWithin(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      this.exited.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), ms);
+      }),
+    ]);
+    clearTimeout(timer);
+    return !timedOut;
+  }
+
+  private async healthCheck(timeoutMs = 2000): Promise<boolean> {
+    if (this.exitStatus !== null) return false;
+    const result = await checkHealth(this.context.address, timeoutMs);
+    return result.ok && this.exitStatus === null;
+  }
 }
