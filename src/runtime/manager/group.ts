@@ -136,6 +136,25 @@ function loggedCallbacks(options: RuntimeGroupOptions): {
   };
 }
 
+/** The group's options the supervisor takes as they are. */
+const PASSED_ON = [
+  'threads',
+  'parallel',
+  'contextSize',
+  'gpu',
+  'modelId',
+  'wrap',
+  'healthIntervalMs',
+  'restartPolicy',
+] as const satisfies readonly (keyof RuntimeGroupOptions & keyof SupervisorOptions)[];
+
+/** The fields of `source` named in `keys` that are set: an option left out stays absent, not `undefined`. */
+function setFields<T extends object, K extends keyof T>(source: T, keys: readonly K[]): Partial<Pick<T, K>> {
+  const picked: Partial<Pick<T, K>> = {};
+  for (const key of keys) if (source[key] !== undefined) picked[key] = source[key];
+  return picked;
+}
+
 /** The supervisor's options from the group's (default resource limit: 90% of this machine's memory). */
 function supervisorOptions(
   options: RuntimeGroupOptions,
@@ -146,14 +165,7 @@ function supervisorOptions(
   return {
     dataDir: options.dataDir,
     modelsDir,
-    ...(options.threads !== undefined ? { threads: options.threads } : {}),
-    ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
-    ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
-    ...(options.gpu !== undefined ? { gpu: options.gpu } : {}),
-    ...(options.modelId !== undefined ? { modelId: options.modelId } : {}),
-    ...(options.wrap ? { wrap: options.wrap } : {}),
-    ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
-    ...(options.restartPolicy !== undefined ? { restartPolicy: options.restartPolicy } : {}),
+    ...setFields(options, PASSED_ON),
     resourceLimits: options.resourceLimits ?? { maxRssBytes: Math.floor(totalmem() * 0.9) },
     ...(onStderr ? { onStderr } : {}),
     onEvent,

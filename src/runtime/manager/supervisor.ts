@@ -76,11 +76,14 @@ export type SupervisorEvent =
    */
   | { readonly event: 'fault'; readonly code: ErrorCode; readonly message: string };
 
-/** The supervisor's time: wall-clock milliseconds and a one-shot timer that does not keep the process alive. */
+/** The supervisor's time: wall-clock milliseconds and one-shot timers. */
 export interface SupervisorClock {
   now(): number;
-  /** Calls `callback` once after `ms`; the returned function cancels it. */
-  after(ms: number, callback: () => void): () => void;
+  /**
+   * Calls `callback` once after `ms`; the returned function cancels it. The timer does not keep the
+   * process alive unless `keepAlive` (a caller awaiting the outcome, as `waitAvailable` has).
+   */
+  after(ms: number, callback: () => void, keepAlive?: boolean): () => void;
 }
 
 /** The installed model opened and re-checked for one start: the descriptor the runtime gets is the one checked. */
@@ -108,12 +111,12 @@ export interface SupervisorPorts {
   readonly clock: SupervisorClock;
 }
 
-/** The real clock: Date.now and unref'd timers. */
+/** The real clock: Date.now and setTimeout. */
 export const systemClock: SupervisorClock = Object.freeze({
   now: () => Date.now(),
-  after(ms: number, callback: () => void): () => void {
+  after(ms: number, callback: () => void, keepAlive = false): () => void {
     const timer = setTimeout(callback, ms);
-    timer.unref();
+    if (!keepAlive) timer.unref();
     return () => clearTimeout(timer);
   },
 });
@@ -339,7 +342,7 @@ class RuntimeSupervisor implements Supervisor {
       const wake = (): void => {
         if (this.available() || this.life.state === 'failed') finish();
       };
-      const cancel = this.ports.clock.after(timeoutMs, finish);
+      const cancel = this.ports.clock.after(timeoutMs, finish, true);
       this.waiters.add(wake);
     });
   }
