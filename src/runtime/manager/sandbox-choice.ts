@@ -51,6 +51,11 @@ export function runtimeWrap(support: SandboxSupport, root: string = packageRoot(
   };
 }
 
+/**
+ * The sandbox the runtime starts in: the best this system supports, or none only when `choice` is `off`
+ * (`--allow-unsandboxed`), said on `warn` every time.
+ * @throws CompanionError ERR_SANDBOX_UNAVAILABLE when no full sandbox is available and `choice` is not `off`.
+ */
 export async function resolveSandbox(choice: SandboxChoice, warn: (line: string) => void): Promise<SandboxResolution> {
   const support = await detectSandbox();
   assertSandboxOrExplicitOptOut(support, choice === 'off');
