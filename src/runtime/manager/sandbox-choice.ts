@@ -25,9 +25,9 @@ export interface SandboxResolution {
   readonly wrap?: SpawnWrap;
 }
 
-/** The package root: the folder holding dist/, node_modules/ and package.json. */
+/** The package root: the folder holding dist/, node_modules/ and package.json (this file is dist/src/runtime/manager/). */
 function packageRoot(): string {
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 }
 
 /**
