@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { createLlmClient, type ChatMessage, type CompleteResult, type Endpoint } from '../client/llm.js';
 import { assertOneOf, CompanionError, isCompanionError } from '../core/errors.js';
 import { CONTEXT_TIERS, LANE_PREFERENCES, type ContextTier, type LanePreference } from '../core/lane.js';
-import { endpointHealthy, readPublishedState, verifyEndpoint, type VerifiedEndpoint } from '../shell/discovery.js';
+import { companionAvailableAt, readPublishedState, verifyEndpoint, type VerifiedEndpoint } from '../shell/discovery.js';
 import { readDiscovery } from '../runtime/manager/discovery.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
 import type { Command } from './commands.js';
@@ -158,7 +158,7 @@ export const runCommand: Command = {
       const cloudModel = modelOption ?? io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini';
       const client = createLlmClient({
         local: () => local,
-        companionAvailable: () => (local === null ? false : endpointHealthy(local.verified, local.token)),
+        companionAvailable: () => (local === null ? false : companionAvailableAt(local.verified, local.token)),
         ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: cloudModel } } : {}),
         preference: prefer as LanePreference,
       });
@@ -259,10 +259,7 @@ async function localCause(
     upRunning: seen.upRunning,
     endpoint: seen.endpoint,
     runtimeState: published?.runtime?.state ?? null,
-    // The health check just failed (that is why the lane was refused).
-    healthy: false,
   });
-  if (found === null) return null;
   return found.code === 'ERR_USAGE' ? new CliUsageError(found.message) : new CompanionError(found.code, found.message);
 }
 

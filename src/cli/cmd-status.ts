@@ -6,7 +6,7 @@
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { modelFileName, readInstalled, type InstalledModel } from '../runtime/manager/install.js';
-import { endpointHealthy, readPublishedState, verifyEndpoint } from '../shell/discovery.js';
+import { companionAvailableAt, readPublishedState, verifyEndpoint } from '../shell/discovery.js';
 import { readDiscovery } from '../runtime/manager/discovery.js';
 import { CompanionError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
 import { COMMON_HELP, parseCommandArgs } from './args.js';
@@ -142,10 +142,10 @@ export const statusCommand: Command = {
       const discovery = await readDiscovery(context.paths.discovery);
       const published = discovery === null ? null : await readPublishedState(context.paths.state, discovery.pid);
       const check = discovery !== null && token !== null ? await verifyEndpoint(discovery, token) : null;
-      const healthy = check?.ok === true && token !== null ? await endpointHealthy(check.endpoint, token) : false;
-      const endpointError = check !== null && !check.ok && check.code === 'ERR_ENDPOINT_UNVERIFIED' ? check.code : null;
+      // The one availability decision, the supervisor's, as the front door's /health answers it.
       const companionAvailable =
-        modelState !== null && modelState !== 'changed' && published?.companionAvailable === true && healthy;
+        check?.ok === true && token !== null ? await companionAvailableAt(check.endpoint, token) : false;
+      const endpointError = check !== null && !check.ok && check.code === 'ERR_ENDPOINT_UNVERIFIED' ? check.code : null;
       const facts: AvailabilityFacts = {
         hubConfigured: context.config.hub !== null,
         keychain,
@@ -161,16 +161,8 @@ export const statusCommand: Command = {
                 ? 'unverified'
                 : 'no-answer',
         runtimeState: published?.runtime?.state ?? null,
-        healthy: healthy && published?.companionAvailable === true,
       };
-      // Not available with every fact in order (a health check that failed between two reads): unhealthy.
-      const unavailable = companionAvailable
-        ? null
-        : (unavailability(facts) ?? {
-            reason: 'runtime-unhealthy',
-            code: 'ERR_RUNTIME_UNHEALTHY',
-            message: 'the runtime does not pass its health check: wait a moment; if it persists, restart companion up',
-          });
+      const unavailable = companionAvailable ? null : unavailability(facts);
       const upSince = discovery === null ? null : discovery.startedAt;
       const report = {
         signedIn,

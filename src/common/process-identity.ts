@@ -71,3 +71,29 @@ export function processAlive(pid: number): boolean {
     return (error as { code?: string }).code === 'EPERM';
   }
 }
+
+/** A process as a record names it: its pid, and its start time and executable when /proc could be read. */
+export interface RecordedProcess {
+  readonly pid: number;
+  /** /proc/<pid>/stat field 22 (clock ticks since boot), or null without /proc. */
+  readonly startTime: string | null;
+  /** readlink /proc/<pid>/exe, or null without /proc. */
+  readonly exe: string | null;
+}
+
+/**
+ * True when the recorded process is alive and is the one recorded: same pid, start time and executable,
+ * not a zombie. Without /proc: the pid is alive (the caller's next check decides). Any doubt is false.
+ */
+export function recordedProcessIsLive(record: RecordedProcess): boolean {
+  if (!procAvailable()) return processAlive(record.pid);
+  // Why all three: a pid alone is reused; the start time tells a new process apart, the executable a new program.
+  if (record.startTime === null || record.exe === null) return false;
+  const identity = readProcessIdentity(record.pid);
+  return (
+    identity !== null &&
+    identity.state !== 'Z' &&
+    identity.startTime === record.startTime &&
+    identity.exe === record.exe
+  );
+}

@@ -9,6 +9,7 @@
  */
 import { CompanionError, ERROR_CODES, type ErrorCode, assertInteger, CodedTypeError } from './errors.js';
 
+/** Every state of the runtime lifecycle; the table below says how each is left. */
 export const LIFECYCLE_STATES = Object.freeze([
   'stopped',
   'verifying',
@@ -19,8 +20,10 @@ export const LIFECYCLE_STATES = Object.freeze([
   'backoff',
   'failed',
 ] as const);
+/** One runtime lifecycle state (`ready` is the only one that serves). */
 export type LifecycleState = (typeof LIFECYCLE_STATES)[number];
 
+/** Every event the adapters report or the supervisor decides (spawn, health, crash, stop, retry, reset). */
 export const LIFECYCLE_EVENTS = Object.freeze([
   'start',
   'verified',
@@ -37,6 +40,7 @@ export const LIFECYCLE_EVENTS = Object.freeze([
   'killed',
   'reset',
 ] as const);
+/** One lifecycle event. */
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
 /**
@@ -156,7 +160,11 @@ function assertTime(now: unknown): asserts now is number {
   }
 }
 
-/** The first snapshot: `stopped`, no crashes. */
+/**
+ * The first snapshot: `stopped`, no crashes.
+ * @throws TypeError `ERR_INVALID_ARG_TYPE` for a `now` that is not a finite number, or a policy not made by
+ *   {@link createRestartPolicy}.
+ */
 export function initialLifecycle(now: number, policy: RestartPolicy = DEFAULT_RESTART_POLICY): LifecycleSnapshot {
   assertTime(now);
   if (!POLICIES.has(policy))
@@ -216,7 +224,8 @@ export function canTransition(snapshot: LifecycleSnapshot, event: LifecycleEvent
  *   `maxCrashes` crashes fall inside `windowMs`.
  * @throws CompanionError `ERR_LIFECYCLE_ILLEGAL_TRANSITION` for an event the table does not allow (also
  *   `retry` before `restartAt`, an unknown state or event); `ERR_LIFECYCLE_CRASH_LOOP` for `start` or
- *   `retry` after a crash loop until `reset`. TypeError for a bad `now` or a snapshot without a policy.
+ *   `retry` after a crash loop until `reset`. TypeError `ERR_INVALID_ARG_TYPE` for a bad `now` or a snapshot
+ *   without a policy; TypeError `ERR_INVALID_ARG_VALUE` for a `code` that is not one of ERROR_CODES.
  */
 export function transition(
   snapshot: LifecycleSnapshot,

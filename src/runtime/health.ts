@@ -5,6 +5,7 @@
  */
 import { lstatSync } from 'node:fs';
 import { request } from 'node:http';
+import { settleOnce } from '../common/settle-once.js';
 import type { Secret } from '../core/secret.js';
 
 /**
@@ -65,13 +66,7 @@ export function checkHealth(address: RuntimeAddress, timeoutMs: number): Promise
     return Promise.resolve({ ok: false, reason: 'connect' });
   }
   return new Promise((resolvePromise) => {
-    let settled = false;
-    const settle = (result: HealthResult): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolvePromise(result);
-    };
+    const settle = settleOnce<HealthResult>(resolvePromise, () => clearTimeout(timer));
     const target =
       address.kind === 'unix'
         ? { socketPath: address.path, headers: { host: 'localhost' } }

@@ -16,13 +16,14 @@
  * 2. **Attestation** ({@link verifyEndpoint}, {@link connectVerified}): the front door proves, without the
  *    token being sent, that it holds the token: the MAC of a fresh nonce and of the Host the client
  *    dialled (src/core/attest.ts). Only then is the URL handed out, branded as verified; the health check
- *    ({@link endpointHealthy}) takes nothing else.
+ *    ({@link companionAvailableAt}) takes nothing else.
  *
  * Where there is no /proc (macOS, Windows) identity cannot be read: the record carries no start time and
  * the reader falls back to "the pid is alive", leaving the decision to the attestation.
  */
 import { request } from 'node:http';
 import { readJsonFile } from '../common/private-file.js';
+import { settleOnce } from '../common/settle-once.js';
 import { ATTEST_NONCE_HEADER, ATTEST_ROUTE, createAttestNonce, verifyAttestation } from '../core/attest.js';
 import type { Secret } from '../core/secret.js';
 import { readDiscovery, type DiscoveryRecord, type PublishedState } from '../runtime/manager/discovery.js';
@@ -65,14 +66,10 @@ function attest(url: string, token: string, timeoutMs: number): Promise<AttestOu
   const host = target.host;
   const nonce = createAttestNonce();
   return new Promise((resolve) => {
-    let done = false;
-    const finish = (outcome: AttestOutcome): void => {
-      if (done) return;
-      done = true;
+    const finish = settleOnce<AttestOutcome>(resolve, () => {
       clearTimeout(timer);
       req.destroy();
-      resolve(outcome);
-    };
+    });
     const req = request(
       {
         host: target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname,
@@ -162,11 +159,17 @@ export function isVerifiedEndpoint(value: unknown): value is VerifiedEndpoint {
 }
 
 /**
- * One `/health` round trip through the front door with the loopback token: true only on 200 within the
- * bound; false on any doubt (refused, timeout, not ready), and false without a request for an endpoint
- * that did not pass the attestation. Used by `status` and `run`.
+ * `companionAvailable` as a client reads it (D5.7): one `/health` round trip through the front door with
+ * the loopback token. The front door answers 200 exactly when the supervisor's one decision
+ * (src/core/availability.ts) says available, so this is the only availability a client sees: true only
+ * on 200 within the bound; false on any doubt (refused, timeout, 503), and false without a request for
+ * an endpoint that did not pass the attestation. Used by `status` and `run`.
  */
-export async function endpointHealthy(endpoint: VerifiedEndpoint, token: string, timeoutMs = 2_000): Promise<boolean> {
+export async function companionAvailableAt(
+  endpoint: VerifiedEndpoint,
+  token: string,
+  timeoutMs = 2_000,
+): Promise<boolean> {
   // Why: the token goes only to a door that proved it is ours.
   if (!isVerifiedEndpoint(endpoint)) return false;
   try {

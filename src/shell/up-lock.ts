@@ -21,8 +21,7 @@ import { link, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ensurePrivateDir, writePrivateTemp } from '../common/private-file.js';
 import { CompanionError } from '../core/errors.js';
-import { readProcessIdentity } from '../common/process-identity.js';
-import { processAlive } from '../common/process-identity.js';
+import { readProcessIdentity, recordedProcessIsLive } from '../common/process-identity.js';
 
 export const UP_LOCK_FORMAT = 'companion-up-lock-v1';
 
@@ -44,10 +43,6 @@ export interface UpLock {
 
 const READ_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
 const MAX_LOCK_BYTES = 4_096;
-
-function procAvailable(): boolean {
-  return readProcessIdentity(process.pid) !== null;
-}
 
 /** The lock record for process `pid` (default: this one). */
 export function upLockRecordFor(pid = process.pid): UpLockRecord {
@@ -77,16 +72,7 @@ export function parseUpLock(text: string): UpLockRecord | null {
  * executable, not a zombie). Without /proc: the pid is alive.
  */
 export function upLockIsLive(record: UpLockRecord): boolean {
-  if (!procAvailable()) return processAlive(record.pid);
-  // Why all three: a pid alone is reused; the start time tells a new process apart, the executable a new program.
-  if (record.startTime === null || record.exe === null) return false;
-  const identity = readProcessIdentity(record.pid);
-  return (
-    identity !== null &&
-    identity.state !== 'Z' &&
-    identity.startTime === record.startTime &&
-    identity.exe === record.exe
-  );
+  return recordedProcessIsLive(record);
 }
 
 /** The lock file's text (a symlink or a non-file is refused), or null when there is none. */

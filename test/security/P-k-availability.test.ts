@@ -14,6 +14,7 @@ import {
   type Supervisor,
   type SupervisorEvent,
   type SupervisorOptions,
+  systemClock,
 } from '../../src/runtime/manager/supervisor.js';
 import { installTinyModel } from '../helpers/assurance-runtime.js';
 import { alive, tempDir, waitFor } from '../helpers/runtime-env.js';
@@ -45,7 +46,7 @@ async function startSupervisor(
     healthIntervalMs: 600_000,
     healthRecencyMs: 5_000,
     healthTimeoutMs: 1_000,
-    now: () => Date.now() + clock.offsetMs,
+    ports: { clock: { ...systemClock, now: () => Date.now() + clock.offsetMs } },
     onEvent: (event) => events.push(event),
     ...extra,
   });

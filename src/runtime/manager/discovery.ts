@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import { ensurePrivateDir, readJsonFile, writePrivateJson } from '../../common/private-file.js';
 import { CompanionError } from '../../core/errors.js';
 import { isLoopbackAddress } from '../../core/guard.js';
-import { procAvailable, processAlive, readProcessIdentity } from '../../common/process-identity.js';
+import { procAvailable, readProcessIdentity, recordedProcessIsLive } from '../../common/process-identity.js';
 
 /** The format of the discovery record; a record without it (written before identity was recorded) is stale. */
 export const DISCOVERY_FORMAT = 'companion-endpoint-v1';
@@ -102,30 +102,13 @@ export function parseDiscoveryRecord(value: unknown): DiscoveryRecord | null {
 }
 
 /**
- * True when the record's process is alive and is the one that wrote it: same pid, start time and
- * executable (not a zombie). Without /proc: the pid is alive (the attestation decides). Any doubt is false.
- */
-export function recordIsLive(record: DiscoveryRecord): boolean {
-  if (!procAvailable()) return processAlive(record.pid);
-  // Why all three: a pid alone is reused; the start time tells a new process apart, the executable a new program.
-  if (record.startTime === null || record.exe === null) return false;
-  const identity = readProcessIdentity(record.pid);
-  return (
-    identity !== null &&
-    identity.state !== 'Z' &&
-    identity.startTime === record.startTime &&
-    identity.exe === record.exe
-  );
-}
-
-/**
  * The discovery record of a running companion, or null: missing, unreadable, malformed, written before
  * records carried identity, or its process gone or replaced (a reused pid). Not yet proof that the URL is
  * ours: call {@link verifyEndpoint} before sending the token there.
  */
 export async function readDiscovery(path: string): Promise<DiscoveryRecord | null> {
   const record = parseDiscoveryRecord(await readJsonFile(path));
-  return record !== null && recordIsLive(record) ? record : null;
+  return record !== null && recordedProcessIsLive(record) ? record : null;
 }
 
 /**
@@ -137,7 +120,7 @@ export async function readDiscovery(path: string): Promise<DiscoveryRecord | nul
 export async function claimDiscovery(path: string): Promise<void> {
   await ensurePrivateDir(dirname(path));
   const record = parseDiscoveryRecord(await readJsonFile(path));
-  if (record !== null && record.pid !== process.pid && recordIsLive(record)) {
+  if (record !== null && record.pid !== process.pid && recordedProcessIsLive(record)) {
     throw new CompanionError(
       'ERR_LOCKED_BY_OTHER',
       `another companion (pid ${record.pid}) is running with this data directory; stop it first or use another --data-dir`,
@@ -168,6 +151,7 @@ export async function writePublishedState(path: string, state: PublishedState): 
   await writePrivateJson(path, state);
 }
 
+/** Removes the file at `path` if there is one (the published state, when `up` closes). */
 export async function removeFile(path: string): Promise<void> {
   await rm(path, { force: true });
 }

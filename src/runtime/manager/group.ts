@@ -5,7 +5,7 @@
  * custody (D5.8).
  */
 import { totalmem } from 'node:os';
-import { createAdmission } from '../../core/admission.js';
+import { createAdmission, type Admission } from '../../core/admission.js';
 import type { Attestor } from '../../core/attest.js';
 import { CompanionError } from '../../core/errors.js';
 import type { RestartPolicy } from '../../core/lifecycle.js';
@@ -22,7 +22,7 @@ import {
   writePublishedState,
   type PublishedState,
 } from './discovery.js';
-import { createSupervisor, type Supervisor, type SupervisorEvent } from './supervisor.js';
+import { createSupervisor, type Supervisor, type SupervisorEvent, type SupervisorOptions } from './supervisor.js';
 
 export interface RuntimeGroupOptions {
   readonly dataDir: string;
@@ -56,7 +56,7 @@ export interface RuntimeGroupOptions {
   readonly resourceLimits?: ResourceLimits;
   /** Restart backoff and crash-loop cap (default: the lifecycle core's DEFAULT_RESTART_POLICY). */
   readonly restartPolicy?: RestartPolicy;
-  readonly onEvent?: (event: SupervisorEvent | { event: 'listening'; endpoint: string }) => void;
+  readonly onEvent?: (event: GroupEvent) => void;
   readonly onStderr?: (line: string) => void;
   /**
    * The log sink (`openLogFile(dataDir).write`, src/shell/log-file.ts): every event but health samples,
@@ -65,8 +65,11 @@ export interface RuntimeGroupOptions {
   readonly log?: (source: string, text: string) => void;
 }
 
+/** An event of the running group: the supervisor's, and the front door listening. */
+type GroupEvent = SupervisorEvent | { event: 'listening'; endpoint: string };
+
 /** One log line for an event of the runtime group (never a secret: states, codes, the endpoint URL). */
-export function describeEvent(event: SupervisorEvent | { event: 'listening'; endpoint: string }): string | null {
+export function describeEvent(event: GroupEvent): string | null {
   switch (event.event) {
     case 'listening':
       return `listening at ${event.endpoint}`;
@@ -80,6 +83,8 @@ export function describeEvent(event: SupervisorEvent | { event: 'listening'; end
       return `runtime restart in ${event.inMs} ms`;
     case 'resources':
       return `resources ${event.decision}${event.reasons.length > 0 ? `: ${event.reasons.join(', ')}` : ''}`;
+    case 'fault':
+      return `supervisor fault [${event.code}]: ${event.message}`;
     case 'health':
       return null;
   }
@@ -95,103 +100,139 @@ export interface RunningCompanion {
   close(): Promise<void>;
 }
 
-/**
- * Starts the runtime group: supervisor (model re-check, sandboxed runtime, health), front door,
- * discovery and state files. Resolves once the front door listens and the runtime start was attempted;
- * use `supervisor.waitAvailable()` to wait for availability.
- */
-export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<RunningCompanion> {
-  const paths = layout(options.dataDir);
-  const log = options.log;
-  const onStderr =
-    log === undefined
-      ? options.onStderr
-      : (line: string): void => {
-          log('runtime', line);
-          options.onStderr?.(line);
-        };
-  const onEvent =
-    log === undefined
-      ? options.onEvent
-      : (event: SupervisorEvent | { event: 'listening'; endpoint: string }): void => {
-          const text = describeEvent(event);
-          if (text !== null) log('up', text);
-          options.onEvent?.(event);
-        };
-  // A record left by an unclean exit is removed; another live companion on this data dir stops us (P-k).
-  await claimDiscovery(paths.discovery);
-  const admission = createAdmission({
-    maxConcurrent: options.maxConcurrent ?? options.parallel ?? 4,
-    maxQueue: options.maxQueue ?? 32,
-    queueTimeoutMs: 30_000,
-  });
-  let published: Promise<unknown> = Promise.resolve();
-  let closed = false;
-  let door: FrontDoor | null = null;
-  let endpoint = '';
+/** What a running group shares between its steps: closed once, one publish chain, the endpoint once listening. */
+interface GroupState {
+  closed: boolean;
+  published: Promise<unknown>;
+  endpoint: string;
+}
 
-  const supervisor: Supervisor = createSupervisor({
+/** The parts `close` tears down, in order. */
+interface GroupParts {
+  readonly state: GroupState;
+  readonly refresher: NodeJS.Timeout;
+  readonly door: FrontDoor;
+  readonly supervisor: Supervisor;
+  readonly paths: ReturnType<typeof layout>;
+}
+
+/** The caller's stderr and event callbacks, each also written to the log sink when there is one. */
+function loggedCallbacks(options: RuntimeGroupOptions): {
+  onStderr: ((line: string) => void) | undefined;
+  onEvent: ((event: GroupEvent) => void) | undefined;
+} {
+  const log = options.log;
+  if (log === undefined) return { onStderr: options.onStderr, onEvent: options.onEvent };
+  return {
+    onStderr: (line) => {
+      log('runtime', line);
+      options.onStderr?.(line);
+    },
+    onEvent: (event) => {
+      const text = describeEvent(event);
+      if (text !== null) log('up', text);
+      options.onEvent?.(event);
+    },
+  };
+}
+
+/** The group's options the supervisor takes as they are. */
+const PASSED_ON = [
+  'threads',
+  'parallel',
+  'contextSize',
+  'gpu',
+  'modelId',
+  'wrap',
+  'healthIntervalMs',
+  'restartPolicy',
+] as const satisfies readonly (keyof RuntimeGroupOptions & keyof SupervisorOptions)[];
+
+/** The fields of `source` named in `keys` that are set: an option left out stays absent, not `undefined`. */
+function setFields<T extends object, K extends keyof T>(source: T, keys: readonly K[]): Partial<Pick<T, K>> {
+  const picked: Partial<Pick<T, K>> = {};
+  for (const key of keys) if (source[key] !== undefined) picked[key] = source[key];
+  return picked;
+}
+
+/** The supervisor's options from the group's (default resource limit: 90% of this machine's memory). */
+function supervisorOptions(
+  options: RuntimeGroupOptions,
+  modelsDir: string,
+  onStderr: ((line: string) => void) | undefined,
+  onEvent: (event: SupervisorEvent) => void,
+): SupervisorOptions {
+  return {
     dataDir: options.dataDir,
-    modelsDir: paths.models,
-    ...(options.threads !== undefined ? { threads: options.threads } : {}),
-    ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
-    ...(options.contextSize !== undefined ? { contextSize: options.contextSize } : {}),
-    ...(options.gpu !== undefined ? { gpu: options.gpu } : {}),
-    ...(options.modelId !== undefined ? { modelId: options.modelId } : {}),
-    ...(options.wrap ? { wrap: options.wrap } : {}),
-    ...(options.healthIntervalMs !== undefined ? { healthIntervalMs: options.healthIntervalMs } : {}),
-    ...(options.restartPolicy !== undefined ? { restartPolicy: options.restartPolicy } : {}),
+    modelsDir,
+    ...setFields(options, PASSED_ON),
     resourceLimits: options.resourceLimits ?? { maxRssBytes: Math.floor(totalmem() * 0.9) },
     ...(onStderr ? { onStderr } : {}),
-    onEvent: (event) => {
-      if (event.event === 'available') {
-        // Why: the runtime runs that many sequences; more at once would only wait inside it, past the
-        // front door's bounded queue and its 429 (issue 17 item 6).
-        if (event.available && options.maxConcurrent === undefined && event.parallel !== undefined)
-          admission.setMaxConcurrent(event.parallel);
-        admission.setReady(event.available);
-      }
-      onEvent?.(event);
-      if (event.event !== 'health' && !closed) published = published.then(() => publishState()).catch(() => undefined);
-    },
-  });
+    onEvent,
+  };
+}
 
-  async function publishState(): Promise<PublishedState> {
-    const snap = supervisor.snapshot();
-    const figures = await supervisor.resources();
-    const state: PublishedState = {
-      pid: process.pid,
-      updatedAt: Date.now(),
-      runtime: snap.state === 'stopped' ? null : { state: snap.state, pid: snap.pid },
-      model: snap.model,
-      companionAvailable: supervisor.companionAvailable(),
-      resources:
-        figures === null
-          ? null
-          : {
-              rssBytes: figures.rssBytes,
-              cpuPercent: figures.cpuPercent,
-              processes: figures.processes,
-              vram: figures.vram,
-            },
-      endpoint: endpoint === '' ? null : endpoint,
-      sandbox: options.sandboxMode,
-      parallel: snap.shape?.parallel ?? null,
-      contextSize: snap.shape?.contextSize ?? null,
-      ...(snap.backend === null
-        ? {}
+/** Follows availability in the front door's admission: ready or not, and as many at once as the runtime runs. */
+function admitByAvailability(event: SupervisorEvent, admission: Admission, maxConcurrent: number | undefined): void {
+  if (event.event !== 'available') return;
+  // Why: the runtime runs that many sequences; more at once would only wait inside it, past the
+  // front door's bounded queue and its 429 (issue 17 item 6).
+  if (event.available && maxConcurrent === undefined && event.parallel !== undefined)
+    admission.setMaxConcurrent(event.parallel);
+  admission.setReady(event.available);
+}
+
+/** The state `up` publishes for `status`, from the supervisor's snapshot and figures. */
+async function publishGroupState(
+  group: GroupState,
+  supervisor: Supervisor,
+  statePath: string,
+  sandbox: string,
+): Promise<PublishedState> {
+  const snap = supervisor.snapshot();
+  const figures = await supervisor.resources();
+  const state: PublishedState = {
+    pid: process.pid,
+    updatedAt: Date.now(),
+    runtime: snap.state === 'stopped' ? null : { state: snap.state, pid: snap.pid },
+    model: snap.model,
+    companionAvailable: supervisor.companionAvailable(),
+    resources:
+      figures === null
+        ? null
         : {
-            backend: snap.backend.backend,
-            gpuLayers: snap.backend.gpuLayers,
-            ...(snap.backend.fallback === undefined ? {} : { gpuFallback: snap.backend.fallback }),
-          }),
-    };
-    if (!closed) await writePublishedState(paths.state, state);
-    return state;
-  }
+            rssBytes: figures.rssBytes,
+            cpuPercent: figures.cpuPercent,
+            processes: figures.processes,
+            vram: figures.vram,
+          },
+    endpoint: group.endpoint === '' ? null : group.endpoint,
+    sandbox,
+    parallel: snap.shape?.parallel ?? null,
+    contextSize: snap.shape?.contextSize ?? null,
+    ...(snap.backend === null
+      ? {}
+      : {
+          backend: snap.backend.backend,
+          gpuLayers: snap.backend.gpuLayers,
+          ...(snap.backend.fallback === undefined ? {} : { gpuFallback: snap.backend.fallback }),
+        }),
+  };
+  if (!group.closed) await writePublishedState(statePath, state);
+  return state;
+}
 
+/**
+ * The front door in front of the supervisor's address (it answers 503 while that is null).
+ * @throws CompanionError ERR_BIND_FAILED when it cannot listen (or the code the front door gave).
+ */
+async function openFrontDoor(
+  options: RuntimeGroupOptions,
+  supervisor: Supervisor,
+  admission: Admission,
+): Promise<FrontDoor> {
   try {
-    door = await startFrontDoor({
+    return await startFrontDoor({
       verifyToken: options.verifyToken,
       ...(options.attest !== undefined ? { attest: options.attest } : {}),
       upstream: () => supervisor.address(),
@@ -200,27 +241,58 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
   } catch (error) {
     throw error instanceof CompanionError ? error : new CompanionError('ERR_BIND_FAILED');
   }
-  endpoint = `${door.url}/v1`;
-  await writeDiscovery(paths.discovery, endpoint);
-  onEvent?.({ event: 'listening', endpoint });
-  const runningDoor = door;
-  // Refresh the published state (resources, health) for `status`, at most every 2 s.
-  const refresher = setInterval(() => {
-    if (!closed) published = published.then(() => publishState()).catch(() => undefined);
-  }, 2_000);
-  refresher.unref();
+}
 
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    clearInterval(refresher);
-    await runningDoor.close();
-    await supervisor.stop();
-    await published.catch(() => undefined);
-    await removeDiscovery(paths.discovery);
-    await removeFile(paths.state);
+/** Closes once: front door, runtime, the last publish, then the discovery record and the state file. */
+async function closeGroup(parts: GroupParts): Promise<void> {
+  if (parts.state.closed) return;
+  parts.state.closed = true;
+  clearInterval(parts.refresher);
+  await parts.door.close();
+  await parts.supervisor.stop();
+  await parts.state.published.catch(() => undefined);
+  await removeDiscovery(parts.paths.discovery);
+  await removeFile(parts.paths.state);
+}
+
+/**
+ * Starts the runtime group: supervisor (model re-check, sandboxed runtime, health), front door,
+ * discovery and state files. Resolves once the front door listens and the runtime start was attempted;
+ * use `supervisor.waitAvailable()` to wait for availability. A failed start closes everything again.
+ * @throws CompanionError ERR_LOCKED_BY_OTHER when another companion runs on this data dir; ERR_BIND_FAILED
+ *   when the front door cannot listen; the supervisor's start codes (e.g. ERR_MODEL_CHANGED, ERR_RESOURCE_LIMIT).
+ */
+export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<RunningCompanion> {
+  const paths = layout(options.dataDir);
+  const { onStderr, onEvent } = loggedCallbacks(options);
+  // A record left by an unclean exit is removed; another live companion on this data dir stops us (P-k).
+  await claimDiscovery(paths.discovery);
+  const admission = createAdmission({
+    maxConcurrent: options.maxConcurrent ?? options.parallel ?? 4,
+    maxQueue: options.maxQueue ?? 32,
+    queueTimeoutMs: 30_000,
+  });
+  const group: GroupState = { closed: false, published: Promise.resolve(), endpoint: '' };
+  const publishState = (): Promise<PublishedState> =>
+    publishGroupState(group, supervisor, paths.state, options.sandboxMode);
+  const refresh = (): void => {
+    if (!group.closed) group.published = group.published.then(publishState).catch(() => undefined);
   };
-
+  const supervisor = createSupervisor(
+    supervisorOptions(options, paths.models, onStderr, (event) => {
+      admitByAvailability(event, admission, options.maxConcurrent);
+      onEvent?.(event);
+      if (event.event !== 'health') refresh();
+    }),
+  );
+  const door = await openFrontDoor(options, supervisor, admission);
+  group.endpoint = `${door.url}/v1`;
+  await writeDiscovery(paths.discovery, group.endpoint);
+  onEvent?.({ event: 'listening', endpoint: group.endpoint });
+  // Refresh the published state (resources, health) for `status`, at most every 2 s.
+  const refresher = setInterval(refresh, 2_000);
+  refresher.unref();
+  const close = (): Promise<void> => closeGroup({ state: group, refresher, door, supervisor, paths });
   try {
     await supervisor.start();
   } catch (error) {
@@ -228,7 +300,7 @@ export async function startRuntimeGroup(options: RuntimeGroupOptions): Promise<R
     await close();
     throw error;
   }
-  return { endpoint, supervisor, door: runningDoor, sandboxMode: options.sandboxMode, publishState, close };
+  return { endpoint: group.endpoint, supervisor, door, sandboxMode: options.sandboxMode, publishState, close };
 }
 
 /**

@@ -25,7 +25,7 @@ export interface SandboxResolution {
   readonly wrap?: SpawnWrap;
 }
 
-/** The package root: the folder holding dist/, node_modules/ and package.json. */
+/** The package root: the folder holding dist/, node_modules/ and package.json (this file is dist/src/runtime/manager/). */
 function packageRoot(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 }
@@ -51,6 +51,11 @@ export function runtimeWrap(support: SandboxSupport, root: string = packageRoot(
   };
 }
 
+/**
+ * The sandbox the runtime starts in: the best this system supports, or none only when `choice` is `off`
+ * (`--allow-unsandboxed`), said on `warn` every time.
+ * @throws CompanionError ERR_SANDBOX_UNAVAILABLE when no full sandbox is available and `choice` is not `off`.
+ */
 export async function resolveSandbox(choice: SandboxChoice, warn: (line: string) => void): Promise<SandboxResolution> {
   const support = await detectSandbox();
   assertSandboxOrExplicitOptOut(support, choice === 'off');
