@@ -4,7 +4,7 @@
  * declares, which its parser and its `--help` read too), so the script cannot drift from what the CLI
  * accepts.
  */
-import { OUTPUT_OPTIONS, type OptionTable } from './args.js';
+import type { OptionTable } from './args.js';
 import { defineCommand, type Command } from './command.js';
 import { CliUsageError } from './io.js';
 
@@ -194,8 +194,8 @@ export const completionCommand = defineCommand({
     '  zsh:  save it as _companion in a folder of $fpath (or source it after compinit)',
     '  fish: save it as ~/.config/fish/completions/companion.fish',
   ],
-  // Not --json: it prints a shell script.
-  options: { debug: OUTPUT_OPTIONS.debug },
+  // Only --help: it prints a shell script (no --json), and nothing in it can fail with a stack to show.
+  options: {},
   positionals: 1,
   async run(parsed, io) {
     const shell = parsed.positionals[0];

@@ -33,9 +33,13 @@ export interface CommandSpec<P> {
   run(parsed: P, io: Io): Promise<number>;
 }
 
-/** A command's `--help` text: what it does, then `Options:` with a line per declared option. */
+/** Every command takes `--help` (main answers it before the command's parser runs). */
+const HELP_OPTION: OptionTable = { help: { type: 'boolean', help: "print this command's help" } };
+
+/** A command's `--help` text: what it does, then `Options:` with a line per declared option, and --help. */
 export function commandHelp(about: readonly string[], options: OptionTable, after: readonly string[] = []): string {
-  return [...about, '', 'Options:', ...optionLines(options), ...(after.length > 0 ? ['', ...after] : [])].join('\n');
+  const lines = optionLines({ ...options, ...HELP_OPTION });
+  return [...about, '', 'Options:', ...lines, ...(after.length > 0 ? ['', ...after] : [])].join('\n');
 }
 
 /** A command that parses its arguments with the standard parser, against the options it declares. */

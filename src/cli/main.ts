@@ -98,13 +98,15 @@ function unknownCommand(name: string): { message: string; hint: string } {
 }
 
 /**
- * The usage message for an option `command` does not take: which commands take it, when some do
- * (`--threads is an option of companion up, not of companion status`).
+ * The usage message for an option `command` does not take: which commands take it, when a few do
+ * (`--threads is an option of companion demo and companion up, not of companion status`); when most do,
+ * only that this one does not (its --help, named after the message, lists what it takes).
  */
 export function unknownOptionMessage(error: UnknownOptionError, command: string, commands = COMMANDS): string {
   const name = error.option.startsWith('--') ? error.option.slice(2) : null;
   const owners = name === null ? [] : commands.filter((c) => Object.hasOwn(c.options, name)).map((c) => c.name);
   if (owners.length === 0) return error.message;
+  if (owners.length > 3) return `${error.option} is not an option of companion ${command}`;
   return `${error.option} is an option of ${owners.map((o) => `companion ${o}`).join(' and ')}, not of companion ${command}`;
 }
 
