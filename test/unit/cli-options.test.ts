@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkOptions, optionLines, parseCommandArgs, UnknownOptionError } from '../../src/cli/args.js';
 import { logoutCommand } from '../../src/cli/cmd-auth.js';
+import { hubCommand, parseHubArgs } from '../../src/cli/cmd-hub.js';
 import { COMMANDS } from '../../src/cli/commands.js';
 import type { Io } from '../../src/cli/io.js';
 import { helpText, main, unknownOptionMessage } from '../../src/cli/main.js';
@@ -116,4 +117,23 @@ test('no command writes to process.stdout or process.stderr: all output goes thr
     const text = readFileSync(join(dir, name), 'utf8');
     assert.ok(!/process\.(stdout|stderr)/.test(text), `${name} writes to a process stream`);
   }
+});
+
+test("hub's own parser understands every option hub declares (its help and completion cannot drift from it)", () => {
+  const values: Record<string, string[]> = {
+    port: ['0'],
+    'model-host-port': ['0'],
+    'data-dir': ['/tmp/hub-state'],
+    'synthetic-model': ['tiny'],
+    model: ['/tmp/some-model.gguf'],
+    'model-id': [],
+  };
+  for (const [name, def] of Object.entries(hubCommand.options)) {
+    const args =
+      name === 'model-id'
+        ? ['--model', '/tmp/some-model.gguf', '--model-id', 'some-model']
+        : [`--${name}`, ...(def.type === 'string' ? values[name]! : [])];
+    assert.doesNotThrow(() => parseHubArgs(args), name);
+  }
+  assert.throws(() => parseHubArgs(['--threads', '1']), UnknownOptionError);
 });
