@@ -3,11 +3,11 @@ import { errorForHealth } from '../authority/keychain-common.js';
 import type { OsKeychain } from '../authority/keychain.js';
 import { CompanionError } from '../core/errors.js';
 import { stopUp } from '../shell/up-control.js';
-import { COMMON_HELP, parseCommandArgs } from './args.js';
-import type { Command } from './commands.js';
-import { authorityFor, createContext } from './context.js';
+import { HUB_OPTIONS } from './args.js';
+import { defineCommand } from './command.js';
+import { authorityFor, withContext, type CommandContext } from './context.js';
 import { rememberSettings, settingsToRemember } from './cmd-config.js';
-import { CliUsageError } from './io.js';
+import { CliUsageError, type Io } from './io.js';
 
 /**
  * What the authorization URL may contain before it is handed to the opener: the characters that
@@ -60,10 +60,48 @@ export async function requireKeychain(keychain: OsKeychain, what: string): Promi
   );
 }
 
-export const loginCommand: Command = {
+/** The URL line(s) of `login`: an event with --json, else where to open it. */
+function printOpenUrl(context: CommandContext, io: Io, url: string, opened: boolean): void {
+  if (context.json) context.emit({ event: 'open', url });
+  else
+    io.out(
+      opened
+        ? `Opened the browser. If it did not appear, open this URL on this machine:\n  ${url}`
+        : `Open this URL in a browser on this machine to sign in:\n  ${url}`,
+    );
+}
+
+/** `login` once the options are checked: keychain first, then the flow, then the remembered settings. */
+async function signIn(context: CommandContext, io: Io, noBrowser: boolean, timeoutSeconds: number): Promise<number> {
+  const authority = authorityFor(context, io);
+  await requireKeychain(authority.keychain, 'not signed in (nothing was opened)');
+  const remember = await settingsToRemember(context.config);
+  const result = await authority.signIn({
+    ...(noBrowser ? {} : { openBrowser: openSystemBrowser }),
+    timeoutMs: timeoutSeconds * 1000,
+    // The URL carries state and the PKCE challenge (never the verifier): the user needs it to sign in.
+    onOpen: (url, opened) => printOpenUrl(context, io, url, opened),
+  });
+  // Only after a successful sign-in: a failed login saves nothing (issue 18 item 2).
+  const configFile = await rememberSettings(context.config.dataDir, remember);
+  if (context.json) {
+    context.emit({
+      event: 'signed-in',
+      ...(result.subject ? { user: result.subject } : {}),
+      expiresAt: new Date(result.expiresAt).toISOString(),
+      config: configFile,
+    });
+    return 0;
+  }
+  io.out(`Signed in${result.subject ? ` as ${result.subject}` : ''} (scope: ${result.scope.join(' ')}).`);
+  io.out(`Saved ${Object.keys(remember).join(', ')} in ${configFile}: later commands use them without flags.`);
+  return 0;
+}
+
+export const loginCommand = defineCommand({
   name: 'login',
   summary: 'sign in to the hub in the system browser',
-  help: [
+  about: [
     'Usage: companion login [--hub URL] [--ca FILE] [--no-browser] [--json]',
     '',
     'Signs in to the hub with the OAuth native-app flow: a one-shot listener on 127.0.0.1, the system',
@@ -74,105 +112,74 @@ export const loginCommand: Command = {
     'failure, {"error":{"code","message"}}.',
     'The keychain is checked first: when it is locked or missing, login stops before any browser or URL.',
     'The browser\'s page shows the real outcome: "Signed in" only once the tokens are stored.',
-    '',
-    'Options:',
-    '  --no-browser           print the URL instead of opening the browser',
-    '  --timeout SECONDS      how long to wait for the browser, 1 to 3600 (default 300)',
-    COMMON_HELP,
-  ].join('\n'),
-  async run(args, io) {
-    const parsed = parseCommandArgs(args, { 'no-browser': { type: 'boolean' }, timeout: { type: 'string' } });
-    const timeoutSeconds = parseTimeoutSeconds(parsed.values.timeout);
-    const context = await createContext(parsed, io);
-    try {
-      const authority = authorityFor(context, io);
-      await requireKeychain(authority.keychain, 'not signed in (nothing was opened)');
-      const remember = await settingsToRemember(context.config);
-      const result = await authority.signIn({
-        ...(parsed.values['no-browser'] === true ? {} : { openBrowser: openSystemBrowser }),
-        timeoutMs: timeoutSeconds * 1000,
-        // The URL carries state and the PKCE challenge (never the verifier): the user needs it to sign in.
-        onOpen: (url, opened) => {
-          if (context.json) context.emit({ event: 'open', url });
-          else
-            io.out(
-              opened
-                ? `Opened the browser. If it did not appear, open this URL on this machine:\n  ${url}`
-                : `Open this URL in a browser on this machine to sign in:\n  ${url}`,
-            );
-        },
-      });
-      // Only after a successful sign-in: a failed login saves nothing (issue 18 item 2).
-      const configFile = await rememberSettings(context.config.dataDir, remember);
-      if (context.json)
-        context.emit({
-          event: 'signed-in',
-          ...(result.subject ? { user: result.subject } : {}),
-          expiresAt: new Date(result.expiresAt).toISOString(),
-          config: configFile,
-        });
-      else io.out(`Signed in${result.subject ? ` as ${result.subject}` : ''} (scope: ${result.scope.join(' ')}).`);
-      if (!context.json)
-        io.out(`Saved ${Object.keys(remember).join(', ')} in ${configFile}: later commands use them without flags.`);
-      return 0;
-    } finally {
-      await context.close();
-    }
+  ],
+  options: {
+    'no-browser': { type: 'boolean', help: 'print the URL instead of opening the browser' },
+    timeout: { type: 'string', value: 'SECONDS', help: 'how long to wait for the browser, 1 to 3600 (default 300)' },
+    ...HUB_OPTIONS,
   },
-};
+  async run(parsed, io) {
+    const timeoutSeconds = parseTimeoutSeconds(parsed.values.timeout);
+    return withContext(parsed, io, (context) =>
+      signIn(context, io, parsed.values['no-browser'] === true, timeoutSeconds),
+    );
+  },
+});
 
-export const logoutCommand: Command = {
+/** Stops a running `up` of this data dir before its token is deleted, and says so. */
+async function stopUpFirst(context: CommandContext, io: Io): Promise<void> {
+  // A running `up` serves local clients with the loopback token this deletes: stop it first. One that
+  // cannot be stopped (or identified) stops the logout, with nothing deleted (main prints its line).
+  const stopped = await stopUp(context.paths, {
+    onForce: (pid, graceMs) =>
+      io.err(
+        `companion logout: companion up (pid ${pid}) did not stop within ${Math.round(graceMs / 1000)} s; killing it`,
+      ),
+  });
+  if (stopped.outcome !== 'stopped') return;
+  if (context.json) context.emit({ event: 'stopped', pid: stopped.pid });
+  else io.out(`Stopped companion up (pid ${stopped.pid}).`);
+}
+
+/**
+ * `logout` with the context open. @throws ERR_CUSTODY_SIGNOUT_INCOMPLETE when a keychain item could not
+ * be deleted (no "Signed out" line: it would not be true; main prints the one stderr line).
+ */
+async function signOut(context: CommandContext, io: Io): Promise<number> {
+  const authority = authorityFor(context, io);
+  // A locked keychain: neither the refresh token (to revoke) nor the items can be reached.
+  await requireKeychain(authority.keychain, 'not signed out: nothing was deleted and the session was not revoked');
+  await stopUpFirst(context, io);
+  const outcome = await authority.signOut();
+  if (outcome.failedAccounts.length > 0) {
+    const locked = outcome.keychainCodes.includes('ERR_KEYCHAIN_LOCKED');
+    const hub = outcome.revoked ? 'the session was revoked at the hub' : 'the session was not revoked at the hub';
+    throw new CompanionError(
+      'ERR_CUSTODY_SIGNOUT_INCOMPLETE',
+      `not fully signed out: ${outcome.failedAccounts.join(', ')} could not be deleted from the keychain${locked ? ' (locked)' : ''}; ${hub}; ${locked ? 'unlock the keychain' : 'check the keychain with companion doctor'}, then run companion logout again`,
+      { detail: { failed: outcome.failedAccounts.join(','), revoked: outcome.revoked } },
+    );
+  }
+  if (context.json) context.emit({ event: 'signed-out', revoked: outcome.revoked, failed: outcome.failedAccounts });
+  else
+    io.out(
+      `Signed out${outcome.revoked ? ' (session revoked at the hub)' : ' (the hub could not be told; local items deleted)'}.`,
+    );
+  return 0;
+}
+
+export const logoutCommand = defineCommand({
   name: 'logout',
   summary: 'revoke the session at the hub and delete every keychain item',
-  help: [
+  about: [
     'Usage: companion logout [--hub URL] [--json]',
     '',
     'Stops a running `companion up` of this data dir first (it serves with a token logout deletes), then',
     'revokes the refresh token at the hub when it can and deletes all four keychain items whatever the',
     'network does. With the keychain locked nothing is done: one line says so (unlock it, run logout again).',
     'With --json: {"event":"stopped","pid":N} when an up was stopped, then {"event":"signed-out",...}.',
-    '',
-    'Options:',
-    COMMON_HELP,
-  ].join('\n'),
-  async run(args, io) {
-    const parsed = parseCommandArgs(args);
-    const context = await createContext(parsed, io);
-    try {
-      const authority = authorityFor(context, io);
-      // A locked keychain: neither the refresh token (to revoke) nor the items can be reached.
-      await requireKeychain(authority.keychain, 'not signed out: nothing was deleted and the session was not revoked');
-      // A running `up` serves local clients with the loopback token this deletes: stop it first. One that
-      // cannot be stopped (or identified) stops the logout, with nothing deleted (main prints its line).
-      const stopped = await stopUp(context.paths, {
-        onForce: (pid, graceMs) =>
-          io.err(
-            `companion logout: companion up (pid ${pid}) did not stop within ${Math.round(graceMs / 1000)} s; killing it`,
-          ),
-      });
-      if (stopped.outcome === 'stopped') {
-        if (context.json) context.emit({ event: 'stopped', pid: stopped.pid });
-        else io.out(`Stopped companion up (pid ${stopped.pid}).`);
-      }
-      const outcome = await authority.signOut();
-      if (outcome.failedAccounts.length > 0) {
-        // No "Signed out" line: it would not be true. The one stderr line (and the --json error) comes from main.
-        const locked = outcome.keychainCodes.includes('ERR_KEYCHAIN_LOCKED');
-        const hub = outcome.revoked ? 'the session was revoked at the hub' : 'the session was not revoked at the hub';
-        throw new CompanionError(
-          'ERR_CUSTODY_SIGNOUT_INCOMPLETE',
-          `not fully signed out: ${outcome.failedAccounts.join(', ')} could not be deleted from the keychain${locked ? ' (locked)' : ''}; ${hub}; ${locked ? 'unlock the keychain' : 'check the keychain with companion doctor'}, then run companion logout again`,
-          { detail: { failed: outcome.failedAccounts.join(','), revoked: outcome.revoked } },
-        );
-      }
-      if (context.json) context.emit({ event: 'signed-out', revoked: outcome.revoked, failed: outcome.failedAccounts });
-      else
-        io.out(
-          `Signed out${outcome.revoked ? ' (session revoked at the hub)' : ' (the hub could not be told; local items deleted)'}.`,
-        );
-      return 0;
-    } finally {
-      await context.close();
-    }
-  },
-};
+  ],
+  // --manifest-key too, though no manifest is read: login's flags copied to logout must work (issue 19).
+  options: HUB_OPTIONS,
+  run: (parsed, io) => withContext(parsed, io, (context) => signOut(context, io)),
+});

@@ -1,11 +1,11 @@
 /**
  * `companion completion bash|zsh|fish`: a shell completion script (issue 18 item 8). Commands and each
- * command's options are read from the command table (names, summaries and the option lines of each
- * `--help`), so the script cannot drift from what the CLI accepts.
+ * command's options are read from the command table (names, summaries and the options each command
+ * declares, which its parser and its `--help` read too), so the script cannot drift from what the CLI
+ * accepts.
  */
-import { parseCommandArgs } from './args.js';
-// Type only: the table imports this file, so the table itself is loaded when the command runs.
-import type { Command } from './commands.js';
+import type { OptionTable } from './args.js';
+import { defineCommand, type Command } from './command.js';
 import { CliUsageError } from './io.js';
 
 export const SHELLS = ['bash', 'zsh', 'fish'] as const;
@@ -27,14 +27,13 @@ export interface CommandInfo {
   readonly positionals: readonly string[];
 }
 
-/** The options a help text documents: its lines `  --name [VALUE]   description`. */
-export function optionsOfHelp(help: string): OptionInfo[] {
-  const out = new Map<string, OptionInfo>();
-  for (const match of help.matchAll(/^ {2,4}(--[a-z][a-z0-9-]*)(?:[ =]([^\s]+))?(?: {2,}(.*))?$/gm)) {
-    const name = match[1]!;
-    if (!out.has(name)) out.set(name, { name, value: match[2] ?? null, description: (match[3] ?? '').trim() });
-  }
-  return [...out.values()];
+/** The options a command declares, as completion shows them. */
+export function optionInfos(options: OptionTable): OptionInfo[] {
+  return Object.entries(options).map(([name, def]) => ({
+    name: `--${name}`,
+    value: def.value ?? null,
+    description: typeof def.help === 'string' ? def.help : (def.help[0] ?? ''),
+  }));
 }
 
 /** `options` with `--help` (every command takes it) once. */
@@ -51,7 +50,7 @@ export function completionModel(commands: readonly Command[]): CommandInfo[] {
     ...commands.map((c) => ({
       name: c.name,
       summary: c.summary,
-      options: withHelp(optionsOfHelp(c.help)),
+      options: withHelp(optionInfos(c.options)),
       positionals: c.name === 'completion' ? [...SHELLS] : [],
     })),
     { name: 'help', summary: "print a command's help", options: [], positionals: names },
@@ -182,10 +181,10 @@ export function completionScript(shell: Shell, commands: readonly Command[]): st
   return fishScript(model);
 }
 
-export const completionCommand: Command = {
+export const completionCommand = defineCommand({
   name: 'completion',
   summary: 'print a shell completion script (bash, zsh or fish)',
-  help: [
+  about: [
     'Usage: companion completion bash|zsh|fish',
     '',
     "Prints a completion script for the shell: the commands, each command's options, and files or",
@@ -194,18 +193,17 @@ export const completionCommand: Command = {
     '  bash: source <(companion completion bash)  (or save it in ~/.local/share/bash-completion/completions/companion)',
     '  zsh:  save it as _companion in a folder of $fpath (or source it after compinit)',
     '  fish: save it as ~/.config/fish/completions/companion.fish',
-    '',
-    'Options:',
-    '  --help                 print this help',
-  ].join('\n'),
-  async run(args, io) {
-    const parsed = parseCommandArgs(args, {}, 1);
+  ],
+  // Only --help: it prints a shell script (no --json), and nothing in it can fail with a stack to show.
+  options: {},
+  positionals: 1,
+  async run(parsed, io) {
     const shell = parsed.positionals[0];
-    if (parsed.values.json === true) throw new CliUsageError('prints a shell script; --json does not apply');
     if (shell === undefined) throw new CliUsageError('needs a shell: bash, zsh or fish');
     if (!(SHELLS as readonly string[]).includes(shell)) throw new CliUsageError('the shell is one of bash, zsh, fish');
+    // Loaded here: the table imports this file.
     const { COMMANDS } = await import('./commands.js');
     io.write(completionScript(shell as Shell, COMMANDS));
     return 0;
   },
-};
+});

@@ -18,13 +18,13 @@ import {
   type ConfigKey,
 } from '../shell/config.js';
 import { layout } from '../common/layout.js';
-import { COMMON_HELP, parseCommandArgs, printableOption } from './args.js';
-import type { Command } from './commands.js';
+import { OUTPUT_OPTIONS, SHARED_OPTIONS, printableOption, type Parsed } from './args.js';
+import { defineCommand } from './command.js';
 import { CliUsageError, type Io } from './io.js';
 
 const SOURCE_TEXT = { flag: 'flag', env: 'environment', file: 'config file' } as const;
 
-const HELP = [
+const ABOUT = [
   'Usage: companion config list [--json]',
   '       companion config get KEY [--json]',
   '       companion config set KEY VALUE [--json]',
@@ -45,10 +45,9 @@ const HELP = [
   '`set` checks a value as its flag is checked (a bad value exits 2 and writes nothing); `unset` removes a key.',
   'With --json: list prints {"file": PATH, "settings": {KEY: {"value", "source"} | null}}; get prints',
   '{"key", "value", "source"} (null when unset); set and unset print {"event": "set"|"unset", "key", "file"}.',
-  '',
-  'Options:',
-  COMMON_HELP,
-  '',
+];
+
+const EXAMPLES = [
   'Examples:',
   '  companion config list',
   '  companion config set hub https://hub.example',
@@ -56,7 +55,19 @@ const HELP = [
   '  companion config get hub',
   '  companion config unset threads',
   '  companion config list --data-dir ~/companion-2 --json',
-].join('\n');
+];
+
+/**
+ * The options of `config`: the settings' own flags (their value then shows as coming from a flag), the
+ * data dir, and output. Not --threads: it is an option of `up` only; `threads` is a KEY here.
+ */
+const OPTIONS = {
+  hub: SHARED_OPTIONS.hub,
+  ca: SHARED_OPTIONS.ca,
+  'manifest-key': SHARED_OPTIONS['manifest-key'],
+  'data-dir': SHARED_OPTIONS['data-dir'],
+  ...OUTPUT_OPTIONS,
+} as const;
 
 /** A key argument, checked. @throws CliUsageError */
 function keyArg(value: string | undefined): ConfigKey {
@@ -80,8 +91,7 @@ async function checkedValue(key: ConfigKey, value: string): Promise<string> {
   return normalized;
 }
 
-async function run(args: readonly string[], io: Io): Promise<number> {
-  const parsed = parseCommandArgs(args, {}, 3);
+async function run(parsed: Parsed, io: Io): Promise<number> {
   const json = parsed.values.json === true;
   const [action, keyText, value] = parsed.positionals;
   const dataDir = resolveDataDir(parsed.values, io.env);
@@ -149,12 +159,15 @@ async function run(args: readonly string[], io: Io): Promise<number> {
   }
 }
 
-export const configCommand: Command = {
+export const configCommand = defineCommand({
   name: 'config',
   summary: 'show and change the remembered settings (hub, CA, manifest key, threads)',
-  help: HELP,
+  about: ABOUT,
+  options: OPTIONS,
+  positionals: 3,
+  after: EXAMPLES,
   run,
-};
+});
 
 /**
  * What a successful `login` remembers: the hub, CA file and manifest key in effect (from flags,

@@ -8,8 +8,8 @@
  */
 import { openKeychain, type KeychainHealth, type OpenKeychainOptions, type OsKeychain } from '../authority/keychain.js';
 import { isCompanionError } from '../core/errors.js';
-import type { Command } from './commands.js';
-import { printableOption } from './args.js';
+import { defineCommand, type Command } from './command.js';
+import { SHARED_OPTIONS, type Parsed } from './args.js';
 import { CliUsageError, type Io } from './io.js';
 import { detectSandboxMode } from './sandbox-mode.js';
 import { detectGpu, type GpuReport } from '../runtime/gpu-detect.js';
@@ -37,7 +37,7 @@ export interface DoctorDeps {
 }
 
 const USAGE = '[--json] [--keychain memory]';
-const HELP = [
+const ABOUT = [
   `Usage: companion doctor ${USAGE}`,
   '',
   'Report the keychain backend and its state (available, locked, unavailable), the runtime sandbox,',
@@ -45,35 +45,30 @@ const HELP = [
   '--gpu auto: cpu, cuda, vulkan or metal; no model is loaded), Node and the platform, without reading',
   'or changing any stored secret.',
   'Exit status 0 when the keychain is available, 1 otherwise.',
-  '',
-  'Options:',
-  '  --json               one JSON object on stdout:',
-  '                       {"keychain": {"backend", "state", "detail"?}, "sandbox",',
-  '                        "gpu": {"devices": [PATH...], "backend", "detail"?}, "node", "platform"}',
-  '  --keychain memory    check the explicit in-memory keychain instead (demo and tests only; announced)',
-  '  --debug              print stack traces of errors',
-].join('\n');
+];
+/** Doctor reads no configuration: the keychain's health does not depend on the hub or the data dir. */
+const OPTIONS = {
+  json: {
+    type: 'boolean',
+    help: [
+      'one JSON object on stdout:',
+      '{"keychain": {"backend", "state", "detail"?}, "sandbox",',
+      ' "gpu": {"devices": [PATH...], "backend", "detail"?}, "node", "platform"}',
+    ],
+  },
+  keychain: {
+    ...SHARED_OPTIONS.keychain,
+    help: 'check the explicit in-memory keychain instead (demo and tests only; announced)',
+  },
+  debug: SHARED_OPTIONS.debug,
+} as const;
 
-function parse(args: readonly string[]): { json: boolean; backend: 'os' | 'memory' } {
-  let json = false;
-  let backend: 'os' | 'memory' = 'os';
-  for (let i = 0; i < args.length; i += 1) {
-    const arg = args[i]!;
-    if (arg === '--json') json = true;
-    else if (arg === '--debug') continue;
-    else if (arg === '--keychain' || arg.startsWith('--keychain=')) {
-      const value = arg === '--keychain' ? args[++i] : arg.slice('--keychain='.length);
-      if (value === 'memory') backend = 'memory';
-      else if (value === 'os') backend = 'os';
-      else throw new CliUsageError("--keychain takes 'memory' (or 'os', the default)");
-    } else if (['--hub', '--ca', '--data-dir', '--manifest-key'].includes(arg)) {
-      // Accepted everywhere (CONTRACT §6); doctor does not need them.
-      if (args[i + 1] === undefined) throw new CliUsageError(`${arg} needs a value`);
-      i += 1;
-    } else if (/^--(hub|ca|data-dir|manifest-key)=/.test(arg)) continue;
-    else throw new CliUsageError(arg.startsWith('-') ? `unknown option ${printableOption(arg)}` : 'takes no arguments');
-  }
-  return { json, backend };
+/** The keychain backend `--keychain` names. @throws CliUsageError for another value */
+function backendOf(parsed: Parsed): 'os' | 'memory' {
+  const value = parsed.values.keychain;
+  if (value === undefined || value === 'os') return 'os';
+  if (value === 'memory') return 'memory';
+  throw new CliUsageError("--keychain takes 'memory' (or 'os', the default)");
 }
 
 /** Collects the report. Never throws for a missing or locked keychain: that is what it reports. */
@@ -114,6 +109,42 @@ const ADVICE: Record<Exclude<KeychainHealth['state'], 'available'>, string> = {
   unavailable: 'start or install the OS keychain service, then run `companion doctor` again (docs/keychain.md)',
 };
 
+/** The human lines of the report. */
+function printReport(io: Io, report: DoctorReport): void {
+  const k = report.keychain;
+  io.out(
+    `keychain  ${k.backend}: ${k.state}${k.detail !== undefined && k.state !== 'available' ? ` (${k.detail})` : ''}`,
+  );
+  io.out(`sandbox   ${report.sandbox}`);
+  const g = report.gpu;
+  io.out(
+    `gpu       ${g.backend ?? 'unknown'}${g.detail === undefined ? '' : ` (${g.detail})`}; devices: ${g.devices.length === 0 ? 'none' : g.devices.join(' ')}`,
+  );
+  io.out(`node      ${report.node}`);
+  io.out(`platform  ${report.platform}`);
+}
+
+/** Runs doctor: the report, then 0, or 1 with one line saying what to do when the keychain is not usable. */
+async function doctor(deps: DoctorDeps, parsed: Parsed, io: Io): Promise<number> {
+  const json = parsed.values.json === true;
+  const report = await doctorReport(backendOf(parsed), deps, (line) => io.err(line));
+  if (json) io.out(JSON.stringify(report));
+  else printReport(io, report);
+  if (report.keychain.state === 'available') return 0;
+  // One line: the state, and what to do (the backend's own advice when it has one).
+  const { backend: name, state, detail } = report.keychain;
+  const message = `keychain ${state} (${name}): ${detail ?? ADVICE[state]}`;
+  io.err(`companion doctor: ${message}`);
+  // With --json a failure ends with the one error object, as every command's (src/cli/main.ts).
+  if (json)
+    io.out(
+      JSON.stringify({
+        error: { code: state === 'locked' ? 'ERR_KEYCHAIN_LOCKED' : 'ERR_KEYCHAIN_UNAVAILABLE', message },
+      }),
+    );
+  return 1;
+}
+
 /** Builds the command; tests inject the keychain and the platform. */
 export function createDoctorCommand(overrides: Partial<DoctorDeps> = {}): Command {
   const deps: DoctorDeps = {
@@ -125,43 +156,13 @@ export function createDoctorCommand(overrides: Partial<DoctorDeps> = {}): Comman
     nodeVersion: process.version,
     ...overrides,
   };
-  return {
+  return defineCommand({
     name: 'doctor',
     summary: 'report keychain and sandbox state without touching secrets',
-    help: HELP,
-    async run(args, io: Io) {
-      const { json, backend } = parse(args);
-      const report = await doctorReport(backend, deps, (line) => io.err(line));
-      if (json) {
-        io.out(JSON.stringify(report));
-      } else {
-        const k = report.keychain;
-        io.out(
-          `keychain  ${k.backend}: ${k.state}${k.detail !== undefined && k.state !== 'available' ? ` (${k.detail})` : ''}`,
-        );
-        io.out(`sandbox   ${report.sandbox}`);
-        const g = report.gpu;
-        io.out(
-          `gpu       ${g.backend ?? 'unknown'}${g.detail === undefined ? '' : ` (${g.detail})`}; devices: ${g.devices.length === 0 ? 'none' : g.devices.join(' ')}`,
-        );
-        io.out(`node      ${report.node}`);
-        io.out(`platform  ${report.platform}`);
-      }
-      if (report.keychain.state === 'available') return 0;
-      // One line: the state, and what to do (the backend's own advice when it has one).
-      const { backend: name, state, detail } = report.keychain;
-      const message = `keychain ${state} (${name}): ${detail ?? ADVICE[state]}`;
-      io.err(`companion doctor: ${message}`);
-      // With --json a failure ends with the one error object, as every command's (src/cli/main.ts).
-      if (json)
-        io.out(
-          JSON.stringify({
-            error: { code: state === 'locked' ? 'ERR_KEYCHAIN_LOCKED' : 'ERR_KEYCHAIN_UNAVAILABLE', message },
-          }),
-        );
-      return 1;
-    },
-  };
+    about: ABOUT,
+    options: OPTIONS,
+    run: (parsed, io) => doctor(deps, parsed, io),
+  });
 }
 
 export const doctorCommand: Command = createDoctorCommand();

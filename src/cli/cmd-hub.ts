@@ -11,48 +11,86 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SYNTHETIC_LLAMA_PRESETS } from '../hub/llama-gguf.js';
 import { isModelId, modelIdFromFileName } from '../hub/published-models.js';
-import type { Command } from './commands.js';
-import { printableOption } from './args.js';
+import { defineCommand } from './command.js';
+import { OUTPUT_OPTIONS, UnknownOptionError, type OptionTable } from './args.js';
 import { CliUsageError, type Io } from './io.js';
 
-const HELP = `Usage: companion hub [--port P] [--model-host-port Q] [--data-dir DIR] [--synthetic-model SIZE]
-                     [--model FILE.gguf [--model-id ID]] [--json | --env]
+const ABOUT = [
+  'Usage: companion hub [--port P] [--model-host-port Q] [--data-dir DIR] [--synthetic-model SIZE]',
+  '                     [--model FILE.gguf [--model-id ID]] [--json | --env]',
+  '',
+  'Run the reference hub on 127.0.0.1: an OAuth authorization server for the companion (native client,',
+  'PKCE, consent page), the signed model manifest, and a model host on a separate origin, all over HTTPS',
+  'with a generated local CA. Runs until Ctrl-C / SIGTERM.',
+];
 
-Run the reference hub on 127.0.0.1: an OAuth authorization server for the companion (native client,
-PKCE, consent page), the signed model manifest, and a model host on a separate origin, all over HTTPS
-with a generated local CA. Runs until Ctrl-C / SIGTERM.
+/** The options of `hub`, for its help and completion; {@link parseHubArgs} reads them (some repeat, in order). */
+const OPTIONS: OptionTable = {
+  port: {
+    type: 'string',
+    value: 'P',
+    help: ['hub port (default: the one remembered in --data-dir, else an ephemeral port;', '--port 0 takes a new one)'],
+  },
+  'model-host-port': { type: 'string', value: 'Q', help: 'model host port (default: as --port)' },
+  'data-dir': {
+    type: 'string',
+    value: 'DIR',
+    help: [
+      'keep the CA, keys, grants, dev password and ports in DIR (0700): a restart with',
+      'the same DIR has the same URL, CA and manifest key, and sign-ins stay valid; a',
+      'remembered port in use is an error (ERR_HUB_PORT_BUSY), never silently replaced.',
+      'Without it everything is in memory and the CA goes to a temporary folder',
+    ],
+  },
+  'synthetic-model': {
+    type: 'string',
+    value: 'SIZE',
+    help: [
+      'also publish a synthetic llama with random weights (gibberish text, real speed',
+      "and memory), generated once (kept in --data-dir): SIZE is smol135m (SmolLM2-135M's",
+      'shape, Q8_0, about 123 MB) or tiny; its manifest id is SIZE. Repeatable',
+    ],
+  },
+  model: {
+    type: 'string',
+    value: 'FILE.gguf',
+    help: [
+      'also publish a GGUF model file you have: signed manifest entry, size and SHA-256',
+      'computed once at start (remembered in --data-dir), served by the model host. A',
+      'file that is not GGUF is refused (ERR_HUB_MODEL_FILE). Repeatable',
+    ],
+  },
+  'model-id': {
+    type: 'string',
+    value: 'ID',
+    help: 'manifest id of the --model just before it (default: from the file name)',
+  },
+  json: {
+    type: 'boolean',
+    help: 'print one line {"hub", "modelHost", "ca", "manifestKey", "user", "password"}',
+  },
+  env: {
+    type: 'boolean',
+    help: [
+      'print one line: export COMPANION_HUB=… COMPANION_CA=… COMPANION_MANIFEST_KEY=…',
+      '(the hub keeps running; the rest goes to stderr)',
+    ],
+  },
+  debug: OUTPUT_OPTIONS.debug,
+};
 
-Options:
-  --port P              hub port (default: the one remembered in --data-dir, else an ephemeral port;
-                        --port 0 takes a new one)
-  --model-host-port Q   model host port (default: as --port)
-  --data-dir DIR        keep the CA, keys, grants, dev password and ports in DIR (0700): a restart with
-                        the same DIR has the same URL, CA and manifest key, and sign-ins stay valid; a
-                        remembered port in use is an error (ERR_HUB_PORT_BUSY), never silently replaced.
-                        Without it everything is in memory and the CA goes to a temporary folder
-  --synthetic-model SIZE
-                        also publish a synthetic llama with random weights (gibberish text, real speed
-                        and memory), generated once (kept in --data-dir): SIZE is smol135m (SmolLM2-135M's
-                        shape, Q8_0, about 123 MB) or tiny; its manifest id is SIZE. Repeatable
-  --model FILE.gguf     also publish a GGUF model file you have: signed manifest entry, size and SHA-256
-                        computed once at start (remembered in --data-dir), served by the model host. A
-                        file that is not GGUF is refused (ERR_HUB_MODEL_FILE). Repeatable
-  --model-id ID         manifest id of the --model just before it (default: from the file name)
-  --json                print one line {"hub", "modelHost", "ca", "manifestKey", "user", "password"}
-  --env                 print one line: export COMPANION_HUB=… COMPANION_CA=… COMPANION_MANIFEST_KEY=…
-                        (the hub keeps running; the rest goes to stderr)
-  --debug               print stack traces of errors
-
-Sign in once with: companion login --hub <hub> --ca <ca> --manifest-key <manifestKey>
-(login remembers the three in its data dir; or export them, as the printed export line does).
-
-Examples:
-  companion hub --data-dir ~/.companion-hub
-  companion hub --data-dir ~/.companion-hub --env > ~/.companion-hub.env &    # then: . ~/.companion-hub.env
-  companion hub --json
-  companion hub --data-dir ~/.companion-hub --port 0 --model-host-port 0     # take new ports
-  companion hub --data-dir ~/.companion-hub --synthetic-model smol135m       # a realistic model for benches
-  companion hub --data-dir ~/.companion-hub --model ~/models/SmolLM2-135M-Instruct-Q8_0.gguf --model-id smollm2-135m`;
+const AFTER = [
+  'Sign in once with: companion login --hub <hub> --ca <ca> --manifest-key <manifestKey>',
+  '(login remembers the three in its data dir; or export them, as the printed export line does).',
+  '',
+  'Examples:',
+  '  companion hub --data-dir ~/.companion-hub',
+  '  companion hub --data-dir ~/.companion-hub --env > ~/.companion-hub.env &    # then: . ~/.companion-hub.env',
+  '  companion hub --json',
+  '  companion hub --data-dir ~/.companion-hub --port 0 --model-host-port 0     # take new ports',
+  '  companion hub --data-dir ~/.companion-hub --synthetic-model smol135m       # a realistic model for benches',
+  '  companion hub --data-dir ~/.companion-hub --model ~/models/SmolLM2-135M-Instruct-Q8_0.gguf --model-id smollm2-135m',
+];
 
 interface HubArgs {
   port?: number;
@@ -130,7 +168,8 @@ export function parseHubArgs(args: readonly string[]): HubArgs {
       case '--debug':
         break;
       default:
-        throw new CliUsageError(arg.startsWith('-') ? `unknown option ${printableOption(arg)}` : 'takes no arguments');
+        if (arg.startsWith('-')) throw new UnknownOptionError(arg);
+        throw new CliUsageError('takes no arguments');
     }
   }
   if (out.json && out.env) throw new CliUsageError('--json and --env cannot be used together');
@@ -179,8 +218,7 @@ function listenForSignals(): { received: Promise<NodeJS.Signals>; dispose(): voi
   };
 }
 
-async function run(args: readonly string[], io: Io): Promise<number> {
-  const options = parseHubArgs(args);
+async function run(options: HubArgs, io: Io): Promise<number> {
   // Loaded on use: the other commands never pay for oidc-provider and the certificate code.
   const { startHub } = await import('../hub/index.js');
   const { writePrivateFileAtomicSync } = await import('../common/private-file.js');
@@ -253,9 +291,12 @@ async function run(args: readonly string[], io: Io): Promise<number> {
   }
 }
 
-export const hubCommand: Command = {
+export const hubCommand = defineCommand({
   name: 'hub',
   summary: 'run the reference hub (authorization server, manifest, model host)',
-  help: HELP,
+  about: ABOUT,
+  options: OPTIONS,
+  after: AFTER,
+  parse: parseHubArgs,
   run,
-};
+});

@@ -3,9 +3,9 @@ import { constants } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { checkPrivateDir } from '../common/private-file.js';
 import { cleanLogText, logPaths, tailLog } from '../shell/log-file.js';
-import { COMMON_HELP, parseCommandArgs } from './args.js';
-import type { Command } from './commands.js';
-import { createContext, type CommandContext } from './context.js';
+import { LOCAL_OPTIONS } from './args.js';
+import { defineCommand } from './command.js';
+import { withContext, type CommandContext } from './context.js';
 import { untilSignal } from './cmd-up.js';
 import { CliUsageError, type Io } from './io.js';
 
@@ -98,10 +98,38 @@ async function follow(
   }
 }
 
-export const logsCommand: Command = {
+/** `--lines N`: a whole number from 0 to 100000 (default 50). @throws CliUsageError */
+function lineCount(value: string | boolean | undefined): number {
+  if (typeof value !== 'string') return DEFAULT_LINES;
+  if (!/^[0-9]{1,6}$/.test(value) || Number(value) > 100_000)
+    throw new CliUsageError('--lines takes a whole number from 0 to 100000');
+  return Number(value);
+}
+
+/** Prints the last `count` lines, then (with `stopped`: --follow) what is appended until Ctrl-C. */
+async function printLog(
+  context: CommandContext,
+  io: Io,
+  count: number,
+  stopped: Promise<unknown> | null,
+): Promise<number> {
+  const paths = logPaths(context.config.dataDir);
+  const tail = await tailLog(context.config.dataDir, count);
+  if (tail === null && stopped === null) {
+    io.err(`no log yet (${paths.file}); companion up writes it`);
+    return 0;
+  }
+  for (const line of tail?.lines ?? []) printLine(context, io, line);
+  if (stopped === null) return 0;
+  await checkPrivateDir(paths.dir);
+  await follow(paths.file, tail?.bytes ?? 0, stopped, (line) => printLine(context, io, line));
+  return 0;
+}
+
+export const logsCommand = defineCommand({
   name: 'logs',
   summary: "print the log that up writes (its events and the runtime's stderr)",
-  help: [
+  about: [
     'Usage: companion logs [--follow] [--lines N] [--json]',
     '',
     "Prints the last lines of the data dir's log, logs/companion.log (0600; up to 1 MiB, then it moves",
@@ -109,39 +137,22 @@ export const logsCommand: Command = {
     "(listening, runtime states, availability, stops, failures with their code) and the runtime's stderr.",
     'It never holds a token, a model path or a digest.',
     'With --json: one {"time","source","text"} object per line.',
-    '',
-    'Options:',
-    '  --lines N              how many of the last lines to print, 0 to 100000 (default 50)',
-    '  --follow               keep printing lines as they are written, until Ctrl-C',
-    COMMON_HELP,
-  ].join('\n'),
-  async run(args, io) {
-    const parsed = parseCommandArgs(args, { follow: { type: 'boolean' }, lines: { type: 'string' } });
-    const linesText = parsed.values.lines;
-    let count = DEFAULT_LINES;
-    if (typeof linesText === 'string') {
-      if (!/^[0-9]{1,6}$/.test(linesText) || Number(linesText) > 100_000)
-        throw new CliUsageError('--lines takes a whole number from 0 to 100000');
-      count = Number(linesText);
-    }
-    const context = await createContext(parsed, io);
-    const following = parsed.values.follow === true;
-    // Listen for Ctrl-C before anything is printed, so --follow always ends with 0 on it.
-    const stopped = following ? untilSignal() : null;
-    try {
-      const paths = logPaths(context.config.dataDir);
-      const tail = await tailLog(context.config.dataDir, count);
-      if (tail === null && !following) {
-        io.err(`no log yet (${paths.file}); companion up writes it`);
-        return 0;
-      }
-      for (const line of tail?.lines ?? []) printLine(context, io, line);
-      if (stopped === null) return 0;
-      await checkPrivateDir(paths.dir);
-      await follow(paths.file, tail?.bytes ?? 0, stopped, (line) => printLine(context, io, line));
-      return 0;
-    } finally {
-      await context.close();
-    }
+  ],
+  options: {
+    lines: {
+      type: 'string',
+      value: 'N',
+      help: 'how many of the last lines to print, 0 to 100000 (default 50)',
+    },
+    follow: { type: 'boolean', help: 'keep printing lines as they are written, until Ctrl-C' },
+    ...LOCAL_OPTIONS,
   },
-};
+  async run(parsed, io) {
+    const count = lineCount(parsed.values.lines);
+    return withContext(parsed, io, (context) => {
+      // Listen for Ctrl-C before anything is printed, so --follow always ends with 0 on it.
+      const stopped = parsed.values.follow === true ? untilSignal() : null;
+      return printLog(context, io, count, stopped);
+    });
+  },
+});

@@ -8,10 +8,12 @@ import { readFile } from 'node:fs/promises';
 import { readDiscovery, type PublishedState } from '../runtime/manager/discovery.js';
 import { readPublishedState } from '../shell/discovery.js';
 import { parseUpLock, upLockIsLive } from '../shell/up-lock.js';
-import { COMMON_HELP, parseCommandArgs } from './args.js';
-import type { Command } from './commands.js';
-import { createContext, type CommandContext } from './context.js';
+import { LOCAL_OPTIONS } from './args.js';
+import { defineCommand } from './command.js';
+import { withContext, type CommandContext } from './context.js';
+import type { Io } from './io.js';
 import { humanBytes } from './progress.js';
+import { tableLines } from './table.js';
 
 /** A running `companion up` of this data dir, and what it serves (null: not said yet). */
 export interface RunningUp {
@@ -69,10 +71,73 @@ export function formatUptime(seconds: number): string {
   return `${s}s`;
 }
 
-export const psCommand: Command = {
+/** The `ps` row of a running `up`: what its published state says, and the runtime's uptime. */
+async function psRow(up: RunningUp): Promise<Record<string, unknown> & PsCells> {
+  const state = up.state;
+  const runtimePid = state?.runtime?.pid ?? null;
+  const rss = state?.resources?.rssBytes;
+  const backend = (state as { backend?: unknown } | null)?.backend;
+  const gpuLayers = (state as { gpuLayers?: unknown } | null)?.gpuLayers;
+  return {
+    model: up.model,
+    state: state?.runtime?.state ?? 'starting',
+    pid: runtimePid,
+    upPid: up.pid,
+    uptimeSeconds: runtimePid === null ? null : await processUptimeSeconds(runtimePid),
+    rssBytes: typeof rss === 'number' ? rss : null,
+    // What the runtime reported in its ready line (gpu auto: a GPU or the CPU); null before it is ready.
+    backend: typeof backend === 'string' ? backend : null,
+    gpuLayers: typeof gpuLayers === 'number' ? gpuLayers : null,
+    sandbox: state?.sandbox ?? null,
+    endpoint: state?.endpoint ?? null,
+    parallel: state?.parallel ?? null,
+    contextSize: state?.contextSize ?? null,
+  };
+}
+
+/** What the human table shows of a row. */
+interface PsCells {
+  readonly model: string | null;
+  readonly state: string;
+  readonly pid: number | null;
+  readonly uptimeSeconds: number | null;
+  readonly rssBytes: number | null;
+  readonly backend: string | null;
+  readonly endpoint: string | null;
+}
+
+/** The human table: a header and the one row. */
+function printPsTable(io: Io, row: PsCells): void {
+  const cells = [
+    row.model ?? '-',
+    row.state,
+    row.pid === null ? '-' : String(row.pid),
+    row.uptimeSeconds === null ? '-' : formatUptime(row.uptimeSeconds),
+    row.rssBytes === null ? '-' : humanBytes(row.rssBytes),
+    row.backend ?? '-',
+    row.endpoint ?? '-',
+  ];
+  for (const line of tableLines(['MODEL', 'STATE', 'PID', 'UPTIME', 'RSS', 'BACKEND', 'ENDPOINT'], [cells]))
+    io.out(line);
+}
+
+/** `ps` with the context open. */
+async function ps(context: CommandContext, io: Io): Promise<number> {
+  const up = await findRunningUp(context);
+  if (up === null) {
+    if (!context.json) io.out('nothing running (start it with companion up)');
+    return 0;
+  }
+  const row = await psRow(up);
+  if (context.json) context.emit(row);
+  else printPsTable(io, row);
+  return 0;
+}
+
+export const psCommand = defineCommand({
   name: 'ps',
   summary: 'show the running runtime (model, uptime, memory, pid, endpoint)',
-  help: [
+  about: [
     'Usage: companion ps [--json]',
     '',
     'Shows the runtime that companion up runs for this data directory: the model it serves, its state, how',
@@ -82,65 +147,8 @@ export const psCommand: Command = {
     'When nothing runs it prints "nothing running" and exits 0: that is a state, not a fault.',
     'With --json: one line {"model","state","pid","upPid","uptimeSeconds","rssBytes","backend","gpuLayers","sandbox",',
     '"endpoint"} while something runs; no line when nothing does.',
-    '',
-    'Options:',
-    COMMON_HELP,
-    '',
-    'Examples:',
-    '  companion ps',
-    '  companion ps --json',
-  ].join('\n'),
-  async run(args, io) {
-    const parsed = parseCommandArgs(args);
-    const context = await createContext(parsed, io);
-    try {
-      const up = await findRunningUp(context);
-      if (up === null) {
-        if (!context.json) io.out('nothing running (start it with companion up)');
-        return 0;
-      }
-      const state = up.state;
-      const runtimePid = state?.runtime?.pid ?? null;
-      const rss = state?.resources?.rssBytes;
-      const backend = (state as { backend?: unknown } | null)?.backend;
-      const gpuLayers = (state as { gpuLayers?: unknown } | null)?.gpuLayers;
-      const row = {
-        model: up.model,
-        state: state?.runtime?.state ?? 'starting',
-        pid: runtimePid,
-        upPid: up.pid,
-        uptimeSeconds: runtimePid === null ? null : await processUptimeSeconds(runtimePid),
-        rssBytes: typeof rss === 'number' ? rss : null,
-        // What the runtime reported in its ready line (gpu auto: a GPU or the CPU); null before it is ready.
-        backend: typeof backend === 'string' ? backend : null,
-        gpuLayers: typeof gpuLayers === 'number' ? gpuLayers : null,
-        sandbox: state?.sandbox ?? null,
-        endpoint: state?.endpoint ?? null,
-        parallel: state?.parallel ?? null,
-        contextSize: state?.contextSize ?? null,
-      };
-      if (context.json) {
-        context.emit(row);
-        return 0;
-      }
-      const cells = [
-        row.model ?? '-',
-        row.state,
-        row.pid === null ? '-' : String(row.pid),
-        row.uptimeSeconds === null ? '-' : formatUptime(row.uptimeSeconds),
-        row.rssBytes === null ? '-' : humanBytes(row.rssBytes),
-        row.backend ?? '-',
-        row.endpoint ?? '-',
-      ];
-      const head = ['MODEL', 'STATE', 'PID', 'UPTIME', 'RSS', 'BACKEND', 'ENDPOINT'];
-      const widths = head.map((h, i) => Math.max(h.length, cells[i]!.length));
-      const line = (c: readonly string[]): string =>
-        c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]!))).join('  ');
-      io.out(line(head));
-      io.out(line(cells));
-      return 0;
-    } finally {
-      await context.close();
-    }
-  },
-};
+  ],
+  options: LOCAL_OPTIONS,
+  after: ['Examples:', '  companion ps', '  companion ps --json'],
+  run: (parsed, io) => withContext(parsed, io, (context) => ps(context, io)),
+});

@@ -10,10 +10,10 @@ import { assertOneOf, CompanionError, isCompanionError } from '../core/errors.js
 import { CONTEXT_TIERS, LANE_PREFERENCES, type ContextTier, type LanePreference } from '../core/lane.js';
 import { companionAvailableAt, readPublishedState, verifyEndpoint, type VerifiedEndpoint } from '../shell/discovery.js';
 import { readDiscovery } from '../runtime/manager/discovery.js';
-import { COMMON_HELP, parseCommandArgs } from './args.js';
-import type { Command } from './commands.js';
+import { HUB_OPTIONS, type Parsed } from './args.js';
+import { defineCommand } from './command.js';
 import { CliUsageError, type Io } from './io.js';
-import { authorityFor, createContext } from './context.js';
+import { authorityFor, withContext } from './context.js';
 import { readInstalled } from '../runtime/manager/install.js';
 import { quickModelCheck } from './cmd-status.js';
 import { unavailability, type AvailabilityFacts } from './availability.js';
@@ -48,10 +48,205 @@ async function readStdin(stream: NodeJS.ReadableStream | undefined, limit: numbe
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export const runCommand: Command = {
+/** The options of `run`, checked. */
+interface RunOptions {
+  readonly tier: ContextTier;
+  readonly prefer: LanePreference;
+  readonly maxTokens: number;
+  readonly system: string | undefined;
+  readonly modelOption: string | undefined;
+}
+
+/** Checks the options of `run`. @throws CliUsageError for a value out of range */
+function runOptions(parsed: Parsed): RunOptions {
+  const tier = (parsed.values.tier ?? 'private') as string;
+  const prefer = (parsed.values.prefer ?? 'prefer-local') as string;
+  try {
+    assertOneOf(tier, '--tier', CONTEXT_TIERS);
+    assertOneOf(prefer, '--prefer', LANE_PREFERENCES);
+  } catch (error) {
+    throw new CliUsageError((error as Error).message);
+  }
+  const maxTokensText = parsed.values['max-tokens'];
+  const maxTokens = maxTokensText === undefined ? 128 : Number(maxTokensText);
+  if ((typeof maxTokensText === 'string' && !/^[0-9]{1,4}$/.test(maxTokensText)) || maxTokens < 1 || maxTokens > 8192)
+    throw new CliUsageError('--max-tokens takes a whole number from 1 to 8192');
+  const system = parsed.values.system as string | undefined;
+  if (system !== undefined && system.length === 0) throw new CliUsageError('--system needs a non-empty TEXT');
+  const modelOption = parsed.values.model as string | undefined;
+  if (modelOption !== undefined && !/^[\x21-\x7e]{1,200}$/.test(modelOption))
+    throw new CliUsageError('--model takes a NAME of printable characters without spaces');
+  return { tier: tier as ContextTier, prefer: prefer as LanePreference, maxTokens, system, modelOption };
+}
+
+/**
+ * The prompt: PROMPT, or all of stdin (`-`, or no PROMPT and stdin not a terminal); null for the chat.
+ * @throws CliUsageError when it is empty
+ */
+async function readPrompt(positional: string | undefined, io: Io): Promise<string | null> {
+  const stdinIsTty = io.input?.isTTY === true;
+  if (positional === '-' || (positional === undefined && !stdinIsTty)) {
+    const prompt = (await readStdin(io.input, STDIN_LIMIT_BYTES)).replace(/\r?\n$/, '');
+    if (prompt.trim().length === 0) throw new CliUsageError('PROMPT is missing (stdin was empty)');
+    return prompt;
+  }
+  if (positional === undefined) return null;
+  if (positional.length === 0) throw new CliUsageError('PROMPT is missing');
+  return positional;
+}
+
+/** The local lane: an endpoint that passed the identity check and the attestation, with its token. */
+type LocalLane = Endpoint & { readonly verified: VerifiedEndpoint };
+
+/** What the local lane found, for the one line that says why it is not there (see localCause). */
+interface LocalFound {
+  readonly local: LocalLane | null;
+  readonly keychain: string;
+  readonly endpoint: AvailabilityFacts['endpoint'];
+}
+
+/** Looks for the local lane: the recorded endpoint, the loopback token, the attestation. */
+async function findLocal(
+  context: CommandContext,
+  io: Io,
+  discovery: Awaited<ReturnType<typeof readDiscovery>>,
+): Promise<LocalFound> {
+  let local: LocalLane | null = null;
+  let keychain = 'available';
+  let endpoint: AvailabilityFacts['endpoint'] = 'no-token';
+  if (discovery !== null && context.config.hub !== null) {
+    const token = await authorityFor(context, io)
+      .loopbackToken()
+      .catch((error: unknown) => {
+        keychain = (error as { code?: string }).code ?? 'ERR_KEYCHAIN_FAILURE';
+        return null;
+      });
+    const check = token === null ? null : await verifyEndpoint(discovery, token);
+    if (check !== null)
+      endpoint = check.ok ? 'verified' : check.code === 'ERR_ENDPOINT_UNVERIFIED' ? 'unverified' : 'no-answer';
+    if (token !== null && check?.ok === true)
+      local = { url: check.endpoint.url, token: token.reveal(), verified: check.endpoint };
+    else if (check?.ok === false && check.code === 'ERR_ENDPOINT_UNVERIFIED')
+      io.err('companion run: the recorded endpoint failed the attestation; not using it [ERR_ENDPOINT_UNVERIFIED]');
+  }
+  return { local, keychain, endpoint };
+}
+
+/** One `run`: the lanes it may use, and the answers it prints. */
+class RunSession {
+  private readonly client: ReturnType<typeof createLlmClient>;
+  private readonly cloudModel: string;
+  private installedId: string | null | undefined;
+
+  constructor(
+    private readonly context: CommandContext,
+    private readonly io: Io,
+    private readonly options: RunOptions,
+    private readonly discovery: Awaited<ReturnType<typeof readDiscovery>>,
+    private readonly found: LocalFound,
+  ) {
+    const local = found.local;
+    const cloudUrl = io.env.COMPANION_CLOUD_URL;
+    const cloudKey = io.env.COMPANION_CLOUD_KEY;
+    const cloudModel = options.modelOption ?? io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini';
+    this.cloudModel = cloudModel;
+    this.client = createLlmClient({
+      local: () => local,
+      companionAvailable: () => (local === null ? false : companionAvailableAt(local.verified, local.token)),
+      ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: cloudModel } } : {}),
+      preference: options.prefer,
+    });
+  }
+
+  /**
+   * The model the local lane answers with: the one the running `up` serves (it may have been started
+   * with `up --model`), else the active installed one.
+   */
+  async installed(): Promise<string | null> {
+    if (this.installedId !== undefined) return this.installedId;
+    const { context, discovery } = this;
+    const served =
+      discovery === null ? null : await readPublishedState(context.paths.state, discovery.pid).catch(() => null);
+    this.installedId = served?.model?.id ?? (await readInstalled(context.paths.models).catch(() => null))?.id ?? null;
+    return this.installedId;
+  }
+
+  /** Why the local companion is not there, when the lane selector refused for that. */
+  private cause(): Promise<Error | null> {
+    const { found, discovery } = this;
+    return localCause(this.context, this.io, {
+      keychain: found.keychain,
+      endpoint: found.endpoint,
+      upRunning: discovery !== null,
+      pid: discovery?.pid ?? null,
+    });
+  }
+
+  /** One answer for the conversation `messages`; streams unless --json, then reports as --json says. */
+  async answer(messages: readonly ChatMessage[], signal?: AbortSignal): Promise<CompleteResult> {
+    const { context, io, options } = this;
+    const { modelOption } = options;
+    const result = await this.client
+      .complete({
+        tier: options.tier,
+        stream: true,
+        maxTokens: options.maxTokens,
+        messages,
+        ...(signal ? { signal } : {}),
+        ...(modelOption !== undefined ? { model: modelOption } : {}),
+        onLane: (lane) => {
+          if (lane !== 'companion') return;
+          const problem = localModelProblem(modelOption, this.installedId ?? null);
+          if (problem !== null) throw new CliUsageError(problem);
+        },
+        // With --json the answer is a field of the one object, never raw text on stdout.
+        ...(context.json ? {} : { onToken: (text: string) => io.write(text) }),
+      })
+      .catch(async (error: unknown) => {
+        // The lane selector refused because the local companion is not there: say why, and what to do.
+        if (!isCompanionError(error, 'ERR_LANE_LOCAL_ONLY_UNAVAILABLE', 'ERR_LANE_CLOUD_NOT_ALLOWED')) throw error;
+        throw (await this.cause()) ?? error;
+      });
+    await this.report(result);
+    return result;
+  }
+
+  private async report(result: CompleteResult): Promise<void> {
+    const { context, io } = this;
+    if (context.json) {
+      const model = result.lane === 'cloud' ? this.cloudModel : await this.installed();
+      context.emit({
+        answer: result.text,
+        lane: result.lane,
+        model,
+        finishReason: result.finishReason,
+        usage: result.usage,
+      });
+    } else {
+      io.write('\n');
+      io.err(`(lane: ${result.lane}${result.usage ? `, ${result.usage.completionTokens} tokens` : ''})`);
+    }
+  }
+}
+
+/** `run` with the context open: one answer for `prompt`, or the chat when it is null. */
+async function run(context: CommandContext, io: Io, options: RunOptions, prompt: string | null): Promise<number> {
+  const discovery = await readDiscovery(context.paths.discovery);
+  const found = await findLocal(context, io, discovery);
+  const session = new RunSession(context, io, options, discovery, found);
+  if (options.modelOption !== undefined && found.local !== null) await session.installed();
+  const opening: ChatMessage[] = options.system === undefined ? [] : [{ role: 'system', content: options.system }];
+  if (prompt !== null) {
+    await session.answer([...opening, { role: 'user', content: prompt }]);
+    return 0;
+  }
+  return chat(io, opening, (messages, signal) => session.answer(messages, signal));
+}
+
+export const runCommand = defineCommand({
   name: 'run',
   summary: 'run a prompt, or chat, through the lane selector',
-  help: [
+  about: [
     'Usage: companion run [PROMPT | -] [--tier public|private|local-only] [--prefer prefer-local|prefer-cloud|local-only]',
     '                     [--system TEXT] [--model NAME] [--max-tokens N]',
     '',
@@ -71,159 +266,37 @@ export const runCommand: Command = {
     'The answer streams to stdout; a line "(lane: …)" follows on stderr. With --json nothing streams: one',
     'line per answer {"answer": TEXT, "lane": "companion"|"cloud", "model": ID|null, "finishReason":',
     'STRING|null, "usage": {"promptTokens","completionTokens"}|null}.',
-    '',
-    'Options:',
-    "  --tier T               the data's context tier (default private)",
-    '  --prefer P             lane preference (default prefer-local)',
-    '  --system TEXT          a system message sent before the conversation',
-    '  --model NAME           the model id sent to the endpoint (cloud default COMPANION_CLOUD_MODEL or',
-    '                         gpt-4o-mini); on the local lane it must be the model up serves',
-    '  --max-tokens N         at most N tokens per answer, 1 to 8192 (default 128)',
-    COMMON_HELP,
-    '',
+  ],
+  options: {
+    tier: { type: 'string', value: 'T', help: "the data's context tier (default private)" },
+    prefer: { type: 'string', value: 'P', help: 'lane preference (default prefer-local)' },
+    system: { type: 'string', value: 'TEXT', help: 'a system message sent before the conversation' },
+    model: {
+      type: 'string',
+      value: 'NAME',
+      help: [
+        'the model id sent to the endpoint (cloud default COMPANION_CLOUD_MODEL or',
+        'gpt-4o-mini); on the local lane it must be the model up serves',
+      ],
+    },
+    'max-tokens': { type: 'string', value: 'N', help: 'at most N tokens per answer, 1 to 8192 (default 128)' },
+    ...HUB_OPTIONS,
+  },
+  positionals: 1,
+  after: [
     'Examples:',
     '  companion run "Say hello"',
     '  echo "Summarise this" | companion run --tier local-only',
     '  companion run - --system "Answer in French" < notes.txt',
     '  companion run --tier public --model gpt-4o --json "Name three colours"',
     '  companion run                      (interactive chat)',
-  ].join('\n'),
-  async run(args, io) {
-    const parsed = parseCommandArgs(
-      args,
-      {
-        tier: { type: 'string' },
-        prefer: { type: 'string' },
-        'max-tokens': { type: 'string' },
-        system: { type: 'string' },
-        model: { type: 'string' },
-      },
-      1,
-    );
-    const positional = parsed.positionals[0];
-    const tier = (parsed.values.tier ?? 'private') as string;
-    const prefer = (parsed.values.prefer ?? 'prefer-local') as string;
-    try {
-      assertOneOf(tier, '--tier', CONTEXT_TIERS);
-      assertOneOf(prefer, '--prefer', LANE_PREFERENCES);
-    } catch (error) {
-      throw new CliUsageError((error as Error).message);
-    }
-    const maxTokensText = parsed.values['max-tokens'];
-    const maxTokens = maxTokensText === undefined ? 128 : Number(maxTokensText);
-    if ((typeof maxTokensText === 'string' && !/^[0-9]{1,4}$/.test(maxTokensText)) || maxTokens < 1 || maxTokens > 8192)
-      throw new CliUsageError('--max-tokens takes a whole number from 1 to 8192');
-    const system = parsed.values.system as string | undefined;
-    if (system !== undefined && system.length === 0) throw new CliUsageError('--system needs a non-empty TEXT');
-    const modelOption = parsed.values.model as string | undefined;
-    if (modelOption !== undefined && !/^[\x21-\x7e]{1,200}$/.test(modelOption))
-      throw new CliUsageError('--model takes a NAME of printable characters without spaces');
-
-    const stdinIsTty = io.input?.isTTY === true;
-    let prompt: string | null = null;
-    if (positional === '-' || (positional === undefined && !stdinIsTty)) {
-      prompt = (await readStdin(io.input, STDIN_LIMIT_BYTES)).replace(/\r?\n$/, '');
-      if (prompt.trim().length === 0) throw new CliUsageError('PROMPT is missing (stdin was empty)');
-    } else if (positional !== undefined) {
-      if (positional.length === 0) throw new CliUsageError('PROMPT is missing');
-      prompt = positional;
-    }
-
-    const context = await createContext(parsed, io);
-    try {
-      const discovery = await readDiscovery(context.paths.discovery);
-      let local: (Endpoint & { readonly verified: VerifiedEndpoint }) | null = null;
-      /** What the local lane found, for the one line that says why it is not there (see localCause). */
-      let keychain = 'available';
-      let endpoint: AvailabilityFacts['endpoint'] = 'no-token';
-      if (discovery !== null && context.config.hub !== null) {
-        const token = await authorityFor(context, io)
-          .loopbackToken()
-          .catch((error: unknown) => {
-            keychain = (error as { code?: string }).code ?? 'ERR_KEYCHAIN_FAILURE';
-            return null;
-          });
-        const check = token === null ? null : await verifyEndpoint(discovery, token);
-        if (check !== null)
-          endpoint = check.ok ? 'verified' : check.code === 'ERR_ENDPOINT_UNVERIFIED' ? 'unverified' : 'no-answer';
-        if (token !== null && check?.ok === true)
-          local = { url: check.endpoint.url, token: token.reveal(), verified: check.endpoint };
-        else if (check?.ok === false && check.code === 'ERR_ENDPOINT_UNVERIFIED')
-          io.err('companion run: the recorded endpoint failed the attestation; not using it [ERR_ENDPOINT_UNVERIFIED]');
-      }
-      const cause = (): Promise<Error | null> =>
-        localCause(context, io, { keychain, endpoint, upRunning: discovery !== null, pid: discovery?.pid ?? null });
-      const cloudUrl = io.env.COMPANION_CLOUD_URL;
-      const cloudKey = io.env.COMPANION_CLOUD_KEY;
-      const cloudModel = modelOption ?? io.env.COMPANION_CLOUD_MODEL ?? 'gpt-4o-mini';
-      const client = createLlmClient({
-        local: () => local,
-        companionAvailable: () => (local === null ? false : companionAvailableAt(local.verified, local.token)),
-        ...(cloudUrl && cloudKey ? { cloud: { url: cloudUrl, token: cloudKey, model: cloudModel } } : {}),
-        preference: prefer as LanePreference,
-      });
-      // The model the local lane answers with: the one the running `up` serves (it may have been started
-      // with `up --model`), else the active installed one.
-      let installedId: string | null | undefined;
-      const installed = async (): Promise<string | null> => {
-        if (installedId !== undefined) return installedId;
-        const served =
-          discovery === null ? null : await readPublishedState(context.paths.state, discovery.pid).catch(() => null);
-        installedId = served?.model?.id ?? (await readInstalled(context.paths.models).catch(() => null))?.id ?? null;
-        return installedId;
-      };
-      if (modelOption !== undefined && local !== null) await installed();
-
-      /** One answer for the conversation `messages`; streams unless --json, then reports as --json says. */
-      const answer = async (messages: readonly ChatMessage[], signal?: AbortSignal): Promise<CompleteResult> => {
-        const result = await client
-          .complete({
-            tier: tier as ContextTier,
-            stream: true,
-            maxTokens,
-            messages,
-            ...(signal ? { signal } : {}),
-            ...(modelOption !== undefined ? { model: modelOption } : {}),
-            onLane: (lane) => {
-              if (lane !== 'companion') return;
-              const problem = localModelProblem(modelOption, installedId ?? null);
-              if (problem !== null) throw new CliUsageError(problem);
-            },
-            // With --json the answer is a field of the one object, never raw text on stdout.
-            ...(context.json ? {} : { onToken: (text: string) => io.write(text) }),
-          })
-          .catch(async (error: unknown) => {
-            // The lane selector refused because the local companion is not there: say why, and what to do.
-            if (!isCompanionError(error, 'ERR_LANE_LOCAL_ONLY_UNAVAILABLE', 'ERR_LANE_CLOUD_NOT_ALLOWED')) throw error;
-            throw (await cause()) ?? error;
-          });
-        if (context.json) {
-          const model = result.lane === 'cloud' ? cloudModel : await installed();
-          context.emit({
-            answer: result.text,
-            lane: result.lane,
-            model,
-            finishReason: result.finishReason,
-            usage: result.usage,
-          });
-        } else {
-          io.write('\n');
-          io.err(`(lane: ${result.lane}${result.usage ? `, ${result.usage.completionTokens} tokens` : ''})`);
-        }
-        return result;
-      };
-
-      const opening: ChatMessage[] = system === undefined ? [] : [{ role: 'system', content: system }];
-      if (prompt !== null) {
-        await answer([...opening, { role: 'user', content: prompt }]);
-        return 0;
-      }
-      return await chat(io, opening, answer);
-    } finally {
-      await context.close();
-    }
+  ],
+  async run(parsed, io) {
+    const options = runOptions(parsed);
+    const prompt = await readPrompt(parsed.positionals[0], io);
+    return withContext(parsed, io, (context) => run(context, io, options, prompt));
   },
-};
+});
 
 /**
  * Why the local companion cannot take the call, as the error to show (one line: the cause and the fix),
@@ -274,7 +347,7 @@ function chat(
 ): Promise<number> {
   const rl = createInterface({
     input: io.input!,
-    output: io.output ?? process.stdout,
+    ...(io.output === undefined ? {} : { output: io.output }),
     terminal: true,
     prompt: CHAT_PROMPT,
     historySize: 200,

@@ -1,5 +1,5 @@
 /** The command table of `companion` (CONTRACT §6). */
-import type { Io } from './io.js';
+import type { Command } from './command.js';
 import { doctorCommand } from './cmd-doctor.js';
 import { loginCommand, logoutCommand } from './cmd-auth.js';
 import { pullCommand } from './cmd-pull.js';
@@ -16,13 +16,7 @@ import { stopCommand } from './cmd-stop.js';
 import { logsCommand } from './cmd-logs.js';
 import { completionCommand } from './cmd-completion.js';
 
-export interface Command {
-  readonly name: string;
-  readonly summary: string;
-  readonly help: string;
-  run(args: readonly string[], io: Io): Promise<number>;
-}
-
+/** Every command, in the order `companion --help` lists them. */
 export const COMMANDS: Command[] = [
   demoCommand,
   hubCommand,

@@ -49,6 +49,19 @@ export async function createContext(parsed: Parsed, io: Io): Promise<CommandCont
   };
 }
 
+/**
+ * Runs `fn` with the command context open and closes it on every way out: the one opening of every
+ * command that needs the configuration. @throws what {@link createContext} throws, and what `fn` throws
+ */
+export async function withContext<T>(parsed: Parsed, io: Io, fn: (context: CommandContext) => Promise<T>): Promise<T> {
+  const context = await createContext(parsed, io);
+  try {
+    return await fn(context);
+  } finally {
+    await context.close();
+  }
+}
+
 /** The authority group for the configured hub. @throws CliUsageError without a hub (a missing argument). */
 export function authorityFor(context: CommandContext, io: Io): AuthorityGroup {
   if (context.config.hub === null) throw new CliUsageError('no hub configured: pass --hub URL or set COMPANION_HUB');

@@ -19,6 +19,7 @@ export interface Io {
    * Absent (a test's Io): stdin counts as empty and not a terminal.
    */
   readonly input?: NodeJS.ReadableStream & { readonly isTTY?: boolean };
+  /** The terminal's output stream, for the interactive session's line editor (given with `input`). */
   readonly output?: NodeJS.WritableStream;
 }
 

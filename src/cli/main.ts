@@ -11,8 +11,9 @@
  * `{"error":{"code":"ERR_…","message":"…"}}` on stdout, besides the one human line on stderr.
  */
 import { CompanionError, ERROR_CODES, isCompanionError, type ErrorCode } from '../core/errors.js';
-import { printableOption } from './args.js';
-import { COMMANDS, type Command } from './commands.js';
+import { printableOption, UnknownOptionError } from './args.js';
+import type { Command } from './command.js';
+import { COMMANDS } from './commands.js';
 import { withExamples } from './examples.js';
 import { CliUsageError, type Io, processIo } from './io.js';
 
@@ -29,9 +30,10 @@ function topHelp(): string {
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     `  ${'help'.padEnd(width)}  print a command's help (companion help CMD, as companion CMD --help)`,
     '',
-    'Every command takes --help. Common options: --hub URL (COMPANION_HUB), --ca FILE (COMPANION_CA),',
-    '--data-dir DIR (COMPANION_HOME), --manifest-key KEY (COMPANION_MANIFEST_KEY), --keychain memory, --json,',
-    "--debug. A successful login remembers --hub, --ca and --manifest-key in the data dir's config.json",
+    'Every command takes --help, which lists the options it takes. Shared ones, where they apply: --hub URL',
+    '(COMPANION_HUB), --ca FILE (COMPANION_CA), --data-dir DIR (COMPANION_HOME), --manifest-key KEY',
+    '(COMPANION_MANIFEST_KEY), --keychain memory, --json, --debug. A successful login remembers --hub, --ca',
+    "and --manifest-key in the data dir's config.json",
     '(companion config); flags, then the environment, override it.',
     '',
     'Getting started (see the README): companion hub --data-dir ~/.companion-hub; companion login --hub URL',
@@ -95,13 +97,29 @@ function unknownCommand(name: string): { message: string; hint: string } {
     : { message: `unknown command ${shown}; did you mean ${suggestion}?`, hint: '' };
 }
 
+/**
+ * The usage message for an option `command` does not take: which commands take it, when a few do
+ * (`--threads is an option of companion demo and companion up, not of companion status`); when most do,
+ * only that this one does not (its --help, named after the message, lists what it takes).
+ */
+export function unknownOptionMessage(error: UnknownOptionError, command: string, commands = COMMANDS): string {
+  const name = error.option.startsWith('--') ? error.option.slice(2) : null;
+  const owners = name === null ? [] : commands.filter((c) => Object.hasOwn(c.options, name)).map((c) => c.name);
+  if (owners.length === 0) return error.message;
+  if (owners.length > 3) return `${error.option} is not an option of companion ${command}`;
+  return `${error.option} is an option of ${owners.map((o) => `companion ${o}`).join(' and ')}, not of companion ${command}`;
+}
+
 /** The argument list up to `--` (what follows is never an option). */
 function optionPart(args: readonly string[]): readonly string[] {
   const end = args.indexOf('--');
   return end === -1 ? args : args.slice(0, end);
 }
 
-/** Runs the CLI with `argv` (without node and script). Returns the exit status. */
+/**
+ * Runs the CLI with `argv` (without node and script). Returns the exit status; never throws: an
+ * unexpected error is reported as ERR_INTERNAL (its message may not be safe to print).
+ */
 export async function main(argv: readonly string[], io: Io = processIo()): Promise<number> {
   const [name, ...rest] = argv;
   const options = optionPart(rest);
@@ -163,6 +181,10 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
   } catch (error) {
     if (closed()) return EXIT.ok;
     const exit = interrupted ? EXIT.interrupted : EXIT.error;
+    if (error instanceof UnknownOptionError) {
+      fail(prefix, error.code, unknownOptionMessage(error, command.name), ` (see ${prefix} --help)`);
+      return EXIT.usage;
+    }
     if (error instanceof CliUsageError) {
       fail(prefix, error.code, error.message, ` (see ${prefix} --help)`);
       return EXIT.usage;

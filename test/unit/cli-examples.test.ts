@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { COMMANDS } from '../../src/cli/commands.js';
-import { completionModel, completionScript, optionsOfHelp } from '../../src/cli/cmd-completion.js';
+import { completionModel, completionScript, optionInfos } from '../../src/cli/cmd-completion.js';
 import { EXAMPLES, withExamples } from '../../src/cli/examples.js';
 import { editDistance, helpText, suggestCommand } from '../../src/cli/main.js';
 
@@ -72,10 +72,13 @@ test('suggestCommand() names the closest command only when it is close enough', 
   for (const [typed, expected] of cases) assert.equal(suggestCommand(typed), expected, typed);
 });
 
-test('optionsOfHelp() reads the option lines of a help text, with their value placeholders', () => {
-  const help =
-    'Usage: x\n\nOptions:\n  --threads N            CPU threads\n  --allow-unsandboxed    start anyway\n  --keychain memory      explicit\nnot --an-option here';
-  assert.deepEqual(optionsOfHelp(help), [
+test('optionInfos() lists the options a command declares, with their value placeholders', () => {
+  const options = {
+    threads: { type: 'string', value: 'N', help: 'CPU threads' },
+    'allow-unsandboxed': { type: 'boolean', help: 'start anyway' },
+    keychain: { type: 'string', value: 'memory', help: ['explicit', 'more'] },
+  } as const;
+  assert.deepEqual(optionInfos(options), [
     { name: '--threads', value: 'N', description: 'CPU threads' },
     { name: '--allow-unsandboxed', value: null, description: 'start anyway' },
     { name: '--keychain', value: 'memory', description: 'explicit' },
