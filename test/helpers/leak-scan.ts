@@ -155,7 +155,8 @@ function imageOf(pid: number): { exe: string; argv: string; ppid: number } | nul
  * parent's exe, argv, environment and fd table (the demo's secret channel on fd 3 included): it is not yet
  * the runtime, and sampling it then reports the parent's state under the child's pid. So: re-read until its
  * exe or argv differ from its parent's (at most `boundMs`), and keep a snapshot only if the image did not
- * change while it was read. A child that is still a copy after the bound is returned with the role
+ * change while it was read (an empty argv, as mid-exec, counts as not yet settled). A child that is still a
+ * copy after the bound is returned with the role
  * `<role> (fork, not exec'd)`; null when the process is gone.
  */
 export async function settledSnapshot(pid: number, role: string, boundMs = 500): Promise<ProcessSnapshot | null> {
@@ -165,7 +166,9 @@ export async function settledSnapshot(pid: number, role: string, boundMs = 500):
     if (image === null) return null;
     const parent = imageOf(image.ppid);
     const copyOfParent = parent !== null && parent.exe === image.exe && parent.argv === image.argv;
-    if (!copyOfParent || Date.now() >= deadline) {
+    // Mid-exec the kernel has swapped the image but not yet laid out the new argv: cmdline reads empty.
+    const midExec = image.argv.length === 0;
+    if ((!copyOfParent && !midExec) || Date.now() >= deadline) {
       const snap = snapshotProcess(pid, copyOfParent ? `${role} (fork, not exec'd)` : role);
       const after = imageOf(pid);
       if (snap === null || after === null) return null;
