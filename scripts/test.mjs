@@ -11,6 +11,10 @@ import { join, relative, resolve } from 'node:path';
 import { countTap, requireAllProblems } from './tap-count.mjs';
 
 const TIERS = ['unit', 'property', 'architecture', 'integration', 'security', 'fault', 'e2e'];
+// Test files run side by side in these tiers: each file makes its own temp dirs, ephemeral ports and
+// private D-Bus/keyring, and most of their time is spent waiting on child processes. The fault tier
+// (disk full, 500-connection load, crash timing) and e2e (the whole demo, browser) stay one file at a time.
+const CONCURRENCY = { integration: 2, security: 2 };
 const root = resolve(new URL('..', import.meta.url).pathname);
 const args = process.argv.slice(2);
 const wanted = args.length === 0 || args.includes('all') ? TIERS : args;
@@ -58,6 +62,7 @@ for (const tier of wanted) {
     process.execPath,
     [
       '--test',
+      `--test-concurrency=${CONCURRENCY[tier] ?? 1}`,
       '--test-reporter=spec',
       '--test-reporter-destination=stdout',
       '--test-reporter=tap',
