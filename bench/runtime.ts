@@ -41,9 +41,11 @@ async function measure(sandbox: SpawnWrap | undefined): Promise<Figures> {
       fetch: undiciFetch as unknown as typeof fetch,
       fetchOptions: { dispatcher: agent } as Record<string, unknown>,
     });
+    // The runtime answers 404 model_not_found for any model but the one it serves: ask it which.
+    const served = (await client.models.list()).data[0]?.id ?? '';
     const messages = [{ role: 'user' as const, content: 'Tell me a long story.' }];
     let t0 = performance.now();
-    const plain = await client.chat.completions.create({ model: 'x', messages, max_tokens: TOKENS, temperature: 0 });
+    const plain = await client.chat.completions.create({ model: served, messages, max_tokens: TOKENS, temperature: 0 });
     const plainSeconds = (performance.now() - t0) / 1000;
     const plainTokens = plain.usage?.completion_tokens ?? 0;
 
@@ -51,7 +53,7 @@ async function measure(sandbox: SpawnWrap | undefined): Promise<Figures> {
     let firstTokenMs = Number.NaN;
     let streamTokens = 0;
     const stream = await client.chat.completions.create({
-      model: 'x',
+      model: served,
       messages,
       max_tokens: TOKENS,
       temperature: 0,
